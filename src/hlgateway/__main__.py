@@ -1,0 +1,5 @@
+import sys
+
+from hlgateway.cli import main
+
+sys.exit(main())

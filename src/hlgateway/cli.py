@@ -1,0 +1,173 @@
+"""The `hlgateway` command: serve, simulate, token."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from hlgateway.auth import WALLET_RE, issue_token
+from hlgateway.config import SettingsError, auth_from_env, settings_from_env
+
+DEMO_USER = "demo"
+# A fixed, valid-looking address so the demo token and the simulator agree across runs.
+DEMO_WALLET = "0x" + hashlib.sha256(b"hlgateway demo wallet").hexdigest()[:40]
+
+
+def dev_secret_path() -> Path:
+    explicit = os.environ.get("HLGATEWAY_DEV_SECRET_FILE")
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "hlgateway" / "dev-secret"
+
+
+def dev_secret(create: bool) -> str | None:
+    """The local development secret used when JWT_SECRET is unset.
+
+    Kept in a private file so that `hlgateway token` and a restarted dev gateway
+    agree on it; never used when JWT_SECRET (or a public key) is configured.
+    """
+    path = dev_secret_path()
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret)
+    return secret
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hlgateway.server.runner import run
+
+    env = os.environ
+    using_dev_secret = (
+        not env.get("JWT_SECRET")
+        and not env.get("JWT_PUBLIC_KEY")
+        and not env.get("JWT_PUBLIC_KEY_FILE")
+    )
+    try:
+        auth = auth_from_env(env, secret=dev_secret(create=True) if using_dev_secret else None)
+        settings = settings_from_env(
+            env,
+            auth=auth,
+            host=args.host,
+            port=args.port,
+            upstream=args.upstream,
+            sim_seed=args.seed,
+        )
+    except (SettingsError, OSError) as exc:
+        print(f"hlgateway: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def banner(ws_url: str) -> None:
+        lines = [
+            f"hlgateway is up: {ws_url}  (health: {ws_url[:-3].replace('ws', 'http', 1)}/health)"
+        ]
+        if using_dev_secret and auth.secret is not None:
+            token = issue_token(
+                auth.secret, DEMO_USER, wallets=[DEMO_WALLET], ttl_seconds=24 * 3600
+            )
+            lines += [
+                f"JWT_SECRET is not set: using the local dev secret in {dev_secret_path()}",
+                f"demo user '{DEMO_USER}', wallet {DEMO_WALLET}; token (24 h):",
+                f"  {token}",
+                f"connect: {ws_url}?token={token}",
+                "more tokens: hlgateway token --user ID [--role admin] [--wallet 0x..]",
+            ]
+        print("\n".join(lines), flush=True)
+
+    return run(settings, banner)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from hlgateway.simulator import SimConfig, run_simulator
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(args.host, args.port, SimConfig(seed=args.seed)))
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = os.environ.get("JWT_SECRET") or dev_secret(create=False)
+    if not secret:
+        print(
+            "hlgateway: set JWT_SECRET (or run `hlgateway serve` once to create the dev secret)",
+            file=sys.stderr,
+        )
+        return 2
+    for wallet in args.wallet:
+        if not WALLET_RE.match(wallet):
+            print(f"hlgateway: not a wallet address (0x + 40 hex): {wallet}", file=sys.stderr)
+            return 2
+    print(
+        issue_token(
+            secret,
+            args.user,
+            username=args.username,
+            role=args.role,
+            wallets=args.wallet or None,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hlgateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (on the embedded simulator by default)")
+    serve.add_argument("--host", help="listen address (HLGATEWAY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (HLGATEWAY_PORT, default 8080)")
+    serve.add_argument(
+        "--upstream",
+        help="sim | mainnet | testnet | ws://host:port/ws (HLGATEWAY_UPSTREAM, default sim)",
+    )
+    serve.add_argument("--seed", type=int, help="simulator seed (HLGATEWAY_SIM_SEED, default 0)")
+    serve.set_defaults(func=_serve)
+
+    simulate = sub.add_parser("simulate", help="run the Hyperliquid simulator on its own")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8090)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(func=_simulate)
+
+    token = sub.add_parser("token", help="print a JWT for local use (signed with JWT_SECRET)")
+    token.add_argument("--user", required=True, help="user id (claim `id`)")
+    token.add_argument("--username")
+    token.add_argument("--role", choices=["admin", "user"])
+    token.add_argument(
+        "--wallet", action="append", default=[], help="wallet the user may read (repeatable)"
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.set_defaults(func=_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Settings: from flags, then environment variables, then defaults.
+
+Every setting is listed in docs/operations.md. Environment variable names are
+given next to each field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; raised before anything starts."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    secret: str | None = None  # JWT_SECRET
+    algorithms: tuple[str, ...] = ("HS256",)  # JWT_ALGORITHMS, comma-separated
+    public_key: str | None = None  # JWT_PUBLIC_KEY (PEM) or JWT_PUBLIC_KEY_FILE
+    audience: str | None = None  # JWT_AUDIENCE
+    issuer: str | None = None  # JWT_ISSUER
+    leeway_seconds: int = 0  # JWT_LEEWAY
+
+    def __post_init__(self) -> None:
+        algs = set(self.algorithms)
+        unknown = algs - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
+        if not algs or unknown:
+            raise SettingsError(f"JWT_ALGORITHMS: unsupported {sorted(unknown) or 'empty'}")
+        # One key family only: mixing HMAC and public-key algorithms is the
+        # classic algorithm-confusion hole.
+        if algs & HMAC_ALGORITHMS and algs & PUBLIC_KEY_ALGORITHMS:
+            raise SettingsError("JWT_ALGORITHMS: do not mix HS* with RS*/ES* algorithms")
+        if algs <= PUBLIC_KEY_ALGORITHMS and not self.public_key:
+            raise SettingsError("JWT_PUBLIC_KEY is required for RS*/ES* algorithms")
+        if algs <= HMAC_ALGORITHMS and not self.secret:
+            raise SettingsError("JWT_SECRET is required for HS* algorithms")
+
+    @property
+    def uses_public_key(self) -> bool:
+        return set(self.algorithms) <= PUBLIC_KEY_ALGORITHMS
+
+    def verification_key(self) -> str:
+        key = self.public_key if self.uses_public_key else self.secret
+        assert key is not None  # checked in __post_init__
+        return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    auth: AuthSettings
+    host: str = "127.0.0.1"  # HLGATEWAY_HOST
+    port: int = 8080  # HLGATEWAY_PORT
+    upstream: str = "sim"  # HLGATEWAY_UPSTREAM: sim | mainnet | testnet | ws(s)://host/ws
+    sim_seed: int = 0  # HLGATEWAY_SIM_SEED
+    allowed_origins: tuple[str, ...] = ()  # HLGATEWAY_ALLOWED_ORIGINS, comma-separated
+    max_message_bytes: int = 64 * 1024  # HLGATEWAY_MAX_MESSAGE_BYTES (bigger: close 1009)
+    max_subscriptions: int = 100  # HLGATEWAY_MAX_SUBSCRIPTIONS, per connection
+    max_rooms: int = 20  # HLGATEWAY_MAX_ROOMS, per connection
+    heartbeat_interval: float = 30.0  # HLGATEWAY_HEARTBEAT_INTERVAL (s)
+    heartbeat_timeout: float = 60.0  # HLGATEWAY_HEARTBEAT_TIMEOUT (s)
+    error_limit: int = 10  # HLGATEWAY_ERROR_LIMIT bad messages ...
+    error_window: float = 60.0  # HLGATEWAY_ERROR_WINDOW ... per this many seconds
+    outbox_max_bytes: int = 4 * 1024 * 1024  # HLGATEWAY_OUTBOX_MAX_BYTES, per connection
+    shutdown_timeout: float = 30.0  # HLGATEWAY_SHUTDOWN_TIMEOUT (s)
+    upstream_ping_interval: float = 30.0  # HLGATEWAY_UPSTREAM_PING_INTERVAL (s)
+    context_refresh: float = 10.0  # HLGATEWAY_CONTEXT_REFRESH (s) for 24 h change/volume
+    log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else None
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def auth_from_env(env: Mapping[str, str], secret: str | None = None) -> AuthSettings:
+    public_key = _env(env, "JWT_PUBLIC_KEY")
+    key_file = _env(env, "JWT_PUBLIC_KEY_FILE")
+    if public_key is None and key_file is not None:
+        public_key = Path(key_file).read_text()
+    algorithms = _split(_env(env, "JWT_ALGORITHMS")) or ("HS256",)
+    return AuthSettings(
+        secret=secret if secret is not None else _env(env, "JWT_SECRET"),
+        algorithms=algorithms,
+        public_key=public_key,
+        audience=_env(env, "JWT_AUDIENCE"),
+        issuer=_env(env, "JWT_ISSUER"),
+        leeway_seconds=int(_env(env, "JWT_LEEWAY") or 0),
+    )
+
+
+def settings_from_env(
+    env: Mapping[str, str] | None = None,
+    *,
+    auth: AuthSettings,
+    **overrides: object,
+) -> Settings:
+    """Environment first, then `overrides` (flags that were given) on top."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    numeric: dict[str, type] = {
+        "port": int,
+        "sim_seed": int,
+        "max_message_bytes": int,
+        "max_subscriptions": int,
+        "max_rooms": int,
+        "heartbeat_interval": float,
+        "heartbeat_timeout": float,
+        "error_limit": int,
+        "error_window": float,
+        "outbox_max_bytes": int,
+        "shutdown_timeout": float,
+        "upstream_ping_interval": float,
+        "context_refresh": float,
+    }
+    for name, kind in numeric.items():
+        raw = _env(env, f"HLGATEWAY_{name.upper()}")
+        if raw is not None:
+            try:
+                values[name] = kind(raw)
+            except ValueError:
+                raise SettingsError(f"HLGATEWAY_{name.upper()}: not a number: {raw!r}") from None
+    for name in ("host", "upstream", "log_level"):
+        raw = _env(env, f"HLGATEWAY_{name.upper()}")
+        if raw is not None:
+            values[name] = raw
+    origins = _env(env, "HLGATEWAY_ALLOWED_ORIGINS")
+    if origins is not None:
+        values["allowed_origins"] = _split(origins)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(auth=auth, **values)  # type: ignore[arg-type]

@@ -1,0 +1,111 @@
+"""The gateway process's parts, wired together (the node).
+
+upstream links -> wire -> Feeds -> Publisher (encode once) -> Broker -> Hub -> outboxes
+client frames  -> Session -> Catalog (canonical topic, permissions) -> Hub -> Feeds -> Upstream
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from hlgateway.auth import TokenVerifier
+from hlgateway.broker import Broker, MemoryBroker
+from hlgateway.config import Settings
+from hlgateway.hub import Hub
+from hlgateway.protocol import encoding
+from hlgateway.protocol.channels import Catalog, room_topic
+from hlgateway.publisher import Publisher
+from hlgateway.session import SessionLimits
+from hlgateway.upstream import wire
+from hlgateway.upstream.feeds import Feeds
+from hlgateway.upstream.link import Link
+from hlgateway.upstream.networks import Endpoint
+from hlgateway.upstream.pool import Upstream
+
+if TYPE_CHECKING:
+    from hlgateway.server.connection import Connection
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, endpoint: Endpoint) -> None:
+        self.settings = settings
+        self.verifier = TokenVerifier(settings.auth)
+        self.hub = Hub()
+        self.broker: Broker = MemoryBroker(self.hub)
+        self.publisher = Publisher(self.broker)
+        self.upstream = Upstream(
+            endpoint,
+            on_event=self._on_upstream_event,
+            on_status=self._on_upstream_status,
+            ping_interval=settings.upstream_ping_interval,
+            context_refresh=settings.context_refresh,
+        )
+        self.feeds = Feeds(self.upstream, self.publisher)
+        self.hub.set_listener(self.feeds)
+        self.catalog = Catalog(self.upstream.markets)
+        self.limits = SessionLimits(
+            max_subscriptions=settings.max_subscriptions,
+            max_rooms=settings.max_rooms,
+            error_limit=settings.error_limit,
+            error_window=settings.error_window,
+        )
+        self.connections: dict[str, Connection] = {}
+        self.shutting_down = False
+        self.started_at = time.time()
+
+    def _on_upstream_event(self, link: Link, event: wire.Event) -> None:
+        self.feeds.on_event(link, event)
+
+    def _on_upstream_status(self, status: str) -> None:
+        self.feeds.on_status(status)
+
+    async def start(self) -> None:
+        await self.broker.start()
+        await self.upstream.start()
+
+    @staticmethod
+    def new_client_id() -> str:
+        return secrets.token_hex(8)
+
+    def publish_to_room(self, room: str, data: Any) -> int:
+        """Admin publish: returns how many local members it reached."""
+        topic = room_topic(room)
+        head = encoding.data_head(topic.channel, topic.params_json)
+        return self.broker.publish(topic, encoding.data_frame(head, data))
+
+    def health(self) -> dict[str, Any]:
+        upstream = self.upstream.health()
+        return {
+            "status": "healthy" if upstream["status"] in ("connected", "idle") else "degraded",
+            "websocket": {
+                "clients": len(self.connections),
+                "subscriptions": self.hub.subscription_count,
+                "topics": self.hub.topic_count,
+            },
+            "upstream": upstream,
+            "uptimeSeconds": round(time.time() - self.started_at, 1),
+        }
+
+    async def shutdown(self, drain_seconds: float) -> None:
+        """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""
+        self.shutting_down = True
+        connections = list(self.connections.values())
+        log.info("shutting down: %d clients", len(connections))
+        for connection in connections:
+            connection.going_away()
+        waiters = [asyncio.ensure_future(c.closed.wait()) for c in connections]
+        if waiters:
+            _done, pending = await asyncio.wait(waiters, timeout=drain_seconds)
+            for waiter in pending:
+                waiter.cancel()
+        for connection in list(self.connections.values()):
+            connection.abort()
+        self.hub.clear()
+        await self.upstream.stop()
+        await self.broker.stop()

@@ -1,0 +1,212 @@
+"""Channels: their params, canonical form, and who may read them.
+
+A subscription is identified by a `Topic`: the channel plus its canonical
+params (keys sorted, defaults filled, symbols resolved and de-duplicated). For
+user channels the topic also carries the wallets it reads, resolved from the
+subscriber's token when the params name none; those are part of the identity
+(two tokens with different wallets must not share a feed) but are not echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from hlgateway.auth import WALLET_RE, Principal
+from hlgateway.protocol.errors import ErrorCode, ProtocolError
+from hlgateway.protocol.markets import Markets
+
+PRICES = "prices"
+ORDERBOOK = "orderbook"
+TRADES = "trades"
+USER_ORDERS = "user_orders"
+USER_FILLS = "user_fills"
+ACCOUNT_UPDATES = "account_updates"
+SYSTEM = "system"
+ROOM = "room"
+
+MARKET_CHANNELS = frozenset({PRICES, ORDERBOOK, TRADES})
+USER_CHANNELS = frozenset({USER_ORDERS, USER_FILLS, ACCOUNT_UPDATES})
+CHANNELS = MARKET_CHANNELS | USER_CHANNELS | {SYSTEM}
+# Channels whose messages are full snapshots: the latest one is all a new
+# subscriber needs, so the hub keeps it and sends it on subscribe.
+SNAPSHOT_CHANNELS = frozenset({PRICES, ORDERBOOK, ACCOUNT_UPDATES})
+
+DEFAULT_DEPTH = 10
+MAX_DEPTH = 50
+MAX_THROTTLE_MS = 60_000
+MAX_SYMBOLS = 500
+ROOM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+class PricesParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    symbols: list[str] | None = None
+    throttle: int | None = None
+
+
+class OrderbookParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    symbol: str
+    depth: int = DEFAULT_DEPTH
+    throttle: int | None = None
+
+
+class TradesParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    symbol: str
+
+
+class UserParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    userId: str | int
+    wallet: str | None = None
+
+
+class NoParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One subscription key. Equality is channel + canonical params (+ wallets)."""
+
+    channel: str
+    params_json: bytes
+    wallets: tuple[str, ...] = ()
+    # Derived from the above; kept for the feeds and replies, not part of identity.
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    symbols: tuple[str, ...] | None = field(default=None, compare=False, hash=False)
+    depth: int = field(default=DEFAULT_DEPTH, compare=False, hash=False)
+    throttle_ms: int = field(default=0, compare=False, hash=False)
+
+    @property
+    def symbol(self) -> str:
+        assert self.symbols, "single-symbol channel"
+        return self.symbols[0]
+
+
+def _make(channel: str, params: dict[str, Any], **kw: Any) -> Topic:
+    return Topic(channel=channel, params_json=_encoder.encode(params), params=params, **kw)
+
+
+def room_topic(room: str) -> Topic:
+    if not ROOM_RE.match(room):
+        raise ProtocolError(
+            ErrorCode.INVALID_PARAMS, "Room names are 1-64 characters of A-Z a-z 0-9 _ . : -"
+        )
+    return _make(ROOM, {"room": room})
+
+
+SYSTEM_TOPIC = _make(SYSTEM, {})
+
+
+class Catalog:
+    """Turns (channel, params, principal) into a Topic, or a coded error."""
+
+    def __init__(self, markets: Markets) -> None:
+        self.markets = markets
+
+    def resolve(self, channel: str, params: dict[str, Any] | None, principal: Principal) -> Topic:
+        if channel not in CHANNELS:
+            raise ProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"Unknown channel: {channel[:64]!r}")
+        raw = params or {}
+        if channel == PRICES:
+            return self._prices(_convert(raw, PricesParams))
+        if channel == ORDERBOOK:
+            return self._orderbook(_convert(raw, OrderbookParams))
+        if channel == TRADES:
+            p = _convert(raw, TradesParams)
+            symbol = self._symbol(p.symbol)
+            return _make(TRADES, {"symbol": symbol}, symbols=(symbol,))
+        if channel in USER_CHANNELS:
+            return self._user(channel, _convert(raw, UserParams), principal)
+        _convert(raw, NoParams)
+        return SYSTEM_TOPIC
+
+    def _prices(self, p: PricesParams) -> Topic:
+        throttle = _throttle(p.throttle)
+        canonical: dict[str, Any] = {}
+        symbols: tuple[str, ...] | None = None
+        if p.symbols:
+            if len(p.symbols) > MAX_SYMBOLS:
+                raise ProtocolError(ErrorCode.INVALID_PARAMS, f"At most {MAX_SYMBOLS} symbols")
+            symbols = tuple(sorted({self._symbol(s) for s in p.symbols}))
+            canonical["symbols"] = list(symbols)
+        else:
+            self._require_markets()
+        if throttle:
+            canonical["throttle"] = throttle
+        return _make(PRICES, canonical, symbols=symbols, throttle_ms=throttle)
+
+    def _orderbook(self, p: OrderbookParams) -> Topic:
+        if not 1 <= p.depth <= MAX_DEPTH:
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, f"depth must be 1..{MAX_DEPTH}")
+        throttle = _throttle(p.throttle)
+        symbol = self._symbol(p.symbol)
+        canonical: dict[str, Any] = {"depth": p.depth, "symbol": symbol}
+        if throttle:
+            canonical["throttle"] = throttle
+        return _make(ORDERBOOK, canonical, symbols=(symbol,), depth=p.depth, throttle_ms=throttle)
+
+    def _user(self, channel: str, p: UserParams, principal: Principal) -> Topic:
+        user_id = str(p.userId)
+        wallet = p.wallet.lower() if p.wallet is not None else None
+        if wallet is not None and not WALLET_RE.match(wallet):
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, "wallet must be 0x followed by 40 hex")
+        own = user_id == principal.user_id
+        if not own and not principal.is_admin:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"Not allowed to read {channel} of this user")
+        if wallet is not None:
+            if own and not principal.is_admin and not principal.owns_wallet(wallet):
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, f"Not allowed to read {channel} of this wallet"
+                )
+            wallets: tuple[str, ...] = (wallet,)
+        elif own:
+            wallets = tuple(sorted(principal.wallets))
+            if not wallets:
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, f"Token grants no wallet to read {channel} with"
+                )
+        else:
+            # An admin reading someone else: their wallets are in their token, not ours.
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS, "wallet is required to read another user's channel"
+            )
+        canonical: dict[str, Any] = {"userId": user_id}
+        if wallet is not None:
+            canonical["wallet"] = wallet
+        return _make(channel, canonical, wallets=wallets)
+
+    def _symbol(self, symbol: str) -> str:
+        self._require_markets()
+        resolved = self.markets.resolve(symbol)
+        if resolved is None:
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, f"Unknown symbol: {symbol[:32]!r}")
+        return resolved
+
+    def _require_markets(self) -> None:
+        if not self.markets.loaded:
+            raise ProtocolError(
+                ErrorCode.UPSTREAM_UNAVAILABLE, "Market list not loaded yet; try again shortly"
+            )
+
+
+def _throttle(value: int | None) -> int:
+    if value is None:
+        return 0
+    if not 0 <= value <= MAX_THROTTLE_MS:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"throttle must be 0..{MAX_THROTTLE_MS} ms")
+    return value
+
+
+T = TypeVar("T")
+
+
+def _convert(raw: dict[str, Any], kind: type[T]) -> T:
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"Invalid params: {exc}") from None

@@ -1,0 +1,82 @@
+"""From data to frames: encode once per topic, throttle, and hand to the broker.
+
+The frame prefix of each topic (type, channel, canonical params) is encoded
+when the topic first publishes; each message then costs one encode of its data,
+whatever the number of subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hlgateway.broker import Broker
+from hlgateway.protocol import encoding
+from hlgateway.protocol.channels import SYSTEM_TOPIC, Topic
+
+
+@dataclass(slots=True)
+class _Throttle:
+    last_sent: float = float("-inf")
+    pending: Any = None
+    has_pending: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+
+class Publisher:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._heads: dict[Topic, bytes] = {}
+        self._throttles: dict[Topic, _Throttle] = {}
+
+    def publish(self, topic: Topic, data: Any, *, snapshot: bool = False) -> None:
+        if topic.throttle_ms:
+            self._throttled(topic, data, snapshot)
+        else:
+            self._send(topic, data, snapshot)
+
+    def notice(self, event: str, message: str, **fields: Any) -> None:
+        """A server notice on the `system` channel."""
+        self._send(SYSTEM_TOPIC, {"event": event, "message": message, **fields}, False)
+
+    def forget(self, topic: Topic) -> None:
+        """The topic has no subscribers left: drop its cached state."""
+        self._heads.pop(topic, None)
+        throttle = self._throttles.pop(topic, None)
+        if throttle is not None and throttle.timer is not None:
+            throttle.timer.cancel()
+
+    def _send(self, topic: Topic, data: Any, snapshot: bool) -> None:
+        head = self._heads.get(topic)
+        if head is None:
+            head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
+        self._broker.publish(topic, encoding.data_frame(head, data), snapshot=snapshot)
+
+    def _throttled(self, topic: Topic, data: Any, snapshot: bool) -> None:
+        # At most one message per interval, always with the latest data: only
+        # conflatable (snapshot) channels accept a throttle.
+        state = self._throttles.get(topic)
+        if state is None:
+            state = self._throttles[topic] = _Throttle()
+        now = time.monotonic()
+        interval = topic.throttle_ms / 1000
+        if now - state.last_sent >= interval and state.timer is None:
+            state.last_sent = now
+            self._send(topic, data, snapshot)
+            return
+        state.pending, state.has_pending = data, True
+        if state.timer is None:
+            delay = max(0.0, state.last_sent + interval - now)
+            state.timer = asyncio.get_running_loop().call_later(delay, self._flush, topic, snapshot)
+
+    def _flush(self, topic: Topic, snapshot: bool) -> None:
+        state = self._throttles.get(topic)
+        if state is None:
+            return
+        state.timer = None
+        if state.has_pending:
+            data, state.pending, state.has_pending = state.pending, None, False
+            state.last_sent = time.monotonic()
+            self._send(topic, data, snapshot)

@@ -1,0 +1,1 @@
+"""The HTTP/WebSocket edge: aiohttp routes, connections, and the serve life cycle."""

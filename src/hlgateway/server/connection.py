@@ -1,0 +1,129 @@
+"""One WebSocket client at the edge: reads frames into its Session, runs its
+outbox writer, its heartbeat and its token-expiry timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from hlgateway.auth import Principal
+from hlgateway.protocol import encoding
+from hlgateway.protocol.errors import CloseCode, ErrorCode
+from hlgateway.server.outbox import Outbox
+from hlgateway.session import Close, Session
+
+if TYPE_CHECKING:
+    from hlgateway.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class Connection:
+    def __init__(
+        self,
+        gateway: Gateway,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        principal: Principal,
+    ) -> None:
+        self.client_id = gateway.new_client_id()
+        self._gateway = gateway
+        self._request = request
+        self._ws = ws
+        settings = gateway.settings
+        self.outbox = Outbox(ws, settings.outbox_max_bytes)
+        self.session = Session(
+            self.client_id,
+            principal,
+            catalog=gateway.catalog,
+            hub=gateway.hub,
+            out=self.outbox,
+            verifier=gateway.verifier,
+            limits=gateway.limits,
+        )
+        self._last_seen = time.monotonic()
+        self.closed = asyncio.Event()
+
+    async def run(self) -> None:
+        gateway = self._gateway
+        gateway.connections[self.client_id] = self
+        log.info("client %s connected (user %s)", self.client_id, self.session.principal.user_id)
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self.outbox.run())
+        timers = [loop.create_task(self._heartbeat()), loop.create_task(self._expiry())]
+        try:
+            self.session.welcome()
+            await self._read()
+            # Let queued replies (an error before a policy close, say) go out.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), timeout=5)
+        finally:
+            for task in (*timers, writer):
+                task.cancel()
+            self.session.close()
+            gateway.connections.pop(self.client_id, None)
+            self.closed.set()
+            log.info("client %s disconnected (code %s)", self.client_id, self._ws.close_code)
+
+    async def _read(self) -> None:
+        ws = self._ws
+        while True:
+            msg = await ws.receive()
+            self._last_seen = time.monotonic()
+            if msg.type is WSMsgType.TEXT:
+                verdict = self.session.handle(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                verdict = self.session.reject(
+                    ErrorCode.INVALID_MESSAGE, "Messages must be JSON text frames"
+                )
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            elif msg.type is WSMsgType.PONG:
+                continue
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp answers 1009 itself)
+                self.outbox.close(CloseCode.NORMAL, "")
+                return
+            if verdict is not None:
+                self._close(verdict)
+                return
+
+    def _close(self, verdict: Close) -> None:
+        self.outbox.close(verdict.code, verdict.reason)
+
+    async def _heartbeat(self) -> None:
+        settings = self._gateway.settings
+        while True:
+            await asyncio.sleep(settings.heartbeat_interval)
+            if time.monotonic() - self._last_seen > settings.heartbeat_timeout:
+                log.info("client %s unresponsive: dropped", self.client_id)
+                self.abort()
+                return
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.ping()
+
+    async def _expiry(self) -> None:
+        # Re-reads the deadline after each sleep: an `auth` message may have moved it.
+        while True:
+            expires_at = self.session.expires_at
+            if expires_at is None:
+                return
+            remaining = expires_at / 1000 - time.time()
+            if remaining <= 0:
+                self.outbox.close(CloseCode.TOKEN_EXPIRED, "Token expired")
+                return
+            await asyncio.sleep(min(remaining, 3600))
+
+    def going_away(self) -> None:
+        self.outbox.deliver(encoding.message("shutdown", message="Server is shutting down"))
+        self.outbox.close(CloseCode.GOING_AWAY, "Server shutting down")
+
+    def abort(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()

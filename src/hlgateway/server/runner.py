@@ -1,0 +1,87 @@
+"""`hlgateway serve`: start the simulator (if asked), the gateway and the HTTP
+server; on SIGTERM/SIGINT stop accepting, say goodbye to every client, drain,
+and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from hlgateway.config import Settings
+from hlgateway.gateway import Gateway
+from hlgateway.server.access_log import RedactingAccessLogger
+from hlgateway.server.app import build_app
+from hlgateway.upstream.networks import Endpoint, endpoint_for
+
+log = logging.getLogger(__name__)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    banner: Callable[[str], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT. `banner` receives the gateway's ws URL once it listens."""
+    simulator = None
+    if settings.upstream == "sim":
+        from hlgateway.simulator import SimConfig, Simulator
+
+        simulator = Simulator(SimConfig(seed=settings.sim_seed))
+        await simulator.start("127.0.0.1", 0)
+        endpoint = Endpoint("sim", simulator.ws_url, simulator.http_url + "/info")
+    else:
+        endpoint = endpoint_for(settings.upstream)
+
+    gateway = Gateway(settings, endpoint)
+    await gateway.start()
+    runner = web.AppRunner(
+        build_app(gateway),
+        handle_signals=False,
+        access_log_class=RedactingAccessLogger,
+        shutdown_timeout=5.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    log.info(
+        "listening on %s:%s, upstream %s (%s)", settings.host, port, endpoint.name, endpoint.host
+    )
+    if banner is not None:
+        banner(f"ws://{settings.host}:{port}/ws")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("signal received: shutting down")
+        await site.stop()  # stop accepting; open connections stay for the goodbye
+        await gateway.shutdown(settings.shutdown_timeout)
+        await runner.cleanup()
+        if simulator is not None:
+            await simulator.stop()
+        log.info("stopped")
+
+
+def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
+    try:
+        import uvloop
+
+        runner: Callable[..., None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(settings, banner=banner))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,223 @@
+"""Feeds: which upstream streams each topic needs, and what each topic gets
+when an upstream event arrives.
+
+This is the hub's listener (first subscriber starts a feed, last stops it) and
+the upstream's event sink. Work here is per topic, never per client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+
+from hlgateway.protocol.channels import (
+    ACCOUNT_UPDATES,
+    ORDERBOOK,
+    PRICES,
+    TRADES,
+    USER_FILLS,
+    USER_ORDERS,
+    Topic,
+)
+from hlgateway.protocol.encoding import now_ms
+from hlgateway.publisher import Publisher
+from hlgateway.upstream import wire
+from hlgateway.upstream.ledgers import FillLedger, OrderLedger, TradeLedger
+from hlgateway.upstream.link import Link
+from hlgateway.upstream.pool import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class PriceEntry(msgspec.Struct, frozen=True):
+    price: float
+    change24h: float
+    volume24h: float
+    timestamp: int
+
+
+def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
+    """The Hyperliquid subscriptions a topic reads from."""
+    channel = topic.channel
+    if channel == PRICES:
+        return [{"type": "allMids"}]
+    if channel == ORDERBOOK:
+        return [{"type": "l2Book", "coin": topic.symbol}]
+    if channel == TRADES:
+        return [{"type": "trades", "coin": topic.symbol}]
+    if channel == USER_ORDERS:
+        return [{"type": "orderUpdates", "user": w} for w in topic.wallets]
+    if channel == USER_FILLS:
+        return [{"type": "userFills", "user": w, "aggregateByTime": False} for w in topic.wallets]
+    if channel == ACCOUNT_UPDATES:
+        return [{"type": "clearinghouseState", "user": w} for w in topic.wallets]
+    return []  # system, rooms: fed by the gateway itself
+
+
+class Feeds:
+    def __init__(self, upstream: Upstream, publisher: Publisher) -> None:
+        self._upstream = upstream
+        self._publisher = publisher
+        self._prices: dict[Topic, None] = {}
+        self._books: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
+        self._trades: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
+        # (channel, wallet) -> topics
+        self._user: defaultdict[tuple[str, str], dict[Topic, None]] = defaultdict(dict)
+        self._fills: dict[str, FillLedger] = {}
+        self._orders: dict[str, OrderLedger] = {}
+        self._trade_ledgers: dict[str, TradeLedger] = {}
+        self._last_status = "idle"
+
+    # -- hub listener -----------------------------------------------------
+    def on_first(self, topic: Topic) -> None:
+        acquired: list[dict[str, Any]] = []
+        try:
+            for subscription in upstream_subscriptions(topic):
+                self._upstream.acquire(subscription)
+                acquired.append(subscription)
+        except Exception:
+            for subscription in acquired:
+                self._upstream.release(subscription)
+            raise
+        index = self._index(topic)
+        if index is not None:
+            index[topic] = None
+        for wallet in topic.wallets:
+            self._user[(topic.channel, wallet)][topic] = None
+
+    def on_last(self, topic: Topic) -> None:
+        index = self._index(topic)
+        if index is not None:
+            index.pop(topic, None)
+            self._prune(topic)
+        for wallet in topic.wallets:
+            key = (topic.channel, wallet)
+            self._user[key].pop(topic, None)
+            if not self._user[key]:
+                del self._user[key]
+                # Nobody reads this wallet's stream now: a later subscriber starts afresh.
+                if topic.channel == USER_FILLS:
+                    self._fills.pop(wallet, None)
+                elif topic.channel == USER_ORDERS:
+                    self._orders.pop(wallet, None)
+        for subscription in upstream_subscriptions(topic):
+            self._upstream.release(subscription)
+        self._publisher.forget(topic)
+
+    def _index(self, topic: Topic) -> dict[Topic, None] | None:
+        if topic.channel == PRICES:
+            return self._prices
+        if topic.channel == ORDERBOOK:
+            return self._books[topic.symbol]
+        if topic.channel == TRADES:
+            return self._trades[topic.symbol]
+        return None
+
+    def _prune(self, topic: Topic) -> None:
+        if topic.channel == ORDERBOOK and not self._books[topic.symbol]:
+            del self._books[topic.symbol]
+        elif topic.channel == TRADES and not self._trades[topic.symbol]:
+            del self._trades[topic.symbol]
+            self._trade_ledgers.pop(topic.symbol, None)
+
+    # -- upstream events --------------------------------------------------
+    def on_event(self, link: Link, event: wire.Event) -> None:
+        match event:
+            case wire.Mids():
+                self._on_mids(event)
+            case wire.Book():
+                self._on_book(event)
+            case wire.Trades():
+                self._on_trades(event)
+            case wire.Fills():
+                self._on_fills(event)
+            case wire.OrderUpdates():
+                self._on_orders(event)
+            case wire.Account():
+                for topic in tuple(self._user.get((ACCOUNT_UPDATES, event.wallet), ())):
+                    self._publisher.publish(topic, event, snapshot=True)
+
+    def on_status(self, status: str) -> None:
+        """Tell `system` subscribers when the upstream goes down and comes back."""
+        if status == "degraded" and self._last_status == "connected":
+            self._publisher.notice("upstream_degraded", "upstream degraded")
+        elif status == "connected" and self._last_status == "degraded":
+            self._publisher.notice("upstream_restored", "upstream restored")
+        if status in ("connected", "degraded"):
+            self._last_status = status
+
+    def _on_mids(self, event: wire.Mids) -> None:
+        if not self._prices:
+            return
+        ts = now_ms()
+        contexts = self._upstream.contexts
+        entries: dict[str, PriceEntry] = {}
+
+        def entry(symbol: str, mid: float) -> PriceEntry:
+            cached = entries.get(symbol)
+            if cached is None:
+                ctx = contexts.get(symbol)
+                prev = ctx.prev_day_px if ctx is not None else None
+                change = round((mid / prev - 1) * 100, 4) if prev else 0.0
+                volume = ctx.day_ntl_vlm if ctx is not None else 0.0
+                cached = entries[symbol] = PriceEntry(mid, change, volume, ts)
+            return cached
+
+        mids = event.mids
+        listed = self._upstream.markets.names
+        for topic in tuple(self._prices):
+            symbols = topic.symbols if topic.symbols is not None else listed
+            data = {s: entry(s, mids[s]) for s in symbols if s in mids}
+            if data:
+                self._publisher.publish(topic, data, snapshot=True)
+
+    def _on_book(self, event: wire.Book) -> None:
+        for topic in tuple(self._books.get(event.symbol, ())):
+            depth = topic.depth
+            data = {
+                "symbol": event.symbol,
+                "bids": event.bids[:depth],
+                "asks": event.asks[:depth],
+                "timestamp": event.time,
+            }
+            self._publisher.publish(topic, data, snapshot=True)
+
+    def _on_trades(self, event: wire.Trades) -> None:
+        topics = self._trades.get(event.symbol)
+        if not topics:
+            return
+        ledger = self._trade_ledgers.setdefault(event.symbol, TradeLedger())
+        fresh = ledger.accept(event.trades)
+        if not fresh:
+            return
+        data = {"symbol": event.symbol, "trades": fresh}
+        for topic in tuple(topics):
+            self._publisher.publish(topic, data)
+
+    def _on_fills(self, event: wire.Fills) -> None:
+        topics = self._user.get((USER_FILLS, event.wallet))
+        if not topics:
+            return
+        ledger = self._fills.setdefault(event.wallet, FillLedger())
+        fresh = ledger.accept(event.fills, event.is_snapshot)
+        if not fresh:
+            return
+        data = {"fills": fresh}
+        for topic in tuple(topics):
+            self._publisher.publish(topic, data)
+
+    def _on_orders(self, event: wire.OrderUpdates) -> None:
+        for order in event.orders:
+            topics = self._user.get((USER_ORDERS, order.wallet))
+            if not topics:
+                continue
+            ledger = self._orders.setdefault(order.wallet, OrderLedger())
+            action = ledger.accept(order)
+            if action is None:
+                continue
+            data = {"action": action, "order": order}
+            for topic in tuple(topics):
+                self._publisher.publish(topic, data)

@@ -1,0 +1,106 @@
+"""Exactly-once bookkeeping for the streams that must not repeat or lose events.
+
+Sans I/O. Hyperliquid re-sends a userFills snapshot on every (re)subscribe and
+replays recent trades; orderUpdates may repeat a state. These ledgers decide
+what is new, by the ids Hyperliquid guarantees unique: fills by (wallet, tid),
+trades by (coin, time, tid), orders by (oid, status, remaining size, time).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from typing import TypeVar
+
+from hlgateway.upstream.wire import Fill, Order, Trade
+
+K = TypeVar("K", bound=Hashable)
+
+
+class SeenSet:
+    """A bounded set that forgets its oldest members first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[Hashable, None] = OrderedDict()
+
+    def add(self, item: Hashable) -> bool:
+        """True if the item is new."""
+        if item in self._items:
+            return False
+        self._items[item] = None
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+        return True
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class FillLedger:
+    """One wallet's delivered fills.
+
+    The first snapshot after the ledger is created is history from before we
+    watched: it primes the ledger and is not delivered. Every later message,
+    snapshots after a reconnect included, delivers exactly the fills not seen.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._seen = SeenSet(capacity)
+        self.primed = False
+
+    def accept(self, fills: Iterable[Fill], is_snapshot: bool) -> list[Fill]:
+        if is_snapshot and not self.primed:
+            for fill in fills:
+                self._seen.add(fill.id)
+            self.primed = True
+            return []
+        self.primed = True
+        fresh = [f for f in fills if self._seen.add(f.id)]
+        fresh.sort(key=lambda f: (f.timestamp, f.id))
+        return fresh
+
+
+class TradeLedger:
+    def __init__(self, capacity: int = 2_000) -> None:
+        self._seen = SeenSet(capacity)
+
+    def accept(self, trades: Iterable[Trade]) -> list[Trade]:
+        return [t for t in trades if self._seen.add((t.symbol, t.timestamp, t.id))]
+
+
+CANCELLED_STATUSES = frozenset({"canceled", "rejected", "marginCanceled"})
+
+
+def order_action(status: str, first_seen: bool, partially_filled: bool) -> str:
+    """Map Hyperliquid's order status to the seed's action."""
+    if status == "filled":
+        return "filled"
+    if status in CANCELLED_STATUSES or status.endswith(("Canceled", "Rejected")):
+        return "cancelled"
+    if status == "open" and first_seen and not partially_filled:
+        return "created"
+    return "updated"
+
+
+class OrderLedger:
+    """One wallet's order states: drops repeats, names each transition."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._capacity = capacity
+        self._last: OrderedDict[int, tuple[str, float, int]] = OrderedDict()
+
+    def accept(self, order: Order) -> str | None:
+        """The action for this update, or None if it repeats the last state."""
+        state = (order.status, order.remaining, order.timestamp)
+        previous = self._last.get(order.id)
+        if previous == state:
+            return None
+        self._last[order.id] = state
+        self._last.move_to_end(order.id)
+        if len(self._last) > self._capacity:
+            self._last.popitem(last=False)
+        return order_action(order.status, previous is None, order.remaining < order.amount)

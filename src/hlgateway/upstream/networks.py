@@ -1,0 +1,40 @@
+"""Where the upstream is: Hyperliquid's networks, the simulator, or any ws:// URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    ws_url: str
+    info_url: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.ws_url).netloc
+
+
+MAINNET = Endpoint("mainnet", "wss://api.hyperliquid.xyz/ws", "https://api.hyperliquid.xyz/info")
+TESTNET = Endpoint(
+    "testnet", "wss://api.hyperliquid-testnet.xyz/ws", "https://api.hyperliquid-testnet.xyz/info"
+)
+
+
+def endpoint_for(upstream: str) -> Endpoint:
+    """`mainnet`, `testnet`, or a ws(s):// URL whose REST API is at the same host's /info."""
+    if upstream == "mainnet":
+        return MAINNET
+    if upstream == "testnet":
+        return TESTNET
+    parts = urlsplit(upstream)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"upstream must be sim, mainnet, testnet or a ws(s):// URL: {upstream!r}")
+    path = parts.path or "/ws"
+    base = path[: -len("/ws")] if path.endswith("/ws") else path.rstrip("/")
+    http_scheme = "https" if parts.scheme == "wss" else "http"
+    ws_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    info_url = urlunsplit((http_scheme, parts.netloc, base + "/info", "", ""))
+    return Endpoint("custom", ws_url, info_url)
