@@ -52,7 +52,7 @@ ClientMessage = Subscribe | Unsubscribe | Ping | JoinRoom | LeaveRoom | Auth
 
 KNOWN_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "join_room", "leave_room", "auth"})
 
-_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _loose = msgspec.json.Decoder()
 
 

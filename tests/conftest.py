@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hlgateway.simulator import SimConfig, Simulator
+from hlgateway.upstream.networks import Endpoint
+from tests.helpers import GatewayServer, make_settings
+
+# Fast order flow so that user streams produce events within a test's patience.
+FAST_SIM = SimConfig(seed=7, book_interval=0.2, order_interval=0.3, max_fill_gap=1.5)
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Simulator]:
+    sim = Simulator(FAST_SIM)
+    await sim.start("127.0.0.1", 0)
+    yield sim
+    await sim.stop()
+
+
+def sim_endpoint(sim: Simulator) -> Endpoint:
+    return Endpoint("sim", sim.ws_url, sim.http_url + "/info")
+
+
+@pytest.fixture
+async def server(simulator: Simulator) -> AsyncIterator[GatewayServer]:
+    srv = GatewayServer(sim_endpoint(simulator), make_settings())
+    await srv.start()
+    yield srv
+    await srv.stop()

@@ -1,0 +1,164 @@
+"""Test helpers: a gateway on a free port, tokens, and a small WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from hlgateway.auth import issue_token
+from hlgateway.config import AuthSettings, Settings
+from hlgateway.gateway import Gateway
+from hlgateway.server.access_log import RedactingAccessLogger
+from hlgateway.server.app import build_app
+from hlgateway.upstream.networks import Endpoint
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+ALICE_WALLET = "0x" + "a1" * 20
+ALICE_WALLET_2 = "0x" + "a2" * 20
+BOB_WALLET = "0x" + "b1" * 20
+
+
+def token(user: str = "alice", **kw: Any) -> str:
+    return issue_token(SECRET, user, **kw)
+
+
+def alice_token(**kw: Any) -> str:
+    return token("alice", wallets=[ALICE_WALLET, ALICE_WALLET_2], **kw)
+
+
+def bob_token(**kw: Any) -> str:
+    return token("bob", wallets=[BOB_WALLET], **kw)
+
+
+def admin_token(**kw: Any) -> str:
+    return token("root", role="admin", **kw)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base = Settings(auth=AuthSettings(secret=SECRET), host="127.0.0.1", port=0)
+    return replace(base, **overrides)
+
+
+class GatewayServer:
+    """A Gateway and its aiohttp app on 127.0.0.1, on a free port."""
+
+    def __init__(self, endpoint: Endpoint, settings: Settings) -> None:
+        self.gateway = Gateway(settings, endpoint)
+        self._runner = web.AppRunner(
+            build_app(self.gateway), access_log_class=RedactingAccessLogger, shutdown_timeout=1
+        )
+        self.port = 0
+
+    async def start(self) -> None:
+        await self.gateway.start()
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        await asyncio.wait_for(self.gateway.upstream.markets_loaded.wait(), 10)
+
+    async def stop(self) -> None:
+        await self.gateway.shutdown(drain_seconds=2)
+        await self._runner.cleanup()
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+class Client:
+    """A raw WebSocket client that speaks JSON, for protocol tests."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        autoping: bool = True,
+    ) -> Client:
+        session = aiohttp.ClientSession()
+        full = f"{url}?token={token}" if token is not None else url
+        try:
+            ws = await session.ws_connect(full, headers=headers, autoping=autoping)
+        except Exception:
+            await session.close()
+            raise
+        return cls(session, ws)
+
+    async def send(self, obj: Any) -> None:
+        await self.ws.send_str(obj if isinstance(obj, str) else json.dumps(obj))
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"expected text, got {msg.type!r} {msg.data!r} {msg.extra!r}")
+        obj: dict[str, Any] = json.loads(msg.data)
+        self.seen.append(obj)
+        return obj
+
+    async def recv_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no matching message")
+            msg = await self.recv(timeout=remaining)
+            if predicate(msg):
+                return msg
+
+    async def recv_type(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        return await self.recv_until(lambda m: m["type"] == kind, timeout)
+
+    async def data(self, channel: str, timeout: float = 10.0) -> dict[str, Any]:
+        return await self.recv_until(
+            lambda m: m["type"] == "data" and m["channel"] == channel, timeout
+        )
+
+    async def request(self, obj: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Send with a fresh id; return the reply that echoes it."""
+        rid = obj.setdefault("id", f"r{time.monotonic_ns()}")
+        await self.send(obj)
+        return await self.recv_until(lambda m: m.get("id") == rid, timeout)
+
+    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
+        """Wait for the server's close; returns (code, reason). Skips pending messages."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await self.ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                return self.ws.close_code, msg.extra or ""
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                self.seen.append(json.loads(msg.data))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.session.close()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition that another task or process makes true."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.02)
