@@ -162,3 +162,61 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """`hlgateway serve` as a real process, on the embedded simulator."""
+
+    def __init__(self, port: int, **env: str) -> None:
+        self.port = port
+        self._env = env
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        import os
+        import sys
+
+        env = {**os.environ, "JWT_SECRET": SECRET, "HLGATEWAY_LOG_LEVEL": "WARNING", **self._env}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hlgateway",
+            "serve",
+            "--port",
+            str(self.port),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/health") as resp:
+                        if resp.status == 200 and (await resp.json())["upstream"]["marketsLoaded"]:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline or self.proc.returncode is not None:
+                    raise RuntimeError("gateway process did not become ready")
+                await asyncio.sleep(0.1)
+
+    async def terminate(self, timeout: float = 15) -> int:
+        import signal
+
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()

@@ -45,9 +45,7 @@ def clock() -> Clock:
     return Clock()
 
 
-def make(
-    hub: Hub, clock: Clock, limits: SessionLimits = SessionLimits()
-) -> tuple[Session, Inbox]:
+def make(hub: Hub, clock: Clock, limits: SessionLimits | None = None) -> tuple[Session, Inbox]:
     inbox = Inbox()
     session = Session(
         "c1",
@@ -56,7 +54,7 @@ def make(
         hub=hub,
         out=inbox,
         verifier=TokenVerifier(AuthSettings(secret=SECRET)),
-        limits=limits,
+        limits=limits or SessionLimits(),
         clock=clock,
     )
     return session, inbox
@@ -83,7 +81,12 @@ def test_subscribe_then_unsubscribe_echo_canonical_params_and_id(clock: Clock) -
     unsub = '{"type":"unsubscribe","channel":"prices","params":{"symbols":["ETH","btc"]},"id":2}'
     session.handle(unsub)
     (reply,) = inbox.pop()
-    assert reply == {**reply, "type": "unsubscribed", "id": 2, "params": {"symbols": ["BTC", "ETH"]}}
+    assert reply == {
+        **reply,
+        "type": "unsubscribed",
+        "id": 2,
+        "params": {"symbols": ["BTC", "ETH"]},
+    }
     assert hub.subscription_count == 0
 
 
@@ -121,7 +124,9 @@ def test_rooms(clock: Clock) -> None:
 def test_subscription_limit(clock: Clock) -> None:
     session, inbox = make(Hub(), clock, SessionLimits(max_subscriptions=2))
     for symbol in ("BTC", "ETH"):
-        session.handle(f'{{"type":"subscribe","channel":"trades","params":{{"symbol":"{symbol}"}}}}')
+        session.handle(
+            f'{{"type":"subscribe","channel":"trades","params":{{"symbol":"{symbol}"}}}}'
+        )
     session.handle('{"type":"subscribe","channel":"trades","params":{"symbol":"BTC"}}')  # again: ok
     session.handle('{"type":"subscribe","channel":"prices"}')
     replies = inbox.pop()

@@ -42,7 +42,9 @@ def test_defaults_are_filled_and_keys_sorted(catalog: Catalog) -> None:
     book = catalog.resolve("orderbook", {"symbol": "sol"}, ALICE)
     assert book.params_json == b'{"depth":10,"symbol":"SOL"}'
     assert book == catalog.resolve("orderbook", {"depth": 10, "symbol": "SOL"}, ALICE)
-    assert catalog.resolve("prices", None, ALICE) == catalog.resolve("prices", {"symbols": []}, ALICE)
+    assert catalog.resolve("prices", None, ALICE) == catalog.resolve(
+        "prices", {"symbols": []}, ALICE
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,7 +65,9 @@ def test_defaults_are_filled_and_keys_sorted(catalog: Catalog) -> None:
         ("system", {"x": 1}, ErrorCode.INVALID_PARAMS),
     ],
 )
-def test_bad_params(catalog: Catalog, channel: str, params: dict[str, Any], code: ErrorCode) -> None:
+def test_bad_params(
+    catalog: Catalog, channel: str, params: dict[str, Any], code: ErrorCode
+) -> None:
     with pytest.raises(ProtocolError) as info:
         catalog.resolve(channel, params, ALICE)
     assert info.value.code is code
@@ -85,7 +89,12 @@ USER_CHANNELS = ["user_orders", "user_fills", "account_updates"]
         # own channel: all wallets of the token
         (ALICE, {"userId": "alice"}, True, (A_WALLET_2, A_WALLET)),  # sorted
         # own channel, one of own wallets, named in mixed case
-        (ALICE, {"userId": "alice", "wallet": A_WALLET.upper().replace("0X", "0x")}, True, (A_WALLET,)),
+        (
+            ALICE,
+            {"userId": "alice", "wallet": A_WALLET.upper().replace("0X", "0x")},
+            True,
+            (A_WALLET,),
+        ),
         # own userId but someone else's wallet
         (ALICE, {"userId": "alice", "wallet": B_WALLET}, False, ()),
         # someone else's userId, with or without their wallet

@@ -56,7 +56,9 @@ def test_decodes_every_message_type(raw: str, expected: object) -> None:
         ('{"type":"ping","id":{"a":1}}', ErrorCode.INVALID_MESSAGE, None),
     ],
 )
-def test_bad_input_gets_a_coded_failure(raw: str | bytes, code: ErrorCode, request_id: object) -> None:
+def test_bad_input_gets_a_coded_failure(
+    raw: str | bytes, code: ErrorCode, request_id: object
+) -> None:
     with pytest.raises(DecodeFailure) as info:
         decode(raw)
     assert info.value.code is code

@@ -41,7 +41,7 @@ BAD_TOKENS = [
     ("", "Token required"),
     ("not-a-jwt", "Invalid token"),
     (jwt.encode({"id": "alice"}, "wrong-secret-wrong-secret-wrong-secret"), "Invalid token"),
-    (jwt.encode({"id": "alice"}, None, algorithm="none"), "Invalid token"),
+    (jwt.encode({"id": "alice"}, "", algorithm="none"), "Invalid token"),
     (jwt.encode({"id": "alice"}, SECRET, algorithm="HS512"), "Invalid token"),  # not configured
     (jwt.encode({"id": "alice", "exp": _now() - 10}, SECRET), "Token expired"),
     (jwt.encode({"id": "alice", "nbf": _now() + 3600}, SECRET), "Invalid token"),
@@ -68,9 +68,11 @@ async def test_public_key_algorithms(simulator: Simulator, family: str) -> None:
         key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = rsa.generate_private_key(65537, 2048)
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     auth = AuthSettings(algorithms=(family,), public_key=public_pem)
     srv = GatewayServer(sim_endpoint(simulator), make_settings(auth=auth))
     await srv.start()

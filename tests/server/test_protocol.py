@@ -38,7 +38,12 @@ async def test_subscribe_and_unsubscribe_echo_canonical_params_and_id(alice: Cli
     data = await alice.data("prices")
     assert data["params"] == {"symbols": ["BTC", "ETH"]}
     reply = await alice.request(
-        {"type": "unsubscribe", "channel": "prices", "params": {"symbols": ["ETH", "BTC"]}, "id": "u"}
+        {
+            "type": "unsubscribe",
+            "channel": "prices",
+            "params": {"symbols": ["ETH", "BTC"]},
+            "id": "u",
+        }
     )
     assert (reply["type"], reply["id"], reply["params"]) == (
         "unsubscribed",
@@ -103,14 +108,22 @@ BAD_INPUT = [
     ('{"type":"subscribe","channel":7,"id":"e1"}', "INVALID_MESSAGE"),
     ('{"type":"teleport","id":"e1"}', "UNKNOWN_TYPE"),
     ('{"type":"subscribe","channel":"candles","id":"e1"}', "UNKNOWN_CHANNEL"),
-    ('{"type":"subscribe","channel":"orderbook","params":{"symbol":"BTC","depth":99},"id":"e1"}',
-     "INVALID_PARAMS"),
-    ('{"type":"subscribe","channel":"prices","params":{"symbols":["NOPECOIN"]},"id":"e1"}',
-     "INVALID_PARAMS"),
-    ('{"type":"subscribe","channel":"user_fills","params":{"userId":"bob"},"id":"e1"}',
-     "FORBIDDEN"),
-    ('{"type":"unsubscribe","channel":"trades","params":{"symbol":"BTC"},"id":"e1"}',
-     "NOT_SUBSCRIBED"),
+    (
+        '{"type":"subscribe","channel":"orderbook","params":{"symbol":"BTC","depth":99},"id":"e1"}',
+        "INVALID_PARAMS",
+    ),
+    (
+        '{"type":"subscribe","channel":"prices","params":{"symbols":["NOPECOIN"]},"id":"e1"}',
+        "INVALID_PARAMS",
+    ),
+    (
+        '{"type":"subscribe","channel":"user_fills","params":{"userId":"bob"},"id":"e1"}',
+        "FORBIDDEN",
+    ),
+    (
+        '{"type":"unsubscribe","channel":"trades","params":{"symbol":"BTC"},"id":"e1"}',
+        "NOT_SUBSCRIBED",
+    ),
 ]
 
 

@@ -3,7 +3,7 @@
 Sans I/O. Hyperliquid re-sends a userFills snapshot on every (re)subscribe and
 replays recent trades; orderUpdates may repeat a state. These ledgers decide
 what is new, by the ids Hyperliquid guarantees unique: fills by (wallet, tid),
-trades by (coin, time, tid), orders by (oid, status, remaining size, time).
+trades by (time, tid) per coin, orders by (oid, status, remaining size, time).
 """
 
 from __future__ import annotations
@@ -65,11 +65,13 @@ class FillLedger:
 
 
 class TradeLedger:
+    """One coin's delivered trades."""
+
     def __init__(self, capacity: int = 2_000) -> None:
         self._seen = SeenSet(capacity)
 
     def accept(self, trades: Iterable[Trade]) -> list[Trade]:
-        return [t for t in trades if self._seen.add((t.symbol, t.timestamp, t.id))]
+        return [t for t in trades if self._seen.add((t.timestamp, t.id))]
 
 
 CANCELLED_STATUSES = frozenset({"canceled", "rejected", "marginCanceled"})

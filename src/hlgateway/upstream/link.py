@@ -213,7 +213,11 @@ class Link:
             event = wire.OrderUpdates(
                 [msgspec.structs.replace(o, wallet=self.order_updates_wallet) for o in event.orders]
             )
-        self._on_event(self, event)
+        try:
+            self._on_event(self, event)
+        except Exception:
+            # One bad event must not take the link (and every stream on it) down.
+            log.exception("upstream link %d: failed to handle %s", self.index, type(event).__name__)
 
     def _on_ack(self, ack: wire.Ack) -> None:
         if ack.method != "subscribe":

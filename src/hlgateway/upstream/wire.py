@@ -157,7 +157,6 @@ class Book(msgspec.Struct, frozen=True):
 
 
 class Trade(msgspec.Struct, frozen=True):
-    symbol: str
     id: int
     price: float
     size: float
@@ -306,8 +305,8 @@ def _normalize(channel: str, p: Any) -> Event:
             [(float(lv.px), float(lv.sz)) for lv in asks],
         )
     if channel == "trades":
-        trades = [Trade(t.coin, t.tid, float(t.px), float(t.sz), _side(t.side), t.time) for t in p]
-        return Trades(trades[0].symbol if trades else "", trades)
+        trades = [Trade(t.tid, float(t.px), float(t.sz), _side(t.side), t.time) for t in p]
+        return Trades(p[0].coin if p else "", trades)
     if channel == "userFills":
         wallet = p.user.lower()
         return Fills(wallet, p.isSnapshot, [_fill(f, wallet) for f in p.fills])

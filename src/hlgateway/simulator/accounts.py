@@ -1,0 +1,559 @@
+"""Sans-I/O, deterministic order flow for the wallets someone is watching.
+
+Each tracked wallet places, partly fills, fills and cancels orders at random
+times drawn from its own RNG (derived from the seed and the address), and is
+forced to trade before ``max_fill_gap_ms`` elapses without a fill. Positions,
+realised PnL, fees and hourly funding move the account. Every order status
+transition and every fill is kept per wallet: REST snapshots are served from it
+and tests use it as the ledger of what the simulator actually emitted.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from hlgateway.simulator.market import MarketModel, Side
+from hlgateway.simulator.rng import derive_hash, derive_int, derive_rng
+
+OrderStatus = Literal["open", "filled", "canceled"]
+
+ZERO = Decimal(0)
+USD = Decimal("1e-6")
+PX_PRECISION = Decimal("1e-8")
+MAKER_FEE = Decimal("0.00015")
+TAKER_FEE = Decimal("0.00045")
+HOUR_MS = 3_600_000
+# Hyperliquid serves at most 10000 recent fills; keep a bit more history than that.
+MAX_FILLS = 10_000
+MAX_ORDER_LOG = 20_000
+MAX_ORDERS = 10_000
+# Above this notional a wallet mostly trades its position back down.
+POSITION_CAP = Decimal(5_000)
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """One status transition of one order, as orderUpdates reports it."""
+
+    coin: str
+    side: Side
+    limit_px: Decimal
+    sz: Decimal  # remaining size at status_timestamp
+    oid: int
+    timestamp: int  # placement time
+    orig_sz: Decimal
+    cloid: str | None
+    status: OrderStatus
+    status_timestamp: int
+
+
+@dataclass(frozen=True)
+class Fill:
+    coin: str
+    px: Decimal
+    sz: Decimal
+    side: Side
+    time: int
+    start_position: Decimal
+    dir: str
+    closed_pnl: Decimal
+    hash: str
+    oid: int
+    crossed: bool
+    fee: Decimal
+    tid: int
+    fee_token: str = "USDC"
+
+
+@dataclass(frozen=True)
+class WalletActivity:
+    """Everything one wallet emitted during one ``step``, in emission order."""
+
+    user: str
+    order_updates: tuple[OrderUpdate, ...]
+    fills: tuple[Fill, ...]
+
+
+@dataclass(frozen=True)
+class PositionView:
+    coin: str
+    szi: Decimal
+    leverage: int
+    entry_px: Decimal
+    position_value: Decimal
+    unrealized_pnl: Decimal
+    return_on_equity: Decimal
+    liquidation_px: Decimal | None
+    margin_used: Decimal
+    max_leverage: int
+    cum_funding_all_time: Decimal
+    cum_funding_since_open: Decimal
+    cum_funding_since_change: Decimal
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """A clearinghouseState snapshot with exact numbers; wire.py formats it."""
+
+    account_value: Decimal
+    total_ntl_pos: Decimal
+    total_raw_usd: Decimal
+    total_margin_used: Decimal
+    cross_maintenance_margin_used: Decimal
+    withdrawable: Decimal
+    positions: tuple[PositionView, ...]
+    time: int
+
+
+@dataclass
+class _Order:
+    oid: int
+    coin: str
+    side: Side
+    limit_px: Decimal
+    orig_sz: Decimal
+    sz: Decimal
+    timestamp: int
+    cloid: str | None
+
+    def update(self, status: OrderStatus, at_ms: int) -> OrderUpdate:
+        return OrderUpdate(
+            coin=self.coin,
+            side=self.side,
+            limit_px=self.limit_px,
+            sz=self.sz,
+            oid=self.oid,
+            timestamp=self.timestamp,
+            orig_sz=self.orig_sz,
+            cloid=self.cloid,
+            status=status,
+            status_timestamp=at_ms,
+        )
+
+
+@dataclass
+class _Position:
+    szi: Decimal = ZERO
+    entry_px: Decimal = ZERO
+    since_open: Decimal = ZERO
+    since_change: Decimal = ZERO
+
+
+@dataclass
+class Wallet:
+    """One wallet's state and history. Read it; only the engine mutates it."""
+
+    address: str
+    rng: random.Random
+    balance: Decimal
+    leverage: int
+    favourites: tuple[str, ...]
+    next_tid: int
+    tracked: bool = False
+    next_event_ms: int = 0
+    last_fill_ms: int = 0
+    funding_hour: int = 0
+    positions: dict[str, _Position] = field(default_factory=dict)
+    funding_all_time: dict[str, Decimal] = field(default_factory=dict)
+    live_orders: dict[int, _Order] = field(default_factory=dict)
+    fill_log: list[Fill] = field(default_factory=list)
+    order_log: list[OrderUpdate] = field(default_factory=list)
+    latest: dict[int, OrderUpdate] = field(default_factory=dict)
+    cloids: dict[str, int] = field(default_factory=dict)
+
+    def fills(self) -> list[Fill]:
+        """Fill history, oldest first."""
+        return list(self.fill_log)
+
+    def order_history(self) -> list[OrderUpdate]:
+        """Every status transition emitted, oldest first."""
+        return list(self.order_log)
+
+    def latest_orders(self) -> list[OrderUpdate]:
+        """The current status of every remembered order, in placement order."""
+        return list(self.latest.values())
+
+    def open_orders(self) -> list[OrderUpdate]:
+        return [self.latest[oid] for oid in self.live_orders]
+
+    def find_order(self, oid_or_cloid: int | str) -> OrderUpdate | None:
+        if isinstance(oid_or_cloid, str):
+            oid = self.cloids.get(oid_or_cloid.lower())
+            return None if oid is None else self.latest.get(oid)
+        return self.latest.get(oid_or_cloid)
+
+
+class AccountsEngine:
+    """Drives every tracked wallet against a ``MarketModel``."""
+
+    def __init__(
+        self,
+        market: MarketModel,
+        *,
+        order_interval_ms: int = 2_500,
+        max_fill_gap_ms: int = 10_000,
+        history_ms: int = 30_000,
+        max_open_orders: int = 4,
+    ) -> None:
+        if order_interval_ms <= 0 or max_fill_gap_ms <= 0:
+            raise ValueError("order_interval_ms and max_fill_gap_ms must be positive")
+        if history_ms < 0 or max_open_orders < 1:
+            raise ValueError("history_ms must be >= 0 and max_open_orders >= 1")
+        self._market = market
+        self._seed = market.seed
+        self._order_interval_ms = order_interval_ms
+        # Fire the forced fill a little early: delivery happens on the next clock
+        # tick, and the promise is about when clients *see* fills.
+        slack = min(max_fill_gap_ms // 5, 1_000)
+        self._forced_gap_ms = max(1, max_fill_gap_ms - slack)
+        self._history_ms = history_ms
+        self._max_open_orders = max_open_orders
+        self._wallets: dict[str, Wallet] = {}
+        # Global counter: oids are unique across wallets, like on Hyperliquid.
+        self._next_oid = 10**10 + derive_int(self._seed, "oid", bits=32)
+
+    # -- tracking ------------------------------------------------------------
+    def wallet(self, user: str) -> Wallet | None:
+        return self._wallets.get(user.lower())
+
+    def tracked_users(self) -> list[str]:
+        return [w.address for w in self._wallets.values() if w.tracked]
+
+    def track(self, user: str, now_ms: int) -> Wallet:
+        """Start generating flow for ``user``; the first time, invent some history."""
+        address = user.lower()
+        wallet = self._wallets.get(address)
+        if wallet is not None:
+            if not wallet.tracked:
+                wallet.tracked = True
+                wallet.next_event_ms = now_ms + self._interval(wallet)
+                wallet.last_fill_ms = now_ms
+                wallet.funding_hour = now_ms // HOUR_MS
+            return wallet
+        wallet = self._new_wallet(address)
+        self._wallets[address] = wallet
+        start = now_ms - self._history_ms
+        wallet.tracked = True
+        wallet.next_event_ms = start + self._interval(wallet)
+        wallet.last_fill_ms = start
+        wallet.funding_hour = now_ms // HOUR_MS
+        # Pre-history goes straight into the ledger; it is what snapshots replay.
+        while (due := self._due_ms(wallet)) <= now_ms:
+            self._run_event(wallet, due, [], [])
+        return wallet
+
+    def untrack(self, user: str) -> None:
+        wallet = self._wallets.get(user.lower())
+        if wallet is not None:
+            wallet.tracked = False
+
+    # -- clock ---------------------------------------------------------------
+    def step(self, now_ms: int) -> list[WalletActivity]:
+        """Run every event due at or before ``now_ms``, in (time, address) order."""
+        pending: dict[str, tuple[list[OrderUpdate], list[Fill]]] = {}
+        tracked = [w for w in self._wallets.values() if w.tracked]
+        while True:
+            due = [(self._due_ms(w), w.address, w) for w in tracked]
+            due = [item for item in due if item[0] <= now_ms]
+            if not due:
+                break
+            at_ms, address, wallet = min(due, key=lambda item: (item[0], item[1]))
+            updates, fills = pending.setdefault(address, ([], []))
+            self._run_event(wallet, at_ms, updates, fills)
+        for wallet in tracked:
+            self._accrue_funding(wallet, now_ms)
+        return [
+            WalletActivity(user=user, order_updates=tuple(updates), fills=tuple(fills))
+            for user, (updates, fills) in pending.items()
+            if updates or fills
+        ]
+
+    # -- account view --------------------------------------------------------
+    def account_view(self, user: str, now_ms: int) -> AccountView:
+        wallet = self._wallets.get(user.lower())
+        if wallet is None:
+            return AccountView(ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, (), now_ms)
+        market = self._market
+        rows: list[tuple[str, _Position, Decimal, Decimal, Decimal, int, int]] = []
+        for coin, pos in wallet.positions.items():
+            spec = market.spec(coin)
+            if pos.szi == 0 or spec is None:
+                continue
+            mark = market.mark_px(coin)
+            value = abs(pos.szi) * mark
+            upnl = pos.szi * (mark - pos.entry_px)
+            leverage = min(wallet.leverage, spec.max_leverage)
+            rows.append((coin, pos, mark, value, upnl, leverage, spec.max_leverage))
+        account_value = wallet.balance + sum((row[4] for row in rows), ZERO)
+        maintenance = sum((row[3] / row[6] / 2 for row in rows), ZERO)
+        margin_total = sum((row[3] / row[5] for row in rows), ZERO)
+        positions: list[PositionView] = []
+        for coin, pos, mark, value, upnl, leverage, max_leverage in rows:
+            direction = 1 if pos.szi > 0 else -1
+            liq = mark - direction * (account_value - maintenance) / abs(pos.szi)
+            initial = abs(pos.szi) * pos.entry_px / leverage
+            positions.append(
+                PositionView(
+                    coin=coin,
+                    szi=pos.szi,
+                    leverage=leverage,
+                    entry_px=pos.entry_px.quantize(PX_PRECISION),
+                    position_value=value.quantize(USD),
+                    unrealized_pnl=upnl.quantize(USD),
+                    return_on_equity=(upnl / initial if initial else ZERO).quantize(USD),
+                    liquidation_px=liq.quantize(PX_PRECISION) if liq > 0 else None,
+                    margin_used=(value / leverage).quantize(USD),
+                    max_leverage=max_leverage,
+                    cum_funding_all_time=wallet.funding_all_time.get(coin, ZERO).quantize(USD),
+                    cum_funding_since_open=pos.since_open.quantize(USD),
+                    cum_funding_since_change=pos.since_change.quantize(USD),
+                )
+            )
+        total_ntl = sum((row[3] for row in rows), ZERO)
+        exposure = sum((row[1].szi * row[2] for row in rows), ZERO)
+        return AccountView(
+            account_value=account_value.quantize(USD),
+            total_ntl_pos=total_ntl.quantize(USD),
+            total_raw_usd=(account_value - exposure).quantize(USD),
+            total_margin_used=margin_total.quantize(USD),
+            cross_maintenance_margin_used=maintenance.quantize(USD),
+            withdrawable=max(ZERO, account_value - margin_total).quantize(USD),
+            positions=tuple(positions),
+            time=now_ms,
+        )
+
+    # -- internals -----------------------------------------------------------
+    def _new_wallet(self, address: str) -> Wallet:
+        rng = derive_rng(self._seed, "wallet", address)
+        names = [spec.name for spec in self._market.coins]
+        return Wallet(
+            address=address,
+            rng=rng,
+            balance=Decimal(rng.randint(10_000, 100_000)),
+            leverage=rng.choice((3, 5, 10, 20)),
+            favourites=tuple(rng.sample(names, min(3, len(names)))),
+            next_tid=10**14 + derive_int(self._seed, "fill-tid", address, bits=46),
+        )
+
+    def _interval(self, wallet: Wallet) -> int:
+        return max(20, round(wallet.rng.expovariate(1.0 / self._order_interval_ms)))
+
+    def _due_ms(self, wallet: Wallet) -> int:
+        return min(wallet.next_event_ms, wallet.last_fill_ms + self._forced_gap_ms)
+
+    def _run_event(
+        self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], fills: list[Fill]
+    ) -> None:
+        if at_ms >= wallet.last_fill_ms + self._forced_gap_ms:
+            self._forced_fill(wallet, at_ms, updates, fills)
+            return
+        wallet.next_event_ms = at_ms + self._interval(wallet)
+        rng = wallet.rng
+        roll = rng.random()
+        orders = list(wallet.live_orders.values())
+        if not orders or (roll < 0.4 and len(orders) < self._max_open_orders):
+            self._place(wallet, at_ms, updates, marketable=False)
+            return
+        order = rng.choice(orders)
+        lots = int(order.sz / self._lot(order.coin))
+        if roll < 0.6 and lots >= 2:
+            size = self._lot(order.coin) * rng.randint(1, lots - 1)
+        elif roll < 0.85:
+            size = order.sz
+        else:
+            del wallet.live_orders[order.oid]
+            self._record(wallet, order.update("canceled", at_ms), updates)
+            return
+        self._emit_fill(wallet, *self._fill(wallet, order, size, at_ms), updates, fills)
+
+    def _forced_fill(
+        self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], fills: list[Fill]
+    ) -> None:
+        rng = wallet.rng
+        if wallet.live_orders:
+            order = next(iter(wallet.live_orders.values()))  # the oldest resting order
+            lots = int(order.sz / self._lot(order.coin))
+            size = order.sz
+            if lots >= 2 and rng.random() < 0.4:
+                size = self._lot(order.coin) * rng.randint(1, lots - 1)
+            result = self._fill(wallet, order, size, at_ms)
+        else:
+            # Nothing resting: send a marketable order that fills at once as taker.
+            order = self._place(wallet, at_ms, updates, marketable=True)
+            result = self._fill(wallet, order, order.sz, at_ms, crossed=True)
+        self._emit_fill(wallet, *result, updates, fills)
+
+    def _lot(self, coin: str) -> Decimal:
+        spec = self._market.spec(coin)
+        assert spec is not None  # orders only ever use listed coins
+        return spec.lot
+
+    def _place(
+        self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], *, marketable: bool
+    ) -> _Order:
+        rng = wallet.rng
+        market = self._market
+        coin = rng.choice(wallet.favourites)
+        spec = market.spec(coin)
+        assert spec is not None
+        side = self._choose_side(wallet, coin)
+        bid, ask = market.best_bid_ask(coin)
+        if marketable:
+            px = ask if side == "B" else bid
+        else:
+            away = spec.tick * rng.randint(0, 4)
+            px = bid - away if side == "B" else ask + away
+            if px <= 0:
+                px = bid
+        notional = Decimal(rng.randint(50, 2_000))
+        lots = max(2, int(notional / (px * spec.lot)))
+        size = spec.lot * lots
+        cloid = f"0x{rng.getrandbits(128):032x}" if rng.random() < 0.5 else None
+        order = _Order(
+            oid=self._next_oid,
+            coin=coin,
+            side=side,
+            limit_px=px,
+            orig_sz=size,
+            sz=size,
+            timestamp=at_ms,
+            cloid=cloid,
+        )
+        self._next_oid += 1
+        wallet.live_orders[order.oid] = order
+        if cloid is not None:
+            wallet.cloids[cloid] = order.oid
+        self._record(wallet, order.update("open", at_ms), updates)
+        return order
+
+    def _choose_side(self, wallet: Wallet, coin: str) -> Side:
+        rng = wallet.rng
+        pos = wallet.positions.get(coin)
+        if pos is not None and abs(pos.szi) * self._market.mark_px(coin) > POSITION_CAP:
+            reducing: Side = "A" if pos.szi > 0 else "B"
+            if rng.random() < 0.85:
+                return reducing
+        return "B" if rng.random() < 0.5 else "A"
+
+    def _fill(
+        self, wallet: Wallet, order: _Order, size: Decimal, at_ms: int, *, crossed: bool = False
+    ) -> tuple[OrderUpdate, Fill]:
+        """Execute ``size`` of ``order`` at its limit price."""
+        px = order.limit_px
+        pos = wallet.positions.setdefault(order.coin, _Position())
+        start = pos.szi
+        signed = size if order.side == "B" else -size
+        new = start + signed
+        closed = ZERO
+        if start != 0 and (start > 0) != (signed > 0):
+            closing = min(abs(signed), abs(start))
+            closed = (closing * (px - pos.entry_px) * (1 if start > 0 else -1)).quantize(USD)
+        if new == 0:
+            pos.entry_px = ZERO
+        elif start == 0 or (start > 0) != (new > 0):
+            pos.entry_px = px
+            pos.since_open = ZERO
+        elif abs(new) > abs(start):
+            pos.entry_px = ((abs(start) * pos.entry_px + size * px) / abs(new)).quantize(
+                PX_PRECISION
+            )
+        pos.szi = new
+        pos.since_change = ZERO
+        fee = (px * size * (TAKER_FEE if crossed else MAKER_FEE)).quantize(USD)
+        wallet.balance += closed - fee
+        tid = wallet.next_tid
+        wallet.next_tid += wallet.rng.randint(1, 50)
+        fill = Fill(
+            coin=order.coin,
+            px=px,
+            sz=size,
+            side=order.side,
+            time=at_ms,
+            start_position=start,
+            dir=_direction(start, new, order.side),
+            closed_pnl=closed,
+            hash=derive_hash(self._seed, "fill", wallet.address, tid),
+            oid=order.oid,
+            crossed=crossed,
+            fee=fee,
+            tid=tid,
+        )
+        order.sz -= size
+        status: OrderStatus = "open"
+        if order.sz == 0:
+            status = "filled"
+            del wallet.live_orders[order.oid]
+        wallet.last_fill_ms = at_ms
+        return order.update(status, at_ms), fill
+
+    def _emit_fill(
+        self,
+        wallet: Wallet,
+        update: OrderUpdate,
+        fill: Fill,
+        updates: list[OrderUpdate],
+        fills: list[Fill],
+    ) -> None:
+        self._record(wallet, update, updates)
+        wallet.fill_log.append(fill)
+        if len(wallet.fill_log) > MAX_FILLS * 11 // 10:
+            del wallet.fill_log[: len(wallet.fill_log) - MAX_FILLS]
+        fills.append(fill)
+
+    @staticmethod
+    def _record(wallet: Wallet, update: OrderUpdate, updates: list[OrderUpdate]) -> None:
+        wallet.order_log.append(update)
+        if len(wallet.order_log) > MAX_ORDER_LOG * 11 // 10:
+            del wallet.order_log[: len(wallet.order_log) - MAX_ORDER_LOG]
+        wallet.latest[update.oid] = update
+        if len(wallet.latest) > MAX_ORDERS * 11 // 10:
+            _forget_old_orders(wallet)
+        updates.append(update)
+
+    def _accrue_funding(self, wallet: Wallet, now_ms: int) -> None:
+        """Hyperliquid settles funding on the hour; so do we."""
+        hour = now_ms // HOUR_MS
+        if hour <= wallet.funding_hour:
+            return
+        wallet.funding_hour = hour
+        for coin, pos in wallet.positions.items():
+            if pos.szi == 0:
+                continue
+            market = self._market
+            payment = (pos.szi * market.mark_px(coin) * market.funding_rate(coin)).quantize(USD)
+            wallet.balance -= payment
+            pos.since_open += payment
+            pos.since_change += payment
+            wallet.funding_all_time[coin] = wallet.funding_all_time.get(coin, ZERO) + payment
+
+
+def _direction(start: Decimal, new: Decimal, side: Side) -> str:
+    """Hyperliquid's ``dir`` label for a perp fill."""
+    if start == 0:
+        return "Open Long" if side == "B" else "Open Short"
+    if start > 0:
+        if side == "B":
+            return "Open Long"
+        return "Close Long" if new >= 0 else "Long > Short"
+    if side == "A":
+        return "Open Short"
+    return "Close Short" if new <= 0 else "Short > Long"
+
+
+def _forget_old_orders(wallet: Wallet) -> None:
+    """Drop the oldest finished orders once the per-wallet order memory is full."""
+    excess = len(wallet.latest) - MAX_ORDERS
+    for oid in [oid for oid in wallet.latest if oid not in wallet.live_orders][:excess]:
+        update = wallet.latest.pop(oid)
+        if update.cloid is not None:
+            wallet.cloids.pop(update.cloid, None)
+
+
+def legal_transition(previous: OrderStatus | None, current: OrderStatus) -> bool:
+    """Which status sequences the simulator may emit for one oid."""
+    if previous is None:
+        return current == "open"
+    return previous == "open"

@@ -1,0 +1,119 @@
+"""Validation and normalisation of WebSocket subscription objects.
+
+The normalised form is what the ack echoes (defaults filled in, addresses in
+lowercase) and, serialised, the identity used for "Already subscribed" checks,
+so ``{"type":"l2Book","coin":"BTC"}`` and the same object with explicit
+``nSigFigs: null`` are one subscription.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+USER_KINDS = frozenset({"userFills", "orderUpdates", "userEvents", "clearinghouseState"})
+COIN_KINDS = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx"})
+SUPPORTED_KINDS = USER_KINDS | COIN_KINDS | {"allMids"}
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def compact_json(value: Any) -> str:
+    """JSON as Hyperliquid echoes it in error strings: no spaces."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class SubscriptionError(ValueError):
+    """The subscription is not one the server accepts; ``str()`` is the wire text."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    kind: str
+    key: str  # compact JSON of the normalised object; equal keys = same subscription
+    coin: str | None = None
+    user: str | None = None
+    n_sig_figs: int | None = None
+    mantissa: int | None = None
+
+    def normalized(self) -> dict[str, Any]:
+        """A fresh copy of the normalised subscription object."""
+        value: dict[str, Any] = json.loads(self.key)
+        return value
+
+    @property
+    def channel(self) -> str:
+        return "user" if self.kind == "userEvents" else self.kind
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscription:
+    """Validate ``raw``; raise ``SubscriptionError`` with Hyperliquid's wording if invalid."""
+    invalid = SubscriptionError(f"Invalid subscription {compact_json(raw)}")
+    if not isinstance(raw, dict):
+        raise invalid
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in SUPPORTED_KINDS:
+        raise invalid
+    normalized: dict[str, Any] = {"type": kind}
+    coin: str | None = None
+    user: str | None = None
+    n_sig_figs: int | None = None
+    mantissa: int | None = None
+
+    if kind == "allMids":
+        if "dex" in raw:
+            if raw["dex"] != "":
+                raise invalid  # only the main perp dex is simulated
+            normalized["dex"] = ""
+    elif kind in COIN_KINDS:
+        coin = raw.get("coin")
+        # Coin names are case-sensitive on Hyperliquid ("kPEPE"); no case folding here.
+        if not isinstance(coin, str) or not coin_exists(coin):
+            raise invalid
+        normalized["coin"] = coin
+        if kind == "l2Book":
+            n_sig_figs = raw.get("nSigFigs")
+            mantissa = raw.get("mantissa")
+            fast = raw.get("fast", False)
+            if n_sig_figs is not None and not (_is_int(n_sig_figs) and 2 <= n_sig_figs <= 5):
+                raise invalid
+            if mantissa is not None and not (
+                _is_int(mantissa) and mantissa in (1, 2, 5) and n_sig_figs == 5
+            ):
+                raise invalid
+            if not isinstance(fast, bool):
+                raise invalid
+            normalized.update(nSigFigs=n_sig_figs, mantissa=mantissa, fast=fast)
+    else:
+        raw_user = raw.get("user")
+        if not isinstance(raw_user, str) or not _ADDRESS.fullmatch(raw_user):
+            raise invalid
+        user = raw_user.lower()
+        normalized["user"] = user
+        if kind == "userFills":
+            aggregate = raw.get("aggregateByTime", False)
+            if not isinstance(aggregate, bool):
+                raise invalid
+            normalized["aggregateByTime"] = aggregate
+        elif kind == "clearinghouseState":
+            if raw.get("dex", "") != "":
+                raise invalid
+            normalized["dex"] = ""
+
+    return Subscription(
+        kind=kind,
+        key=compact_json(normalized),
+        coin=coin,
+        user=user,
+        n_sig_figs=n_sig_figs,
+        mantissa=mantissa,
+    )

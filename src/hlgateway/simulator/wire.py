@@ -1,0 +1,263 @@
+"""Hyperliquid's JSON shapes, built from the model's exact values.
+
+Numbers that Hyperliquid sends as strings are strings here too; ids, times,
+counts and leverage stay JSON numbers, as on the live API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from hlgateway.simulator.accounts import AccountView, Fill, OrderUpdate, PositionView
+from hlgateway.simulator.market import AssetCtx, Book, CoinSpec, Level, Trade
+
+Json = dict[str, Any]
+
+
+def num(value: Decimal) -> str:
+    """Plain decimal text like Hyperliquid's: no exponent, no trailing zeros, ``.0`` kept."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0")
+        if text.endswith("."):
+            text += "0"
+    else:
+        text += ".0"
+    return "0.0" if text == "-0.0" else text
+
+
+def frame(channel: str, data: Any) -> Json:
+    return {"channel": channel, "data": data}
+
+
+# -- market data -------------------------------------------------------------
+def level(lvl: Level) -> Json:
+    return {"px": num(lvl.px), "sz": num(lvl.sz), "n": lvl.n}
+
+
+def l2_book(book: Book) -> Json:
+    return {
+        "coin": book.coin,
+        "time": book.time,
+        "levels": [[level(lvl) for lvl in book.bids], [level(lvl) for lvl in book.asks]],
+    }
+
+
+def bbo(book: Book) -> Json:
+    best_bid = level(book.bids[0]) if book.bids else None
+    best_ask = level(book.asks[0]) if book.asks else None
+    return {"coin": book.coin, "time": book.time, "bbo": [best_bid, best_ask]}
+
+
+def trade(t: Trade) -> Json:
+    return {
+        "coin": t.coin,
+        "side": t.side,
+        "px": num(t.px),
+        "sz": num(t.sz),
+        "time": t.time,
+        "hash": t.hash,
+        "tid": t.tid,
+        "users": [t.users[0], t.users[1]],
+    }
+
+
+def mids(values: Mapping[str, Decimal]) -> dict[str, str]:
+    return {coin: num(px) for coin, px in values.items()}
+
+
+def asset_ctx(ctx: AssetCtx) -> Json:
+    return {
+        "funding": num(ctx.funding),
+        "openInterest": num(ctx.open_interest),
+        "prevDayPx": num(ctx.prev_day_px),
+        "dayNtlVlm": num(ctx.day_ntl_vlm),
+        "premium": num(ctx.premium),
+        "oraclePx": num(ctx.oracle_px),
+        "markPx": num(ctx.mark_px),
+        "midPx": num(ctx.mid_px),
+        "impactPxs": [num(ctx.impact_pxs[0]), num(ctx.impact_pxs[1])],
+        "dayBaseVlm": num(ctx.day_base_vlm),
+    }
+
+
+def active_asset_ctx(coin: str, ctx: AssetCtx) -> Json:
+    return {"coin": coin, "ctx": asset_ctx(ctx)}
+
+
+def meta(coins: Sequence[CoinSpec]) -> Json:
+    # One single-tier margin table per distinct max leverage, keyed by that leverage.
+    tables = sorted({spec.max_leverage for spec in coins}, reverse=True)
+    return {
+        "universe": [
+            {
+                "szDecimals": spec.sz_decimals,
+                "name": spec.name,
+                "maxLeverage": spec.max_leverage,
+                "marginTableId": spec.max_leverage,
+            }
+            for spec in coins
+        ],
+        "marginTables": [
+            [
+                lev,
+                {
+                    "description": "",
+                    "marginTiers": [{"lowerBound": "0.0", "maxLeverage": lev}],
+                },
+            ]
+            for lev in tables
+        ],
+        "collateralToken": 0,
+    }
+
+
+def meta_and_asset_ctxs(coins: Sequence[CoinSpec], ctxs: Iterable[AssetCtx]) -> list[Any]:
+    return [meta(coins), [asset_ctx(ctx) for ctx in ctxs]]
+
+
+def _token(name: str, index: int, sz_decimals: int, wei_decimals: int, full: str) -> Json:
+    return {
+        "name": name,
+        "szDecimals": sz_decimals,
+        "weiDecimals": wei_decimals,
+        "index": index,
+        "tokenId": f"0x{index:032x}",
+        "isCanonical": index < 2,
+        "evmContract": None,
+        "fullName": full,
+        "deployerTradingFeeShare": "0.0",
+    }
+
+
+def spot_meta() -> Json:
+    """A small, valid spot universe: enough for SDKs that index it at start-up."""
+    return {
+        "universe": [
+            {"tokens": [1, 0], "name": "PURR/USDC", "index": 0, "isCanonical": True},
+            {"tokens": [150, 0], "name": "@107", "index": 107, "isCanonical": False},
+        ],
+        "tokens": [
+            _token("USDC", 0, 8, 8, "USD Coin"),
+            _token("PURR", 1, 0, 5, "Purr"),
+            _token("HYPE", 150, 2, 8, "Hyperliquid"),
+        ],
+    }
+
+
+# -- accounts ----------------------------------------------------------------
+def fill(f: Fill) -> Json:
+    return {
+        "coin": f.coin,
+        "px": num(f.px),
+        "sz": num(f.sz),
+        "side": f.side,
+        "time": f.time,
+        "startPosition": num(f.start_position),
+        "dir": f.dir,
+        "closedPnl": num(f.closed_pnl),
+        "hash": f.hash,
+        "oid": f.oid,
+        "crossed": f.crossed,
+        "fee": num(f.fee),
+        "tid": f.tid,
+        "feeToken": f.fee_token,
+        "twapId": None,
+    }
+
+
+def ws_order(u: OrderUpdate) -> Json:
+    return {
+        "coin": u.coin,
+        "side": u.side,
+        "limitPx": num(u.limit_px),
+        "sz": num(u.sz),
+        "oid": u.oid,
+        "timestamp": u.timestamp,
+        "origSz": num(u.orig_sz),
+        "cloid": u.cloid,
+    }
+
+
+def order_update(u: OrderUpdate) -> Json:
+    return {"order": ws_order(u), "status": u.status, "statusTimestamp": u.status_timestamp}
+
+
+def open_order(u: OrderUpdate) -> Json:
+    """REST ``openOrders`` row: ``cloid`` appears only when the order has one."""
+    row = ws_order(u)
+    if u.cloid is None:
+        del row["cloid"]
+    return row
+
+
+def frontend_order(u: OrderUpdate) -> Json:
+    return {
+        "coin": u.coin,
+        "side": u.side,
+        "limitPx": num(u.limit_px),
+        "sz": num(u.sz),
+        "oid": u.oid,
+        "timestamp": u.timestamp,
+        "triggerCondition": "N/A",
+        "isTrigger": False,
+        "triggerPx": "0.0",
+        "children": [],
+        "isPositionTpsl": False,
+        "reduceOnly": False,
+        "orderType": "Limit",
+        "origSz": num(u.orig_sz),
+        "tif": "Gtc",
+        "cloid": u.cloid,
+    }
+
+
+def order_with_status(u: OrderUpdate) -> Json:
+    """``historicalOrders`` row and ``orderStatus`` inner object."""
+    return {"order": frontend_order(u), "status": u.status, "statusTimestamp": u.status_timestamp}
+
+
+def _position(p: PositionView) -> Json:
+    return {
+        "type": "oneWay",
+        "position": {
+            "coin": p.coin,
+            "szi": num(p.szi),
+            "leverage": {"type": "cross", "value": p.leverage},
+            "entryPx": num(p.entry_px),
+            "positionValue": num(p.position_value),
+            "unrealizedPnl": num(p.unrealized_pnl),
+            "returnOnEquity": num(p.return_on_equity),
+            "liquidationPx": None if p.liquidation_px is None else num(p.liquidation_px),
+            "marginUsed": num(p.margin_used),
+            "maxLeverage": p.max_leverage,
+            "cumFunding": {
+                "allTime": num(p.cum_funding_all_time),
+                "sinceOpen": num(p.cum_funding_since_open),
+                "sinceChange": num(p.cum_funding_since_change),
+            },
+        },
+    }
+
+
+def clearinghouse_state(view: AccountView) -> Json:
+    summary = {
+        "accountValue": num(view.account_value),
+        "totalNtlPos": num(view.total_ntl_pos),
+        "totalRawUsd": num(view.total_raw_usd),
+        "totalMarginUsed": num(view.total_margin_used),
+    }
+    return {
+        "marginSummary": summary,
+        "crossMarginSummary": dict(summary),
+        "crossMaintenanceMarginUsed": num(view.cross_maintenance_margin_used),
+        "withdrawable": num(view.withdrawable),
+        "assetPositions": [_position(p) for p in view.positions],
+        "time": view.time,
+    }
+
+
+def ws_clearinghouse_state(user: str, view: AccountView) -> Json:
+    return {"dex": "", "user": user, "clearinghouseState": clearinghouse_state(view)}
