@@ -33,11 +33,9 @@ def test_fills_sharing_a_time_are_kept_apart_by_tid() -> None:
 
 def test_trades_dedupe_replays() -> None:
     ledger = TradeLedger()
-    a, b = Trade("BTC", 1, 1.0, 1.0, "buy", 10), Trade("BTC", 2, 1.0, 1.0, "sell", 10)
+    a, b = Trade(1, 1.0, 1.0, "buy", 10), Trade(2, 1.0, 1.0, "sell", 10)
     assert ledger.accept([a, b]) == [a, b]
-    assert ledger.accept([b, Trade("BTC", 3, 1.0, 1.0, "buy", 11)]) == [
-        Trade("BTC", 3, 1.0, 1.0, "buy", 11)
-    ]
+    assert ledger.accept([b, Trade(3, 1.0, 1.0, "buy", 11)]) == [Trade(3, 1.0, 1.0, "buy", 11)]
 
 
 def order(status: str, remaining: float, t: int) -> Order:

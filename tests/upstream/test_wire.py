@@ -17,7 +17,9 @@ def test_l2_book() -> None:
         '{"channel":"l2Book","data":{"coin":"BTC","time":1751427259657,"levels":'
         '[[{"px":"106217.0","sz":"0.001","n":1}],[{"px":"106218.0","sz":"0.5","n":3}]]}}'
     )
-    assert wire.parse(frame) == wire.Book("BTC", 1751427259657, [(106217.0, 0.001)], [(106218.0, 0.5)])
+    assert wire.parse(frame) == wire.Book(
+        "BTC", 1751427259657, [(106217.0, 0.001)], [(106218.0, 0.5)]
+    )
 
 
 def test_trades() -> None:
@@ -26,7 +28,7 @@ def test_trades() -> None:
         '"hash":"0x1","time":5,"tid":77,"users":["0x1","0x2"]}]}'
     )
     event = wire.parse(frame)
-    assert event == wire.Trades("SOL", [wire.Trade("SOL", 77, 150.1, 2.0, "sell", 5)])
+    assert event == wire.Trades("SOL", [wire.Trade(77, 150.1, 2.0, "sell", 5)])
 
 
 def test_user_fills_snapshot_flag_and_wallet_lower_case() -> None:
@@ -41,7 +43,12 @@ def test_user_fills_snapshot_flag_and_wallet_lower_case() -> None:
     assert event.is_snapshot and event.wallet == "0xabcdef0000000000000000000000000000000001"
     (fill,) = event.fills
     assert (fill.id, fill.orderId, fill.side, fill.price, fill.size, fill.fee) == (
-        99, 12, "buy", 100.0, 0.1, 0.01,
+        99,
+        12,
+        "buy",
+        100.0,
+        0.1,
+        0.01,
     )
 
 
@@ -55,7 +62,11 @@ def test_order_updates() -> None:
     assert isinstance(event, wire.OrderUpdates)
     (order,) = event.orders
     assert (order.id, order.amount, order.remaining, order.filled, order.status) == (
-        1000001, 1.0, 0.4, 0.6, "open",
+        1000001,
+        1.0,
+        0.4,
+        0.6,
+        "open",
     )
 
 
@@ -72,7 +83,10 @@ def test_clearinghouse_state() -> None:
     event = wire.parse(frame)
     assert isinstance(event, wire.Account)
     assert (event.wallet, event.accountValue, event.marginUsed, event.withdrawable) == (
-        "0xaa00000000000000000000000000000000000000", 1000.5, 20.0, 900.0,
+        "0xaa00000000000000000000000000000000000000",
+        1000.5,
+        20.0,
+        900.0,
     )
     (position,) = event.positions
     assert (position.size, position.leverage, position.liquidationPrice) == (-1.5, 10.0, None)

@@ -27,6 +27,7 @@ from hlgateway.simulator.config import SimConfig
 from hlgateway.simulator.info import InfoError, handle_info
 from hlgateway.simulator.market import Trade, aggregate_book
 from hlgateway.simulator.subscriptions import (
+    MAX_ECHO,
     USER_KINDS,
     Subscription,
     SubscriptionError,
@@ -37,7 +38,6 @@ from hlgateway.simulator.world import SimWorld
 log = logging.getLogger("hlgateway.simulator")
 
 PARSE_ERROR = "Error parsing JSON into valid websocket request: "
-MAX_ECHO = 1_000  # longest piece of a bad request echoed back in an error frame
 MAX_SNAPSHOT_FILLS = 2_000
 CLOSE_TIMEOUT = 2.0  # seconds to wait for a client's close reply
 _encode = msgspec.json.Encoder().encode

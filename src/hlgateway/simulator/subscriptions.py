@@ -14,18 +14,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 USER_KINDS = frozenset({"userFills", "orderUpdates", "userEvents", "clearinghouseState"})
 COIN_KINDS = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx"})
 SUPPORTED_KINDS = USER_KINDS | COIN_KINDS | {"allMids"}
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
+MAX_ECHO = 1_000  # longest piece of client input echoed back in an error string
+
+
 def compact_json(value: Any) -> str:
     """JSON as Hyperliquid echoes it in error strings: no spaces."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)
+        return msgspec.json.encode(value).decode()
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:MAX_ECHO]
 
 
 class SubscriptionError(ValueError):
@@ -57,7 +62,7 @@ def _is_int(value: Any) -> bool:
 
 def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscription:
     """Validate ``raw``; raise ``SubscriptionError`` with Hyperliquid's wording if invalid."""
-    invalid = SubscriptionError(f"Invalid subscription {compact_json(raw)}")
+    invalid = SubscriptionError(f"Invalid subscription {compact_json(raw)[:MAX_ECHO]}")
     if not isinstance(raw, dict):
         raise invalid
     kind = raw.get("type")
