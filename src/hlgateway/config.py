@@ -70,6 +70,17 @@ class Settings:
     outbox_max_bytes: int = 4 * 1024 * 1024  # HLGATEWAY_OUTBOX_MAX_BYTES, per connection
     shutdown_timeout: float = 30.0  # HLGATEWAY_SHUTDOWN_TIMEOUT (s)
     upstream_ping_interval: float = 30.0  # HLGATEWAY_UPSTREAM_PING_INTERVAL (s)
+    upstream_pong_timeout: float = 10.0  # HLGATEWAY_UPSTREAM_PONG_TIMEOUT (s)
+    upstream_stale_after: float = 15.0  # HLGATEWAY_UPSTREAM_STALE_AFTER (s) for allMids/l2Book
+    upstream_backoff_max: float = 30.0  # HLGATEWAY_UPSTREAM_BACKOFF_MAX (s)
+    upstream_max_links: int = 10  # HLGATEWAY_UPSTREAM_MAX_LINKS
+    upstream_max_subscriptions: int = 1000  # HLGATEWAY_UPSTREAM_MAX_SUBSCRIPTIONS
+    upstream_max_messages: int = 2000  # HLGATEWAY_UPSTREAM_MAX_MESSAGES per minute
+    upstream_max_new_links: int = 30  # HLGATEWAY_UPSTREAM_MAX_NEW_LINKS per minute
+    upstream_max_wallets: int = 10  # HLGATEWAY_UPSTREAM_MAX_WALLETS on WS; more are polled
+    upstream_rest_weight: int = 1200  # HLGATEWAY_UPSTREAM_REST_WEIGHT per minute
+    upstream_poll_interval: float = 5.0  # HLGATEWAY_UPSTREAM_POLL_INTERVAL (s)
+    upstream_ca_file: str | None = None  # HLGATEWAY_UPSTREAM_CA_FILE: extra CA for wss/https
     context_refresh: float = 10.0  # HLGATEWAY_CONTEXT_REFRESH (s) for 24 h change/volume
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -122,6 +133,16 @@ def settings_from_env(
         "outbox_max_bytes": int,
         "shutdown_timeout": float,
         "upstream_ping_interval": float,
+        "upstream_pong_timeout": float,
+        "upstream_stale_after": float,
+        "upstream_backoff_max": float,
+        "upstream_max_links": int,
+        "upstream_max_subscriptions": int,
+        "upstream_max_messages": int,
+        "upstream_max_new_links": int,
+        "upstream_max_wallets": int,
+        "upstream_rest_weight": int,
+        "upstream_poll_interval": float,
         "context_refresh": float,
     }
     for name, kind in numeric.items():
@@ -131,7 +152,7 @@ def settings_from_env(
                 values[name] = kind(raw)
             except ValueError:
                 raise SettingsError(f"HLGATEWAY_{name.upper()}: not a number: {raw!r}") from None
-    for name in ("host", "upstream", "log_level"):
+    for name in ("host", "upstream", "log_level", "upstream_ca_file"):
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
         if raw is not None:
             values[name] = raw

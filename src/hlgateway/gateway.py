@@ -24,7 +24,7 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
-from hlgateway.upstream.pool import Upstream
+from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
 
 if TYPE_CHECKING:
     from hlgateway.server.connection import Connection
@@ -43,10 +43,24 @@ class Gateway:
             endpoint,
             on_event=self._on_upstream_event,
             on_status=self._on_upstream_status,
-            ping_interval=settings.upstream_ping_interval,
+            limits=UpstreamLimits(
+                max_links=settings.upstream_max_links,
+                max_subscriptions=settings.upstream_max_subscriptions,
+                max_new_links_per_minute=settings.upstream_max_new_links,
+                max_messages_per_minute=settings.upstream_max_messages,
+                max_ws_wallets=settings.upstream_max_wallets,
+                rest_weight_per_minute=settings.upstream_rest_weight,
+            ),
+            timing=LinkTiming(
+                ping_interval=settings.upstream_ping_interval,
+                pong_timeout=settings.upstream_pong_timeout,
+                stale_after=settings.upstream_stale_after,
+                backoff_max=settings.upstream_backoff_max,
+            ),
             context_refresh=settings.context_refresh,
+            ca_file=settings.upstream_ca_file,
         )
-        self.feeds = Feeds(self.upstream, self.publisher)
+        self.feeds = Feeds(self.upstream, self.publisher, settings.upstream_poll_interval)
         self.hub.set_listener(self.feeds)
         self.catalog = Catalog(self.upstream.markets)
         self.limits = SessionLimits(
@@ -88,7 +102,7 @@ class Gateway:
                 "subscriptions": self.hub.subscription_count,
                 "topics": self.hub.topic_count,
             },
-            "upstream": upstream,
+            "upstream": {**upstream, "wallets": self.feeds.wallets.modes_summary()},
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
 
@@ -107,5 +121,6 @@ class Gateway:
         for connection in list(self.connections.values()):
             connection.abort()
         self.hub.clear()
+        await self.feeds.wallets.stop()
         await self.upstream.stop()
         await self.broker.stop()

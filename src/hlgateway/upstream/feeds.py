@@ -25,9 +25,10 @@ from hlgateway.protocol.channels import (
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
-from hlgateway.upstream.ledgers import FillLedger, OrderLedger, TradeLedger
+from hlgateway.upstream.ledgers import TradeLedger
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.pool import Upstream
+from hlgateway.upstream.wallets import WalletFeeds
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,11 @@ class PriceEntry(msgspec.Struct, frozen=True):
 
 
 def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
-    """The Hyperliquid subscriptions a topic reads from."""
+    """The Hyperliquid market-data subscriptions a topic reads from.
+
+    User channels are WalletFeeds' business (per wallet, WS or REST polling);
+    system and rooms are fed by the gateway itself.
+    """
     channel = topic.channel
     if channel == PRICES:
         return [{"type": "allMids"}]
@@ -48,45 +53,55 @@ def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
         return [{"type": "l2Book", "coin": topic.symbol}]
     if channel == TRADES:
         return [{"type": "trades", "coin": topic.symbol}]
-    if channel == USER_ORDERS:
-        return [{"type": "orderUpdates", "user": w} for w in topic.wallets]
-    if channel == USER_FILLS:
-        return [{"type": "userFills", "user": w, "aggregateByTime": False} for w in topic.wallets]
-    if channel == ACCOUNT_UPDATES:
-        return [{"type": "clearinghouseState", "user": w} for w in topic.wallets]
-    return []  # system, rooms: fed by the gateway itself
+    return []
 
 
 class Feeds:
-    def __init__(self, upstream: Upstream, publisher: Publisher) -> None:
+    def __init__(
+        self, upstream: Upstream, publisher: Publisher, poll_interval: float = 5.0
+    ) -> None:
         self._upstream = upstream
         self._publisher = publisher
         self._prices: dict[Topic, None] = {}
         self._books: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
         self._trades: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
         # (channel, wallet) -> topics
-        self._user: defaultdict[tuple[str, str], dict[Topic, None]] = defaultdict(dict)
-        self._fills: dict[str, FillLedger] = {}
-        self._orders: dict[str, OrderLedger] = {}
+        self._user: dict[tuple[str, str], dict[Topic, None]] = {}
         self._trade_ledgers: dict[str, TradeLedger] = {}
         self._last_status = "idle"
+        self.wallets = WalletFeeds(
+            upstream,
+            self,
+            lambda: upstream.rest,
+            max_ws_wallets=upstream.limits.max_ws_wallets,
+            poll_interval=poll_interval,
+        )
 
     # -- hub listener -----------------------------------------------------
     def on_first(self, topic: Topic) -> None:
         acquired: list[dict[str, Any]] = []
+        attached: list[str] = []
         try:
             for subscription in upstream_subscriptions(topic):
                 self._upstream.acquire(subscription)
                 acquired.append(subscription)
+            for wallet in topic.wallets:
+                key = (topic.channel, wallet)
+                if key not in self._user:
+                    self.wallets.attach(topic.channel, wallet)
+                    self._user[key] = {}
+                    attached.append(wallet)
+                self._user[key][topic] = None
         except Exception:
             for subscription in acquired:
                 self._upstream.release(subscription)
+            for wallet in attached:
+                self._user.pop((topic.channel, wallet), None)
+                self.wallets.detach(topic.channel, wallet)
             raise
         index = self._index(topic)
         if index is not None:
             index[topic] = None
-        for wallet in topic.wallets:
-            self._user[(topic.channel, wallet)][topic] = None
 
     def on_last(self, topic: Topic) -> None:
         index = self._index(topic)
@@ -95,14 +110,13 @@ class Feeds:
             self._prune(topic)
         for wallet in topic.wallets:
             key = (topic.channel, wallet)
-            self._user[key].pop(topic, None)
-            if not self._user[key]:
+            topics = self._user.get(key)
+            if topics is None:
+                continue
+            topics.pop(topic, None)
+            if not topics:
                 del self._user[key]
-                # Nobody reads this wallet's stream now: a later subscriber starts afresh.
-                if topic.channel == USER_FILLS:
-                    self._fills.pop(wallet, None)
-                elif topic.channel == USER_ORDERS:
-                    self._orders.pop(wallet, None)
+                self.wallets.detach(topic.channel, wallet)
         for subscription in upstream_subscriptions(topic):
             self._upstream.release(subscription)
         self._publisher.forget(topic)
@@ -133,12 +147,13 @@ class Feeds:
             case wire.Trades():
                 self._on_trades(event)
             case wire.Fills():
-                self._on_fills(event)
+                self.wallets.on_fills(event)
             case wire.OrderUpdates():
-                self._on_orders(event)
+                self.wallets.on_orders(event)
             case wire.Account():
-                for topic in tuple(self._user.get((ACCOUNT_UPDATES, event.wallet), ())):
-                    self._publisher.publish(topic, event, snapshot=True)
+                self.wallets.on_account(event)
+            case wire.Ack():
+                self.wallets.on_ack(event.subscription, link.gap_from_ms)
 
     def on_status(self, status: str) -> None:
         """Tell `system` subscribers when the upstream goes down and comes back."""
@@ -149,6 +164,22 @@ class Feeds:
         if status in ("connected", "degraded"):
             self._last_status = status
 
+    # -- emitter for WalletFeeds ------------------------------------------
+    def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
+        data = {"fills": fills}
+        for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
+            self._publisher.publish(topic, data)
+
+    def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
+        data = {"action": action, "order": order}
+        for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
+            self._publisher.publish(topic, data)
+
+    def emit_account(self, account: wire.Account) -> None:
+        for topic in tuple(self._user.get((ACCOUNT_UPDATES, account.wallet), ())):
+            self._publisher.publish(topic, account, snapshot=True)
+
+    # -- market data ------------------------------------------------------
     def _on_mids(self, event: wire.Mids) -> None:
         if not self._prices:
             return
@@ -196,28 +227,3 @@ class Feeds:
         data = {"symbol": event.symbol, "trades": fresh}
         for topic in tuple(topics):
             self._publisher.publish(topic, data)
-
-    def _on_fills(self, event: wire.Fills) -> None:
-        topics = self._user.get((USER_FILLS, event.wallet))
-        if not topics:
-            return
-        ledger = self._fills.setdefault(event.wallet, FillLedger())
-        fresh = ledger.accept(event.fills, event.is_snapshot)
-        if not fresh:
-            return
-        data = {"fills": fresh}
-        for topic in tuple(topics):
-            self._publisher.publish(topic, data)
-
-    def _on_orders(self, event: wire.OrderUpdates) -> None:
-        for order in event.orders:
-            topics = self._user.get((USER_ORDERS, order.wallet))
-            if not topics:
-                continue
-            ledger = self._orders.setdefault(order.wallet, OrderLedger())
-            action = ledger.accept(order)
-            if action is None:
-                continue
-            data = {"action": action, "order": order}
-            for topic in tuple(topics):
-                self._publisher.publish(topic, data)

@@ -43,24 +43,29 @@ class SeenSet:
 class FillLedger:
     """One wallet's delivered fills.
 
-    The first snapshot after the ledger is created is history from before we
-    watched: it primes the ledger and is not delivered. Every later message,
-    snapshots after a reconnect included, delivers exactly the fills not seen.
+    The first snapshot is mostly history from before anyone watched: it primes
+    the ledger, and only its fills from `since_ms` (when the first subscriber
+    arrived) on are delivered. Every later message, snapshots after a reconnect
+    included, delivers exactly the fills not seen before.
     """
 
-    def __init__(self, capacity: int = 20_000) -> None:
+    def __init__(self, since_ms: int = 0, capacity: int = 20_000) -> None:
         self._seen = SeenSet(capacity)
+        self.since_ms = since_ms
         self.primed = False
+        self.last_time = since_ms  # time of the newest fill seen
 
-    def accept(self, fills: Iterable[Fill], is_snapshot: bool) -> list[Fill]:
-        if is_snapshot and not self.primed:
-            for fill in fills:
-                self._seen.add(fill.id)
-            self.primed = True
-            return []
+    def accept(self, fills: Iterable[Fill], is_snapshot: bool = False) -> list[Fill]:
+        priming = is_snapshot and not self.primed
         self.primed = True
-        fresh = [f for f in fills if self._seen.add(f.id)]
+        fresh = [
+            f
+            for f in fills
+            if self._seen.add(f.id) and not (priming and f.timestamp < self.since_ms)
+        ]
         fresh.sort(key=lambda f: (f.timestamp, f.id))
+        if fresh:
+            self.last_time = max(self.last_time, fresh[-1].timestamp)
         return fresh
 
 
@@ -77,11 +82,19 @@ class TradeLedger:
 CANCELLED_STATUSES = frozenset({"canceled", "rejected", "marginCanceled"})
 
 
+def is_terminal(status: str) -> bool:
+    return (
+        status == "filled"
+        or status in CANCELLED_STATUSES
+        or status.endswith(("Canceled", "Rejected"))
+    )
+
+
 def order_action(status: str, first_seen: bool, partially_filled: bool) -> str:
     """Map Hyperliquid's order status to the seed's action."""
     if status == "filled":
         return "filled"
-    if status in CANCELLED_STATUSES or status.endswith(("Canceled", "Rejected")):
+    if is_terminal(status):
         return "cancelled"
     if status == "open" and first_seen and not partially_filled:
         return "created"
@@ -89,20 +102,33 @@ def order_action(status: str, first_seen: bool, partially_filled: bool) -> str:
 
 
 class OrderLedger:
-    """One wallet's order states: drops repeats, names each transition."""
+    """One wallet's delivered order states: names each transition, drops what is not progress.
+
+    An update is new if the order is unseen, or it was not finished and the
+    update changes its status or lowers its remaining size. So a transition
+    reconstructed from REST after a gap and the same one arriving live are
+    delivered once, whichever comes first.
+    """
 
     def __init__(self, capacity: int = 20_000) -> None:
         self._capacity = capacity
-        self._last: OrderedDict[int, tuple[str, float, int]] = OrderedDict()
+        self._last: OrderedDict[int, tuple[str, float]] = OrderedDict()
 
     def accept(self, order: Order) -> str | None:
-        """The action for this update, or None if it repeats the last state."""
-        state = (order.status, order.remaining, order.timestamp)
+        """The action for this update, or None if it is not news."""
         previous = self._last.get(order.id)
-        if previous == state:
-            return None
-        self._last[order.id] = state
+        if previous is not None:
+            status, remaining = previous
+            if is_terminal(status) or (order.status == status and order.remaining >= remaining):
+                return None
+        self._last[order.id] = (order.status, order.remaining)
         self._last.move_to_end(order.id)
         if len(self._last) > self._capacity:
             self._last.popitem(last=False)
         return order_action(order.status, previous is None, order.remaining < order.amount)
+
+    def state(self, oid: int) -> tuple[str, float] | None:
+        return self._last.get(oid)
+
+    def open_orders(self) -> set[int]:
+        return {oid for oid, (status, _) in self._last.items() if not is_terminal(status)}

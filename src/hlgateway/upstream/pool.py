@@ -5,6 +5,12 @@ Subscriptions are reference counted by their Hyperliquid identity, so many
 topics that need the same upstream stream (every `prices` topic needs
 allMids) share one subscription. Each wallet's orderUpdates goes on a link of
 its own, because those frames do not say which user they are for.
+
+Hyperliquid's per-IP limits are respected by construction: at most
+`max_links` connections, `max_subscriptions` subscriptions, `max_new_links`
+connection attempts and `max_messages` sent messages per minute, and a REST
+weight budget. (The 10-user limit is kept by WalletFeeds, which serves extra
+wallets by REST polling.)
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -22,13 +30,36 @@ import aiohttp
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 from hlgateway.upstream import wire
+from hlgateway.upstream.limits import MessageRate, SlidingWindow, WeightBudget, wait_turn
 from hlgateway.upstream.link import Link, LinkState, subscription_key
 from hlgateway.upstream.networks import Endpoint
+from hlgateway.upstream.rest import InfoClient, RestError
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Link, wire.Event], None]
 StatusSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpstreamLimits:
+    """Hyperliquid's per-IP limits (defaults), all configurable."""
+
+    max_links: int = 10
+    max_subscriptions: int = 1000
+    max_new_links_per_minute: int = 30
+    max_messages_per_minute: int = 2000
+    max_ws_wallets: int = 10
+    rest_weight_per_minute: int = 1200
+
+
+@dataclass(frozen=True)
+class LinkTiming:
+    ping_interval: float = 30.0
+    pong_timeout: float = 10.0
+    stale_after: float = 15.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
 
 
 class Upstream:
@@ -38,31 +69,43 @@ class Upstream:
         *,
         on_event: EventSink,
         on_status: StatusSink | None = None,
-        max_links: int = 10,
-        max_subscriptions_per_link: int = 1000,
-        ping_interval: float = 30.0,
+        limits: UpstreamLimits = UpstreamLimits(),
+        timing: LinkTiming = LinkTiming(),
         context_refresh: float = 10.0,
+        ca_file: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.markets = Markets()
         self.contexts: dict[str, wire.AssetContext] = {}
+        self.limits = limits
         self._on_event = on_event
         self._on_status = on_status
-        self._max_links = max_links
-        self._max_per_link = max_subscriptions_per_link
-        self._ping_interval = ping_interval
+        self._timing = timing
         self._context_refresh = context_refresh
+        # An extra CA (a private upstream, or the simulator over TLS in tests).
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file else True
+        )
         self._links: list[Link] = []
         self._refs: dict[str, int] = {}
         self._placement: dict[str, Link] = {}
         self._session: aiohttp.ClientSession | None = None
+        self.rest: InfoClient | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._status = "idle"
+        self._new_links = SlidingWindow(limits.max_new_links_per_minute, 60.0)
+        self._messages = MessageRate(limits.max_messages_per_minute)
+        self.budget = WeightBudget(limits.rest_weight_per_minute)
         self.markets_loaded = asyncio.Event()
+        self.degraded_since: float | None = None
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        connector = aiohttp.TCPConnector(ssl=self._ssl)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=15), connector=connector
+        )
+        self.rest = InfoClient(self.endpoint.info_url, self._session, self.budget)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
 
     async def stop(self) -> None:
@@ -79,6 +122,10 @@ class Upstream:
         key = subscription_key(subscription)
         count = self._refs.get(key, 0)
         if count == 0:
+            if len(self._refs) >= self.limits.max_subscriptions:
+                raise ProtocolError(
+                    ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream subscription limit reached"
+                )
             link = self._place(subscription)
             self._placement[key] = link
             link.add(subscription)
@@ -97,33 +144,50 @@ class Upstream:
 
     def _place(self, subscription: dict[str, Any]) -> Link:
         needs_own_orders = subscription.get("type") == "orderUpdates"
+        per_link = max(1, self.limits.max_subscriptions // self.limits.max_links)
         candidates = [
             link
             for link in self._links
-            if len(link.wanted) < self._max_per_link
+            if len(link.wanted) < per_link
             and not (needs_own_orders and link.order_updates_wallet is not None)
         ]
         if candidates:
             return min(candidates, key=lambda link: len(link.wanted))
-        if len(self._links) >= self._max_links or self._session is None:
+        if len(self._links) >= self.limits.max_links or self._session is None:
             raise ProtocolError(
                 ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream capacity reached; try again later"
             )
+        t = self._timing
         link = Link(
             len(self._links),
             self.endpoint.ws_url,
             self._session,
             self._on_event,
             self._link_state,
-            ping_interval=self._ping_interval,
+            ping_interval=t.ping_interval,
+            pong_timeout=t.pong_timeout,
+            stale_after=t.stale_after,
+            backoff_initial=t.backoff_initial,
+            backoff_max=t.backoff_max,
+            connect_gate=self._connect_gate,
+            send_gate=self._messages.take,
+            ssl=self._ssl,
         )
         self._links.append(link)
         link.start()
         return link
 
+    async def _connect_gate(self) -> None:
+        # Hyperliquid allows 30 new connections a minute per IP: wait our turn.
+        await wait_turn(self._new_links)
+
     @property
     def subscription_count(self) -> int:
         return len(self._refs)
+
+    @property
+    def links(self) -> list[Link]:
+        return list(self._links)
 
     # -- health -----------------------------------------------------------
     def _link_state(self, link: Link, state: LinkState) -> None:
@@ -134,16 +198,19 @@ class Upstream:
         status = self.status
         if status != self._status:
             self._status = status
+            self.degraded_since = time.time() if status == "degraded" else None
             if self._on_status is not None:
                 self._on_status(status)
 
     @property
     def status(self) -> str:
         """connected, degraded (a link that should be up is down) or idle (no links)."""
+        if not self.markets.loaded:
+            return "degraded"
         if not self._links:
-            return "idle" if self.markets.loaded else "degraded"
+            return "idle"
         if all(link.state is LinkState.CONNECTED for link in self._links):
-            return "connected" if self.markets.loaded else "degraded"
+            return "connected"
         return "degraded"
 
     def health(self) -> dict[str, Any]:
@@ -153,39 +220,45 @@ class Upstream:
             "network": self.endpoint.name,
             "host": self.endpoint.host,
             "marketsLoaded": self.markets.loaded,
+            "degradedSince": self.degraded_since,
             "subscriptions": len(self._refs),
+            "limits": {
+                "links": f"{len(self._links)}/{self.limits.max_links}",
+                "subscriptions": f"{len(self._refs)}/{self.limits.max_subscriptions}",
+                "messagesLastMinute": self._messages.used(),
+                "newLinksLastMinute": self._new_links.count(now),
+                "restWeightAvailable": round(self.budget.available()),
+            },
             "links": [
                 {
                     "index": link.index,
                     "state": link.state.value,
                     "connectedSince": link.connected_since,
                     "reconnects": link.reconnects,
+                    "pongTimeouts": link.pong_timeouts,
+                    "staleResubscribes": link.stale_resubscribes,
+                    "staleRecycles": link.stale_recycles,
+                    "garbageFrames": link.garbage_frames,
                     "subscriptions": len(link.wanted),
                     "acked": len(link.acked),
                     "lastMessageAgeSeconds": None
                     if link.last_message_at is None
                     else round(now - link.last_message_at, 3),
+                    "streamAgeSeconds": link.stream_ages(),
                 }
                 for link in self._links
             ],
         }
 
     # -- REST -------------------------------------------------------------
-    async def info(self, payload: dict[str, Any]) -> bytes:
-        """POST /info; raises aiohttp.ClientError or OSError on failure."""
-        assert self._session is not None, "start() first"
-        async with self._session.post(self.endpoint.info_url, json=payload) as resp:
-            resp.raise_for_status()
-            return await resp.read()
-
     async def _refresh_loop(self) -> None:
         # The symbol list gates subscriptions; 24 h context feeds `prices`.
         # One REST call gives both. Retries back off while it fails.
+        assert self.rest is not None
         failures = 0
         while True:
             try:
-                body = await self.info({"type": "metaAndAssetCtxs"})
-                names, contexts = wire.parse_meta_and_ctxs(body)
+                names, contexts = await self.rest.meta_and_contexts()
                 first = not self.markets.loaded
                 self.markets.load(names)
                 self.contexts = contexts
@@ -195,12 +268,8 @@ class Upstream:
                     log.info("upstream %s: %d markets", self.endpoint.name, len(names))
                     self._status_changed()
                 await asyncio.sleep(self._context_refresh)
-            except (aiohttp.ClientError, OSError, TimeoutError, wire.WireError) as exc:
+            except RestError as exc:
                 failures += 1
                 delay = random.uniform(0, min(30.0, 2.0**failures))
-                log.warning(
-                    "upstream REST metaAndAssetCtxs failed (%s); retry in %.1fs",
-                    exc.__class__.__name__,
-                    delay,
-                )
+                log.warning("upstream REST failed (%s); retry in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

@@ -401,3 +401,53 @@ def parse_meta_and_ctxs(body: bytes) -> tuple[list[str], dict[str, AssetContext]
             mark_px=_num(ctx.markPx),
         )
     return names, contexts
+
+
+# -- REST /info responses ---------------------------------------------------
+
+
+class HistoricalOrder(msgspec.Struct, frozen=True):
+    """An order's latest state from REST `historicalOrders`."""
+
+    order: Order  # status, remaining and statusTimestamp as of now
+    created_at: int  # the order's own timestamp
+
+
+class _HistoricalEntry(msgspec.Struct):
+    order: _BasicOrder
+    status: str
+    statusTimestamp: int
+
+
+_rest_fills = msgspec.json.Decoder(list[_Fill])
+_rest_orders = msgspec.json.Decoder(list[_HistoricalEntry])
+_rest_account = msgspec.json.Decoder(_ClearinghouseState)
+
+
+def parse_rest_fills(body: bytes, user: str) -> list[Fill]:
+    try:
+        wallet = user.lower()
+        return [_fill(f, wallet) for f in _rest_fills.decode(body)]
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise WireError(str(exc)) from None
+
+
+def parse_historical_orders(body: bytes, user: str) -> list[HistoricalOrder]:
+    try:
+        wallet = user.lower()
+        out: list[HistoricalOrder] = []
+        for entry in _rest_orders.decode(body):
+            update = _OrderUpdate(entry.order, entry.status, entry.statusTimestamp)
+            order = msgspec.structs.replace(_order(update), wallet=wallet)
+            out.append(HistoricalOrder(order, entry.order.timestamp))
+        return out
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise WireError(str(exc)) from None
+
+
+def parse_rest_account(body: bytes, user: str) -> Account:
+    try:
+        state = _rest_account.decode(body)
+        return _account(_ClearinghouseMsg(user, state))
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise WireError(str(exc)) from None

@@ -1,0 +1,102 @@
+"""Budgets that keep the gateway inside Hyperliquid's per-IP limits.
+
+Sans-I/O counters take the time as an argument; `WeightBudget` adds the one
+await the callers need (wait until the budget allows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class SlidingWindow:
+    """At most `limit` events in any `window` seconds."""
+
+    def __init__(self, limit: int, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._events and now - self._events[0] >= self.window:
+            self._events.popleft()
+
+    def try_take(self, now: float) -> bool:
+        self._trim(now)
+        if len(self._events) >= self.limit:
+            return False
+        self._events.append(now)
+        return True
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more event is allowed (0 if now)."""
+        self._trim(now)
+        if len(self._events) < self.limit:
+            return 0.0
+        return self._events[0] + self.window - now
+
+    def count(self, now: float) -> int:
+        self._trim(now)
+        return len(self._events)
+
+
+async def wait_turn(window: SlidingWindow, clock: Callable[[], float] = time.monotonic) -> None:
+    """Wait until the window allows one more event, and take it."""
+    # The wait is computed from the window, not polled: nothing else frees a slot.
+    while not window.try_take(clock()):  # noqa: ASYNC110
+        await asyncio.sleep(window.wait_time(clock()) + 0.001)
+
+
+class WeightBudget:
+    """A weight budget per minute (Hyperliquid's REST limit is 1200 weight/min per IP).
+
+    A token bucket: `per_minute` tokens refill evenly, and a call of weight w
+    waits until w tokens are there. Callers queue in arrival order.
+    """
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = per_minute
+        self._rate = per_minute / 60.0
+        self._tokens = per_minute
+        self._clock = clock
+        self._stamp = clock()
+        self._lock = asyncio.Lock()
+        self.spent = 0.0
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    def available(self) -> float:
+        self._refill()
+        return self._tokens
+
+    async def take(self, weight: float) -> None:
+        async with self._lock:
+            while True:
+                self._refill()
+                if self._tokens >= weight:
+                    self._tokens -= weight
+                    self.spent += weight
+                    return
+                await asyncio.sleep((weight - self._tokens) / self._rate)
+
+
+class MessageRate:
+    """Upstream messages sent per minute across all links (Hyperliquid: 2000/min per IP)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = SlidingWindow(per_minute, 60.0)
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            await wait_turn(self._window, self._clock)
+
+    def used(self) -> int:
+        return self._window.count(self._clock())

@@ -1,0 +1,344 @@
+"""Each wallet's user streams, delivered exactly once across upstream gaps.
+
+A wallet is served one of two ways, chosen when its first user topic starts:
+- `ws`: its userFills / orderUpdates / clearinghouseState subscriptions on the
+  upstream links (Hyperliquid tracks at most 10 users per IP this way);
+- `poll`: REST polling within the weight budget, for wallets beyond that limit.
+
+Either way the same ledgers decide what is new. After a gap (a reconnect, or
+the first subscribe) the missed order transitions and fills are rebuilt from
+REST before live updates, which are held meanwhile, are let through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
+from hlgateway.protocol.encoding import now_ms
+from hlgateway.upstream import wire
+from hlgateway.upstream.ledgers import FillLedger, OrderLedger
+from hlgateway.upstream.recovery import rebuild_orders
+from hlgateway.upstream.rest import InfoClient, RestError
+
+log = logging.getLogger(__name__)
+
+# How far before a gap's last heard message recovery looks: frames in flight
+# when a link died, and clock differences between us and the exchange.
+GAP_MARGIN_MS = 2_000
+
+STREAM_OF_CHANNEL = {
+    USER_FILLS: "userFills",
+    USER_ORDERS: "orderUpdates",
+    ACCOUNT_UPDATES: "clearinghouseState",
+}
+
+
+class Emitter(Protocol):
+    def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None: ...
+    def emit_order(self, wallet: str, action: str, order: wire.Order) -> None: ...
+    def emit_account(self, account: wire.Account) -> None: ...
+
+
+class Subscriber(Protocol):
+    def acquire(self, subscription: dict[str, Any]) -> None: ...
+    def release(self, subscription: dict[str, Any]) -> None: ...
+
+
+def subscription_for(channel: str, wallet: str) -> dict[str, Any]:
+    stream = STREAM_OF_CHANNEL[channel]
+    if stream == "userFills":
+        return {"type": stream, "user": wallet, "aggregateByTime": False}
+    return {"type": stream, "user": wallet}
+
+
+@dataclass
+class WalletState:
+    wallet: str
+    mode: str  # ws | poll
+    orders_since_ms: int = 0  # when the wallet's user_orders topic started
+    last_poll_ms: int = 0
+    channels: set[str] = field(default_factory=set)
+    fills: FillLedger = field(default_factory=FillLedger)
+    orders: OrderLedger = field(default_factory=OrderLedger)
+    acked: set[str] = field(default_factory=set)  # streams acked at least once
+    holding_fills: int = 0  # recoveries running; live fills wait meanwhile
+    holding_orders: int = 0
+    held_fills: list[wire.Fills] = field(default_factory=list)
+    held_orders: list[wire.Order] = field(default_factory=list)
+    last_account: wire.Account | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class WalletFeeds:
+    def __init__(
+        self,
+        upstream: Subscriber,
+        emitter: Emitter,
+        rest: Callable[[], InfoClient | None],
+        *,
+        max_ws_wallets: int = 10,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self._upstream = upstream
+        self._emit = emitter
+        self._rest = rest
+        self.max_ws_wallets = max_ws_wallets
+        self.poll_interval = poll_interval
+        self._wallets: dict[str, WalletState] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self.recoveries = 0
+        self.rest_failures = 0
+
+    # -- topics -----------------------------------------------------------
+    def attach(self, channel: str, wallet: str) -> None:
+        """A topic of `channel` for `wallet` starts (first subscriber)."""
+        state = self._wallets.get(wallet)
+        if state is None:
+            ws_count = sum(1 for s in self._wallets.values() if s.mode == "ws")
+            mode = "ws" if ws_count < self.max_ws_wallets else "poll"
+            state = self._wallets[wallet] = WalletState(wallet, mode)
+            if mode == "poll":
+                log.info("wallet %s served by REST polling (WS user limit reached)", wallet)
+        if channel in state.channels:
+            return
+        # Deliver from this moment on: history from before is not news.
+        if channel == USER_FILLS:
+            state.fills = FillLedger(since_ms=now_ms())
+        elif channel == USER_ORDERS:
+            state.orders = OrderLedger()
+            state.orders_since_ms = now_ms()
+        if state.mode == "ws":
+            self._upstream.acquire(subscription_for(channel, wallet))
+        else:
+            self._ensure_poller()
+        state.channels.add(channel)
+
+    def detach(self, channel: str, wallet: str) -> None:
+        state = self._wallets.get(wallet)
+        if state is None or channel not in state.channels:
+            return
+        state.channels.discard(channel)
+        if state.mode == "ws":
+            self._upstream.release(subscription_for(channel, wallet))
+        state.acked.discard(STREAM_OF_CHANNEL[channel])
+        if not state.channels:
+            for task in state.tasks:
+                task.cancel()
+            del self._wallets[wallet]
+
+    def modes_summary(self) -> dict[str, int]:
+        """How many wallets are served each way (counts only: /health names no wallet)."""
+        polled = sum(1 for s in self._wallets.values() if s.mode == "poll")
+        return {
+            "websocket": len(self._wallets) - polled,
+            "restPolled": polled,
+            "recoveries": self.recoveries,
+            "restFailures": self.rest_failures,
+        }
+
+    def mode_of(self, wallet: str) -> str | None:
+        state = self._wallets.get(wallet)
+        return state.mode if state else None
+
+    async def stop(self) -> None:
+        tasks = [t for s in self._wallets.values() for t in s.tasks]
+        if self._poller is not None:
+            tasks.append(self._poller)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- live events ------------------------------------------------------
+    def on_fills(self, event: wire.Fills) -> None:
+        state = self._wallets.get(event.wallet)
+        if state is None or USER_FILLS not in state.channels:
+            return
+        if state.holding_fills:
+            state.held_fills.append(event)
+            return
+        self._deliver_fills(state, event.fills, event.is_snapshot)
+
+    def on_orders(self, event: wire.OrderUpdates) -> None:
+        for order in event.orders:
+            state = self._wallets.get(order.wallet)
+            if state is None or USER_ORDERS not in state.channels:
+                continue
+            if state.holding_orders:
+                state.held_orders.append(order)
+            else:
+                self._deliver_order(state, order)
+
+    def on_account(self, account: wire.Account) -> None:
+        state = self._wallets.get(account.wallet)
+        if state is not None and ACCOUNT_UPDATES in state.channels:
+            state.last_account = account
+            self._emit.emit_account(account)
+
+    def on_ack(self, subscription: dict[str, Any], gap_from_ms: int | None) -> None:
+        """A user stream is (re)subscribed upstream: recover what it may have missed."""
+        stream = subscription.get("type")
+        user = subscription.get("user")
+        if not isinstance(user, str) or stream not in ("userFills", "orderUpdates"):
+            return
+        state = self._wallets.get(user.lower())
+        if state is None or state.mode != "ws":
+            return
+        first = stream not in state.acked
+        state.acked.add(stream)
+        if stream == "orderUpdates":
+            # No snapshot on this stream: the first subscribe has a gap too,
+            # from the topic's start to the ack.
+            if first or gap_from_ms is None:
+                since = state.orders_since_ms
+            else:
+                since = gap_from_ms - GAP_MARGIN_MS
+            self._spawn(state, self._recover_orders(state, since))
+        elif not first and gap_from_ms is not None:
+            # The snapshot covers recent fills; REST covers an outage longer than it.
+            self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
+
+    # -- delivery ---------------------------------------------------------
+    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> None:
+        fresh = state.fills.accept(fills, snapshot)
+        if fresh:
+            self._emit.emit_fills(state.wallet, fresh)
+
+    def _deliver_order(self, state: WalletState, order: wire.Order) -> None:
+        action = state.orders.accept(order)
+        if action is not None:
+            self._emit.emit_order(state.wallet, action, order)
+
+    # -- recovery ---------------------------------------------------------
+    def _spawn(self, state: WalletState, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    async def _with_retries(self, what: str, state: WalletState, attempt: Callable[[], Any]) -> Any:
+        delay = 0.5
+        while True:
+            rest = self._rest()
+            if rest is not None:
+                try:
+                    return await attempt()
+                except RestError as exc:
+                    self.rest_failures += 1
+                    log.warning("%s for %s failed: %s; retrying", what, state.wallet, exc)
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 10.0)
+
+    async def _recover_orders(self, state: WalletState, since_ms: int) -> None:
+        state.holding_orders += 1
+        try:
+            history, fills = await self._with_retries(
+                "order recovery", state, lambda: self._order_sources(state.wallet, since_ms)
+            )
+            self.recoveries += 1
+            for order in rebuild_orders(state.orders, since_ms, history, fills):
+                self._deliver_order(state, order)
+        finally:
+            state.holding_orders -= 1
+            if not state.holding_orders:
+                held, state.held_orders = state.held_orders, []
+                for order in held:
+                    self._deliver_order(state, order)
+
+    async def _order_sources(
+        self, wallet: str, since_ms: int
+    ) -> tuple[list[wire.HistoricalOrder], list[wire.Fill]]:
+        rest = self._rest()
+        assert rest is not None
+        # Fills first: an order that fills between the two calls is then seen
+        # as filled in history with its last fill missing, and the live stream
+        # (held meanwhile) or the next recovery brings that fill.
+        fills = await rest.fills_since(wallet, since_ms)
+        history = await rest.historical_orders(wallet)
+        return history, fills
+
+    async def _recover_fills(self, state: WalletState, since_ms: int) -> None:
+        state.holding_fills += 1
+        try:
+            rest = self._rest
+            fills = await self._with_retries(
+                "fill recovery",
+                state,
+                lambda: _require(rest()).fills_since(state.wallet, since_ms - GAP_MARGIN_MS),
+            )
+            self.recoveries += 1
+            self._deliver_fills(state, fills, False)
+        finally:
+            state.holding_fills -= 1
+            if not state.holding_fills:
+                held, state.held_fills = state.held_fills, []
+                for event in held:
+                    self._deliver_fills(state, event.fills, event.is_snapshot)
+
+    # -- polling ----------------------------------------------------------
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+
+    async def _poll_loop(self) -> None:
+        while True:
+            polled = [s for s in self._wallets.values() if s.mode == "poll"]
+            if not polled:
+                self._poller = None
+                return
+            for state in polled:
+                if state.wallet in self._wallets:
+                    await self._poll_once(state)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _poll_once(self, state: WalletState) -> None:
+        rest = self._rest()
+        if rest is None:
+            return
+        started = now_ms()
+        first = state.last_poll_ms == 0
+        try:
+            if USER_FILLS in state.channels or USER_ORDERS in state.channels:
+                since = (
+                    min(state.fills.since_ms or started, state.orders_since_ms or started)
+                    if first
+                    else state.last_poll_ms - GAP_MARGIN_MS
+                )
+                fills = await rest.fills_since(state.wallet, since)
+                if USER_FILLS in state.channels:
+                    self._deliver_fills(state, fills, not state.fills.primed)
+                if USER_ORDERS in state.channels:
+                    history = await rest.historical_orders(state.wallet)
+                    order_since = state.orders_since_ms if first else since
+                    for order in rebuild_orders(state.orders, order_since, history, fills):
+                        self._deliver_order(state, order)
+            if ACCOUNT_UPDATES in state.channels:
+                account = await rest.account(state.wallet)
+                if state.last_account is None or _account_changed(state.last_account, account):
+                    self.on_account(account)
+            state.last_poll_ms = started
+        except RestError as exc:
+            self.rest_failures += 1
+            log.warning("polling %s failed: %s", state.wallet, exc)
+
+
+def _require(rest: InfoClient | None) -> InfoClient:
+    if rest is None:
+        raise RestError("REST client not started")
+    return rest
+
+
+def _account_changed(old: wire.Account, new: wire.Account) -> bool:
+    return (old.accountValue, old.marginUsed, old.withdrawable, old.positions) != (
+        new.accountValue,
+        new.marginUsed,
+        new.withdrawable,
+        new.positions,
+    )
