@@ -315,11 +315,15 @@ class Link:
                 if subscription.get("type") not in BUSY_STREAMS:
                     continue
                 sid = stream_id(subscription)
-                heard = max(self._last_data.get(sid, 0.0), self._since.get(sid, now))
-                if now - heard <= self._stale_after:
-                    self._resubscribed.pop(sid, None)
-                    continue
+                last = self._last_data.get(sid, 0.0)
                 resubscribed = self._resubscribed.get(sid)
+                if now - max(last, self._since.get(sid, now)) <= self._stale_after:
+                    # Flowing. A resubscribe counts as a cure only once the stream has
+                    # kept flowing for a while: a stuck feed still sends the snapshot
+                    # that answers a subscribe, then goes quiet again.
+                    if resubscribed is not None and now - resubscribed > 3 * self._stale_after:
+                        del self._resubscribed[sid]
+                    continue
                 if resubscribed is None:
                     self.stale_resubscribes += 1
                     log.warning("upstream link %d: %s:%s silent; resubscribing", self.index, *sid)

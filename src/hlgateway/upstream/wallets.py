@@ -143,6 +143,10 @@ class WalletFeeds:
             "restFailures": self.rest_failures,
         }
 
+    def recovering(self) -> bool:
+        """True while any wallet is rebuilding a gap from REST."""
+        return any(s.holding_orders or s.holding_fills for s in self._wallets.values())
+
     def mode_of(self, wallet: str) -> str | None:
         state = self._wallets.get(wallet)
         return state.mode if state else None

@@ -1,0 +1,293 @@
+"""Chaos run: continuous order flow while the simulator drops, stalls, garbles
+and refuses upstream links; a client connected to the gateway throughout must
+receive every fill and order transition in the simulator's ledger exactly once,
+in order per wallet.
+
+Used by the test suite (a bounded run) and by `python -m bench.chaos` (longer).
+Everything runs in one process on 127.0.0.1: simulator, gateway, client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from hlgateway.auth import issue_token
+from hlgateway.config import AuthSettings, Settings
+from hlgateway.gateway import Gateway
+from hlgateway.server.app import build_app
+from hlgateway.simulator import SimConfig, Simulator
+from hlgateway.upstream.link import LinkState
+from hlgateway.upstream.networks import Endpoint
+
+SECRET = "chaos-secret-chaos-secret-chaos-secret!"
+WALLETS = ["0x" + "c1" * 20, "0x" + "c2" * 20, "0x" + "c3" * 20]
+FAULTS = ("drop_all", "drop_one", "silent_link", "garbage", "refuse", "restart", "stale_book")
+
+
+@dataclass
+class ChaosReport:
+    faults: int = 0
+    fault_kinds: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    fills_produced: int = 0
+    fills_delivered: int = 0
+    fills_lost: int = 0
+    fills_duplicated: int = 0
+    fills_unexpected: int = 0
+    transitions_produced: int = 0
+    transitions_delivered: int = 0
+    transitions_lost: int = 0
+    transitions_duplicated: int = 0
+    transitions_unexpected: int = 0
+    out_of_order_wallets: int = 0
+    upstream_reconnects: int = 0
+    pong_timeouts: int = 0
+    stale_resubscribes: int = 0
+    stale_recycles: int = 0
+    recoveries: int = 0
+    lost_examples: list[str] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return not (
+            self.fills_lost
+            or self.fills_duplicated
+            or self.fills_unexpected
+            or self.transitions_lost
+            or self.transitions_duplicated
+            or self.transitions_unexpected
+            or self.out_of_order_wallets
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sz(value: Any) -> float:
+    return round(float(value), 8)
+
+
+class _Receiver:
+    """The gateway client: records every fill and order transition it is given."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.fills: list[tuple[str, int, int]] = []  # wallet, tid, time
+        self.orders: list[tuple[str, int, str, float, int]] = []  # wallet, oid, status, sz, t
+        self.notices: list[str] = []
+        self.books = 0
+        self.closed = False
+
+    async def run(self) -> None:
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            m = msgspec.json.decode(msg.data)
+            if m.get("type") != "data":
+                continue
+            channel, data = m["channel"], m["data"]
+            if channel == "user_fills":
+                self.fills += [(f["wallet"], f["id"], f["timestamp"]) for f in data["fills"]]
+            elif channel == "user_orders":
+                o = data["order"]
+                self.orders.append(
+                    (o["wallet"], o["id"], o["status"], _sz(o["remaining"]), o["timestamp"])
+                )
+            elif channel == "system":
+                self.notices.append(data["event"])
+            elif channel == "orderbook":
+                self.books += 1
+        self.closed = True
+
+
+async def _request(ws: aiohttp.ClientWebSocketResponse, obj: dict[str, Any]) -> None:
+    await ws.send_str(msgspec.json.encode(obj).decode())
+
+
+async def run_chaos(
+    faults: int = 20,
+    *,
+    interval: float = 1.2,
+    seed: int = 11,
+    progress: Callable[[str], None] | None = None,
+) -> ChaosReport:
+    rng = random.Random(seed)
+    sim = Simulator(
+        SimConfig(
+            seed=seed,
+            control=True,
+            book_interval=0.2,
+            order_interval=0.3,
+            max_fill_gap=1.0,
+            idle_timeout=60.0,
+        )
+    )
+    await sim.start("127.0.0.1", 0)
+    settings = Settings(
+        auth=AuthSettings(secret=SECRET),
+        upstream_ping_interval=0.5,
+        upstream_pong_timeout=1.0,
+        upstream_stale_after=1.0,
+        upstream_backoff_max=0.5,
+        # Production keeps Hyperliquid's budgets; here a fault every second would
+        # only make recovery wait for its turn, not change what is delivered.
+        upstream_rest_weight=1_000_000,
+        upstream_max_new_links=100_000,
+    )
+    gateway = Gateway(settings, Endpoint("sim", sim.ws_url, sim.http_url + "/info"))
+    await gateway.start()
+    runner = web.AppRunner(build_app(gateway))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    report = ChaosReport()
+    session = aiohttp.ClientSession()
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(gateway.upstream.markets_loaded.wait(), 10)
+        token = issue_token(SECRET, "chaos", wallets=WALLETS, ttl_seconds=3600)
+        ws = await session.ws_connect(f"ws://127.0.0.1:{port}/ws?token={token}")
+        receiver = _Receiver(ws)
+        reader = asyncio.get_running_loop().create_task(receiver.run())
+        for channel in ("user_fills", "user_orders"):
+            await _request(
+                ws, {"type": "subscribe", "channel": channel, "params": {"userId": "chaos"}}
+            )
+        await _request(
+            ws, {"type": "subscribe", "channel": "orderbook", "params": {"symbol": "BTC"}}
+        )
+        await _request(ws, {"type": "subscribe", "channel": "system"})
+        await _until(lambda: receiver.books > 0 and len(gateway.upstream.links) >= 2, 10)
+        window_start = int(time.time() * 1000) + 1000
+
+        for n in range(faults):
+            kind = FAULTS[n % len(FAULTS)] if n < len(FAULTS) else rng.choice(FAULTS)
+            _inject(sim, kind, rng, settings)
+            report.faults += 1
+            report.fault_kinds[kind] = report.fault_kinds.get(kind, 0) + 1
+            if progress is not None:
+                progress(f"fault {n + 1}/{faults}: {kind}")
+            await asyncio.sleep(interval * rng.uniform(0.7, 1.3))
+
+        # Let the upstream heal, then take the ledger up to now and wait for the
+        # client to have everything up to that cut.
+        await _until(lambda: _healthy(gateway), 30)
+        cutoff = int(time.time() * 1000) - 500
+        ledgers = {w: sim.ledger(w) for w in WALLETS}
+        expected_fills = {
+            (w, f["tid"])
+            for w, led in ledgers.items()
+            for f in led["fills"]
+            if window_start <= f["time"] <= cutoff
+        }
+        expected_orders = {
+            (w, o["oid"], o["status"], _sz(o["sz"]))
+            for w, led in ledgers.items()
+            for o in led["orders"]
+            if window_start <= o["statusTimestamp"] <= cutoff
+        }
+
+        def got_fills() -> set[tuple[str, int]]:
+            return {(w, tid) for w, tid, t in receiver.fills if window_start <= t <= cutoff}
+
+        def got_orders() -> set[tuple[str, int, str, float]]:
+            return {
+                (w, oid, s, sz)
+                for w, oid, s, sz, t in receiver.orders
+                if window_start <= t <= cutoff
+            }
+
+        await _until(
+            lambda: expected_fills <= got_fills() and expected_orders <= got_orders(),
+            20,
+            quiet=True,
+        )
+        await ws.close()
+        await reader
+
+        report.seconds = round(time.monotonic() - started, 1)
+        report.fills_produced = len(expected_fills)
+        report.transitions_produced = len(expected_orders)
+        fills_in = [(w, tid) for w, tid, t in receiver.fills if window_start <= t <= cutoff]
+        orders_in = [
+            (w, oid, s, sz) for w, oid, s, sz, t in receiver.orders if window_start <= t <= cutoff
+        ]
+        report.fills_delivered = len(fills_in)
+        report.transitions_delivered = len(orders_in)
+        report.fills_duplicated = sum(c - 1 for c in Counter(receiver.fills).values() if c > 1)
+        report.transitions_duplicated = sum(
+            c - 1
+            for c in Counter((w, oid, s, sz) for w, oid, s, sz, _ in receiver.orders).values()
+            if c > 1
+        )
+        lost_fills = expected_fills - set(fills_in)
+        lost_orders = expected_orders - set(orders_in)
+        report.fills_lost = len(lost_fills)
+        report.transitions_lost = len(lost_orders)
+        report.fills_unexpected = len(set(fills_in) - expected_fills)
+        report.transitions_unexpected = len(set(orders_in) - expected_orders)
+        report.lost_examples = [str(x) for x in list(lost_fills)[:3] + list(lost_orders)[:3]]
+        for wallet in WALLETS:
+            times = [t for w, _, t in receiver.fills if w == wallet]
+            if times != sorted(times):
+                report.out_of_order_wallets += 1
+        for link in gateway.upstream.links:
+            report.upstream_reconnects += link.reconnects
+            report.pong_timeouts += link.pong_timeouts
+            report.stale_resubscribes += link.stale_resubscribes
+            report.stale_recycles += link.stale_recycles
+        report.recoveries = gateway.feeds.wallets.recoveries
+        return report
+    finally:
+        await session.close()
+        await site.stop()
+        await gateway.shutdown(drain_seconds=2)
+        await runner.cleanup()
+        await sim.stop()
+
+
+def _inject(sim: Simulator, kind: str, rng: random.Random, settings: Settings) -> None:
+    links = [link["id"] for link in sim.links()]
+    if kind == "drop_all":
+        sim.drop()
+    elif kind == "drop_one" and links:
+        sim.drop(rng.choice(links))
+    elif kind == "silent_link" and links:
+        # Open but silent, pongs included: only the pong deadline can tell.
+        sim.stall({}, settings.upstream_pong_timeout * 2.5, rng.choice(links), silence_pongs=True)
+    elif kind == "garbage":
+        sim.garbage(4)
+    elif kind == "refuse":
+        sim.refuse(1.5)
+        sim.drop()
+    elif kind == "restart":
+        sim.restart(down=1.0)
+    elif kind == "stale_book":
+        # The book stream stalls while the link answers pings: the data-age watchdog's case.
+        sim.stall({"type": "l2Book"}, settings.upstream_stale_after * 3.5)
+
+
+def _healthy(gateway: Gateway) -> bool:
+    links = gateway.upstream.links
+    connected = bool(links) and all(link.state is LinkState.CONNECTED for link in links)
+    return connected and not gateway.feeds.wallets.recovering()
+
+
+async def _until(check: Callable[[], bool], timeout: float, quiet: bool = False) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            if quiet:
+                return
+            raise TimeoutError("chaos run: condition not met")
+        await asyncio.sleep(0.05)
