@@ -30,3 +30,12 @@ def test_custom_url_derives_rest_like_the_official_sdk() -> None:
 def test_bad_upstream(bad: str) -> None:
     with pytest.raises(ValueError, match="upstream"):
         endpoint_for(bad)
+
+
+def test_host_override_changes_only_the_host() -> None:
+    ep = endpoint_for("mainnet", "127.0.0.1:9443")
+    assert (ep.name, ep.ws_url, ep.info_url) == (
+        "mainnet",
+        "wss://127.0.0.1:9443/ws",
+        "https://127.0.0.1:9443/info",
+    )

@@ -15,8 +15,10 @@ from aiohttp import web
 
 from hlgateway.config import Settings
 from hlgateway.gateway import Gateway
+from hlgateway.server import redact
 from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
+from hlgateway.server.listener import listen
 from hlgateway.upstream.networks import Endpoint, endpoint_for
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ async def serve(
     banner: Callable[[str], None] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT. `banner` receives the gateway's ws URL once it listens."""
+    redact.install()  # no token reaches a log line, whoever logs it
     simulator = None
     if settings.upstream == "sim":
         from hlgateway.simulator import SimConfig, Simulator
@@ -36,7 +39,7 @@ async def serve(
         await simulator.start("127.0.0.1", 0)
         endpoint = Endpoint("sim", simulator.ws_url, simulator.http_url + "/info")
     else:
-        endpoint = endpoint_for(settings.upstream)
+        endpoint = endpoint_for(settings.upstream, settings.upstream_host)
 
     gateway = Gateway(settings, endpoint)
     await gateway.start()
@@ -47,14 +50,19 @@ async def serve(
         shutdown_timeout=5.0,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else settings.port
+    site = await listen(runner, settings)
+    port = site.port
+    scheme = "wss" if settings.tls_cert else "ws"
     log.info(
-        "listening on %s:%s, upstream %s (%s)", settings.host, port, endpoint.name, endpoint.host
+        "listening on %s:%s (%s), upstream %s (%s)",
+        settings.host,
+        port,
+        "TLS" if settings.tls_cert else "plain TCP",
+        endpoint.name,
+        endpoint.host,
     )
     if banner is not None:
-        banner(f"ws://{settings.host}:{port}/ws")
+        banner(f"{scheme}://{settings.host}:{port}/ws")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -23,12 +23,25 @@ TESTNET = Endpoint(
 )
 
 
-def endpoint_for(upstream: str) -> Endpoint:
-    """`mainnet`, `testnet`, or a ws(s):// URL whose REST API is at the same host's /info."""
-    if upstream == "mainnet":
-        return MAINNET
-    if upstream == "testnet":
-        return TESTNET
+def with_host(endpoint: Endpoint, host: str) -> Endpoint:
+    """The same endpoint (scheme, paths) at another host[:port]: Hyperliquid's own
+    URLs pointed at a mirror, a proxy, or a simulator in tests."""
+
+    def swap(url: str) -> str:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+
+    return Endpoint(endpoint.name, swap(endpoint.ws_url), swap(endpoint.info_url))
+
+
+def endpoint_for(upstream: str, host_override: str | None = None) -> Endpoint:
+    """`mainnet`, `testnet`, or a ws(s):// URL whose REST API is at the same host's /info.
+
+    `host_override` keeps everything of the named network but its host.
+    """
+    if upstream in ("mainnet", "testnet"):
+        network = MAINNET if upstream == "mainnet" else TESTNET
+        return with_host(network, host_override) if host_override else network
     parts = urlsplit(upstream)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise ValueError(f"upstream must be sim, mainnet, testnet or a ws(s):// URL: {upstream!r}")

@@ -115,7 +115,12 @@ class WalletFeeds:
             state.orders = OrderLedger()
             state.orders_since_ms = now_ms()
         if state.mode == "ws":
-            self._upstream.acquire(subscription_for(channel, wallet))
+            try:
+                self._upstream.acquire(subscription_for(channel, wallet))
+            except Exception:
+                if not state.channels:
+                    del self._wallets[wallet]  # refused: leave no trace
+                raise
         else:
             self._ensure_poller()
         state.channels.add(channel)
