@@ -9,7 +9,10 @@ from hlgateway.upstream.networks import Endpoint
 from tests.helpers import GatewayServer, make_settings
 
 # Fast order flow so that user streams produce events within a test's patience.
-FAST_SIM = SimConfig(seed=7, book_interval=0.2, order_interval=0.3, max_fill_gap=1.5)
+# Wallets that the gateway polls over REST must trade too: track_rest_queries.
+FAST_SIM = SimConfig(
+    seed=7, book_interval=0.2, order_interval=0.3, max_fill_gap=1.5, track_rest_queries=True
+)
 
 
 @pytest.fixture

@@ -129,6 +129,8 @@ async def run_chaos(
             order_interval=0.3,
             max_fill_gap=1.0,
             idle_timeout=60.0,
+            # Raised on both sides (see the gateway's settings below).
+            max_new_connections_per_minute=100_000,
         )
     )
     await sim.start("127.0.0.1", 0)

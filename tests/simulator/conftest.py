@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,6 +25,9 @@ FAST = SimConfig(
 USER = "0x" + "aB" * 20  # mixed case on purpose: addresses compare case-insensitively
 USER_LOWER = USER.lower()
 Frame = dict[str, Any]
+
+
+CONTROL = dataclasses.replace(FAST, control=True)
 
 
 @pytest.fixture
@@ -84,3 +88,48 @@ async def info(session: aiohttp.ClientSession, sim: Simulator, body: Any) -> Any
     async with session.post(sim.http_url + "/info", json=body) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
+
+
+@pytest.fixture
+async def csim() -> AsyncIterator[Simulator]:
+    """A simulator with the control API on."""
+    simulator = Simulator(CONTROL)
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def control(
+    session: aiohttp.ClientSession,
+    sim: Simulator,
+    method: str,
+    op: str,
+    body: Any = None,
+    *,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Call ``/control/<op>``; return the status and the decoded JSON answer."""
+    async with session.request(
+        method, f"{sim.http_url}/control/{op}", json=body, params=params
+    ) as resp:
+        assert resp.content_type == "application/json", await resp.text()
+        return resp.status, await resp.json()
+
+
+async def ok(
+    session: aiohttp.ClientSession, sim: Simulator, method: str, op: str, body: Any = None
+) -> Any:
+    status, answer = await control(session, sim, method, op, body)
+    assert status == 200, answer
+    return answer

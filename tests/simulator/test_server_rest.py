@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import aiohttp
 
 from hlgateway.simulator import Simulator
 
-from .conftest import USER, USER_LOWER, channel, info, recv_until, subscribe
+from .conftest import FAST, USER, USER_LOWER, channel, info, recv_until, subscribe, wait_for
 
 FRONTEND_KEYS = {
     "coin", "side", "limitPx", "sz", "oid", "timestamp", "triggerCondition", "isTrigger",
@@ -151,3 +152,35 @@ async def test_concurrent_clients(sim: Simulator, session: aiohttp.ClientSession
             await info(session, sim, {"type": "allMids"})
 
     await asyncio.gather(*(one(i) for i in range(8)))
+
+
+async def test_rest_queries_can_count_as_watching(session: aiohttp.ClientSession) -> None:
+    sim = Simulator(dataclasses.replace(FAST, track_rest_queries=True, track_grace=0.5))
+    await sim.start()
+    try:
+        # Not subscribed anywhere, only polled: with the option, the wallet trades.
+        first = await info(session, sim, {"type": "userFills", "user": USER})
+        assert first, "the first query sees the invented recent history"
+        assert sim.world.accounts.tracked_users() == [USER_LOWER]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(later := await info(session, sim, {"type": "userFills", "user": USER})) <= len(
+            first
+        ):
+            assert loop.time() < deadline, "no new fills while polled"
+            await asyncio.sleep(0.05)
+        assert later[-len(first) :] == first  # newest first: the old ones at the end
+        other = "0x" + "5e" * 20
+        await info(session, sim, {"type": "allMids", "user": other})  # not a user request
+        assert sim.world.accounts.wallet(other) is None
+        # Polling stops: the grace runs out and so does the flow.
+        await wait_for(lambda: sim.world.accounts.tracked_users() == [])
+    finally:
+        await sim.stop()
+
+
+async def test_rest_queries_do_not_track_by_default(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    assert await info(session, sim, {"type": "historicalOrders", "user": USER}) == []
+    assert sim.world.accounts.wallet(USER) is None

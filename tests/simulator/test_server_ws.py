@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -13,7 +12,17 @@ import pytest
 
 from hlgateway.simulator import Simulator
 
-from .conftest import FAST, USER, USER_LOWER, Frame, channel, recv, recv_until, subscribe
+from .conftest import (
+    FAST,
+    USER,
+    USER_LOWER,
+    Frame,
+    channel,
+    recv,
+    recv_until,
+    subscribe,
+    wait_for,
+)
 
 WS_FILL_KEYS = {
     "coin", "px", "sz", "side", "time", "startPosition", "dir", "closedPnl",
@@ -24,15 +33,6 @@ CTX_KEYS = {
     "funding", "openInterest", "prevDayPx", "dayNtlVlm", "premium", "oraclePx",
     "markPx", "midPx", "impactPxs", "dayBaseVlm",
 }  # fmt: skip
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def is_decimal_string(value: Any) -> bool:
@@ -306,7 +306,16 @@ async def test_market_data_pushes(sim: Simulator, session: aiohttp.ClientSession
         assert counts.get("l2Book", 0) >= 6 and counts.get("allMids", 0) >= 3, counts
 
 
-async def test_connections_are_cleaned_up(sim: Simulator, session: aiohttp.ClientSession) -> None:
+async def test_connections_are_cleaned_up(session: aiohttp.ClientSession) -> None:
+    sim = Simulator(dataclasses.replace(FAST, track_grace=0))
+    await sim.start()
+    try:
+        await _connections_are_cleaned_up(sim, session)
+    finally:
+        await sim.stop()
+
+
+async def _connections_are_cleaned_up(sim: Simulator, session: aiohttp.ClientSession) -> None:
     first = await session.ws_connect(sim.ws_url)
     second = await session.ws_connect(sim.ws_url)
     await subscribe(first, {"type": "allMids"})

@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--book-interval", type=float, default=SimConfig.book_interval)
     parser.add_argument("--order-interval", type=float, default=SimConfig.order_interval)
     parser.add_argument("--max-fill-gap", type=float, default=SimConfig.max_fill_gap)
+    parser.add_argument("--track-grace", type=float, default=SimConfig.track_grace)
+    parser.add_argument("--control", action="store_true", help="serve the /control/* API")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = SimConfig(
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         book_interval=args.book_interval,
         order_interval=args.order_interval,
         max_fill_gap=args.max_fill_gap,
+        track_grace=args.track_grace,
+        control=args.control,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_simulator(args.host, args.port, config))

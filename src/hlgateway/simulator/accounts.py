@@ -153,6 +153,7 @@ class Wallet:
     favourites: tuple[str, ...]
     next_tid: int
     tracked: bool = False
+    tracked_since_ms: int = 0  # first tracking; earlier events are invented pre-history
     next_event_ms: int = 0
     last_fill_ms: int = 0
     funding_hour: int = 0
@@ -237,6 +238,7 @@ class AccountsEngine:
         self._wallets[address] = wallet
         start = now_ms - self._history_ms
         wallet.tracked = True
+        wallet.tracked_since_ms = now_ms
         wallet.next_event_ms = start + self._interval(wallet)
         wallet.last_fill_ms = start
         wallet.funding_hour = now_ms // HOUR_MS

@@ -17,11 +17,22 @@ class SimConfig:
     start_ms: int | None = None  # model epoch; None = wall clock when start() runs
     trade_rate: float = 2.0  # mean public trades per second per coin
     trades_replay: int = 30  # recent trades replayed after a trades subscription
-    max_users: int = 10  # distinct users per connection (live limit is per IP)
-    max_subscriptions: int = 1000  # per connection
-    max_messages_per_minute: int = 2000  # client messages per connection per minute
+    # Hyperliquid's per-IP limits, enforced per client IP (request.remote) across all
+    # of that IP's WebSocket connections.
+    max_connections: int = 10  # open WebSocket connections; the next upgrade gets HTTP 429
+    max_new_connections_per_minute: int = 30  # accepted upgrades, sliding 60 s; then 429
+    max_users: int = 10  # distinct users across the IP's user-specific subscriptions
+    max_subscriptions: int = 1000  # subscriptions across the IP's connections
+    max_messages_per_minute: int = 2000  # client messages, sliding 60 s window
     idle_timeout: float = 60.0  # drop a connection nothing was sent to for this long
     max_pending_frames: int = 10_000  # outbound backlog before a slow client is dropped
+    # A wallet keeps trading for this long after its last subscription went away, so
+    # order flow carries on through a client's reconnect gap. 0 = stop at once.
+    track_grace: float = 120.0
+    # Also track a wallet (for track_grace, or at least a tick) when an info request
+    # (REST or WS post) asks about it, so a wallet that is only polled trades too.
+    track_rest_queries: bool = False
+    control: bool = False  # serve the /control/* chaos API (never on by default)
 
     def __post_init__(self) -> None:
         positive = {
@@ -38,6 +49,8 @@ class SimConfig:
         if self.tick < 0.001:
             raise ValueError("SimConfig.tick must be at least 1 ms")
         counts = {
+            "max_connections": self.max_connections,
+            "max_new_connections_per_minute": self.max_new_connections_per_minute,
             "max_users": self.max_users,
             "max_subscriptions": self.max_subscriptions,
             "max_messages_per_minute": self.max_messages_per_minute,
@@ -48,3 +61,5 @@ class SimConfig:
                 raise ValueError(f"SimConfig.{name} must be at least 1, got {value!r}")
         if self.history < 0 or self.trades_replay < 0 or self.trade_rate < 0:
             raise ValueError("SimConfig.history, trade_rate and trades_replay must be >= 0")
+        if not self.track_grace >= 0:
+            raise ValueError(f"SimConfig.track_grace must be >= 0, got {self.track_grace!r}")

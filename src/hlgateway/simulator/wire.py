@@ -214,6 +214,22 @@ def frontend_order(u: OrderUpdate) -> Json:
     }
 
 
+def ledger_order(u: OrderUpdate) -> Json:
+    """One orderUpdates transition as the control API's ledger lists it (flat)."""
+    return {
+        "oid": u.oid,
+        "coin": u.coin,
+        "side": u.side,
+        "status": u.status,
+        "sz": num(u.sz),
+        "origSz": num(u.orig_sz),
+        "limitPx": num(u.limit_px),
+        "statusTimestamp": u.status_timestamp,
+        "timestamp": u.timestamp,
+        "cloid": u.cloid,
+    }
+
+
 def order_with_status(u: OrderUpdate) -> Json:
     """``historicalOrders`` row and ``orderStatus`` inner object."""
     return {"order": frontend_order(u), "status": u.status, "statusTimestamp": u.status_timestamp}

@@ -1,0 +1,58 @@
+"""Hyperliquid's per-IP budgets, sans-I/O: the caller passes the time.
+
+One ``ClientBudget`` per client IP holds what is shared by all of that IP's
+connections: how many are open, the sliding 60 s windows of accepted upgrades
+and of client messages. Subscription and user counts are derived from the
+IP's live connections by the server, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW = 60.0  # seconds: every Hyperliquid "per minute" limit is a sliding minute
+
+
+class SlidingWindow:
+    """At most ``limit`` events in any ``span`` seconds."""
+
+    def __init__(self, limit: int, span: float = WINDOW) -> None:
+        self.limit = limit
+        self.span = span
+        self._events: deque[float] = deque()
+
+    def _prune(self, now: float) -> None:
+        events = self._events
+        while events and now - events[0] >= self.span:
+            events.popleft()
+
+    def allow(self, now: float) -> bool:
+        """Record an event at ``now`` if the budget has room; say whether it had."""
+        self._prune(now)
+        if len(self._events) >= self.limit:
+            return False
+        self._events.append(now)
+        return True
+
+    def count(self, now: float) -> int:
+        self._prune(now)
+        return len(self._events)
+
+
+@dataclass
+class ClientBudget:
+    """Everything one client IP shares across its connections."""
+
+    ip: str
+    new_connections: SlidingWindow
+    messages: SlidingWindow
+    links: set[int] = field(default_factory=set)  # ids of its open (or opening) links
+
+    def idle(self, now: float) -> bool:
+        """Nothing open and nothing left in either window: safe to forget."""
+        return (
+            not self.links
+            and self.new_connections.count(now) == 0
+            and self.messages.count(now) == 0
+        )

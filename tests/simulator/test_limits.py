@@ -1,0 +1,159 @@
+"""Hyperliquid's per-IP limits: every connection from 127.0.0.1 shares one budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hlgateway.simulator import SimConfig, Simulator
+from hlgateway.simulator.limits import SlidingWindow
+
+from .conftest import FAST, USER, channel, recv_until, subscribe, wait_for
+
+
+@asynccontextmanager
+async def running(**changes: Any) -> AsyncIterator[Simulator]:
+    sim = Simulator(dataclasses.replace(FAST, **changes))
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+async def handshake_status(session: aiohttp.ClientSession, sim: Simulator) -> int:
+    """Try an upgrade that must be refused; return the HTTP status it got."""
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(sim.ws_url)
+    return refused.value.status
+
+
+async def error_for(ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> str:
+    await ws.send_json(message)
+    frame, _ = await recv_until(ws, channel("error"))
+    text: str = frame["data"]
+    return text
+
+
+def sub_msg(sub: dict[str, Any]) -> dict[str, Any]:
+    return {"method": "subscribe", "subscription": sub}
+
+
+def test_defaults_are_hyperliquids() -> None:
+    cfg = SimConfig()
+    assert (cfg.max_connections, cfg.max_new_connections_per_minute) == (10, 30)
+    assert (cfg.max_subscriptions, cfg.max_users, cfg.max_messages_per_minute) == (1000, 10, 2000)
+    assert cfg.idle_timeout == 60.0 and cfg.track_grace == 120.0 and cfg.control is False
+    with pytest.raises(ValueError, match="max_connections"):
+        SimConfig(max_connections=0)
+    with pytest.raises(ValueError, match="max_new_connections_per_minute"):
+        SimConfig(max_new_connections_per_minute=0)
+    with pytest.raises(ValueError, match="track_grace"):
+        SimConfig(track_grace=-1)
+
+
+def test_sliding_window() -> None:
+    window = SlidingWindow(2, span=60.0)
+    assert window.allow(0.0) and window.allow(1.0)
+    assert not window.allow(59.9)
+    assert window.allow(60.0)  # the event at 0.0 left the window
+    assert window.count(60.0) == 2 and window.count(200.0) == 0
+
+
+async def test_open_connections_per_ip(session: aiohttp.ClientSession) -> None:
+    async with running(max_connections=2) as sim:
+        first = await session.ws_connect(sim.ws_url)
+        second = await session.ws_connect(sim.ws_url)
+        assert await handshake_status(session, sim) == 429
+        assert sim.stats()["connections"]["refused"]["maxConnections"] == 1
+        # The refusal came before the upgrade and left the open links alone.
+        await second.send_json({"method": "ping"})
+        await recv_until(second, channel("pong"))
+        await first.close()
+        await wait_for(lambda: sim.connection_count() == 1)
+        third = await session.ws_connect(sim.ws_url)
+        assert sim.connection_count() == 2
+        await third.close()
+        await second.close()
+
+
+async def test_new_connections_per_minute_per_ip(session: aiohttp.ClientSession) -> None:
+    async with running(max_new_connections_per_minute=3) as sim:
+        for _ in range(3):
+            ws = await session.ws_connect(sim.ws_url)
+            await ws.close()
+        await wait_for(lambda: sim.connection_count() == 0)
+        # Nothing is open, but three upgrades in the last minute is the budget.
+        assert await handshake_status(session, sim) == 429
+        stats = sim.stats()["connections"]
+        assert stats["refused"]["newConnectionRate"] == 1 and stats["accepted"] == 3
+
+
+async def test_subscriptions_and_users_are_counted_across_connections(
+    session: aiohttp.ClientSession,
+) -> None:
+    user1, user2, user3 = ("0x" + f"{i:02x}" * 20 for i in (1, 2, 3))
+    async with (
+        running(max_users=2, max_subscriptions=4) as sim,
+        session.ws_connect(sim.ws_url) as one,
+        session.ws_connect(sim.ws_url) as two,
+    ):
+        await subscribe(one, {"type": "userFills", "user": user1})
+        await subscribe(two, {"type": "orderUpdates", "user": user2})
+        await subscribe(one, {"type": "userEvents", "user": user1})  # a known user: fine
+        text = await error_for(two, sub_msg({"type": "userFills", "user": user3}))
+        assert text == "Cannot track more than 2 total users."
+        await subscribe(two, {"type": "allMids"})
+        text = await error_for(one, sub_msg({"type": "trades", "coin": "BTC"}))
+        assert text == "Cannot subscribe to more than 4 channels."
+        # Freeing a subscription on one link makes room on the other.
+        await two.send_json(
+            {"method": "unsubscribe", "subscription": {"type": "orderUpdates", "user": user2}}
+        )
+        await recv_until(two, channel("subscriptionResponse"))
+        await subscribe(one, {"type": "orderUpdates", "user": user3})
+        limits = sim.stats()["limitErrors"]
+        assert limits == {"subscriptions": 1, "users": 1, "messages": 0}
+
+
+async def test_closing_a_connection_frees_its_share(session: aiohttp.ClientSession) -> None:
+    async with running(max_users=1) as sim:
+        one = await session.ws_connect(sim.ws_url)
+        await subscribe(one, {"type": "userFills", "user": USER})
+        async with session.ws_connect(sim.ws_url) as two:
+            other = "0x" + "09" * 20
+            text = await error_for(two, sub_msg({"type": "orderUpdates", "user": other}))
+            assert text == "Cannot track more than 1 total users."
+            await one.close()
+            await wait_for(lambda: sim.connection_count() == 1)
+            await subscribe(two, {"type": "orderUpdates", "user": other})
+
+
+async def test_messages_per_minute_per_ip(session: aiohttp.ClientSession) -> None:
+    async with (
+        running(max_messages_per_minute=3) as sim,
+        session.ws_connect(sim.ws_url) as one,
+        session.ws_connect(sim.ws_url) as two,
+    ):
+        for ws in (one, one, two):
+            await ws.send_json({"method": "ping"})
+            await recv_until(ws, channel("pong"))
+        for ws in (two, one):
+            text = await error_for(ws, {"method": "ping"})
+            assert text == "Cannot send more than 3 messages per minute."
+        assert sim.stats()["limitErrors"]["messages"] == 2
+
+
+async def test_limit_checks_ignore_plain_http(session: aiohttp.ClientSession) -> None:
+    async with running(max_connections=1, max_new_connections_per_minute=1) as sim:
+        for _ in range(3):  # not upgrades: aiohttp's 400, and no budget spent
+            async with session.get(sim.ws_url.replace("ws://", "http://")) as resp:
+                assert resp.status == 400
+        ws = await session.ws_connect(sim.ws_url)
+        assert await handshake_status(session, sim) == 429
+        await ws.close()
