@@ -33,6 +33,9 @@ class SimConfig:
     # (REST or WS post) asks about it, so a wallet that is only polled trades too.
     track_rest_queries: bool = False
     control: bool = False  # serve the /control/* chaos API (never on by default)
+    # The userFills snapshot holds the wallet's most recent fills, up to this many
+    # (oldest first), like Hyperliquid's (its REST userFills also answers at most 2000).
+    snapshot_fills: int = 2000
 
     def __post_init__(self) -> None:
         positive = {

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import math
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -49,9 +50,6 @@ from hlgateway.simulator.world import SimWorld
 log = logging.getLogger("hlgateway.simulator")
 
 PARSE_ERROR = "Error parsing JSON into valid websocket request: "
-# The userFills snapshot holds the wallet's most recent fills, up to this many (oldest
-# first), like Hyperliquid's (its REST userFills also answers at most 2000).
-MAX_SNAPSHOT_FILLS = 2_000
 # Frames that are not valid Hyperliquid frames, sent in this order (cycling) by
 # ``Simulator.garbage``: non-JSON text, JSON of the wrong shape for its channel, a
 # binary frame, an unknown channel, a JSON array, JSON without a channel.
@@ -252,6 +250,7 @@ class Simulator:
         self._config = config
         self._world: SimWorld | None = None
         self._runner: web.AppRunner | None = None
+        self._tls = False
         self._clock: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: dict[int, _Connection] = {}
@@ -272,7 +271,10 @@ class Simulator:
         return self._config
 
     # -- lifecycle -----------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Bind (port 0: a free port). With `ssl_context`, serve https/wss like Hyperliquid."""
         if self._runner is not None:
             raise RuntimeError("simulator already started")
         cfg = self._config
@@ -301,12 +303,13 @@ class Simulator:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._tls = ssl_context is not None
         bound = runner.addresses[0]
         self._host, self._port = str(bound[0]), int(bound[1])
         self._clock = asyncio.create_task(self._run_clock(), name="hl-simulator-clock")
@@ -336,11 +339,11 @@ class Simulator:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self._authority()}"
+        return f"{'https' if self._tls else 'http'}://{self._authority()}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self._authority()}/ws"
+        return f"{'wss' if self._tls else 'ws'}://{self._authority()}/ws"
 
     @property
     def world(self) -> SimWorld:
@@ -878,7 +881,8 @@ class Simulator:
             conn.send(_dump(wire.frame("activeAssetCtx", ctx)))
         elif sub.kind == "userFills" and sub.user is not None:
             wallet = world.accounts.wallet(sub.user)
-            fills = [] if wallet is None else wallet.fills()[-MAX_SNAPSHOT_FILLS:]
+            cap = self._config.snapshot_fills
+            fills = [] if wallet is None else wallet.fills()[-cap:]
             snapshot = {
                 "isSnapshot": True,
                 "user": sub.user,
