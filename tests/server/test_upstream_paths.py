@@ -9,6 +9,7 @@ import ipaddress
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -51,9 +52,10 @@ async def test_an_outage_longer_than_the_snapshot_loses_no_fill() -> None:
         start = int(time.time() * 1000) + 500
         sim.refuse(4.0)
         sim.drop()
-        ledger_during = lambda: [  # noqa: E731
-            f for f in sim.ledger(ALICE_WALLET)["fills"] if f["time"] >= start
-        ]
+
+        def ledger_during() -> list[dict[str, Any]]:
+            return [f for f in sim.ledger(ALICE_WALLET)["fills"] if f["time"] >= start]
+
         await eventually(lambda: len(ledger_during()) > 6, 10)  # more than the snapshot holds
         (link,) = srv.gateway.upstream.links
         await eventually(lambda: link.reconnects >= 1 and link.state.value == "connected", 15)
