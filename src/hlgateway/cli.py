@@ -1,4 +1,4 @@
-"""The `hlgateway` command: serve, simulate, token."""
+"""The `hlgateway` command: serve, simulate, token, watch."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             upstream=args.upstream,
             sim_seed=args.seed,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     except (SettingsError, OSError) as exc:
         print(f"hlgateway: {exc}", file=sys.stderr)
@@ -102,7 +104,8 @@ def _simulate(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(args.host, args.port, SimConfig(seed=args.seed)))
+        config = SimConfig(seed=args.seed, control=args.control)
+        asyncio.run(run_simulator(args.host, args.port, config))
     return 0
 
 
@@ -131,6 +134,20 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from hlgateway.watch import run
+
+    secret = os.environ.get("JWT_SECRET") or dev_secret(create=False)
+
+    def mint(user: str, wallets: list[str]) -> str:
+        assert secret is not None
+        if not wallets and user == DEMO_USER:
+            wallets = [DEMO_WALLET]
+        return issue_token(secret, user, wallets=wallets or None, ttl_seconds=3600)
+
+    return run(args, mint if secret else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hlgateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,12 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim | mainnet | testnet | ws://host:port/ws (HLGATEWAY_UPSTREAM, default sim)",
     )
     serve.add_argument("--seed", type=int, help="simulator seed (HLGATEWAY_SIM_SEED, default 0)")
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate (chain): serve wss:// and https:// (HLGATEWAY_TLS_CERT)"
+    )
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert (HLGATEWAY_TLS_KEY)")
     serve.set_defaults(func=_serve)
 
     simulate = sub.add_parser("simulate", help="run the Hyperliquid simulator on its own")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8090)
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument(
+        "--control",
+        action="store_true",
+        help="serve the /control/* chaos API (drop, stall, garbage, refuse, restart, ledger)",
+    )
     simulate.set_defaults(func=_simulate)
 
     token = sub.add_parser("token", help="print a JWT for local use (signed with JWT_SECRET)")
@@ -160,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(func=_token)
+
+    from hlgateway.watch import add_arguments as watch_arguments
+
+    watch = sub.add_parser("watch", help="live terminal view of a channel (prices, orderbook, ...)")
+    watch_arguments(watch)
+    watch.set_defaults(func=_watch)
     return parser
 
 

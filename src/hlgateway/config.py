@@ -6,6 +6,7 @@ given next to each field.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,8 +82,21 @@ class Settings:
     upstream_rest_weight: int = 1200  # HLGATEWAY_UPSTREAM_REST_WEIGHT per minute
     upstream_poll_interval: float = 5.0  # HLGATEWAY_UPSTREAM_POLL_INTERVAL (s)
     upstream_ca_file: str | None = None  # HLGATEWAY_UPSTREAM_CA_FILE: extra CA for wss/https
+    upstream_host: str | None = None  # HLGATEWAY_UPSTREAM_HOST: mainnet/testnet at another host
     context_refresh: float = 10.0  # HLGATEWAY_CONTEXT_REFRESH (s) for 24 h change/volume
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL
+    # Abuse limits (docs/security.md); 0 turns a count limit off.
+    new_connections_per_minute: int = 10  # HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE, per client IP
+    max_connections_per_ip: int = 100  # HLGATEWAY_MAX_CONNECTIONS_PER_IP, open at once
+    max_connections_per_user: int = 20  # HLGATEWAY_MAX_CONNECTIONS_PER_USER, open at once
+    message_rate: float = 20.0  # HLGATEWAY_MESSAGE_RATE, client messages/s per connection
+    message_burst: int = 100  # HLGATEWAY_MESSAGE_BURST, token bucket size
+    handshake_timeout: float = 10.0  # HLGATEWAY_HANDSHAKE_TIMEOUT (s): TLS handshake, upgrade
+    request_head_timeout: float = 10.0  # HLGATEWAY_REQUEST_HEAD_TIMEOUT (s): slowloris deadline
+    trusted_proxies: tuple[str, ...] = ()  # HLGATEWAY_TRUSTED_PROXIES: IPs/CIDRs, comma-separated
+    allow_missing_origin: bool = True  # HLGATEWAY_ALLOW_MISSING_ORIGIN: upgrades without Origin
+    tls_cert: str | None = None  # HLGATEWAY_TLS_CERT / --tls-cert (PEM)
+    tls_key: str | None = None  # HLGATEWAY_TLS_KEY / --tls-key (PEM)
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -93,6 +107,15 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: expected true or false, got {value!r}")
 
 
 def auth_from_env(env: Mapping[str, str], secret: str | None = None) -> AuthSettings:
@@ -144,6 +167,13 @@ def settings_from_env(
         "upstream_rest_weight": int,
         "upstream_poll_interval": float,
         "context_refresh": float,
+        "new_connections_per_minute": int,
+        "max_connections_per_ip": int,
+        "max_connections_per_user": int,
+        "message_rate": float,
+        "message_burst": int,
+        "handshake_timeout": float,
+        "request_head_timeout": float,
     }
     for name, kind in numeric.items():
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
@@ -152,12 +182,47 @@ def settings_from_env(
                 values[name] = kind(raw)
             except ValueError:
                 raise SettingsError(f"HLGATEWAY_{name.upper()}: not a number: {raw!r}") from None
-    for name in ("host", "upstream", "log_level", "upstream_ca_file"):
+    for name in (
+        "host",
+        "upstream",
+        "log_level",
+        "upstream_ca_file",
+        "upstream_host",
+        "tls_cert",
+        "tls_key",
+    ):
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
         if raw is not None:
             values[name] = raw
     origins = _env(env, "HLGATEWAY_ALLOWED_ORIGINS")
     if origins is not None:
         values["allowed_origins"] = _split(origins)
+    proxies = _env(env, "HLGATEWAY_TRUSTED_PROXIES")
+    if proxies is not None:
+        values["trusted_proxies"] = _split(proxies)
+    missing_origin = _env(env, "HLGATEWAY_ALLOW_MISSING_ORIGIN")
+    if missing_origin is not None:
+        values["allow_missing_origin"] = _flag("HLGATEWAY_ALLOW_MISSING_ORIGIN", missing_origin)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(auth=auth, **values)  # type: ignore[arg-type]
+    settings = Settings(auth=auth, **values)  # type: ignore[arg-type]
+    check_security_settings(settings)
+    return settings
+
+
+def check_security_settings(settings: Settings) -> None:
+    """Refuse settings that would open a hole or cannot work, before anything starts."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise SettingsError("TLS needs both --tls-cert and --tls-key (HLGATEWAY_TLS_CERT/KEY)")
+    for path in (settings.tls_cert, settings.tls_key):
+        if path is not None and not Path(path).is_file():
+            raise SettingsError(f"TLS: no such file: {path}")
+    for entry in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"HLGATEWAY_TRUSTED_PROXIES: not an address or CIDR block: {entry!r}"
+            ) from None
+    for name in ("handshake_timeout", "request_head_timeout"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"HLGATEWAY_{name.upper()}: must be positive")

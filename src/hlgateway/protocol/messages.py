@@ -73,7 +73,9 @@ def decode(raw: str | bytes) -> ClientMessage:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise _explain(raw, str(exc)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        # RecursionError: nesting deeper than msgspec follows (`[[[[...`).
+        # UnicodeError: a str with lone surrogates (never from a socket, which decodes UTF-8).
         raise DecodeFailure(
             ErrorCode.INVALID_MESSAGE, "Message is not valid JSON", None, None
         ) from None
@@ -81,8 +83,13 @@ def decode(raw: str | bytes) -> ClientMessage:
 
 def _explain(raw: str | bytes, detail: str) -> DecodeFailure:
     # Only the error path parses twice: to tell an unknown type from a bad field
-    # and to echo the id. The happy path stays one pass.
-    obj = _loose.decode(raw)
+    # and to echo the id. The happy path stays one pass. msgspec may report a
+    # type error before it reaches malformed input further on (`0:`), so the
+    # second pass can still find the JSON broken.
+    try:
+        obj = _loose.decode(raw)
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        return DecodeFailure(ErrorCode.INVALID_MESSAGE, "Message is not valid JSON", None, None)
     if not isinstance(obj, dict):
         return DecodeFailure(ErrorCode.INVALID_MESSAGE, "Message must be a JSON object", None, None)
     rid = obj.get("id")

@@ -1,8 +1,15 @@
-"""HTTP routes: `/ws` (the WebSocket), `/health`, and the admin room publish."""
+"""HTTP routes: `/ws` (the WebSocket), `/health`, `/client.js`, and the admin room publish.
+
+The WebSocket upgrade runs the edge's checks in order, cheapest first:
+shutting down (503), Origin (403), per-IP admission (429), then the upgrade
+under the handshake deadline, the token (1008), and the per-user limit (1008).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,11 +19,16 @@ from aiohttp import web
 from hlgateway.auth import TokenError
 from hlgateway.gateway import Gateway
 from hlgateway.protocol.errors import CloseCode, ProtocolError
+from hlgateway.server.admission import client_ip
 from hlgateway.server.connection import Connection
+from hlgateway.server.edge import Edge
 
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
+EDGE = web.AppKey("edge", Edge)
+
+TOO_MANY_CONNECTIONS = "Too many connections"
 
 
 def bearer_token(request: web.BaseRequest) -> str | None:
@@ -25,39 +37,107 @@ def bearer_token(request: web.BaseRequest) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-def origin_allowed(request: web.BaseRequest, allowed: tuple[str, ...]) -> bool:
-    """Browsers send Origin: same host as the gateway, or allow-listed. No Origin: allowed."""
+def _normal_origin(origin: str) -> str:
+    """`HTTPS://App.Example:443/` -> `https://app.example`: scheme, host, non-default port."""
+    parts = urlsplit(origin.strip())
+    scheme = parts.scheme.lower()
+    try:
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:  # a port that is not a number
+        return origin.strip().lower()
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != default:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}"
+
+
+def origin_allowed(
+    request: web.BaseRequest, allowed: tuple[str, ...], allow_missing: bool = True
+) -> bool:
+    """Browsers send Origin: same host as the gateway, or allow-listed.
+
+    No Origin (bots, servers: no browser, so no cross-site hijacking) is allowed
+    unless `allow_missing` is off. `null` (sandboxed frames, files) is another site.
+    """
     origin = request.headers.get("Origin")
     if origin is None:
+        return allow_missing
+    if "*" in allowed:
         return True
-    if "*" in allowed or origin in allowed:
+    normal = _normal_origin(origin)
+    if any(normal == _normal_origin(entry) for entry in allowed):
         return True
-    return urlsplit(origin).netloc.lower() == request.host.lower()
+    netloc = urlsplit(origin.strip()).netloc.lower()
+    return bool(netloc) and netloc == request.host.lower()
+
+
+def peer_ip(request: web.BaseRequest, edge: Edge) -> str:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    host = peer[0] if isinstance(peer, tuple) and peer else None
+    return client_ip(host, request.headers.getall("X-Forwarded-For", ()), edge.trusted_proxies)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
+    edge = request.app[EDGE]
     settings = gateway.settings
     if gateway.shutting_down:
         raise web.HTTPServiceUnavailable(text="shutting down")
-    if not origin_allowed(request, settings.allowed_origins):
-        raise web.HTTPForbidden(text="origin not allowed")
+    if not origin_allowed(request, settings.allowed_origins, settings.allow_missing_origin):
+        missing = "Origin" not in request.headers
+        edge.stats["missingOriginRefused" if missing else "originRefused"] += 1
+        raise web.HTTPForbidden(text="origin required" if missing else "origin not allowed")
+    ip = peer_ip(request, edge)
+    refusal = edge.admission.enter_ip(ip)
+    if refusal is not None:
+        log.info("connection refused: %s limit", refusal.value)
+        raise web.HTTPTooManyRequests(
+            text=TOO_MANY_CONNECTIONS,
+            headers={"Retry-After": str(edge.admission.retry_after(ip))},
+        )
+    try:
+        return await _upgrade(request, gateway, edge)
+    finally:
+        edge.admission.leave_ip(ip)
+
+
+async def _upgrade(request: web.Request, gateway: Gateway, edge: Edge) -> web.StreamResponse:
+    settings = gateway.settings
     ws = web.WebSocketResponse(autoping=False, max_msg_size=settings.max_message_bytes)
-    await ws.prepare(request)
+    try:
+        async with asyncio.timeout(settings.handshake_timeout):
+            await ws.prepare(request)
+    except TimeoutError:
+        edge.stats["handshakeTimeouts"] += 1
+        if request.transport is not None:
+            request.transport.abort()
+        raise web.HTTPRequestTimeout() from None
     token = request.query.get("token") or bearer_token(request)
     try:
         principal = gateway.verifier.verify(token)
     except TokenError as exc:
         # Accepted at the HTTP level, then closed at once: browsers can read the reason.
+        edge.stats["tokenRefused"] += 1
         log.info("connection refused: %s", exc.reason)
         await ws.close(code=CloseCode.POLICY, message=exc.reason.encode())
         return ws
-    await Connection(gateway, request, ws, principal).run()
+    user_id = principal.user_id
+    if edge.admission.enter_user(user_id) is not None:
+        log.info("connection refused: user %s has too many connections", user_id)
+        await ws.close(code=CloseCode.POLICY, message=TOO_MANY_CONNECTIONS.encode())
+        return ws
+    try:
+        await Connection(gateway, request, ws, principal, edge).run()
+    finally:
+        edge.admission.leave_user(user_id)
     return ws
 
 
 async def health(request: web.Request) -> web.Response:
     body = request.app[GATEWAY].health()
+    body["limits"] = request.app[EDGE].health()
     return web.json_response(body, status=200, dumps=_dumps)
 
 
@@ -85,14 +165,29 @@ async def publish_to_room(request: web.Request) -> web.Response:
     return web.json_response({"room": request.match_info["room"], "delivered": reached}, status=202)
 
 
+async def client_js(request: web.Request) -> web.Response:
+    """The JavaScript client (an ES module), from the package data."""
+    body = resources.files("hlgateway").joinpath("static/client.js").read_bytes()
+    return web.Response(
+        body=body,
+        content_type="application/javascript",
+        charset="utf-8",
+        # A public static file: pages on other origins may `import` it (module scripts need CORS).
+        headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
+    )
+
+
 def _dumps(obj: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
 
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024)
+    edge = Edge(gateway.settings, gateway.limits)
+    app = web.Application(client_max_size=256 * 1024, middlewares=[edge.head_deadline.middleware()])
     app[GATEWAY] = gateway
+    app[EDGE] = edge
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
+    app.router.add_get("/client.js", client_js)
     app.router.add_post("/api/rooms/{room}/publish", publish_to_room)
     return app

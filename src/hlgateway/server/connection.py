@@ -9,7 +9,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_websocket import WebSocketError
 
 from hlgateway.auth import Principal
 from hlgateway.protocol import encoding
@@ -19,6 +20,7 @@ from hlgateway.session import Close, Session
 
 if TYPE_CHECKING:
     from hlgateway.gateway import Gateway
+    from hlgateway.server.edge import Edge
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,11 @@ class Connection:
         request: web.Request,
         ws: web.WebSocketResponse,
         principal: Principal,
+        edge: Edge | None = None,
     ) -> None:
         self.client_id = gateway.new_client_id()
         self._gateway = gateway
+        self._edge = edge
         self._request = request
         self._ws = ws
         settings = gateway.settings
@@ -44,7 +48,8 @@ class Connection:
             hub=gateway.hub,
             out=self.outbox,
             verifier=gateway.verifier,
-            limits=gateway.limits,
+            limits=edge.session_limits if edge is not None else gateway.limits,
+            stats=edge.stats if edge is not None else None,
         )
         self._last_seen = time.monotonic()
         self.closed = asyncio.Event()
@@ -76,22 +81,41 @@ class Connection:
             msg = await ws.receive()
             self._last_seen = time.monotonic()
             if msg.type is WSMsgType.TEXT:
-                verdict = self.session.handle(msg.data)
+                verdict = self._handle(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 verdict = self.session.reject(
                     ErrorCode.INVALID_MESSAGE, "Messages must be JSON text frames"
                 )
             elif msg.type is WSMsgType.PING:
-                await ws.pong(msg.data)
+                if self.session.allow_control():
+                    await ws.pong(msg.data)
+                else:
+                    self.session.stats["pingsIgnored"] += 1
                 continue
             elif msg.type is WSMsgType.PONG:
                 continue
-            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp answers 1009 itself)
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp answers 1009/1007/1002 itself)
+                if msg.type is WSMsgType.ERROR:
+                    self._count_error(msg.data)
                 self.outbox.close(CloseCode.NORMAL, "")
                 return
             if verdict is not None:
                 self._close(verdict)
                 return
+
+    def _handle(self, data: str) -> Close | None:
+        """The session never raises for bad input; should it ever raise, this client alone ends."""
+        try:
+            return self.session.handle(data)
+        except Exception:
+            log.exception("client %s: internal error handling a message", self.client_id)
+            self.session.stats["internalErrors"] += 1
+            self.outbox.deliver(encoding.error(ErrorCode.INTERNAL, "Internal error"))
+            return Close(CloseCode.INTERNAL, "Internal error")
+
+    def _count_error(self, error: object) -> None:
+        too_big = isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
+        self.session.stats["messageTooBig" if too_big else "protocolErrors"] += 1
 
     def _close(self, verdict: Close) -> None:
         self.outbox.close(verdict.code, verdict.reason)
@@ -115,6 +139,7 @@ class Connection:
                 return
             remaining = expires_at / 1000 - time.time()
             if remaining <= 0:
+                self.session.stats["tokenExpired"] += 1
                 self.outbox.close(CloseCode.TOKEN_EXPIRED, "Token expired")
                 return
             await asyncio.sleep(min(remaining, 3600))

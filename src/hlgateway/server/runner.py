@@ -35,7 +35,8 @@ async def serve(
     if settings.upstream == "sim":
         from hlgateway.simulator import SimConfig, Simulator
 
-        simulator = Simulator(SimConfig(seed=settings.sim_seed))
+        # Wallets beyond the WebSocket user limit are polled over REST: let them trade too.
+        simulator = Simulator(SimConfig(seed=settings.sim_seed, track_rest_queries=True))
         await simulator.start("127.0.0.1", 0)
         endpoint = Endpoint("sim", simulator.ws_url, simulator.http_url + "/info")
     else:

@@ -1,0 +1,86 @@
+"""The listening socket: TCP or TLS, with the request-head deadline on every connection."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from aiohttp import web
+
+from hlgateway.config import Settings
+from hlgateway.server.edge import HeadDeadline
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server context: TLS 1.2 or newer, the library's default ciphers."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+class GuardedSite(web.BaseSite):
+    """Like aiohttp's TCPSite, with each accepted connection under a `HeadDeadline`."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        deadline: HeadDeadline,
+        handshake_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 512,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host = host
+        self._requested_port = port
+        self._deadline = deadline
+        self._handshake_timeout = handshake_timeout
+        self.port = port
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._deadline.wrap(server),
+            self._host,
+            self._requested_port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=True,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+        )
+        if self._server.sockets:
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._deadline.cancel_all()
+
+
+async def listen(runner: web.AppRunner, settings: Settings) -> GuardedSite:
+    """Start listening as the settings say (host, port, TLS, deadlines)."""
+    from hlgateway.server.app import EDGE
+
+    context = None
+    if settings.tls_cert and settings.tls_key:
+        context = tls_context(settings.tls_cert, settings.tls_key)
+    site = GuardedSite(
+        runner,
+        settings.host,
+        settings.port,
+        deadline=runner.app[EDGE].head_deadline,
+        handshake_timeout=settings.handshake_timeout,
+        ssl_context=context,
+    )
+    await site.start()
+    return site
