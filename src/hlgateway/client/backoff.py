@@ -1,0 +1,58 @@
+"""Reconnect delays: the seed's exponential backoff, with jitter (sans I/O).
+
+The seed's `ReconnectingWebSocket` waits `initial * decay ** attempt`, capped at
+`max_delay`, for at most `max_attempts` attempts. Clients that all lose the same
+gateway at once would come back in lock step, so each delay is also jittered:
+it is drawn uniformly from `[base * (1 - jitter), base]`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect policy. `max_attempts=None` retries for ever."""
+
+    initial: float = 1.0
+    decay: float = 1.5
+    max_delay: float = 30.0
+    max_attempts: int | None = None
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.max_delay < 0:
+            raise ValueError("delays must not be negative")
+        if self.decay < 1:
+            raise ValueError("decay must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be within 0..1")
+        if self.max_attempts is not None and self.max_attempts < 0:
+            raise ValueError("max_attempts must not be negative")
+
+    def base_delay(self, attempt: int) -> float:
+        """The delay before reconnect attempt `attempt` (1-based), without jitter."""
+        if attempt < 1:
+            raise ValueError("attempts count from 1")
+        # Stop growing once past the cap: decay ** attempt overflows for long outages.
+        exponent = attempt - 1
+        delay = self.initial
+        while exponent > 0 and delay < self.max_delay:
+            delay *= self.decay
+            exponent -= 1
+        return min(delay, self.max_delay)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The jittered delay before reconnect attempt `attempt` (1-based)."""
+        base = self.base_delay(attempt)
+        draw = (rng or _rng).random()
+        return base * (1 - self.jitter * draw)
+
+    def exhausted(self, attempt: int) -> bool:
+        """True when reconnect attempt `attempt` (1-based) is beyond the limit."""
+        return self.max_attempts is not None and attempt > self.max_attempts
+
+
+_rng = random.Random()

@@ -1,0 +1,720 @@
+"""`GatewayClient`: one logical connection to a gateway that survives the socket.
+
+The socket edge (aiohttp's client) around the sans-I/O parts: `Registry` (what
+to restore), `Requests` (replies by `id`), `SendQueue` (what waits for the
+link), `Backoff` (when to retry) and `Tokens` (what to connect with).
+
+Life of a link: connect with `Authorization: Bearer <token>`; the gateway's
+`welcome` comes first; then every subscription and room is restored, then the
+queued messages go out, in order. When the link drops the client waits (backoff
+with jitter) and does it again, for ever unless `Backoff.max_attempts` is set.
+A close with 4001 or 1008 means the token was refused: the client asks its
+token provider for a fresh one first, or, with a fixed token, stops and raises
+`AuthenticationFailed`. A token with `exp` is refreshed with `auth` before it
+expires when there is a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Protocol
+
+import aiohttp
+
+from hlgateway.client import messages as m
+from hlgateway.client.backoff import Backoff
+from hlgateway.client.errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    ConnectionLost,
+    GatewayError,
+    ReconnectAttemptsExhausted,
+    RequestFailed,
+    SubscriptionRefused,
+)
+from hlgateway.client.events import EventEmitter, Handler
+from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
+from hlgateway.client.requests import Requests
+from hlgateway.client.sendqueue import SendQueue
+from hlgateway.client.subscription import Subscription
+from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+
+log = logging.getLogger("hlgateway.client")
+
+TOKEN_EXPIRED_CLOSE = 4001
+POLICY_CLOSE = 1008
+TOO_MANY_ERRORS = "Too many errors"
+
+
+class LinkState(StrEnum):
+    CONNECTING = "connecting"  # opening a socket, or waiting for `welcome`
+    CONNECTED = "connected"  # welcomed; requests go straight out
+    WAITING = "waiting"  # between attempts (backoff)
+    CLOSED = "closed"  # for good
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The `disconnected` event: the link dropped (or never came up)."""
+
+    url: str
+    code: int | None
+    reason: str
+    welcomed: bool  # False: the attempt failed before `welcome`
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """The `reconnecting` event: the next attempt starts in `delay` seconds."""
+
+    attempt: int  # consecutive failed attempts so far (1 = the first retry)
+    delay: float
+    reason: str
+
+
+class UrlSource(Protocol):
+    """Where to connect next (a `ConnectionManager` fails over this way)."""
+
+    def next_url(self) -> str: ...
+
+    def report_failure(self, url: str) -> None: ...
+
+
+class _FixedUrl:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def next_url(self) -> str:
+        return self.url
+
+    def report_failure(self, url: str) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Pending:
+    kind: str  # subscribe | unsubscribe | ping | auth | request | send
+    future: asyncio.Future[m.ServerMessage] | None = None
+    entry: Entry[Subscription] | None = None
+    sent_at: float = 0.0
+
+
+@dataclass(eq=False)
+class _Out:
+    msg: m.Json
+    pending: _Pending | None
+
+
+@dataclass(eq=False)
+class _Link:
+    ws: aiohttp.ClientWebSocketResponse
+    url: str
+    out: asyncio.Queue[_Out] = field(default_factory=asyncio.Queue)
+    welcomed: bool = False
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+class GatewayClient:
+    """An asyncio client of hlgateway that keeps its subscriptions across reconnects.
+
+    ```python
+    async with GatewayClient("ws://127.0.0.1:8080/ws", token) as client:
+        async for update in client.prices(["BTC", "ETH"]):
+            print(update.data)
+    ```
+
+    `token` is a JWT string or a provider (a function, sync or async, returning one).
+    """
+
+    def __init__(
+        self,
+        url: str | UrlSource,
+        token: TokenSource,
+        *,
+        backoff: Backoff | None = None,
+        max_queue: int = 1000,
+        buffer: int = 1024,
+        refresh_before: float = 30.0,
+        open_timeout: float = 10.0,
+        request_timeout: float = 10.0,
+        heartbeat: float | None = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._urls: UrlSource = _FixedUrl(url) if isinstance(url, str) else url
+        self._tokens = Tokens(token)
+        self.backoff = backoff or Backoff()
+        self._buffer = buffer
+        self._refresh_before = refresh_before
+        self._open_timeout = open_timeout
+        self._request_timeout = request_timeout
+        self._heartbeat = heartbeat
+        self._session = session
+        self._own_session = session is None
+        self._events = EventEmitter()
+        self._registry: Registry[Subscription] = Registry()
+        self._requests: Requests[_Pending] = Requests()
+        self._queue: SendQueue[_Out] = SendQueue(max_queue)
+        self._link: _Link | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._skip_backoff = False
+        self._need_fresh_token = False
+        self._expired_while_up = False
+        self._last_reason = ""
+        self._close_started = False
+        self._expires_at: float | None = None
+        self.state = LinkState.CONNECTING
+        self.url: str | None = None
+        self.welcome: m.Welcome | None = None
+        self.connects = 0  # links that got a `welcome`
+        self.reconnects = 0  # of which after the first
+        self.attempt = 0  # consecutive failed attempts
+        self.closed_error: ClientClosed | None = None
+
+    # -- life cycle -------------------------------------------------------------
+    async def __aenter__(self) -> GatewayClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start connecting in the background (idempotent)."""
+        if self._run_task is None:
+            if self.closed_error is not None:
+                raise self.closed_error
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            self._run_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def connect(self, timeout: float | None = None) -> m.Welcome:
+        """Start, and wait for the first `welcome` (retrying as the backoff allows)."""
+        self.start()
+        return await self.wait_connected(timeout)
+
+    async def wait_connected(self, timeout: float | None = None) -> m.Welcome:
+        """Wait until the link is up; raises ClientClosed if the client stops instead."""
+
+        async def wait() -> m.Welcome:
+            while True:
+                if self.closed_error is not None:
+                    raise self.closed_error
+                if self.state is LinkState.CONNECTED and self.welcome is not None:
+                    return self.welcome
+                await self._changed.wait()
+
+        async with asyncio.timeout(timeout):
+            return await wait()
+
+    async def close(self) -> None:
+        """Close the link (1000) and stop for good; iterators end, waiters get ClientClosed."""
+        if self._close_started:
+            return
+        self._close_started = True
+        self._closing = True
+        self._wake.set()
+        link = self._link
+        if link is not None:
+            link.close_code, link.close_reason = 1000, "Client closing"
+            with contextlib.suppress(Exception):
+                await link.ws.close(code=1000, message=b"Client closing")
+        if self._run_task is not None:
+            try:
+                async with asyncio.timeout(self._open_timeout):
+                    await asyncio.shield(self._run_task)
+            except TimeoutError:
+                self._run_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._run_task
+        self._stop(ClientClosed("closed by the client"), quiet=True)
+        await self._events.drain()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    def failover(self, reason: str = "failover") -> None:
+        """Drop the current link and connect again at once (to the URL source's next URL)."""
+        if self._closing:
+            return
+        self._skip_backoff = True
+        self._wake.set()
+        link = self._link
+        if link is not None:
+            task = asyncio.get_running_loop().create_task(
+                link.ws.close(code=1000, message=reason.encode()[:120])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- events -----------------------------------------------------------------
+    def on(self, event: str, handler: Handler) -> Handler:
+        """`client.on("data:prices", fn)`; see `hlgateway.client.events` for the events."""
+        return self._events.on(event, handler)
+
+    def off(self, event: str, handler: Handler) -> None:
+        self._events.off(event, handler)
+
+    # -- subscriptions ----------------------------------------------------------
+    def subscribe(self, channel: str, params: m.Json | None = None, **kw: Any) -> Subscription:
+        """Subscribe (now, or when the link is up); restored after every reconnect.
+
+        Returns a handle: `await` it for the confirmation, iterate it for data.
+        """
+        if self.closed_error is not None or self._closing:
+            raise self.closed_error or ClientClosed("closed by the client")
+        merged = {**(params or {}), **{k: v for k, v in kw.items() if v is not None}}
+        sub = Subscription(self, channel, merged, self._buffer)
+        added = self._registry.add(channel, merged, sub)
+        entry = added.entry
+        if added.send:
+            if self._link is not None and self._link.welcomed:
+                self._send_subscribe(self._link, entry)
+        elif entry.confirmed:
+            sub._confirm(entry.params)
+            if entry.latest is not None:
+                sub._deliver(entry.latest)
+        return sub
+
+    def prices(self, symbols: list[str] | None = None, throttle: int | None = None) -> Subscription:
+        return self.subscribe("prices", symbols=symbols or None, throttle=throttle)
+
+    def orderbook(
+        self, symbol: str, depth: int | None = None, throttle: int | None = None
+    ) -> Subscription:
+        return self.subscribe("orderbook", symbol=symbol, depth=depth, throttle=throttle)
+
+    def trades(self, symbol: str) -> Subscription:
+        return self.subscribe("trades", symbol=symbol)
+
+    def user_orders(self, user_id: str, wallet: str | None = None) -> Subscription:
+        return self.subscribe("user_orders", userId=user_id, wallet=wallet)
+
+    def user_fills(self, user_id: str, wallet: str | None = None) -> Subscription:
+        return self.subscribe("user_fills", userId=user_id, wallet=wallet)
+
+    def account_updates(self, user_id: str, wallet: str | None = None) -> Subscription:
+        return self.subscribe("account_updates", userId=user_id, wallet=wallet)
+
+    def system(self) -> Subscription:
+        return self.subscribe("system")
+
+    def room(self, name: str) -> Subscription:
+        """Join a room (`join_room`); its messages arrive as data on channel `room`."""
+        return self.subscribe(ROOM, room=name)
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        await sub.unsubscribe()
+
+    @property
+    def subscriptions(self) -> list[tuple[str, m.Json]]:
+        """(channel, params) of every subscription held, canonical once confirmed."""
+        return [(e.channel, dict(e.params)) for e in self._registry]
+
+    async def _release(self, sub: Subscription) -> None:
+        entry = self._registry.release(sub)
+        link = self._link
+        if entry is None or link is None or not link.welcomed:
+            return
+        pending = _Pending("unsubscribe", asyncio.get_running_loop().create_future())
+        link.out.put_nowait(_Out(_unsubscribe_message(entry), pending))
+        assert pending.future is not None
+        with contextlib.suppress(GatewayError, TimeoutError):
+            async with asyncio.timeout(self._request_timeout):
+                await asyncio.shield(pending.future)
+
+    # -- requests ---------------------------------------------------------------
+    def send(self, msg: m.Json) -> None:
+        """Send a message as is; queued (bounded: SendQueueFull) while the link is down."""
+        self._enqueue(_Out(dict(msg), None))
+
+    async def request(self, msg: m.Json, timeout: float | None = None) -> m.ServerMessage:
+        """Send `msg` with a fresh `id` and return the reply; an error reply raises
+        RequestFailed. Waits for the link if it is down (the message is queued)."""
+        pending = self._request(dict(msg), "request")
+        return await self._await(pending, timeout)
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Application-level ping; returns the round trip in seconds."""
+        pending = self._request({"type": "ping"}, "ping")
+        await self._await(pending, timeout)
+        return time.monotonic() - pending.sent_at
+
+    async def authenticate(self, token: str | None = None) -> m.Authenticated:
+        """Send `auth` with `token` (or a fresh one from the provider) now; on success it
+        becomes the token used to reconnect."""
+        new = token if token is not None else await self._tokens.fetch()
+        reply = await self._await(self._request({"type": "auth", "token": new}, "auth"), None)
+        assert isinstance(reply, m.Authenticated)
+        self._tokens.current = new
+        self._expires_at = reply.expiresAt / 1000 if reply.expiresAt else token_expiry(new)
+        return reply
+
+    def _request(self, msg: m.Json, kind: str) -> _Pending:
+        pending = _Pending(kind, asyncio.get_running_loop().create_future())
+        self._enqueue(_Out(msg, pending))
+        return pending
+
+    async def _await(self, pending: _Pending, timeout: float | None) -> m.ServerMessage:
+        assert pending.future is not None
+        wait = self._request_timeout if timeout is None else timeout
+        # A request queued while the link is down waits for it as well.
+        if self._link is None or not self._link.welcomed:
+            wait += self._open_timeout
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+        # that arrives together with the reply.
+        async with asyncio.timeout(wait):
+            return await pending.future
+
+    def _enqueue(self, out: _Out) -> None:
+        if self.closed_error is not None or self._closing:
+            raise self.closed_error or ClientClosed("closed by the client")
+        link = self._link
+        if link is not None and link.welcomed:
+            link.out.put_nowait(out)
+        else:
+            self._queue.put(out)
+
+    # -- the run loop -----------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while not self._closing:
+                url = self._urls.next_url()
+                self.url = url
+                self._set_state(LinkState.CONNECTING)
+                outcome = await self._attempt(url)
+                if self._closing:
+                    break
+                if outcome is not None:
+                    self._stop(outcome)
+                    return
+                if self._skip_backoff:
+                    self._skip_backoff = False
+                    continue
+                self.attempt += 1
+                if self.backoff.exhausted(self.attempt):
+                    exc = ReconnectAttemptsExhausted(
+                        f"gave up after {self.attempt - 1} reconnect attempts"
+                    )
+                    self._events.emit("maxReconnectAttemptsReached", exc)
+                    self._stop(exc)
+                    return
+                delay = 0.0 if self._skip_now() else self.backoff.delay(self.attempt)
+                self._set_state(LinkState.WAITING)
+                self._events.emit(
+                    "reconnecting", Reconnecting(self.attempt, delay, self._last_reason)
+                )
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                self._skip_backoff = False
+        except Exception as exc:  # a bug: do not die silently
+            log.exception("gateway client stopped")
+            self._stop(ClientClosed(f"internal error: {exc!r}"))
+
+    def _skip_now(self) -> bool:
+        """Reconnect at once after the gateway closed a healthy link for token expiry."""
+        skip = self._expired_while_up
+        self._expired_while_up = False
+        return skip
+
+    async def _attempt(self, url: str) -> ClientClosed | None:
+        """One link from connect to drop. Returns an error to stop with, or None to retry."""
+        assert self._session is not None
+        try:
+            token = await self._tokens.get(fresh=self._need_fresh_token)
+        except Exception as exc:
+            # Perhaps passing (the provider's own backend is down): retry with backoff.
+            log.warning("token provider failed: %r", exc)
+            self._last_reason = f"token provider failed: {exc!r}"
+            self._events.emit("error", GatewayError(self._last_reason))
+            return None
+        self._need_fresh_token = False
+        self._expires_at = token_expiry(token)
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                ws = await self._session.ws_connect(
+                    url,
+                    headers={"Authorization": f"Bearer {token}"},
+                    heartbeat=self._heartbeat,
+                    autoping=True,
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._urls.report_failure(url)
+            self._last_reason = f"connect failed: {exc.__class__.__name__}"
+            self._events.emit("disconnected", Disconnected(url, None, self._last_reason, False))
+            log.info("gateway %s: %s", url, self._last_reason)
+            return None
+        link = _Link(ws, url)
+        self._link = link
+        writer = asyncio.get_running_loop().create_task(self._write(link))
+        try:
+            await self._read(link)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            self._link = None
+            self._lost(link)
+        return self._judge(link)
+
+    def _judge(self, link: _Link) -> ClientClosed | None:
+        code, reason = link.close_code, link.close_reason
+        auth_refused = code == TOKEN_EXPIRED_CLOSE or (
+            code == POLICY_CLOSE and reason != TOO_MANY_ERRORS
+        )
+        if not auth_refused or self._closing:
+            if not link.welcomed:
+                self._urls.report_failure(link.url)
+            return None
+        if not self._tokens.has_provider:
+            return AuthenticationFailed(f"the gateway refused the token: {reason}", code)
+        self._need_fresh_token = True
+        self._expired_while_up = link.welcomed and code == TOKEN_EXPIRED_CLOSE
+        return None
+
+    async def _read(self, link: _Link) -> None:
+        ws = link.ws
+        while True:
+            timeout = None if link.welcomed else self._open_timeout
+            try:
+                frame = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                link.close_reason = "no welcome"
+                return
+            if frame.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    msg = m.decode(frame.data)
+                except m.MalformedMessage:
+                    log.warning("gateway %s sent a malformed frame", link.url)
+                    continue
+                self._dispatch(link, msg)
+            elif frame.type is aiohttp.WSMsgType.CLOSE:
+                link.close_code = int(frame.data) if frame.data is not None else None
+                link.close_reason = str(frame.extra or "")
+                return
+            elif frame.type in (
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                if link.close_code is None:
+                    link.close_code = ws.close_code
+                if not link.close_reason and frame.type is aiohttp.WSMsgType.ERROR:
+                    link.close_reason = f"error: {frame.data!r}"
+                return
+
+    async def _write(self, link: _Link) -> None:
+        while True:
+            out = await link.out.get()
+            msg = out.msg
+            if out.pending is not None:
+                rid = self._requests.new_id()
+                msg = {**msg, "id": rid}
+                self._requests.add(rid, out.pending)
+                out.pending.sent_at = time.monotonic()
+            try:
+                await link.ws.send_str(m.encode(msg))
+            except (ConnectionError, RuntimeError) as exc:
+                # The reader sees the drop too; its handling settles the pending request.
+                log.debug("send failed: %r", exc)
+                return
+
+    # -- link up / down ---------------------------------------------------------
+    def _welcomed(self, link: _Link, welcome: m.Welcome) -> None:
+        link.welcomed = True
+        self.welcome = welcome
+        self.attempt = 0
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        for entry in self._registry:
+            self._send_subscribe(link, entry)
+        for out in self._queue.drain():
+            link.out.put_nowait(out)
+        self._set_state(LinkState.CONNECTED)
+        self._events.emit("welcome", welcome)
+        self._events.emit("connected", welcome)
+        if self._tokens.has_provider and self._expires_at is not None:
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh(link))
+
+    def _lost(self, link: _Link) -> None:
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            self._refresh_task = None
+        self._registry.disconnected()
+        # Never written: send on the next link (subscriptions come back by themselves).
+        unsent: list[_Out] = []
+        while not link.out.empty():
+            out = link.out.get_nowait()
+            if out.pending is None or out.pending.kind not in ("subscribe", "unsubscribe"):
+                unsent.append(out)
+        self._queue.put_front(unsent)
+        # Written but unanswered: the outcome is unknown.
+        for pending in self._requests.drain():
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_exception(
+                    ConnectionLost(f"the link dropped before the reply to {pending.kind}")
+                )
+        self._last_reason = (
+            f"closed {link.close_code} {link.close_reason}".strip()
+            if link.close_code is not None
+            else (link.close_reason or "connection lost")
+        )
+        was_up = link.welcomed
+        if was_up:
+            self._set_state(LinkState.CONNECTING)
+        self._events.emit(
+            "disconnected", Disconnected(link.url, link.close_code, link.close_reason, was_up)
+        )
+        log.info("gateway %s: %s", link.url, self._last_reason)
+
+    def _send_subscribe(self, link: _Link, entry: Entry[Subscription]) -> None:
+        entry.in_flight = True
+        if entry.is_room:
+            msg: m.Json = {"type": "join_room", "room": entry.params.get("room")}
+        else:
+            msg = {"type": "subscribe", "channel": entry.channel, "params": entry.params}
+        link.out.put_nowait(_Out(msg, _Pending("subscribe", entry=entry)))
+
+    def _stop(self, exc: ClientClosed, quiet: bool = False) -> None:
+        if self.closed_error is not None:
+            return
+        self.closed_error = exc
+        self._closing = True
+        for entry in self._registry.clear():
+            for sub in entry.handles:
+                if quiet:
+                    sub._end("client closed")
+                else:
+                    sub._fail(exc)
+        for out in self._queue.drain():
+            future = out.pending.future if out.pending is not None else None
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        for pending in self._requests.drain():
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_exception(exc)
+        self._set_state(LinkState.CLOSED)
+        if not quiet:
+            self._events.emit("error", exc)
+        self._events.emit("closed", exc)
+
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # -- incoming ---------------------------------------------------------------
+    def _dispatch(self, link: _Link, msg: m.ServerMessage) -> None:
+        rid = m.request_id_of(msg)
+        pending = self._requests.pop(rid) if rid is not None else None
+        match msg:
+            case m.DataMessage():
+                self._data(msg)
+                return
+            case m.Welcome():
+                if not link.welcomed:
+                    self._welcomed(link, msg)
+                return
+            case m.Subscribed() | m.RoomJoined():
+                if pending is not None and pending.entry is not None:
+                    canonical = msg.params if isinstance(msg, m.Subscribed) else {"room": msg.room}
+                    self._confirmed(link, pending.entry, canonical)
+                self._events.emit("subscribed", msg)
+            case m.Unsubscribed() | m.RoomLeft():
+                self._events.emit("unsubscribed", msg)
+            case m.ErrorMessage():
+                self._error(msg, pending)
+                return
+            case m.Pong():
+                self._events.emit("pong", msg)
+            case m.Authenticated():
+                self._events.emit("authenticated", msg)
+            case m.Shutdown():
+                self._events.emit("shutdown", msg)
+            case m.UnknownMessage():
+                self._events.emit("message", msg)
+        if pending is not None and pending.future is not None and not pending.future.done():
+            pending.future.set_result(msg)
+
+    def _confirmed(self, link: _Link, entry: Entry[Subscription], canonical: m.Json) -> None:
+        target = self._registry.confirm(entry, canonical)
+        if target is None:
+            if self._registry.orphan_confirmed(entry, canonical):
+                entry.params = canonical
+                link.out.put_nowait(_Out(_unsubscribe_message(entry), _Pending("unsubscribe")))
+            return
+        for sub in target.handles:
+            sub._confirm(canonical)
+
+    def _error(self, msg: m.ErrorMessage, pending: _Pending | None) -> None:
+        if pending is not None and pending.entry is not None:
+            exc: RequestFailed = SubscriptionRefused(msg.code, msg.message, msg.channel, msg.params)
+            for sub in self._registry.refuse(pending.entry):
+                sub._fail(exc)
+        elif pending is not None and pending.kind == "unsubscribe" and msg.code == "NOT_SUBSCRIBED":
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_result(msg)
+            return  # already gone: what the caller wanted
+        elif pending is not None and pending.future is not None and not pending.future.done():
+            pending.future.set_exception(
+                RequestFailed(msg.code, msg.message, msg.channel, msg.params)
+            )
+        self._events.emit("error", msg)
+
+    def _data(self, msg: m.DataMessage) -> None:
+        entry = self._registry.route(msg.channel, msg.params)
+        if entry is not None:
+            if entry.channel in SNAPSHOT_CHANNELS:
+                entry.latest = msg
+            for sub in entry.handles:
+                sub._deliver(msg)
+        self._events.emit(f"data:{msg.channel}", msg)
+        self._events.emit("data", msg)
+
+    # -- token refresh ----------------------------------------------------------
+    async def _refresh(self, link: _Link) -> None:
+        while link.welcomed and self._link is link:
+            expires_at = self._expires_at
+            if expires_at is None:
+                return
+            await asyncio.sleep(refresh_delay(expires_at, time.time(), self._refresh_before))
+            try:
+                reply = await self.authenticate()
+                log.info("token refreshed; expires at %s", reply.expiresAt)
+            except (ConnectionLost, ClientClosed):
+                return
+            except Exception as exc:
+                log.warning("token refresh failed: %r", exc)
+                if not isinstance(exc, RequestFailed):  # the gateway's refusal is emitted already
+                    self._events.emit("error", exc)
+                # Try again, more often as the deadline nears; at expiry the gateway
+                # closes with 4001 and the reconnect asks the provider again.
+                left = expires_at - time.time()
+                await asyncio.sleep(max(0.5, min(5.0, left / 4)))
+
+
+def _unsubscribe_message(entry: Entry[Subscription]) -> m.Json:
+    if entry.is_room:
+        return {"type": "leave_room", "room": entry.params.get("room")}
+    return {"type": "unsubscribe", "channel": entry.channel, "params": entry.params}

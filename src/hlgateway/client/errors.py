@@ -1,0 +1,60 @@
+"""Exceptions raised by the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base class of every error the client raises."""
+
+
+class RequestFailed(GatewayError):
+    """The gateway answered a request with `{"type":"error"}`."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        channel: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.channel = channel
+        self.params = params
+
+
+class SubscriptionRefused(RequestFailed):
+    """A subscription (or room join) the gateway refused: FORBIDDEN, INVALID_PARAMS, ...
+
+    The subscription is forgotten: it is not restored on reconnect.
+    """
+
+
+class ConnectionLost(GatewayError):
+    """The link dropped while a request was in flight; its outcome is unknown."""
+
+
+class ClientClosed(GatewayError):
+    """The client stopped for good: closed by its owner, out of reconnect attempts,
+    or refused by the gateway's authentication with no way to get a fresh token."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason if code is None else f"{reason} (close code {code})")
+        self.reason = reason
+        self.code = code
+
+
+class AuthenticationFailed(ClientClosed):
+    """The gateway refused the token (close 1008 or 4001) and no token provider is set,
+    or the provider failed."""
+
+
+class ReconnectAttemptsExhausted(ClientClosed):
+    """`Backoff.max_attempts` reconnect attempts in a row failed."""
+
+
+class SendQueueFull(GatewayError):
+    """Too many messages are waiting for the link to come back (`max_queue`)."""

@@ -1,0 +1,262 @@
+"""Typed messages of the wire contract, as a client sees them (sans I/O).
+
+Server messages decode into one of the `ServerMessage` structs by their `type`;
+a type this client does not know becomes `UnknownMessage` (forward compatible).
+`DataMessage.data` is the raw JSON payload; `payload()` converts it into the
+channel's typed form (`PricesData`, `OrderBook`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+Json = dict[str, Any]
+RequestId = str | int
+
+
+# -- channel payloads ---------------------------------------------------------
+
+
+class PriceQuote(msgspec.Struct, frozen=True):
+    price: float
+    change24h: float
+    volume24h: float
+    timestamp: int
+
+
+PricesData = dict[str, PriceQuote]
+
+
+class OrderBook(msgspec.Struct, frozen=True):
+    symbol: str
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    timestamp: int
+
+
+class Trade(msgspec.Struct, frozen=True):
+    id: int | str
+    price: float
+    size: float
+    side: str
+    timestamp: int
+
+
+class TradesData(msgspec.Struct, frozen=True):
+    symbol: str
+    trades: list[Trade]
+
+
+class Order(msgspec.Struct, frozen=True):
+    id: int | str
+    symbol: str
+    side: str
+    amount: float
+    price: float
+    status: str
+    timestamp: int
+    wallet: str
+    remaining: float | None = None
+    filled: float | None = None
+    cloid: str | None = None
+
+
+class OrderUpdate(msgspec.Struct, frozen=True):
+    action: str
+    order: Order
+
+
+class Fill(msgspec.Struct, frozen=True):
+    id: int | str
+    orderId: int | str
+    symbol: str
+    side: str
+    price: float
+    size: float
+    fee: float
+    closedPnl: float
+    timestamp: int
+    wallet: str
+    feeToken: str | None = None
+    direction: str | None = None
+    hash: str | None = None
+
+
+class FillsData(msgspec.Struct, frozen=True):
+    fills: list[Fill]
+
+
+class Position(msgspec.Struct, frozen=True):
+    symbol: str
+    size: float
+    entryPrice: float | None
+    positionValue: float
+    unrealizedPnl: float
+    leverage: float
+    liquidationPrice: float | None
+    marginUsed: float
+
+
+class AccountState(msgspec.Struct, frozen=True):
+    wallet: str
+    accountValue: float
+    marginUsed: float
+    withdrawable: float
+    positions: list[Position]
+    timestamp: int
+
+
+class SystemNotice(msgspec.Struct, frozen=True):
+    event: str
+    message: str
+
+
+Payload = (
+    PricesData | OrderBook | TradesData | OrderUpdate | FillsData | AccountState | SystemNotice
+)
+
+PAYLOAD_TYPES: Final[dict[str, Any]] = {
+    "prices": PricesData,
+    "orderbook": OrderBook,
+    "trades": TradesData,
+    "user_orders": OrderUpdate,
+    "user_fills": FillsData,
+    "account_updates": AccountState,
+    "system": SystemNotice,
+}
+
+
+# -- server messages -----------------------------------------------------------
+
+
+class _Server(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    timestamp: int = 0
+
+
+class Welcome(_Server, tag="welcome", frozen=True):
+    clientId: str
+    user: Json
+
+
+class Subscribed(_Server, tag="subscribed", frozen=True):
+    channel: str
+    params: Json
+    id: RequestId | None = None
+
+
+class Unsubscribed(_Server, tag="unsubscribed", frozen=True):
+    channel: str
+    params: Json
+    id: RequestId | None = None
+
+
+class DataMessage(_Server, tag="data", frozen=True):
+    channel: str
+    params: Json
+    data: Any
+
+    def payload(self) -> Any:
+        """`data` as the channel's typed payload; rooms (free-form) stay raw."""
+        kind = PAYLOAD_TYPES.get(self.channel)
+        return self.data if kind is None else msgspec.convert(self.data, kind)
+
+
+class ErrorMessage(_Server, tag="error", frozen=True):
+    code: str
+    message: str
+    channel: str | None = None
+    params: Json | None = None
+    id: RequestId | None = None
+
+
+class Pong(_Server, tag="pong", frozen=True):
+    id: RequestId | None = None
+
+
+class RoomJoined(_Server, tag="room_joined", frozen=True):
+    room: str
+    id: RequestId | None = None
+
+
+class RoomLeft(_Server, tag="room_left", frozen=True):
+    room: str
+    id: RequestId | None = None
+
+
+class Authenticated(_Server, tag="authenticated", frozen=True):
+    expiresAt: int | None = None
+    id: RequestId | None = None
+
+
+class Shutdown(_Server, tag="shutdown", frozen=True):
+    message: str = ""
+
+
+class UnknownMessage(msgspec.Struct, frozen=True):
+    """A message type this client does not know; `raw` is the whole object."""
+
+    type: str
+    raw: Json
+
+
+ServerMessage = (
+    Welcome
+    | Subscribed
+    | Unsubscribed
+    | DataMessage
+    | ErrorMessage
+    | Pong
+    | RoomJoined
+    | RoomLeft
+    | Authenticated
+    | Shutdown
+    | UnknownMessage
+)
+
+_decoder = msgspec.json.Decoder(
+    Welcome
+    | Subscribed
+    | Unsubscribed
+    | DataMessage
+    | ErrorMessage
+    | Pong
+    | RoomJoined
+    | RoomLeft
+    | Authenticated
+    | Shutdown
+)
+_encoder = msgspec.json.Encoder()
+
+
+class MalformedMessage(ValueError):
+    """A frame that is not a JSON object with a string `type`."""
+
+
+def decode(raw: str | bytes) -> ServerMessage:
+    """One server frame -> its typed message."""
+    try:
+        msg: ServerMessage = _decoder.decode(raw)
+        return msg
+    except msgspec.ValidationError:
+        pass  # an unknown type, or a known one of another shape
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(str(exc)) from None
+    obj = msgspec.json.decode(raw)
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise MalformedMessage("not a JSON object with a string `type`")
+    return UnknownMessage(type=obj["type"], raw=obj)
+
+
+def encode(obj: Json) -> str:
+    return _encoder.encode(obj).decode()
+
+
+def request_id_of(msg: ServerMessage) -> RequestId | None:
+    """The `id` a reply echoes, if any."""
+    if isinstance(msg, UnknownMessage):
+        rid = msg.raw.get("id")
+        return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None
+    rid_attr: RequestId | None = getattr(msg, "id", None)
+    return rid_attr

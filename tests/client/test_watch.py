@@ -1,0 +1,208 @@
+"""`hlgateway watch`: arguments, rendering, and a short live run against a gateway."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+from rich.console import Console
+
+from hlgateway.cli import build_parser, main
+from hlgateway.client import Backoff, DataMessage, Disconnected, GatewayClient, Reconnecting
+from hlgateway.watch import WatchView, render, subscription_of, watch, wire
+from tests.client.support import PortGateway
+from tests.helpers import alice_token
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["watch", *argv])
+
+
+def text_of(view: WatchView) -> str:
+    console = Console(file=io.StringIO(), width=140, record=True)
+    console.print(render(view))
+    return console.export_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("prices", "BTC", "ETH"), ("prices", {"symbols": ["BTC", "ETH"]})),
+        (("prices",), ("prices", {})),
+        (("orderbook", "BTC", "--depth", "10"), ("orderbook", {"symbol": "BTC", "depth": 10})),
+        (("trades", "SOL"), ("trades", {"symbol": "SOL"})),
+        (("orders", "--user", "7"), ("user_orders", {"userId": "7"})),
+        (
+            ("fills", "--user", "a", "--wallet", "0xab"),
+            ("user_fills", {"userId": "a", "wallet": "0xab"}),
+        ),
+        (("account", "--user", "a"), ("account_updates", {"userId": "a"})),
+    ],
+)
+def test_command_lines(argv: tuple[str, ...], expected: tuple[str, dict[str, object]]) -> None:
+    assert subscription_of(parse(*argv)) == expected
+
+
+@pytest.mark.parametrize(
+    "argv", [("orderbook",), ("trades", "BTC", "ETH"), ("orders",), ("fills", "BTC", "--user", "x")]
+)
+def test_bad_command_lines_exit_2(argv: tuple[str, ...]) -> None:
+    assert main(["watch", *argv, "--token", "t"]) == 2
+
+
+def data(channel: str, payload: object) -> DataMessage:
+    return DataMessage(channel=channel, params={}, data=payload, timestamp=1)
+
+
+def test_rendering_every_view() -> None:
+    prices = WatchView("prices", {"symbols": ["BTC"]}, "ws://x/ws")
+    prices.on_data(
+        data(
+            "prices",
+            {
+                "BTC": {
+                    "price": 97000.5,
+                    "change24h": -1.5,
+                    "volume24h": 2e9,
+                    "timestamp": 1764100000000,
+                }
+            },
+        )
+    )
+    assert "97,000.5" in text_of(prices) and "-1.50" in text_of(prices)
+
+    book = WatchView("orderbook", {"symbol": "BTC"}, "ws://x/ws")
+    book.on_data(
+        data(
+            "orderbook",
+            {"symbol": "BTC", "bids": [[99.0, 1.0]], "asks": [[101.0, 2.0]], "timestamp": 1},
+        )
+    )
+    assert "spread 2" in text_of(book)
+
+    trades = WatchView("trades", {"symbol": "SOL"}, "ws://x/ws")
+    trades.on_data(
+        data(
+            "trades",
+            {
+                "symbol": "SOL",
+                "trades": [{"id": 42, "price": 150.25, "size": 3, "side": "sell", "timestamp": 1}],
+            },
+        )
+    )
+    assert "150.25" in text_of(trades) and "42" in text_of(trades)
+
+    orders = WatchView("user_orders", {"userId": "a"}, "ws://x/ws")
+    orders.on_data(
+        data(
+            "user_orders",
+            {
+                "action": "created",
+                "order": {
+                    "id": 1,
+                    "symbol": "ETH",
+                    "side": "buy",
+                    "amount": 2,
+                    "remaining": 2,
+                    "price": 3400,
+                    "status": "open",
+                    "timestamp": 1,
+                },
+            },
+        )
+    )
+    assert "created" in text_of(orders) and "ETH" in text_of(orders)
+
+    fills = WatchView("user_fills", {"userId": "a"}, "ws://x/ws")
+    fills.on_data(
+        data(
+            "user_fills",
+            {
+                "fills": [
+                    {
+                        "id": 9,
+                        "symbol": "XRP",
+                        "side": "sell",
+                        "price": 2.3,
+                        "size": 10,
+                        "fee": 0.01,
+                        "closedPnl": 1.5,
+                        "timestamp": 1,
+                        "wallet": "0x" + "ab" * 20,
+                    }
+                ]
+            },
+        )
+    )
+    assert "XRP" in text_of(fills)
+
+    account = WatchView("account_updates", {"userId": "a"}, "ws://x/ws")
+    assert "waiting" in text_of(account)
+    account.on_data(
+        data(
+            "account_updates",
+            {
+                "wallet": "0xab",
+                "accountValue": 1000.0,
+                "marginUsed": 10.0,
+                "withdrawable": 990.0,
+                "positions": [
+                    {
+                        "symbol": "BTC",
+                        "size": -0.5,
+                        "entryPrice": 97000.0,
+                        "positionValue": 48500.0,
+                        "unrealizedPnl": 12.0,
+                        "leverage": 5.0,
+                        "liquidationPrice": None,
+                        "marginUsed": 10.0,
+                    }
+                ],
+            },
+        )
+    )
+    assert "1,000" in text_of(account) and "-0.5" in text_of(account)
+
+
+async def test_link_events_show_as_they_happen() -> None:
+    client = GatewayClient("ws://127.0.0.1:1/ws", "t")
+    view = WatchView("prices", {}, "ws://127.0.0.1:1/ws")
+    refreshed: list[int] = []
+    wire(client, view, lambda: refreshed.append(1))
+    client._events.emit("disconnected", Disconnected("ws://x", 1001, "Server shutting down", True))
+    client._events.emit("reconnecting", Reconnecting(2, 0.75, "closed 1001"))
+    shown = text_of(view)
+    assert "reconnecting (attempt 2)" in shown
+    assert "disconnected: 1001 Server shutting down" in shown and "reconnecting in 0.8 s" in shown
+    assert len(refreshed) == 2
+
+
+async def test_watch_runs_live(gateway: PortGateway) -> None:
+    out = io.StringIO()
+    status = await watch(
+        gateway.ws,
+        alice_token(),
+        "orderbook",
+        {"symbol": "BTC", "depth": 3},
+        console=Console(file=out, width=120),
+        duration=1.0,
+        backoff=Backoff(initial=0.05),
+        ping_every=0.2,
+    )
+    shown = out.getvalue()
+    assert status == 0
+    assert "BTC" in shown and "spread" in shown and "connected to" in shown
+
+
+async def test_watch_reports_a_refusal(gateway: PortGateway) -> None:
+    out = io.StringIO()
+    status = await watch(
+        gateway.ws,
+        alice_token(),
+        "user_fills",
+        {"userId": "bob"},
+        console=Console(file=out, width=120),
+        duration=5,
+    )
+    assert status == 1 and "FORBIDDEN" in out.getvalue()
