@@ -19,7 +19,7 @@ from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
 from hlgateway.upstream.networks import Endpoint
 
-SECRET = "test-secret-that-is-long-enough-for-hs256"
+SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-for-hs512-keys!"
 ALICE_WALLET = "0x" + "a1" * 20
 ALICE_WALLET_2 = "0x" + "a2" * 20
 BOB_WALLET = "0x" + "b1" * 20

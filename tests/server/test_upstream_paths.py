@@ -38,7 +38,11 @@ async def test_an_outage_longer_than_the_snapshot_loses_no_fill() -> None:
     await sim.start("127.0.0.1", 0)
     srv = GatewayServer(
         sim_endpoint(sim),
-        make_settings(upstream_backoff_max=0.3, upstream_ping_interval=0.5),
+        # A 0.3 s backoff cap retries ~30 times in the 4 s outage: lift the gateway's
+        # own 30-new-links-a-minute budget, or it (rightly) waits out the minute.
+        make_settings(
+            upstream_backoff_max=0.3, upstream_ping_interval=0.5, upstream_max_new_links=10_000
+        ),
     )
     await srv.start()
     client = await Client.connect(srv.ws, alice_token())

@@ -174,13 +174,22 @@ class Link:
         self._send({"method": "unsubscribe", "subscription": subscription})
 
     def stream_ages(self) -> dict[str, float | None]:
-        """Seconds since each wanted stream last delivered data (None: never)."""
+        """Seconds since each wanted stream last delivered data (None: never).
+
+        Keyed for /health, which anyone may read: market streams by coin, user
+        streams by type and a number (never by the wallet's address).
+        """
         now = time.monotonic()
         ages: dict[str, float | None] = {}
+        numbers: dict[str, int] = {}
         for subscription in self.wanted.values():
             sid = stream_id(subscription)
+            if "user" in subscription:
+                numbers[sid[0]] = numbers.get(sid[0], 0) + 1
+                name = f"{sid[0]}#{numbers[sid[0]]}"
+            else:
+                name = f"{sid[0]}:{sid[1]}" if sid[1] else sid[0]
             last = self._last_data.get(sid)
-            name = f"{sid[0]}:{sid[1]}" if sid[1] else sid[0]
             ages[name] = None if last is None else round(now - last, 3)
         return ages
 
