@@ -15,6 +15,7 @@ from aiohttp import web
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
+from hlgateway.protocol.frames import Frame
 from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
 from hlgateway.upstream.networks import Endpoint
@@ -220,3 +221,22 @@ class GatewayProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+class Inbox:
+    """A Subscriber that keeps what it is given: the socket edge's stand-in in sans-I/O tests."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def deliver(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [f.payload for f in self.frames]
+
+    def pop(self) -> list[dict[str, Any]]:
+        out = [json.loads(f.payload) for f in self.frames]
+        self.frames.clear()
+        return out

@@ -7,14 +7,8 @@ import pytest
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Topic, room_topic
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def deliver(self, frame: bytes) -> None:
-        self.frames.append(frame)
+from hlgateway.protocol.frames import Frame
+from tests.helpers import Inbox
 
 
 class Recorder:
@@ -74,7 +68,7 @@ def test_same_bytes_object_goes_to_every_subscriber(hub: Hub) -> None:
     t = room_topic("x")
     for inbox in inboxes:
         hub.subscribe(t, inbox)
-    frame = b'{"type":"data"}'
+    frame = Frame(b'{"type":"data"}')
     assert hub.publish(t, frame) == 5
     assert all(inbox.frames == [frame] and inbox.frames[0] is frame for inbox in inboxes)
     assert hub.publish(room_topic("nobody"), frame) == 0
@@ -84,9 +78,10 @@ def test_latest_snapshot_is_kept_only_while_subscribed(hub: Hub) -> None:
     a = Inbox()
     t = room_topic("x")
     hub.subscribe(t, a)
-    hub.publish(t, b"1", snapshot=True)
-    hub.publish(t, b"2", snapshot=True)
-    assert hub.latest(t) == b"2"
+    newer = Frame(b"2")
+    hub.publish(t, Frame(b"1"), snapshot=True)
+    hub.publish(t, newer, snapshot=True)
+    assert hub.latest(t) is newer
     hub.unsubscribe(t, a)
     assert hub.latest(t) is None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -12,24 +11,13 @@ from hlgateway.config import AuthSettings
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Catalog
 from hlgateway.protocol.errors import CloseCode
+from hlgateway.protocol.frames import Frame
 from hlgateway.protocol.markets import Markets
 from hlgateway.session import Close, Session, SessionLimits
+from tests.helpers import Inbox
 
 SECRET = "s" * 32
 WALLET = "0x" + "c" * 40
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def deliver(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def pop(self) -> list[dict[str, Any]]:
-        out = [json.loads(f) for f in self.frames]
-        self.frames.clear()
-        return out
 
 
 class Clock:
@@ -95,7 +83,7 @@ def test_latest_snapshot_follows_subscribed(clock: Clock) -> None:
     first, _ = make(hub, clock)
     first.handle('{"type":"subscribe","channel":"orderbook","params":{"symbol":"BTC"}}')
     (topic,) = hub.topics()
-    hub.publish(topic, b'{"type":"data","n":1}', snapshot=True)
+    hub.publish(topic, Frame(b'{"type":"data","n":1}'), snapshot=True)
     second, inbox = make(hub, clock)
     second.handle('{"type":"subscribe","channel":"orderbook","params":{"symbol":"btc"}}')
     kinds = [m["type"] for m in inbox.pop()]

@@ -11,12 +11,13 @@ from abc import ABC, abstractmethod
 
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.frames import Frame
 
 
 class Broker(ABC):
     @abstractmethod
-    def publish(self, topic: Topic, frame: bytes, *, snapshot: bool = False) -> int:
-        """Send an encoded frame to every subscriber of the topic; returns how many
+    def publish(self, topic: Topic, frame: Frame, *, snapshot: bool = False) -> int:
+        """Send a frame to every subscriber of the topic; returns how many
         local subscribers were reached (remote ones are not counted)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
@@ -30,5 +31,5 @@ class MemoryBroker(Broker):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def publish(self, topic: Topic, frame: bytes, *, snapshot: bool = False) -> int:
+    def publish(self, topic: Topic, frame: Frame, *, snapshot: bool = False) -> int:
         return self._hub.publish(topic, frame, snapshot=snapshot)

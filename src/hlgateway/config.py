@@ -69,6 +69,10 @@ class Settings:
     error_limit: int = 10  # HLGATEWAY_ERROR_LIMIT bad messages ...
     error_window: float = 60.0  # HLGATEWAY_ERROR_WINDOW ... per this many seconds
     outbox_max_bytes: int = 4 * 1024 * 1024  # HLGATEWAY_OUTBOX_MAX_BYTES, per connection
+    socket_buffer_bytes: int = 256 * 1024  # HLGATEWAY_SOCKET_BUFFER_BYTES: kernel-side backlog
+    write_timeout: float = 30.0  # HLGATEWAY_WRITE_TIMEOUT (s) without progress: 4008
+    compression: bool = True  # HLGATEWAY_COMPRESSION: offer permessage-deflate (0/1)
+    compression_threshold: int = 1024  # HLGATEWAY_COMPRESSION_THRESHOLD: smaller goes plain
     shutdown_timeout: float = 30.0  # HLGATEWAY_SHUTDOWN_TIMEOUT (s)
     upstream_ping_interval: float = 30.0  # HLGATEWAY_UPSTREAM_PING_INTERVAL (s)
     upstream_pong_timeout: float = 10.0  # HLGATEWAY_UPSTREAM_PONG_TIMEOUT (s)
@@ -154,6 +158,9 @@ def settings_from_env(
         "error_limit": int,
         "error_window": float,
         "outbox_max_bytes": int,
+        "socket_buffer_bytes": int,
+        "write_timeout": float,
+        "compression_threshold": int,
         "shutdown_timeout": float,
         "upstream_ping_interval": float,
         "upstream_pong_timeout": float,
@@ -200,9 +207,10 @@ def settings_from_env(
     proxies = _env(env, "HLGATEWAY_TRUSTED_PROXIES")
     if proxies is not None:
         values["trusted_proxies"] = _split(proxies)
-    missing_origin = _env(env, "HLGATEWAY_ALLOW_MISSING_ORIGIN")
-    if missing_origin is not None:
-        values["allow_missing_origin"] = _flag("HLGATEWAY_ALLOW_MISSING_ORIGIN", missing_origin)
+    for name in ("allow_missing_origin", "compression"):
+        raw = _env(env, f"HLGATEWAY_{name.upper()}")
+        if raw is not None:
+            values[name] = _flag(f"HLGATEWAY_{name.upper()}", raw)
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(auth=auth, **values)  # type: ignore[arg-type]
     check_security_settings(settings)

@@ -16,9 +16,12 @@ from hlgateway.auth import TokenVerifier
 from hlgateway.broker import Broker, MemoryBroker
 from hlgateway.config import Settings
 from hlgateway.hub import Hub
+from hlgateway.metrics import Metrics
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, room_topic
+from hlgateway.protocol.frames import Frame
 from hlgateway.publisher import Publisher
+from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
 from hlgateway.upstream import wire
 from hlgateway.upstream.feeds import Feeds
@@ -38,7 +41,10 @@ class Gateway:
         self.verifier = TokenVerifier(settings.auth)
         self.hub = Hub()
         self.broker: Broker = MemoryBroker(self.hub)
-        self.publisher = Publisher(self.broker)
+        self.metrics = Metrics(self)
+        self.publisher = Publisher(self.broker, settings.compression_threshold, self.metrics.count)
+        self.outbox_stats = OutboxStats()
+        self.flusher = FlushScheduler(self.metrics.observe_delivery)
         self.upstream = Upstream(
             endpoint,
             on_event=self._on_upstream_event,
@@ -91,7 +97,10 @@ class Gateway:
         """Admin publish: returns how many local members it reached."""
         topic = room_topic(room)
         head = encoding.data_head(topic.channel, topic.params_json)
-        return self.broker.publish(topic, encoding.data_frame(head, data))
+        payload = encoding.data_frame(head, data)
+        reached = self.broker.publish(topic, Frame(payload))
+        self.metrics.count(topic.channel, reached, len(payload))
+        return reached
 
     def health(self) -> dict[str, Any]:
         upstream = self.upstream.health()

@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.frames import Frame
 
 
 class Subscriber(Protocol):
     """The receiving end of a topic: a connection's outbox, in production."""
 
-    def deliver(self, frame: bytes) -> None: ...
+    def deliver(self, frame: Frame) -> None: ...
 
 
 class TopicListener(Protocol):
@@ -33,7 +34,7 @@ class Hub:
         # dict as an insertion-ordered set: delivery order is subscription order.
         self._subscribers: dict[Topic, dict[Subscriber, None]] = {}
         self._topics: dict[Subscriber, dict[Topic, None]] = {}
-        self._latest: dict[Topic, bytes] = {}
+        self._latest: dict[Topic, Frame] = {}
 
     def set_listener(self, listener: TopicListener) -> None:
         self._listener = listener
@@ -87,7 +88,7 @@ class Hub:
             self._listener.on_last(topic)
 
     # -- delivery ---------------------------------------------------------
-    def publish(self, topic: Topic, frame: bytes, *, snapshot: bool = False) -> int:
+    def publish(self, topic: Topic, frame: Frame, *, snapshot: bool = False) -> int:
         """Give the same frame bytes to every subscriber of the topic."""
         members = self._subscribers.get(topic)
         if not members:
@@ -98,7 +99,7 @@ class Hub:
             subscriber.deliver(frame)
         return len(members)
 
-    def latest(self, topic: Topic) -> bytes | None:
+    def latest(self, topic: Topic) -> Frame | None:
         return self._latest.get(topic)
 
     # -- queries ----------------------------------------------------------

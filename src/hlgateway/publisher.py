@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hlgateway.broker import Broker
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import SYSTEM_TOPIC, Topic
+from hlgateway.protocol.frames import DEFAULT_THRESHOLD, Frame
 
 
 @dataclass(slots=True)
@@ -26,8 +28,15 @@ class _Throttle:
 
 
 class Publisher:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        compression_threshold: int = DEFAULT_THRESHOLD,
+        on_sent: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self._broker = broker
+        self._threshold = compression_threshold
+        self._on_sent = on_sent  # (channel, subscribers reached, payload size): metrics
         self._heads: dict[Topic, bytes] = {}
         self._throttles: dict[Topic, _Throttle] = {}
 
@@ -52,7 +61,12 @@ class Publisher:
         head = self._heads.get(topic)
         if head is None:
             head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
-        self._broker.publish(topic, encoding.data_frame(head, data), snapshot=snapshot)
+        payload = encoding.data_frame(head, data)
+        # A snapshot supersedes the topic's previous one: a lagging client may skip it.
+        frame = Frame(payload, self._threshold, topic if snapshot else None)
+        reached = self._broker.publish(topic, frame, snapshot=snapshot)
+        if self._on_sent is not None:
+            self._on_sent(topic.channel, reached, len(payload))
 
     def _throttled(self, topic: Topic, data: Any, snapshot: bool) -> None:
         # At most one message per interval, always with the latest data: only

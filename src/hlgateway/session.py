@@ -24,6 +24,7 @@ from hlgateway.hub import Hub, Subscriber
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import ROOM, USER_CHANNELS, Catalog, Topic, room_topic
 from hlgateway.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from hlgateway.protocol.frames import Frame
 from hlgateway.protocol.messages import (
     Auth,
     ClientMessage,
@@ -97,7 +98,7 @@ class Session:
 
     def welcome(self) -> None:
         user = {"id": self.principal.user_id, "username": self.principal.username}
-        self._out.deliver(encoding.message("welcome", clientId=self.client_id, user=user))
+        self._send(encoding.message("welcome", clientId=self.client_id, user=user))
 
     def handle(self, raw: str | bytes) -> Close | None:
         """Process one client frame. Never raises for bad input."""
@@ -228,7 +229,7 @@ class Session:
                 continue
             self._hub.unsubscribe(topic, self._out)
             self.stats["revoked"] += 1
-            self._out.deliver(
+            self._send(
                 encoding.error(
                     ErrorCode.FORBIDDEN,
                     f"Access to {topic.channel} revoked by the new token",
@@ -239,8 +240,11 @@ class Session:
             )
 
     # -- replies ----------------------------------------------------------
+    def _send(self, payload: bytes) -> None:
+        self._out.deliver(Frame(payload))
+
     def _reply(self, kind: str, rid: RequestId, **fields: object) -> None:
-        self._out.deliver(encoding.message(kind, rid, **fields))
+        self._send(encoding.message(kind, rid, **fields))
 
     def _fail(
         self,
@@ -250,7 +254,7 @@ class Session:
         channel: str | None = None,
         params: object = None,
     ) -> Close | None:
-        self._out.deliver(encoding.error(code, text, rid, channel, params))
+        self._send(encoding.error(code, text, rid, channel, params))
         now = self._clock()
         window = self._errors
         window.append(now)

@@ -23,6 +23,7 @@ from hlgateway.protocol.errors import ErrorCode
 from hlgateway.protocol.markets import Markets
 from hlgateway.protocol.messages import KNOWN_TYPES, DecodeFailure, decode
 from hlgateway.session import Close, Session, SessionLimits
+from tests.helpers import Inbox
 
 SECRET = "f" * 32
 WALLET = "0x" + "d4" * 20
@@ -103,14 +104,6 @@ def test_decode_any_json(value: Any) -> None:
         assert exc.code.value in CODES
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def deliver(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-
 def new_session(hub: Hub) -> tuple[Session, Inbox]:
     inbox = Inbox()
     session = Session(
@@ -140,7 +133,7 @@ def check_frame(raw: str | bytes, session: Session, hub: Hub, inbox: Inbox) -> N
     verdict = session.handle(raw)
     assert verdict is None or isinstance(verdict, Close)
     assert len(inbox.frames) == 1  # exactly one reply per message
-    reply = msgspec.json.decode(inbox.frames.pop())
+    reply = msgspec.json.decode(inbox.frames.pop().payload)
     assert isinstance(reply, dict) and isinstance(reply["timestamp"], int)
     if reply["type"] == "error":
         assert reply["code"] in CODES and isinstance(reply["message"], str)
@@ -184,7 +177,7 @@ def test_auth_replies_never_echo_the_token(
     session, inbox = new_session(hub)
     tok = issue_token(SECRET, user, wallets=wallets or None, role=role, ttl_seconds=ttl)
     session.handle(json.dumps({"type": "auth", "token": tok, "id": rid}))
-    (raw,) = inbox.frames
+    (raw,) = inbox.payloads
     assert tok.encode() not in raw
     assert tok.split(".")[1].encode() not in raw
 

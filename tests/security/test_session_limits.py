@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
 
 from hlgateway.auth import Principal, TokenVerifier, issue_token
 from hlgateway.config import AuthSettings
@@ -13,24 +12,12 @@ from hlgateway.protocol.channels import Catalog
 from hlgateway.protocol.errors import CloseCode, ErrorCode
 from hlgateway.protocol.markets import Markets
 from hlgateway.session import Close, Session, SessionLimits
+from tests.helpers import Inbox
 
 SECRET = "s" * 32
 W1 = "0x" + "c1" * 20
 W2 = "0x" + "c2" * 20
 BOB_W = "0x" + "b0" * 20
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def deliver(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def pop(self) -> list[dict[str, Any]]:
-        out = [json.loads(f) for f in self.frames]
-        self.frames.clear()
-        return out
 
 
 class Clock:
@@ -137,7 +124,7 @@ def test_the_auth_error_never_echoes_the_token() -> None:
     ]
     for tok in tokens:
         session.handle(json.dumps({"type": "auth", "token": tok, "id": 1}))
-        (raw,) = inbox.frames
+        (raw,) = inbox.payloads
         reply = inbox.pop()[0]
         assert reply["code"] == "FORBIDDEN"
         assert tok.encode() not in raw

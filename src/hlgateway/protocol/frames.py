@@ -12,7 +12,9 @@ allows): deflate does not pay below a few hundred bytes.
 from __future__ import annotations
 
 import struct
+import time
 import zlib
+from collections.abc import Hashable
 
 OPCODE_TEXT = 0x1
 FIN = 0x80
@@ -45,15 +47,24 @@ def deflate_payload(payload: bytes, wbits: int = 15, level: int = 6) -> bytes:
 class Frame:
     """One outgoing message: its JSON bytes, and the frame bytes built on demand.
 
-    `raw` is built once (the first subscriber that needs it); `compressed(wbits)`
+    `raw` is built once (the first subscriber that needs it); `for_deflate(wbits)`
     once per window size. Every subscriber of a topic gets the same objects.
+    `conflate_key` marks a full snapshot (its topic): a newer frame with the same
+    key makes this one worthless to a client that has not received it yet.
     """
 
-    __slots__ = ("_compressed", "_raw", "payload", "threshold")
+    __slots__ = ("_compressed", "_raw", "born", "conflate_key", "payload", "threshold")
 
-    def __init__(self, payload: bytes, threshold: int = DEFAULT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        threshold: int = DEFAULT_THRESHOLD,
+        conflate_key: Hashable | None = None,
+    ) -> None:
         self.payload = payload
         self.threshold = threshold
+        self.conflate_key = conflate_key
+        self.born = time.monotonic()
         self._raw: bytes | None = None
         self._compressed: dict[int, bytes] = {}
 
@@ -69,7 +80,8 @@ class Frame:
 
     def for_deflate(self, wbits: int) -> bytes:
         """The frame for a client that negotiated permessage-deflate with this window."""
-        if len(self.payload) < self.threshold:
+        if len(self.payload) < self.threshold or wbits < 9:
+            # Small, or a window zlib cannot produce (8 bits): uncompressed is valid too.
             return self.raw
         frame = self._compressed.get(wbits)
         if frame is None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from hlgateway.auth import TokenError
 from hlgateway.gateway import Gateway
+from hlgateway.metrics import CONTENT_TYPE
 from hlgateway.protocol.errors import CloseCode, ProtocolError
 from hlgateway.server.admission import client_ip
 from hlgateway.server.connection import Connection
@@ -105,7 +106,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _upgrade(request: web.Request, gateway: Gateway, edge: Edge) -> web.StreamResponse:
     settings = gateway.settings
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=settings.max_message_bytes)
+    ws = web.WebSocketResponse(
+        autoping=False, max_msg_size=settings.max_message_bytes, compress=settings.compression
+    )
     try:
         async with asyncio.timeout(settings.handshake_timeout):
             await ws.prepare(request)
@@ -139,6 +142,11 @@ async def health(request: web.Request) -> web.Response:
     body = request.app[GATEWAY].health()
     body["limits"] = request.app[EDGE].health()
     return web.json_response(body, status=200, dumps=_dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def publish_to_room(request: web.Request) -> web.Response:
@@ -188,6 +196,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app[EDGE] = edge
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/client.js", client_js)
     app.router.add_post("/api/rooms/{room}/publish", publish_to_room)
     return app

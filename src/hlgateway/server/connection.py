@@ -15,7 +15,8 @@ from aiohttp.http_websocket import WebSocketError
 from hlgateway.auth import Principal
 from hlgateway.protocol import encoding
 from hlgateway.protocol.errors import CloseCode, ErrorCode
-from hlgateway.server.outbox import Outbox
+from hlgateway.protocol.frames import Frame
+from hlgateway.server.outbox import Outbox, wait_closed
 from hlgateway.session import Close, Session
 
 if TYPE_CHECKING:
@@ -40,7 +41,21 @@ class Connection:
         self._request = request
         self._ws = ws
         settings = gateway.settings
-        self.outbox = Outbox(ws, settings.outbox_max_bytes)
+        transport = request.transport
+        assert transport is not None, "a prepared WebSocket has a transport"
+        # Frames are written straight to the transport, built once for everyone;
+        # aiohttp still handles the handshake, reading, pings and the close.
+        wbits = int(ws.compress) if settings.compression and ws.compress else 0
+        self.outbox = Outbox(
+            ws,
+            transport,
+            gateway.flusher,
+            gateway.outbox_stats,
+            max_bytes=settings.outbox_max_bytes,
+            buffer_limit=settings.socket_buffer_bytes,
+            write_timeout=settings.write_timeout,
+            deflate_wbits=wbits,
+        )
         self.session = Session(
             self.client_id,
             principal,
@@ -59,17 +74,16 @@ class Connection:
         gateway.connections[self.client_id] = self
         log.info("client %s connected (user %s)", self.client_id, self.session.principal.user_id)
         loop = asyncio.get_running_loop()
-        writer = loop.create_task(self.outbox.run())
         timers = [loop.create_task(self._heartbeat()), loop.create_task(self._expiry())]
         try:
             self.session.welcome()
             await self._read()
-            # Let queued replies (an error before a policy close, say) go out.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer), timeout=5)
+            # Let queued replies (an error before a policy close, say) and the close go out.
+            await wait_closed(self.outbox, 6.0)
         finally:
-            for task in (*timers, writer):
+            for task in timers:
                 task.cancel()
+            self.outbox.cancel()
             self.session.close()
             gateway.connections.pop(self.client_id, None)
             self.closed.set()
@@ -110,7 +124,7 @@ class Connection:
         except Exception:
             log.exception("client %s: internal error handling a message", self.client_id)
             self.session.stats["internalErrors"] += 1
-            self.outbox.deliver(encoding.error(ErrorCode.INTERNAL, "Internal error"))
+            self.outbox.deliver(Frame(encoding.error(ErrorCode.INTERNAL, "Internal error")))
             return Close(CloseCode.INTERNAL, "Internal error")
 
     def _count_error(self, error: object) -> None:
@@ -145,7 +159,8 @@ class Connection:
             await asyncio.sleep(min(remaining, 3600))
 
     def going_away(self) -> None:
-        self.outbox.deliver(encoding.message("shutdown", message="Server is shutting down"))
+        shutdown = encoding.message("shutdown", message="Server is shutting down")
+        self.outbox.deliver(Frame(shutdown))
         self.outbox.close(CloseCode.GOING_AWAY, "Server shutting down")
 
     def abort(self) -> None:
