@@ -56,7 +56,7 @@ class TokenBucket:
         return max(0.0, missing / self.rate)
 
 
-class SlidingWindow:
+class KeyedWindow:
     """At most `limit` events per key within the last `window` seconds.
 
     Memory is bounded: each key keeps at most `limit` timestamps, and keys whose
@@ -107,3 +107,35 @@ class SlidingWindow:
         stale = [k for k, ev in self._events.items() if not ev or now - ev[-1] >= self.window]
         for key in stale:
             del self._events[key]
+
+
+class SlidingWindow:
+    """At most `limit` events in any `window` seconds; the caller passes the time."""
+
+    def __init__(self, limit: int, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._events and now - self._events[0] >= self.window:
+            self._events.popleft()
+
+    def try_take(self, now: float) -> bool:
+        """Record an event at `now` if there is room; say whether there was."""
+        self._trim(now)
+        if len(self._events) >= self.limit:
+            return False
+        self._events.append(now)
+        return True
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until one more event is allowed (0 if now)."""
+        self._trim(now)
+        if len(self._events) < self.limit:
+            return 0.0
+        return self._events[0] + self.window - now
+
+    def count(self, now: float) -> int:
+        self._trim(now)
+        return len(self._events)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hlgateway.ratelimit import SlidingWindow, TokenBucket
+from hlgateway.ratelimit import KeyedWindow, TokenBucket
 from hlgateway.server.admission import (
     Admission,
     AdmissionLimits,
@@ -40,7 +40,7 @@ def test_token_bucket_rate_zero_is_unlimited() -> None:
 
 def test_sliding_window_is_the_seeds_rule() -> None:
     clock = Clock()
-    window = SlidingWindow(limit=10, window=60, clock=clock)
+    window = KeyedWindow(limit=10, window=60, clock=clock)
     for _ in range(10):
         assert window.hit("1.2.3.4")
         clock.now += 1
@@ -54,7 +54,7 @@ def test_sliding_window_is_the_seeds_rule() -> None:
 
 def test_sliding_window_memory_is_bounded() -> None:
     clock = Clock()
-    window = SlidingWindow(limit=3, window=60, clock=clock)
+    window = KeyedWindow(limit=3, window=60, clock=clock)
     for i in range(1000):
         window.hit(f"10.0.{i // 256}.{i % 256}")
     assert len(window) == 1000

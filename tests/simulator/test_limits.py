@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hlgateway.ratelimit import SlidingWindow
 from hlgateway.simulator import SimConfig, Simulator
-from hlgateway.simulator.limits import SlidingWindow
 
 from .conftest import FAST, USER, channel, recv_until, subscribe, wait_for
 
@@ -58,10 +58,10 @@ def test_defaults_are_hyperliquids() -> None:
 
 
 def test_sliding_window() -> None:
-    window = SlidingWindow(2, span=60.0)
-    assert window.allow(0.0) and window.allow(1.0)
-    assert not window.allow(59.9)
-    assert window.allow(60.0)  # the event at 0.0 left the window
+    window = SlidingWindow(2, window=60.0)
+    assert window.try_take(0.0) and window.try_take(1.0)
+    assert not window.try_take(59.9)
+    assert window.try_take(60.0)  # the event at 0.0 left the window
     assert window.count(60.0) == 2 and window.count(200.0) == 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from hlgateway.upstream.limits import SlidingWindow, WeightBudget
+from hlgateway.ratelimit import SlidingWindow
+from hlgateway.upstream.limits import WeightBudget
 
 
 def test_sliding_window() -> None:

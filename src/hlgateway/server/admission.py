@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hlgateway.ratelimit import SlidingWindow
+from hlgateway.ratelimit import KeyedWindow
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -98,7 +98,7 @@ class Admission:
         self, limits: AdmissionLimits, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.limits = limits
-        self._new = SlidingWindow(limits.new_per_ip_per_minute, limits.window, clock)
+        self._new = KeyedWindow(limits.new_per_ip_per_minute, limits.window, clock)
         self._per_ip: dict[str, int] = {}
         self._per_user: dict[str, int] = {}
         self.refused: dict[Refusal, int] = dict.fromkeys(Refusal, 0)

@@ -8,36 +8,11 @@ IP's live connections by the server, so they cannot drift.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
+from hlgateway.ratelimit import SlidingWindow
+
 WINDOW = 60.0  # seconds: every Hyperliquid "per minute" limit is a sliding minute
-
-
-class SlidingWindow:
-    """At most ``limit`` events in any ``span`` seconds."""
-
-    def __init__(self, limit: int, span: float = WINDOW) -> None:
-        self.limit = limit
-        self.span = span
-        self._events: deque[float] = deque()
-
-    def _prune(self, now: float) -> None:
-        events = self._events
-        while events and now - events[0] >= self.span:
-            events.popleft()
-
-    def allow(self, now: float) -> bool:
-        """Record an event at ``now`` if the budget has room; say whether it had."""
-        self._prune(now)
-        if len(self._events) >= self.limit:
-            return False
-        self._events.append(now)
-        return True
-
-    def count(self, now: float) -> int:
-        self._prune(now)
-        return len(self._events)
 
 
 @dataclass

@@ -31,12 +31,13 @@ from typing import Any
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from hlgateway.ratelimit import SlidingWindow
 from hlgateway.simulator import wire
 from hlgateway.simulator.accounts import WalletActivity
 from hlgateway.simulator.config import SimConfig
 from hlgateway.simulator.control import control_handler
 from hlgateway.simulator.info import InfoError, handle_info
-from hlgateway.simulator.limits import ClientBudget, SlidingWindow
+from hlgateway.simulator.limits import ClientBudget
 from hlgateway.simulator.market import Trade, aggregate_book
 from hlgateway.simulator.subscriptions import (
     MAX_ECHO,
@@ -617,7 +618,7 @@ class Simulator:
             return web.Response(
                 status=429, text=f"Too many connections: at most {cfg.max_connections} per IP"
             )
-        if not budget.new_connections.allow(now):
+        if not budget.new_connections.try_take(now):
             c.refused_new_connection_rate += 1
             limit = cfg.max_new_connections_per_minute
             return web.Response(
@@ -708,7 +709,7 @@ class Simulator:
 
     def _on_text(self, conn: _Connection, text: str) -> None:
         try:
-            if not conn.budget.messages.allow(self._now()):
+            if not conn.budget.messages.try_take(self._now()):
                 self._counters.limit_messages += 1
                 limit = self._config.max_messages_per_minute
                 conn.send(_error(f"Cannot send more than {limit} messages per minute."))

@@ -8,39 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 
-
-class SlidingWindow:
-    """At most `limit` events in any `window` seconds."""
-
-    def __init__(self, limit: int, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._events: deque[float] = deque()
-
-    def _trim(self, now: float) -> None:
-        while self._events and now - self._events[0] >= self.window:
-            self._events.popleft()
-
-    def try_take(self, now: float) -> bool:
-        self._trim(now)
-        if len(self._events) >= self.limit:
-            return False
-        self._events.append(now)
-        return True
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until one more event is allowed (0 if now)."""
-        self._trim(now)
-        if len(self._events) < self.limit:
-            return 0.0
-        return self._events[0] + self.window - now
-
-    def count(self, now: float) -> int:
-        self._trim(now)
-        return len(self._events)
+from hlgateway.ratelimit import SlidingWindow
 
 
 async def wait_turn(window: SlidingWindow, clock: Callable[[], float] = time.monotonic) -> None:

@@ -29,8 +29,9 @@ import aiohttp
 
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
+from hlgateway.ratelimit import SlidingWindow
 from hlgateway.upstream import wire
-from hlgateway.upstream.limits import MessageRate, SlidingWindow, WeightBudget, wait_turn
+from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
 from hlgateway.upstream.link import Link, LinkState, subscription_key
 from hlgateway.upstream.networks import Endpoint
 from hlgateway.upstream.rest import InfoClient, RestError
