@@ -240,3 +240,65 @@ class Inbox:
         out = [json.loads(f.payload) for f in self.frames]
         self.frames.clear()
         return out
+
+
+class NodeEvents:
+    """A Node process that prints `EVENT {json}` lines: waits on them in any order."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self._claimed: set[int] = set()
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
+        """The first not yet claimed event (seen before or arriving now) that matches."""
+        for index, event in enumerate(self.events):
+            if index not in self._claimed and predicate(event):
+                self._claimed.add(index)
+                return event
+
+        async def scan() -> dict[str, Any]:
+            assert self.proc.stdout is not None
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise EOFError("node process exited")
+                if not line.startswith(b"EVENT "):
+                    continue
+                event: dict[str, Any] = json.loads(line[len(b"EVENT ") :])
+                self.events.append(event)
+                if predicate(event):
+                    self._claimed.add(len(self.events) - 1)
+                    return event
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def event(self, name: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda e: e["event"] == name and all(e.get(k) == v for k, v in match.items()),
+            timeout,
+        )
+
+    async def data(self, channel: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda e: (
+                e["event"] == "data"
+                and e["channel"] == channel
+                and all(e["params"].get(k) == v for k, v in match.items())
+            ),
+            timeout,
+        )
+
+    def seen(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]
+
+    async def stop(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()

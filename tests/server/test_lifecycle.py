@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hlgateway.auth import issue_token
-from tests.helpers import SECRET, Client, GatewayProcess, alice_token, free_port
+from tests.helpers import SECRET, Client, GatewayProcess, NodeEvents, alice_token, free_port
 
 DEMO_WALLET = "0x" + "de" * 20
 SEED_CLIENT = Path(__file__).parents[1] / "js" / "seed_client.cjs"
@@ -36,42 +33,7 @@ async def test_sigterm_sends_shutdown_then_1001_and_exits_0() -> None:
         await gateway.kill()
 
 
-class NodeClient:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self._claimed: set[int] = set()
-
-    async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 25
-    ) -> dict[str, Any]:
-        """The first not yet claimed event (seen before or arriving now) that matches."""
-        for index, event in enumerate(self.events):
-            if index not in self._claimed and predicate(event):
-                self._claimed.add(index)
-                return event
-
-        async def scan() -> dict[str, Any]:
-            assert self.proc.stdout is not None
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise EOFError("node client exited")
-                if not line.startswith(b"EVENT "):
-                    continue
-                event: dict[str, Any] = json.loads(line[len(b"EVENT ") :])
-                self.events.append(event)
-                if predicate(event):
-                    self._claimed.add(len(self.events) - 1)
-                    return event
-
-        return await asyncio.wait_for(scan(), timeout)
-
-    async def data(self, channel: str, timeout: float = 25) -> dict[str, Any]:
-        return await self.wait_for(
-            lambda e: e["event"] == "data" and e["channel"] == channel, timeout
-        )
-
+class NodeClient(NodeEvents):
     def tell(self, text: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text.encode() + b"\n")
@@ -105,10 +67,10 @@ async def test_seed_client_end_to_end_with_restart() -> None:
         assert bids == sorted(bids, reverse=True)
         await node.data("trades")
         await node.wait_for(lambda e: e["event"] == "pong")
-        order = await node.data("user_orders")
+        order = await node.data("user_orders", 25)
         assert order["data"]["action"] in ("created", "updated", "cancelled", "filled")
         assert order["data"]["order"]["wallet"] == DEMO_WALLET
-        fills = await node.data("user_fills")
+        fills = await node.data("user_fills", 25)
         assert fills["data"]["fills"] and fills["data"]["fills"][0]["wallet"] == DEMO_WALLET
         node.tell("forbidden")
         assert (await node.wait_for(lambda e: e["event"] == "error"))["code"] == "FORBIDDEN"

@@ -4,17 +4,10 @@ pointed at the simulator over TLS so that only the host differs."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 import time
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hlgateway.simulator import SimConfig, Simulator
 from tests.conftest import sim_endpoint
@@ -28,6 +21,7 @@ from tests.helpers import (
     free_port,
     make_settings,
 )
+from tests.tls import self_signed
 
 
 async def test_an_outage_longer_than_the_snapshot_loses_no_fill() -> None:
@@ -88,40 +82,10 @@ async def test_an_outage_longer_than_the_snapshot_loses_no_fill() -> None:
         await sim.stop()
 
 
-def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "sim.pem", tmp / "sim.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, cert_path
-
-
 async def test_upstream_mainnet_against_the_simulator_over_tls(tmp_path: Path) -> None:
-    context, cert = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
     sim = Simulator(SimConfig(seed=9, book_interval=0.2, order_interval=0.3, max_fill_gap=1.0))
     await sim.start("127.0.0.1", 0, ssl_context=context)
     host = sim.http_url.removeprefix("https://")

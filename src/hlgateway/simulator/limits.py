@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 from hlgateway.ratelimit import SlidingWindow
 
-WINDOW = 60.0  # seconds: every Hyperliquid "per minute" limit is a sliding minute
-
 
 @dataclass
 class ClientBudget:
