@@ -1,0 +1,535 @@
+"""docs/benchmarks.md and docs/bench/*.png, from every results file in docs/bench/.
+
+Each run of `python -m bench.fanout --label L` leaves docs/bench/results-L.json;
+the page is regenerated from all of them, one section per design, plus a side by
+side table when there is more than one. Text between the `notes:begin` and
+`notes:end` markers of the existing page is kept (hand-written observations).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+NOTES_BEGIN = "<!-- notes:begin -->"
+NOTES_END = "<!-- notes:end -->"
+SERVER_NAMES = {"gateway": "gateway", "node": "Node ws"}
+
+Results = dict[str, Any]
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _agg(results: Results, scenario_id: str, server: str) -> dict[str, Any] | None:
+    value: dict[str, Any] | None = results.get("aggregate", {}).get(scenario_id, {}).get(server)
+    return value
+
+
+def _ids(results: Results, key: str) -> list[str]:
+    return [s["id"] for s in results.get("scenarios", []) if s["key"] == key]
+
+
+def _scenario(results: Results, scenario_id: str) -> dict[str, Any]:
+    for s in results.get("scenarios", []):
+        if s["id"] == scenario_id:
+            found: dict[str, Any] = s
+            return found
+    return {}
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if isinstance(a, int | float) and isinstance(b, int | float) and b:
+        return float(a) / float(b)
+    return None
+
+
+def _ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _completion(m: dict[str, Any]) -> str:
+    """Completion p99, or why there is none (no tick reached every client in the window)."""
+    if m.get("ticks_complete") == 0:
+        return "no tick complete"
+    return _num(m.get("completion_p99_ms"), 1)
+
+
+def _runs_text(m: dict[str, Any], key: str, digits: int = 0) -> str:
+    runs = m.get(f"{key}_runs")
+    if not runs:
+        return _num(m.get(key), digits)
+    return f"{_num(m.get(key), digits)} ({', '.join(_num(v, digits) for v in runs)})"
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "run"
+
+
+# -- targets ---------------------------------------------------------------------------
+def targets(results: Results) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for the issue's targets."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+    for n in (1000, 5000):
+        gw, node = (_agg(results, f"saturation@{n}", s) for s in ("gateway", "node"))
+        r = _ratio(gw and gw.get("msgs_per_s"), node and node.get("msgs_per_s"))
+        rows.append(
+            (
+                f"saturation, {n:,} clients: delivered msg/s >= 1.5x Node",
+                _ratio_text(r),
+                verdict(None if r is None else r >= 1.5),
+            )
+        )
+    gw = _agg(results, "rate-1@10000", "gateway")
+    p99 = gw.get("completion_p99_ms") if gw else None
+    rows.append(
+        (
+            "10k clients at 1 tick/s: broadcast completion p99 < 50 ms",
+            "-" if p99 is None else f"{p99:.1f} ms",
+            verdict(None if p99 is None else p99 < 50),
+        )
+    )
+    gw = _agg(results, "idle@10000", "gateway")
+    kib = gw.get("kib_per_conn") if gw else None
+    rows.append(
+        (
+            "<= 12 KiB RSS per idle connection at 10k",
+            "-" if kib is None else f"{kib:.2f} KiB",
+            verdict(None if kib is None else kib <= 12),
+        )
+    )
+    big = [i for i in _ids(results, "idle") if i != "idle@10000"]
+    for scenario_id in big:
+        gw = _agg(results, scenario_id, "gateway")
+        n = _scenario(results, scenario_id).get("clients", 0)
+        held = gw.get("open") if gw else None
+        rows.append(
+            (
+                f"20k connections held by one process (measured: {n:,})",
+                "-" if held is None else f"{held:,} open",
+                verdict(None if held is None else held >= n) + ("" if n >= 20_000 else " (at n)"),
+            )
+        )
+    for scenario_id in _ids(results, "saturation-deflate") + _ids(
+        results, "saturation-deflate-d20"
+    ):
+        gw, node = (_agg(results, scenario_id, s) for s in ("gateway", "node"))
+        r = _ratio(gw and gw.get("msgs_per_s"), node and node.get("msgs_per_s"))
+        rows.append(
+            (
+                f"compression on ({scenario_id}): >= 3x Node with compression on",
+                _ratio_text(r),
+                verdict(None if r is None else r >= 3),
+            )
+        )
+    return rows
+
+
+# -- sections --------------------------------------------------------------------------
+def _throughput_rows(results: Results, keys: Sequence[str]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for key in keys:
+        for scenario_id in _ids(results, key):
+            gw, node = (_agg(results, scenario_id, s) for s in ("gateway", "node"))
+            if gw is None and node is None:
+                continue
+            g: dict[str, Any] = gw or {}
+            n: dict[str, Any] = node or {}
+            rows.append(
+                [
+                    scenario_id,
+                    _runs_text(g, "msgs_per_s"),
+                    _runs_text(n, "msgs_per_s"),
+                    _ratio_text(_ratio(g.get("msgs_per_s"), n.get("msgs_per_s"))),
+                    f"{_num(g.get('ticks_per_s'), 1)} / {_num(n.get('ticks_per_s'), 1)}",
+                    f"{_num(g.get('latency_p99_ms'), 1)} / {_num(n.get('latency_p99_ms'), 1)}",
+                    f"{_completion(g)} / {_completion(n)}",
+                    f"{_num(g.get('bytes_per_msg'))} / {_num(n.get('bytes_per_msg'))}",
+                    f"{_num(g.get('compressed_share'), 2)} / {_num(n.get('compressed_share'), 2)}",
+                    f"{_num(g.get('server_cpu'), 2)} / {_num(n.get('server_cpu'), 2)}",
+                    f"{_num(g.get('core0_busy'), 2)} / {_num(n.get('core0_busy'), 2)}",
+                    f"{_num(g.get('loadgen_cpu'), 2)} / {_num(n.get('loadgen_cpu'), 2)}",
+                    f"{_num(g.get('core1_busy'), 2)} / {_num(n.get('core1_busy'), 2)}",
+                    f"{_num(g.get('other_cpu'), 2)} / {_num(n.get('other_cpu'), 2)}",
+                    f"{_num(g.get('server_rss_max_mib'))} / {_num(n.get('server_rss_max_mib'))}",
+                ]
+            )
+    return rows
+
+
+THROUGHPUT_HEADER = [
+    "scenario@clients",
+    "gateway msg/s (runs)",
+    "Node msg/s (runs)",
+    "gateway/Node",
+    "ticks/s gw / Node",
+    "latency p99 ms gw / Node",
+    "completion p99 ms gw / Node",
+    "wire B/msg gw / Node",
+    "compressed share gw / Node",
+    "server process CPU gw / Node",
+    "core 0 busy gw / Node",
+    "loadgen CPU gw / Node",
+    "core 1 busy gw / Node",
+    "other CPU gw / Node",
+    "server RSS MiB gw / Node",
+]
+
+
+def _rate_rows(results: Results) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for key in ("rate-1", "rate-10"):
+        for scenario_id in _ids(results, key):
+            for server in ("gateway", "node"):
+                m = _agg(results, scenario_id, server)
+                if m is None:
+                    continue
+                rows.append(
+                    [
+                        scenario_id,
+                        SERVER_NAMES[server],
+                        f"{_num(m.get('msgs_per_s'))} / {_num(m.get('demand_msgs_per_s'))}",
+                        _num(m.get("latency_p50_ms"), 2),
+                        _num(m.get("latency_p99_ms"), 2),
+                        _num(m.get("latency_max_ms"), 1),
+                        _num(m.get("completion_p50_ms"), 2),
+                        _num(m.get("completion_p99_ms"), 2),
+                        _num(m.get("completion_max_ms"), 1),
+                        f"{_num(m.get('ticks_complete'))} / {_num(m.get('ticks_incomplete'))}",
+                        _num(m.get("server_cpu"), 2),
+                        _num(m.get("core0_busy"), 2),
+                        _num(m.get("loadgen_cpu"), 3),
+                        _num(m.get("other_cpu"), 2),
+                    ]
+                )
+    return rows
+
+
+RATE_HEADER = [
+    "scenario@clients",
+    "server",
+    "msg/s got / sent",
+    "latency p50 ms",
+    "p99 ms",
+    "max ms",
+    "completion p50 ms",
+    "p99 ms",
+    "max ms",
+    "ticks complete / incomplete",
+    "server CPU",
+    "core 0 busy",
+    "loadgen CPU",
+    "other CPU",
+]
+
+
+def _idle_rows(results: Results) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for scenario_id in _ids(results, "idle"):
+        for server in ("gateway", "node"):
+            m = _agg(results, scenario_id, server)
+            if m is None:
+                continue
+            rows.append(
+                [
+                    scenario_id,
+                    SERVER_NAMES[server],
+                    f"{_num(m.get('open'))} / {_num(m.get('clients'))}",
+                    _num(m.get("connect_s"), 1),
+                    _num(m.get("rss_base_mib"), 1),
+                    _num(m.get("rss_mib"), 1),
+                    _num(m.get("kib_per_conn"), 2),
+                ]
+            )
+    return rows
+
+
+def _slow_rows(results: Results) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for scenario_id in _ids(results, "slow"):
+        for server in ("gateway", "node"):
+            m = _agg(results, scenario_id, server)
+            if m is None:
+                continue
+            rows.append(
+                [
+                    SERVER_NAMES[server],
+                    f"{_num(m.get('msgs_per_s'))} / {_num(m.get('demand_msgs_per_s'))}",
+                    f"{_num(m.get('latency_p50_ms'), 1)} / {_num(m.get('latency_p99_ms'), 1)}",
+                    f"{_num(m.get('slow_msgs_per_s'))} / {_num(m.get('slow_demand_msgs_per_s'))}",
+                    f"{_num(m.get('slow_latency_p50_ms'), 1)} / "
+                    f"{_num(m.get('slow_latency_p99_ms'), 1)}",
+                    _num(m.get("slow_completion_p99_ms"), 1),
+                    _num(m.get("slow_per_conn_min")),
+                    _num(m.get("slow_disconnects")),
+                    json.dumps(m.get("close_codes", {})),
+                    f"{_num(m.get('rss_at_slow_start_mib'), 1)} -> "
+                    f"+{_num(m.get('rss_growth_mib'), 1)}",
+                    f"{_num(m.get('kernel_sendq_mib'), 1)} / {_num(m.get('kernel_sendq_max_kib'))}",
+                ]
+            )
+    return rows
+
+
+SLOW_HEADER = [
+    "server",
+    "before: msg/s got / sent",
+    "before: latency p50 / p99 ms",
+    "slow phase: healthy msg/s got / sent",
+    "slow phase: latency p50 / p99 ms",
+    "slow phase: completion p99 ms",
+    "slow phase: fewest msgs to a healthy client",
+    "slow clients cut",
+    "close codes seen",
+    "RSS MiB at slow start -> growth",
+    "kernel send queues at the end: total MiB / largest KiB",
+]
+
+
+def design_section(results: Results, image_prefix: str) -> str:
+    m = results["machine"]
+    placement = results.get("placement", {})
+    pin = (
+        f"servers pinned to core {placement.get('server_core')}, load generator and pump to core "
+        f"{placement.get('client_core')} (taskset)"
+        if placement.get("taskset")
+        else "not pinned (taskset missing or one core)"
+    )
+    parts = [
+        f"## Results: {results['label']}",
+        "",
+        f"{results.get('description') or ''}".strip(),
+        "",
+        f"- date: {results['date']}; gateway measured: {results['commit']}; "
+        f"run took {results['seconds']} s"
+        + ("; **interrupted**" if results.get("interrupted") else "")
+        + ("; quick run" if results.get("quick") else ""),
+        f"- command: `{results['command']}`",
+        f"- machine: {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']} (aiohttp {m['aiohttp']}), Node {m['node']} (ws {m['ws']}), "
+        f"fd hard limit {m['fd_hard_limit']:,}",
+        f"- placement: {pin}",
+        *[
+            f"- re-run on {r['date']}: {', '.join(r['scenarios'])} (`{r['command']}`)"
+            for r in results.get("reruns", [])
+        ],
+        "",
+        "### Targets",
+        "",
+        _table(["target (issue)", "measured", "verdict"], [list(r) for r in targets(results)]),
+        "",
+        "### Saturation: delivered messages per second",
+        "",
+        "Median of the repetitions (each run in brackets). `ticks/s` is what each client got "
+        "per second. CPU is in cores (1.00 = one core busy) over the measured window: the server "
+        "process, core 0 (the server's core, kernel and softirq included: loopback TCP's receive "
+        "path runs there on each send), the load generator, core 1 (load generator and pump), and "
+        "`other`: everything else on the machine (near 0 when nothing disturbed the run).",
+        "",
+        _table(
+            THROUGHPUT_HEADER,
+            _throughput_rows(
+                results, ["saturation", "saturation-deflate", "saturation-deflate-d20"]
+            ),
+        ),
+        "",
+        f"![saturation]({image_prefix}-saturation.png)",
+        "",
+        "### Fixed rate: latency (pump send -> client receipt) and broadcast completion",
+        "",
+        _table(RATE_HEADER, _rate_rows(results)),
+        "",
+        f"![latency]({image_prefix}-latency.png)",
+        "",
+        "### Idle connections: RSS per connection",
+        "",
+        _table(
+            [
+                "scenario",
+                "server",
+                "open / asked",
+                "connect s",
+                "RSS before MiB",
+                "RSS after MiB",
+                "KiB per connection",
+            ],
+            _idle_rows(results),
+        ),
+        "",
+        f"![memory]({image_prefix}-memory.png)",
+        "",
+        "### Slow consumers",
+        "",
+    ]
+    slow = _ids(results, "slow")
+    if slow:
+        s = _scenario(results, slow[0])
+        parts += [
+            f"{s['clients']:,} clients at {s['rate']:g} ticks/s, {s['depth']}-level books; "
+            f"after {s['slow_after']:g} s, {s['slow']} of them (SO_RCVBUF {s['slow_rcvbuf']} B) "
+            f"stop reading for the remaining {s['duration'] - s['slow_after']:g} s. The gateway "
+            f"runs with HLGATEWAY_OUTBOX_MAX_BYTES={s['outbox_max_bytes']:,} (lowered from "
+            "the 4 MiB default so that its slow-consumer bound can be reached sooner; whether it "
+            "was shows in the columns `slow clients cut` and `close codes seen`).",
+            "",
+            _table(SLOW_HEADER, _slow_rows(results)),
+            "",
+            f"![slow consumers]({image_prefix}-slow.png)",
+            "",
+        ]
+    failures = results.get("failures") or []
+    if failures:
+        parts += ["### Failed runs", ""]
+        parts += [
+            f"- {f['server']} {f['scenario']} #{f['rep'] + 1}: {f['error']}" for f in failures
+        ]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def side_by_side(all_results: Sequence[Results]) -> str:
+    header = ["scenario@clients", "metric"] + [
+        f"{r['label']}: {SERVER_NAMES[s]}" for r in all_results for s in ("gateway", "node")
+    ]
+    rows: list[list[str]] = []
+    metrics = [
+        ("saturation", "msgs_per_s", "msg/s", 0),
+        ("saturation-deflate", "msgs_per_s", "msg/s", 0),
+        ("saturation-deflate-d20", "msgs_per_s", "msg/s", 0),
+        ("rate-1", "completion_p99_ms", "completion p99 ms", 1),
+        ("rate-1", "latency_p99_ms", "latency p99 ms", 1),
+        ("rate-10", "latency_p99_ms", "latency p99 ms", 1),
+        ("idle", "kib_per_conn", "KiB/conn", 2),
+        ("slow", "slow_latency_p99_ms", "slow phase p99 ms", 1),
+        ("slow", "rss_growth_mib", "RSS growth MiB", 1),
+    ]
+    seen: list[str] = []
+    for r in all_results:
+        for s in r.get("scenarios", []):
+            if s["id"] not in seen:
+                seen.append(s["id"])
+    for key, metric, name, digits in metrics:
+        for scenario_id in seen:
+            if scenario_id.split("@")[0] != key:
+                continue
+            cells = []
+            for r in all_results:
+                for server in ("gateway", "node"):
+                    m = _agg(r, scenario_id, server)
+                    cells.append(_num(m.get(metric), digits) if m else "-")
+            rows.append([scenario_id, name, *cells])
+    return _table(header, rows)
+
+
+METHOD = Path(__file__).with_name("method.md")  # how it is measured, and its limits
+
+
+def write_docs(out_dir: Path, results_dir: Path, extra: Sequence[Path] = ()) -> Path:
+    """Rebuild `out_dir`/benchmarks.md and its plots from every results file."""
+    files = sorted(results_dir.glob("results-*.json")) if results_dir.exists() else []
+    files += [p for p in extra if p not in files]
+    loaded: list[Results] = []
+    for path in files:
+        results: Results = json.loads(path.read_text())
+        if any(r["label"] == results["label"] for r in loaded):
+            loaded = [r for r in loaded if r["label"] != results["label"]]
+        loaded.append(results)
+    loaded.sort(key=lambda r: (r["label"] != "baseline", r["date"]))
+    image_dir = out_dir / "bench"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    doc = out_dir / "benchmarks.md"
+    notes = ""
+    if doc.exists():
+        text = doc.read_text()
+        if NOTES_BEGIN in text and NOTES_END in text:
+            notes = text.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+    from bench.fanout import plots
+
+    parts = [
+        "# Benchmarks: fan-out",
+        "",
+        "Generated by `python -m bench.fanout` (bench/fanout/report.py) from the results files in "
+        "`docs/bench/`; only the notes between the markers are hand-written and kept across runs.",
+        "",
+        "The question: how many ticks per second can one gateway process deliver to how many "
+        "clients, at what latency and memory, next to the seed's Node `ws` server doing the same "
+        "job on the same machine in the same run.",
+        "",
+        METHOD.read_text().rstrip(),
+        "",
+        "## Notes",
+        "",
+        NOTES_BEGIN,
+        notes,
+        NOTES_END,
+        "",
+    ]
+    if len(loaded) > 1:
+        parts += [
+            "## Designs side by side",
+            "",
+            "Medians; each design's run has its own Node reference measurement (the same code: "
+            "a difference between its Node columns is the machine's run-to-run noise).",
+            "",
+            side_by_side(loaded),
+            "",
+            "![designs](bench/designs-saturation.png)",
+            "",
+        ]
+        plots.designs(loaded, image_dir / "designs-saturation.png")
+    for results in loaded:
+        prefix = slug(results["label"])
+        plots.design(results, image_dir, prefix)
+        parts += [design_section(results, f"bench/{prefix}"), ""]
+    doc.write_text("\n".join(parts).rstrip() + "\n")
+    return doc
+
+
+def console_table(results: Results) -> str:
+    rows: list[str] = []
+    for scenario in results.get("scenarios", []):
+        scenario_id = scenario["id"]
+        gw, node = (_agg(results, scenario_id, s) for s in ("gateway", "node"))
+        if gw is None and node is None:
+            continue
+        if scenario["mode"] == "idle":
+            key, unit = "kib_per_conn", "KiB/conn"
+        else:
+            key, unit = "msgs_per_s", "msg/s"
+        g = gw.get(key) if gw else None
+        n = node.get(key) if node else None
+        line = f"{scenario_id:<28} {unit:<9} gateway {_num(g, 1):>12}  node {_num(n, 1):>12}"
+        r = _ratio(g, n)
+        if r is not None:
+            line += f"  gateway/node {r:5.2f}x"
+        if scenario["mode"] != "idle":
+            extra = []
+            for name, m in (("gw", gw), ("node", node)):
+                if m:
+                    extra.append(
+                        f"{name}: p99 {_num(m.get('latency_p99_ms'), 1)} ms, completion p99 "
+                        f"{_num(m.get('completion_p99_ms'), 1)} ms, loadgen cpu "
+                        f"{_num(m.get('loadgen_cpu'), 2)}, other cpu {_num(m.get('other_cpu'), 2)}"
+                    )
+            line += "\n    " + "; ".join(extra)
+        rows.append(line)
+    return "\n".join(rows)
