@@ -77,6 +77,7 @@ class Gateway:
         )
         self.connections: dict[str, Connection] = {}
         self.shutting_down = False
+        self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
     def _on_upstream_event(self, link: Link, event: wire.Event) -> None:
@@ -88,6 +89,17 @@ class Gateway:
     async def start(self) -> None:
         await self.broker.start()
         await self.upstream.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """One task for every connection's heartbeat and token expiry."""
+        settings = self.settings
+        tick = max(0.02, min(1.0, settings.heartbeat_interval / 4))
+        while True:
+            await asyncio.sleep(tick)
+            now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
+            for connection in list(self.connections.values()):
+                connection.sweep(now, wall_ms)
 
     @staticmethod
     def new_client_id() -> str:
@@ -129,6 +141,8 @@ class Gateway:
                 waiter.cancel()
         for connection in list(self.connections.values()):
             connection.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.hub.clear()
         await self.feeds.wallets.stop()
         await self.upstream.stop()

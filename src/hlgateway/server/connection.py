@@ -1,10 +1,9 @@
-"""One WebSocket client at the edge: reads frames into its Session, runs its
-outbox writer, its heartbeat and its token-expiry timer."""
+"""One WebSocket client at the edge: reads frames into its Session; its output
+goes through its Outbox; heartbeat and token expiry are swept by the gateway."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
     from hlgateway.server.edge import Edge
 
 log = logging.getLogger(__name__)
+
+PING_FRAME = b"\x89\x00"  # a protocol ping, no payload; unmasked as server frames are
 
 
 class Connection:
@@ -66,23 +67,20 @@ class Connection:
             limits=edge.session_limits if edge is not None else gateway.limits,
             stats=edge.stats if edge is not None else None,
         )
-        self._last_seen = time.monotonic()
+        self._last_seen = self._last_ping = time.monotonic()
+        self._expired = False
         self.closed = asyncio.Event()
 
     async def run(self) -> None:
         gateway = self._gateway
         gateway.connections[self.client_id] = self
         log.info("client %s connected (user %s)", self.client_id, self.session.principal.user_id)
-        loop = asyncio.get_running_loop()
-        timers = [loop.create_task(self._heartbeat()), loop.create_task(self._expiry())]
         try:
             self.session.welcome()
             await self._read()
             # Let queued replies (an error before a policy close, say) and the close go out.
             await wait_closed(self.outbox, 6.0)
         finally:
-            for task in timers:
-                task.cancel()
             self.outbox.cancel()
             self.session.close()
             gateway.connections.pop(self.client_id, None)
@@ -134,29 +132,27 @@ class Connection:
     def _close(self, verdict: Close) -> None:
         self.outbox.close(verdict.code, verdict.reason)
 
-    async def _heartbeat(self) -> None:
-        settings = self._gateway.settings
-        while True:
-            await asyncio.sleep(settings.heartbeat_interval)
-            if time.monotonic() - self._last_seen > settings.heartbeat_timeout:
-                log.info("client %s unresponsive: dropped", self.client_id)
-                self.abort()
-                return
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self._ws.ping()
+    def sweep(self, now: float, wall_ms: int) -> None:
+        """Heartbeat and token expiry, driven by the gateway's one sweeper task.
 
-    async def _expiry(self) -> None:
-        # Re-reads the deadline after each sleep: an `auth` message may have moved it.
-        while True:
-            expires_at = self.session.expires_at
-            if expires_at is None:
-                return
-            remaining = expires_at / 1000 - time.time()
-            if remaining <= 0:
-                self.session.stats["tokenExpired"] += 1
-                self.outbox.close(CloseCode.TOKEN_EXPIRED, "Token expired")
-                return
-            await asyncio.sleep(min(remaining, 3600))
+        No timer tasks per connection: at 10k idle connections they were the
+        largest part of a connection's memory.
+        """
+        settings = self._gateway.settings
+        expires_at = self.session.expires_at
+        if expires_at is not None and wall_ms >= expires_at and not self._expired:
+            # An `auth` refresh moves expires_at; this reads it fresh every sweep.
+            self._expired = True
+            self.session.stats["tokenExpired"] += 1
+            self.outbox.close(CloseCode.TOKEN_EXPIRED, "Token expired")
+        if now - self._last_seen > settings.heartbeat_timeout:
+            log.info("client %s unresponsive: dropped", self.client_id)
+            self.abort()
+        elif now - self._last_ping >= settings.heartbeat_interval:
+            self._last_ping = now
+            transport = self._request.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(PING_FRAME)
 
     def going_away(self) -> None:
         shutdown = encoding.message("shutdown", message="Server is shutting down")
