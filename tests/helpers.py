@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -175,47 +180,76 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """`hlgateway serve` as a real process, on the embedded simulator."""
+    """`hlgateway serve` as a real process, on the embedded simulator.
 
-    def __init__(self, port: int, **env: str) -> None:
+    Extra `args` go to `serve`; `env` on top of JWT_SECRET (and WARNING logs, unless
+    given); with `log_file` its stderr (the logs) is kept there; with `ssl_context`
+    it is reached over TLS.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *args: str,
+        log_file: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **env: str,
+    ) -> None:
         self.port = port
+        self.log_file = log_file
+        self._args = args
+        self._ssl = ssl_context
         self._env = env
         self.proc: asyncio.subprocess.Process | None = None
+        self.http = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+        self.ws = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}/ws"
 
     async def start(self) -> None:
-        import os
-        import sys
-
         env = {**os.environ, "JWT_SECRET": SECRET, "HLGATEWAY_LOG_LEVEL": "WARNING", **self._env}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hlgateway",
-            "serve",
-            "--port",
-            str(self.port),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
+        stderr = self.log_file.open("wb") if self.log_file is not None else None
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hlgateway",
+                "serve",
+                "--port",
+                str(self.port),
+                *self._args,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 20
             while True:
                 try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/health") as resp:
+                    async with session.get(f"{self.http}/health", ssl=self._ssl or False) as resp:
                         if resp.status == 200 and (await resp.json())["upstream"]["marketsLoaded"]:
                             return
                 except aiohttp.ClientError:
                     pass
                 if time.monotonic() > deadline or self.proc.returncode is not None:
-                    raise RuntimeError("gateway process did not become ready")
+                    raise RuntimeError("gateway process did not become ready:\n" + self.logs())
                 await asyncio.sleep(0.1)
 
-    async def terminate(self, timeout: float = 15) -> int:
-        import signal
+    def logs(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file is not None else ""
 
+    async def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM; its exit code (killed, and an error, if it outlives `timeout`)."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                await self.kill()
+                raise
+        return self.proc.returncode
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

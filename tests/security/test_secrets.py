@@ -13,12 +13,12 @@ from hlgateway.server.redact import redact
 from tests.helpers import (
     ALICE_WALLET,
     Client,
+    GatewayProcess,
     GatewayServer,
     alice_token,
     free_port,
     token,
 )
-from tests.security.support import LoggedProcess
 from tests.tls import self_signed
 
 
@@ -33,7 +33,9 @@ def test_redact() -> None:
 
 async def test_tokens_never_reach_the_logs(tmp_path: Path) -> None:
     """A real process logging at DEBUG: good, bad and malformed requests all carry tokens."""
-    proc = LoggedProcess(free_port(), tmp_path / "gateway.log", HLGATEWAY_LOG_LEVEL="DEBUG")
+    proc = GatewayProcess(
+        free_port(), log_file=tmp_path / "gateway.log", HLGATEWAY_LOG_LEVEL="DEBUG"
+    )
     await proc.start()
     secrets = {
         "good": alice_token(),
@@ -77,7 +79,7 @@ async def test_tokens_never_reach_the_logs(tmp_path: Path) -> None:
             await asyncio.wait_for(reader.read(), 5)
             writer.close()
     finally:
-        assert await proc.stop() == 0
+        assert await proc.terminate() == 0
     logs = proc.logs()
     assert "Error handling request" in logs  # the malformed requests were logged ...
     assert "[redacted]" in logs
@@ -105,13 +107,13 @@ async def test_health_leaks_nothing_private(server: GatewayServer) -> None:
 async def test_tls_serves_wss_and_cuts_stalled_handshakes(tmp_path: Path) -> None:
     cert_file, key_file = self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert_file))
-    proc = LoggedProcess(
+    proc = GatewayProcess(
         free_port(),
-        tmp_path / "gateway.log",
         "--tls-cert",
         str(cert_file),
         "--tls-key",
         str(key_file),
+        log_file=tmp_path / "gateway.log",
         ssl_context=trust,
         HLGATEWAY_HANDSHAKE_TIMEOUT="0.5",
     )
@@ -134,4 +136,4 @@ async def test_tls_serves_wss_and_cuts_stalled_handshakes(tmp_path: Path) -> Non
         assert 0.3 < loop.time() - start < 5
         writer.close()
     finally:
-        assert await proc.stop() == 0
+        assert await proc.terminate() == 0
