@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -172,8 +171,11 @@ async def test_feeds_start_and_stop_by_reference_count(
     await one.request(
         {"type": "unsubscribe", "channel": "orderbook", "params": {"symbol": "BTC", "depth": 5}}
     )
-    await asyncio.sleep(0.3)
-    assert len(upstream_subs(simulator, "l2Book")) == 1  # still needed by `two`
+    # Still needed by `two`: the gateway keeps it (a release would have queued the
+    # unsubscribe before the `unsubscribed` reply went out), and so the simulator does.
+    wanted = [s for link in server.gateway.upstream.links for s in link.wanted.values()]
+    assert [s for s in wanted if s["type"] == "l2Book"] == [{"type": "l2Book", "coin": "BTC"}]
+    assert len(upstream_subs(simulator, "l2Book")) == 1
     await two.close()  # the last subscriber disconnects
     await eventually(lambda: upstream_subs(simulator, "l2Book") == [])
     assert server.gateway.hub.topic_count == 0
