@@ -21,8 +21,7 @@ from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
 from hlgateway.protocol.frames import Frame
-from hlgateway.server.access_log import RedactingAccessLogger
-from hlgateway.server.app import build_app
+from hlgateway.server.runner import start_listening
 from hlgateway.upstream.networks import Endpoint
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-for-hs512-keys!"
@@ -53,26 +52,24 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 class GatewayServer:
-    """A Gateway and its aiohttp app on 127.0.0.1, on a free port."""
+    """A Gateway listening on 127.0.0.1 the way `hlgateway serve` does, on a free port."""
 
     def __init__(self, endpoint: Endpoint, settings: Settings) -> None:
         self.gateway = Gateway(settings, endpoint)
-        self._runner = web.AppRunner(
-            build_app(self.gateway), access_log_class=RedactingAccessLogger, shutdown_timeout=1
-        )
+        self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
         await self.gateway.start()
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        where = replace(self.gateway.settings, host="127.0.0.1", port=self.port)
+        self._runner, site = await start_listening(self.gateway, where, shutdown_timeout=1)
+        self.port = site.port
         await asyncio.wait_for(self.gateway.upstream.markets_loaded.wait(), 10)
 
     async def stop(self) -> None:
         await self.gateway.shutdown(drain_seconds=2)
-        await self._runner.cleanup()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     @property
     def http(self) -> str:

@@ -19,12 +19,11 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from aiohttp import web
 
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
-from hlgateway.server.app import build_app
+from hlgateway.server.runner import start_listening
 from hlgateway.simulator import SimConfig, Simulator
 from hlgateway.upstream.link import LinkState
 from hlgateway.upstream.networks import Endpoint
@@ -136,6 +135,8 @@ async def run_chaos(
     await sim.start("127.0.0.1", 0)
     settings = Settings(
         auth=AuthSettings(secret=SECRET),
+        host="127.0.0.1",
+        port=0,
         upstream_ping_interval=0.5,
         upstream_pong_timeout=1.0,
         upstream_stale_after=1.0,
@@ -147,11 +148,8 @@ async def run_chaos(
     )
     gateway = Gateway(settings, Endpoint("sim", sim.ws_url, sim.http_url + "/info"))
     await gateway.start()
-    runner = web.AppRunner(build_app(gateway))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, site = await start_listening(gateway, settings)
+    port = site.port
     report = ChaosReport()
     session = aiohttp.ClientSession()
     started = time.monotonic()

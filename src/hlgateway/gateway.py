@@ -7,6 +7,7 @@ client frames  -> Session -> Catalog (canonical topic, permissions) -> Hub -> Fe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -77,6 +78,7 @@ class Gateway:
         )
         self.connections: dict[str, Connection] = {}
         self.shutting_down = False
+        self._drained: asyncio.Event | None = None  # set when the last connection ends (shutdown)
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
@@ -100,6 +102,14 @@ class Gateway:
             now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
             for connection in list(self.connections.values()):
                 connection.sweep(now, wall_ms)
+
+    def register(self, connection: Connection) -> None:
+        self.connections[connection.client_id] = connection
+
+    def unregister(self, connection: Connection) -> None:
+        self.connections.pop(connection.client_id, None)
+        if not self.connections and self._drained is not None:
+            self._drained.set()
 
     @staticmethod
     def new_client_id() -> str:
@@ -134,11 +144,11 @@ class Gateway:
         log.info("shutting down: %d clients", len(connections))
         for connection in connections:
             connection.going_away()
-        waiters = [asyncio.ensure_future(c.closed.wait()) for c in connections]
-        if waiters:
-            _done, pending = await asyncio.wait(waiters, timeout=drain_seconds)
-            for waiter in pending:
-                waiter.cancel()
+        if self.connections:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_seconds):
+                    await self._drained.wait()
         for connection in list(self.connections.values()):
             connection.abort()
         if self._sweeper is not None:

@@ -63,6 +63,22 @@ RATE_LIMIT_EXCEEDED = "Rate limit exceeded"
 
 
 class Session:
+    __slots__ = (
+        "_bucket",
+        "_catalog",
+        "_clock",
+        "_errors",
+        "_hub",
+        "_limits",
+        "_out",
+        "_verifier",
+        "client_id",
+        "closed",
+        "principal",
+        "stats",
+        "verdict",
+    )
+
     def __init__(
         self,
         client_id: str,
@@ -84,7 +100,7 @@ class Session:
         self._verifier = verifier
         self._limits = limits
         self._clock = clock
-        self._errors: deque[float] = deque()
+        self._errors: deque[float] | None = None  # made on the first error; most make none
         self._bucket = TokenBucket(limits.message_rate, limits.message_burst, clock)
         # Shared by every session of the process: refusal counts for /health.
         self.stats: Counter[str] = stats if stats is not None else Counter()
@@ -257,6 +273,8 @@ class Session:
         self._send(encoding.error(code, text, rid, channel, params))
         now = self._clock()
         window = self._errors
+        if window is None:
+            window = self._errors = deque()
         window.append(now)
         while window and now - window[0] > self._limits.error_window:
             window.popleft()

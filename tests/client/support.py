@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from hlgateway.client import GatewayClient
 from hlgateway.config import Settings
 from hlgateway.upstream.networks import Endpoint
@@ -24,14 +22,7 @@ class PortGateway(GatewayServer):
 
     def __init__(self, endpoint: Endpoint, settings: Settings, port: int) -> None:
         super().__init__(endpoint, settings)
-        self.port = port
-
-    async def start(self) -> None:
-        await self.gateway.start()
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        await asyncio.wait_for(self.gateway.upstream.markets_loaded.wait(), 10)
+        self.port = port  # start() listens here
 
 
 class Recorder:

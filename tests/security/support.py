@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
 
-from hlgateway.server.listener import listen
 from tests.helpers import GatewayServer
 
 
 class EdgeServer(GatewayServer):
-    """GatewayServer listening the way `hlgateway serve` does: with the request-head deadline."""
-
-    async def start(self) -> None:
-        await self.gateway.start()
-        await self._runner.setup()
-        site = await listen(self._runner, self.gateway.settings)
-        self.port = site.port
-        await asyncio.wait_for(self.gateway.upstream.markets_loaded.wait(), 10)
+    """GatewayServer with a look at the edge's /health counters."""
 
     async def health(self) -> dict[str, Any]:
         async with (

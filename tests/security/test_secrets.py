@@ -67,17 +67,19 @@ async def test_tokens_never_reach_the_logs(tmp_path: Path) -> None:
             ) as resp,
         ):
             assert resp.status == 403
-        # Malformed requests that aiohttp itself logs as errors, with the request line.
-        for raw in (
-            f"GET /ws?token={secrets['good']}\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
-            f"GET /ws?token={secrets['opaque']}{'x' * 9000} HTTP/1.1\r\n\r\n",
-            f"GET /ws?token={secrets['good']} HTTP/9.9\r\n\r\n",
-        ):
-            reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
-            writer.write(raw.encode("latin-1"))
-            await writer.drain()
-            await asyncio.wait_for(reader.read(), 5)
-            writer.close()
+        # Malformed requests: the handshake's (/ws) and aiohttp's, which logs them as
+        # errors with the request line.
+        for path in ("/ws", "/health"):
+            for raw in (
+                f"GET {path}?token={secrets['good']}\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+                f"GET {path}?token={secrets['opaque']}{'x' * 9000} HTTP/1.1\r\n\r\n",
+                f"GET {path}?token={secrets['good']} HTTP/9.9\r\n\r\n",
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+                writer.write(raw.encode("latin-1"))
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 5)
+                writer.close()
     finally:
         assert await proc.terminate() == 0
     logs = proc.logs()

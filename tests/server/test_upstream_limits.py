@@ -12,6 +12,7 @@ from tests.helpers import (
     Client,
     GatewayServer,
     alice_token,
+    eventually,
     make_settings,
 )
 
@@ -32,7 +33,9 @@ async def test_upstream_subscription_limit_is_a_coded_refusal(simulator: Simulat
         assert (await subscribe(client, "orderbook", symbol="BTC", depth=3))["type"] == "subscribed"
         refused = await subscribe(client, "orderbook", symbol="ETH")
         assert (refused["type"], refused["code"]) == ("error", "UPSTREAM_UNAVAILABLE")
-        assert len(simulator.active_subscriptions()) == 2
+        # Upstream subscribes go out after the client's reply; both arrive, nothing more.
+        await eventually(lambda: len(simulator.active_subscriptions()) == 2)
+        assert srv.gateway.upstream.health()["subscriptions"] == 2
         # The refusal left nothing behind; freeing a slot makes room again.
         await client.request(
             {"type": "unsubscribe", "channel": "trades", "params": {"symbol": "BTC"}}

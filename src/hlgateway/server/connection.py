@@ -1,5 +1,11 @@
-"""One WebSocket client at the edge: reads frames into its Session; its output
-goes through its Outbox; heartbeat and token expiry are swept by the gateway."""
+"""One WebSocket client at the edge, as a plain asyncio protocol.
+
+After the handshake (server/front.py) the socket's bytes come here: the frame
+reader turns them into messages for the Session; output goes through the
+Outbox; heartbeat and token expiry are swept by the gateway. No task, no
+coroutine and no queue per connection: an idle client costs its transport and
+these few objects.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,23 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.http_websocket import WebSocketError
-
 from hlgateway.auth import Principal
 from hlgateway.protocol import encoding
 from hlgateway.protocol.errors import CloseCode, ErrorCode
 from hlgateway.protocol.frames import Frame
-from hlgateway.server.outbox import Outbox, wait_closed
+from hlgateway.server.outbox import Outbox
 from hlgateway.session import Close, Session
+from hlgateway.websocket.control import PING_FRAME, pong_frame
+from hlgateway.websocket.handshake import Deflate
+from hlgateway.websocket.reader import (
+    Binary,
+    CloseReceived,
+    Event,
+    FrameReader,
+    Ping,
+    Text,
+    Violation,
+)
 
 if TYPE_CHECKING:
     from hlgateway.gateway import Gateway
@@ -24,38 +38,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PING_FRAME = b"\x89\x00"  # a protocol ping, no payload; unmasked as server frames are
+MESSAGE_TOO_BIG = 1009
 
 
-class Connection:
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_edge",
+        "_ended",
+        "_expired",
+        "_gateway",
+        "_ip",
+        "_last_ping",
+        "_last_seen",
+        "_reader",
+        "_transport",
+        "client_id",
+        "outbox",
+        "session",
+    )
+
     def __init__(
         self,
         gateway: Gateway,
-        request: web.Request,
-        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
         principal: Principal,
-        edge: Edge | None = None,
+        edge: Edge,
+        *,
+        ip: str,
+        deflate: Deflate | None = None,
     ) -> None:
         self.client_id = gateway.new_client_id()
         self._gateway = gateway
         self._edge = edge
-        self._request = request
-        self._ws = ws
+        self._transport = transport
+        self._ip = ip
         settings = gateway.settings
-        transport = request.transport
-        assert transport is not None, "a prepared WebSocket has a transport"
-        # Frames are written straight to the transport, built once for everyone;
-        # aiohttp still handles the handshake, reading, pings and the close.
-        wbits = int(ws.compress) if settings.compression and ws.compress else 0
+        self._reader = FrameReader(
+            settings.max_message_bytes,
+            deflate=deflate is not None,
+            no_context_takeover=deflate is not None and deflate.client_no_context_takeover,
+        )
+        # Frames are written straight to the transport, built once for everyone.
         self.outbox = Outbox(
-            ws,
             transport,
             gateway.flusher,
             gateway.outbox_stats,
             max_bytes=settings.outbox_max_bytes,
             buffer_limit=settings.socket_buffer_bytes,
             write_timeout=settings.write_timeout,
-            deflate_wbits=wbits,
+            deflate_wbits=deflate.wbits if deflate is not None else 0,
         )
         self.session = Session(
             self.client_id,
@@ -64,56 +95,62 @@ class Connection:
             hub=gateway.hub,
             out=self.outbox,
             verifier=gateway.verifier,
-            limits=edge.session_limits if edge is not None else gateway.limits,
-            stats=edge.stats if edge is not None else None,
+            limits=edge.session_limits,
+            stats=edge.stats,
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False
-        self.closed = asyncio.Event()
+        self._ended = False
 
-    async def run(self) -> None:
-        gateway = self._gateway
-        gateway.connections[self.client_id] = self
+    def start(self, pending: bytes = b"") -> None:
+        """Take the socket over from the handshake; `pending`: bytes that came after the head."""
+        self._gateway.register(self)
+        self._transport.set_protocol(self)
         log.info("client %s connected (user %s)", self.client_id, self.session.principal.user_id)
-        try:
-            self.session.welcome()
-            await self._read()
-            # Let queued replies (an error before a policy close, say) and the close go out.
-            await wait_closed(self.outbox, 6.0)
-        finally:
-            self.outbox.cancel()
-            self.session.close()
-            gateway.connections.pop(self.client_id, None)
-            self.closed.set()
-            log.info("client %s disconnected (code %s)", self.client_id, self._ws.close_code)
+        self.session.welcome()
+        if pending:
+            self.data_received(pending)
 
-    async def _read(self) -> None:
-        ws = self._ws
-        while True:
-            msg = await ws.receive()
-            self._last_seen = time.monotonic()
-            if msg.type is WSMsgType.TEXT:
-                verdict = self._handle(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                verdict = self.session.reject(
-                    ErrorCode.INVALID_MESSAGE, "Messages must be JSON text frames"
-                )
-            elif msg.type is WSMsgType.PING:
-                if self.session.allow_control():
-                    await ws.pong(msg.data)
-                else:
-                    self.session.stats["pingsIgnored"] += 1
-                continue
-            elif msg.type is WSMsgType.PONG:
-                continue
-            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp answers 1009/1007/1002 itself)
-                if msg.type is WSMsgType.ERROR:
-                    self._count_error(msg.data)
-                self.outbox.close(CloseCode.NORMAL, "")
+    # -- input ----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._last_seen = time.monotonic()
+        for event in self._reader.feed(data):
+            if not self._on_event(event):
                 return
-            if verdict is not None:
-                self._close(verdict)
-                return
+
+    def _on_event(self, event: Event) -> bool:
+        """Handle one client frame; False once the connection is closing."""
+        if isinstance(event, Text):
+            verdict = self._handle(event.data)
+        elif isinstance(event, Binary):
+            verdict = self.session.reject(
+                ErrorCode.INVALID_MESSAGE, "Messages must be JSON text frames"
+            )
+        elif isinstance(event, Ping):
+            if self.session.allow_control():
+                self._transport.write(pong_frame(event.payload))
+            else:
+                self.session.stats["pingsIgnored"] += 1
+            return True
+        elif isinstance(event, CloseReceived):
+            if self.outbox.close_sent:
+                self._transport.close()  # the answer to our close: done
+            else:
+                self.outbox.close(event.code, hang_up=True)  # echo it, then hang up
+            return False
+        elif isinstance(event, Violation):
+            too_big = event.code == MESSAGE_TOO_BIG
+            self.session.stats["messageTooBig" if too_big else "protocolErrors"] += 1
+            # Failing the connection (RFC 6455 7.1.7): say why, then hang up; the
+            # client's bytes can no longer be read, so there is no handshake to wait for.
+            self.outbox.close(event.code, event.reason, hang_up=True)
+            return False
+        else:  # Pong: it only proves the client is alive (_last_seen)
+            return True
+        if verdict is not None:
+            self.outbox.close(verdict.code, verdict.reason)
+            return False
+        return True
 
     def _handle(self, data: str) -> Close | None:
         """The session never raises for bad input; should it ever raise, this client alone ends."""
@@ -125,13 +162,21 @@ class Connection:
             self.outbox.deliver(Frame(encoding.error(ErrorCode.INTERNAL, "Internal error")))
             return Close(CloseCode.INTERNAL, "Internal error")
 
-    def _count_error(self, error: object) -> None:
-        too_big = isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
-        self.session.stats["messageTooBig" if too_big else "protocolErrors"] += 1
+    def eof_received(self) -> bool:
+        return False  # the client half-closed: close our side too
 
-    def _close(self, verdict: Close) -> None:
-        self.outbox.close(verdict.code, verdict.reason)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.outbox.cancel()
+        self.session.close()
+        self._gateway.unregister(self)
+        self._edge.admission.leave_user(self.session.principal.user_id)
+        self._edge.admission.leave_ip(self._ip)
+        log.info("client %s disconnected", self.client_id)
 
+    # -- driven by the gateway --------------------------------------------
     def sweep(self, now: float, wall_ms: int) -> None:
         """Heartbeat and token expiry, driven by the gateway's one sweeper task.
 
@@ -150,9 +195,8 @@ class Connection:
             self.abort()
         elif now - self._last_ping >= settings.heartbeat_interval:
             self._last_ping = now
-            transport = self._request.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(PING_FRAME)
+            if not self._transport.is_closing():
+                self._transport.write(PING_FRAME)
 
     def going_away(self) -> None:
         shutdown = encoding.message("shutdown", message="Server is shutting down")
@@ -160,6 +204,4 @@ class Connection:
         self.outbox.close(CloseCode.GOING_AWAY, "Server shutting down")
 
     def abort(self) -> None:
-        transport = self._request.transport
-        if transport is not None:
-            transport.abort()
+        self._transport.abort()

@@ -2,10 +2,11 @@
 
 `Edge` holds the admission accounting, the session limits, the trusted proxy
 list and the refusal counters that `/health` shows. `HeadDeadline` is the
-slowloris defence: every HTTP connection must deliver a complete request head
-within `request_head_timeout` of being accepted (or of its previous request,
-on keep-alive), or its socket is cut. aiohttp alone would wait for a dribbling
-request head for as long as its keep-alive timeout (an hour).
+slowloris defence: a request head must be complete within `request_head_timeout`
+of the connection being accepted, or the socket is cut (aiohttp alone would wait
+for a dribbling head as long as its keep-alive timeout). The front protocol
+(server/front.py) keeps the deadline until it sees the request line; a socket
+it hands to aiohttp stays under it here until its request reaches the app.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HeadDeadline:
-    """Arms a timer per accepted connection; a request reaching the app disarms it."""
+    """A timer per connection handed to aiohttp; its request reaching the app disarms it."""
 
     def __init__(self, timeout: float, stats: Counter[str]) -> None:
         self.timeout = timeout
@@ -40,20 +41,11 @@ class HeadDeadline:
     def pending(self) -> int:
         return len(self._timers)
 
-    def wrap(self, factory: Callable[[], Any]) -> Callable[[], Any]:
-        """Wrap a protocol factory (aiohttp's `web.Server`) so each connection is timed."""
-
-        def make() -> Any:
-            protocol = factory()
-            self.arm(protocol)
-            return protocol
-
-        return make
-
-    def arm(self, protocol: Any) -> None:
+    def arm(self, protocol: Any, timeout: float | None = None) -> None:
         self.disarm(protocol)
         loop = asyncio.get_running_loop()
-        self._timers[protocol] = loop.call_later(self.timeout, self._expire, protocol)
+        delay = self.timeout if timeout is None else timeout
+        self._timers[protocol] = loop.call_later(delay, self._expire, protocol)
 
     def disarm(self, protocol: Any) -> None:
         timer = self._timers.pop(protocol, None)
@@ -76,20 +68,20 @@ class HeadDeadline:
 
     def middleware(self) -> Middleware:
         @web.middleware
-        async def head_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-            protocol = request.protocol
-            self.disarm(protocol)
-            upgraded = False
+        async def one_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # The head arrived in time. Each aiohttp connection then serves this one
+            # request and closes: a later request on a kept-alive connection could
+            # be `GET /ws`, which only the front protocol answers (server/front.py).
+            self.disarm(request.protocol)
             try:
                 response = await handler(request)
-                upgraded = isinstance(response, web.WebSocketResponse)
-                return response
-            finally:
-                # Keep-alive: the next request head is due within the same deadline.
-                if not upgraded and protocol.transport is not None:
-                    self.arm(protocol)
+            except web.HTTPException as exc:
+                exc.force_close()
+                raise
+            response.force_close()
+            return response
 
-        return head_deadline
+        return one_request
 
 
 class Edge:

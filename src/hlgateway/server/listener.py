@@ -1,4 +1,4 @@
-"""The listening socket: TCP or TLS, with the request-head deadline on every connection."""
+"""The listening socket: TCP or TLS; every accepted socket starts in the front protocol."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ssl
 from aiohttp import web
 
 from hlgateway.config import Settings
-from hlgateway.server.edge import HeadDeadline
+from hlgateway.server.front import Front
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -20,7 +20,8 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 
 class GuardedSite(web.BaseSite):
-    """Like aiohttp's TCPSite, with each accepted connection under a `HeadDeadline`."""
+    """Like aiohttp's TCPSite, with each accepted socket handled by `Front` first
+    (the WebSocket handshake, the request-head deadline), aiohttp serving the rest."""
 
     def __init__(
         self,
@@ -28,7 +29,7 @@ class GuardedSite(web.BaseSite):
         host: str,
         port: int,
         *,
-        deadline: HeadDeadline,
+        front: Front,
         handshake_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 512,
@@ -36,7 +37,7 @@ class GuardedSite(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._requested_port = port
-        self._deadline = deadline
+        self._front = front
         self._handshake_timeout = handshake_timeout
         self.port = port
 
@@ -47,11 +48,9 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        server = self._runner.server
-        assert server is not None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._deadline.wrap(server),
+            self._front,
             self._host,
             self._requested_port,
             ssl=self._ssl_context,
@@ -64,12 +63,18 @@ class GuardedSite(web.BaseSite):
 
     async def stop(self) -> None:
         await super().stop()
-        self._deadline.cancel_all()
+        self._front.edge.head_deadline.cancel_all()
+
+
+def _http_factory(runner: web.AppRunner) -> web.Server:
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    return server
 
 
 async def listen(runner: web.AppRunner, settings: Settings) -> GuardedSite:
     """Start listening as the settings say (host, port, TLS, deadlines)."""
-    from hlgateway.server.app import EDGE
+    from hlgateway.server.app import EDGE, GATEWAY
 
     context = None
     if settings.tls_cert and settings.tls_key:
@@ -78,7 +83,7 @@ async def listen(runner: web.AppRunner, settings: Settings) -> GuardedSite:
         runner,
         settings.host,
         settings.port,
-        deadline=runner.app[EDGE].head_deadline,
+        front=Front(runner.app[GATEWAY], runner.app[EDGE], _http_factory(runner)),
         handshake_timeout=settings.handshake_timeout,
         ssl_context=context,
     )

@@ -18,16 +18,13 @@ transport, coalesced, bounded, conflated.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-
-from aiohttp import web
 
 from hlgateway.protocol.errors import CloseCode
 from hlgateway.protocol.frames import Frame
+from hlgateway.websocket.control import close_frame
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +68,27 @@ class FlushScheduler:
 
 
 class Outbox:
+    __slots__ = (
+        "_abort_timer",
+        "_blocked_since",
+        "_buffer_limit",
+        "_bytes",
+        "_close",
+        "_close_sent",
+        "_frames",
+        "_hang_up",
+        "_max_bytes",
+        "_retry",
+        "_scheduler",
+        "_stats",
+        "_transport",
+        "_wbits",
+        "_write_timeout",
+        "overflowed",
+    )
+
     def __init__(
         self,
-        ws: web.WebSocketResponse,
         transport: asyncio.Transport,
         scheduler: FlushScheduler,
         stats: OutboxStats,
@@ -83,7 +98,6 @@ class Outbox:
         write_timeout: float = 30.0,
         deflate_wbits: int = 0,
     ) -> None:
-        self._ws = ws
         self._transport = transport
         self._scheduler = scheduler
         self._stats = stats
@@ -91,43 +105,60 @@ class Outbox:
         self._buffer_limit = buffer_limit
         self._write_timeout = write_timeout
         self._wbits = deflate_wbits  # 0: this client did not negotiate permessage-deflate
-        self._frames: deque[Frame] = deque()
+        # A list, made when the first frame is queued: an idle connection holds none
+        # (a deque costs ~760 bytes even when empty).
+        self._frames: list[Frame] | None = None
         self._bytes = 0
         self._blocked_since: float | None = None
         self._retry: asyncio.TimerHandle | None = None
-        self._close: tuple[int, str] | None = None
-        self._closing_task: asyncio.Task[None] | None = None
-        self.done = asyncio.Event()  # set when the close has been sent (or the link is gone)
+        self._close: tuple[int | None, str] | None = None
+        self._hang_up = False  # after our close frame: the client closed first, end at once
+        self._close_sent = False
+        self._abort_timer: asyncio.TimerHandle | None = None
         self.overflowed = False
 
     @property
     def queued_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
     # -- input --------------------------------------------------------------
     def deliver(self, frame: Frame) -> None:
         if self._close is not None:
             return
-        self._frames.append(frame)
-        self._bytes += len(frame.payload)
-        self._stats.queued_bytes += len(frame.payload)
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = []
+        frames.append(frame)
+        size = len(frame.payload)
+        self._bytes += size
+        self._stats.queued_bytes += size
         if self._bytes > self._max_bytes:
             self._conflate()
         self._scheduler.mark(self)
 
-    def close(self, code: int, reason: str) -> None:
-        """Close after what is queued has been written; nothing more is accepted."""
+    def close(self, code: int | None, reason: str = "", *, hang_up: bool = False) -> None:
+        """Send a close frame after what is queued; nothing more is accepted.
+
+        `hang_up`: end the TCP connection once it is written (this is the reply
+        to the client's close, or the connection failed). Otherwise wait for the
+        client's reply, and cut the connection if it does not come.
+        """
         if self._close is None:
             self._close = (code, reason)
+            self._hang_up = hang_up
             self._scheduler.mark(self)
 
     # -- bounds -------------------------------------------------------------
     def _conflate(self) -> None:
         """Over the bound: keep lossless frames, and only the newest of each snapshot topic."""
         newest: set[object] = set()
-        kept: deque[Frame] = deque()
+        kept: list[Frame] = []
         dropped = 0
-        for frame in reversed(self._frames):
+        for frame in reversed(self._frames or ()):
             key = frame.conflate_key
             if key is not None:
                 if key in newest:
@@ -135,7 +166,8 @@ class Outbox:
                     self._stats.conflated += 1
                     continue
                 newest.add(key)
-            kept.appendleft(frame)
+            kept.append(frame)
+        kept.reverse()
         self._frames = kept
         self._set_bytes(self._bytes - dropped)
         if self._bytes > self._max_bytes:
@@ -144,14 +176,14 @@ class Outbox:
     def _slow_consumer(self) -> None:
         self.overflowed = True
         self._stats.slow_consumers += 1
-        self._stats.dropped += len(self._frames)
+        self._stats.dropped += len(self._frames or ())
         log.info("slow consumer: %d bytes queued; closing with 4008", self._bytes)
-        self._frames.clear()
+        self._frames = None
         self._set_bytes(0)
         self._close = (CloseCode.SLOW_CONSUMER, "Slow consumer")
         # The close frame waits behind what the kernel and transport already hold:
         # give a client that is only slow the time to read up to it.
-        self._finish(abort_after=max(2.0, min(10.0, self._write_timeout)))
+        self._send_close(abort_after=max(2.0, min(10.0, self._write_timeout)))
 
     def _set_bytes(self, value: int) -> None:
         self._stats.queued_bytes += value - self._bytes
@@ -166,24 +198,27 @@ class Outbox:
         if transport.is_closing():
             self._discard()
             return
-        if self._frames:
+        frames = self._frames
+        if frames:
             if transport.get_write_buffer_size() > self._buffer_limit:
                 self._blocked()
                 return
             self._blocked_since = None
-            frames, self._frames = self._frames, deque()
+            self._frames = None
             wbits = self._wbits
-            if wbits:
-                data = b"".join([f.for_deflate(wbits) for f in frames])
+            if len(frames) == 1:
+                frame = frames[0]
+                transport.write(frame.for_deflate(wbits) if wbits else frame.raw)
+            elif wbits:
+                transport.write(b"".join([f.for_deflate(wbits) for f in frames]))
             else:
-                data = b"".join([f.raw for f in frames])
+                transport.write(b"".join([f.raw for f in frames]))
             self._set_bytes(0)
-            transport.write(data)
             if written is not None:
                 for frame in frames:
                     written[id(frame)] = frame
-        if self._close is not None and self._closing_task is None:
-            self._finish()
+        if self._close is not None and not self._close_sent:
+            self._send_close()
 
     def _blocked(self) -> None:
         now = time.monotonic()
@@ -196,40 +231,29 @@ class Outbox:
         self._retry = asyncio.get_running_loop().call_later(RETRY_BLOCKED, self.flush)
 
     def _discard(self) -> None:
-        self._stats.dropped += len(self._frames)
-        self._frames.clear()
+        self._stats.dropped += len(self._frames or ())
+        self._frames = None
         self._set_bytes(0)
-        self.done.set()
 
-    def _finish(self, abort_after: float = 5.0) -> None:
+    def _send_close(self, abort_after: float = 5.0) -> None:
         assert self._close is not None
         code, reason = self._close
-        self._closing_task = asyncio.get_running_loop().create_task(
-            self._close_ws(code, reason, abort_after)
-        )
-
-    async def _close_ws(self, code: int, reason: str, abort_after: float) -> None:
-        # aiohttp writes the close frame after everything we wrote (same transport)
-        # and waits for the client's answer; a client that stopped reading never
-        # answers, so the connection is cut after a grace period.
-        try:
-            async with asyncio.timeout(abort_after):
-                await self._ws.close(code=code, message=reason.encode())
-        except (TimeoutError, ConnectionError, RuntimeError):
-            self._transport.abort()
-        finally:
-            self.done.set()
+        self._close_sent = True
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(close_frame(code, reason))
+        if self._hang_up:
+            transport.close()  # flushes what is buffered, then FIN
+        else:
+            # The client answers with its own close frame (the connection then
+            # hangs up); one that never answers is cut after a grace period.
+            self._abort_timer = asyncio.get_running_loop().call_later(abort_after, transport.abort)
 
     def cancel(self) -> None:
         """The connection is gone: release everything."""
         if self._retry is not None:
             self._retry.cancel()
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
         self._discard()
-        if self._closing_task is not None and not self._closing_task.done():
-            self._closing_task.cancel()
-
-
-async def wait_closed(outbox: Outbox, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await outbox.done.wait()

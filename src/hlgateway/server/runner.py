@@ -18,7 +18,7 @@ from hlgateway.gateway import Gateway
 from hlgateway.server import redact
 from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
-from hlgateway.server.listener import listen
+from hlgateway.server.listener import GuardedSite, listen
 from hlgateway.upstream.networks import Endpoint, endpoint_for
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,7 @@ async def serve(
 
     gateway = Gateway(settings, endpoint)
     await gateway.start()
-    runner = web.AppRunner(
-        build_app(gateway),
-        handle_signals=False,
-        access_log_class=RedactingAccessLogger,
-        shutdown_timeout=5.0,
-    )
-    await runner.setup()
-    site = await listen(runner, settings)
+    runner, site = await start_listening(gateway, settings)
     port = site.port
     scheme = "wss" if settings.tls_cert else "ws"
     log.info(
@@ -81,6 +74,24 @@ async def serve(
         if simulator is not None:
             await simulator.stop()
         log.info("stopped")
+
+
+async def start_listening(
+    gateway: Gateway, settings: Settings, *, shutdown_timeout: float = 5.0
+) -> tuple[web.AppRunner, GuardedSite]:
+    """The gateway's HTTP and WebSocket server on `settings.host:port` (0: a free port).
+
+    The one way a gateway listens, in production, tests and benchmarks: /ws is
+    answered by the front protocol, everything else by the aiohttp app.
+    """
+    runner = web.AppRunner(
+        build_app(gateway),
+        handle_signals=False,
+        access_log_class=RedactingAccessLogger,
+        shutdown_timeout=shutdown_timeout,
+    )
+    await runner.setup()
+    return runner, await listen(runner, settings)
 
 
 def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:

@@ -1,0 +1,190 @@
+"""Every accepted socket starts here: read the request head, then either answer
+the WebSocket handshake ourselves or hand the socket to aiohttp.
+
+`GET /ws` is the gateway's hot path and its memory: answered here, a
+connection becomes a `Connection` protocol on the same transport, with no
+HTTP request object, parser, task or coroutine kept alive for its lifetime.
+Everything else (/health, /metrics, /client.js, the admin API) is aiohttp's:
+the bytes read so far are passed on to a fresh aiohttp protocol unchanged.
+
+The request-head deadline (slowloris defence) starts here too: a socket that
+does not deliver a complete head in time is cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from hlgateway.server import upgrade
+from hlgateway.server.connection import Connection
+from hlgateway.websocket.control import close_frame
+from hlgateway.websocket.handshake import (
+    HEAD_LIMIT,
+    HandshakeError,
+    RequestHead,
+    http_response,
+    parse_head,
+    parse_request_line,
+    switching_protocols,
+)
+from hlgateway.websocket.reader import CloseReceived, FrameReader, Violation
+
+if TYPE_CHECKING:
+    from hlgateway.gateway import Gateway
+    from hlgateway.server.edge import Edge
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/ws"
+REFUSAL_GRACE = 2.0  # seconds a refused client has to answer our 1008 close
+
+
+class Front:
+    """The listening socket's protocol factory."""
+
+    def __init__(
+        self, gateway: Gateway, edge: Edge, http: Callable[[], asyncio.BaseProtocol]
+    ) -> None:
+        self.gateway = gateway
+        self.edge = edge
+        self.http = http  # aiohttp's web.Server: one RequestHandler per connection
+
+    def __call__(self) -> FrontProtocol:
+        return FrontProtocol(self)
+
+
+class FrontProtocol(asyncio.Protocol):
+    __slots__ = ("_buffer", "_front", "_ip", "_reader", "_since", "_timer", "_transport")
+
+    def __init__(self, front: Front) -> None:
+        self._front = front
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._since = 0.0
+        self._ip: str | None = None  # counted in by admission: leave when the socket ends
+        self._reader: FrameReader | None = None  # refused after the 101: awaiting the close
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but act as one.
+        self._transport = cast(asyncio.Transport, transport)
+        self._since = time.monotonic()
+        timeout = self._front.edge.head_deadline.timeout
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._head_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reader is not None:
+            self._refused_client_says(data)
+            return
+        buffer = self._buffer
+        buffer += data
+        line_end = buffer.find(b"\r\n")
+        if line_end < 0:
+            if len(buffer) > HEAD_LIMIT:
+                self._refuse(HandshakeError(414, "Request line too long"))
+            return
+        line = parse_request_line(bytes(buffer[:line_end]))
+        if line is None or line.path != WS_PATH:
+            self._hand_to_http()
+            return
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(buffer) > HEAD_LIMIT:
+                self._refuse(HandshakeError(431, "Request head too large"))
+            return
+        self._cancel_timer()
+        head, pending = bytes(buffer[:head_end]), bytes(buffer[head_end + 4 :])
+        self._buffer = bytearray()
+        try:
+            self._upgrade(parse_head(head), pending)
+        except HandshakeError as exc:
+            self._refuse(exc)
+        except Exception:  # a bug must cost this socket only
+            log.exception("internal error in the WebSocket handshake")
+            self._refuse(HandshakeError(500, "Internal error"))
+
+    def _upgrade(self, head: RequestHead, pending: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        front = self._front
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        admitted = upgrade.admit(head, host, front.gateway, front.edge)
+        transport.write(switching_protocols(admitted.key, admitted.deflate))
+        if admitted.principal is None:
+            # Accepted at the HTTP level, then closed at once: browsers can read the reason.
+            self._ip = admitted.ip
+            transport.write(close_frame(1008, admitted.refusal))
+            self._reader = FrameReader(125)
+            self._timer = asyncio.get_running_loop().call_later(REFUSAL_GRACE, transport.abort)
+            return
+        connection = Connection(
+            front.gateway,
+            transport,
+            admitted.principal,
+            front.edge,
+            ip=admitted.ip,
+            deflate=admitted.deflate,
+        )
+        self._transport = None
+        connection.start(pending)
+
+    def _refused_client_says(self, data: bytes) -> None:
+        assert self._reader is not None and self._transport is not None
+        for event in self._reader.feed(data):
+            if isinstance(event, CloseReceived | Violation):
+                self._transport.close()
+                return
+
+    def _refuse(self, error: HandshakeError) -> None:
+        # The request line is not logged: it may carry a token.
+        log.info("WebSocket handshake refused: %d %s", error.status, error.text)
+        self._cancel_timer()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(http_response(error.status, error.text, error.headers))
+            transport.close()
+
+    def _hand_to_http(self) -> None:
+        """Not the WebSocket: aiohttp serves it, from the first byte."""
+        transport = self._transport
+        assert transport is not None
+        self._cancel_timer()
+        front = self._front
+        protocol = front.http()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        # The head deadline goes on for aiohttp's part (its middleware re-arms it per request).
+        left = front.edge.head_deadline.timeout - (time.monotonic() - self._since)
+        front.edge.head_deadline.arm(protocol, max(0.0, left))
+        pending, self._buffer = bytes(self._buffer), bytearray()
+        self._transport = None
+        cast(asyncio.Protocol, protocol).data_received(pending)
+
+    def _head_too_slow(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._front.edge.stats["slowRequestHeads"] += 1
+        log.info("cut a connection that sent no complete request in time")
+        transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self._transport = None
+        if self._ip is not None:
+            self._front.edge.admission.leave_ip(self._ip)
+            self._ip = None

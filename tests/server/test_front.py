@@ -1,0 +1,116 @@
+"""The front protocol over real sockets: our own WebSocket handshake, the close
+handshake, failing a connection, the hand-over of every other request to aiohttp,
+and what an open connection costs (no task of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from bench.fuzz.frames import CLOSE, PING, TEXT, frame, handshake
+from hlgateway.simulator import Simulator
+from tests.conftest import sim_endpoint
+from tests.helpers import Client, GatewayServer, alice_token, eventually, make_settings
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@pytest.fixture
+async def server(simulator: Simulator) -> AsyncIterator[GatewayServer]:
+    # Many connections from one address in one test: no per-IP or per-user limits here.
+    settings = make_settings(
+        new_connections_per_minute=0, max_connections_per_ip=0, max_connections_per_user=0
+    )
+    srv = GatewayServer(sim_endpoint(simulator), settings)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), 5)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
+async def raw_connect(srv: GatewayServer, then: bytes = b"") -> Stream:
+    """Handshake by hand; `then` goes out in the same write as the request head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(handshake(srv.port, alice_token()) + then)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    opcode, welcome = await read_frame(reader)
+    assert opcode == TEXT and json.loads(welcome)["type"] == "welcome"
+    return reader, writer
+
+
+async def test_frames_sent_with_the_request_head_are_read(server: GatewayServer) -> None:
+    ping = frame(TEXT, b'{"type":"ping","id":"early"}')
+    reader, writer = await raw_connect(server, then=ping)
+    opcode, pong = await read_frame(reader)
+    assert opcode == TEXT and json.loads(pong)["type"] == "pong"
+    writer.close()
+
+
+async def test_client_close_is_echoed_then_the_server_hangs_up(server: GatewayServer) -> None:
+    reader, writer = await raw_connect(server)
+    writer.write(frame(PING, b"hi"))
+    assert await read_frame(reader) == (0xA, b"hi")
+    writer.write(frame(CLOSE, struct.pack("!H", 4321) + b"bye"))
+    assert await read_frame(reader) == (CLOSE, struct.pack("!H", 4321))
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed TCP
+    await eventually(lambda: not server.gateway.connections)
+    writer.close()
+
+
+async def test_a_protocol_violation_fails_the_connection_at_once(server: GatewayServer) -> None:
+    reader, writer = await raw_connect(server)
+    writer.write(frame(TEXT, b'{"type":"ping"}', masked=False))  # clients must mask
+    opcode, payload = await read_frame(reader)
+    assert opcode == CLOSE and struct.unpack("!H", payload[:2])[0] == 1002
+    # No close handshake to wait for: the server hangs up right after its close frame.
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.http}/health") as resp,
+    ):
+        health = await resp.json()
+    assert health["limits"]["connectionsCut"]["protocolErrors"] == 1
+    writer.close()
+
+
+async def test_other_requests_go_to_aiohttp_one_per_connection(server: GatewayServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.http}/health") as resp:
+            assert resp.status == 200 and resp.headers["Connection"] == "close"
+        async with session.get(f"{server.http}/nope") as resp:
+            assert resp.status == 404 and resp.headers["Connection"] == "close"
+        # The same session then upgrades: on a new connection, answered by the front.
+        ws = await session.ws_connect(f"{server.ws}?token={alice_token()}")
+        assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+        await ws.close()
+
+
+async def test_an_open_connection_costs_no_task(server: GatewayServer) -> None:
+    before = len(asyncio.all_tasks())
+    streams = [await raw_connect(server) for _ in range(20)]
+    client = await Client.connect(server.ws, alice_token())  # and one through aiohttp's client
+    await client.recv()
+    assert len(server.gateway.connections) == 21
+    assert len(asyncio.all_tasks()) == before
+    for _, writer in streams:
+        writer.close()
+    await client.close()
+    await eventually(lambda: not server.gateway.connections)
