@@ -1,18 +1,28 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from hlgateway.simulator import SimConfig, Simulator
 from hlgateway.upstream.networks import Endpoint
-from tests.helpers import GatewayServer, make_settings
+from tests.helpers import GatewayProcess, GatewayServer, make_settings
 
 # Fast order flow so that user streams produce events within a test's patience.
 # Wallets that the gateway polls over REST must trade too: track_rest_queries.
 FAST_SIM = SimConfig(
     seed=7, book_interval=0.2, order_interval=0.3, max_fill_gap=1.5, track_rest_queries=True
 )
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """A test that fails before it stops its gateway process must not leave it running."""
+    yield
+    for proc in list(GatewayProcess.running):
+        GatewayProcess.running.discard(proc)
+        if proc.proc is not None and proc.proc.returncode is None:
+            proc.proc.kill()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
@@ -201,6 +201,9 @@ class GatewayProcess:
         self.http = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         self.ws = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}/ws"
 
+    # Started and not yet stopped: conftest kills what a failed test left behind.
+    running: ClassVar[set[GatewayProcess]] = set()
+
     async def start(self) -> None:
         env = {**os.environ, "JWT_SECRET": SECRET, "HLGATEWAY_LOG_LEVEL": "WARNING", **self._env}
         stderr = self.log_file.open("wb") if self.log_file is not None else None
@@ -220,6 +223,7 @@ class GatewayProcess:
         finally:
             if stderr is not None:
                 stderr.close()
+        GatewayProcess.running.add(self)
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 20
             while True:
@@ -239,6 +243,7 @@ class GatewayProcess:
     async def terminate(self, timeout: float = 15) -> int:
         """SIGTERM; its exit code (killed, and an error, if it outlives `timeout`)."""
         assert self.proc is not None
+        GatewayProcess.running.discard(self)
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -249,6 +254,7 @@ class GatewayProcess:
         return self.proc.returncode
 
     async def kill(self) -> None:
+        GatewayProcess.running.discard(self)
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()

@@ -95,7 +95,7 @@ class Settings:
     max_connections_per_user: int = 20  # HLGATEWAY_MAX_CONNECTIONS_PER_USER, open at once
     message_rate: float = 20.0  # HLGATEWAY_MESSAGE_RATE, client messages/s per connection
     message_burst: int = 100  # HLGATEWAY_MESSAGE_BURST, token bucket size
-    handshake_timeout: float = 10.0  # HLGATEWAY_HANDSHAKE_TIMEOUT (s): TLS handshake, upgrade
+    handshake_timeout: float = 10.0  # HLGATEWAY_HANDSHAKE_TIMEOUT (s): the TLS handshake
     request_head_timeout: float = 10.0  # HLGATEWAY_REQUEST_HEAD_TIMEOUT (s): slowloris deadline
     trusted_proxies: tuple[str, ...] = ()  # HLGATEWAY_TRUSTED_PROXIES: IPs/CIDRs, comma-separated
     allow_missing_origin: bool = True  # HLGATEWAY_ALLOW_MISSING_ORIGIN: upgrades without Origin

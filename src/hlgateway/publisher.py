@@ -33,10 +33,12 @@ class Publisher:
         broker: Broker,
         compression_threshold: int = DEFAULT_THRESHOLD,
         on_sent: Callable[[str, int, int], None] | None = None,
+        on_published: Callable[[Frame], None] | None = None,
     ) -> None:
         self._broker = broker
         self._threshold = compression_threshold
         self._on_sent = on_sent  # (channel, subscribers reached, payload size): metrics
+        self._on_published = on_published  # a frame that reached subscribers: latency metrics
         self._heads: dict[Topic, bytes] = {}
         self._throttles: dict[Topic, _Throttle] = {}
 
@@ -67,6 +69,8 @@ class Publisher:
         reached = self._broker.publish(topic, frame, snapshot=snapshot)
         if self._on_sent is not None:
             self._on_sent(topic.channel, reached, len(payload))
+        if reached and self._on_published is not None:
+            self._on_published(frame)
 
     def _throttled(self, topic: Topic, data: Any, snapshot: bool) -> None:
         # At most one message per interval, always with the latest data: only

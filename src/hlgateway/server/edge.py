@@ -119,7 +119,6 @@ class Edge:
             },
             "connectionsCut": {
                 "slowRequestHeads": s["slowRequestHeads"],
-                "handshakeTimeouts": s["handshakeTimeouts"],
                 "messageTooBig": s["messageTooBig"],
                 "protocolErrors": s["protocolErrors"],
                 "tooManyErrors": s["closedTooManyErrors"],
