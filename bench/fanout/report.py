@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.fanout.steering import describe
+
 NOTES_BEGIN = "<!-- notes:begin -->"
 NOTES_END = "<!-- notes:end -->"
 SERVER_NAMES = {"gateway": "gateway", "node": "Node ws"}
@@ -328,6 +330,9 @@ def design_section(results: Results, image_prefix: str) -> str:
         f"Python {m['python']} (aiohttp {m['aiohttp']}), Node {m['node']} (ws {m['ws']}), "
         f"fd hard limit {m['fd_hard_limit']:,}",
         f"- placement: {pin}",
+        f"- network: {describe(placement['receive_steering'])}"
+        if "receive_steering" in placement
+        else "- network: no receive steering (recorded before it existed)",
         *[
             f"- re-run on {r['date']}: {', '.join(r['scenarios'])} (`{r['command']}`)"
             for r in results.get("reruns", [])

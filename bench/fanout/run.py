@@ -38,6 +38,7 @@ from typing import Any
 
 from bench.fanout import procs as P
 from bench.fanout.scenarios import MIB, Scenario, plan
+from bench.fanout.steering import describe, steer_receives
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "fanout"
@@ -661,6 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
     parser.add_argument(
+        "--no-steering",
+        action="store_true",
+        help="leave loopback receives on the sending core (see bench/fanout/steering.py)",
+    )
+    parser.add_argument(
         "--merge",
         action="store_true",
         help="with --only: replace those scenarios' runs in the label's recorded results",
@@ -701,11 +707,15 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     started = time.time()
     interrupted = False
-    with procs.session(), Display(total, args.plain) as display:
+    with (
+        procs.session(),
+        Display(total, args.plain) as display,
+        steer_receives(CLIENT_CORE, not args.no_steering) as steering,
+    ):
         display.note(
             f"bench.fanout: {len(scenarios)} scenarios, {total} runs; servers on core "
             f"{SERVER_CORE}, load generator and pump on core {CLIENT_CORE}; "
-            f"logs in {BUILD / 'logs'}"
+            f"{describe(steering)}; logs in {BUILD / 'logs'}"
         )
         try:
             with pump_process(procs) as (pump, pump_port, feedback_port):
@@ -752,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
             "server_core": SERVER_CORE,
             "client_core": CLIENT_CORE,
             "taskset": shutil.which("taskset") is not None and P.cpu_count() > CLIENT_CORE,
+            "receive_steering": steering,
         },
         "scenarios": [s.as_dict() for s in scenarios],
         "aggregate": aggregate(good),
