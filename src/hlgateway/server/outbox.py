@@ -162,9 +162,10 @@ class Outbox:
         to the client's close, or the connection failed). Otherwise wait for the
         client's reply, and cut the connection if it does not come.
         """
+        if hang_up:
+            self._hang_up = True  # also when our own close is already waiting to go out
         if self._close is None:
             self._close = (code, reason)
-            self._hang_up = hang_up
             self._scheduler.mark(self)
 
     # -- bounds -------------------------------------------------------------
