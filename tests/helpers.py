@@ -21,6 +21,8 @@ from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
 from hlgateway.protocol.frames import Frame
+from hlgateway.server.app import EDGE
+from hlgateway.server.edge import Edge
 from hlgateway.server.runner import start_listening
 from hlgateway.upstream.networks import Endpoint
 
@@ -70,6 +72,11 @@ class GatewayServer:
         await self.gateway.shutdown(drain_seconds=2)
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @property
+    def edge(self) -> Edge:
+        assert self._runner is not None, "start() first"
+        return self._runner.app[EDGE]
 
     @property
     def http(self) -> str:

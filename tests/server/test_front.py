@@ -114,3 +114,22 @@ async def test_an_open_connection_costs_no_task(server: GatewayServer) -> None:
         writer.close()
     await client.close()
     await eventually(lambda: not server.gateway.connections)
+
+
+async def test_a_bug_in_the_handshake_costs_that_socket_only(
+    server: GatewayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(token: str | None) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.gateway.verifier, "verify", broken)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(handshake(server.port, alice_token()))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 500 ")
+    writer.close()
+    monkeypatch.undo()
+    assert server.edge.admission.open_from("127.0.0.1") == 0  # given back
+    client = await Client.connect(server.ws, alice_token())  # the next one is served
+    assert (await client.recv())["type"] == "welcome"
+    await client.close()

@@ -105,7 +105,10 @@ class FrontProtocol(asyncio.Protocol):
             self._refuse(exc)
         except Exception:  # a bug must cost this socket only
             log.exception("internal error in the WebSocket handshake")
-            self._refuse(HandshakeError(500, "Internal error"))
+            if self._transport is not None and self._ip is None:
+                self._refuse(HandshakeError(500, "Internal error"))
+            elif self._transport is not None:
+                self._transport.abort()
 
     def _upgrade(self, head: RequestHead, pending: bytes) -> None:
         transport = self._transport
@@ -114,22 +117,29 @@ class FrontProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else None
         admitted = upgrade.admit(head, host, front.gateway, front.edge)
+        self._ip = admitted.ip  # ours to give back until a Connection takes the socket
         transport.write(switching_protocols(admitted.key, admitted.deflate))
         if admitted.principal is None:
             # Accepted at the HTTP level, then closed at once: browsers can read the reason.
-            self._ip = admitted.ip
             transport.write(close_frame(1008, admitted.refusal))
             self._reader = FrameReader(125)
             self._timer = asyncio.get_running_loop().call_later(REFUSAL_GRACE, transport.abort)
             return
-        connection = Connection(
-            front.gateway,
-            transport,
-            admitted.principal,
-            front.edge,
-            ip=admitted.ip,
-            deflate=admitted.deflate,
-        )
+        try:
+            connection = Connection(
+                front.gateway,
+                transport,
+                admitted.principal,
+                front.edge,
+                ip=admitted.ip,
+                deflate=admitted.deflate,
+            )
+        except Exception:
+            front.edge.admission.leave_user(admitted.principal.user_id)
+            transport.abort()  # after a 101 there is no HTTP answer left to give
+            raise
+        # From here the Connection gives the IP and the user back when the socket ends.
+        self._ip = None
         self._transport = None
         connection.start(pending)
 

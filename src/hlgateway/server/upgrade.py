@@ -105,19 +105,17 @@ def admit(head: RequestHead, peer: str | None, gateway: Gateway, edge: Edge) -> 
         raise HandshakeError(429, TOO_MANY_CONNECTIONS, (("Retry-After", retry),))
     try:
         key = check_upgrade(head)  # an attempt counts against the IP even when malformed
-    except HandshakeError:
-        edge.admission.leave_ip(ip)
-        raise
-    deflate = negotiate_deflate(head.getall("sec-websocket-extensions"))
-    if not settings.compression:
-        deflate = None
-    token = head.query("token") or bearer_token(head.get("authorization"))
-    try:
+        offers = head.getall("sec-websocket-extensions")
+        deflate = negotiate_deflate(offers) if settings.compression else None
+        token = head.query("token") or bearer_token(head.get("authorization"))
         principal = gateway.verifier.verify(token)
     except TokenError as exc:
         edge.stats["tokenRefused"] += 1
         log.info("connection refused: %s", exc.reason)
         return Admitted(ip, key, deflate, None, exc.reason)
+    except BaseException:  # a refused handshake (HandshakeError), or a bug
+        edge.admission.leave_ip(ip)
+        raise
     if edge.admission.enter_user(principal.user_id) is not None:
         log.info("connection refused: user %s has too many connections", principal.user_id)
         return Admitted(ip, key, deflate, None, TOO_MANY_CONNECTIONS)
