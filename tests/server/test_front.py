@@ -133,3 +133,23 @@ async def test_a_bug_in_the_handshake_costs_that_socket_only(
     client = await Client.connect(server.ws, alice_token())  # the next one is served
     assert (await client.recv())["type"] == "welcome"
     await client.close()
+
+
+async def test_the_clients_close_in_the_same_read_as_our_reason_to_close(
+    server: GatewayServer,
+) -> None:
+    """Eleven refused messages (the error window closes with 1008) and the client's own
+    close in one write: the server sees that close although it stopped reading messages,
+    and ends with a FIN, not with the abort that waits for a close that never comes."""
+    reader, writer = await raw_connect(server)
+    junk = frame(TEXT, b"{not json")
+    writer.write(junk * 11 + frame(CLOSE, struct.pack("!H", 1000)))
+    codes = []
+    while True:
+        opcode, payload = await read_frame(reader)
+        if opcode == CLOSE:
+            codes.append(struct.unpack("!H", payload[:2])[0])
+            break
+    assert codes == [1008]
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # FIN: an abort would be a reset
+    writer.close()

@@ -115,11 +115,26 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_seen = time.monotonic()
         for event in self._reader.feed(data):
-            if not self._on_event(event):
-                return
+            self._on_event(event)
 
-    def _on_event(self, event: Event) -> bool:
-        """Handle one client frame; False once the connection is closing."""
+    def _on_event(self, event: Event) -> None:
+        """One client frame. Once we are closing, only the client's close matters:
+        it often arrives in the same read as the frame that made us close."""
+        if isinstance(event, CloseReceived):
+            if self.outbox.close_sent:
+                self._transport.close()  # the answer to our close: done
+            else:
+                self.outbox.close(event.code, hang_up=True)  # echo it, then hang up
+            return
+        if isinstance(event, Violation):
+            too_big = event.code == MESSAGE_TOO_BIG
+            self.session.stats["messageTooBig" if too_big else "protocolErrors"] += 1
+            # Failing the connection (RFC 6455 7.1.7): say why, then hang up; the
+            # client's bytes can no longer be read, so there is no handshake to wait for.
+            self.outbox.close(event.code, event.reason, hang_up=True)
+            return
+        if self.outbox.closing:
+            return
         if isinstance(event, Text):
             verdict = self._handle(event.data)
         elif isinstance(event, Binary):
@@ -131,26 +146,11 @@ class Connection(asyncio.Protocol):
                 self._transport.write(pong_frame(event.payload))
             else:
                 self.session.stats["pingsIgnored"] += 1
-            return True
-        elif isinstance(event, CloseReceived):
-            if self.outbox.close_sent:
-                self._transport.close()  # the answer to our close: done
-            else:
-                self.outbox.close(event.code, hang_up=True)  # echo it, then hang up
-            return False
-        elif isinstance(event, Violation):
-            too_big = event.code == MESSAGE_TOO_BIG
-            self.session.stats["messageTooBig" if too_big else "protocolErrors"] += 1
-            # Failing the connection (RFC 6455 7.1.7): say why, then hang up; the
-            # client's bytes can no longer be read, so there is no handshake to wait for.
-            self.outbox.close(event.code, event.reason, hang_up=True)
-            return False
+            return
         else:  # Pong: it only proves the client is alive (_last_seen)
-            return True
+            return
         if verdict is not None:
             self.outbox.close(verdict.code, verdict.reason)
-            return False
-        return True
 
     def _handle(self, data: str) -> Close | None:
         """The session never raises for bad input; should it ever raise, this client alone ends."""

@@ -134,6 +134,11 @@ class Outbox:
         return self._bytes
 
     @property
+    def closing(self) -> bool:
+        """A close has been asked for (sent or waiting behind queued frames)."""
+        return self._close is not None
+
+    @property
     def close_sent(self) -> bool:
         return self._close_sent
 
