@@ -104,12 +104,17 @@ async def test_other_requests_go_to_aiohttp_one_per_connection(server: GatewaySe
 
 
 async def test_an_open_connection_costs_no_task(server: GatewayServer) -> None:
-    before = len(asyncio.all_tasks())
+    before = asyncio.all_tasks()
     streams = [await raw_connect(server) for _ in range(20)]
     client = await Client.connect(server.ws, alice_token())  # and one through aiohttp's client
     await client.recv()
     assert len(server.gateway.connections) == 21
-    assert len(asyncio.all_tasks()) == before
+    # Tasks the gateway may start meanwhile for its own reasons (upstream REST refreshes)
+    # are not per connection; nothing from the server edge or aiohttp's request handler is.
+    new = asyncio.all_tasks() - before
+    origins = {task.get_coro().cr_code.co_filename for task in new}  # type: ignore[union-attr]
+    assert not [f for f in origins if "/server/" in f or "web_protocol" in f], origins
+    assert len(new) < 21
     for _, writer in streams:
         writer.close()
     await client.close()
