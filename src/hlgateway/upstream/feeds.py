@@ -177,7 +177,7 @@ class Feeds:
 
     def emit_account(self, account: wire.Account) -> None:
         for topic in tuple(self._user.get((ACCOUNT_UPDATES, account.wallet), ())):
-            self._publisher.publish(topic, account, snapshot=True)
+            self._publisher.publish(topic, account)
 
     # -- market data ------------------------------------------------------
     def _on_mids(self, event: wire.Mids) -> None:
@@ -203,7 +203,7 @@ class Feeds:
             symbols = topic.symbols if topic.symbols is not None else listed
             data = {s: entry(s, mids[s]) for s in symbols if s in mids}
             if data:
-                self._publisher.publish(topic, data, snapshot=True)
+                self._publisher.publish(topic, data)
 
     def _on_book(self, event: wire.Book) -> None:
         for topic in tuple(self._books.get(event.symbol, ())):
@@ -214,7 +214,7 @@ class Feeds:
                 "asks": event.asks[:depth],
                 "timestamp": event.time,
             }
-            self._publisher.publish(topic, data, snapshot=True)
+            self._publisher.publish(topic, data)
 
     def _on_trades(self, event: wire.Trades) -> None:
         topics = self._trades.get(event.symbol)
