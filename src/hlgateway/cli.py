@@ -65,6 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
             sim_seed=args.seed,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            broker=args.broker,
+            workers=args.workers,
         )
     except (SettingsError, OSError) as exc:
         print(f"hlgateway: {exc}", file=sys.stderr)
@@ -91,6 +93,10 @@ def _serve(args: argparse.Namespace) -> int:
             ]
         print("\n".join(lines), flush=True)
 
+    if settings.workers > 1:
+        from hlgateway.server.workers import run_workers
+
+        return run_workers(settings, banner)
     return run(settings, banner)
 
 
@@ -164,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", help="PEM certificate (chain): serve wss:// and https:// (HLGATEWAY_TLS_CERT)"
     )
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert (HLGATEWAY_TLS_KEY)")
+    serve.add_argument(
+        "--broker",
+        help="redis://HOST:PORT/DB: join every node sharing that Redis into one gateway "
+        "(HLGATEWAY_BROKER; default: one process, in-memory)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="N processes on one port (SO_REUSEPORT), to use N cores; needs --broker "
+        "(HLGATEWAY_WORKERS, default 1)",
+    )
     serve.set_defaults(func=_serve)
 
     simulate = sub.add_parser("simulate", help="run the Hyperliquid simulator on its own")

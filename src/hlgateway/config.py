@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
@@ -115,6 +116,11 @@ class Settings:
     directory_dsn: str | None = None  # HLGATEWAY_DIRECTORY_DSN: postgresql://...
     directory_table: str = "hlgateway_user_wallets"  # HLGATEWAY_DIRECTORY_TABLE
     directory_refresh: float = 30.0  # HLGATEWAY_DIRECTORY_REFRESH (s)
+    # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
+    broker: str | None = None  # HLGATEWAY_BROKER / --broker: redis://HOST:PORT/DB
+    workers: int = 1  # HLGATEWAY_WORKERS / --workers: processes on one port (needs broker)
+    reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
+    node_name: str | None = None  # HLGATEWAY_NODE_NAME: this node in /health and leases
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -200,6 +206,7 @@ def settings_from_env(
         "history_max": int,
         "market_wait": float,
         "directory_refresh": float,
+        "workers": int,
     }
     for name, kind in numeric.items():
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
@@ -219,6 +226,8 @@ def settings_from_env(
         "directory_file",
         "directory_dsn",
         "directory_table",
+        "broker",
+        "node_name",
     ):
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
         if raw is not None:
@@ -229,7 +238,7 @@ def settings_from_env(
     proxies = _env(env, "HLGATEWAY_TRUSTED_PROXIES")
     if proxies is not None:
         values["trusted_proxies"] = _split(proxies)
-    for name in ("allow_missing_origin", "compression"):
+    for name in ("allow_missing_origin", "compression", "reuse_port"):
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
         if raw is not None:
             values[name] = _flag(f"HLGATEWAY_{name.upper()}", raw)
@@ -258,5 +267,18 @@ def check_security_settings(settings: Settings) -> None:
             raise SettingsError(f"HLGATEWAY_{name.upper()}: must be positive")
     if not 1 <= settings.history_size <= settings.history_max:
         raise SettingsError("HLGATEWAY_HISTORY_SIZE: must be 1..HLGATEWAY_HISTORY_MAX")
+    if settings.broker is not None and urlsplit(settings.broker).scheme not in (
+        "redis",
+        "rediss",
+        "unix",
+    ):
+        raise SettingsError("--broker (HLGATEWAY_BROKER): a redis://HOST:PORT/DB URL")
+    if settings.workers < 1:
+        raise SettingsError("--workers (HLGATEWAY_WORKERS): at least 1")
+    if settings.workers > 1 and settings.broker is None:
+        raise SettingsError(
+            "--workers N needs --broker redis://HOST:PORT/DB: the workers share one gateway's "
+            "streams, history and upstream through Redis (without it, run one process)"
+        )
     if not TABLE_RE.fullmatch(settings.directory_table):
         raise SettingsError("HLGATEWAY_DIRECTORY_TABLE: a table name ([schema.]name)")

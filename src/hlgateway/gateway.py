@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hlgateway.auth import TokenVerifier
 from hlgateway.broker import Broker, MemoryBroker, Retention
+from hlgateway.broker.redis import RedisBroker, node_name
 from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
@@ -32,6 +33,7 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
+from hlgateway.upstream.ownership import Ownership
 from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
 
 if TYPE_CHECKING:
@@ -49,9 +51,12 @@ class Gateway:
         # Lossless topics outlive their last subscriber for the history window,
         # so that their history keeps filling for a client that comes back.
         self.hub = Hub(self, linger=settings.history_ttl)
-        self.broker: Broker = MemoryBroker(
-            Retention(settings.history_size, settings.history_ttl, settings.history_max)
-        )
+        retention = Retention(settings.history_size, settings.history_ttl, settings.history_max)
+        self.broker: Broker
+        if settings.broker is not None:
+            self.broker = RedisBroker(settings.broker, retention, node=settings.node_name)
+        else:
+            self.broker = MemoryBroker(retention)
         self.broker.bind(self._deliver)
         self.metrics = Metrics(self)
         self.outbox_stats = OutboxStats()
@@ -79,6 +84,16 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.feeds = Feeds(self.upstream, self.publisher, settings.upstream_poll_interval)
+        # With a shared broker, a lease in Redis decides which node feeds each
+        # upstream stream; alone, this node feeds whatever its clients want.
+        self.ownership = (
+            Ownership(self.broker, self.feeds) if isinstance(self.broker, RedisBroker) else None
+        )
+        self.node = (
+            self.broker.node
+            if isinstance(self.broker, RedisBroker)
+            else settings.node_name or node_name()
+        )
         self.directory = UserDirectory()
         self.directory_sync = DirectorySync(
             self.directory,
@@ -102,12 +117,18 @@ class Gateway:
 
     # -- the hub's listener: a topic's first subscriber, and its end ---------
     def on_first(self, topic: Topic) -> None:
-        self.feeds.on_first(topic)  # may refuse the topic (ProtocolError)
+        if self.ownership is None:
+            self.feeds.on_first(topic)  # may refuse the topic (ProtocolError)
+        else:
+            self.ownership.want(topic)
         self.broker.demand(topic)
 
     def on_last(self, topic: Topic) -> None:
         self.broker.drop(topic)
-        self.feeds.on_last(topic)
+        if self.ownership is None:
+            self.feeds.on_last(topic)
+        else:
+            self.ownership.unwant(topic)
 
     def _deliver(self, topic: Topic, payload: bytes, offset: int) -> None:
         """The broker's sink: one Frame per message for every local subscriber."""
@@ -129,6 +150,8 @@ class Gateway:
         await self.directory_sync.start()
         await self.broker.start()
         await self.upstream.start()
+        if self.ownership is not None:
+            self.ownership.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
@@ -183,6 +206,10 @@ class Gateway:
                 "topics": self.hub.topic_count,
             },
             "upstream": {**upstream, "wallets": self.feeds.wallets.modes_summary()},
+            "node": self.node,
+            "leases": self.ownership.health()
+            if self.ownership is not None
+            else {"mode": "alone: this node feeds every stream"},
             "broker": self.broker.health(),
             "history": {"lingeringTopics": self.hub.lingering_count},
             "directory": self.directory_sync.health(),
@@ -205,6 +232,8 @@ class Gateway:
             connection.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.ownership is not None:
+            await self.ownership.stop()
         self.hub.clear()
         await self.feeds.wallets.stop()
         await self.upstream.stop()

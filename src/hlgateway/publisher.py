@@ -38,6 +38,34 @@ class Publisher:
         else:
             self._send(topic, data)
 
+    def publish_items(
+        self,
+        topic: Topic,
+        fields: dict[str, Any],
+        key: str,
+        items: list[tuple[str, Any]],
+        keep: float,
+    ) -> None:
+        """Publish `{**fields, key: [items...]}` with each item at most once per
+        topic across every node (the broker's shared exactly-once ledger):
+        `items` are (id, item) pairs. Each item is encoded once, here."""
+        head = self._heads.get(topic)
+        if head is None:
+            head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
+        opening = encoding.encode(fields)[:-1]
+        prefix = b"".join((head, opening, b"," if fields else b"", encoding.encode(key), b":["))
+        suffix = b']},"timestamp":%d}' % encoding.now_ms()
+        encoded = [(item_id, encoding.encode(item)) for item_id, item in items]
+        self._broker.publish_items(topic, prefix, encoded, suffix, keep)
+
+    def publish_once(self, topic: Topic, data: Any, item_id: str, keep: float) -> None:
+        """Publish one message at most once per topic across every node, by `item_id`."""
+        head = self._heads.get(topic)
+        if head is None:
+            head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
+        payload = encoding.data_frame(head, data)
+        self._broker.publish_items(topic, b"", [(item_id, payload)], b"", keep)
+
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A server notice on the `system` channel."""
         self._send(SYSTEM_TOPIC, {"event": event, "message": message, **fields})

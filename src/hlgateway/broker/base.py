@@ -109,6 +109,25 @@ class Broker(ABC):
         """Position (lossless), keep, and deliver a complete data message to every
         node that wants the topic. Never blocks; never re-encodes per node."""
 
+    def publish_items(
+        self,
+        topic: Topic,
+        prefix: bytes,
+        items: list[tuple[str, bytes]],
+        suffix: bytes,
+        keep: float,
+    ) -> None:
+        """Publish `prefix + item,item,... + suffix` (a complete data message) with
+        only the items whose id was never published on the topic before (within
+        `keep` seconds, by any node), or nothing if none is new.
+
+        The exactly-once ledger shared by every node (fills by id, order
+        transitions, trades): an engine whose nodes each run their own ledgers
+        (memory: one node) may publish all items, since the caller's ledger
+        already removed what this node gave before.
+        """
+        self.publish(topic, prefix + b",".join(item for _, item in items) + suffix)
+
     @abstractmethod
     def demand(self, topic: Topic) -> None:
         """This node wants the topic's publications (its first local subscriber)."""

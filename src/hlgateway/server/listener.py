@@ -33,12 +33,14 @@ class GuardedSite(web.BaseSite):
         handshake_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 512,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._requested_port = port
         self._front = front
         self._handshake_timeout = handshake_timeout
+        self._reuse_port = reuse_port  # --workers: N processes on one port
         self.port = port
 
     @property
@@ -56,6 +58,7 @@ class GuardedSite(web.BaseSite):
             ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
             ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
         )
         if self._server.sockets:
@@ -86,6 +89,7 @@ async def listen(runner: web.AppRunner, settings: Settings) -> GuardedSite:
         front=Front(runner.app[GATEWAY], runner.app[EDGE], _http_factory(runner)),
         handshake_timeout=settings.handshake_timeout,
         ssl_context=context,
+        reuse_port=settings.reuse_port,
     )
     await site.start()
     return site

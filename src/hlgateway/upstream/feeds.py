@@ -32,6 +32,11 @@ from hlgateway.upstream.wallets import WalletFeeds
 
 log = logging.getLogger(__name__)
 
+# How long the shared ledgers remember a fill or order transition, and a trade
+# (seconds): longer than any snapshot Hyperliquid re-sends on a resubscribe.
+LEDGER_KEEP = 24 * 3600.0
+TRADE_LEDGER_KEEP = 3600.0
+
 
 class PriceEntry(msgspec.Struct, frozen=True):
     price: float
@@ -78,7 +83,8 @@ class Feeds:
         )
 
     # -- hub listener -----------------------------------------------------
-    def on_first(self, topic: Topic) -> None:
+    def on_first(self, topic: Topic, since_ms: int | None = None) -> None:
+        """Start feeding `topic`; user streams deliver from `since_ms` (default: now)."""
         acquired: list[dict[str, Any]] = []
         attached: list[str] = []
         try:
@@ -88,7 +94,7 @@ class Feeds:
             for wallet in topic.wallets:
                 key = (topic.channel, wallet)
                 if key not in self._user:
-                    self.wallets.attach(topic.channel, wallet)
+                    self.wallets.attach(topic.channel, wallet, since_ms)
                     self._user[key] = {}
                     attached.append(wallet)
                 self._user[key][topic] = None
@@ -165,15 +171,19 @@ class Feeds:
             self._last_status = status
 
     # -- emitter for WalletFeeds ------------------------------------------
+    # Ids for the broker's shared exactly-once ledger (every node, across an
+    # upstream handover): a fill by (wallet, tid), an order transition by its
+    # (oid, status, remaining size), a trade by (time, tid).
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
-        data = {"fills": fills}
+        items = [(f"{f.wallet}:{f.id}", f) for f in fills]
         for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
-            self._publisher.publish(topic, data)
+            self._publisher.publish_items(topic, {}, "fills", items, LEDGER_KEEP)
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
         data = {"action": action, "order": order}
+        item_id = f"{order.id}:{order.status}:{order.remaining}"
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
-            self._publisher.publish(topic, data)
+            self._publisher.publish_once(topic, data, item_id, LEDGER_KEEP)
 
     def emit_account(self, account: wire.Account) -> None:
         for topic in tuple(self._user.get((ACCOUNT_UPDATES, account.wallet), ())):
@@ -224,6 +234,8 @@ class Feeds:
         fresh = ledger.accept(event.trades)
         if not fresh:
             return
-        data = {"symbol": event.symbol, "trades": fresh}
+        items = [(f"{t.timestamp}:{t.id}", t) for t in fresh]
         for topic in tuple(topics):
-            self._publisher.publish(topic, data)
+            self._publisher.publish_items(
+                topic, {"symbol": event.symbol}, "trades", items, TRADE_LEDGER_KEEP
+            )

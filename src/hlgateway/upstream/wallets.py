@@ -97,8 +97,14 @@ class WalletFeeds:
         self.rest_failures = 0
 
     # -- topics -----------------------------------------------------------
-    def attach(self, channel: str, wallet: str) -> None:
-        """A topic of `channel` for `wallet` starts (first subscriber)."""
+    def attach(self, channel: str, wallet: str, since_ms: int | None = None) -> None:
+        """A topic of `channel` for `wallet` starts (first subscriber).
+
+        `since_ms`: deliver from then on (default: now). A node taking over a
+        stream from another (scale-out) passes the stream's original start, so
+        that what happened during the handover is delivered; the shared ledger
+        drops what the previous holder already gave.
+        """
         state = self._wallets.get(wallet)
         if state is None:
             ws_count = sum(1 for s in self._wallets.values() if s.mode == "ws")
@@ -109,11 +115,12 @@ class WalletFeeds:
         if channel in state.channels:
             return
         # Deliver from this moment on: history from before is not news.
+        start = now_ms() if since_ms is None else since_ms
         if channel == USER_FILLS:
-            state.fills = FillLedger(since_ms=now_ms())
+            state.fills = FillLedger(since_ms=start)
         elif channel == USER_ORDERS:
             state.orders = OrderLedger()
-            state.orders_since_ms = now_ms()
+            state.orders_since_ms = start
         if state.mode == "ws":
             try:
                 self._upstream.acquire(subscription_for(channel, wallet))

@@ -1,0 +1,645 @@
+"""The Redis engine: every node sharing one Redis acts as one gateway.
+
+Client: redis-py's asyncio client (with the hiredis parser), see docs/scaling.md.
+
+Per topic (id from broker/topics.py), all keys under one hash tag `{id}`:
+- `hlgw:{id}:m`  a hash: the stream's epoch `e` and last offset `o`;
+- `hlgw:{id}:s`  the history, a Redis Stream whose entry ids are `offset-0`;
+- `hlgw:{id}:l`  the latest payload of a snapshot topic;
+- `hlgw:{id}:d:<item id>`  the shared exactly-once ledger (one key per item, with a TTL);
+- PUB/SUB channel `hlgw:{id}`.
+
+A lossless publication is one Lua script run: it keeps the items never
+published before (shared ledger), assigns the next offset (creating the epoch
+if Redis has none: a flushed or restarted Redis gives a new one), appends to
+the stream, trims it by the retention settings, and publishes
+`offset:epoch:payload`. The payload is encoded once, by the publishing node;
+every receiving node splices the position in (`with_position`), once per node.
+
+A node subscribes to a topic's channel while it has local demand or a read in
+flight. Each lossless stream's delivery goes through a StreamTracker, which
+keeps it contiguous (gaps are fetched from the history) and merges reads with
+live data (broker/tracker.py).
+
+While Redis is away the node keeps serving: snapshots and notices are delivered
+locally, lossless publications wait in a bounded queue (their ledger ids make a
+retry safe), reads answer `recovered: false`; `degraded` is True. It reconnects
+with backoff, subscribes again and fetches what its streams missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from hlgateway.broker.base import (
+    Broker,
+    Position,
+    Publication,
+    Replay,
+    Retention,
+    with_position,
+)
+from hlgateway.broker.topics import topic_id
+from hlgateway.broker.tracker import Stored, StreamTracker
+from hlgateway.client.backoff import Backoff
+from hlgateway.protocol.channels import Topic
+
+log = logging.getLogger(__name__)
+
+PREFIX = "hlgw"
+READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
+CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
+MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
+BATCH = 256  # publications per pipeline
+UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
+UNAVAILABLE_EPOCH = "unavailable"
+
+# KEYS: meta, stream. ARGV: channel, new epoch, size, ttl ms, max size, keep ms (ledger),
+# ledger key prefix, payload prefix, payload suffix, n, then n (id, item) pairs.
+PUBLISH_LUA = """
+local fresh = {}
+local n = tonumber(ARGV[10])
+for i = 0, n - 1 do
+  if redis.call('set', ARGV[7] .. ARGV[11 + 2 * i], '1', 'NX', 'PX', ARGV[6]) then
+    fresh[#fresh + 1] = ARGV[12 + 2 * i]
+  end
+end
+if #fresh == 0 then return 0 end
+local payload = ARGV[8] .. table.concat(fresh, ',') .. ARGV[9]
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('hset', KEYS[1], 'e', epoch)
+end
+local offset = redis.call('hincrby', KEYS[1], 'o', 1)
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[4])
+redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'p', payload, 't', now)
+local size = tonumber(ARGV[3])
+if offset > size then
+  -- Beyond the last `size` messages and older than the ttl: trimmed.
+  local old = redis.call('xrange', KEYS[2], '-', (offset - size) .. '-0', 'COUNT', 64)
+  local cut = nil
+  for _, entry in ipairs(old) do
+    if tonumber(entry[2][4]) < now - ttl then cut = entry[1] else break end
+  end
+  if cut then
+    local first = tonumber(string.match(cut, '^(%d+)')) + 1
+    redis.call('xtrim', KEYS[2], 'MINID', first .. '-0')
+  end
+end
+redis.call('pexpire', KEYS[1], ttl)
+redis.call('pexpire', KEYS[2], ttl)
+redis.call('publish', ARGV[1], offset .. ':' .. epoch .. ':' .. payload)
+return offset
+"""
+
+# KEYS: meta, stream. ARGV: new epoch, after (-1: none), ttl ms.
+# Returns {epoch, head, entries after `after`}.
+READ_LUA = """
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('hset', KEYS[1], 'e', epoch)
+  redis.call('pexpire', KEYS[1], ARGV[3])
+end
+local head = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
+local after = tonumber(ARGV[2])
+local entries = {}
+if after >= 0 and after < head then
+  entries = redis.call('xrange', KEYS[2], (after + 1) .. '-0', '+')
+end
+return {epoch, head, entries}
+"""
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def redacted(url: str) -> str:
+    """host:port/db of a redis:// URL, without credentials."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+class _Keys:
+    __slots__ = ("channel", "latest", "ledger", "meta", "stream")
+
+    def __init__(self, tid: str) -> None:
+        base = f"{PREFIX}:{{{tid}}}"
+        self.meta = f"{base}:m"
+        self.stream = f"{base}:s"
+        self.latest = f"{base}:l"
+        self.ledger = f"{base}:d:"
+        self.channel = f"{PREFIX}:{tid}".encode()
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        retention: Retention | None = None,
+        *,
+        node: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.node = node or node_name()
+        self.retention = retention if retention is not None else Retention()
+        self._ttl_ms = int(self.retention.ttl * 1000)
+        self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        self.redis: aioredis.Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._publish_script: Any = None
+        self._read_script: Any = None
+        self.connected = False
+        self._up = asyncio.Event()
+        self._keys: dict[Topic, _Keys] = {}
+        self._by_channel: dict[bytes, Topic] = {}
+        self._subscribed: set[bytes] = set()
+        self._acks: dict[bytes, asyncio.Future[None]] = {}
+        self._wanted: set[Topic] = set()
+        self._reading: collections.Counter[Topic] = collections.Counter()
+        self._trackers: dict[Topic, StreamTracker] = {}
+        self._latest: dict[Topic, bytes] = {}
+        self._progress: dict[Topic, asyncio.Event] = {}  # reads waiting for live data
+        self._queue: collections.deque[tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]]
+        self._queue = collections.deque()
+        self._wake = asyncio.Event()
+        self._unique = itertools.count(1)
+        self._unique_prefix = secrets.token_hex(4)
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_refresh = 0.0
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # -- keys ---------------------------------------------------------------
+    def keys(self, topic: Topic) -> _Keys:
+        keys = self._keys.get(topic)
+        if keys is None:
+            keys = self._keys[topic] = _Keys(topic_id(topic))
+        return keys
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        # Serve without Redis if it is not there yet; say degraded meanwhile.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self._up.wait()
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *([self._supervisor] if self._supervisor else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._close()
+
+    async def _close(self) -> None:
+        self.connected = False
+        self._up.clear()
+        pubsub, client = self._pubsub, self.redis
+        self._pubsub, self.redis = None, None
+        self._subscribed.clear()
+        for future in self._acks.values():
+            if not future.done():
+                future.set_exception(ConnectionError("Redis connection lost"))
+                future.exception()  # retrieved here: nobody may be waiting
+        self._acks.clear()
+        with contextlib.suppress(Exception):
+            if pubsub is not None:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            if client is not None:
+                await client.aclose()
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                attempt = 0
+                log.info("broker: connected to %s as node %s", redacted(self.url), self.node)
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("broker: Redis unavailable (%s); serving degraded", exc)
+            except Exception:
+                log.exception("broker: unexpected error; reconnecting")
+            if self.connected:
+                self.stats["disconnects"] += 1
+            await self._close()
+            attempt += 1
+            await asyncio.sleep(self._backoff.delay(attempt))
+
+    async def _connect(self) -> None:
+        client = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        await client.ping()
+        self.redis = client
+        self._publish_script = client.register_script(PUBLISH_LUA)
+        self._read_script = client.register_script(READ_LUA)
+        pubsub = client.pubsub()
+        self._pubsub = pubsub
+        # A first subscription opens the PUB/SUB connection; the node's own
+        # channel doubles as a liveness marker.
+        await pubsub.subscribe(f"{PREFIX}:node:{self.node}")
+        self.connected = True
+        self._up.set()
+
+    async def _serve(self) -> None:
+        """Run until the connection fails: the reader, the writer, and resubscribing."""
+        assert self._pubsub is not None
+        reader = asyncio.ensure_future(self._read_loop(self._pubsub))
+        writer = asyncio.ensure_future(self._write_loop())
+        try:
+            for topic in {*self._wanted, *self._reading}:
+                await self._subscribe(topic)
+            # What the streams missed while this node was away.
+            for topic, tracker in list(self._trackers.items()):
+                if tracker.epoch is not None and not tracker.fetching:
+                    tracker.fetching = True
+                    self._spawn(self._fetch_gap(topic, tracker.offset))
+            self._wake.set()
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def degraded(self) -> bool:
+        return not self.connected
+
+    # -- publishing -----------------------------------------------------------
+    def publish(self, topic: Topic, payload: bytes) -> None:
+        if topic.lossless:
+            unique = f"u{self._unique_prefix}{next(self._unique)}"
+            self._enqueue(topic, b"", [(unique, payload)], b"", int(UNIQUE_KEEP * 1000))
+        elif topic.snapshot:
+            if not self.connected:
+                # Keep serving this node's subscribers while Redis is away.
+                self._latest[topic] = payload
+                self._deliver(topic, payload, 0)
+                return
+            self._enqueue(topic, payload, [], b"", 0)
+        else:
+            # Notices (`system`) are about this node: they stay on it.
+            self._deliver(topic, payload, 0)
+
+    def publish_items(
+        self,
+        topic: Topic,
+        prefix: bytes,
+        items: list[tuple[str, bytes]],
+        suffix: bytes,
+        keep: float,
+    ) -> None:
+        if items:
+            self._enqueue(topic, prefix, items, suffix, int(keep * 1000))
+
+    def _enqueue(
+        self,
+        topic: Topic,
+        prefix: bytes,
+        items: list[tuple[str, bytes]],
+        suffix: bytes,
+        keep_ms: int,
+    ) -> None:
+        queue = self._queue
+        if len(queue) >= MAX_QUEUED:
+            queue.popleft()
+            self.stats["droppedWhileAway"] += 1
+        queue.append((topic, prefix, items, suffix, keep_ms))
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
+            try:
+                await self._write(batch)
+            except BaseException:
+                # Not known to be done: again after reconnecting. A lossless
+                # item's ledger id keeps a retried publication from repeating.
+                queue.extendleft(reversed(batch))
+                raise
+
+    async def _write(
+        self, batch: list[tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]]
+    ) -> None:
+        assert self.redis is not None
+        retention, ttl_ms = self.retention, self._ttl_ms
+        pipe = self.redis.pipeline(transaction=False)
+        for topic, prefix, items, suffix, keep_ms in batch:
+            keys = self.keys(topic)
+            if topic.lossless:
+                args: list[Any] = [
+                    keys.channel,
+                    new_epoch(),
+                    retention.size,
+                    ttl_ms,
+                    retention.max_size,
+                    keep_ms,
+                    keys.ledger,
+                    prefix,
+                    suffix,
+                    len(items),
+                ]
+                for item_id, item in items:
+                    args += (item_id, item)
+                await self._publish_script(keys=[keys.meta, keys.stream], args=args, client=pipe)
+            else:  # a snapshot: its payload travels as `prefix`
+                pipe.set(keys.latest, prefix, px=ttl_ms)
+                pipe.publish(keys.channel, prefix)
+        await pipe.execute()
+        self.stats["published"] += len(batch)
+
+    # -- receiving --------------------------------------------------------------
+    async def _read_loop(self, pubsub: PubSub) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "message":
+                self._on_message(message["channel"], message["data"])
+            elif kind == "subscribe":
+                channel = message["channel"]
+                self._subscribed.add(channel)
+                future = self._acks.pop(channel, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        topic = self._by_channel.get(channel)
+        if topic is None:
+            return
+        self.stats["received"] += 1
+        if not topic.lossless:
+            self._latest[topic] = data
+            self._deliver(topic, data, 0)
+            return
+        tracker = self._trackers.get(topic)
+        if tracker is None:
+            return
+        first = data.index(b":")
+        second = data.index(b":", first + 1)
+        offset = int(data[:first])
+        epoch = data[first + 1 : second].decode()
+        publication = Publication(offset, with_position(data[second + 1 :], offset, epoch))
+        passed, gap_after = tracker.receive(epoch, publication)
+        for item in passed:
+            self._deliver(topic, item.payload, item.offset)
+        if gap_after is not None:
+            self.stats["gaps"] += 1
+            self._spawn(self._fetch_gap(topic, gap_after))
+
+    def _deliver(self, topic: Topic, payload: bytes, offset: int) -> None:
+        if self._sink is not None:
+            self._sink(topic, payload, offset)
+        if self._progress:
+            progress = self._progress.get(topic)
+            if progress is not None:
+                progress.set()
+
+    async def _fetch_gap(self, topic: Topic, after: int) -> None:
+        stored: Stored | None = None
+        try:
+            stored = await self._stored(topic, after)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("broker: fetching a gap failed: %s", exc)
+        tracker = self._trackers.get(topic)
+        if tracker is None:
+            return
+        before = tracker.gaps_lost
+        for item in tracker.fetched(stored):
+            self._deliver(topic, item.payload, item.offset)
+        if tracker.gaps_lost > before:
+            self.stats["gapsLost"] += tracker.gaps_lost - before
+
+    async def _stored(self, topic: Topic, after: int | None) -> Stored:
+        """The stream's epoch, head, and entries after `after` (None: none)."""
+        assert self.redis is not None
+        keys = self.keys(topic)
+        epoch_raw, head, entries = await self._read_script(
+            keys=[keys.meta, keys.stream],
+            args=[new_epoch(), -1 if after is None else after, self._ttl_ms],
+        )
+        epoch = epoch_raw.decode()
+        publications = []
+        for entry_id, fields in entries:
+            offset = int(entry_id.split(b"-", 1)[0])
+            publications.append(Publication(offset, with_position(fields[1], offset, epoch)))
+        return Stored(epoch, int(head), publications)
+
+    # -- demand -----------------------------------------------------------------
+    def demand(self, topic: Topic) -> None:
+        if topic in self._wanted or not (topic.lossless or topic.snapshot):
+            return
+        self._wanted.add(topic)
+        if self.connected:
+            self._spawn(self._subscribe(topic))
+
+    def drop(self, topic: Topic) -> None:
+        self._wanted.discard(topic)
+        self._release_if_unwanted(topic)
+
+    def _release_if_unwanted(self, topic: Topic) -> None:
+        if topic in self._wanted or self._reading[topic] > 0:
+            return
+        self._reading.pop(topic, None)
+        keys = self._keys.pop(topic, None)
+        self._trackers.pop(topic, None)
+        self._latest.pop(topic, None)
+        if keys is None:
+            return
+        self._by_channel.pop(keys.channel, None)
+        if keys.channel in self._subscribed and self._pubsub is not None and self.connected:
+            self._subscribed.discard(keys.channel)
+            self._spawn(self._unsubscribe(keys.channel))
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            if self._pubsub is not None and channel not in self._by_channel:
+                await self._pubsub.unsubscribe(channel)
+
+    async def _subscribe(self, topic: Topic) -> None:
+        """Subscribe to the topic's channel; return once Redis confirmed it."""
+        keys = self.keys(topic)
+        self._by_channel[keys.channel] = topic
+        if topic.lossless and topic not in self._trackers:
+            self._trackers[topic] = StreamTracker()
+        if keys.channel in self._subscribed:
+            return
+        future = self._acks.get(keys.channel)
+        if future is None:
+            if self._pubsub is None:
+                raise ConnectionError("Redis is not connected")
+            future = self._acks[keys.channel] = asyncio.get_running_loop().create_future()
+            await self._pubsub.subscribe(keys.channel)
+        await asyncio.shield(future)
+
+    # -- reading ----------------------------------------------------------------
+    def read_now(self, topic: Topic, since: Position | None) -> Replay | None:
+        if not (topic.lossless or topic.snapshot):
+            return Replay(None)
+        if topic.snapshot and self.keys(topic).channel in self._subscribed:
+            latest = self._latest.get(topic)
+            if latest is not None:
+                return Replay(None, False, [Publication(0, latest)])
+        if not self.connected:
+            return self._unavailable(topic)
+        return None
+
+    def _unavailable(self, topic: Topic) -> Replay:
+        """What a subscriber gets while Redis is away: live data only."""
+        if topic.snapshot:
+            latest = self._latest.get(topic)
+            return Replay(None, False, [Publication(0, latest)] if latest is not None else [])
+        tracker = self._trackers.get(topic)
+        if tracker is not None and tracker.epoch is not None:
+            return Replay(Position(tracker.offset, tracker.epoch), False)
+        return Replay(Position(0, UNAVAILABLE_EPOCH), False)
+
+    async def read(self, topic: Topic, since: Position | None) -> Replay:
+        answer = self.read_now(topic, since)
+        if answer is not None:
+            return answer
+        self._reading[topic] += 1
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                return await self._read(topic, since)
+        except (RedisError, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.warning("broker: a read failed (%s); live data only", exc)
+            self.stats["readFailures"] += 1
+            return self._unavailable(topic)
+        finally:
+            self._reading[topic] -= 1
+            # After the caller attached (it does so in this very turn): keep the
+            # subscription only if the topic is now wanted.
+            asyncio.get_running_loop().call_soon(self._release_if_unwanted, topic)
+
+    async def _read(self, topic: Topic, since: Position | None) -> Replay:
+        await self._subscribe(topic)
+        if topic.snapshot:
+            assert self.redis is not None
+            stored_latest = await self.redis.get(self.keys(topic).latest)
+            latest = stored_latest if isinstance(stored_latest, bytes) else None
+            newer = self._latest.get(topic)  # live while the GET ran
+            if newer is not None:
+                latest = newer
+            return Replay(None, False, [Publication(0, latest)] if latest is not None else [])
+        tracker = self._trackers[topic]
+        catch = tracker.open_catch()
+        try:
+            stored = await self._stored(topic, None if since is None else since.offset)
+            # What was published before the read is on its way live (or being
+            # fetched): wait for it, so that the replay reaches the head it read.
+            if tracker.epoch == stored.epoch and tracker.offset < stored.head:
+                await self._caught_up(topic, tracker, stored)
+        except BaseException:
+            tracker.close_catch(catch)
+            raise
+        return tracker.resolve(catch, stored, since)
+
+    async def _caught_up(self, topic: Topic, tracker: StreamTracker, stored: Stored) -> None:
+        progress = self._progress.setdefault(topic, asyncio.Event())
+        try:
+            async with asyncio.timeout(CATCH_UP_WAIT):
+                while tracker.epoch == stored.epoch and tracker.offset < stored.head:
+                    progress.clear()
+                    await progress.wait()
+        except TimeoutError:
+            pass  # resolve() gives what there is: the rest comes live
+        finally:
+            self._progress.pop(topic, None)
+
+    # -- upkeep -------------------------------------------------------------------
+    def upkeep(self) -> None:
+        """Keep the history of wanted streams from expiring while they are quiet."""
+        now = time.monotonic()
+        every = min(30.0, self.retention.ttl / 3)
+        if not self.connected or now - self._last_refresh < every:
+            return
+        self._last_refresh = now
+        lossless = [t for t in self._wanted if t.lossless]
+        if lossless:
+            self._spawn(self._refresh(lossless))
+
+    async def _refresh(self, topics: list[Topic]) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            assert self.redis is not None
+            pipe = self.redis.pipeline(transaction=False)
+            for topic in topics:
+                keys = self.keys(topic)
+                pipe.pexpire(keys.meta, self._ttl_ms)
+                pipe.pexpire(keys.stream, self._ttl_ms)
+            await pipe.execute()
+
+    async def command(self, work: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+        """Run `work` on the command connection; raises ConnectionError while away."""
+        client = self.redis
+        if client is None or not self.connected:
+            raise ConnectionError("Redis is not connected")
+        return await work(client)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "engine": "redis",
+            "status": "ok" if self.connected else "degraded",
+            "url": redacted(self.url),
+            "node": self.node,
+            "connected": self.connected,
+            "channels": len(self._subscribed),
+            "streams": len(self._trackers),
+            "queued": len(self._queue),
+            **dict(self.stats),
+        }

@@ -1,0 +1,300 @@
+"""Which node feeds each upstream stream, when nodes share a Redis (scale-out).
+
+Hyperliquid's limits are per IP (links, subscriptions, tracked users): a fleet
+must hold each upstream stream once, not once per node. Every node writes the
+topics its clients want into a demand set in Redis (a sorted set scored by
+expiry: a node that dies stops refreshing, and its demand goes within
+DEMAND_TTL). Every node reads the whole set and competes for a lease per
+demanded topic (broker/leases.py decides when; this module runs the commands);
+the holder runs the topic's feed (upstream/feeds.py) and publishes through the
+broker to every node. When the holder dies its leases expire and the other
+nodes take them over; the new holder's user streams start from the topic's
+first demand (kept in Redis), and the broker's shared ledger drops whatever the
+previous holder already published, so fills and order transitions stay exactly
+once across the handover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from redis.exceptions import RedisError
+
+from hlgateway.broker.leases import Command, Event, Lease, LeaseTiming
+from hlgateway.broker.redis import PREFIX, RedisBroker
+from hlgateway.broker.topics import decode_topic, encode_topic, topic_id
+from hlgateway.protocol.channels import MARKET_CHANNELS, USER_CHANNELS, Topic
+from hlgateway.protocol.errors import ProtocolError
+from hlgateway.upstream.feeds import LEDGER_KEEP, Feeds
+
+log = logging.getLogger(__name__)
+
+DEMAND_KEY = f"{PREFIX}:demand"
+DEMAND_TTL = 15.0  # seconds a node's demand outlives its last refresh
+DEMAND_REFRESH = 3.0
+SCAN_EVERY = 0.5  # how often the global demand is read
+TICK = 0.25
+REFUSED_PAUSE = 30.0  # a topic this node's upstream refused is left to others this long
+
+FED_CHANNELS = MARKET_CHANNELS | USER_CHANNELS
+
+# KEYS: lease. ARGV: node, ttl ms. Acquire or renew: 1 if the lease is ours now.
+CLAIM_LUA = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RELEASE_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return 1
+"""
+
+
+def lease_key(topic: Topic) -> str:
+    return f"{PREFIX}:{{{topic_id(topic)}}}:lease"
+
+
+def start_key(topic: Topic) -> str:
+    return f"{PREFIX}:{{{topic_id(topic)}}}:start"
+
+
+class Ownership:
+    def __init__(
+        self,
+        broker: RedisBroker,
+        feeds: Feeds,
+        timing: LeaseTiming | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._broker = broker
+        self._feeds = feeds
+        self.timing = timing or LeaseTiming()
+        self._clock = clock
+        self._local: dict[Topic, None] = {}
+        self._fresh: set[Topic] = set()  # local demand not yet written
+        self._demanded: set[Topic] = set()  # every node's, as last read
+        self._leases: dict[Topic, Lease] = {}
+        self.feeding: set[Topic] = set()
+        self._refused: dict[Topic, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_refresh = float("-inf")
+        self._last_scan = float("-inf")
+        self.gained = 0
+        self.lost = 0
+
+    # -- local demand (the hub's first and last subscriber) ---------------------
+    def want(self, topic: Topic) -> None:
+        if topic.channel not in FED_CHANNELS:
+            return
+        self._local[topic] = None
+        self._fresh.add(topic)
+        self._wake.set()
+
+    def unwant(self, topic: Topic) -> None:
+        # Its demand in Redis expires by itself (other nodes may want it too).
+        self._local.pop(topic, None)
+        self._fresh.discard(topic)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop feeding and give the leases back, so others take over at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        held = [t for t, lease in self._leases.items() if lease.held]
+        for topic in list(self.feeding):
+            self._stop_feed(topic)
+        if held:
+            with contextlib.suppress(RedisError, OSError, ConnectionError):
+                await self._broker.command(lambda r: self._release_all(r, held))
+
+    async def _release_all(self, client: Any, topics: list[Topic]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for topic in topics:
+            pipe.eval(RELEASE_LUA, 1, lease_key(topic), self._broker.node)
+        await pipe.execute()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ConnectionError) as exc:
+                log.debug("ownership: Redis unavailable: %s", exc)
+            except Exception:
+                log.exception("ownership: unexpected error")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):
+                    await self._wake.wait()
+
+    async def _tick(self) -> None:
+        now = self._clock()
+        broker = self._broker
+        fresh, self._fresh = self._fresh, set()
+        try:
+            if broker.connected and (fresh or now - self._last_refresh >= DEMAND_REFRESH):
+                await self._write_demand(now)
+            if broker.connected and (fresh or now - self._last_scan >= SCAN_EVERY):
+                await self._scan(now)
+        except BaseException:
+            self._fresh |= fresh  # written next time
+            raise
+        await self._drive(self._clock())
+
+    async def _write_demand(self, now: float) -> None:
+        topics = list(self._local)
+        self._last_refresh = now
+        if not topics:
+            return
+        wall_ms = time.time_ns() // 1_000_000
+        expiry = wall_ms + int(DEMAND_TTL * 1000)
+        keep_ms = int(DEMAND_TTL * 2000)
+
+        async def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.zadd(DEMAND_KEY, {encode_topic(t): expiry for t in topics})
+            for topic in topics:
+                # The topic's first demand anywhere: where a new holder starts.
+                pipe.set(start_key(topic), wall_ms, nx=True, px=keep_ms)
+                pipe.pexpire(start_key(topic), keep_ms)
+            await pipe.execute()
+
+        await self._broker.command(write)
+
+    async def _scan(self, now: float) -> None:
+        self._last_scan = now
+        wall_ms = time.time_ns() // 1_000_000
+
+        async def scan(client: Any) -> list[bytes]:
+            pipe = client.pipeline(transaction=False)
+            pipe.zremrangebyscore(DEMAND_KEY, "-inf", wall_ms)
+            pipe.zrangebyscore(DEMAND_KEY, wall_ms, "+inf")
+            _, members = await pipe.execute()
+            return list(members)
+
+        demanded: set[Topic] = set()
+        for raw in await self._broker.command(scan):
+            try:
+                demanded.add(decode_topic(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("ownership: a malformed demand entry was ignored")
+        self._demanded = demanded
+
+    async def _drive(self, now: float) -> None:
+        """Want the leases of demanded topics, send what the leases ask, act on outcomes."""
+        timing = self.timing
+        for topic in self._demanded:
+            if self._refused.get(topic, 0.0) > now:
+                continue
+            lease = self._leases.get(topic)
+            if lease is None:
+                lease = self._leases[topic] = Lease(lease_key(topic), timing)
+            lease.want(now)
+        for topic, lease in list(self._leases.items()):
+            if topic not in self._demanded or self._refused.get(topic, 0.0) > now:
+                lease.unwant(now)
+            if lease.idle:
+                del self._leases[topic]
+        commands = [
+            (topic, lease, command)
+            for topic, lease in self._leases.items()
+            if (command := lease.poll(now)) is not None
+        ]
+        if not commands:
+            return
+        outcomes: list[bool | None]
+        try:
+            outcomes = await self._broker.command(lambda r: self._send(r, commands))
+        except (RedisError, OSError, ConnectionError):
+            outcomes = [None] * len(commands)
+        gained: list[Topic] = []
+        for (topic, lease, command), ok in zip(commands, outcomes, strict=True):
+            event = lease.outcome(command, ok, now)
+            if event is Event.GAINED:
+                gained.append(topic)
+            elif event is Event.LOST:
+                self._stop_feed(topic)
+        if gained:
+            await self._start_feeds(gained)
+
+    async def _send(
+        self, client: Any, commands: list[tuple[Topic, Lease, Command]]
+    ) -> list[bool | None]:
+        node, ttl_ms = self._broker.node, int(self.timing.ttl * 1000)
+        pipe = client.pipeline(transaction=False)
+        for _, lease, command in commands:
+            if command is Command.RELEASE:
+                pipe.eval(RELEASE_LUA, 1, lease.key, node)
+            else:
+                pipe.eval(CLAIM_LUA, 1, lease.key, node, ttl_ms)
+        return [bool(result) for result in await pipe.execute()]
+
+    async def _start_feeds(self, topics: list[Topic]) -> None:
+        wall_ms = time.time_ns() // 1_000_000
+        starts: list[Any]
+        try:
+            starts = await self._broker.command(lambda r: r.mget([start_key(t) for t in topics]))
+        except (RedisError, OSError, ConnectionError):
+            starts = [None] * len(topics)
+        # Never reach further back than the shared ledger remembers.
+        floor = wall_ms - int(LEDGER_KEEP * 1000) + 60_000
+        for topic, start in zip(topics, starts, strict=True):
+            since = max(int(start), floor) if start is not None else wall_ms
+            self._start_feed(topic, since)
+
+    def _start_feed(self, topic: Topic, since_ms: int) -> None:
+        if topic in self.feeding:
+            return
+        try:
+            self._feeds.on_first(topic, since_ms)
+        except ProtocolError as exc:
+            # This node's upstream budget is spent: leave the topic to others.
+            log.warning("ownership: cannot feed %s here (%s)", topic.channel, exc.message)
+            self._refused[topic] = self._clock() + REFUSED_PAUSE
+            lease = self._leases.get(topic)
+            if lease is not None:
+                lease.unwant(self._clock())
+            self._wake.set()
+            return
+        self.feeding.add(topic)
+        self.gained += 1
+        log.info("ownership: node %s now feeds %s", self._broker.node, topic.channel)
+
+    def _stop_feed(self, topic: Topic) -> None:
+        if topic in self.feeding:
+            self.feeding.discard(topic)
+            self.lost += 1
+            self._feeds.on_last(topic)
+
+    def health(self) -> dict[str, Any]:
+        now = self._clock()
+        held = [lease for lease in self._leases.values() if lease.held]
+        return {
+            "held": len(held),
+            "unconfirmed": sum(1 for lease in held if not lease.confirmed(now)),
+            "demanded": len(self._demanded),
+            "localDemand": len(self._local),
+            "gained": self.gained,
+            "lost": self.lost,
+        }
