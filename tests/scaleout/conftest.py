@@ -1,0 +1,81 @@
+"""Scale-out tests run against the machine's Redis at 127.0.0.1:6379, database 11
+(their own, flushed before and after each test); the tests that stop Redis start
+their own redis-server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.helpers import free_port
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+class OwnRedis:
+    """A redis-server of the test's own, without persistence, that may be stopped."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: asyncio.subprocess.Process | None = None
+        self._dir = tempfile.mkdtemp(prefix="hlgw-redis-")
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            for _ in range(100):
+                try:
+                    await client.ping()
+                    return
+                except OSError:
+                    await asyncio.sleep(0.05)
+                except aioredis.ConnectionError:
+                    await asyncio.sleep(0.05)
+            raise RuntimeError("redis-server did not start")
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is required (README prerequisite)")
+    server = OwnRedis()
+    await server.start()
+    yield server
+    await server.stop()
+    shutil.rmtree(server._dir, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""The Redis engine in-process, two brokers as two nodes on the real Redis (db 11)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from hlgateway.broker import Position, Retention
+from hlgateway.broker.redis import RedisBroker
+from hlgateway.protocol import encoding
+from hlgateway.protocol.channels import PRICES, Topic, room_topic
+from hlgateway.protocol.channels import _make as make_topic
+from tests.helpers import eventually
+
+ROOM = room_topic("desk")
+PRICES_TOPIC = make_topic(PRICES, {"symbols": ["BTC"]}, symbols=("BTC",))
+
+
+class Node:
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.got: list[tuple[Topic, bytes, int]] = []
+        broker.bind(lambda topic, payload, offset: self.got.append((topic, payload, offset)))
+
+    def offsets(self, topic: Topic) -> list[int]:
+        return [o for t, _, o in self.got if t == topic]
+
+    def messages(self, topic: Topic) -> list[dict[str, object]]:
+        return [json.loads(p) for t, p, _ in self.got if t == topic]
+
+
+def message(topic: Topic, data: object) -> bytes:
+    return encoding.data_frame(encoding.data_head(topic.channel, topic.params_json), data)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    await eventually(condition, timeout)
+
+
+async def published(node: Node, send: Callable[[], None]) -> None:
+    """Send, and wait until the node's broker wrote it to Redis."""
+    done = node.broker.stats["published"] + 1
+    send()
+    await until(lambda: node.broker.stats["published"] == done)
+
+
+@pytest.fixture
+async def nodes(redis_url: str) -> AsyncIterator[tuple[Node, Node]]:
+    retention = Retention(size=5, ttl=600, max_size=8)
+    a = Node(RedisBroker(redis_url, retention, node="a"))
+    b = Node(RedisBroker(redis_url, retention, node="b"))
+    await a.broker.start()
+    await b.broker.start()
+    yield a, b
+    await a.broker.stop()
+    await b.broker.stop()
+
+
+async def test_a_publication_reaches_only_the_nodes_that_want_the_topic(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    replay = await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    assert replay.position is not None and replay.position.offset == 0
+    for n in range(3):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: len(b.offsets(ROOM)) == 3)
+    assert b.offsets(ROOM) == [1, 2, 3]
+    got = b.messages(ROOM)
+    assert [m["data"] for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert {m["epoch"] for m in got} == {replay.position.epoch}
+    assert a.got == []  # a has no demand: not subscribed, nothing delivered
+
+
+async def test_a_subscriber_recovers_from_history_in_redis(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    first = await a.broker.read(ROOM, None)
+    assert first.position is not None
+    epoch = first.position.epoch
+    for n in range(4):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: a.broker.stats["published"] == 4)
+    replay = await b.broker.read(ROOM, Position(1, epoch))
+    b.broker.demand(ROOM)
+    assert replay.recovered and replay.position == Position(4, epoch)
+    assert [p.offset for p in replay.publications] == [2, 3, 4]
+    assert [json.loads(p.payload)["offset"] for p in replay.publications] == [2, 3, 4]
+    a.broker.publish(ROOM, message(ROOM, {"n": 4}))
+    await until(lambda: b.offsets(ROOM) == [5])
+    # Another epoch, or an offset this stream never reached: live only.
+    assert not (await b.broker.read(ROOM, Position(1, "other"))).recovered
+    assert not (await b.broker.read(ROOM, Position(99, epoch))).recovered
+
+
+async def test_history_is_trimmed_by_the_retention_settings(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    first = await a.broker.read(ROOM, None)
+    assert first.position is not None
+    for n in range(12):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: a.broker.stats["published"] == 12)
+    # max_size 8: offsets 5..12 are kept, 4 and before are gone.
+    kept = await b.broker.read(ROOM, Position(4, first.position.epoch))
+    assert kept.recovered and [p.offset for p in kept.publications] == list(range(5, 13))
+    gone = await b.broker.read(ROOM, Position(3, first.position.epoch))
+    assert not gone.recovered and gone.publications == []
+
+
+async def test_the_shared_ledger_publishes_each_item_once_whichever_node_sends_it(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    head = encoding.data_head(ROOM.channel, ROOM.params_json)
+    prefix, suffix = head + b'{"fills":[', b']},"timestamp":1}'
+    sends = [
+        (a, [("w:1", b"1"), ("w:2", b"2")]),
+        (b, [("w:2", b"2"), ("w:3", b"3")]),
+        (a, [("w:1", b"1"), ("w:3", b"3")]),  # nothing new: nothing published
+        (b, [("w:4", b"4")]),
+    ]
+    for node, items in sends:
+        send = functools.partial(node.broker.publish_items, ROOM, prefix, items, suffix, 60)
+        await published(node, send)
+    await until(lambda: len(b.offsets(ROOM)) == 3)
+    assert [m["data"] for m in b.messages(ROOM)] == [
+        {"fills": [1, 2]},
+        {"fills": [3]},
+        {"fills": [4]},
+    ]
+    assert b.offsets(ROOM) == [1, 2, 3]
+
+
+async def test_a_snapshot_topic_gives_its_latest_value_to_a_subscriber_on_any_node(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.broker.read(PRICES_TOPIC, None)
+    a.broker.demand(PRICES_TOPIC)
+    a.broker.publish(PRICES_TOPIC, message(PRICES_TOPIC, {"BTC": 1}))
+    a.broker.publish(PRICES_TOPIC, message(PRICES_TOPIC, {"BTC": 2}))
+    await until(lambda: len(a.got) == 2)
+    replay = await b.broker.read(PRICES_TOPIC, Position(3, "ignored"))
+    assert replay.position is None and not replay.recovered
+    assert [json.loads(p.payload)["data"] for p in replay.publications] == [{"BTC": 2}]
+    assert "offset" not in json.loads(replay.publications[0].payload)
+
+
+async def test_a_flushed_redis_gives_a_new_epoch_and_no_recovery(
+    nodes: tuple[Node, Node], redis_url: str
+) -> None:
+    a, b = nodes
+    before = await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    a.broker.publish(ROOM, message(ROOM, {"n": 0}))
+    await until(lambda: b.offsets(ROOM) == [1])
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+    a.broker.publish(ROOM, message(ROOM, {"n": 1}))
+    await until(lambda: b.offsets(ROOM) == [1, 1])
+    after = b.messages(ROOM)[-1]
+    assert before.position is not None and after["epoch"] != before.position.epoch
+    replay = await a.broker.read(ROOM, Position(1, before.position.epoch))
+    assert not replay.recovered
+    assert replay.position == Position(1, str(after["epoch"]))
+
+
+async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
+    nodes: tuple[Node, Node],
+) -> None:
+    """PUB/SUB loses what is sent while a node's subscription is down: the tracker
+    sees the gap at the next message and fills it from the stream."""
+    a, b = nodes
+    await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    a.broker.publish(ROOM, message(ROOM, {"n": 0}))
+    await until(lambda: b.offsets(ROOM) == [1])
+    # Offsets 2 and 3 are written past b's subscription, straight into Redis.
+    keys = a.broker.keys(ROOM)
+    publish_script = a.broker._publish_script
+    assert a.broker.redis is not None
+    for n in (1, 2):
+        args = [b"hlgw:nowhere", "x", 5, 600000, 8, 60000, keys.ledger, b"", b"", 1]
+        await publish_script(
+            keys=[keys.meta, keys.stream],
+            args=[*args, f"q{n}", message(ROOM, {"n": n})],
+            client=a.broker.redis,
+        )
+    a.broker.publish(ROOM, message(ROOM, {"n": 3}))
+    await until(lambda: len(b.offsets(ROOM)) == 4)
+    assert b.offsets(ROOM) == [1, 2, 3, 4]
+    assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(4)]
