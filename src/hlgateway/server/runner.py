@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -62,9 +63,12 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = loop.create_task(_watch_parent(stop)) if settings.reuse_port else None
     try:
         await stop.wait()
     finally:
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info("signal received: shutting down")
@@ -74,6 +78,17 @@ async def serve(
         if simulator is not None:
             await simulator.stop()
         log.info("stopped")
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """A worker of `--workers` stops when its parent is gone (killed with -9 too)."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    log.warning("the parent of this worker is gone: shutting down")
+    stop.set()
 
 
 async def start_listening(
