@@ -51,6 +51,22 @@ def worker_command(settings: Settings, upstream: str) -> list[str]:
     return command
 
 
+def budget_shares(settings: Settings) -> dict[str, str]:
+    """Hyperliquid's limits are per IP, and the workers share this machine's IP:
+    each gets its share. A worker whose share is spent leaves a stream's lease
+    to another (upstream/ownership.py)."""
+    n = settings.workers
+    shares = {
+        "UPSTREAM_MAX_LINKS": settings.upstream_max_links,
+        "UPSTREAM_MAX_SUBSCRIPTIONS": settings.upstream_max_subscriptions,
+        "UPSTREAM_MAX_NEW_LINKS": settings.upstream_max_new_links,
+        "UPSTREAM_MAX_MESSAGES": settings.upstream_max_messages,
+        "UPSTREAM_MAX_WALLETS": settings.upstream_max_wallets,
+        "UPSTREAM_REST_WEIGHT": settings.upstream_rest_weight,
+    }
+    return {f"HLGATEWAY_{name}": str(max(1, total // n)) for name, total in shares.items()}
+
+
 async def supervise(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
     if settings.port == 0:
         print("hlgateway: --workers needs a fixed --port (they all listen on it)", file=sys.stderr)
@@ -64,7 +80,12 @@ async def supervise(settings: Settings, banner: Callable[[str], None] | None = N
         await simulator.start("127.0.0.1", 0)
         upstream = simulator.ws_url
     command = worker_command(settings, upstream)
-    env = {**os.environ, "HLGATEWAY_REUSE_PORT": "1", "HLGATEWAY_WORKERS": "1"}
+    env = {
+        **os.environ,
+        **budget_shares(settings),
+        "HLGATEWAY_REUSE_PORT": "1",
+        "HLGATEWAY_WORKERS": "1",
+    }
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
