@@ -1,0 +1,1 @@
+"""The scale-out benchmark: the fan-out scenarios on memory, Redis, two nodes and --workers 2."""
