@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_SLICE = 500  # connections swept per loop turn (~1 ms)
+# A node whose upstream has been degraded this long gives its leases to others.
+UPSTREAM_GIVE_UP = 10.0
 
 
 class Gateway:
@@ -87,7 +89,9 @@ class Gateway:
         # With a shared broker, a lease in Redis decides which node feeds each
         # upstream stream; alone, this node feeds whatever its clients want.
         self.ownership = (
-            Ownership(self.broker, self.feeds) if isinstance(self.broker, RedisBroker) else None
+            Ownership(self.broker, self.feeds, can_feed=self._upstream_serves)
+            if isinstance(self.broker, RedisBroker)
+            else None
         )
         self.node = (
             self.broker.node
@@ -129,6 +133,14 @@ class Gateway:
             self.feeds.on_last(topic)
         else:
             self.ownership.unwant(topic)
+
+    def _upstream_serves(self) -> bool:
+        """Whether this node should hold upstream streams (scale-out leases)."""
+        upstream = self.upstream
+        if not upstream.markets.loaded:
+            return False
+        since = upstream.degraded_since
+        return since is None or time.time() - since < UPSTREAM_GIVE_UP
 
     def _deliver(self, topic: Topic, payload: bytes, offset: int) -> None:
         """The broker's sink: one Frame per message for every local subscriber."""

@@ -79,8 +79,13 @@ class Ownership:
         feeds: Feeds,
         timing: LeaseTiming | None = None,
         clock: Callable[[], float] = time.monotonic,
+        can_feed: Callable[[], bool] = lambda: True,
     ) -> None:
         self._broker = broker
+        # False while this node's own upstream cannot serve (market list not
+        # loaded, links down for long): it then holds no lease, so that a node
+        # cut off from Hyperliquid never sits on a stream others could feed.
+        self._can_feed = can_feed
         self._feeds = feeds
         self.timing = timing or LeaseTiming()
         self._clock = clock
@@ -204,7 +209,8 @@ class Ownership:
     async def _drive(self, now: float) -> None:
         """Want the leases of demanded topics, send what the leases ask, act on outcomes."""
         timing = self.timing
-        for topic in self._demanded:
+        able = self._can_feed()
+        for topic in self._demanded if able else ():
             if self._refused.get(topic, 0.0) > now:
                 continue
             lease = self._leases.get(topic)
@@ -212,7 +218,7 @@ class Ownership:
                 lease = self._leases[topic] = Lease(lease_key(topic), timing)
             lease.want(now)
         for topic, lease in list(self._leases.items()):
-            if topic not in self._demanded or self._refused.get(topic, 0.0) > now:
+            if not able or topic not in self._demanded or self._refused.get(topic, 0.0) > now:
                 lease.unwant(now)
             if lease.idle:
                 del self._leases[topic]
