@@ -141,6 +141,6 @@ async def test_outage_is_visible_in_health_and_on_system(
 async def test_chaos_every_fill_and_transition_exactly_once() -> None:
     report = await run_chaos(faults=21, interval=1.0)
     assert report.faults >= 20
-    assert report.fills_produced > 20 and report.transitions_produced > 40
+    assert report.ledger.fills_produced > 20 and report.ledger.transitions_produced > 40
     assert report.ok(), report.as_dict()
     assert report.pong_timeouts >= 1
