@@ -149,7 +149,7 @@ class WsTransport:
 
         A dead link will not answer a close handshake. aiohttp has no public
         abort for client WebSockets; its connection is `_conn`. aiohttp is
-        pinned in requirements.lock, and tests/upstream/test_aiohttp_internals.py
+        pinned in requirements.lock, and tests/test_aiohttp_internals.py
         fails if an upgrade takes this path away.
         """
         transport = getattr(getattr(self._ws, "_conn", None), "transport", None)
