@@ -230,9 +230,13 @@ class WalletFeeds:
                 since = state.orders_since_ms
             else:
                 since = gap_from_ms - GAP_MARGIN_MS
+            # Hold from now, not from when the task first runs: an update arriving
+            # in between would otherwise overtake the transitions being rebuilt.
+            state.holding_orders += 1
             self._spawn(state, self._recover_orders(state, since))
         elif not first and gap_from_ms is not None:
             # The snapshot covers recent fills; REST covers an outage longer than it.
+            state.holding_fills += 1
             self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
 
     # -- delivery ---------------------------------------------------------
@@ -266,7 +270,7 @@ class WalletFeeds:
             await self._sleep(self._retry.delay(failures))
 
     async def _recover_orders(self, state: WalletState, since_ms: int) -> None:
-        state.holding_orders += 1
+        """Rebuild from `since_ms`; the caller took the hold (`holding_orders`)."""
         try:
             history, fills = await self._with_retries(
                 "order recovery", state, lambda: self._order_sources(state.wallet, since_ms)
@@ -294,7 +298,7 @@ class WalletFeeds:
         return history, fills
 
     async def _recover_fills(self, state: WalletState, since_ms: int) -> None:
-        state.holding_fills += 1
+        """Fetch fills from `since_ms`; the caller took the hold (`holding_fills`)."""
         try:
             rest = self._rest
             fills = await self._with_retries(
