@@ -14,6 +14,7 @@ import pytest
 from hlgateway.backoff import Backoff
 from hlgateway.upstream import wire
 from hlgateway.upstream.link import Link, LinkState
+from hlgateway.upstream.pool import LinkTiming
 
 BOOK = {"type": "l2Book", "coin": "BTC"}
 MIDS = {"type": "allMids"}
@@ -256,3 +257,13 @@ def test_reconnect_delays_stay_under_the_configured_maximum() -> None:
     assert all(0 <= d <= 0.3 for d in delays)
     assert max(delays) > 0.25  # full jitter: the whole range is used
     assert Backoff.full_jitter(1.0, 30.0).base_delay(6) == 30.0  # 1, 2, 4, 8, 16, 30
+
+
+def test_every_upstream_retry_honours_the_configured_maximum() -> None:
+    timing = LinkTiming(backoff_max=0.3)
+    for backoff in (timing.backoff, timing.rest_backoff):
+        assert backoff.max_delay == 0.3 and backoff.jitter == 1.0
+        assert all(backoff.base_delay(n) <= 0.3 for n in range(1, 50))
+    # The REST refresh used to cap at a hard-coded 30 s whatever the setting.
+    assert LinkTiming(backoff_max=60.0).rest_backoff.base_delay(10) == 60.0
+    assert LinkTiming().rest_backoff.base_delay(1) == 2.0
