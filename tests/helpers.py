@@ -280,6 +280,9 @@ class Inbox:
     def deliver(self, frame: Frame) -> None:
         self.frames.append(frame)
 
+    def replay(self, frames: list[Frame]) -> None:
+        self.frames.extend(frames)
+
     @property
     def payloads(self) -> list[bytes]:
         return [f.payload for f in self.frames]

@@ -85,7 +85,7 @@ def test_lossless_topic_lingers_after_its_last_subscriber(recorder: Recorder) ->
     a, b = Inbox(), Inbox()
     room = room_topic("x")
     hub.subscribe(room, a)
-    hub.unsubscribe(room, a)
+    hub.remove(a)  # disconnected: it may come back
     # Still live (history keeps filling), but listed nowhere as subscribed.
     assert hub.has(room) and hub.topic_count == 0 and hub.lingering_count == 1
     assert ("last", "x") not in recorder.events
@@ -99,12 +99,31 @@ def test_lossless_topic_lingers_after_its_last_subscriber(recorder: Recorder) ->
     assert ("last", "x") in recorder.events and not hub.has(room)
 
 
+def test_unsubscribing_on_purpose_ends_the_topic_unless_someone_dropped(
+    recorder: Recorder,
+) -> None:
+    now = [0.0]
+    hub = Hub(recorder, linger=60.0, clock=lambda: now[0])
+    a, b = Inbox(), Inbox()
+    hub.subscribe(room_topic("x"), a)
+    hub.unsubscribe(room_topic("x"), a)
+    assert ("last", "x") in recorder.events and hub.lingering_count == 0
+    hub.subscribe(room_topic("y"), a)
+    hub.subscribe(room_topic("y"), b)
+    hub.remove(a)  # dropped at t=0 ...
+    now[0] = 30.0
+    hub.unsubscribe(room_topic("y"), b)  # ... so the topic waits for it until t=60
+    assert hub.lingering_count == 1
+    now[0] = 60.0
+    assert hub.expire() == 1 and ("last", "y") in recorder.events
+
+
 def test_snapshot_topics_do_not_linger(recorder: Recorder) -> None:
     hub = Hub(recorder, linger=60.0, clock=lambda: 0.0)
     topic = Catalog(Markets(["BTC"])).resolve("orderbook", {"symbol": "BTC"}, ANYONE)
     a = Inbox()
     hub.subscribe(topic, a)
-    hub.unsubscribe(topic, a)
+    hub.remove(a)
     assert not hub.has(topic) and hub.lingering_count == 0
 
 

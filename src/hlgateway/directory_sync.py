@@ -68,7 +68,7 @@ class DirectorySync:
         while True:
             await asyncio.sleep(self._refresh)
             if self._file is not None:
-                self._reload_file(self._file)
+                self.reload_file(self._file)
             if self._dsn is not None:
                 await self.load_database()
 
@@ -79,7 +79,7 @@ class DirectorySync:
         self._errors.pop(FILE, None)
         self.loads += 1
 
-    def _reload_file(self, path: Path) -> None:
+    def reload_file(self, path: Path) -> None:
         try:
             if path.stat().st_mtime != self._file_mtime:
                 self._load_file(path)

@@ -5,10 +5,12 @@ listener's `on_first` (which starts its upstream feed) and the last one to go
 calls `on_last`. Both directions of the mapping live here and change together,
 so they cannot disagree.
 
-A lossless topic outlives its last subscriber by `linger` seconds: its feed
-keeps running and its history keeps filling, so a client that drops and comes
-back within the history window (`since`) misses nothing. `expire` ends the
-lingering topics whose time is up.
+A lossless topic outlives a subscriber that disconnected by `linger` seconds:
+its feed keeps running and its history keeps filling, so a client that drops
+and comes back within the history window (`since`) misses nothing. A topic
+whose last subscriber unsubscribed on purpose ends at once, unless another one
+disconnected from it within the window. `expire` ends the lingering topics
+whose time is up.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class Subscriber(Protocol):
     """The receiving end of a topic: a connection's outbox, in production."""
 
     def deliver(self, frame: Frame) -> None: ...
+
+    def replay(self, frames: list[Frame]) -> None:
+        """Frames missed while away, in order, ahead of what is delivered next."""
 
 
 class TopicListener(Protocol):
@@ -50,6 +55,8 @@ class Hub:
         self._topics: dict[Subscriber, dict[Topic, None]] = {}
         # Lossless topics with no subscriber left, kept until this deadline.
         self._lingering: dict[Topic, float] = {}
+        # When a subscriber last disconnected from a lossless topic (it may come back).
+        self._departed: dict[Topic, float] = {}
 
     def set_listener(self, listener: TopicListener) -> None:
         self._listener = listener
@@ -89,12 +96,15 @@ class Hub:
         for topic in topics:
             members = self._subscribers[topic]
             del members[subscriber]
+            if self._linger > 0 and topic.lossless:
+                self._departed[topic] = self._clock()
             if not members:
                 self._vacated(topic)
         return topics
 
     def clear(self) -> None:
         """Drop every topic (shutdown), telling the listener about each."""
+        self._linger = 0.0  # nobody comes back to a node that is shutting down
         for subscriber in list(self._topics):
             self.remove(subscriber)
         for topic in list(self._lingering):
@@ -113,12 +123,16 @@ class Hub:
         return len(due)
 
     def _vacated(self, topic: Topic) -> None:
-        if self._linger > 0 and topic.lossless:
-            self._lingering[topic] = self._clock() + self._linger
-        else:
-            self._drop(topic)
+        departed = self._departed.get(topic)
+        if departed is not None and self._linger > 0:
+            deadline = departed + self._linger
+            if deadline > self._clock():
+                self._lingering[topic] = deadline
+                return
+        self._drop(topic)
 
     def _drop(self, topic: Topic) -> None:
+        self._departed.pop(topic, None)
         del self._subscribers[topic]
         if self._listener is not None:
             self._listener.on_last(topic)

@@ -202,6 +202,11 @@ class Session:
         """A subscribe is waiting (for the market list, or the broker)."""
         return self._waiting is not None
 
+    async def settled(self) -> None:
+        """Until no subscribe waits any more (held messages included)."""
+        while self._waiting is not None:
+            await asyncio.wait({self._waiting})
+
     # -- dispatch ---------------------------------------------------------
     def _dispatch(self, msg: ClientMessage) -> None:
         match msg:
@@ -225,7 +230,7 @@ class Session:
             if self._limits.market_wait <= 0:
                 raise
             self.stats["heldForMarkets"] += 1
-            self._wait(self._subscribe_when_loaded(msg), msg)
+            self._wait(lambda: self._subscribe_when_loaded(msg), msg)
             return
         self._check_subscription_limit(topic)
         self._join_topic(topic, msg)
@@ -250,7 +255,7 @@ class Session:
     def _join_topic(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
         replay = self._broker.read_now(topic, _position(msg.since))
         if replay is None:
-            self._wait(self._join_topic_async(topic, msg), msg)
+            self._wait(lambda: self._join_topic_async(topic, msg), msg)
             return
         self._attach(topic, replay, msg)
 
@@ -275,21 +280,28 @@ class Session:
             self._reply("room_joined", rid, room=topic.params["room"], **fields)
         else:
             self._reply("subscribed", rid, channel=topic.channel, params=topic.params, **fields)
-        conflate = topic if topic.snapshot else None
-        for publication in replay.publications:
-            # Through the same bounded outbox as live data: a huge replay to a
-            # client that cannot take it ends in 4008, like live data would.
-            self._out.deliver(Frame(publication.payload, self._threshold, conflate))
+        if topic.snapshot:
+            for publication in replay.publications:
+                self._out.deliver(Frame(publication.payload, self._threshold, topic))
+        elif replay.publications:
+            # Through the same outbox as live data, at the client's pace: live
+            # frames queue behind it under the usual bound (4008 if it cannot keep up).
+            threshold = self._threshold
+            self._out.replay([Frame(p.payload, threshold) for p in replay.publications])
 
     # -- waiting ------------------------------------------------------------
-    def _wait(self, work: Coroutine[None, None, None], msg: Subscribe | JoinRoom) -> None:
+    def _wait(
+        self, work: Callable[[], Coroutine[None, None, None]], msg: Subscribe | JoinRoom
+    ) -> None:
         """Run a join that must wait; the client's next messages are held meanwhile."""
         assert self._waiting is None
         self._waiting = asyncio.get_running_loop().create_task(self._waited(work, msg))
 
-    async def _waited(self, work: Coroutine[None, None, None], msg: Subscribe | JoinRoom) -> None:
+    async def _waited(
+        self, work: Callable[[], Coroutine[None, None, None]], msg: Subscribe | JoinRoom
+    ) -> None:
         try:
-            await work
+            await work()
         except ProtocolError as exc:
             channel, params = (
                 (msg.channel, msg.params) if isinstance(msg, Subscribe) else (None, None)

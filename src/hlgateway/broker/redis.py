@@ -48,6 +48,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from hlgateway.backoff import Backoff
 from hlgateway.broker.base import (
     Broker,
     Position,
@@ -58,7 +59,6 @@ from hlgateway.broker.base import (
 )
 from hlgateway.broker.topics import topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
-from hlgateway.client.backoff import Backoff
 from hlgateway.protocol.channels import Topic
 
 log = logging.getLogger(__name__)
