@@ -197,3 +197,27 @@ async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
     await until(lambda: len(b.offsets(ROOM)) == 4)
     assert b.offsets(ROOM) == [1, 2, 3, 4]
     assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(4)]
+
+
+async def test_a_subscribed_node_answers_joins_at_once_from_what_it_holds(
+    nodes: tuple[Node, Node],
+) -> None:
+    """Thousands of clients joining a topic the node already follows cost Redis nothing."""
+    a, b = nodes
+    assert b.broker.read_now(ROOM, None) is None  # not subscribed yet: Redis is asked
+    await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    a.broker.publish(ROOM, message(ROOM, {"n": 0}))
+    await until(lambda: b.offsets(ROOM) == [1])
+    now = b.broker.read_now(ROOM, None)
+    assert now is not None and now.position is not None and now.position.offset == 1
+    same = b.broker.read_now(ROOM, now.position)
+    assert same is not None and same.recovered and same.publications == []
+    assert b.broker.read_now(ROOM, Position(0, now.position.epoch)) is None  # needs history
+    await b.broker.read(PRICES_TOPIC, None)
+    b.broker.demand(PRICES_TOPIC)
+    a.broker.publish(PRICES_TOPIC, message(PRICES_TOPIC, {"BTC": 3}))
+    await until(lambda: any(t == PRICES_TOPIC for t, _, _ in b.got))
+    latest = b.broker.read_now(PRICES_TOPIC, None)
+    assert latest is not None
+    assert [json.loads(p.payload)["data"] for p in latest.publications] == [{"BTC": 3}]

@@ -64,6 +64,7 @@ from hlgateway.protocol.channels import Topic
 log = logging.getLogger(__name__)
 
 PREFIX = "hlgw"
+POOL_SIZE = 32  # command connections per node (PUB/SUB has one more)
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
@@ -187,6 +188,7 @@ class RedisBroker(Broker):
         self._trackers: dict[Topic, StreamTracker] = {}
         self._latest: dict[Topic, bytes] = {}
         self._progress: dict[Topic, asyncio.Event] = {}  # reads waiting for live data
+        self._snapshot_reads: dict[Topic, asyncio.Future[bytes | None]] = {}
         self._queue: collections.deque[tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]]
         self._queue = collections.deque()
         self._wake = asyncio.Event()
@@ -260,13 +262,18 @@ class RedisBroker(Broker):
             await asyncio.sleep(self._backoff.delay(attempt))
 
     async def _connect(self) -> None:
-        client = aioredis.Redis.from_url(
+        # A bounded pool that queues: a burst of subscribes waits for a
+        # connection instead of opening thousands (or failing).
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=POOL_SIZE,
+            timeout=READ_TIMEOUT,
             socket_connect_timeout=2,
             socket_timeout=10,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         await client.ping()
         self.redis = client
         self._publish_script = client.register_script(PUBLISH_LUA)
@@ -529,12 +536,22 @@ class RedisBroker(Broker):
     def read_now(self, topic: Topic, since: Position | None) -> Replay | None:
         if not (topic.lossless or topic.snapshot):
             return Replay(None)
-        if topic.snapshot and self.keys(topic).channel in self._subscribed:
-            latest = self._latest.get(topic)
-            if latest is not None:
-                return Replay(None, False, [Publication(0, latest)])
         if not self.connected:
             return self._unavailable(topic)
+        if self.keys(topic).channel not in self._subscribed:
+            return None
+        # Subscribed already: what this node holds is as good as what Redis has.
+        if topic.snapshot:
+            latest = self._latest.get(topic)
+            return Replay(None, False, [Publication(0, latest)]) if latest is not None else None
+        tracker = self._trackers.get(topic)
+        if tracker is None or tracker.epoch is None or tracker.fetching:
+            return None
+        position = Position(tracker.offset, tracker.epoch)
+        if since is None:
+            return Replay(position)
+        if since == position:
+            return Replay(position, True)  # nothing missed
         return None
 
     def _unavailable(self, topic: Topic) -> Replay:
@@ -570,12 +587,18 @@ class RedisBroker(Broker):
     async def _read(self, topic: Topic, since: Position | None) -> Replay:
         await self._subscribe(topic)
         if topic.snapshot:
-            assert self.redis is not None
-            stored_latest = await self.redis.get(self.keys(topic).latest)
-            latest = stored_latest if isinstance(stored_latest, bytes) else None
-            newer = self._latest.get(topic)  # live while the GET ran
-            if newer is not None:
-                latest = newer
+            # One GET per topic however many subscribers arrive at once.
+            pending = self._snapshot_reads.get(topic)
+            if pending is None:
+                pending = asyncio.ensure_future(self._get_latest(topic))
+                self._snapshot_reads[topic] = pending
+                pending.add_done_callback(lambda _: self._snapshot_reads.pop(topic, None))
+            stored_latest = await asyncio.shield(pending)
+            latest = self._latest.get(topic)  # live while the GET ran: newer
+            if latest is None and stored_latest is not None:
+                latest = stored_latest
+                if topic in self._wanted or self._reading[topic] > 0:
+                    self._latest[topic] = latest
             return Replay(None, False, [Publication(0, latest)] if latest is not None else [])
         tracker = self._trackers[topic]
         catch = tracker.open_catch()
@@ -589,6 +612,11 @@ class RedisBroker(Broker):
             tracker.close_catch(catch)
             raise
         return tracker.resolve(catch, stored, since)
+
+    async def _get_latest(self, topic: Topic) -> bytes | None:
+        assert self.redis is not None
+        stored = await self.redis.get(self.keys(topic).latest)
+        return stored if isinstance(stored, bytes) else None
 
     async def _caught_up(self, topic: Topic, tracker: StreamTracker, stored: Stored) -> None:
         progress = self._progress.setdefault(topic, asyncio.Event())

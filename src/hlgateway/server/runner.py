@@ -32,6 +32,10 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT. `banner` receives the gateway's ws URL once it listens."""
     redact.install()  # no token reaches a log line, whoever logs it
+    parent: int | None = None
+    if settings.reuse_port:  # a worker of --workers
+        _die_with_parent()
+        parent = os.getppid()
     simulator = None
     if settings.upstream == "sim":
         from hlgateway.simulator import SimConfig, Simulator
@@ -63,7 +67,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    orphan_watch = loop.create_task(_watch_parent(stop)) if settings.reuse_port else None
+    orphan_watch = loop.create_task(_watch_parent(stop, parent)) if parent is not None else None
     try:
         await stop.wait()
     finally:
@@ -80,9 +84,21 @@ async def serve(
         log.info("stopped")
 
 
-async def _watch_parent(stop: asyncio.Event) -> None:
-    """A worker of `--workers` stops when its parent is gone (killed with -9 too)."""
-    parent = os.getppid()
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM when its parent dies (`--workers`)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+async def _watch_parent(stop: asyncio.Event, parent: int) -> None:
+    """A worker of `--workers` stops when its parent is gone (killed with -9 too):
+    by the kernel's signal (`_die_with_parent`) where there is one, by this check
+    everywhere."""
     while True:
         await asyncio.sleep(1.0)
         if os.getppid() != parent:
