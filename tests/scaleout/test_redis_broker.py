@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -221,3 +222,24 @@ async def test_a_subscribed_node_answers_joins_at_once_from_what_it_holds(
     latest = b.broker.read_now(PRICES_TOPIC, None)
     assert latest is not None
     assert [json.loads(p.payload)["data"] for p in latest.publications] == [{"BTC": 3}]
+
+
+async def test_messages_beyond_the_size_and_older_than_the_ttl_are_trimmed(
+    redis_url: str,
+) -> None:
+    a = Node(RedisBroker(redis_url, Retention(size=2, ttl=0.2, max_size=100), node="a"))
+    await a.broker.start()
+    try:
+        first = await a.broker.read(ROOM, None)
+        assert first.position is not None
+        for n in range(3):
+            await published(a, functools.partial(a.broker.publish, ROOM, message(ROOM, {"n": n})))
+        await asyncio.sleep(0.3)  # offsets 1..3 are now older than the ttl
+        await published(a, functools.partial(a.broker.publish, ROOM, message(ROOM, {"n": 3})))
+        epoch = first.position.epoch
+        # The last `size` (3, 4) stay whatever their age; 1 and 2 went.
+        kept = await a.broker.read(ROOM, Position(2, epoch))
+        assert kept.recovered and [p.offset for p in kept.publications] == [3, 4]
+        assert not (await a.broker.read(ROOM, Position(1, epoch))).recovered
+    finally:
+        await a.broker.stop()

@@ -64,6 +64,7 @@ from hlgateway.protocol.channels import Topic
 log = logging.getLogger(__name__)
 
 PREFIX = "hlgw"
+KEEP_FLOOR_MS = 60_000  # must match PUBLISH_LUA's floor
 POOL_SIZE = 32  # command connections per node (PUB/SUB has one more)
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
@@ -95,8 +96,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[4])
 redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'p', payload, 't', now)
 local size = tonumber(ARGV[3])
-if offset > size then
-  -- Beyond the last `size` messages and older than the ttl: trimmed.
+local oldest = offset > size and redis.call('xrange', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if oldest and tonumber(oldest[2][4]) < now - ttl then
+  -- Beyond the last `size` messages and older than the ttl: trimmed. (The
+  -- common case, a young oldest entry, costs the one-entry look above.)
   local old = redis.call('xrange', KEYS[2], '-', (offset - size) .. '-0', 'COUNT', 64)
   local cut = nil
   for _, entry in ipairs(old) do
@@ -107,8 +110,9 @@ if offset > size then
     redis.call('xtrim', KEYS[2], 'MINID', first .. '-0')
   end
 end
-redis.call('pexpire', KEYS[1], ttl)
-redis.call('pexpire', KEYS[2], ttl)
+local keep = math.max(ttl, 60000)
+redis.call('pexpire', KEYS[1], keep)
+redis.call('pexpire', KEYS[2], keep)
 redis.call('publish', ARGV[1], offset .. ':' .. epoch .. ':' .. payload)
 return offset
 """
@@ -172,6 +176,9 @@ class RedisBroker(Broker):
         self.node = node or node_name()
         self.retention = retention if retention is not None else Retention()
         self._ttl_ms = int(self.retention.ttl * 1000)
+        # A stream nobody wants is forgotten this long after its last publication
+        # (the ttl, but never under a minute: a short ttl trims, it does not expire).
+        self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
         self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
         self.redis: aioredis.Redis | None = None
         self._pubsub: PubSub | None = None
@@ -476,7 +483,7 @@ class RedisBroker(Broker):
         keys = self.keys(topic)
         epoch_raw, head, entries = await self._read_script(
             keys=[keys.meta, keys.stream],
-            args=[new_epoch(), -1 if after is None else after, self._ttl_ms],
+            args=[new_epoch(), -1 if after is None else after, self._keep_ms],
         )
         epoch = epoch_raw.decode()
         publications = []
@@ -648,8 +655,8 @@ class RedisBroker(Broker):
             pipe = self.redis.pipeline(transaction=False)
             for topic in topics:
                 keys = self.keys(topic)
-                pipe.pexpire(keys.meta, self._ttl_ms)
-                pipe.pexpire(keys.stream, self._ttl_ms)
+                pipe.pexpire(keys.meta, self._keep_ms)
+                pipe.pexpire(keys.stream, self._keep_ms)
             await pipe.execute()
 
     async def command(self, work: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
