@@ -97,7 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
         from hlgateway.server.workers import run_workers
 
         return run_workers(settings, banner)
-    return run(settings, banner)
+    # A worker of --workers: its parent printed the banner once for all.
+    return run(settings, None if settings.reuse_port else banner)
 
 
 def _simulate(args: argparse.Namespace) -> int:
