@@ -32,6 +32,7 @@ class _GatewayGauges(Collector):
     def collect(self) -> Iterable[Metric]:
         gw = self._gateway
         stats = gw.outbox_stats
+        links = gw.upstream.health()["links"]
         for name, doc, value in (
             ("hlgateway_connections", "Open client connections", len(gw.connections)),
             ("hlgateway_subscriptions", "Client subscriptions", gw.hub.subscription_count),
@@ -53,6 +54,36 @@ class _GatewayGauges(Collector):
                 stats.dropped,
             ),
             ("hlgateway_slow_consumer_closes", "Clients closed with 4008", stats.slow_consumers),
+            (
+                "hlgateway_upstream_degraded",
+                "1 while an upstream link that should be up is down (or markets are not loaded)",
+                0 if gw.upstream.status in ("connected", "idle") else 1,
+            ),
+            (
+                "hlgateway_upstream_links",
+                "Upstream WebSocket links open",
+                sum(1 for link in links if link["state"] == "connected"),
+            ),
+            (
+                "hlgateway_upstream_reconnects",
+                "Upstream link reconnects since start",
+                sum(link["reconnects"] for link in links),
+            ),
+            (
+                "hlgateway_fills_recovered",
+                "Fills the live stream missed that were recovered over REST, since start",
+                gw.feeds.wallets.fills_recovered,
+            ),
+            (
+                "hlgateway_wallet_recoveries",
+                "Wallet gap recoveries over REST, since start",
+                gw.feeds.wallets.recoveries,
+            ),
+            (
+                "hlgateway_rest_failures",
+                "Failed REST calls to the upstream, since start",
+                gw.feeds.wallets.rest_failures,
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 
