@@ -76,11 +76,16 @@ export class PriceChart {
       ctx.beginPath(); ctx.moveTo(pad.left, yy); ctx.lineTo(pad.left + w, yy); ctx.stroke();
       ctx.fillText(formatPrice(p), pad.left + w + 6, yy + 4);
     }
-    for (let i = 0; i <= 3; i += 1) {
-      const t = t0 + ((t1 - t0) * i) / 3;
+    // Time labels, spaced at least 70 px apart, never the same one twice.
+    let lastX = -Infinity; let lastLabel = '';
+    const count = Math.max(1, Math.floor(w / 140));
+    for (let i = 0; i <= count; i += 1) {
+      const t = t0 + ((t1 - t0) * i) / count;
       const label = new Date(t).toLocaleTimeString('en-GB', { hour12: false });
-      const xx = Math.min(x(t), pad.left + w - 48);
-      ctx.fillText(label, Math.max(pad.left, xx - (i ? 24 : 0)), height - 5);
+      const xx = Math.min(Math.max(pad.left, x(t) - 24), pad.left + w - 48);
+      if (label === lastLabel || xx - lastX < 70) continue;
+      ctx.fillText(label, xx, height - 5);
+      lastX = xx; lastLabel = label;
     }
 
     ctx.beginPath();

@@ -95,6 +95,8 @@ function connect() {
     wallets: Array.isArray(claims.wallets) ? claims.wallets : [],
   } : null;
   resetAccount();
+  state.link = { state: 'connecting', connects: 0, brokeAt: null, reconnectAt: null, recovered: null };
+  setLink('connecting', 'connecting…');
   // A provider: a guest token is fetched afresh whenever one is needed; a user's token is
   // what was pasted (when the gateway refuses it, the page logs out, below).
   const provider = async () => currentToken() || guestToken();
