@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -26,6 +27,8 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CONFIG_ENV = "HLGATEWAY_CONFIG"
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"  # [schema.]name
+TABLE_RE = re.compile(TABLE_PATTERN)
 
 # Bounds, checked when a value comes from the environment or a file.
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -143,6 +146,16 @@ class Settings:
     tls_cert: str | None = None  # --tls-cert (PEM)
     tls_key: str | None = None  # --tls-key (PEM)
     dashboard_guest: bool = True  # the dashboard may get guest tokens for market data
+    # History and recovery of lossless streams (docs/protocol.md "Positions").
+    history_size: Positive = 1000  # messages kept at least, per stream
+    history_ttl: Seconds = 600.0  # kept at least this long
+    history_max: Positive = 2_000  # hard bound per stream (memory)
+    market_wait: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # subscribes wait for the markets
+    # The user directory (admin reads by userId alone): a file and/or a PostgreSQL table.
+    directory_file: str | None = None  # JSON or TOML
+    directory_dsn: str | None = None  # postgresql://...
+    directory_table: Annotated[str, msgspec.Meta(pattern=TABLE_PATTERN)] = "hlgateway_user_wallets"
+    directory_refresh: Seconds = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -365,6 +378,10 @@ def settings_problems(settings: Settings) -> list[str]:
             problems.append(f"{_both('trusted_proxies')}: not an address or CIDR block: {entry!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
+    if not 1 <= settings.history_size <= settings.history_max:
+        problems.append(f"{_both('history_size')}: must be 1..{_both('history_max')}")
+    if not TABLE_RE.fullmatch(settings.directory_table):
+        problems.append(f"{_both('directory_table')}: a table name ([schema.]name)")
     if settings.heartbeat_timeout < settings.heartbeat_interval:
         problems.append(f"{_both('heartbeat_timeout')}: shorter than {_both('heartbeat_interval')}")
     return problems
