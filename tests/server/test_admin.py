@@ -71,3 +71,24 @@ async def test_guest_tokens_read_market_data_and_can_be_turned_off(simulator: Si
                 assert principal.role is None and body["expiresAt"] > 0
         finally:
             await srv.stop()
+
+
+async def test_a_guest_who_shows_its_token_keeps_its_id(server: GatewayServer) -> None:
+    url = f"{server.http}/api/guest-token"
+    verify = server.gateway.verifier.verify
+
+    async def post(token: str | None = None) -> str:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with aiohttp.ClientSession() as http, http.post(url, headers=headers) as resp:
+            assert resp.status == 200
+            fresh: str = (await resp.json())["token"]
+            return fresh
+
+    first = await post()
+    again = await post(first)
+    assert verify(again).user_id == verify(first).user_id
+    # Anything else is a new guest: no token, a user's token, a bad one.
+    for shown in (None, alice_token(), "not-a-token", first + "x"):
+        other = await post(shown)
+        assert verify(other).user_id.startswith("guest-")
+        assert verify(other).user_id != verify(first).user_id

@@ -64,7 +64,18 @@ async def issue_guest_token(request: web.Request) -> web.Response:
     settings = request.app[GATEWAY].settings
     if not guest.can_issue(settings):
         raise web.HTTPNotFound(text="guest tokens are off")
-    token, expires_at = guest.guest_token(settings)
+    # A guest who shows a valid guest token keeps its id (the client refreshes with `auth`,
+    # which must be for the same user); anything else gets a fresh guest.
+    same: str | None = None
+    shown = bearer_token(request.headers.get("Authorization"))
+    if shown is not None:
+        try:
+            user_id = request.app[GATEWAY].verifier.verify(shown).user_id
+        except TokenError:
+            user_id = ""
+        if user_id.startswith(guest.GUEST_PREFIX):
+            same = user_id
+    token, expires_at = guest.guest_token(settings, same)
     return web.json_response(
         {"token": token, "expiresAt": expires_at}, headers={"Cache-Control": "no-store"}
     )

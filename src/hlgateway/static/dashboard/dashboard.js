@@ -76,10 +76,15 @@ const chart = new PriceChart($('price-chart'));
 // -- connection ----------------------------------------------------------------------------
 const wsUrl = `${globalThis.location.protocol === 'https:' ? 'wss' : 'ws'}://${globalThis.location.host}/ws`;
 
+// Guest tokens for market data before login. Showing the current one (while valid) keeps
+// the guest's id, so that the client's `auth` refresh before expiry is for the same user.
+let guest = null; // {token, expiresAt}
 async function guestToken() {
-  const reply = await fetch('/api/guest-token', { method: 'POST' });
+  const headers = guest && guest.expiresAt > Date.now() + 1000 ? { Authorization: `Bearer ${guest.token}` } : {};
+  const reply = await fetch('/api/guest-token', { method: 'POST', headers });
   if (!reply.ok) throw new Error('no guest token: log in with a token');
-  return (await reply.json()).token;
+  guest = await reply.json();
+  return guest.token;
 }
 
 function currentToken() {
