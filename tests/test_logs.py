@@ -75,4 +75,6 @@ async def test_a_gateway_process_logs_json_with_the_clients_fields(tmp_path: Pat
     )
     assert connected["client_id"] == welcome["clientId"] and connected["user"] == "alice"
     assert connected["ip"] == "127.0.0.1"
+    health = next(r for r in records if r["logger"] == "aiohttp.access")
+    assert health["ip"] == "127.0.0.1" and "/health" in str(health["msg"])
     assert TOKEN not in gateway.logs()

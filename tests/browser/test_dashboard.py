@@ -240,7 +240,9 @@ async def test_the_dashboard_files_come_from_the_package(gateway: GatewayProcess
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gateway.http}/") as resp:
             assert resp.status == 200
-            assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+            csp = resp.headers["Content-Security-Policy"]
+            host = gateway.http.removeprefix("http://")
+            assert "default-src 'self'" in csp and f"ws://{host} wss://{host};" in csp
             assert resp.headers["Referrer-Policy"] == "no-referrer"
         for path, status in (
             ("/assets/dashboard.js", 200),

@@ -114,15 +114,25 @@ _ASSET = re.compile(r"^[A-Za-z0-9_-]+\.(js|css|svg)$")
 _TYPES = {"js": "application/javascript", "css": "text/css", "svg": "image/svg+xml"}
 # The page runs only its own scripts and styles and talks only to this gateway; no
 # referrer leaves it (the first load's address may carry ?token=).
-_PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "Content-Security-Policy": (
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
+_CSP = (
+    "default-src 'self'; connect-src {connect}; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'"
+)
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$")
+
+
+def _page_headers(request: web.Request) -> dict[str, str]:
+    # Older browsers do not count ws:// to the page's own host as 'self'.
+    host = request.host
+    connect = f"'self' ws://{host} wss://{host}" if _HOST.match(host) else "'self'"
+    return {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": _CSP.format(connect=connect),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 def _dashboard_file(name: str) -> bytes:
@@ -134,7 +144,7 @@ async def dashboard(request: web.Request) -> web.Response:
         body=_dashboard_file("index.html"),
         content_type="text/html",
         charset="utf-8",
-        headers=_PAGE_HEADERS,
+        headers=_page_headers(request),
     )
 
 
@@ -151,7 +161,7 @@ async def dashboard_asset(request: web.Request) -> web.Response:
         body=body,
         content_type=_TYPES[match.group(1)],
         charset="utf-8",
-        headers=_PAGE_HEADERS,
+        headers=_page_headers(request),
     )
 
 
