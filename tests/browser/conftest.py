@@ -64,7 +64,7 @@ async def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    await page.screenshot(path=str(path))
+    await page.screenshot(path=str(path), full_page=True)
     return path
 
 

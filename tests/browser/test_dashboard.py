@@ -76,7 +76,7 @@ async def test_book_sorted_of_the_chosen_depth_with_spread_chart_and_trades(
     page = await open_markets(browser, gateway)
     await page.click("#markets tr[data-symbol='BTC']")
     await page.wait_for_selector("#view-market:not([hidden])")
-    for depth in (5, 20):
+    for depth in (20, 5, 10):
         await page.select_option("#book-depth", str(depth))
         await page.wait_for_function(
             "d => document.querySelectorAll('#book-bids tr').length === d"
@@ -99,6 +99,11 @@ async def test_book_sorted_of_the_chosen_depth_with_spread_chart_and_trades(
              const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
              return data.some(v => v !== 0);
            })"""
+    )
+    # The chart is live: it grows with every price.
+    await page.wait_for_function(
+        "() => Number(document.getElementById('price-chart').dataset.points) >= 12",
+        timeout=20_000,
     )
     await screenshot(page, "market", tmp_path)
     assert browser.errors == []
@@ -233,6 +238,9 @@ async def test_a_phone_sized_screen(
     assert box is not None and box["width"] <= PHONE["width"]
     await page.wait_for_selector("#trades tr")
     await screenshot(page, "phone-market", tmp_path)
+    await page.goto(f"{gateway.http}/?token={demo_token()}#account")
+    await page.wait_for_selector("#fills tr", timeout=20_000)
+    assert await fits()  # wide tables scroll inside their panels
     assert browser.errors == []
 
 

@@ -54,6 +54,7 @@ export class PriceChart {
   draw() {
     const { ctx, width, height } = prepare(this.canvas);
     const pts = this.points;
+    this.canvas.dataset.points = String(pts.length);
     const pad = { left: 8, right: 72, top: 10, bottom: 20 };
     if (pts.length < 2) {
       ctx.fillStyle = COLORS.text;
