@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import platform
 import sys
 
 from bench.recovery.harness import KINDS, run_recovery
+from bench.table import print_report
 
 
 def main() -> int:
@@ -32,18 +31,11 @@ def main() -> int:
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     )
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    print_report(
+        f"python -m bench.recovery --reconnects {args.reconnects} --client {args.client} "
+        f"--seed {args.seed}",
+        report.as_dict(),
     )
-    print(
-        f"command: python -m bench.recovery --reconnects {args.reconnects} "
-        f"--client {args.client} --seed {args.seed}"
-    )
-    print()
-    print("| measure | value |")
-    print("|---|---|")
-    for key, value in report.as_dict().items():
-        print(f"| {key} | {value} |")
     return 0 if report.ok() else 1
 
 

@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 import aiohttp
 import msgspec
 
+from bench.ledger import Deliveries, Expected, LedgerCheck
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
@@ -47,8 +47,7 @@ class Received:
     """What a client was given, in arrival order (any client kind fills it)."""
 
     def __init__(self) -> None:
-        self.fills: list[tuple[str, int, int]] = []  # wallet, tid, time
-        self.orders: list[tuple[str, int, str, float, int]] = []  # wallet, oid, status, sz, t
+        self.got = Deliveries()
         self.offsets: dict[str, list[int]] = {c: [] for c in CHANNELS}
         self.epochs: set[str] = set()
         self.subscribed_replies = 0
@@ -57,18 +56,12 @@ class Received:
         self.connections = 0
 
     def data(self, msg: dict[str, Any]) -> None:
-        channel, data = msg["channel"], msg["data"]
+        channel = msg["channel"]
         if channel not in CHANNELS:
             return
         self.offsets[channel].append(msg["offset"])
         self.epochs.add(msg["epoch"])
-        if channel == "user_fills":
-            self.fills += [(f["wallet"], f["id"], f["timestamp"]) for f in data["fills"]]
-        else:
-            o = data["order"]
-            self.orders.append(
-                (o["wallet"], o["id"], o["status"], _sz(o["remaining"]), o["timestamp"])
-            )
+        self.got.add(channel, msg["data"])
 
     def subscribed(self, msg: dict[str, Any]) -> None:
         self.subscribed_replies += 1
@@ -149,31 +142,16 @@ class RecoveryReport:
     seconds: float = 0.0
     recovered: int = 0
     not_recovered: int = 0
-    fills_produced: int = 0
-    fills_delivered: int = 0
-    fills_lost: int = 0
-    fills_duplicated: int = 0
-    transitions_produced: int = 0
-    transitions_delivered: int = 0
-    transitions_lost: int = 0
-    transitions_duplicated: int = 0
-    out_of_order_wallets: int = 0
+    ledger: LedgerCheck = field(default_factory=LedgerCheck)
     offset_gaps: int = 0
-    lost_examples: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
-        return not (
-            self.fills_lost
-            or self.fills_duplicated
-            or self.transitions_lost
-            or self.transitions_duplicated
-            or self.out_of_order_wallets
-            or self.offset_gaps
-            or self.not_recovered
-        )
+        return self.ledger.ok() and not (self.offset_gaps or self.not_recovered)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        rows = asdict(self)
+        rows.update(rows.pop("ledger"))
+        return rows
 
 
 async def run_recovery(
@@ -229,56 +207,11 @@ async def run_recovery(
                 progress(f"reconnect {n + 1}/{reconnects}")
         await _until(is_back(back), 30)
         cutoff = int(time.time() * 1000) - 500
-        ledgers = {w: sim.ledger(w) for w in WALLETS}
-        expected_fills = [
-            (w, f["tid"])
-            for w, led in ledgers.items()
-            for f in led["fills"]
-            if window_start <= f["time"] <= cutoff
-        ]
-        expected_orders = {
-            (w, o["oid"], o["status"], _sz(o["sz"]))
-            for w, led in ledgers.items()
-            for o in led["orders"]
-            if window_start <= o["statusTimestamp"] <= cutoff
-        }
-
-        def fills_in() -> list[tuple[str, int]]:
-            return [(w, tid) for w, tid, t in received.fills if window_start <= t <= cutoff]
-
-        def orders_in() -> list[tuple[str, int, str, float]]:
-            return [
-                (w, oid, s, sz)
-                for w, oid, s, sz, t in received.orders
-                if window_start <= t <= cutoff
-            ]
-
-        await _until(
-            lambda: set(expected_fills) <= set(fills_in()) and expected_orders <= set(orders_in()),
-            30,
-            quiet=True,
-        )
+        expected = Expected(sim, WALLETS, window_start, cutoff)
+        await _until(lambda: expected.received_by(received.got), 30, quiet=True)
         report.seconds = round(time.monotonic() - started, 1)
         report.recovered, report.not_recovered = received.recovered, received.not_recovered
-        got_fills, got_orders = fills_in(), orders_in()
-        report.fills_produced, report.fills_delivered = len(expected_fills), len(got_fills)
-        report.transitions_produced = len(expected_orders)
-        report.transitions_delivered = len(got_orders)
-        report.fills_duplicated = sum(c - 1 for c in Counter(received.fills).values() if c > 1)
-        report.transitions_duplicated = sum(
-            c - 1
-            for c in Counter((w, oid, s, sz) for w, oid, s, sz, _ in received.orders).values()
-            if c > 1
-        )
-        lost_fills = set(expected_fills) - set(got_fills)
-        lost_orders = expected_orders - set(got_orders)
-        report.fills_lost, report.transitions_lost = len(lost_fills), len(lost_orders)
-        report.lost_examples = [str(x) for x in list(lost_fills)[:3] + list(lost_orders)[:3]]
-        for wallet in WALLETS:
-            mine = [tid for w, tid in got_fills if w == wallet]
-            ledger_order = [tid for w, tid in expected_fills if w == wallet]
-            if mine != ledger_order:
-                report.out_of_order_wallets += 1
+        report.ledger = LedgerCheck.of(expected, received.got)
         for offsets in received.offsets.values():
             report.offset_gaps += sum(1 for a, b in itertools.pairwise(offsets) if b != a + 1)
         return report
@@ -301,10 +234,6 @@ def _cut(gateway: Gateway, kind: str) -> None:
             connection.outbox.close(CloseCode.SLOW_CONSUMER, "Slow consumer")
         else:
             connection.outbox.close(CloseCode.GOING_AWAY, "Server going away")
-
-
-def _sz(value: Any) -> float:
-    return round(float(value), 8)
 
 
 async def _until(check: Callable[[], bool], timeout: float, quiet: bool = False) -> None:

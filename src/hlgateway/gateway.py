@@ -21,7 +21,7 @@ from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
 from hlgateway.hub import Hub
-from hlgateway.metrics import Metrics
+from hlgateway.metrics import Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.frames import Frame
@@ -93,6 +93,9 @@ class Gateway:
             max_rooms=settings.max_rooms,
             error_limit=settings.error_limit,
             error_window=settings.error_window,
+            message_rate=settings.message_rate,
+            message_burst=settings.message_burst,
+            market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
         self.shutting_down = False
@@ -188,6 +191,36 @@ class Gateway:
             "directory": self.directory_sync.health(),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
+
+    # -- metrics.GatewayStats: what /metrics reads at each scrape ----------
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    @property
+    def subscription_count(self) -> int:
+        return self.hub.subscription_count
+
+    @property
+    def topic_count(self) -> int:
+        return self.hub.topic_count
+
+    @property
+    def upstream_subscription_count(self) -> int:
+        return self.upstream.subscription_count
+
+    @property
+    def upstream_counts(self) -> UpstreamCounts:
+        links = self.upstream.health()["links"]
+        wallets = self.feeds.wallets
+        return UpstreamCounts(
+            degraded=self.upstream.status not in ("connected", "idle"),
+            links_open=sum(1 for link in links if link["state"] == "connected"),
+            reconnects=sum(link["reconnects"] for link in links),
+            fills_recovered=wallets.fills_recovered,
+            wallet_recoveries=wallets.recoveries,
+            rest_failures=wallets.rest_failures,
+        )
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""
