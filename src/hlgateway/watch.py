@@ -41,6 +41,7 @@ from hlgateway.client import (
     Disconnected,
     GatewayClient,
     GatewayError,
+    Item,
     Reconnecting,
     Subscription,
     SubscriptionRefused,
@@ -362,7 +363,7 @@ async def watch(
 
         wire(client, view, refresh)
         client.start()
-        sub: Subscription = client.subscribe(channel, params)
+        sub: Subscription[Item] = client.subscribe(channel, params)
         pinger = asyncio.get_running_loop().create_task(_pings(client, view, ping_every))
         try:
             async with asyncio.timeout(duration):
