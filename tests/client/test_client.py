@@ -181,6 +181,7 @@ async def test_rooms_are_joined_and_delivered(gateway: PortGateway) -> None:
         ):
             assert resp.status == 202 and (await resp.json())["delivered"] == 1
         msg = await desk.next(5)
+        assert isinstance(msg, DataMessage)
         assert (msg.channel, msg.params, msg.data) == ("room", {"room": "desk"}, {"note": "halt"})
 
 

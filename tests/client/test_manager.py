@@ -13,6 +13,7 @@ from hlgateway.client import (
     Backoff,
     ConnectionManager,
     DataMessage,
+    Item,
     NoServers,
     ServerHealth,
     Subscription,
@@ -64,10 +65,10 @@ async def two(simulator: Simulator) -> AsyncIterator[tuple[PortGateway, PortGate
             await gw.stop()
 
 
-async def _fresh(sub: Subscription, after_ms: float) -> DataMessage:
+async def _fresh(sub: Subscription[Item], after_ms: float) -> DataMessage:
     while True:
         msg = await sub.next(10)
-        if msg.timestamp >= after_ms:
+        if isinstance(msg, DataMessage) and msg.timestamp >= after_ms:
             return msg
 
 

@@ -446,8 +446,8 @@ class GatewayClient:
                     self._stop(decision.error)
                     return
                 self._fresh_token = decision.fresh_token
-                if decision.attempt == 0:
-                    continue  # a failover: straight to the next URL
+                if decision.failover:
+                    continue  # straight to the next URL
                 self._set_state(LinkState.WAITING)
                 self._events.emit(
                     "reconnecting",

@@ -41,8 +41,9 @@ _PASSING_HTTP = frozenset({408, 429})
 class Retry:
     after: float  # seconds
     fresh_token: bool  # ask the token provider for a new token first
-    attempt: int  # consecutive failed attempts (0: not a failure, e.g. a failover)
+    attempt: int  # consecutive failed attempts
     reason: str
+    failover: bool = False  # asked for, not a failure: straight to the next URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class ReconnectPolicy:
         """A link ended (or never came up: `welcomed` False, `code` None when no socket)."""
         if self._failover:
             self._failover = False
-            return Retry(0.0, False, self.attempt, reason or "failover")
+            return Retry(0.0, False, self.attempt, reason or "failover", failover=True)
         fresh = False
         if token_refused(code, reason):
             if not self.has_provider:

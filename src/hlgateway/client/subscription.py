@@ -29,7 +29,7 @@ from hlgateway.client.messages import DataMessage, Json
 from hlgateway.client.positions import Position, Resync
 
 Item = DataMessage | Resync
-T = TypeVar("T")  # DataMessage (snapshot streams) or Item (lossless ones)
+T = TypeVar("T", covariant=True)  # DataMessage (snapshot streams) or Item (lossless ones)
 
 
 class _Owner(Protocol):
