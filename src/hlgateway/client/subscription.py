@@ -29,14 +29,14 @@ from hlgateway.client.messages import DataMessage, Json
 from hlgateway.client.positions import Position, Resync
 
 Item = DataMessage | Resync
-T = TypeVar("T", covariant=True)  # DataMessage (snapshot streams) or Item (lossless ones)
+T_co = TypeVar("T_co", covariant=True)  # DataMessage (snapshot streams) or Item (lossless ones)
 
 
 class _Owner(Protocol):
     async def _release(self, sub: Subscription[Any]) -> None: ...
 
 
-class Subscription(Generic[T]):
+class Subscription(Generic[T_co]):
     """`Subscription[DataMessage]` for snapshot streams, `Subscription[DataMessage | Resync]`
     for lossless ones (and for `client.subscribe()`, which may be either)."""
 
@@ -49,7 +49,7 @@ class Subscription(Generic[T]):
         self.position: Position | None = None  # of the last message the iterator gave
         self._buffer: deque[Item] = deque(maxlen=max(1, buffer))
         loop = asyncio.get_running_loop()
-        self._confirmed: asyncio.Future[Subscription[T]] = loop.create_future()
+        self._confirmed: asyncio.Future[Subscription[T_co]] = loop.create_future()
         self._confirmed.add_done_callback(_retrieve)
         self._wakeup: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -132,17 +132,17 @@ class Subscription(Generic[T]):
             self._wakeup.set_result(None)
 
     # -- for the user ---------------------------------------------------------
-    async def confirmed(self) -> Subscription[T]:
+    async def confirmed(self) -> Subscription[T_co]:
         """Wait for the gateway's `subscribed` (raises SubscriptionRefused, ClientClosed)."""
         return await asyncio.shield(self._confirmed)
 
-    def __await__(self) -> Generator[Any, None, Subscription[T]]:
+    def __await__(self) -> Generator[Any, None, Subscription[T_co]]:
         return self.confirmed().__await__()
 
-    def __aiter__(self) -> Subscription[T]:
+    def __aiter__(self) -> Subscription[T_co]:
         return self
 
-    async def __anext__(self) -> T:
+    async def __anext__(self) -> T_co:
         while True:
             if self._buffer:
                 item = self._buffer.popleft()
@@ -151,7 +151,7 @@ class Subscription(Generic[T]):
                         self.position = item.position
                 else:
                     self.position = item.position
-                return cast(T, item)  # T is DataMessage only where no Resync comes
+                return cast(T_co, item)  # T_co is DataMessage only where no Resync comes
             if self._error is not None:
                 raise self._error
             if self._ended:
@@ -162,7 +162,7 @@ class Subscription(Generic[T]):
             finally:
                 self._wakeup = None
 
-    async def next(self, timeout: float | None = None) -> T:
+    async def next(self, timeout: float | None = None) -> T_co:
         """The next data message, waiting at most `timeout` seconds."""
         async with asyncio.timeout(timeout):
             return await self.__anext__()
@@ -174,7 +174,7 @@ class Subscription(Generic[T]):
         self._end()
         await self._owner._release(self)
 
-    async def __aenter__(self) -> Subscription[T]:
+    async def __aenter__(self) -> Subscription[T_co]:
         return await self
 
     async def __aexit__(
