@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -146,7 +147,7 @@ class Resync:
     """
 
     channel: str
-    params: dict[str, object]
+    params: dict[str, Any]
     reason: str  # "not recovered" | "epoch changed" | "buffer overflow"
     previous: Position | None  # the last position received before the break
     position: Position | None  # the stream's position at the resync
@@ -157,6 +158,6 @@ class Recovered:
     """The `recovered` event: the gateway replays every message after `since`."""
 
     channel: str
-    params: dict[str, object]
+    params: dict[str, Any]
     since: Position
     head: Position  # the stream's last published position when it answered
