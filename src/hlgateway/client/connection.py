@@ -102,7 +102,7 @@ class _FixedUrl:
 
 @dataclass(eq=False)
 class _Pending:
-    kind: str  # subscribe | unsubscribe | heal | ping | auth | request | send
+    kind: str  # subscribe | unsubscribe | ping | auth | request | send
     future: asyncio.Future[m.ServerMessage] | None = None
     entry: Entry[Subscription[Any]] | None = None
     sent_at: float = 0.0
@@ -588,7 +588,7 @@ class GatewayClient:
         unsent: list[_Out] = []
         while not link.out.empty():
             out = link.out.get_nowait()
-            if out.pending is None or out.pending.kind not in ("subscribe", "unsubscribe", "heal"):
+            if out.pending is None or out.pending.kind not in ("subscribe", "unsubscribe"):
                 unsent.append(out)
         self._queue.put_front(unsent)
         # Written but unanswered: the outcome is unknown.
@@ -622,16 +622,15 @@ class GatewayClient:
         link.out.put_nowait(_Out(msg, _Pending("subscribe", entry=entry)))
 
     def _heal(self, entry: Entry[Subscription[Any]]) -> None:
-        """Messages are missing in a live stream: leave it and join again with `since`;
-        the gateway replays what is missing (history outlives the leave)."""
+        """Messages are missing in a live stream: subscribe again with `since`. The
+        gateway keeps the subscription and replays what is missing after what it had
+        queued already (those are dropped here as duplicates or skipped)."""
         link = self._link
         if link is None or not link.welcomed or entry.in_flight:
             entry.cursor.healing = entry.in_flight  # a reply on its way; else the next link
             return
-        log.info(
-            "gap in %s %s after %s: healing", entry.channel, entry.params, entry.cursor.since()
-        )
-        link.out.put_nowait(_Out(_unsubscribe_message(entry), _Pending("heal")))
+        position = entry.cursor.position
+        log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
         self._send_subscribe(link, entry)
 
     def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
@@ -694,8 +693,7 @@ class GatewayClient:
                     self._confirmed(link, pending.entry, msg)
                 self._events.emit("subscribed", msg)
             case m.Unsubscribed() | m.RoomLeft():
-                if pending is None or pending.kind != "heal":
-                    self._events.emit("unsubscribed", msg)
+                self._events.emit("unsubscribed", msg)
             case m.ErrorMessage():
                 self._error(msg, pending)
                 return
@@ -763,8 +761,6 @@ class GatewayClient:
             exc: RequestFailed = SubscriptionRefused(msg.code, msg.message, msg.channel, msg.params)
             for sub in self._registry.refuse(entry):
                 sub._fail(exc)
-        elif pending is not None and pending.kind == "heal":
-            return  # NOT_SUBSCRIBED: gone already, which is all a heal wanted
         elif pending is not None and pending.kind == "unsubscribe" and msg.code == "NOT_SUBSCRIBED":
             if pending.future is not None and not pending.future.done():
                 pending.future.set_result(msg)

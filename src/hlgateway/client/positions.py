@@ -7,8 +7,9 @@ the last position the application was given and judges every message:
 - the next one (offset = last + 1, same epoch) is delivered and advances it;
 - one seen already (offset <= last) is a duplicate and dropped;
 - one further ahead means messages are missing: it is dropped, and the client
-  heals the gap by subscribing again with `since` (the gateway replays what is
-  missing, the dropped message included);
+  heals the gap by subscribing again with `since` on the same link (the gateway
+  keeps the subscription and replays what is missing, the dropped message
+  included);
 - one of a new epoch means the stream's history was lost: it is delivered, and
   the application must reload its state (a resync).
 

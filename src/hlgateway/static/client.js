@@ -365,7 +365,7 @@ export class TradingWebSocket {
       case 'unsubscribed':
       case 'room_left':
         if (pending) pending.resolve(message);
-        if (!pending || pending.kind !== 'heal') this.emit(message.type, message);
+        this.emit(message.type, message);
         break;
       case 'error':
         this._handleErrorReply(message, pending);
@@ -438,16 +438,13 @@ export class TradingWebSocket {
     this.emit('resync', { channel: entry.channel, params: entry.params, reason, previous, position });
   }
 
-  /** Messages are missing in a live stream: leave it and join again with `since`. */
+  /** Messages are missing in a live stream: subscribe again with `since` on the same link;
+   * the gateway keeps the subscription and replays what is missing. */
   _heal(entry) {
     if (!this.isConnected || !this.ws || this.ws.readyState !== OPEN || entry.inFlight) {
       entry.cursor.healing = entry.inFlight;
       return;
     }
-    const message = entry.channel === 'room'
-      ? { type: 'leave_room', room: entry.params.room }
-      : { type: 'unsubscribe', channel: entry.channel, params: entry.params };
-    this._write({ message, pending: { kind: 'heal', entry: null, resolve() {}, reject() {} } });
     this._sendSubscribe(entry);
   }
 
@@ -719,7 +716,6 @@ export class TradingWebSocket {
   }
 
   _handleErrorReply(message, pending) {
-    if (pending && pending.kind === 'heal') return; // gone already: all a heal wanted
     if (pending && pending.entry) {
       const entry = pending.entry;
       entry.inFlight = false;
