@@ -16,7 +16,7 @@ stopped after every reconnect; when they cannot, the iterator yields a `Resync`
 See docs/clients.md.
 """
 
-from hlgateway.client.backoff import Backoff
+from hlgateway.backoff import Backoff
 from hlgateway.client.connection import (
     Disconnected,
     GatewayClient,
