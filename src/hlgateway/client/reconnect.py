@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from hlgateway.client.backoff import Backoff
+from hlgateway.backoff import Backoff
 from hlgateway.client.errors import (
     AuthenticationFailed,
     ClientClosed,
