@@ -188,3 +188,34 @@ test('a 429 between refusals restarts the count', async () => {
   assert.equal(c.handshakeRefusals, 1);
   c.close();
 });
+
+test('browsers: a failure before open while the gateway answers HTTP counts as a refusal', async () => {
+  const realFetch = globalThis.fetch;
+  const probed = [];
+  let reachable = true;
+  globalThis.fetch = (url) => {
+    probed.push(url);
+    return reachable ? Promise.resolve({ type: 'opaque' }) : Promise.reject(new TypeError('down'));
+  };
+  try {
+    const { c, of } = client({ maxUnexplainedRefusals: 3 });
+    const failOnce = async (n) => {
+      await until(() => FakeSocket.made.length === n);
+      FakeSocket.made.at(-1).fail(''); // a browser says nothing about why
+    };
+    await failOnce(1);
+    await until(() => probed.length === 1);
+    reachable = false; // the gateway is down: not a refusal, the count starts again
+    await failOnce(2);
+    await until(() => probed.length === 2);
+    reachable = true;
+    for (let n = 3; n <= 5; n += 1) await failOnce(n);
+    await until(() => of('handshakeRefused').length === 1);
+    assert.equal(probed[0], 'http://gw.test/health');
+    assert.equal(of('handshakeRefused')[0].status, null);
+    assert.match(of('handshakeRefused')[0].message, /answers HTTP but refused the WebSocket upgrade 3 times/);
+    assert.equal(c.stopped, true);
+  } finally {
+    globalThis.fetch = realFetch;
+  }
+});
