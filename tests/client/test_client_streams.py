@@ -153,7 +153,8 @@ async def test_reconnect_sends_since_and_not_recovered_is_a_resync(
 ) -> None:
     async with GatewayClient(scripted.url, "t", backoff=FAST) as client:
         events = Recorder(client, "resync")
-        sub = client.user_fills("alice", since=Position(3, "OLD"))  # a stored position
+        # A stored position, as JSON ({"offset", "epoch"}) or as a Position.
+        sub = client.user_fills("alice", since={"offset": 3, "epoch": "OLD"})
         peer = await scripted.peer()
         req = await peer.recv("subscribe")
         assert req["since"] == {"offset": 3, "epoch": "OLD"}

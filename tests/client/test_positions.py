@@ -7,7 +7,7 @@ import random
 import msgspec
 import pytest
 
-from hlgateway.client.positions import Cursor, Joined, Position, Verdict
+from hlgateway.client.positions import Cursor, Joined, Position, Verdict, as_position
 
 
 def test_fresh_join_starts_at_the_head_and_delivers_the_next() -> None:
@@ -136,3 +136,11 @@ def test_any_delivery_order_with_duplicates_yields_each_message_once_in_order(
             assert cursor.on_joined(head, "E", True) is Joined.RECOVERED
             inflight[:0] = list(range(since.offset + 1, head + 1))
     assert delivered == list(range(1, total + 1))
+
+
+def test_since_takes_a_position_or_the_wire_form() -> None:
+    assert as_position(Position(3, "E")) == Position(3, "E")
+    assert as_position({"offset": 3, "epoch": "E"}) == Position(3, "E")
+    for bad in ({"offset": "3", "epoch": "E"}, {"offset": True, "epoch": "E"}, {"epoch": "E"}, 3):
+        with pytest.raises(TypeError, match="since must be"):
+            as_position(bad)  # type: ignore[arg-type]

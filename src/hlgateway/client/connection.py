@@ -43,7 +43,15 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
-from hlgateway.client.positions import Joined, Position, Recovered, Resync, Verdict
+from hlgateway.client.positions import (
+    Joined,
+    Position,
+    Recovered,
+    Resync,
+    Since,
+    Verdict,
+    as_position,
+)
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
 from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
@@ -291,7 +299,7 @@ class GatewayClient:
         channel: str,
         params: m.Json | None = None,
         *,
-        since: Position | None = None,
+        since: Since | None = None,
         **kw: Any,
     ) -> Subscription[Item]:
         """Subscribe (now, or when the link is up); restored after every reconnect.
@@ -304,13 +312,18 @@ class GatewayClient:
         return self._add(channel, params, since, kw)
 
     def _add(
-        self, channel: str, params: m.Json | None, since: Position | None, kw: dict[str, Any]
+        self,
+        channel: str,
+        params: m.Json | None,
+        since: Since | None,
+        kw: dict[str, Any],
     ) -> Subscription[Any]:
         if self.closed_error is not None or self._closing:
             raise self.closed_error or ClientClosed("closed by the client")
+        start = None if since is None else as_position(since)
         merged = {**(params or {}), **{k: v for k, v in kw.items() if v is not None}}
         sub: Subscription[Any] = Subscription(self, channel, merged, self._buffer)
-        added = self._registry.add(channel, merged, sub, since)
+        added = self._registry.add(channel, merged, sub, start)
         entry = added.entry
         if added.send:
             if self._link is not None and self._link.welcomed:
@@ -341,20 +354,28 @@ class GatewayClient:
     def system(self) -> Subscription[m.DataMessage]:
         return self._add("system", None, None, {})
 
-    def trades(self, symbol: str, *, since: Position | None = None) -> Subscription[Item]:
+    def trades(self, symbol: str, *, since: Since | None = None) -> Subscription[Item]:
         return self._add("trades", None, since, {"symbol": symbol})
 
     def user_orders(
-        self, user_id: str, wallet: str | None = None, *, since: Position | None = None
+        self,
+        user_id: str,
+        wallet: str | None = None,
+        *,
+        since: Since | None = None,
     ) -> Subscription[Item]:
         return self._add("user_orders", None, since, {"userId": user_id, "wallet": wallet})
 
     def user_fills(
-        self, user_id: str, wallet: str | None = None, *, since: Position | None = None
+        self,
+        user_id: str,
+        wallet: str | None = None,
+        *,
+        since: Since | None = None,
     ) -> Subscription[Item]:
         return self._add("user_fills", None, since, {"userId": user_id, "wallet": wallet})
 
-    def room(self, name: str, *, since: Position | None = None) -> Subscription[Item]:
+    def room(self, name: str, *, since: Since | None = None) -> Subscription[Item]:
         """Join a room (`join_room`); its messages arrive as data on channel `room`."""
         return self._add(ROOM, None, since, {"room": name})
 

@@ -22,6 +22,7 @@ a replay loses nothing either. A gateway without positions (v1) sends no
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -37,6 +38,22 @@ class Position(msgspec.Struct, frozen=True):
 
     offset: int
     epoch: str
+
+
+# What `since=` takes: a Position, or the wire's {"offset": N, "epoch": E}.
+Since = Position | Mapping[str, Any]
+
+
+def as_position(since: Since) -> Position:
+    """A `since=` argument: a `Position`, or the wire's `{"offset": N, "epoch": E}`
+    (as stored by an application that keeps JSON)."""
+    if isinstance(since, Position):
+        return since
+    if isinstance(since, Mapping):
+        offset, epoch = since.get("offset"), since.get("epoch")
+        if isinstance(offset, int) and not isinstance(offset, bool) and isinstance(epoch, str):
+            return Position(offset, epoch)
+    raise TypeError(f"since must be a Position or {{'offset': int, 'epoch': str}}, not {since!r}")
 
 
 class Verdict(StrEnum):
