@@ -12,8 +12,6 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-import msgspec
-
 from hlgateway.backoff import Backoff
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
@@ -25,6 +23,11 @@ from hlgateway.protocol.channels import (
     Topic,
 )
 from hlgateway.protocol.encoding import now_ms
+from hlgateway.protocol.payloads import (
+    OrderBook,
+    OrderUpdate,
+    PriceQuote,
+)
 from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import TradeLedger
@@ -38,13 +41,6 @@ log = logging.getLogger(__name__)
 # (seconds): longer than any snapshot Hyperliquid re-sends on a resubscribe.
 LEDGER_KEEP = 24 * 3600.0
 TRADE_LEDGER_KEEP = 3600.0
-
-
-class PriceEntry(msgspec.Struct, frozen=True):
-    price: float
-    change24h: float
-    volume24h: float
-    timestamp: int
 
 
 def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
@@ -214,7 +210,7 @@ class Feeds:
             self._publisher.publish_items(topic, {}, "fills", items, LEDGER_KEEP)
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
-        data = {"action": action, "order": order}
+        data = OrderUpdate(action, order)
         item_id = f"{order.id}:{order.status}:{order.remaining}"
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
             self._publisher.publish_once(topic, data, item_id, LEDGER_KEEP)
@@ -229,12 +225,12 @@ class Feeds:
         if not self._prices:
             return
         self._last_mids = event
-        entries: dict[str, PriceEntry] = {}
+        entries: dict[str, PriceQuote] = {}
         for topic in tuple(self._prices):
             self._publish_prices(topic, event, entries)
 
     def _publish_prices(
-        self, topic: Topic, event: wire.Mids, entries: dict[str, PriceEntry]
+        self, topic: Topic, event: wire.Mids, entries: dict[str, PriceQuote]
     ) -> None:
         mids = event.mids
         symbols = topic.symbols if topic.symbols is not None else self._upstream.markets.names
@@ -242,7 +238,7 @@ class Feeds:
         if data:
             self._publisher.publish(topic, data)
 
-    def _entry(self, entries: dict[str, PriceEntry], symbol: str, mid: float) -> PriceEntry:
+    def _entry(self, entries: dict[str, PriceQuote], symbol: str, mid: float) -> PriceQuote:
         # `entries`: one mids message's cache, each symbol computed once for every topic.
         cached = entries.get(symbol)
         if cached is None:
@@ -250,7 +246,7 @@ class Feeds:
             prev = ctx.prev_day_px if ctx is not None else None
             change = round((mid / prev - 1) * 100, 4) if prev else 0.0
             volume = ctx.day_ntl_vlm if ctx is not None else 0.0
-            cached = entries[symbol] = PriceEntry(mid, change, volume, now_ms())
+            cached = entries[symbol] = PriceQuote(mid, change, volume, now_ms())
         return cached
 
     def _on_book(self, event: wire.Book) -> None:
@@ -263,12 +259,7 @@ class Feeds:
 
     def _publish_book(self, topic: Topic, event: wire.Book) -> None:
         depth = topic.depth
-        data = {
-            "symbol": event.symbol,
-            "bids": event.bids[:depth],
-            "asks": event.asks[:depth],
-            "timestamp": event.time,
-        }
+        data = OrderBook(event.symbol, event.bids[:depth], event.asks[:depth], event.time)
         self._publisher.publish(topic, data)
 
     def _on_trades(self, event: wire.Trades) -> None:
