@@ -156,7 +156,8 @@ async def run_chaos(
         await _until(lambda: _healthy(gateway), 30)
         cutoff = int(time.time() * 1000) - 500
         expected = Expected(sim, WALLETS, window_start, cutoff)
-        await _until(lambda: expected.received_by(receiver.got), 20, quiet=True)
+        # Late is not lost: a loaded machine may still be recovering; wait for it (bounded).
+        await _until(lambda: expected.received_by(receiver.got), 60, quiet=True)
         await ws.close()
         await reader
 

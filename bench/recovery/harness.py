@@ -220,7 +220,7 @@ async def run_recovery(
         await _until(is_back(back), 30)
         cutoff = int(time.time() * 1000) - 500
         expected = Expected(sim, WALLETS, window_start, cutoff)
-        await _until(lambda: expected.received_by(received.got), 30, quiet=True)
+        await _until(lambda: expected.received_by(received.got), 60, quiet=True)
         report.seconds = round(time.monotonic() - started, 1)
         report.recovered, report.not_recovered = received.recovered, received.not_recovered
         report.ledger = LedgerCheck.of(expected, received.got)
