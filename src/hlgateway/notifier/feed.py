@@ -1,0 +1,188 @@
+"""The gateway side of the notifier, in one place: what it subscribes and what it hears.
+
+The notifier reads every watched wallet's `user_fills` and `user_orders`
+(lossless streams, with positions) and `account_updates`, plus `prices` while
+any alert exists, as a service (an admin token) naming each wallet:
+`{"userId": <service user>, "wallet": W}`. Everything arrives, in the order the
+gateway sent it, as `FeedEvent`s on one queue.
+
+A lossless stream that starts without a replay (the first subscribe of a
+wallet, or `recovered: false` after a gateway restart) is announced as a `Gap`
+before its data: the service then reloads what the gap may hold before it
+handles anything later. A stream resumed with `since` and `recovered: true`
+makes no gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from hlgateway.client import GatewayClient, Subscription, SubscriptionRefused
+from hlgateway.client.messages import DataMessage, Subscribed
+from hlgateway.client.tokens import TokenSource
+
+log = logging.getLogger("hlgateway.notifier.feed")
+
+FILLS = "user_fills"
+ORDERS = "user_orders"
+ACCOUNT = "account_updates"
+PRICES = "prices"
+LOSSLESS = (FILLS, ORDERS)
+
+
+@dataclass(frozen=True)
+class Position:
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class Fills:
+    wallet: str
+    fills: list[dict[str, Any]]
+    position: Position | None
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    wallet: str
+    update: dict[str, Any]
+    position: Position | None
+
+
+@dataclass(frozen=True)
+class Account:
+    wallet: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Prices:
+    prices: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """`channel` of `wallet` (re)started with no replay: what it missed must be reloaded."""
+
+    wallet: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    wallet: str | None
+    channel: str
+    code: str
+    message: str
+
+
+FeedEvent = Fills | OrderEvent | Account | Prices | Gap | Refused
+
+# The client learns `since` from the recovery work; until then every (re)subscribe
+# is a gap, which the service's reload and per-fill dedupe make safe.
+_CLIENT_SINCE = "since" in inspect.signature(GatewayClient.subscribe).parameters
+
+
+def _position(msg: Any) -> Position | None:
+    epoch, offset = getattr(msg, "epoch", None), getattr(msg, "offset", None)
+    if isinstance(epoch, str) and isinstance(offset, int):
+        return Position(epoch, offset)
+    return None
+
+
+class GatewayFeed:
+    def __init__(
+        self, url: str, token: TokenSource, service_user: str, **client_options: Any
+    ) -> None:
+        self.service_user = service_user
+        self.client = GatewayClient(url, token, **client_options)
+        self.queue: asyncio.Queue[FeedEvent] = asyncio.Queue()
+        self._subs: dict[tuple[str, str], Subscription] = {}
+        self._prices: Subscription | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.client.on("data", self._on_data)
+        self.client.on("subscribed", self._on_subscribed)
+
+    async def start(self, timeout: float | None = None) -> None:
+        await self.client.connect(timeout)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # -- what to read -------------------------------------------------------------
+    def _params(self, wallet: str) -> dict[str, Any]:
+        return {"userId": self.service_user, "wallet": wallet}
+
+    def watch(self, wallet: str, since: dict[str, Position | None] | None = None) -> None:
+        """Read `wallet`'s streams; `since` gives a stored position per lossless channel."""
+        for channel in (*LOSSLESS, ACCOUNT):
+            if (channel, wallet) in self._subs:
+                continue
+            position = (since or {}).get(channel)
+            kwargs: dict[str, Any] = {}
+            if _CLIENT_SINCE and position is not None:
+                kwargs["since"] = {"epoch": position.epoch, "offset": position.offset}
+            sub = self.client.subscribe(channel, self._params(wallet), **kwargs)
+            self._subs[(channel, wallet)] = sub
+            self._watch_refusal(sub, wallet)
+
+    async def unwatch(self, wallet: str) -> None:
+        for channel in (*LOSSLESS, ACCOUNT):
+            sub = self._subs.pop((channel, wallet), None)
+            if sub is not None:
+                await sub.unsubscribe()
+
+    def watching(self) -> set[str]:
+        return {wallet for _, wallet in self._subs}
+
+    async def want_prices(self, on: bool) -> None:
+        if on and self._prices is None:
+            # Throttled: alerts need seconds, not every tick.
+            self._prices = self.client.subscribe(PRICES, {"throttle": 1000})
+            self._watch_refusal(self._prices, None)
+        elif not on and self._prices is not None:
+            sub, self._prices = self._prices, None
+            await sub.unsubscribe()
+
+    def _watch_refusal(self, sub: Subscription, wallet: str | None) -> None:
+        async def wait() -> None:
+            try:
+                await sub
+            except SubscriptionRefused as exc:
+                self.queue.put_nowait(Refused(wallet, sub.channel, exc.code, exc.message))
+                self._subs = {k: v for k, v in self._subs.items() if v is not sub}
+            except Exception:  # ClientClosed: nothing to report
+                pass
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- what arrives ---------------------------------------------------------------
+    def _on_subscribed(self, msg: Subscribed) -> None:
+        if msg.channel not in LOSSLESS:
+            return
+        wallet = msg.params.get("wallet")
+        if not isinstance(wallet, str):
+            return
+        if getattr(msg, "recovered", None) is not True:
+            self.queue.put_nowait(Gap(wallet, msg.channel))
+
+    def _on_data(self, msg: DataMessage) -> None:
+        wallet = msg.params.get("wallet")
+        data = msg.data
+        if msg.channel == PRICES and isinstance(data, dict):
+            self.queue.put_nowait(Prices(data))
+        elif not isinstance(wallet, str) or not isinstance(data, dict):
+            return
+        elif msg.channel == FILLS:
+            self.queue.put_nowait(Fills(wallet, list(data.get("fills") or []), _position(msg)))
+        elif msg.channel == ORDERS:
+            self.queue.put_nowait(OrderEvent(wallet, data, _position(msg)))
+        elif msg.channel == ACCOUNT:
+            self.queue.put_nowait(Account(wallet, data))
