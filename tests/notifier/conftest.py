@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from hlgateway.client import Backoff
 from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.history import FillHistory
@@ -19,7 +20,6 @@ from hlgateway.notifier.pacing import Limits
 from hlgateway.notifier.service import Notifier, Options
 from hlgateway.notifier.store import Store
 from hlgateway.notifier.telegram import TelegramApi
-from hlgateway.client import Backoff
 from hlgateway.simulator import SimConfig, Simulator
 from tests.helpers import GatewayProcess, admin_token, free_port
 from tests.notifier.fakebot import FakeBotApi

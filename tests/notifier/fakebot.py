@@ -11,6 +11,7 @@ notes every request that came to a chat while a 429 it answered still held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import re
@@ -171,10 +172,8 @@ class FakeBotApi:
             if ready or time.monotonic() >= deadline:
                 return _ok(ready[: int(params.get("limit") or 100)])
             self._new_update.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                pass
 
     def _send_message(self, now: float, params: dict[str, Any]) -> web.Response:
         chat_id = int(params["chat_id"])
