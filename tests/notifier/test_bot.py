@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hlgateway.notifier.pacing import Limits
 from hlgateway.notifier.service import Notifier
+from hlgateway.notifier.store import Store
 from hlgateway.simulator import Simulator
 from tests.helpers import eventually
 from tests.notifier.conftest import NotifierFactory
-from tests.notifier.fakebot import FakeBotApi
+from tests.notifier.fakebot import FakeBotApi, Failure
 
 WALLET = "0x" + "d1" * 20
 CHAT = 1001
@@ -71,3 +76,150 @@ async def test_watch_delivers_every_ledger_fill_once_in_order(
     assert not fakebot.violations
     assert all(s.status == 200 for s in fakebot.sent)  # the HTML always parsed
     print(len(delivered), "fills in", len(fakebot.delivered(CHAT)), "messages")
+
+
+FAST_CHAT = Limits(private_interval=0.05, group_interval=0.05)
+
+
+async def replies(bot: FakeBotApi, chat: int, count: int) -> list[str]:
+    await eventually(lambda: len(bot.texts(chat)) >= count, 15)
+    return bot.texts(chat)
+
+
+async def test_commands_answer_and_bad_input_is_refused_clearly(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
+    await notifier.start()
+    await eventually(lambda: "BTC" in notifier.prices, 10)
+    script = [
+        ("/help", "/watch <0x wallet> [label]"),
+        ("/watch 0xnothex", "Not a wallet address: 0xnothex"),
+        (f"/watch {WALLET} desk", f"Watching {WALLET} (desk)"),
+        ("/wallets", f"Watching:\n{WALLET} (desk)"),
+        ("/alert NOPE above 5", "Unknown symbol: NOPE"),
+        ("/alert BTC above 1", "Alert set: BTC above 1"),
+        ("/alerts", "1. BTC above 1"),
+        ("/mute 5", "Muted for 5 min"),
+        ("/unmute", "Unmuted."),
+        ("/orders on", "Order events on."),
+        ("/delalert 3", "No alert 3"),
+        ("hello", "Send /help"),
+    ]
+    for n, (text, expected) in enumerate(script, start=1):
+        fakebot.say(CHAT, text)
+        got = await eventually_text(fakebot, CHAT, expected)
+        assert got, (n, text)
+    # The alert fired once (BTC is far above 1) and says so in /alerts.
+    await eventually_text(fakebot, CHAT, "🔔 BTC reached")
+    fakebot.say(CHAT, "/alerts")
+    await eventually_text(fakebot, CHAT, "1. BTC above 1 (fired)")
+    fakebot.say(CHAT, "/positions")
+    await eventually_text(fakebot, CHAT, "desk: account")
+    fakebot.say(CHAT, "/delalert 1")
+    await eventually_text(fakebot, CHAT, "Deleted alert 1: BTC above 1")
+    assert sum("🔔" in t for t in fakebot.texts(CHAT)) == 1
+    assert all(s.status == 200 for s in fakebot.sent)
+
+
+async def eventually_text(bot: FakeBotApi, chat: int, fragment: str) -> str:
+    def found() -> str | None:
+        return next((t for t in bot.texts(chat) if fragment in t), None)
+
+    await eventually(lambda: found() is not None, 15)
+    text = found()
+    assert text is not None
+    return text
+
+
+async def test_too_many_watches(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT, max_watches=1)
+    await notifier.start()
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    fakebot.say(CHAT, "/watch 0x" + "d2" * 20)
+    await eventually_text(fakebot, CHAT, "Too many watches (at most 1)")
+
+
+async def test_429_is_honoured_and_nothing_is_dropped(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    fakebot.fail(CHAT, Failure(429, retry_after=2))
+    notifier = make_notifier(sqlite_url)
+    await notifier.start()
+    fakebot.say(CHAT, "/help")
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    await eventually_text(fakebot, CHAT, "/watch <0x wallet>")
+    await eventually_text(fakebot, CHAT, "Watching")
+    await eventually(lambda: len(fill_lines(fakebot, CHAT)) >= 3, 20)
+    statuses = [s.status for s in fakebot.sent if s.chat_id == CHAT]
+    assert statuses[0] == 429 and 429 not in statuses[1:]
+    first_429 = next(s for s in fakebot.sent if s.status == 429)
+    retried = next(s for s in fakebot.sent if s.status == 200)
+    assert retried.text == first_429.text  # the same message, not dropped
+    assert not fakebot.violations  # nothing reached the chat before retry_after passed
+
+
+async def test_blocked_chat_is_switched_off(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
+    await notifier.start()
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    await eventually_text(fakebot, CHAT, "Watching")
+    fakebot.forbidden.add(CHAT)  # the user blocks the bot
+    await eventually(lambda: any(s.status == 403 for s in fakebot.sent), 20)
+
+    async def switched_off() -> bool:
+        async with notifier.store.db.transaction() as tx:
+            return await Store.watchers(tx, WALLET) == []
+
+    await eventually_async(switched_off, 10)
+    assert await notifier.store.pending_messages() == []
+
+
+async def test_migrated_group_follows_the_new_id(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    group, supergroup = -1001, -100_1001
+    fakebot.fail(group, Failure(400, migrate_to=supergroup))
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
+    await notifier.start()
+    fakebot.say(group, f"/watch@hl_test_bot {WALLET} desk", chat_type="group")
+    await eventually_text(fakebot, supergroup, "Watching")
+    await eventually(lambda: len(fill_lines(fakebot, supergroup)) >= 1, 20)
+    async with notifier.store.db.transaction() as tx:
+        assert [w.chat_id for w in await Store.watchers(tx, WALLET)] == [supergroup]
+
+
+async def test_rates_kept_per_chat_and_across_the_bot(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    """A busy wallet watched by one chat, and 12 chats asking at once, with a bot-wide
+    budget of 5 a second (30 in production) to see it bind."""
+    notifier = make_notifier(
+        sqlite_url, coalesce_ms=100, limits=Limits(global_per_second=5, margin=0.1)
+    )
+    await notifier.start()
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    await eventually(lambda: len(fill_lines(fakebot, CHAT)) >= 2, 20)
+    others = list(range(2001, 2013))
+    for chat in others:
+        fakebot.say(chat, "/help")
+        fakebot.say(chat, "/wallets")
+    await eventually(lambda: all(len(fakebot.texts(c)) == 2 for c in others), 30)
+    sends = sorted(s.at for s in fakebot.sent)
+    busiest = max(sum(1 for u in sends if t <= u < t + 1.0) for t in sends)
+    assert busiest <= 5
+    mine = [s.at for s in fakebot.sent if s.chat_id == CHAT]
+    assert min(b - a for a, b in itertools.pairwise(mine)) >= 1.0
+    assert not fakebot.violations
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)

@@ -8,7 +8,7 @@ from hlgateway.notifier.pacing import Limits, Pacer
 
 
 def test_private_chat_one_message_a_second() -> None:
-    pacer = Pacer()
+    pacer = Pacer(Limits(margin=0))
     assert pacer.ready_at(5, 100.0) == 100.0
     pacer.start(5, 100.0)
     assert pacer.ready_at(5, 100.2) == 101.0
@@ -16,7 +16,7 @@ def test_private_chat_one_message_a_second() -> None:
 
 
 def test_group_twenty_a_minute_evenly() -> None:
-    pacer = Pacer()
+    pacer = Pacer(Limits(margin=0))
     pacer.start(-100, 10.0)
     assert pacer.ready_at(-100, 10.5) == 13.0
 
@@ -32,7 +32,7 @@ def test_429_holds_the_chat_until_retry_after() -> None:
 
 
 def test_global_limit_across_chats() -> None:
-    pacer = Pacer(Limits(global_per_second=3))
+    pacer = Pacer(Limits(global_per_second=3, margin=0))
     for chat in (1, 2, 3):
         assert pacer.ready_at(chat, 0.0) == 0.0
         pacer.start(chat, 0.0)
@@ -42,7 +42,7 @@ def test_global_limit_across_chats() -> None:
 
 def test_sustained_schedule_keeps_every_limit() -> None:
     """Drive 50 chats with a message always waiting for 10 simulated seconds."""
-    limits = Limits(global_per_second=30)
+    limits = Limits(global_per_second=30, margin=0)
     pacer = Pacer(limits)
     starts: list[tuple[float, int]] = []
     now = 0.0
@@ -61,3 +61,11 @@ def test_sustained_schedule_keeps_every_limit() -> None:
         gap = 3.0 if chat < 0 else 1.0
         assert all(b - a >= gap - 1e-9 for a, b in itertools.pairwise(times))
     assert len(starts) >= 290  # the global budget is used, not wasted
+
+
+def test_the_margin_keeps_arrivals_apart() -> None:
+    pacer = Pacer(Limits(global_per_second=2, margin=0.1))
+    pacer.start(1, 0.0)
+    assert pacer.ready_at(1, 0.5) == 1.1
+    pacer.start(2, 0.0)
+    assert pacer.ready_at(3, 1.05) == 1.1

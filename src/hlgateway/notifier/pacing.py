@@ -18,6 +18,9 @@ class Limits:
     private_interval: float = 1.0  # seconds between two messages to one private chat
     group_interval: float = 3.0  # 20 per minute, evenly
     global_per_second: int = 30
+    # Kept on top of every interval and window: Telegram counts when requests
+    # arrive, and two requests started 1 s apart may arrive a little closer.
+    margin: float = 0.05
 
 
 def is_group(chat_id: int) -> bool:
@@ -33,7 +36,8 @@ class Pacer:
         self._recent: deque[float] = deque()  # starts of requests in the last second
 
     def interval(self, chat_id: int) -> float:
-        return self.limits.group_interval if is_group(chat_id) else self.limits.private_interval
+        base = self.limits.group_interval if is_group(chat_id) else self.limits.private_interval
+        return base + self.limits.margin
 
     def ready_at(self, chat_id: int, now: float) -> float:
         """The earliest time a request to `chat_id` may start."""
@@ -50,7 +54,7 @@ class Pacer:
         self._expire(now)
         if len(self._recent) < self.limits.global_per_second:
             return now
-        return self._recent[0] + 1.0
+        return self._recent[0] + 1.0 + self.limits.margin
 
     def start(self, chat_id: int, now: float) -> None:
         """A request to `chat_id` starts now (the caller checked `ready_at`)."""
@@ -70,5 +74,5 @@ class Pacer:
         self._held.pop(chat_id, None)
 
     def _expire(self, now: float) -> None:
-        while self._recent and self._recent[0] <= now - 1.0:
+        while self._recent and self._recent[0] <= now - 1.0 - self.limits.margin:
             self._recent.popleft()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -107,7 +108,9 @@ class TelegramApi:
                 chat_id, text, parse_mode="HTML", disable_web_page_preview=True
             )
         except RetryAfter as exc:
-            wait = exc.retry_after
+            with warnings.catch_warnings():  # PTB 22 warns that it may become a timedelta
+                warnings.simplefilter("ignore")
+                wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
             return SendResult(Outcome.RETRY_AFTER, retry_after=seconds, detail=str(exc))
         except Forbidden as exc:
