@@ -13,7 +13,7 @@ from hlgateway.notifier.store import Store
 from hlgateway.simulator import Simulator
 from tests.helpers import eventually
 from tests.notifier.conftest import NotifierFactory
-from tests.notifier.fakebot import FakeBotApi, Failure
+from tests.notifier.fakebot import Failure, FakeBotApi
 
 WALLET = "0x" + "d1" * 20
 CHAT = 1001
