@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+
+
+TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 class SettingsError(ValueError):
@@ -101,6 +105,16 @@ class Settings:
     allow_missing_origin: bool = True  # HLGATEWAY_ALLOW_MISSING_ORIGIN: upgrades without Origin
     tls_cert: str | None = None  # HLGATEWAY_TLS_CERT / --tls-cert (PEM)
     tls_key: str | None = None  # HLGATEWAY_TLS_KEY / --tls-key (PEM)
+    # History and recovery of lossless streams (docs/protocol.md "Positions").
+    history_size: int = 1000  # HLGATEWAY_HISTORY_SIZE: messages kept at least, per stream
+    history_ttl: float = 600.0  # HLGATEWAY_HISTORY_TTL (s): kept at least this long
+    history_max: int = 10_000  # HLGATEWAY_HISTORY_MAX: hard bound per stream (memory)
+    market_wait: float = 10.0  # HLGATEWAY_MARKET_WAIT (s): subscribes wait for the market list
+    # The user directory (admin reads by userId alone): a file and/or a PostgreSQL table.
+    directory_file: str | None = None  # HLGATEWAY_DIRECTORY_FILE: JSON or TOML
+    directory_dsn: str | None = None  # HLGATEWAY_DIRECTORY_DSN: postgresql://...
+    directory_table: str = "hlgateway_user_wallets"  # HLGATEWAY_DIRECTORY_TABLE
+    directory_refresh: float = 30.0  # HLGATEWAY_DIRECTORY_REFRESH (s)
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -181,6 +195,11 @@ def settings_from_env(
         "message_burst": int,
         "handshake_timeout": float,
         "request_head_timeout": float,
+        "history_size": int,
+        "history_ttl": float,
+        "history_max": int,
+        "market_wait": float,
+        "directory_refresh": float,
     }
     for name, kind in numeric.items():
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
@@ -197,6 +216,9 @@ def settings_from_env(
         "upstream_host",
         "tls_cert",
         "tls_key",
+        "directory_file",
+        "directory_dsn",
+        "directory_table",
     ):
         raw = _env(env, f"HLGATEWAY_{name.upper()}")
         if raw is not None:
@@ -231,6 +253,10 @@ def check_security_settings(settings: Settings) -> None:
             raise SettingsError(
                 f"HLGATEWAY_TRUSTED_PROXIES: not an address or CIDR block: {entry!r}"
             ) from None
-    for name in ("handshake_timeout", "request_head_timeout"):
+    for name in ("handshake_timeout", "request_head_timeout", "history_ttl", "directory_refresh"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"HLGATEWAY_{name.upper()}: must be positive")
+    if not 1 <= settings.history_size <= settings.history_max:
+        raise SettingsError("HLGATEWAY_HISTORY_SIZE: must be 1..HLGATEWAY_HISTORY_MAX")
+    if not TABLE_RE.fullmatch(settings.directory_table):
+        raise SettingsError("HLGATEWAY_DIRECTORY_TABLE: a table name ([schema.]name)")

@@ -97,6 +97,9 @@ class Connection(asyncio.Protocol):
             verifier=gateway.verifier,
             limits=edge.session_limits,
             stats=edge.stats,
+            broker=gateway.broker,
+            compression_threshold=settings.compression_threshold,
+            on_verdict=self._on_verdict,
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False
@@ -151,6 +154,10 @@ class Connection(asyncio.Protocol):
             return
         if verdict is not None:
             self.outbox.close(verdict.code, verdict.reason)
+
+    def _on_verdict(self, verdict: Close) -> None:
+        """A verdict the session reached after waiting (a held subscribe)."""
+        self.outbox.close(verdict.code, verdict.reason)
 
     def _handle(self, data: str) -> Close | None:
         """The session never raises for bad input; should it ever raise, this client alone ends."""

@@ -103,6 +103,7 @@ class Edge:
             error_window=session_limits.error_window,
             message_rate=settings.message_rate,
             message_burst=settings.message_burst,
+            market_wait=settings.market_wait,
         )
         self.head_deadline = HeadDeadline(settings.request_head_timeout, self.stats)
 
