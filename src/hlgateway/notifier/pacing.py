@@ -62,6 +62,10 @@ class Pacer:
         self._expire(now)
         self._recent.append(now)
 
+    def restore(self, chat_id: int, last_start: float) -> None:
+        """A request to `chat_id` started at `last_start` in an earlier run."""
+        self._last[chat_id] = max(last_start, self._last.get(chat_id, last_start))
+
     def hold(self, chat_id: int, until: float) -> None:
         """A 429: nothing to this chat before `until`."""
         self._held[chat_id] = max(until, self._held.get(chat_id, until))

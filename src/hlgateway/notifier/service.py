@@ -109,6 +109,12 @@ class Notifier:
                 "SELECT chat_id, wallet, symbol, tier FROM liquidation_tiers"
             ):
                 self._tiers[(int(chat_id), str(wallet), str(symbol))] = int(tier)
+        # Pace from where the last run stopped: its last requests and 429 holds.
+        last, held = await self.store.pacing_state(self.now_ms())
+        for chat_id, at_ms in last.items():
+            self.pacer.restore(chat_id, at_ms / 1000)
+        for chat_id, until_ms in held.items():
+            self.pacer.hold(chat_id, until_ms / 1000)
         await self.feed.start()
         await self.feed.want_prices(True)  # alerts, and to know which symbols exist
         fills = await self.store.streams(FILLS)
@@ -525,13 +531,16 @@ class Notifier:
 
     async def _send(self, msg: Outgoing) -> None:
         try:
+            await self.store.mark_attempted(msg.id, self.now_ms())
             result = await self.api.send(msg.chat_id, msg.text)
             match result.outcome:
                 case Outcome.SENT:
                     await self.store.mark_sent(msg.id, result.message_id, self.now_ms())
                 case Outcome.RETRY_AFTER:
                     log.info("429 for chat %d: holding %.1f s", msg.chat_id, result.retry_after)
-                    self.pacer.hold(msg.chat_id, self.clock() + result.retry_after)
+                    until = self.clock() + result.retry_after
+                    self.pacer.hold(msg.chat_id, until)
+                    await self.store.hold_chat(msg.chat_id, int(until * 1000) + 1)
                     await self.store.mark_attempt(msg.id, give_up=False)
                 case Outcome.FORBIDDEN:
                     log.info("chat %d blocked the bot: its watches are off", msg.chat_id)

@@ -32,7 +32,8 @@ def _schema(dialect: str) -> list[str]:
         "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         """CREATE TABLE IF NOT EXISTS chats (
             chat_id BIGINT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 1,
-            muted_until BIGINT NOT NULL DEFAULT 0, orders INTEGER NOT NULL DEFAULT 0)""",
+            muted_until BIGINT NOT NULL DEFAULT 0, orders INTEGER NOT NULL DEFAULT 0,
+            held_until BIGINT NOT NULL DEFAULT 0)""",
         """CREATE TABLE IF NOT EXISTS watches (
             chat_id BIGINT NOT NULL, wallet TEXT NOT NULL, label TEXT,
             since_ms BIGINT NOT NULL, PRIMARY KEY (chat_id, wallet))""",
@@ -50,7 +51,8 @@ def _schema(dialect: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS messages (
             id {ident}, chat_id BIGINT NOT NULL, text TEXT NOT NULL,
             created_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
-            sent_ms BIGINT, telegram_id BIGINT, attempts INTEGER NOT NULL DEFAULT 0)""",
+            attempted_ms BIGINT, sent_ms BIGINT, telegram_id BIGINT,
+            attempts INTEGER NOT NULL DEFAULT 0)""",
         "CREATE INDEX IF NOT EXISTS messages_state ON messages (state, chat_id, id)",
         f"""CREATE TABLE IF NOT EXISTS alerts (
             id {ident}, chat_id BIGINT NOT NULL, symbol TEXT NOT NULL,
@@ -381,6 +383,36 @@ class Store:
         return [
             Outgoing(int(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows if r[1] not in skip
         ]
+
+    async def mark_attempted(self, message_id: int, now_ms: int) -> None:
+        """A request for this message starts now: kept so that a restarted notifier
+        paces its first message to the chat from here."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE messages SET attempted_ms = ? WHERE id = ?", (now_ms, message_id)
+            )
+
+    async def hold_chat(self, chat_id: int, until_ms: int) -> None:
+        """A 429's retry_after, kept across a restart."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO chats (chat_id, held_until) VALUES (?, ?) ON CONFLICT (chat_id) "
+                "DO UPDATE SET held_until = excluded.held_until",
+                (chat_id, until_ms),
+            )
+
+    async def pacing_state(self, now_ms: int) -> tuple[dict[int, int], dict[int, int]]:
+        """(last request start per chat, 429 hold per chat) still in force."""
+        async with self.db.transaction() as tx:
+            last = await tx.fetchall(
+                "SELECT chat_id, MAX(attempted_ms) FROM messages WHERE attempted_ms > ? "
+                "GROUP BY chat_id",
+                (now_ms - 60_000,),
+            )
+            held = await tx.fetchall(
+                "SELECT chat_id, held_until FROM chats WHERE held_until > ?", (now_ms,)
+            )
+        return {int(c): int(t) for c, t in last}, {int(c): int(t) for c, t in held}
 
     async def mark_sent(self, message_id: int, telegram_id: int | None, now_ms: int) -> None:
         async with self.db.transaction() as tx:
