@@ -106,7 +106,11 @@ async def make_notifier(
 
     def make(database: str, **options: Any) -> Notifier:
         feed = GatewayFeed(
-            gateway.ws, admin_token(ttl_seconds=3600), "root", backoff=Backoff(0.1, max_delay=0.5)
+            gateway.ws,
+            admin_token(ttl_seconds=3600),
+            "root",
+            wallets_per_connection=options.pop("wallets_per_connection", 30),
+            backoff=Backoff(0.1, max_delay=0.5),
         )
         limits = options.pop("limits", Limits())
         notifier = Notifier(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from hlgateway.notifier.database import open_database
+from hlgateway.notifier.feed import Account, Fills, GatewayFeed
 from hlgateway.notifier.pacing import Limits
 from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.store import Store
+from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
 from tests.helpers import eventually
 from tests.notifier.conftest import NotifierFactory
-from tests.notifier.fakebot import Failure, FakeBotApi
+from tests.notifier.fakebot import Failure, FakeBotApi, visible_text
 
 WALLET = "0x" + "d1" * 20
 CHAT = 1001
@@ -223,3 +227,135 @@ async def eventually_async(check: Callable[[], Awaitable[bool]], timeout: float)
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.05)
+
+
+async def test_wallets_spread_over_connections_each_delivered(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT, wallets_per_connection=1)
+    await notifier.start()
+    other = "0x" + "d3" * 20
+    fakebot.say(CHAT, f"/watch {WALLET} one")
+    fakebot.say(CHAT + 1, f"/watch {other} two")
+    await eventually(lambda: len(fill_lines(fakebot, CHAT)) >= 2, 20)
+    await eventually(lambda: len(fill_lines(fakebot, CHAT + 1)) >= 2, 20)
+    assert len(notifier.feed.clients) == 2
+
+
+def burst(wallet: str, count: int, start_tid: int, when: int) -> Fills:
+    fills = [
+        {
+            "id": start_tid + n,
+            "orderId": 1,
+            "symbol": "BURST",  # no simulated fill has it: these lines are told apart
+            "side": "sell" if n % 2 else "buy",
+            "price": 3000.5,
+            "size": 0.01 * (n + 1),
+            "fee": 0.01,
+            "closedPnl": 0.0,
+            "timestamp": when,  # one sweep: one time (and hash) for all
+            "wallet": wallet,
+        }
+        for n in range(count)
+    ]
+    return Fills(wallet, fills, None)
+
+
+async def test_a_burst_of_200_fills_is_a_few_messages_and_a_replay_adds_none(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    quiet = "0x" + "d4" * 20
+    notifier = make_notifier(sqlite_url)
+    await notifier.start()
+    fakebot.say(CHAT, f"/watch {quiet} desk")
+    await eventually_text(fakebot, CHAT, "Watching")
+    since = await watch_since(notifier, CHAT, quiet)
+    event = burst(quiet, 200, 1_000_000, since + 1)
+    notifier.feed.queue.put_nowait(event)
+    notifier.feed.queue.put_nowait(event)  # the same fills again (a replay)
+
+    def bursts() -> list[str]:
+        return [line for line in fill_lines(fakebot, CHAT) if " BURST @ " in line]
+
+    await eventually(lambda: len(bursts()) >= 200, 30)
+
+    async def claimed_and_sent() -> bool:
+        async with notifier.store.db.transaction() as tx:
+            waiting = await tx.scalar(
+                "SELECT COUNT(*) FROM lines l LEFT JOIN messages m ON m.id = l.message_id "
+                "WHERE l.text LIKE '% BURST</b> @%' AND (m.id IS NULL OR m.state <> 'sent')"
+            )
+        return waiting == 0 and notifier.feed.queue.empty()
+
+    await eventually_async(claimed_and_sent, 20)
+    assert len(bursts()) == 200  # the replay made nothing
+    async with notifier.store.db.transaction() as tx:
+        made = await tx.scalar("SELECT COUNT(*) FROM lines WHERE text LIKE '% BURST</b> @%'")
+    assert made == 200
+    messages = [t for t in fakebot.texts(CHAT) if " BURST @ " in t]
+    assert len(messages) <= 6
+    assert all(len(m) <= 4096 for m in fakebot.texts(CHAT))
+
+
+async def test_muted_chat_gets_its_fills_when_the_mute_ends(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    quiet = "0x" + "d5" * 20
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
+    await notifier.start()
+    fakebot.say(CHAT, f"/watch {quiet}")
+    fakebot.say(CHAT, "/mute 10")
+    await eventually_text(fakebot, CHAT, "Muted for 10 min")
+    since = await watch_since(notifier, CHAT, quiet)
+    await notifier.handle_event(burst(quiet, 3, 5, since + 1))
+    async with notifier.store.db.transaction() as tx:  # held: made, not packed
+        held = await tx.scalar(
+            "SELECT COUNT(*) FROM lines WHERE message_id IS NULL AND text LIKE '% BURST</b> @%'"
+        )
+    assert held == 3
+    assert fill_lines(fakebot, CHAT) == []  # nor anything the simulator traded meanwhile
+    fakebot.say(CHAT, "/unmute")
+    await eventually(
+        lambda: len([ln for ln in fill_lines(fakebot, CHAT) if " BURST @ " in ln]) == 3, 15
+    )
+
+
+async def test_liquidation_warning_once_per_tier(tmp_path: Path) -> None:
+    """The service alone (no socket is opened): account updates in, lines out."""
+    quiet = "0x" + "d6" * 20
+    feed = GatewayFeed("ws://127.0.0.1:9/ws", "unused", "root")
+    notifier = Notifier(
+        Store(open_database(str(tmp_path / "n.db"))), TelegramApi("1:x", "http://127.0.0.1:9"), feed
+    )
+    await notifier.store.open()
+    async with notifier.store.db.transaction() as tx:
+        await Store.add_watch(tx, CHAT, quiet, "<lev>", 0)
+
+    def account(liq: float) -> Account:
+        position = {
+            "symbol": "BTC",
+            "size": 2.0,
+            "entryPrice": 100.0,
+            "positionValue": 200.0,  # mark 100
+            "unrealizedPnl": 0.0,
+            "leverage": 10.0,
+            "liquidationPrice": liq,
+            "marginUsed": 20.0,
+        }
+        return Account(quiet, {"wallet": quiet, "accountValue": 50.0, "positions": [position]})
+
+    # 30 %, 15 %, 14 %, 9 %, 4.5 %, 9 %, no position, 15 %
+    for liq in (70.0, 85.0, 86.0, 91.0, 95.5, 91.0):
+        await notifier.handle_event(account(liq))
+    await notifier.handle_event(Account(quiet, {"wallet": quiet, "positions": []}))
+    await notifier.handle_event(account(85.0))
+    async with notifier.store.db.transaction() as tx:
+        lines = [str(r[0]) for r in await tx.fetchall("SELECT text FROM lines ORDER BY id")]
+    await notifier.store.close()
+    assert [visible_text(line).split("under ")[1] for line in lines] == [
+        "20%)",
+        "10%)",
+        "5%)",
+        "20%)",  # the position closed and opened again: warned anew
+    ]
+    assert "&lt;lev&gt;" in lines[0]

@@ -4,7 +4,9 @@ The notifier reads every watched wallet's `user_fills` and `user_orders`
 (lossless streams, with positions) and `account_updates`, plus `prices` while
 any alert exists, as a service (an admin token) naming each wallet:
 `{"userId": <service user>, "wallet": W}`. Everything arrives, in the order the
-gateway sent it, as `FeedEvent`s on one queue.
+gateway sent it, as `FeedEvent`s on one queue. The gateway caps subscriptions
+per connection (100 by default), so wallets are spread over as many connections
+as needed, `wallets_per_connection` each; a wallet's streams share one.
 
 A lossless stream that starts without a replay (the first subscribe of a
 wallet, or `recovered: false` after a gateway restart) is announced as a `Gap`
@@ -97,22 +99,54 @@ def _position(msg: Any) -> Position | None:
 
 class GatewayFeed:
     def __init__(
-        self, url: str, token: TokenSource, service_user: str, **client_options: Any
+        self,
+        url: str,
+        token: TokenSource,
+        service_user: str,
+        wallets_per_connection: int = 30,
+        **client_options: Any,
     ) -> None:
         self.service_user = service_user
-        self.client = GatewayClient(url, token, **client_options)
+        self.url = url
+        self.token = token
+        self.wallets_per_connection = wallets_per_connection
+        self._client_options = client_options
         self.queue: asyncio.Queue[FeedEvent] = asyncio.Queue()
+        self.clients: list[GatewayClient] = []
+        self._shard: dict[str, GatewayClient] = {}  # wallet -> its connection
         self._subs: dict[tuple[str, str], Subscription] = {}
         self._prices: Subscription | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.client.on("data", self._on_data)
-        self.client.on("subscribed", self._on_subscribed)
+        self._new_client()
+
+    def _new_client(self) -> GatewayClient:
+        client = GatewayClient(self.url, self.token, **self._client_options)
+        client.on("data", self._on_data)
+        client.on("subscribed", self._on_subscribed)
+        self.clients.append(client)
+        return client
+
+    def _client_for(self, wallet: str) -> GatewayClient:
+        client = self._shard.get(wallet)
+        if client is not None:
+            return client
+        load = {id(c): 0 for c in self.clients}
+        for c in self._shard.values():
+            load[id(c)] += 1
+        client = next((c for c in self.clients if load[id(c)] < self.wallets_per_connection), None)
+        if client is None:
+            client = self._new_client()
+            client.start()
+        self._shard[wallet] = client
+        return client
 
     async def start(self, timeout: float | None = None) -> None:
-        await self.client.connect(timeout)
+        await self.clients[0].connect(timeout)
+        for client in self.clients[1:]:
+            client.start()
 
     async def close(self) -> None:
-        await self.client.close()
+        await asyncio.gather(*(c.close() for c in self.clients))
 
     # -- what to read -------------------------------------------------------------
     def _params(self, wallet: str) -> dict[str, Any]:
@@ -127,7 +161,7 @@ class GatewayFeed:
             kwargs: dict[str, Any] = {}
             if _CLIENT_SINCE and position is not None:
                 kwargs["since"] = {"epoch": position.epoch, "offset": position.offset}
-            sub = self.client.subscribe(channel, self._params(wallet), **kwargs)
+            sub = self._client_for(wallet).subscribe(channel, self._params(wallet), **kwargs)
             self._subs[(channel, wallet)] = sub
             self._watch_refusal(sub, wallet)
 
@@ -136,6 +170,7 @@ class GatewayFeed:
             sub = self._subs.pop((channel, wallet), None)
             if sub is not None:
                 await sub.unsubscribe()
+        self._shard.pop(wallet, None)
 
     def watching(self) -> set[str]:
         return {wallet for _, wallet in self._subs}
@@ -143,7 +178,7 @@ class GatewayFeed:
     async def want_prices(self, on: bool) -> None:
         if on and self._prices is None:
             # Throttled: alerts need seconds, not every tick.
-            self._prices = self.client.subscribe(PRICES, {"throttle": 1000})
+            self._prices = self.clients[0].subscribe(PRICES, {"throttle": 1000})
             self._watch_refusal(self._prices, None)
         elif not on and self._prices is not None:
             sub, self._prices = self._prices, None
