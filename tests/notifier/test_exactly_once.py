@@ -124,3 +124,22 @@ async def test_every_fill_once_across_kill_sigterm_gateway_restart_and_429s(
     assert not fakebot.violations
     assert any(s.status == 429 for s in fakebot.sent)
     print(f"{len(lines)} fills in {len(messages)} messages, {len(repeats)} repeated")
+
+
+async def test_a_429_hold_outlives_a_kill(
+    notifier_proc: NotifierProcess, fakebot: FakeBotApi, sim: Simulator
+) -> None:
+    polls = fakebot.polls
+    await notifier_proc.start()
+    await eventually(lambda: fakebot.polls > polls, 20)
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    await eventually(lambda: any("Watching" in t for t in fakebot.texts(CHAT)), 20)
+    fakebot.fail(CHAT, Failure(429, retry_after=3))
+    await eventually(lambda: any(s.status == 429 for s in fakebot.sent), 20)
+    await notifier_proc.kill()  # within the 3 s hold
+    polls = fakebot.polls
+    await notifier_proc.start()
+    await eventually(lambda: fakebot.polls > polls, 20)
+    held = next(s for s in fakebot.sent if s.status == 429)
+    await eventually(lambda: any(s.at > held.at and s.status == 200 for s in fakebot.sent), 20)
+    assert not fakebot.violations  # the new process waited out the old one's 429
