@@ -108,7 +108,7 @@ class Settings:
     # History and recovery of lossless streams (docs/protocol.md "Positions").
     history_size: int = 1000  # HLGATEWAY_HISTORY_SIZE: messages kept at least, per stream
     history_ttl: float = 600.0  # HLGATEWAY_HISTORY_TTL (s): kept at least this long
-    history_max: int = 10_000  # HLGATEWAY_HISTORY_MAX: hard bound per stream (memory)
+    history_max: int = 2_000  # HLGATEWAY_HISTORY_MAX: hard bound per stream (memory)
     market_wait: float = 10.0  # HLGATEWAY_MARKET_WAIT (s): subscribes wait for the market list
     # The user directory (admin reads by userId alone): a file and/or a PostgreSQL table.
     directory_file: str | None = None  # HLGATEWAY_DIRECTORY_FILE: JSON or TOML

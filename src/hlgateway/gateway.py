@@ -93,6 +93,9 @@ class Gateway:
             max_rooms=settings.max_rooms,
             error_limit=settings.error_limit,
             error_window=settings.error_window,
+            message_rate=settings.message_rate,
+            message_burst=settings.message_burst,
+            market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
         self.shutting_down = False
@@ -188,6 +191,23 @@ class Gateway:
             "directory": self.directory_sync.health(),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
+
+    # -- metrics.GatewayStats: what /metrics reads at each scrape ----------
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    @property
+    def subscription_count(self) -> int:
+        return self.hub.subscription_count
+
+    @property
+    def topic_count(self) -> int:
+        return self.hub.topic_count
+
+    @property
+    def upstream_subscription_count(self) -> int:
+        return self.upstream.subscription_count
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""

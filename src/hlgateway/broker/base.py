@@ -56,7 +56,7 @@ class Retention:
 
     size: int = 1000
     ttl: float = 600.0
-    max_size: int = 10_000
+    max_size: int = 2_000
 
 
 @dataclass(slots=True)

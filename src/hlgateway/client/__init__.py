@@ -12,7 +12,7 @@ async with GatewayClient("ws://127.0.0.1:8080/ws", token) as client:
 See docs/clients.md.
 """
 
-from hlgateway.client.backoff import Backoff
+from hlgateway.backoff import Backoff
 from hlgateway.client.connection import (
     Disconnected,
     GatewayClient,

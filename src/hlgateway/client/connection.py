@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from hlgateway.backoff import Backoff
 from hlgateway.client import messages as m
-from hlgateway.client.backoff import Backoff
 from hlgateway.client.errors import (
     AuthenticationFailed,
     ClientClosed,

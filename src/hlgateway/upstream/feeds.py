@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from hlgateway.backoff import Backoff
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
     ORDERBOOK,
@@ -29,7 +30,7 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import TradeLedger
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.pool import Upstream
-from hlgateway.upstream.wallets import WalletFeeds
+from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class Feeds:
             lambda: upstream.rest,
             max_ws_wallets=upstream.limits.max_ws_wallets,
             poll_interval=poll_interval,
+            retry=Backoff.full_jitter(
+                0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
+            ),
         )
 
     # -- hub listener -----------------------------------------------------
