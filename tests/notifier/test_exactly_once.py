@@ -127,7 +127,7 @@ async def test_every_fill_once_across_kill_sigterm_gateway_restart_and_429s(
 
 
 async def test_a_429_hold_outlives_a_kill(
-    notifier_proc: NotifierProcess, fakebot: FakeBotApi, sim: Simulator
+    notifier_proc: NotifierProcess, fakebot: FakeBotApi, sim: Simulator, tmp_path: Path
 ) -> None:
     polls = fakebot.polls
     await notifier_proc.start()
@@ -136,6 +136,13 @@ async def test_a_429_hold_outlives_a_kill(
     await eventually(lambda: any("Watching" in t for t in fakebot.texts(CHAT)), 20)
     fakebot.fail(CHAT, Failure(429, retry_after=3))
     await eventually(lambda: any(s.status == 429 for s in fakebot.sent), 20)
+
+    def recorded() -> bool:  # the hold is stored (a kill in the ms before is the window)
+        with sqlite3.connect(tmp_path / "notifier.db") as db:
+            row = db.execute("SELECT held_until FROM chats WHERE chat_id = ?", (CHAT,)).fetchone()
+        return row is not None and row[0] > 0
+
+    await eventually(recorded, 10)
     await notifier_proc.kill()  # within the 3 s hold
     polls = fakebot.polls
     await notifier_proc.start()

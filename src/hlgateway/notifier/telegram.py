@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import warnings
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,6 +28,10 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 
 log = logging.getLogger("hlgateway.notifier.telegram")
+
+# PTB 22 warns, from inside RetryAfter, that `retry_after` becomes a timedelta in
+# its next major version; opt in now (`send` reads either).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 DEFAULT_API = "https://api.telegram.org"
 
@@ -108,9 +112,7 @@ class TelegramApi:
                 chat_id, text, parse_mode="HTML", disable_web_page_preview=True
             )
         except RetryAfter as exc:
-            with warnings.catch_warnings():  # PTB 22 warns that it may become a timedelta
-                warnings.simplefilter("ignore")
-                wait = exc.retry_after
+            wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
             return SendResult(Outcome.RETRY_AFTER, retry_after=seconds, detail=str(exc))
         except Forbidden as exc:
