@@ -46,7 +46,8 @@ class Report:
     messages: int = 0
     fills_per_message: float = 0.0
     max_per_chat_in_1s: int = 0
-    min_per_chat_gap_s: float = 0.0
+    min_per_chat_gap_s: float = 0.0  # arrival at the fake Bot API
+    min_per_chat_gap_sent_s: float = 0.0  # request starts, as the notifier recorded them
     max_bot_wide_in_1s: int = 0
     requests_429: int = 0
     violations_of_retry_after: int = 0
@@ -237,6 +238,16 @@ async def run(
             rows = conn.execute(
                 "SELECT telegram_id, sent_ms FROM messages WHERE state = 'sent'"
             ).fetchall()
+        with sqlite3.connect(db) as conn:
+            starts = conn.execute(
+                "SELECT chat_id, attempted_ms FROM messages WHERE attempted_ms IS NOT NULL "
+                "ORDER BY chat_id, attempted_ms"
+            ).fetchall()
+        by_chat: dict[int, list[int]] = {}
+        for chat, at in starts:
+            by_chat.setdefault(chat, []).append(at)
+        sent_gaps = [b - a for times in by_chat.values() for a, b in itertools.pairwise(times)]
+        report.min_per_chat_gap_sent_s = min(sent_gaps, default=0) / 1000
         windows = sorted(ms - accepted[tg] * 1000 for tg, ms in rows if tg in accepted)
         if windows:
             report.window_ms_p50 = round(windows[len(windows) // 2], 1)

@@ -337,15 +337,17 @@ class Notifier:
 
     # -- gateway events -------------------------------------------------------------
     async def _consume(self) -> None:
+        retry: FeedEvent | None = None
         while True:
-            event = await self.feed.queue.get()
+            event = retry if retry is not None else await self.feed.queue.get()
+            retry = None
             try:
                 await self.handle_event(event)
             except Exception:
                 # A database outage: keep the event and try again (never skip a fill).
                 log.exception("handling %s failed; retrying", type(event).__name__)
+                retry = event
                 await asyncio.sleep(1.0)
-                self.feed.queue._queue.appendleft(event)  # type: ignore[attr-defined]
                 continue
             self._wake.set()
 
