@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--coalesce-ms", type=int, default=700, help="fills within this window share a message"
     )
     notifier.add_argument("--poll-timeout", type=int, default=25, help="getUpdates long poll, s")
+    notifier.add_argument(
+        "--webhook-url",
+        help="receive updates by webhook at this public https URL instead of long polling",
+    )
+    notifier.add_argument(
+        "--webhook-listen", default="0.0.0.0:8443", help="HOST:PORT the webhook server listens on"
+    )
     notifier.set_defaults(func=_notifier)
     return parser
 

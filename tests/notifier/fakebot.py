@@ -91,6 +91,7 @@ class FakeBotApi:
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
         self._new_update = asyncio.Event()
+        self.webhook: tuple[str, str] | None = None  # (url, secret) once set
         self._next_update = 1
         self._next_message = 1
         self.port = 0
@@ -101,23 +102,26 @@ class FakeBotApi:
         return f"http://127.0.0.1:{self.port}"
 
     def say(self, chat_id: int, text: str, chat_type: str = "private") -> int:
-        """A user writes to the bot; returns the update id."""
+        """A user writes to the bot (for getUpdates); returns the update id."""
+        update = self.update(chat_id, text, chat_type)
+        self.updates.append(update)
+        self._new_update.set()
+        return int(update["update_id"])
+
+    def update(self, chat_id: int, text: str, chat_type: str = "private") -> dict[str, Any]:
+        """A new update, as Telegram would post it to a webhook."""
         update_id = self._next_update
         self._next_update += 1
-        self.updates.append(
-            {
-                "update_id": update_id,
-                "message": {
-                    "message_id": 10_000 + update_id,
-                    "date": int(time.time()),
-                    "chat": {"id": chat_id, "type": chat_type},
-                    "from": {"id": abs(chat_id), "is_bot": False, "first_name": "U"},
-                    "text": text,
-                },
-            }
-        )
-        self._new_update.set()
-        return update_id
+        return {
+            "update_id": update_id,
+            "message": {
+                "message_id": 10_000 + update_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": chat_type},
+                "from": {"id": abs(chat_id), "is_bot": False, "first_name": "U"},
+                "text": text,
+            },
+        }
 
     def fail(self, chat_id: int, failure: Failure) -> None:
         self.failures.setdefault(chat_id, []).append(failure)
@@ -158,7 +162,13 @@ class FakeBotApi:
             return await self._get_updates(params)
         if method == "sendMessage":
             return self._send_message(now, params)
-        if method in ("close", "logOut", "deleteWebhook"):
+        if method == "setWebhook":
+            self.webhook = (str(params["url"]), str(params.get("secret_token", "")))
+            return _ok(True)
+        if method == "deleteWebhook":
+            self.webhook = None
+            return _ok(True)
+        if method in ("close", "logOut"):
             return _ok(True)
         return _error(404, "Not Found: method not found")
 

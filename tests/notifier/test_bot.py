@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import Account, Fills, GatewayFeed
 from hlgateway.notifier.pacing import Limits
@@ -15,7 +17,7 @@ from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.store import Store
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 from tests.notifier.conftest import NotifierFactory
 from tests.notifier.fakebot import Failure, FakeBotApi, visible_text
 
@@ -359,3 +361,34 @@ async def test_liquidation_warning_once_per_tier(tmp_path: Path) -> None:
         "20%)",  # the position closed and opened again: warned anew
     ]
     assert "&lt;lev&gt;" in lines[0]
+
+
+async def test_webhook_mode_handles_each_update_once_and_checks_the_secret(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook/abc"
+    notifier = make_notifier(
+        sqlite_url,
+        limits=FAST_CHAT,
+        webhook_url=url,
+        webhook_listen=("127.0.0.1", port),
+        webhook_secret="s3cret",
+    )
+    await notifier.start()
+    assert fakebot.webhook == (url, "s3cret")
+    assert not any(method == "getUpdates" for _, method in fakebot.requests)
+    update = fakebot.update(CHAT, "/help")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=update) as resp:
+            assert resp.status == 403  # no secret
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
+        for _ in range(2):  # Telegram retries: handled once
+            async with http.post(url, json=update, headers=headers) as resp:
+                assert resp.status == 200
+        async with http.post(url, data=b"[1]", headers=headers) as resp:
+            assert resp.status == 400
+    await eventually_text(fakebot, CHAT, "/watch <0x wallet>")
+    async with notifier.store.db.transaction() as tx:
+        replies = await tx.scalar("SELECT COUNT(*) FROM messages WHERE chat_id = ?", (CHAT,))
+    assert replies == 1

@@ -9,6 +9,7 @@ import binascii
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -83,7 +84,17 @@ def build(
     database = args.database or env.get("HLGATEWAY_NOTIFIER_DATABASE") or default_database()
     feed = GatewayFeed(args.gateway, token, user, backoff=Backoff(initial=0.2, max_delay=5.0))
     history = FillHistory(args.info_url) if args.info_url else None
-    options = Options(coalesce_ms=args.coalesce_ms)
+    webhook: dict[str, Any] = {}
+    if args.webhook_url:
+        host, _, port = args.webhook_listen.rpartition(":")
+        if not port.isdigit():
+            raise ConfigError("--webhook-listen must be HOST:PORT")
+        webhook = {
+            "webhook_url": args.webhook_url,
+            "webhook_listen": (host or "0.0.0.0", int(port)),
+            "webhook_secret": env.get("TELEGRAM_WEBHOOK_SECRET") or secrets.token_urlsafe(32),
+        }
+    options = Options(coalesce_ms=args.coalesce_ms, **webhook)
     return Notifier(
         Store(open_database(database)),
         TelegramApi(bot_token, args.telegram_api, poll_timeout=args.poll_timeout),

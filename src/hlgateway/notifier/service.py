@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 from hlgateway.notifier import commands as c
 from hlgateway.notifier.alerts import (
@@ -44,6 +45,7 @@ from hlgateway.notifier.history import FillHistory
 from hlgateway.notifier.pacing import Limits, Pacer
 from hlgateway.notifier.store import Outgoing, Store
 from hlgateway.notifier.telegram import Incoming, Outcome, TelegramApi
+from hlgateway.notifier.webhook import Webhook
 
 log = logging.getLogger("hlgateway.notifier")
 
@@ -57,6 +59,10 @@ class Options:
     coalesce_ms: int = 700  # fills of one chat within this window share a message
     max_watches: int = 10  # per chat
     max_alerts: int = 20  # per chat
+    # Webhook mode: the public URL Telegram posts to, where to listen, the secret.
+    webhook_url: str | None = None
+    webhook_listen: tuple[str, int] = ("0.0.0.0", 8443)
+    webhook_secret: str = ""
     limits: Limits = field(default_factory=Limits)
 
 
@@ -86,6 +92,7 @@ class Notifier:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.bot_username: str | None = None
+        self.webhook: Webhook | None = None
         self.started = asyncio.Event()
 
     def now_ms(self) -> int:
@@ -125,10 +132,19 @@ class Notifier:
             )
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._poll(), name="notifier-poll"),
             loop.create_task(self._consume(), name="notifier-consume"),
             loop.create_task(self._send_loop(), name="notifier-send"),
         ]
+        if self.options.webhook_url:
+            path = urlsplit(self.options.webhook_url).path or "/"
+            self.webhook = Webhook(
+                path, self.options.webhook_secret, self.api.parse_update, self.handle_update
+            )
+            await self.webhook.start(*self.options.webhook_listen)
+            await self.api.use_webhook(self.options.webhook_url, self.options.webhook_secret)
+        else:
+            await self.api.use_polling()
+            self._tasks.append(loop.create_task(self._poll(), name="notifier-poll"))
         self.started.set()
         log.info("notifier up as @%s", self.bot_username)
 
@@ -144,6 +160,8 @@ class Notifier:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop reading; let the requests in flight finish and be recorded; close."""
         self._stopping = True
+        if self.webhook is not None:
+            await self.webhook.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -177,6 +195,9 @@ class Notifier:
     async def handle_update(self, update: Incoming) -> None:
         after: list[Callable[[], Any]] = []
         async with self.store.db.transaction() as tx:
+            done = await Store.get_kv(tx, UPDATE_OFFSET)
+            if done is not None and update.update_id < int(done):
+                return  # handled already (a webhook retry, a poll overlap)
             if update.chat_id is not None and update.text is not None:
                 await self._command(tx, update, after)
             await Store.set_kv(tx, UPDATE_OFFSET, str(update.update_id + 1))

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from telegram import Bot
+from telegram import Bot, Update
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -85,6 +85,17 @@ class TelegramApi:
     async def close(self) -> None:
         await self.bot.shutdown()
 
+    async def use_polling(self) -> None:
+        """getUpdates does not work while a webhook is set."""
+        await self.bot.delete_webhook()
+
+    async def use_webhook(self, url: str, secret: str) -> None:
+        await self.bot.set_webhook(url, secret_token=secret, allowed_updates=["message"])
+
+    def parse_update(self, data: dict[str, object]) -> Incoming:
+        """One update as a webhook delivers it."""
+        return _incoming(Update.de_json(data, self.bot))
+
     async def updates(self, offset: int | None) -> list[Incoming]:
         """One long poll (getUpdates); message updates only."""
         found = await self.bot.get_updates(
@@ -93,18 +104,7 @@ class TelegramApi:
             allowed_updates=["message"],
             read_timeout=self.poll_timeout + 10.0,
         )
-        out = []
-        for update in found:
-            message = update.message
-            out.append(
-                Incoming(
-                    update.update_id,
-                    message.chat.id if message is not None else None,
-                    message.chat.type if message is not None else None,
-                    message.text if message is not None else None,
-                )
-            )
-        return out
+        return [_incoming(update) for update in found]
 
     async def send(self, chat_id: int, text: str) -> SendResult:
         try:
@@ -128,3 +128,10 @@ class TelegramApi:
         except (NetworkError, TelegramError) as exc:
             return SendResult(Outcome.FAILED, detail=str(exc))
         return SendResult(Outcome.SENT, message_id=message.message_id)
+
+
+def _incoming(update: Update) -> Incoming:
+    message = update.message
+    if message is None:
+        return Incoming(update.update_id, None, None, None)
+    return Incoming(update.update_id, message.chat.id, message.chat.type, message.text)
