@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -158,19 +158,20 @@ class Notifier:
                 raise
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop reading; let the requests in flight finish and be recorded; close."""
+        """Stop reading; let the requests in flight finish and be recorded; close.
+        Every step is bounded: a shutdown never hangs on a peer."""
         self._stopping = True
         if self.webhook is not None:
-            await self.webhook.stop()
+            await _bounded(self.webhook.stop(), grace)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _bounded(asyncio.gather(*self._tasks, return_exceptions=True), grace)
         if self._in_flight:
             await asyncio.wait(list(self._in_flight.values()), timeout=grace)
-        await self.feed.close()
+        await _bounded(self.feed.close(), grace)
         if self.history is not None:
-            await self.history.close()
-        await self.api.close()
+            await _bounded(self.history.close(), grace)
+        await _bounded(self.api.close(), grace)
         await self.store.close()
 
     # -- Telegram updates --------------------------------------------------------------
@@ -597,6 +598,15 @@ class Notifier:
         finally:
             self._in_flight.pop(msg.chat_id, None)
             self._wake.set()
+
+
+async def _bounded(step: Awaitable[Any], seconds: float) -> None:
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("shutdown step took over %.0f s; going on", seconds)
+    except Exception:
+        log.exception("shutdown step failed; going on")
 
 
 def _pos(stream: Any) -> Position | None:

@@ -41,7 +41,7 @@ class Webhook:
     async def start(self, host: str, port: int) -> None:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(self.path, self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
