@@ -13,7 +13,7 @@ import aiohttp
 from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import Account, Fills, GatewayFeed
 from hlgateway.notifier.pacing import Limits
-from hlgateway.notifier.service import Notifier
+from hlgateway.notifier.service import Notifier, Options
 from hlgateway.notifier.store import Store
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
@@ -392,3 +392,22 @@ async def test_webhook_mode_handles_each_update_once_and_checks_the_secret(
     async with notifier.store.db.transaction() as tx:
         replies = await tx.scalar("SELECT COUNT(*) FROM messages WHERE chat_id = ?", (CHAT,))
     assert replies == 1
+
+
+async def test_commands_are_answered_while_the_gateway_is_away(
+    fakebot: FakeBotApi, tmp_path: Path
+) -> None:
+    feed = GatewayFeed(f"ws://127.0.0.1:{free_port()}/ws", "unused", "root")
+    notifier = Notifier(
+        Store(open_database(str(tmp_path / "n.db"))),
+        TelegramApi(fakebot.token, fakebot.url, poll_timeout=1),
+        feed,
+        options=Options(limits=FAST_CHAT),
+    )
+    await notifier.start()
+    try:
+        fakebot.say(CHAT, f"/watch {WALLET} later")
+        await eventually_text(fakebot, CHAT, "Watching")  # kept; read once the gateway is up
+        assert WALLET in feed.watching()
+    finally:
+        await notifier.stop(grace=1.0)

@@ -140,9 +140,10 @@ class GatewayFeed:
         self._shard[wallet] = client
         return client
 
-    async def start(self, timeout: float | None = None) -> None:
-        await self.clients[0].connect(timeout)
-        for client in self.clients[1:]:
+    def start(self) -> None:
+        """Connect in the background: the bot answers commands while the gateway is
+        away, and subscriptions go out when the link comes up."""
+        for client in self.clients:
             client.start()
 
     async def close(self) -> None:

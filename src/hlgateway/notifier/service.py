@@ -122,7 +122,7 @@ class Notifier:
             self.pacer.restore(chat_id, at_ms / 1000)
         for chat_id, until_ms in held.items():
             self.pacer.hold(chat_id, until_ms / 1000)
-        await self.feed.start()
+        self.feed.start()
         await self.feed.want_prices(True)  # alerts, and to know which symbols exist
         fills = await self.store.streams(FILLS)
         orders = await self.store.streams(ORDERS)
