@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hlgateway.metrics import Metrics
+from hlgateway.metrics import Metrics, UpstreamCounts
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Stats:
     topic_count: int = 0
     upstream_subscription_count: int = 0
     outbox_stats: Outbox = field(default_factory=Outbox)
+    upstream_counts: UpstreamCounts = field(default_factory=UpstreamCounts)
 
 
 def scrape(metrics: Metrics) -> dict[str, float]:
@@ -53,6 +54,17 @@ def test_gauges_read_the_stats_at_each_scrape() -> None:
     assert second["hlgateway_queue_bytes"] == 1234
     assert second["hlgateway_slow_consumer_closes"] == 1
     assert second["hlgateway_dropped_frames"] == second["hlgateway_conflated"] == 0
+    assert second["hlgateway_upstream_degraded"] == 0
+    stats.upstream_counts = UpstreamCounts(
+        degraded=True, links_open=2, reconnects=3, fills_recovered=4, rest_failures=5
+    )
+    third = scrape(metrics)
+    assert third["hlgateway_upstream_degraded"] == 1
+    assert third["hlgateway_upstream_links"] == 2
+    assert third["hlgateway_upstream_reconnects"] == 3
+    assert third["hlgateway_fills_recovered"] == 4
+    assert third["hlgateway_rest_failures"] == 5
+    assert third["hlgateway_wallet_recoveries"] == 0
 
 
 def test_messages_count_once_per_subscriber() -> None:

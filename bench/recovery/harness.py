@@ -131,7 +131,19 @@ class RawClient:
                     positions[msg["channel"]] = {"offset": msg["offset"], "epoch": msg["epoch"]}
 
 
-KINDS: dict[str, Callable[[], ClientKind]] = {"raw": RawClient}
+def _python() -> ClientKind:
+    from bench.recovery.sdk import PythonClient  # the SDK's module imports this one
+
+    return PythonClient()
+
+
+def _js() -> ClientKind:
+    from bench.recovery.sdk import JsClient
+
+    return JsClient()
+
+
+KINDS: dict[str, Callable[[], ClientKind]] = {"raw": RawClient, "python": _python, "js": _js}
 
 
 @dataclass

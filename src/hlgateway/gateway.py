@@ -21,7 +21,7 @@ from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
 from hlgateway.hub import Hub
-from hlgateway.metrics import Metrics
+from hlgateway.metrics import Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.frames import Frame
@@ -208,6 +208,19 @@ class Gateway:
     @property
     def upstream_subscription_count(self) -> int:
         return self.upstream.subscription_count
+
+    @property
+    def upstream_counts(self) -> UpstreamCounts:
+        links = self.upstream.health()["links"]
+        wallets = self.feeds.wallets
+        return UpstreamCounts(
+            degraded=self.upstream.status not in ("connected", "idle"),
+            links_open=sum(1 for link in links if link["state"] == "connected"),
+            reconnects=sum(link["reconnects"] for link in links),
+            fills_recovered=wallets.fills_recovered,
+            wallet_recoveries=wallets.recoveries,
+            rest_failures=wallets.rest_failures,
+        )
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""

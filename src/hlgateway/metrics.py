@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -37,6 +38,18 @@ class OutboxCounts(Protocol):
     def slow_consumers(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class UpstreamCounts:
+    """The upstream's state and its counts since start, read at each scrape."""
+
+    degraded: bool = False  # a link that should be up is down, or no market list yet
+    links_open: int = 0
+    reconnects: int = 0
+    fills_recovered: int = 0  # fills the live stream missed, brought back over REST
+    wallet_recoveries: int = 0
+    rest_failures: int = 0
+
+
 class GatewayStats(Protocol):
     """What the gauges read at each scrape (the Gateway provides it)."""
 
@@ -50,6 +63,8 @@ class GatewayStats(Protocol):
     def upstream_subscription_count(self) -> int: ...
     @property
     def outbox_stats(self) -> OutboxCounts: ...
+    @property
+    def upstream_counts(self) -> UpstreamCounts: ...
 
 
 class _GatewayGauges(Collector):
@@ -59,6 +74,7 @@ class _GatewayGauges(Collector):
     def collect(self) -> Iterable[Metric]:
         src = self._source
         stats = src.outbox_stats
+        upstream = src.upstream_counts
         for name, doc, value in (
             ("hlgateway_connections", "Open client connections", src.connection_count),
             ("hlgateway_subscriptions", "Client subscriptions", src.subscription_count),
@@ -80,6 +96,36 @@ class _GatewayGauges(Collector):
                 stats.dropped,
             ),
             ("hlgateway_slow_consumer_closes", "Clients closed with 4008", stats.slow_consumers),
+            (
+                "hlgateway_upstream_degraded",
+                "1 while an upstream link that should be up is down (or markets are not loaded)",
+                int(upstream.degraded),
+            ),
+            (
+                "hlgateway_upstream_links",
+                "Upstream WebSocket links open",
+                upstream.links_open,
+            ),
+            (
+                "hlgateway_upstream_reconnects",
+                "Upstream link reconnects since start",
+                upstream.reconnects,
+            ),
+            (
+                "hlgateway_fills_recovered",
+                "Fills the live stream missed that were recovered over REST, since start",
+                upstream.fills_recovered,
+            ),
+            (
+                "hlgateway_wallet_recoveries",
+                "Wallet gap recoveries over REST, since start",
+                upstream.wallet_recoveries,
+            ),
+            (
+                "hlgateway_rest_failures",
+                "Failed REST calls to the upstream, since start",
+                upstream.rest_failures,
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 

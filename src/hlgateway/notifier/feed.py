@@ -18,12 +18,12 @@ makes no gap.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from hlgateway.client import GatewayClient, Subscription, SubscriptionRefused
+from hlgateway.client import GatewayClient, Resync, Subscription, SubscriptionRefused
+from hlgateway.client import Position as StreamPosition
 from hlgateway.client.messages import DataMessage, Subscribed
 from hlgateway.client.tokens import TokenSource
 
@@ -85,15 +85,10 @@ class Refused:
 
 FeedEvent = Fills | OrderEvent | Account | Prices | Gap | Refused
 
-# The client learns `since` from the recovery work; until then every (re)subscribe
-# is a gap, which the service's reload and per-fill dedupe make safe.
-_CLIENT_SINCE = "since" in inspect.signature(GatewayClient.subscribe).parameters
 
-
-def _position(msg: Any) -> Position | None:
-    epoch, offset = getattr(msg, "epoch", None), getattr(msg, "offset", None)
-    if isinstance(epoch, str) and isinstance(offset, int):
-        return Position(epoch, offset)
+def _position(msg: DataMessage) -> Position | None:
+    if msg.epoch is not None and msg.offset is not None:
+        return Position(msg.epoch, msg.offset)
     return None
 
 
@@ -114,8 +109,8 @@ class GatewayFeed:
         self.queue: asyncio.Queue[FeedEvent] = asyncio.Queue()
         self.clients: list[GatewayClient] = []
         self._shard: dict[str, GatewayClient] = {}  # wallet -> its connection
-        self._subs: dict[tuple[str, str], Subscription] = {}
-        self._prices: Subscription | None = None
+        self._subs: dict[tuple[str, str], Subscription[Any]] = {}
+        self._prices: Subscription[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._new_client()
 
@@ -123,6 +118,7 @@ class GatewayFeed:
         client = GatewayClient(self.url, self.token, **self._client_options)
         client.on("data", self._on_data)
         client.on("subscribed", self._on_subscribed)
+        client.on("resync", self._on_resync)
         self.clients.append(client)
         return client
 
@@ -158,11 +154,9 @@ class GatewayFeed:
         for channel in (*LOSSLESS, ACCOUNT):
             if (channel, wallet) in self._subs:
                 continue
-            position = (since or {}).get(channel)
-            kwargs: dict[str, Any] = {}
-            if _CLIENT_SINCE and position is not None:
-                kwargs["since"] = {"epoch": position.epoch, "offset": position.offset}
-            sub = self._client_for(wallet).subscribe(channel, self._params(wallet), **kwargs)
+            position = (since or {}).get(channel) if channel in LOSSLESS else None
+            start = StreamPosition(position.offset, position.epoch) if position else None
+            sub = self._client_for(wallet).subscribe(channel, self._params(wallet), since=start)
             self._subs[(channel, wallet)] = sub
             self._watch_refusal(sub, wallet)
 
@@ -185,7 +179,7 @@ class GatewayFeed:
             sub, self._prices = self._prices, None
             await sub.unsubscribe()
 
-    def _watch_refusal(self, sub: Subscription, wallet: str | None) -> None:
+    def _watch_refusal(self, sub: Subscription[Any], wallet: str | None) -> None:
         async def wait() -> None:
             try:
                 await sub
@@ -201,13 +195,18 @@ class GatewayFeed:
 
     # -- what arrives ---------------------------------------------------------------
     def _on_subscribed(self, msg: Subscribed) -> None:
-        if msg.channel not in LOSSLESS:
-            return
+        # Asked without `since` (no stored position): live from the head, and what
+        # came between /watch and now must be reloaded. `recovered: false` comes as
+        # a `resync`; `recovered: true` replays everything: no gap.
         wallet = msg.params.get("wallet")
-        if not isinstance(wallet, str):
-            return
-        if getattr(msg, "recovered", None) is not True:
+        if msg.channel in LOSSLESS and isinstance(wallet, str) and msg.recovered is None:
             self.queue.put_nowait(Gap(wallet, msg.channel))
+
+    def _on_resync(self, event: Resync) -> None:
+        """The stream could not be resumed (`recovered: false`, a new epoch)."""
+        wallet = event.params.get("wallet")
+        if event.channel in LOSSLESS and isinstance(wallet, str):
+            self.queue.put_nowait(Gap(wallet, event.channel))
 
     def _on_data(self, msg: DataMessage) -> None:
         wallet = msg.params.get("wallet")

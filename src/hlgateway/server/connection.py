@@ -109,10 +109,27 @@ class Connection(asyncio.Protocol):
         """Take the socket over from the handshake; `pending`: bytes that came after the head."""
         self._gateway.register(self)
         self._transport.set_protocol(self)
-        log.info("client %s connected (user %s)", self.client_id, self.session.principal.user_id)
+        log.info(
+            "client %s connected (user %s)",
+            self.client_id,
+            self.session.principal.user_id,
+            extra=self._log_context(),
+        )
         self.session.welcome()
         if pending:
             self.data_received(pending)
+
+    @property
+    def ip(self) -> str:
+        return self._ip
+
+    def _log_context(self) -> dict[str, str]:
+        """The fields JSON log lines carry (hlgateway.logs)."""
+        return {
+            "client_id": self.client_id,
+            "ip": self._ip,
+            "user": self.session.principal.user_id,
+        }
 
     # -- input ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -181,7 +198,7 @@ class Connection(asyncio.Protocol):
         self._gateway.unregister(self)
         self._edge.admission.leave_user(self.session.principal.user_id)
         self._edge.admission.leave_ip(self._ip)
-        log.info("client %s disconnected", self.client_id)
+        log.info("client %s disconnected", self.client_id, extra=self._log_context())
 
     # -- driven by the gateway --------------------------------------------
     def sweep(self, now: float, wall_ms: int) -> None:
@@ -198,7 +215,7 @@ class Connection(asyncio.Protocol):
             self.session.stats["tokenExpired"] += 1
             self.outbox.close(CloseCode.TOKEN_EXPIRED, "Token expired")
         if now - self._last_seen > settings.heartbeat_timeout:
-            log.info("client %s unresponsive: dropped", self.client_id)
+            log.info("client %s unresponsive: dropped", self.client_id, extra=self._log_context())
             self.abort()
         elif now - self._last_ping >= settings.heartbeat_interval:
             self._last_ping = now

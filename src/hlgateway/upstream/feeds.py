@@ -12,8 +12,6 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-import msgspec
-
 from hlgateway.backoff import Backoff
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
@@ -25,6 +23,13 @@ from hlgateway.protocol.channels import (
     Topic,
 )
 from hlgateway.protocol.encoding import now_ms
+from hlgateway.protocol.payloads import (
+    FillsData,
+    OrderBook,
+    OrderUpdate,
+    PriceQuote,
+    TradesData,
+)
 from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import TradeLedger
@@ -33,13 +38,6 @@ from hlgateway.upstream.pool import Upstream
 from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
 
 log = logging.getLogger(__name__)
-
-
-class PriceEntry(msgspec.Struct, frozen=True):
-    price: float
-    change24h: float
-    volume24h: float
-    timestamp: int
 
 
 def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
@@ -200,12 +198,12 @@ class Feeds:
 
     # -- emitter for WalletFeeds ------------------------------------------
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
-        data = {"fills": fills}
+        data = FillsData(fills)
         for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
             self._publisher.publish(topic, data)
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
-        data = {"action": action, "order": order}
+        data = OrderUpdate(action, order)
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
             self._publisher.publish(topic, data)
 
@@ -219,12 +217,12 @@ class Feeds:
         if not self._prices:
             return
         self._last_mids = event
-        entries: dict[str, PriceEntry] = {}
+        entries: dict[str, PriceQuote] = {}
         for topic in tuple(self._prices):
             self._publish_prices(topic, event, entries)
 
     def _publish_prices(
-        self, topic: Topic, event: wire.Mids, entries: dict[str, PriceEntry]
+        self, topic: Topic, event: wire.Mids, entries: dict[str, PriceQuote]
     ) -> None:
         mids = event.mids
         symbols = topic.symbols if topic.symbols is not None else self._upstream.markets.names
@@ -232,7 +230,7 @@ class Feeds:
         if data:
             self._publisher.publish(topic, data)
 
-    def _entry(self, entries: dict[str, PriceEntry], symbol: str, mid: float) -> PriceEntry:
+    def _entry(self, entries: dict[str, PriceQuote], symbol: str, mid: float) -> PriceQuote:
         # `entries`: one mids message's cache, each symbol computed once for every topic.
         cached = entries.get(symbol)
         if cached is None:
@@ -240,7 +238,7 @@ class Feeds:
             prev = ctx.prev_day_px if ctx is not None else None
             change = round((mid / prev - 1) * 100, 4) if prev else 0.0
             volume = ctx.day_ntl_vlm if ctx is not None else 0.0
-            cached = entries[symbol] = PriceEntry(mid, change, volume, now_ms())
+            cached = entries[symbol] = PriceQuote(mid, change, volume, now_ms())
         return cached
 
     def _on_book(self, event: wire.Book) -> None:
@@ -253,12 +251,7 @@ class Feeds:
 
     def _publish_book(self, topic: Topic, event: wire.Book) -> None:
         depth = topic.depth
-        data = {
-            "symbol": event.symbol,
-            "bids": event.bids[:depth],
-            "asks": event.asks[:depth],
-            "timestamp": event.time,
-        }
+        data = OrderBook(event.symbol, event.bids[:depth], event.asks[:depth], event.time)
         self._publisher.publish(topic, data)
 
     def _on_trades(self, event: wire.Trades) -> None:
@@ -269,6 +262,6 @@ class Feeds:
         fresh = ledger.accept(event.trades)
         if not fresh:
             return
-        data = {"symbol": event.symbol, "trades": fresh}
+        data = TradesData(event.symbol, fresh)
         for topic in tuple(topics):
             self._publisher.publish(topic, data)

@@ -115,6 +115,7 @@ class WalletFeeds:
         self._poller: asyncio.Task[None] | None = None
         self.recoveries = 0
         self.rest_failures = 0
+        self.fills_recovered = 0
 
     # -- topics -----------------------------------------------------------
     def attach(self, channel: str, wallet: str) -> None:
@@ -240,10 +241,11 @@ class WalletFeeds:
             self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
 
     # -- delivery ---------------------------------------------------------
-    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> None:
+    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> int:
         fresh = state.fills.accept(fills, snapshot)
         if fresh:
             self._emit.emit_fills(state.wallet, fresh)
+        return len(fresh)
 
     def _deliver_order(self, state: WalletState, order: wire.Order) -> None:
         action = state.orders.accept(order)
@@ -307,7 +309,8 @@ class WalletFeeds:
                 lambda: _require(rest()).fills_since(state.wallet, since_ms - GAP_MARGIN_MS),
             )
             self.recoveries += 1
-            self._deliver_fills(state, fills, False)
+            # Fills the live stream missed and REST brought back (a metric).
+            self.fills_recovered += self._deliver_fills(state, fills, False)
         finally:
             state.holding_fills -= 1
             if not state.holding_fills:
