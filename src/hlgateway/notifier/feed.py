@@ -105,7 +105,9 @@ class GatewayFeed:
         self.url = url
         self.token = token
         self.wallets_per_connection = wallets_per_connection
-        self._client_options = client_options
+        # Read through events, never through the handles' iterators: keep their
+        # buffers minimal.
+        self._client_options = {"buffer": 1, **client_options}
         self.queue: asyncio.Queue[FeedEvent] = asyncio.Queue()
         self.clients: list[GatewayClient] = []
         self._shard: dict[str, GatewayClient] = {}  # wallet -> its connection
