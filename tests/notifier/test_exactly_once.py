@@ -123,6 +123,12 @@ async def test_every_fill_once_across_kill_sigterm_gateway_restart_and_429s(
     assert lines == full[: len(lines)]  # nothing later came twice or out of order
     assert not fakebot.violations
     assert any(s.status == 429 for s in fakebot.sent)
+    # The notifier's restarts resumed with `since` (replayed by the gateway); only the
+    # gateway's restart (a new epoch) made a resync, which a reload from the info API filled.
+    resyncs = [
+        ln for ln in notifier_proc.logs().splitlines() if "user_fills" in ln and "resync" in ln
+    ]
+    assert len(resyncs) == 1, resyncs
     print(f"{len(lines)} fills in {len(messages)} messages, {len(repeats)} repeated")
 
 
