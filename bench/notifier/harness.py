@@ -50,6 +50,8 @@ class Report:
     min_per_chat_gap_sent_s: float = 0.0  # request starts, as the notifier recorded them
     max_bot_wide_in_1s: int = 0
     requests_429: int = 0
+    resyncs: int = 0  # streams the gateway could not replay (a reload filled them)
+    reloads_with_fills: int = 0
     violations_of_retry_after: int = 0
     window_ms_p50: float = 0.0
     window_ms_p99: float = 0.0
@@ -232,6 +234,9 @@ async def run(
         report.fills_per_message = round(report.fills_delivered / max(1, report.messages), 2)
         report.requests_429 = sum(1 for s in bot.sent if s.status == 429)
         report.violations_of_retry_after = len(bot.violations)
+        log_lines = (work / "notifier.log").read_text(errors="replace").splitlines()
+        report.resyncs = sum(1 for ln in log_lines if "user_fills" in ln and "resync" in ln)
+        report.reloads_with_fills = sum(1 for ln in log_lines if "reloaded" in ln)
         # The repeat window: Telegram's accept (the fake's clock) -> the notifier's record.
         accepted = {s.message_id: s.at for s in bot.sent if s.message_id is not None}
         with sqlite3.connect(db) as conn:

@@ -20,7 +20,7 @@ class Limits:
     global_per_second: int = 30
     # Kept on top of every interval and window: Telegram counts when requests
     # arrive, and two requests started 1 s apart may arrive a little closer.
-    margin: float = 0.05
+    margin: float = 0.1
 
 
 def is_group(chat_id: int) -> bool:
