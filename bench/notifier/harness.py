@@ -29,7 +29,8 @@ from tests.notifier.fakebot import Failure, FakeBotApi
 from tests.notifier.process import NotifierProcess
 
 WALLETS = ["0x" + "c7" * 20, "0x" + "c8" * 20]
-FAULTS = ("kill9", "sigterm", "gateway", "429")
+FAULTS = ("kill9", "sigterm", "gateway", "429", "kill9_in_window")
+WINDOW_KILL_MS = 10.0  # kill9_in_window: kill within this long after Telegram's accept
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Report:
     window_ms_p50: float = 0.0
     window_ms_p99: float = 0.0
     window_ms_max: float = 0.0
+    kills_in_window: int = 0  # kill -9 0-10 ms after an accept
     examples: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
@@ -75,6 +77,24 @@ async def _until(check: Callable[[], bool], timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.05)
+
+
+async def _kill_in_window(bot: FakeBotApi, notifier: NotifierProcess, rng: random.Random) -> None:
+    """Aim a kill -9 into the repeat window: 0-10 ms after Telegram accepted a message."""
+    killed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def kill() -> None:
+        if notifier.proc is not None and notifier.proc.returncode is None:
+            notifier.proc.kill()
+        killed.set()
+
+    def aim(_: Any) -> None:
+        bot.on_accept = None
+        loop.call_later(rng.uniform(0, WINDOW_KILL_MS) / 1000, kill)
+
+    bot.on_accept = aim
+    await asyncio.wait_for(killed.wait(), 30)
 
 
 async def run(
@@ -133,7 +153,13 @@ async def run(
             n += 1
             report.faults[kind] = report.faults.get(kind, 0) + 1
             progress(f"{time.monotonic() - started:5.1f}s fault {n}: {kind}")
-            if kind == "kill9":
+            if kind == "kill9_in_window":
+                await _kill_in_window(bot, notifier, rng)
+                await notifier.kill()  # reap it
+                report.kills_in_window += 1
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                await up()
+            elif kind == "kill9":
                 await notifier.kill()
                 await asyncio.sleep(rng.uniform(0.2, 2.0))
                 await up()

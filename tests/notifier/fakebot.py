@@ -16,6 +16,7 @@ import html
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,8 @@ class FakeBotApi:
         self._runner: web.AppRunner | None = None
         self._new_update = asyncio.Event()
         self.webhook: tuple[str, str] | None = None  # (url, secret) once set
+        # Called as a sendMessage is accepted, just before the answer goes out.
+        self.on_accept: Callable[[Sent], None] | None = None
         self._next_update = 1
         self._next_message = 1
         self.port = 0
@@ -226,7 +229,10 @@ class FakeBotApi:
             return _error(400, "Bad Request: message is too long")
         message_id = self._next_message
         self._next_message += 1
-        self.sent.append(Sent(now, chat_id, text, 200, message_id, visible))
+        accepted = Sent(now, chat_id, text, 200, message_id, visible)
+        self.sent.append(accepted)
+        if self.on_accept is not None:
+            self.on_accept(accepted)
         return _ok(
             {
                 "message_id": message_id,
