@@ -48,7 +48,7 @@ class Report:
     fills_per_message: float = 0.0
     max_per_chat_in_1s: int = 0
     min_per_chat_gap_s: float = 0.0  # arrival at the fake Bot API
-    min_per_chat_gap_sent_s: float = 0.0  # request starts, as the notifier recorded them
+    min_per_chat_gap_sent_s: float = 0.0  # request starts, as the notifier's pacer decided them
     max_bot_wide_in_1s: int = 0
     requests_429: int = 0
     resyncs: int = 0  # streams the gateway could not replay (a reload filled them)
@@ -204,8 +204,16 @@ async def run(
                     out.append(found)
             return out
 
+        def unique_lines(chat: int) -> tuple[list[str], set[int]]:
+            """A chat's fill lines without repeats: a repeat is a whole message sent again
+            right after the one it repeats (a kill -9 in the window)."""
+            messages = lines_of(chat)
+            repeats = {i for i in range(1, len(messages)) if messages[i] == messages[i - 1]}
+            lines = [ln for i, m in enumerate(messages) if i not in repeats for ln in m]
+            return lines, repeats
+
         def settled() -> bool:
-            return all(sum(map(len, lines_of(c))) >= len(expected[c]) for c in chat_ids)
+            return all(len(unique_lines(c)[0]) >= len(expected[c]) for c in chat_ids)
 
         try:
             await _until(settled, 60)
@@ -225,10 +233,9 @@ async def run(
 
         for chat in chat_ids:
             messages = lines_of(chat)
-            repeats = {i for i in range(1, len(messages)) if messages[i] == messages[i - 1]}
+            lines, repeats = unique_lines(chat)
             report.messages_repeated += len(repeats)
             report.fills_repeated += sum(len(messages[i]) for i in repeats)
-            lines = [ln for i, m in enumerate(messages) if i not in repeats for ln in m]
             report.fills_expected += len(expected[chat])
             report.fills_delivered += len(lines)
             if lines[: len(expected[chat])] != expected[chat]:

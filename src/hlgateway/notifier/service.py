@@ -543,7 +543,7 @@ class Notifier:
                 ready = self.pacer.ready_at(msg.chat_id, now)
                 if ready <= now:
                     self.pacer.start(msg.chat_id, now)
-                    task = asyncio.get_running_loop().create_task(self._send(msg))
+                    task = asyncio.get_running_loop().create_task(self._send(msg, now))
                     self._in_flight[msg.chat_id] = task
                 else:
                     wake_at = min(wake_at, ready)
@@ -553,9 +553,9 @@ class Notifier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.005, wake_at - self.clock()))
 
-    async def _send(self, msg: Outgoing) -> None:
+    async def _send(self, msg: Outgoing, started: float) -> None:
         try:
-            await self.store.mark_attempted(msg.id, self.now_ms())
+            await self.store.mark_attempted(msg.id, int(started * 1000))
             result = await self.api.send(msg.chat_id, msg.text)
             match result.outcome:
                 case Outcome.SENT:
