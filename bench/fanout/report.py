@@ -3,7 +3,8 @@
 Each run of `python -m bench.fanout --label L` leaves docs/bench/results-L.json;
 the page is regenerated from all of them, one section per design, plus a side by
 side table when there is more than one. Text between the `notes:begin` and
-`notes:end` markers of the existing page is kept (hand-written observations).
+`notes:end` markers of the existing page is kept (hand-written observations), and
+so is everything from the `other:begin` marker on (the other benchmarks' sections).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bench.fanout.steering import describe
 
 NOTES_BEGIN = "<!-- notes:begin -->"
 NOTES_END = "<!-- notes:end -->"
+OTHER_BEGIN = "<!-- other:begin: the sections below are kept as they are -->"
 SERVER_NAMES = {"gateway": "gateway", "node": "Node ws"}
 
 Results = dict[str, Any]
@@ -462,11 +464,13 @@ def write_docs(out_dir: Path, results_dir: Path, extra: Sequence[Path] = ()) -> 
     image_dir = out_dir / "bench"
     image_dir.mkdir(parents=True, exist_ok=True)
     doc = out_dir / "benchmarks.md"
-    notes = ""
+    notes = other = ""
     if doc.exists():
         text = doc.read_text()
         if NOTES_BEGIN in text and NOTES_END in text:
             notes = text.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+        if OTHER_BEGIN in text:
+            other = OTHER_BEGIN + text.split(OTHER_BEGIN, 1)[1]
     from bench.fanout import plots
 
     parts = [
@@ -505,6 +509,8 @@ def write_docs(out_dir: Path, results_dir: Path, extra: Sequence[Path] = ()) -> 
         prefix = slug(results["label"])
         plots.design(results, image_dir, prefix)
         parts += [design_section(results, f"bench/{prefix}"), ""]
+    if other:
+        parts.append(other.rstrip())
     doc.write_text("\n".join(parts).rstrip() + "\n")
     return doc
 
