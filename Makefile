@@ -7,7 +7,7 @@ NODE_STAMP := tests/js/node_modules/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install serve test lint typecheck pytest lock clean screenshots check-config
+.PHONY: install serve notifier test lint typecheck pytest lock clean screenshots check-config
 
 install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
 
@@ -30,6 +30,17 @@ $(CHROMIUM):
 
 serve: install
 	$(BIN)/hlgateway serve
+
+# The Telegram notifier on the simulator: simulator (:8090), gateway (:8080), bot.
+# Needs TELEGRAM_BOT_TOKEN; the bot's state goes to .notifier.db. See docs/notifier.md.
+notifier: install
+	@test -n "$$TELEGRAM_BOT_TOKEN" || { echo "set TELEGRAM_BOT_TOKEN (from @BotFather; docs/notifier.md)"; exit 2; }
+	@$(BIN)/hlgateway simulate --port 8090 >/dev/null 2>&1 & SIM=$$!; \
+	$(BIN)/hlgateway serve --upstream ws://127.0.0.1:8090/ws & GW=$$!; \
+	trap 'kill $$SIM $$GW 2>/dev/null' EXIT INT TERM; \
+	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/health', timeout=1)" 2>/dev/null; do sleep 0.3; done; \
+	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db \
+	  --info-url http://127.0.0.1:8090/info $(NOTIFIER_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -1,4 +1,4 @@
-"""The `hlgateway` command: serve, check-config, simulate, token, watch."""
+"""The `hlgateway` command: serve, check-config, simulate, token, watch, notifier."""
 
 from __future__ import annotations
 
@@ -197,6 +197,12 @@ def _watch(args: argparse.Namespace) -> int:
     return run(args, mint if secret else None)
 
 
+def _notifier(args: argparse.Namespace) -> int:
+    from hlgateway.notifier.runner import run
+
+    return run(args, lambda: dev_secret(create=False))
+
+
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", help=f"TOML settings file ({CONFIG_ENV}); see docs/operations.md"
@@ -275,6 +281,38 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="live terminal view of a channel (prices, orderbook, ...)")
     watch_arguments(watch)
     watch.set_defaults(func=_watch)
+
+    notifier = sub.add_parser(
+        "notifier", help="the Telegram bot: fills of watched wallets, alerts (docs/notifier.md)"
+    )
+    notifier.add_argument(
+        "--gateway", default="ws://127.0.0.1:8080/ws", help="the gateway's WebSocket URL"
+    )
+    notifier.add_argument(
+        "--telegram-api", help="Bot API server base URL (default https://api.telegram.org)"
+    )
+    notifier.add_argument(
+        "--database",
+        help="sqlite:///path, a file path, or postgresql://... "
+        "(HLGATEWAY_NOTIFIER_DATABASE; default ~/.local/state/hlgateway/notifier.db)",
+    )
+    notifier.add_argument(
+        "--info-url",
+        help="the exchange's info API, to reload fills a gateway restart lost "
+        "(e.g. https://api.hyperliquid.xyz/info)",
+    )
+    notifier.add_argument(
+        "--coalesce-ms", type=int, default=700, help="fills within this window share a message"
+    )
+    notifier.add_argument("--poll-timeout", type=int, default=25, help="getUpdates long poll, s")
+    notifier.add_argument(
+        "--webhook-url",
+        help="receive updates by webhook at this public https URL instead of long polling",
+    )
+    notifier.add_argument(
+        "--webhook-listen", default="0.0.0.0:8443", help="HOST:PORT the webhook server listens on"
+    )
+    notifier.set_defaults(func=_notifier)
     return parser
 
 

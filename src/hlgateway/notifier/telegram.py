@@ -1,0 +1,137 @@
+"""The Bot API edge, through python-telegram-bot's `Bot` (no `Application`).
+
+The notifier runs its own long-polling loop (so the update offset is stored in
+the same transaction as a command's effects) and its own pacing (PTB's
+AIORateLimiter does not keep the per-private-chat limit). This module only
+turns requests into PTB calls and PTB's errors into `SendResult`s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from telegram import Bot, Update
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+
+log = logging.getLogger("hlgateway.notifier.telegram")
+
+# PTB 22 warns, from inside RetryAfter, that `retry_after` becomes a timedelta in
+# its next major version; opt in now (`send` reads either).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+DEFAULT_API = "https://api.telegram.org"
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    RETRY_AFTER = "retry_after"  # 429: `retry_after` seconds
+    FORBIDDEN = "forbidden"  # 403: the user blocked the bot, or it left the group
+    MIGRATED = "migrated"  # the group is now the supergroup `new_chat_id`
+    UNKNOWN = "unknown"  # timed out after sending: Telegram may have it
+    FAILED = "failed"  # transient (network, 5xx): try again
+    REJECTED = "rejected"  # 400: this message will never go
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    message_id: int | None = None
+    retry_after: float = 0.0
+    new_chat_id: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    update_id: int
+    chat_id: int | None
+    chat_type: str | None
+    text: str | None
+
+
+class TelegramApi:
+    def __init__(self, token: str, api: str | None = None, poll_timeout: int = 25) -> None:
+        base = (api or DEFAULT_API).rstrip("/")
+        self.poll_timeout = poll_timeout
+        self.bot = Bot(
+            token,
+            base_url=f"{base}/bot",
+            base_file_url=f"{base}/file/bot",
+            request=HTTPXRequest(connection_pool_size=64, read_timeout=15.0),
+            get_updates_request=HTTPXRequest(read_timeout=poll_timeout + 10.0),
+        )
+        self.username: str | None = None
+
+    async def start(self) -> str:
+        """getMe: checks the token; returns the bot's username."""
+        await self.bot.initialize()
+        self.username = self.bot.username
+        return self.username
+
+    async def close(self) -> None:
+        await self.bot.shutdown()
+
+    async def use_polling(self) -> None:
+        """getUpdates does not work while a webhook is set."""
+        await self.bot.delete_webhook()
+
+    async def use_webhook(self, url: str, secret: str) -> None:
+        await self.bot.set_webhook(url, secret_token=secret, allowed_updates=["message"])
+
+    def parse_update(self, data: dict[str, object]) -> Incoming:
+        """One update as a webhook delivers it."""
+        return _incoming(Update.de_json(data, self.bot))
+
+    async def updates(self, offset: int | None) -> list[Incoming]:
+        """One long poll (getUpdates); message updates only."""
+        found = await self.bot.get_updates(
+            offset=offset,
+            timeout=self.poll_timeout,
+            allowed_updates=["message"],
+            read_timeout=self.poll_timeout + 10.0,
+        )
+        return [_incoming(update) for update in found]
+
+    async def send(self, chat_id: int, text: str) -> SendResult:
+        try:
+            message = await self.bot.send_message(
+                chat_id, text, parse_mode="HTML", disable_web_page_preview=True
+            )
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
+            return SendResult(Outcome.RETRY_AFTER, retry_after=seconds, detail=str(exc))
+        except Forbidden as exc:
+            return SendResult(Outcome.FORBIDDEN, detail=str(exc))
+        except ChatMigrated as exc:
+            return SendResult(Outcome.MIGRATED, new_chat_id=exc.new_chat_id, detail=str(exc))
+        except TimedOut as exc:
+            return SendResult(Outcome.UNKNOWN, detail=str(exc))
+        except BadRequest as exc:
+            return SendResult(Outcome.REJECTED, detail=str(exc))
+        except InvalidToken:
+            raise
+        except (NetworkError, TelegramError) as exc:
+            return SendResult(Outcome.FAILED, detail=str(exc))
+        return SendResult(Outcome.SENT, message_id=message.message_id)
+
+
+def _incoming(update: Update) -> Incoming:
+    message = update.message
+    if message is None:
+        return Incoming(update.update_id, None, None, None)
+    return Incoming(update.update_id, message.chat.id, message.chat.type, message.text)

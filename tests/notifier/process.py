@@ -1,0 +1,78 @@
+"""`hlgateway notifier` as a real process (for kill -9 and SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.helpers import SECRET
+
+
+class NotifierProcess:
+    def __init__(
+        self,
+        gateway_ws: str,
+        telegram_api: str,
+        bot_token: str,
+        database: str,
+        info_url: str,
+        log_file: Path,
+        coalesce_ms: int = 200,
+    ) -> None:
+        self.args = [
+            "--gateway",
+            gateway_ws,
+            "--telegram-api",
+            telegram_api,
+            "--database",
+            database,
+            "--info-url",
+            info_url,
+            "--coalesce-ms",
+            str(coalesce_ms),
+            "--poll-timeout",
+            "1",
+        ]
+        self.env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": bot_token,
+            "JWT_SECRET": SECRET,
+            "HLGATEWAY_LOG_LEVEL": "INFO",
+        }
+        self.log_file = log_file
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hlgateway",
+                "notifier",
+                *self.args,
+                env=self.env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                await self.kill()
+                raise
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log_file.read_text(errors="replace")

@@ -1,0 +1,59 @@
+"""What the feed makes of the client's events (no socket: the handlers are fed directly)."""
+
+from __future__ import annotations
+
+from hlgateway.client import Position as StreamPosition
+from hlgateway.client import Resync
+from hlgateway.client.messages import DataMessage, Subscribed
+from hlgateway.notifier.feed import Fills, Gap, GatewayFeed, OrderEvent, Position
+
+W = "0x" + "ab" * 20
+PARAMS = {"userId": "root", "wallet": W}
+
+
+def drain(feed: GatewayFeed) -> list[object]:
+    out: list[object] = []
+    while not feed.queue.empty():
+        out.append(feed.queue.get_nowait())
+    return out
+
+
+async def test_a_fresh_subscribe_is_a_gap_a_recovered_one_is_not() -> None:
+    feed = GatewayFeed("ws://127.0.0.1:9/ws", "t", "root")
+    feed._on_subscribed(Subscribed(channel="user_fills", params=PARAMS, offset=3, epoch="e"))
+    feed._on_subscribed(
+        Subscribed(channel="user_fills", params=PARAMS, offset=3, epoch="e", recovered=True)
+    )
+    feed._on_subscribed(Subscribed(channel="account_updates", params=PARAMS))
+    feed._on_resync(Resync("user_orders", PARAMS, "not recovered", None, None))
+    assert drain(feed) == [Gap(W, "user_fills"), Gap(W, "user_orders")]
+
+
+async def test_data_carries_its_position() -> None:
+    feed = GatewayFeed("ws://127.0.0.1:9/ws", "t", "root")
+    fill = {"id": 1, "timestamp": 5}
+    feed._on_data(
+        DataMessage(
+            channel="user_fills", params=PARAMS, data={"fills": [fill]}, offset=7, epoch="e"
+        )
+    )
+    feed._on_data(
+        DataMessage(
+            channel="user_orders", params=PARAMS, data={"action": "created"}, offset=2, epoch="e"
+        )
+    )
+    assert drain(feed) == [
+        Fills(W, [fill], Position("e", 7)),
+        OrderEvent(W, {"action": "created"}, Position("e", 2)),
+    ]
+
+
+async def test_watch_resumes_lossless_streams_from_stored_positions() -> None:
+    feed = GatewayFeed("ws://127.0.0.1:9/ws", "t", "root")
+    feed.watch(W, {"user_fills": Position("e", 7), "user_orders": None})
+    client = feed.clients[0]
+    entries = {e.channel: e for e in client._registry}
+    assert entries["user_fills"].cursor.since() == StreamPosition(7, "e")
+    assert entries["user_orders"].cursor.since() is None
+    assert set(entries) == {"user_fills", "user_orders", "account_updates"}
+    await feed.close()
