@@ -304,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     notifier.add_argument(
         "--coalesce-ms", type=int, default=700, help="fills within this window share a message"
     )
+    notifier.add_argument(
+        "--dashboard-url",
+        help="the dashboard that /dashboard opens inside Telegram (an https URL of the gateway; "
+        "default: the gateway's own address)",
+    )
     notifier.add_argument("--poll-timeout", type=int, default=25, help="getUpdates long poll, s")
     notifier.add_argument(
         "--webhook-url",

@@ -157,6 +157,11 @@ class Settings:
     directory_dsn: str | None = None  # postgresql://...
     directory_table: Annotated[str, msgspec.Meta(pattern=TABLE_PATTERN)] = "hlgateway_user_wallets"
     directory_refresh: Seconds = 30.0
+    # Telegram Mini App login (the dashboard inside Telegram; docs/dashboard.md).
+    telegram_bot_token: str | None = None  # the notifier's bot: checks initData signatures
+    telegram_database: str | None = None  # the notifier's database: which wallets a chat watches
+    telegram_login_max_age: Seconds = 3600.0  # initData older than this is refused
+    telegram_token_ttl: Seconds = 900.0  # lifetime of the token a Telegram login gets
     # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
     broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, memory)
     workers: Positive = 1  # --workers: processes on one port (needs a broker)

@@ -86,7 +86,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
             await context.close()
 
 
-def gateway_process(tmp_path: Path, port: int | None = None) -> GatewayProcess:
+def gateway_process(tmp_path: Path, port: int | None = None, **env: str) -> GatewayProcess:
     """INFO logs kept (to check that no token reaches them); no per-IP connection-rate
     limit: every test's page connects from 127.0.0.1 again and again."""
     return GatewayProcess(
@@ -94,6 +94,7 @@ def gateway_process(tmp_path: Path, port: int | None = None) -> GatewayProcess:
         log_file=tmp_path / "gateway.log",
         HLGATEWAY_LOG_LEVEL="INFO",
         HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE="0",
+        **env,
     )
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from playwright.async_api import Page
 
 from hlgateway.auth import issue_token
 from hlgateway.cli import DEMO_USER, DEMO_WALLET
+from hlgateway.notifier.database import open_database
+from hlgateway.notifier.store import Store
+from hlgateway.telegram.webapp import sign
 from tests.browser.conftest import PHONE, Browser, gateway_process, screenshot
 from tests.helpers import SECRET, Client, GatewayProcess, admin_token
 
@@ -276,3 +281,41 @@ async def test_the_dashboard_files_come_from_the_package(gateway: GatewayProcess
         assert refused["code"] == "FORBIDDEN", json.dumps(refused)
     finally:
         await client.close()
+
+
+async def test_inside_telegram_the_chat_sees_its_watched_wallet(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The Mini App: Telegram's signed initData in the fragment logs the page in."""
+    bot, chat = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11", 279058397
+    database = tmp_path / "notifier.db"
+    store = Store(open_database(str(database)))
+    await store.open()
+    async with store.db.transaction() as tx:
+        await Store.add_watch(tx, chat, DEMO_WALLET, "demo", int(time.time() * 1000))
+    await store.close()
+    gateway = gateway_process(
+        tmp_path,
+        HLGATEWAY_TELEGRAM_BOT_TOKEN=bot,
+        HLGATEWAY_TELEGRAM_DATABASE=str(database),
+    )
+    await gateway.start()
+    try:
+        fields = {
+            "auth_date": str(int(time.time())),
+            "user": json.dumps({"id": chat, "first_name": "V", "username": "vlad"}),
+        }
+        init_data = urlencode({**fields, "hash": sign(fields, bot)})
+        page = await browser.page(**PHONE)
+        fragment = urlencode({"tgWebAppData": init_data, "tgWebAppVersion": "8.0"})
+        await page.goto(f"{gateway.http}/#{fragment}")
+        await page.wait_for_function(
+            "() => document.querySelector('#who').textContent.includes('tg-279058397')",
+            timeout=10_000,
+        )
+        assert "tgWebAppData" not in page.url and page.url.endswith("#account")
+        await page.wait_for_selector("#fills tr", timeout=20_000)
+        assert browser.errors == []
+        assert NOT_A_TOKEN not in gateway.logs() and "hash=" not in gateway.logs()
+    finally:
+        await gateway.terminate()

@@ -67,6 +67,7 @@ class Sent:
     status: int
     message_id: int | None = None
     visible: str = ""
+    markup: Any = None  # reply_markup, decoded
 
 
 @dataclass
@@ -229,7 +230,9 @@ class FakeBotApi:
             return _error(400, "Bad Request: message is too long")
         message_id = self._next_message
         self._next_message += 1
-        accepted = Sent(now, chat_id, text, 200, message_id, visible)
+        markup = params.get("reply_markup")
+        markup = json.loads(markup) if isinstance(markup, str) else markup
+        accepted = Sent(now, chat_id, text, 200, message_id, visible, markup)
         self.sent.append(accepted)
         if self.on_accept is not None:
             self.on_accept(accepted)

@@ -138,6 +138,26 @@ async def eventually_text(bot: FakeBotApi, chat: int, fragment: str) -> str:
     return text
 
 
+async def test_dashboard_is_a_web_app_button_in_private_chats(
+    make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
+) -> None:
+    url = "https://gateway.example/"
+    notifier = make_notifier(sqlite_url, limits=FAST_CHAT, dashboard_url=url)
+    await notifier.start()
+    fakebot.say(CHAT, "/dashboard")
+    await eventually_text(fakebot, CHAT, "Watch a wallet first")
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    fakebot.say(CHAT, "/dashboard")
+    await eventually_text(fakebot, CHAT, "Your watched wallets, live")
+    (sent,) = [s for s in fakebot.sent if "Your watched wallets" in s.text]
+    button = {"text": "Open the dashboard", "web_app": {"url": url}}
+    assert sent.markup == {"inline_keyboard": [[button]]}
+    assert all(s.markup is None for s in fakebot.sent if s is not sent)
+    group = -2002
+    fakebot.say(group, "/dashboard", chat_type="group")
+    await eventually_text(fakebot, group, "Open /dashboard in a private chat with me.")
+
+
 async def test_too_many_watches(
     make_notifier: NotifierFactory, fakebot: FakeBotApi, sqlite_url: str
 ) -> None:

@@ -82,6 +82,11 @@ class Orders:
 
 
 @dataclass(frozen=True)
+class Dashboard:
+    pass
+
+
+@dataclass(frozen=True)
 class BadCommand:
     reply: str  # plain text; escaped when sent
 
@@ -104,6 +109,7 @@ Command = (
     | Mute
     | Unmute
     | Orders
+    | Dashboard
 )
 
 HELP = """/watch <0x wallet> [label] - notify every fill of a wallet
@@ -115,7 +121,8 @@ HELP = """/watch <0x wallet> [label] - notify every fill of a wallet
 /delalert <n> - delete alert n (from /alerts)
 /mute <minutes> - hold notifications (delivered when the mute ends)
 /unmute - deliver now
-/orders on|off - also notify order events (placed, cancelled)"""
+/orders on|off - also notify order events (placed, cancelled)
+/dashboard - the live dashboard of the watched wallets, inside Telegram"""
 
 USAGE = {
     "watch": "Usage: /watch <0x wallet> [label]",
@@ -193,6 +200,8 @@ def parse(text: str, bot_username: str | None = None) -> Command | BadCommand | 
             return Mute(minutes)
         case "unmute":
             return Unmute()
+        case "dashboard":
+            return Dashboard()
         case "orders":
             if len(args) != 1 or args[0].lower() not in ("on", "off"):
                 return BadCommand(USAGE["orders"])

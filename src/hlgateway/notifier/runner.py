@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from hlgateway.auth import issue_token
 from hlgateway.client import Backoff
@@ -94,7 +95,11 @@ def build(
             "webhook_listen": (host or "0.0.0.0", int(port)),
             "webhook_secret": env.get("TELEGRAM_WEBHOOK_SECRET") or secrets.token_urlsafe(32),
         }
-    options = Options(coalesce_ms=args.coalesce_ms, **webhook)
+    options = Options(
+        coalesce_ms=args.coalesce_ms,
+        dashboard_url=args.dashboard_url or dashboard_of(args.gateway),
+        **webhook,
+    )
     return Notifier(
         Store(open_database(database)),
         TelegramApi(bot_token, args.telegram_api, poll_timeout=args.poll_timeout),
@@ -135,3 +140,10 @@ def run(args: Any, dev_secret: Callable[[], str | None]) -> int:
         print(f"hlgateway notifier: {exc}", file=sys.stderr, flush=True)
         return 2
     return asyncio.run(serve(notifier))
+
+
+def dashboard_of(gateway: str) -> str:
+    """The dashboard of the gateway at WebSocket URL `gateway`: ws://h:p/ws -> http://h:p/."""
+    parts = urlsplit(gateway)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return urlunsplit((scheme, parts.netloc, "/", "", ""))

@@ -63,6 +63,8 @@ class Options:
     webhook_url: str | None = None
     webhook_listen: tuple[str, int] = ("0.0.0.0", 8443)
     webhook_secret: str = ""
+    # The dashboard's address for /dashboard's web-app button (https for real Telegram).
+    dashboard_url: str | None = None
     limits: Limits = field(default_factory=Limits)
 
 
@@ -322,6 +324,23 @@ class Notifier:
                 await self._reply(
                     tx, chat, "Order events on." if on else "Order events off (fills only)."
                 )
+            case c.Dashboard():
+                await self._dashboard(tx, chat, update.chat_type)
+
+    async def _dashboard(self, tx: Tx, chat: int, chat_type: str | None) -> None:
+        """A web-app button: the dashboard opens inside Telegram, logged in as this chat
+        (the gateway checks Telegram's initData and reads this chat's watches)."""
+        url = self.options.dashboard_url
+        if url is None:
+            await self._reply(tx, chat, "This bot has no dashboard configured.")
+        elif chat_type != "private":
+            # Telegram allows web-app buttons in private chats only.
+            await self._reply(tx, chat, "Open /dashboard in a private chat with me.")
+        elif not await Store.watches_of(tx, chat):
+            await self._reply(tx, chat, "Watch a wallet first: /watch <0x wallet> [label]")
+        else:
+            text = esc("Your watched wallets, live: orders, fills, positions.")
+            await Store.add_message(tx, chat, text, self.now_ms(), web_app_url=url)
 
     async def _reply(self, tx: Tx, chat_id: int, text: str) -> None:
         await Store.add_message(tx, chat_id, esc(text), self.now_ms())
@@ -556,7 +575,7 @@ class Notifier:
     async def _send(self, msg: Outgoing, started: float) -> None:
         try:
             await self.store.mark_attempted(msg.id, int(started * 1000))
-            result = await self.api.send(msg.chat_id, msg.text)
+            result = await self.api.send(msg.chat_id, msg.text, msg.web_app_url)
             match result.outcome:
                 case Outcome.SENT:
                     await self.store.mark_sent(msg.id, result.message_id, self.now_ms())

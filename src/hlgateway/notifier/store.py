@@ -51,6 +51,7 @@ def _schema(dialect: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS messages (
             id {ident}, chat_id BIGINT NOT NULL, text TEXT NOT NULL,
             created_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+            web_app_url TEXT,
             attempted_ms BIGINT, sent_ms BIGINT, telegram_id BIGINT,
             attempts INTEGER NOT NULL DEFAULT 0)""",
         "CREATE INDEX IF NOT EXISTS messages_state ON messages (state, chat_id, id)",
@@ -91,6 +92,7 @@ class Outgoing:
     chat_id: int
     text: str
     attempts: int
+    web_app_url: str | None = None  # a button that opens this Mini App
 
 
 @dataclass(frozen=True)
@@ -315,10 +317,12 @@ class Store:
         )
 
     @staticmethod
-    async def add_message(tx: Tx, chat_id: int, text: str, now_ms: int) -> None:
+    async def add_message(
+        tx: Tx, chat_id: int, text: str, now_ms: int, web_app_url: str | None = None
+    ) -> None:
         await tx.execute(
-            "INSERT INTO messages (chat_id, text, created_ms) VALUES (?, ?, ?)",
-            (chat_id, text, now_ms),
+            "INSERT INTO messages (chat_id, text, created_ms, web_app_url) VALUES (?, ?, ?, ?)",
+            (chat_id, text, now_ms, web_app_url),
         )
 
     async def pack_lines(self, now_ms: int, window_ms: int) -> int:
@@ -376,12 +380,14 @@ class Store:
         skip = set(exclude)
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
-                "SELECT m.id, m.chat_id, m.text, m.attempts FROM messages m JOIN "
+                "SELECT m.id, m.chat_id, m.text, m.attempts, m.web_app_url FROM messages m JOIN "
                 "(SELECT chat_id, MIN(id) AS id FROM messages WHERE state = 'pending' "
                 "GROUP BY chat_id) f ON f.id = m.id ORDER BY m.id"
             )
         return [
-            Outgoing(int(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows if r[1] not in skip
+            Outgoing(int(r[0]), int(r[1]), str(r[2]), int(r[3]), r[4])
+            for r in rows
+            if r[1] not in skip
         ]
 
     async def mark_attempted(self, message_id: int, now_ms: int) -> None:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
-from telegram import Bot, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update, WebAppInfo
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -106,10 +106,18 @@ class TelegramApi:
         )
         return [_incoming(update) for update in found]
 
-    async def send(self, chat_id: int, text: str) -> SendResult:
+    async def send(self, chat_id: int, text: str, web_app_url: str | None = None) -> SendResult:
+        markup = None
+        if web_app_url is not None:
+            button = InlineKeyboardButton("Open the dashboard", web_app=WebAppInfo(web_app_url))
+            markup = InlineKeyboardMarkup([[button]])
         try:
             message = await self.bot.send_message(
-                chat_id, text, parse_mode="HTML", disable_web_page_preview=True
+                chat_id,
+                text,
+                parse_mode="HTML",
+                disable_web_page_preview=True,
+                reply_markup=markup,
             )
         except RetryAfter as exc:
             wait = exc.retry_after

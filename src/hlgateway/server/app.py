@@ -19,7 +19,7 @@ from hlgateway.auth import TokenError
 from hlgateway.gateway import Gateway
 from hlgateway.metrics import CONTENT_TYPE
 from hlgateway.protocol.errors import ProtocolError
-from hlgateway.server import guest
+from hlgateway.server import guest, telegram_login
 from hlgateway.server.admin import overview
 from hlgateway.server.edge import Edge
 from hlgateway.server.upgrade import bearer_token
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
 EDGE = web.AppKey("edge", Edge)
+CHAT_WALLETS = web.AppKey("chat_wallets", telegram_login.ChatWallets)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -79,6 +80,17 @@ async def issue_guest_token(request: web.Request) -> web.Response:
     return web.json_response(
         {"token": token, "expiresAt": expires_at}, headers={"Cache-Control": "no-store"}
     )
+
+
+async def telegram_session(request: web.Request) -> web.Response:
+    settings = request.app[GATEWAY].settings
+    if CHAT_WALLETS not in request.app:
+        raise web.HTTPNotFound(text="Telegram login is off")
+    return await telegram_login.session(request, settings, request.app[CHAT_WALLETS])
+
+
+async def _close_chat_wallets(app: web.Application) -> None:
+    await app[CHAT_WALLETS].close()
 
 
 async def publish_to_room(request: web.Request) -> web.Response:
@@ -182,4 +194,9 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/api/rooms/{room}/publish", publish_to_room)
     app.router.add_get("/api/admin/overview", admin_overview)
     app.router.add_post("/api/guest-token", issue_guest_token)
+    app.router.add_post("/api/telegram/session", telegram_session)
+    if telegram_login.enabled(gateway.settings):
+        assert gateway.settings.telegram_database is not None
+        app[CHAT_WALLETS] = telegram_login.ChatWallets(gateway.settings.telegram_database)
+        app.on_cleanup.append(_close_chat_wallets)
     return app

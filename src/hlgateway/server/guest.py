@@ -13,36 +13,21 @@ per-IP limit of the WebSocket edge.
 from __future__ import annotations
 
 import secrets
-import time
-from typing import Any
-
-import jwt
 
 from hlgateway.config import Settings
+from hlgateway.server.signing import can_sign, sign
 
 GUEST_TTL_SECONDS = 15 * 60
 GUEST_PREFIX = "guest-"
 
 
 def can_issue(settings: Settings) -> bool:
-    return settings.dashboard_guest and not settings.auth.uses_public_key
+    return settings.dashboard_guest and can_sign(settings)
 
 
 def guest_token(
     settings: Settings, user_id: str | None = None, now: float | None = None
 ) -> tuple[str, int]:
     """A signed guest token (for `user_id`, or a fresh guest id) and its expiry (Unix ms)."""
-    auth = settings.auth
-    issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {
-        "id": user_id or GUEST_PREFIX + secrets.token_hex(6),
-        "username": "guest",
-        "iat": issued,
-        "exp": issued + GUEST_TTL_SECONDS,
-    }
-    if auth.audience:
-        claims["aud"] = auth.audience
-    if auth.issuer:
-        claims["iss"] = auth.issuer
-    token = jwt.encode(claims, auth.verification_key(), algorithm=auth.algorithms[0])
-    return token, claims["exp"] * 1000
+    claims = {"id": user_id or GUEST_PREFIX + secrets.token_hex(6), "username": "guest"}
+    return sign(settings, claims, GUEST_TTL_SECONDS, now)

@@ -17,6 +17,35 @@ function takeTokenFromAddress() {
 }
 takeTokenFromAddress();
 
+// Opened inside Telegram (the notifier's /dashboard button): Telegram puts its signed
+// initData in the fragment. The gateway trades it for a short-lived token limited to the
+// wallets that chat watches; it is taken once and removed from the address at once, and
+// kept in memory only, to get a fresh token before this one runs out.
+let telegramInitData = null;
+function takeTelegramLogin() {
+  const data = new URLSearchParams(globalThis.location.hash.slice(1)).get('tgWebAppData');
+  if (data === null) return;
+  telegramInitData = data;
+  sessionStorage.removeItem(TOKEN_KEY);
+  globalThis.history.replaceState(null, '', `${globalThis.location.pathname}${globalThis.location.search}#account`);
+}
+takeTelegramLogin();
+
+async function telegramToken() {
+  const reply = await fetch('/api/telegram/session', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ initData: telegramInitData }),
+  });
+  if (!reply.ok) {
+    telegramInitData = null; // refused (too old, no watched wallet): not worth asking again
+    throw new Error(`Telegram login refused: ${(await reply.text()).slice(0, 200)}`);
+  }
+  const { token } = await reply.json();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  return token;
+}
+
 function claimsOf(token) {
   try {
     const b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
@@ -104,7 +133,13 @@ function connect() {
   setLink('connecting', 'connecting…');
   // A provider: a guest token is fetched afresh whenever one is needed; a user's token is
   // what was pasted (when the gateway refuses it, the page logs out, below).
-  const provider = async () => currentToken() || guestToken();
+  const provider = async () => {
+    const token = currentToken();
+    if (telegramInitData && (!token || (tokenExpiry(token) ?? Infinity) < Date.now() + 60000)) {
+      return telegramToken();
+    }
+    return token || guestToken();
+  };
   client = new TradingWebSocket(wsUrl, provider, { maxReconnectInterval: 10000 });
   const mine = client;
   client.on('welcome', (message) => mine === client && onWelcome(message));
@@ -561,6 +596,7 @@ $('login').addEventListener('submit', (event) => {
 });
 $('logout-button').addEventListener('click', () => {
   sessionStorage.removeItem(TOKEN_KEY);
+  telegramInitData = null;
   note('');
   connect();
   if (state.view === 'admin') globalThis.location.hash = 'markets';
@@ -569,5 +605,10 @@ $('publish').addEventListener('submit', publish);
 globalThis.addEventListener('hashchange', route);
 globalThis.addEventListener('resize', () => state.view === 'market' && renderMarket());
 
-connect();
-route();
+if (telegramInitData) {
+  // Log in first, then connect as that user (a refusal leaves the page on market data).
+  telegramToken().catch((error) => note(error.message)).finally(() => { connect(); route(); });
+} else {
+  connect();
+  route();
+}

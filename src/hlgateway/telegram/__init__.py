@@ -1,0 +1,1 @@
+"""Telegram on the gateway's side: the Mini App login (webapp.py)."""
