@@ -89,12 +89,9 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
 def gateway_process(tmp_path: Path, port: int | None = None, **env: str) -> GatewayProcess:
     """INFO logs kept (to check that no token reaches them); no per-IP connection-rate
     limit: every test's page connects from 127.0.0.1 again and again."""
+    settings = {"HLGATEWAY_LOG_LEVEL": "INFO", "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0", **env}
     return GatewayProcess(
-        port or free_port(),
-        log_file=tmp_path / "gateway.log",
-        HLGATEWAY_LOG_LEVEL="INFO",
-        HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE="0",
-        **env,
+        port or free_port(), log_file=tmp_path / "gateway.log", ssl_context=None, **settings
     )
 
 
