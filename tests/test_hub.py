@@ -7,7 +7,7 @@ import pytest
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Topic, room_topic
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
-from hlgateway.protocol.frames import Frame
+from hlgateway.websocket.frames import Frame
 from tests.helpers import Inbox
 
 

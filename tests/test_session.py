@@ -11,9 +11,9 @@ from hlgateway.config import AuthSettings
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Catalog
 from hlgateway.protocol.errors import CloseCode
-from hlgateway.protocol.frames import Frame
 from hlgateway.protocol.markets import Markets
 from hlgateway.session import Close, Session, SessionLimits
+from hlgateway.websocket.frames import Frame
 from tests.helpers import Inbox
 
 SECRET = "s" * 32

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Topic
-from hlgateway.protocol.frames import Frame
+from hlgateway.websocket.frames import Frame
 
 
 class Broker(ABC):

@@ -20,7 +20,6 @@ from hlgateway.hub import Hub
 from hlgateway.metrics import Metrics
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, room_topic
-from hlgateway.protocol.frames import Frame
 from hlgateway.publisher import Publisher
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
@@ -29,6 +28,7 @@ from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
 from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
+from hlgateway.websocket.frames import Frame
 
 if TYPE_CHECKING:
     from hlgateway.server.connection import Connection

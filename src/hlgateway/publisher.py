@@ -16,7 +16,7 @@ from typing import Any
 from hlgateway.broker import Broker
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import SYSTEM_TOPIC, Topic
-from hlgateway.protocol.frames import DEFAULT_THRESHOLD, Frame
+from hlgateway.websocket.frames import DEFAULT_THRESHOLD, Frame
 
 
 @dataclass(slots=True)

@@ -24,7 +24,6 @@ from hlgateway.hub import Hub, Subscriber
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import ROOM, USER_CHANNELS, Catalog, Topic, room_topic
 from hlgateway.protocol.errors import CloseCode, ErrorCode, ProtocolError
-from hlgateway.protocol.frames import Frame
 from hlgateway.protocol.messages import (
     Auth,
     ClientMessage,
@@ -38,6 +37,7 @@ from hlgateway.protocol.messages import (
     decode,
 )
 from hlgateway.ratelimit import TokenBucket
+from hlgateway.websocket.frames import Frame
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from hlgateway.auth import Principal
 from hlgateway.protocol import encoding
 from hlgateway.protocol.errors import CloseCode, ErrorCode
-from hlgateway.protocol.frames import Frame
 from hlgateway.server.outbox import Outbox
 from hlgateway.session import Close, Session
 from hlgateway.websocket.control import PING_FRAME, pong_frame
+from hlgateway.websocket.frames import Frame
 from hlgateway.websocket.handshake import Deflate
 from hlgateway.websocket.reader import (
     Binary,

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 
 from hlgateway.protocol.errors import CloseCode
-from hlgateway.protocol.frames import Frame
 from hlgateway.websocket.control import close_frame
+from hlgateway.websocket.frames import Frame
 
 log = logging.getLogger(__name__)
 
