@@ -186,7 +186,7 @@ def versions(wstest: Path) -> str:
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     suite = " ".join(line.strip() for line in out.stdout.splitlines() if line.strip())
-    return f"{suite}; websockets {version("websockets")}; Python {sys.version.split()[0]}"
+    return f"{suite}; websockets {version('websockets')}; Python {sys.version.split()[0]}"
 
 
 def main(argv: list[str] | None = None) -> int:
