@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+from websockets.protocol import State
 
 from bench.fuzz.frames import CLOSE, PING, TEXT, frame, handshake
 from hlgateway.simulator import Simulator
@@ -184,11 +187,6 @@ async def test_an_oversized_message_gets_a_close_the_client_can_read(
 
 async def test_an_oversized_message_from_a_library_client(server: GatewayServer) -> None:
     """As a new user would meet it: the websockets library sends 8 MiB and reads 1009."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosedError
-
-    from websockets.protocol import State
-
     url = f"{server.ws}?token={alice_token()}"
     ws = await connect(url, max_size=None, compression=None)
     assert json.loads(await ws.recv())["type"] == "welcome"
