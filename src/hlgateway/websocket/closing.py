@@ -59,6 +59,7 @@ class Closing:
         "hanging_up",
         "linger_bytes",
         "linger_time",
+        "open",
         "received",
         "sent",
         "state",
@@ -75,6 +76,9 @@ class Closing:
         self.linger_time = linger_time
         self.linger_bytes = linger_bytes
         self.state = State.OPEN
+        # state is OPEN, as a plain attribute: read on every delivery (the hot path).
+        # While open, the client's messages are handled and ours are sent.
+        self.open = True
         # The close frame we send (code None: an empty payload).
         self.frame_code: int | None = None
         self.frame_reason = ""
@@ -88,11 +92,6 @@ class Closing:
         self.discarded = 0  # bytes read after our FIN
 
     # -- queries --------------------------------------------------------------
-    @property
-    def open(self) -> bool:
-        """Messages from the client are still handled, and ours still sent."""
-        return self.state is State.OPEN
-
     @property
     def close_pending(self) -> bool:
         """A close frame is decided but not yet written."""
@@ -176,11 +175,13 @@ class Closing:
     def lost(self) -> None:
         """The socket is gone, whatever the reason."""
         self.state = State.CLOSED
+        self.open = False
         self.deadline = None
 
     # -- internals --------------------------------------------------------------
     def _closing(self, code: int | None, reason: str, *, client_first: bool) -> None:
         self.state = State.CLOSING
+        self.open = False
         self.frame_code = code
         self.frame_reason = reason
         self.client_first = client_first
