@@ -33,7 +33,8 @@ async def test_the_echo_server_echoes_and_closes_cleanly(
     echo_url: str, compression: str | None
 ) -> None:
     async with connect(echo_url, compression=compression, max_size=None) as ws:
-        for message in ["hello", "κόσμε " * 1000, b"\x00\xff" * 3000]:
+        messages: list[str | bytes] = ["hello", "κόσμε " * 1000, b"\x00\xff" * 3000]
+        for message in messages:
             await ws.send(message)
             assert await ws.recv() == message
         await ws.ping(b"p")
