@@ -2,7 +2,9 @@
 
 After the handshake (server/front.py) the socket's bytes come here: the frame
 reader turns them into messages for the Session; output goes through the
-Outbox; heartbeat and token expiry are swept by the gateway. No task, no
+Outbox; heartbeat and token expiry are swept by the gateway. Whether and how
+the connection ends is decided by one `Closing` state (websocket/closing.py),
+held by the outbox, which performs its steps. No task, no
 coroutine and no queue per connection: an idle client costs its transport and
 these few objects.
 """
