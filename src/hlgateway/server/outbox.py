@@ -280,7 +280,8 @@ class Outbox:
             else:
                 transport.write(b"".join([f.raw for f in queued]))
             self._set_bytes(0)
-        if self.closing.close_pending:
+        closing = self.closing
+        if not closing.open and closing.close_pending:  # `open` first: a plain attribute
             self._write_close()
 
     def _blocked(self) -> None:
