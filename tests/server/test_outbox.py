@@ -246,10 +246,11 @@ def test_our_close_follows_the_queued_frames_then_awaits_the_client() -> None:
     rig.outbox.deliver(frame("too late"))
     rig.scheduler.run()
     assert rig.transport.data == frame("shutdown").raw + close_frame(1001, "Server shutting down")
-    assert not rig.transport.eof  # awaiting the client's close
+    assert not rig.transport.eof and not rig.transport.closed  # awaiting the client's close
+    assert rig.clock.pending  # the close timeout
     rig.outbox.close_received(1001, "")
-    assert rig.transport.eof and not rig.transport.closed  # FIN, then read on (linger)
-    assert rig.outbox.closing.hanging_up
+    assert rig.transport.closed  # the handshake is complete: the server closes first
+    assert not rig.clock.pending
 
 
 def test_a_client_that_never_answers_is_hung_up_on_then_dropped() -> None:
@@ -269,7 +270,7 @@ def test_the_clients_close_is_echoed_then_we_hang_up() -> None:
     rig.outbox.close_received(1000, "bye")
     rig.scheduler.run()
     assert rig.transport.written == [close_frame(1000)]
-    assert rig.transport.eof and rig.outbox.closing.client_first
+    assert rig.transport.closed and rig.outbox.closing.client_first
 
 
 def test_a_violation_is_answered_and_hung_up_on_without_waiting() -> None:

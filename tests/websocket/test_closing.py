@@ -25,10 +25,10 @@ def test_we_close_first_and_the_client_answers() -> None:
     assert (state.frame_code, state.frame_reason) == (4001, "Token expired")
     assert state.close_written(10.0) is Step.AWAIT_CLOSE
     assert state.deadline == 15.0 and not state.close_pending
-    assert state.receive_close(1000, "bye", 11.0) is Step.HANG_UP
-    assert state.hanging_up and state.deadline == 13.0
+    # The handshake is complete: nothing is left unread, the server closes first.
+    assert state.receive_close(1000, "bye", 11.0) is Step.CLOSE_NOW
+    assert state.deadline is None
     assert state.client_first is False and state.received == (1000, "bye")
-    assert state.client_eof() is Step.CLOSE_NOW
     state.lost()
     assert state.state is State.CLOSED and state.deadline is None
 
@@ -38,8 +38,8 @@ def test_the_client_closes_first_and_we_echo_its_code() -> None:
     assert state.receive_close(1001, "going", 3.0) is Step.SEND_CLOSE
     assert state.client_first is True
     assert (state.frame_code, state.frame_reason) == (1001, "")
-    assert state.close_written(3.5) is Step.HANG_UP  # nothing more to await
-    assert state.deadline == 5.5
+    assert state.close_written(3.5) is Step.CLOSE_NOW  # nothing more to await or read
+    assert state.deadline is None
 
 
 def test_an_empty_close_is_answered_empty() -> None:
@@ -56,7 +56,7 @@ def test_the_first_decision_stands() -> None:
     # and the hang-up follows once ours is written.
     assert state.receive_close(1000, "", 1.0) is Step.NOTHING
     assert (state.frame_code, state.frame_reason) == (1001, "Server shutting down")
-    assert state.close_written(2.0) is Step.HANG_UP
+    assert state.close_written(2.0) is Step.CLOSE_NOW
 
 
 def test_failing_the_connection_hangs_up_without_awaiting_an_answer() -> None:
@@ -94,6 +94,15 @@ def test_a_client_that_never_answers_is_hung_up_on_then_dropped() -> None:
     assert state.timed_out(6.0) is Step.NOTHING
     assert state.timed_out(7.0) is Step.ABORT
     assert state.deadline is None
+
+
+def test_the_clients_close_while_lingering_ends_the_wait() -> None:
+    state = closing()
+    state.close(1000)
+    state.close_written(0.0)
+    assert state.timed_out(5.0) is Step.HANG_UP  # FIN sent; still reading (and parsing)
+    assert state.receive_close(1000, "late", 5.5) is Step.NOTHING
+    assert state.client_eof() is Step.CLOSE_NOW
 
 
 def test_a_longer_wait_for_a_slow_reader() -> None:

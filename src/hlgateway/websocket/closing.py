@@ -10,13 +10,15 @@ returns, and sets timers for the `deadline` given here.
 
 Inside CLOSING: our close frame is *pending* (waiting behind queued output),
 then *sent*; the client's close is received before or after. Once both are
-done, or ours is sent after a protocol violation (failing the connection,
-7.1.7: the client's bytes can no longer be parsed, so no answer is awaited),
-the server hangs up: it half-closes (FIN after the close frame) and reads and
-discards what the client still sends, bounded in bytes and time, before
-closing the socket. Closing at once with unread bytes would make the kernel
-reset the connection, and a reset can destroy the close frame before the
-client reads it (a web server's "lingering close").
+done, the server closes the TCP connection (it closes first, 7.1.1). When ours
+is sent after a protocol violation (failing the connection, 7.1.7: the
+client's bytes can no longer be parsed, so no answer is awaited), or the client
+never answers, the server hangs up instead: it half-closes (FIN after the close
+frame) and reads and discards what the client still sends, bounded in bytes
+and time, until the client closes. Closing at once with unread bytes would make
+the kernel reset the connection, and a reset can destroy the close frame before
+the client reads it (a web server's "lingering close"; an 8 MiB message from a
+client still sending it).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Step(enum.Enum):
     SEND_CLOSE = "send close"  # queue `frame_code`/`frame_reason` behind pending output
     AWAIT_CLOSE = "await close"  # our close is out: wait for the client's until `deadline`
     HANG_UP = "hang up"  # half-close, discard input until `deadline` or the bound, then close
-    CLOSE_NOW = "close now"  # nothing more to read: close the socket (after what is written)
+    CLOSE_NOW = "close now"  # nothing left to read: close the socket (after what is written)
     ABORT = "abort"  # the client overstayed (time or bytes): drop the socket at once
 
 
@@ -188,5 +190,10 @@ class Closing:
 
     def _hang_up(self, now: float) -> Step:
         self.hanging_up = True
+        if self.received is not None:
+            # The handshake is complete: the client sends nothing after its close,
+            # so nothing is left unread, and closing now cannot reset.
+            self.deadline = None
+            return Step.CLOSE_NOW
         self.deadline = now + self.linger_time
         return Step.HANG_UP
