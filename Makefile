@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/js/node_modules/.installed
 
-.PHONY: install serve test lint typecheck pytest lock clean conformance conformance-fast
+CHROMIUM := /usr/bin/chromium
 
-install: $(STAMP) $(NODE_STAMP)
+.PHONY: install serve test lint typecheck pytest lock clean screenshots check-config conformance conformance-fast
+
+install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,12 @@ $(STAMP): requirements.lock pyproject.toml
 $(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --silent --no-audit --no-fund
 	touch $@
+
+# The dashboard's browser tests drive Debian's Chromium with Playwright (never
+# `playwright install`, which downloads browsers). Needs root, as on a fresh machine.
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 serve: install
 	$(BIN)/hlgateway serve
@@ -34,6 +42,13 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The dashboard's screenshots in docs/screenshots, taken by its browser tests.
+screenshots: install
+	HLGATEWAY_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/browser -q
+
+check-config: install
+	$(BIN)/hlgateway check-config
 
 # The Autobahn TestSuite is Python 2 software: a throw-away virtualenv of its own
 # (.conformance/), from PyPI, every package pinned (bench/conformance/requirements-py2.txt).

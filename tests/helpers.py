@@ -18,8 +18,12 @@ import aiohttp
 from aiohttp import web
 
 from hlgateway.auth import issue_token
+from hlgateway.broker import MemoryBroker, Retention
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
+from hlgateway.hub import Hub
+from hlgateway.protocol.channels import Topic
+from hlgateway.publisher import Publisher
 from hlgateway.server.app import EDGE
 from hlgateway.server.edge import Edge
 from hlgateway.server.runner import start_listening
@@ -276,6 +280,9 @@ class Inbox:
     def deliver(self, frame: Frame) -> None:
         self.frames.append(frame)
 
+    def replay(self, frames: list[Frame]) -> None:
+        self.frames.extend(frames)
+
     @property
     def payloads(self) -> list[bytes]:
         return [f.payload for f in self.frames]
@@ -346,3 +353,29 @@ class NodeEvents:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+
+
+class LocalNode:
+    """A hub and a memory broker wired as the gateway wires them, without feeds:
+    sessions read replays from the broker, publications reach the hub."""
+
+    def __init__(
+        self,
+        retention: Retention | None = None,
+        *,
+        linger: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.broker = MemoryBroker(retention, clock)
+        self.hub = Hub(self, linger=linger, clock=clock)
+        self.broker.bind(self._deliver)
+        self.publisher = Publisher(self.broker)
+
+    def on_first(self, topic: Topic) -> None:
+        self.broker.demand(topic)
+
+    def on_last(self, topic: Topic) -> None:
+        self.broker.drop(topic)
+
+    def _deliver(self, topic: Topic, payload: bytes, offset: int) -> None:
+        self.hub.publish(topic, Frame(payload, conflate_key=topic if topic.snapshot else None))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hlgateway.auth import Principal
 from hlgateway.hub import Hub
-from hlgateway.protocol.channels import Topic, room_topic
+from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
+from hlgateway.protocol.markets import Markets
 from hlgateway.websocket.frames import Frame
 from tests.helpers import Inbox
 
@@ -17,13 +19,16 @@ class Recorder:
         self.refuse: set[str] = set()
 
     def on_first(self, topic: Topic) -> None:
-        name = topic.params["room"]
+        name = topic.params.get("room", topic.channel)
         if name in self.refuse:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, "full")
         self.events.append(("first", name))
 
     def on_last(self, topic: Topic) -> None:
-        self.events.append(("last", topic.params["room"]))
+        self.events.append(("last", topic.params.get("room", topic.channel)))
+
+
+ANYONE = Principal("u")
 
 
 @pytest.fixture
@@ -74,16 +79,61 @@ def test_same_bytes_object_goes_to_every_subscriber(hub: Hub) -> None:
     assert hub.publish(room_topic("nobody"), frame) == 0
 
 
-def test_latest_snapshot_is_kept_only_while_subscribed(hub: Hub) -> None:
+def test_lossless_topic_lingers_after_its_last_subscriber(recorder: Recorder) -> None:
+    now = [100.0]
+    hub = Hub(recorder, linger=60.0, clock=lambda: now[0])
+    a, b = Inbox(), Inbox()
+    room = room_topic("x")
+    hub.subscribe(room, a)
+    hub.remove(a)  # disconnected: it may come back
+    # Still live (history keeps filling), but listed nowhere as subscribed.
+    assert hub.has(room) and hub.topic_count == 0 and hub.lingering_count == 1
+    assert ("last", "x") not in recorder.events
+    now[0] += 59.0
+    assert hub.expire() == 0
+    hub.subscribe(room, b)  # back in time: no second on_first
+    assert recorder.events.count(("first", "x")) == 1 and hub.lingering_count == 0
+    hub.remove(b)
+    now[0] += 60.0
+    assert hub.expire() == 1
+    assert ("last", "x") in recorder.events and not hub.has(room)
+
+
+def test_unsubscribing_on_purpose_ends_the_topic_unless_someone_dropped(
+    recorder: Recorder,
+) -> None:
+    now = [0.0]
+    hub = Hub(recorder, linger=60.0, clock=lambda: now[0])
+    a, b = Inbox(), Inbox()
+    hub.subscribe(room_topic("x"), a)
+    hub.unsubscribe(room_topic("x"), a)
+    assert ("last", "x") in recorder.events and hub.lingering_count == 0
+    hub.subscribe(room_topic("y"), a)
+    hub.subscribe(room_topic("y"), b)
+    hub.remove(a)  # dropped at t=0 ...
+    now[0] = 30.0
+    hub.unsubscribe(room_topic("y"), b)  # ... so the topic waits for it until t=60
+    assert hub.lingering_count == 1
+    now[0] = 60.0
+    assert hub.expire() == 1 and ("last", "y") in recorder.events
+
+
+def test_snapshot_topics_do_not_linger(recorder: Recorder) -> None:
+    hub = Hub(recorder, linger=60.0, clock=lambda: 0.0)
+    topic = Catalog(Markets(["BTC"])).resolve("orderbook", {"symbol": "BTC"}, ANYONE)
     a = Inbox()
-    t = room_topic("x")
-    hub.subscribe(t, a)
-    newer = Frame(b"2")
-    hub.publish(t, Frame(b"1"), snapshot=True)
-    hub.publish(t, newer, snapshot=True)
-    assert hub.latest(t) is newer
-    hub.unsubscribe(t, a)
-    assert hub.latest(t) is None
+    hub.subscribe(topic, a)
+    hub.remove(a)
+    assert not hub.has(topic) and hub.lingering_count == 0
+
+
+def test_clear_ends_lingering_topics(recorder: Recorder) -> None:
+    hub = Hub(recorder, linger=60.0, clock=lambda: 0.0)
+    a = Inbox()
+    hub.subscribe(room_topic("x"), a)
+    hub.remove(a)
+    hub.clear()
+    assert ("last", "x") in recorder.events and hub.lingering_count == 0
 
 
 def test_refused_topic_leaves_no_trace(hub: Hub, recorder: Recorder) -> None:

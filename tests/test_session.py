@@ -7,14 +7,14 @@ import json
 import pytest
 
 from hlgateway.auth import Principal, TokenVerifier, issue_token
+from hlgateway.broker import Broker
 from hlgateway.config import AuthSettings
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Catalog
 from hlgateway.protocol.errors import CloseCode
 from hlgateway.protocol.markets import Markets
 from hlgateway.session import Close, Session, SessionLimits
-from hlgateway.websocket.frames import Frame
-from tests.helpers import Inbox
+from tests.helpers import Inbox, LocalNode
 
 SECRET = "s" * 32
 WALLET = "0x" + "c" * 40
@@ -33,7 +33,9 @@ def clock() -> Clock:
     return Clock()
 
 
-def make(hub: Hub, clock: Clock, limits: SessionLimits | None = None) -> tuple[Session, Inbox]:
+def make(
+    hub: Hub, clock: Clock, limits: SessionLimits | None = None, broker: Broker | None = None
+) -> tuple[Session, Inbox]:
     inbox = Inbox()
     session = Session(
         "c1",
@@ -44,6 +46,7 @@ def make(hub: Hub, clock: Clock, limits: SessionLimits | None = None) -> tuple[S
         verifier=TokenVerifier(AuthSettings(secret=SECRET)),
         limits=limits or SessionLimits(),
         clock=clock,
+        broker=broker,
     )
     return session, inbox
 
@@ -79,15 +82,17 @@ def test_subscribe_then_unsubscribe_echo_canonical_params_and_id(clock: Clock) -
 
 
 def test_latest_snapshot_follows_subscribed(clock: Clock) -> None:
-    hub = Hub()
-    first, _ = make(hub, clock)
+    node = LocalNode(clock=clock)
+    first, _ = make(node.hub, clock, broker=node.broker)
     first.handle('{"type":"subscribe","channel":"orderbook","params":{"symbol":"BTC"}}')
-    (topic,) = hub.topics()
-    hub.publish(topic, Frame(b'{"type":"data","n":1}'), snapshot=True)
-    second, inbox = make(hub, clock)
+    (topic,) = node.hub.topics()
+    node.publisher.publish(topic, {"n": 1})
+    node.publisher.publish(topic, {"n": 2})
+    second, inbox = make(node.hub, clock, broker=node.broker)
     second.handle('{"type":"subscribe","channel":"orderbook","params":{"symbol":"btc"}}')
-    kinds = [m["type"] for m in inbox.pop()]
-    assert kinds == ["subscribed", "data"]
+    replies = inbox.pop()
+    assert [m["type"] for m in replies] == ["subscribed", "data"]
+    assert replies[1]["data"] == {"n": 2} and "offset" not in replies[0]
 
 
 def test_unsubscribe_unknown_is_not_subscribed(clock: Clock) -> None:

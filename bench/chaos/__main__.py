@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import platform
 import sys
 
 from bench.chaos.harness import run_chaos
+from bench.table import print_report
 
 
 def main() -> int:
@@ -32,24 +31,11 @@ def main() -> int:
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     )
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
-    print(
-        f"command: python -m bench.chaos --faults {args.faults} --interval {args.interval} "
-        f"--seed {args.seed}"
+    print_report(
+        f"python -m bench.chaos --faults {args.faults} --interval {args.interval} "
+        f"--seed {args.seed}",
+        report.as_dict(),
     )
-    print()
-    print("| measure | value |")
-    print("|---|---|")
-    for key, value in report.as_dict().items():
-        print(f"| {key} | {value} |")
     return 0 if report.ok() else 1
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from bench.ledger import Deliveries, Expected, LedgerCheck
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
@@ -38,41 +38,20 @@ class ChaosReport:
     faults: int = 0
     fault_kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    fills_produced: int = 0
-    fills_delivered: int = 0
-    fills_lost: int = 0
-    fills_duplicated: int = 0
-    fills_unexpected: int = 0
-    transitions_produced: int = 0
-    transitions_delivered: int = 0
-    transitions_lost: int = 0
-    transitions_duplicated: int = 0
-    transitions_unexpected: int = 0
-    out_of_order_wallets: int = 0
+    ledger: LedgerCheck = field(default_factory=LedgerCheck)
     upstream_reconnects: int = 0
     pong_timeouts: int = 0
     stale_resubscribes: int = 0
     stale_recycles: int = 0
     recoveries: int = 0
-    lost_examples: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
-        return not (
-            self.fills_lost
-            or self.fills_duplicated
-            or self.fills_unexpected
-            or self.transitions_lost
-            or self.transitions_duplicated
-            or self.transitions_unexpected
-            or self.out_of_order_wallets
-        )
+        return self.ledger.ok()
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _sz(value: Any) -> float:
-    return round(float(value), 8)
+        rows = asdict(self)
+        rows.update(rows.pop("ledger"))
+        return rows
 
 
 class _Receiver:
@@ -80,8 +59,7 @@ class _Receiver:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
-        self.fills: list[tuple[str, int, int]] = []  # wallet, tid, time
-        self.orders: list[tuple[str, int, str, float, int]] = []  # wallet, oid, status, sz, t
+        self.got = Deliveries()
         self.notices: list[str] = []
         self.books = 0
         self.closed = False
@@ -94,14 +72,8 @@ class _Receiver:
             if m.get("type") != "data":
                 continue
             channel, data = m["channel"], m["data"]
-            if channel == "user_fills":
-                self.fills += [(f["wallet"], f["id"], f["timestamp"]) for f in data["fills"]]
-            elif channel == "user_orders":
-                o = data["order"]
-                self.orders.append(
-                    (o["wallet"], o["id"], o["status"], _sz(o["remaining"]), o["timestamp"])
-                )
-            elif channel == "system":
+            self.got.add(channel, data)
+            if channel == "system":
                 self.notices.append(data["event"])
             elif channel == "orderbook":
                 self.books += 1
@@ -183,64 +155,13 @@ async def run_chaos(
         # client to have everything up to that cut.
         await _until(lambda: _healthy(gateway), 30)
         cutoff = int(time.time() * 1000) - 500
-        ledgers = {w: sim.ledger(w) for w in WALLETS}
-        expected_fills = {
-            (w, f["tid"])
-            for w, led in ledgers.items()
-            for f in led["fills"]
-            if window_start <= f["time"] <= cutoff
-        }
-        expected_orders = {
-            (w, o["oid"], o["status"], _sz(o["sz"]))
-            for w, led in ledgers.items()
-            for o in led["orders"]
-            if window_start <= o["statusTimestamp"] <= cutoff
-        }
-
-        def got_fills() -> set[tuple[str, int]]:
-            return {(w, tid) for w, tid, t in receiver.fills if window_start <= t <= cutoff}
-
-        def got_orders() -> set[tuple[str, int, str, float]]:
-            return {
-                (w, oid, s, sz)
-                for w, oid, s, sz, t in receiver.orders
-                if window_start <= t <= cutoff
-            }
-
-        await _until(
-            lambda: expected_fills <= got_fills() and expected_orders <= got_orders(),
-            20,
-            quiet=True,
-        )
+        expected = Expected(sim, WALLETS, window_start, cutoff)
+        await _until(lambda: expected.received_by(receiver.got), 20, quiet=True)
         await ws.close()
         await reader
 
         report.seconds = round(time.monotonic() - started, 1)
-        report.fills_produced = len(expected_fills)
-        report.transitions_produced = len(expected_orders)
-        fills_in = [(w, tid) for w, tid, t in receiver.fills if window_start <= t <= cutoff]
-        orders_in = [
-            (w, oid, s, sz) for w, oid, s, sz, t in receiver.orders if window_start <= t <= cutoff
-        ]
-        report.fills_delivered = len(fills_in)
-        report.transitions_delivered = len(orders_in)
-        report.fills_duplicated = sum(c - 1 for c in Counter(receiver.fills).values() if c > 1)
-        report.transitions_duplicated = sum(
-            c - 1
-            for c in Counter((w, oid, s, sz) for w, oid, s, sz, _ in receiver.orders).values()
-            if c > 1
-        )
-        lost_fills = expected_fills - set(fills_in)
-        lost_orders = expected_orders - set(orders_in)
-        report.fills_lost = len(lost_fills)
-        report.transitions_lost = len(lost_orders)
-        report.fills_unexpected = len(set(fills_in) - expected_fills)
-        report.transitions_unexpected = len(set(orders_in) - expected_orders)
-        report.lost_examples = [str(x) for x in list(lost_fills)[:3] + list(lost_orders)[:3]]
-        for wallet in WALLETS:
-            times = [t for w, _, t in receiver.fills if w == wallet]
-            if times != sorted(times):
-                report.out_of_order_wallets += 1
+        report.ledger = LedgerCheck.of(expected, receiver.got)
         for link in gateway.upstream.links:
             report.upstream_reconnects += link.reconnects
             report.pong_timeouts += link.pong_timeouts

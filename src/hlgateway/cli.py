@@ -1,4 +1,4 @@
-"""The `hlgateway` command: serve, simulate, token, watch."""
+"""The `hlgateway` command: serve, check-config, simulate, token, watch."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hlgateway.auth import WALLET_RE, issue_token
-from hlgateway.config import SettingsError, auth_from_env, settings_from_env
+from hlgateway.config import CONFIG_ENV, Settings, SettingsError, load_settings
 
 DEMO_USER = "demo"
 # A fixed, valid-looking address so the demo token and the simulator agree across runs.
@@ -45,38 +46,50 @@ def dev_secret(create: bool) -> str | None:
     return secret
 
 
+def _load(args: argparse.Namespace, dev: Callable[[], str | None] | None) -> Settings:
+    """Settings from the flags that were given, the environment and the config file."""
+    return load_settings(
+        os.environ,
+        config_file=args.config,
+        dev_secret=dev,
+        host=args.host,
+        port=args.port,
+        upstream=args.upstream,
+        sim_seed=args.seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        log_format=args.log_format,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from hlgateway.logs import configure
     from hlgateway.server.runner import run
 
-    env = os.environ
-    using_dev_secret = (
-        not env.get("JWT_SECRET")
-        and not env.get("JWT_PUBLIC_KEY")
-        and not env.get("JWT_PUBLIC_KEY_FILE")
-    )
+    used_dev_secret: list[str] = []
+
+    def dev() -> str | None:
+        secret = dev_secret(create=True)
+        if secret is not None:
+            used_dev_secret.append(secret)
+        return secret
+
     try:
-        auth = auth_from_env(env, secret=dev_secret(create=True) if using_dev_secret else None)
-        settings = settings_from_env(
-            env,
-            auth=auth,
-            host=args.host,
-            port=args.port,
-            upstream=args.upstream,
-            sim_seed=args.seed,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-        )
-    except (SettingsError, OSError) as exc:
+        settings = _load(args, dev)
+    except SettingsError as exc:
+        return _bad_settings(exc)
+    except OSError as exc:
         print(f"hlgateway: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    auth = settings.auth
+    using_dev_secret = bool(used_dev_secret)
+    configure(settings.log_level, settings.log_format)
 
     def banner(ws_url: str) -> None:
+        http_url = ws_url[:-3].replace("ws", "http", 1)
         lines = [
-            f"hlgateway is up: {ws_url}  (health: {ws_url[:-3].replace('ws', 'http', 1)}/health)"
+            f"hlgateway is up: {ws_url}  (health: {http_url}/health)",
+            f"dashboard: {http_url}/",
         ]
         if using_dev_secret and auth.secret is not None:
             token = issue_token(
@@ -92,6 +105,35 @@ def _serve(args: argparse.Namespace) -> int:
         print("\n".join(lines), flush=True)
 
     return run(settings, banner)
+
+
+def _bad_settings(exc: SettingsError) -> int:
+    print(f"hlgateway: {len(exc.problems)} bad setting(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Every bad setting at once, from the flags, the environment and the config file."""
+    placeholder: list[bool] = []
+
+    def dev() -> str:
+        placeholder.append(True)
+        return "dev-secret"  # `serve` would use the local dev secret: not a problem here
+
+    try:
+        settings = _load(args, dev)
+    except SettingsError as exc:
+        return _bad_settings(exc)
+    where = args.config or os.environ.get(CONFIG_ENV)
+    print(
+        f"config OK{f' ({where})' if where else ''}: {settings.host}:{settings.port}, "
+        f"upstream {settings.upstream}, logs {settings.log_format}"
+    )
+    if placeholder:
+        print("no JWT secret or public key configured: `serve` would use the local dev secret")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -148,6 +190,17 @@ def _watch(args: argparse.Namespace) -> int:
     return run(args, mint if secret else None)
 
 
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help=f"TOML settings file ({CONFIG_ENV}); see docs/operations.md"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines or one JSON object a line (HLGATEWAY_LOG_FORMAT, default text)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hlgateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,7 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", help="PEM certificate (chain): serve wss:// and https:// (HLGATEWAY_TLS_CERT)"
     )
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert (HLGATEWAY_TLS_KEY)")
+    _config_arguments(serve)
     serve.set_defaults(func=_serve)
+
+    check = sub.add_parser(
+        "check-config",
+        help="check the settings (flags, environment, --config file); name every bad one",
+    )
+    for name in ("--host", "--upstream", "--tls-cert", "--tls-key"):
+        check.add_argument(name)
+    check.add_argument("--port")
+    check.add_argument("--seed", type=int)
+    _config_arguments(check)
+    check.set_defaults(func=_check_config)
 
     simulate = sub.add_parser("simulate", help="run the Hyperliquid simulator on its own")
     simulate.add_argument("--host", default="127.0.0.1")

@@ -1,23 +1,49 @@
-"""Settings: from flags, then environment variables, then defaults.
+"""Settings: from flags, then environment variables, then a TOML file, then defaults.
 
-Every setting is listed in docs/operations.md. Environment variable names are
-given next to each field.
+Each setting is declared once, as a typed field of `Settings` (or `AuthSettings`);
+its environment variable is `HLGATEWAY_` + the field name upper-cased (the JWT
+ones are listed in `AUTH_ENV`), its TOML key is the field name (`[auth]` for the
+JWT ones). msgspec converts the strings and TOML values into the field's type,
+checking the `Meta` bounds given beside it, and every bad setting is reported at
+once (`hlgateway check-config`). Every setting is listed in docs/operations.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CONFIG_ENV = "HLGATEWAY_CONFIG"
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"  # [schema.]name
+TABLE_RE = re.compile(TABLE_PATTERN)
+
+# Bounds, checked when a value comes from the environment or a file.
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=0)]  # 0 turns a limit off where documented
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Rate = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class SettingsError(ValueError):
-    """A setting that cannot work; raised before anything starts."""
+    """Settings that cannot work; raised before anything starts. Names every problem."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -27,21 +53,27 @@ class AuthSettings:
     public_key: str | None = None  # JWT_PUBLIC_KEY (PEM) or JWT_PUBLIC_KEY_FILE
     audience: str | None = None  # JWT_AUDIENCE
     issuer: str | None = None  # JWT_ISSUER
-    leeway_seconds: int = 0  # JWT_LEEWAY
+    leeway_seconds: Count = 0  # JWT_LEEWAY
 
     def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SettingsError(problems)
+
+    def problems(self) -> list[str]:
         algs = set(self.algorithms)
         unknown = algs - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
         if not algs or unknown:
-            raise SettingsError(f"JWT_ALGORITHMS: unsupported {sorted(unknown) or 'empty'}")
+            return [f"JWT_ALGORITHMS: unsupported {sorted(unknown) or 'empty'}"]
         # One key family only: mixing HMAC and public-key algorithms is the
         # classic algorithm-confusion hole.
         if algs & HMAC_ALGORITHMS and algs & PUBLIC_KEY_ALGORITHMS:
-            raise SettingsError("JWT_ALGORITHMS: do not mix HS* with RS*/ES* algorithms")
+            return ["JWT_ALGORITHMS: do not mix HS* with RS*/ES* algorithms"]
         if algs <= PUBLIC_KEY_ALGORITHMS and not self.public_key:
-            raise SettingsError("JWT_PUBLIC_KEY is required for RS*/ES* algorithms")
+            return ["JWT_PUBLIC_KEY is required for RS*/ES* algorithms"]
         if algs <= HMAC_ALGORITHMS and not self.secret:
-            raise SettingsError("JWT_SECRET is required for HS* algorithms")
+            return ["JWT_SECRET is required for HS* algorithms"]
+        return []
 
     @property
     def uses_public_key(self) -> bool:
@@ -53,55 +85,139 @@ class AuthSettings:
         return key
 
 
+# AuthSettings field -> its environment variable (the names other JWT tools use).
+AUTH_ENV = {
+    "secret": "JWT_SECRET",
+    "algorithms": "JWT_ALGORITHMS",
+    "public_key": "JWT_PUBLIC_KEY",
+    "audience": "JWT_AUDIENCE",
+    "issuer": "JWT_ISSUER",
+    "leeway_seconds": "JWT_LEEWAY",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     auth: AuthSettings
-    host: str = "127.0.0.1"  # HLGATEWAY_HOST
-    port: int = 8080  # HLGATEWAY_PORT
-    upstream: str = "sim"  # HLGATEWAY_UPSTREAM: sim | mainnet | testnet | ws(s)://host/ws
-    sim_seed: int = 0  # HLGATEWAY_SIM_SEED
-    allowed_origins: tuple[str, ...] = ()  # HLGATEWAY_ALLOWED_ORIGINS, comma-separated
-    max_message_bytes: int = 64 * 1024  # HLGATEWAY_MAX_MESSAGE_BYTES (bigger: close 1009)
-    max_subscriptions: int = 100  # HLGATEWAY_MAX_SUBSCRIPTIONS, per connection
-    max_rooms: int = 20  # HLGATEWAY_MAX_ROOMS, per connection
-    heartbeat_interval: float = 30.0  # HLGATEWAY_HEARTBEAT_INTERVAL (s)
-    heartbeat_timeout: float = 60.0  # HLGATEWAY_HEARTBEAT_TIMEOUT (s)
-    error_limit: int = 10  # HLGATEWAY_ERROR_LIMIT bad messages ...
-    error_window: float = 60.0  # HLGATEWAY_ERROR_WINDOW ... per this many seconds
-    outbox_max_bytes: int = 4 * 1024 * 1024  # HLGATEWAY_OUTBOX_MAX_BYTES, per connection
-    socket_buffer_bytes: int = 256 * 1024  # HLGATEWAY_SOCKET_BUFFER_BYTES: kernel-side backlog
-    write_timeout: float = 30.0  # HLGATEWAY_WRITE_TIMEOUT (s) without progress: 4008
-    compression: bool = True  # HLGATEWAY_COMPRESSION: offer permessage-deflate (0/1)
-    compression_threshold: int = 1024  # HLGATEWAY_COMPRESSION_THRESHOLD: smaller goes plain
-    shutdown_timeout: float = 30.0  # HLGATEWAY_SHUTDOWN_TIMEOUT (s)
-    upstream_ping_interval: float = 30.0  # HLGATEWAY_UPSTREAM_PING_INTERVAL (s)
-    upstream_pong_timeout: float = 10.0  # HLGATEWAY_UPSTREAM_PONG_TIMEOUT (s)
-    upstream_stale_after: float = 15.0  # HLGATEWAY_UPSTREAM_STALE_AFTER (s) for allMids/l2Book
-    upstream_backoff_max: float = 30.0  # HLGATEWAY_UPSTREAM_BACKOFF_MAX (s)
-    upstream_max_links: int = 10  # HLGATEWAY_UPSTREAM_MAX_LINKS
-    upstream_max_subscriptions: int = 1000  # HLGATEWAY_UPSTREAM_MAX_SUBSCRIPTIONS
-    upstream_max_messages: int = 2000  # HLGATEWAY_UPSTREAM_MAX_MESSAGES per minute
-    upstream_max_new_links: int = 30  # HLGATEWAY_UPSTREAM_MAX_NEW_LINKS per minute
-    upstream_max_wallets: int = 10  # HLGATEWAY_UPSTREAM_MAX_WALLETS on WS; more are polled
-    upstream_rest_weight: int = 1200  # HLGATEWAY_UPSTREAM_REST_WEIGHT per minute
-    upstream_poll_interval: float = 5.0  # HLGATEWAY_UPSTREAM_POLL_INTERVAL (s)
-    upstream_ca_file: str | None = None  # HLGATEWAY_UPSTREAM_CA_FILE: extra CA for wss/https
-    upstream_host: str | None = None  # HLGATEWAY_UPSTREAM_HOST: mainnet/testnet at another host
-    context_refresh: float = 10.0  # HLGATEWAY_CONTEXT_REFRESH (s) for 24 h change/volume
-    log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    upstream: str = "sim"  # sim | mainnet | testnet | ws(s)://host/ws
+    sim_seed: int = 0
+    allowed_origins: tuple[str, ...] = ()  # comma-separated in the environment
+    max_message_bytes: Positive = 64 * 1024  # bigger: close 1009
+    max_subscriptions: Count = 100  # per connection
+    max_rooms: Count = 20  # per connection
+    heartbeat_interval: Seconds = 30.0
+    heartbeat_timeout: Seconds = 60.0
+    error_limit: Count = 10  # bad messages ...
+    error_window: Seconds = 60.0  # ... per this many seconds
+    outbox_max_bytes: Positive = 4 * 1024 * 1024  # per connection
+    socket_buffer_bytes: Count = 256 * 1024  # kernel-side backlog
+    write_timeout: Seconds = 30.0  # without progress: 4008
+    compression: bool = True  # offer permessage-deflate
+    compression_threshold: Count = 1024  # smaller goes plain
+    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    upstream_ping_interval: Seconds = 30.0
+    upstream_pong_timeout: Seconds = 10.0
+    upstream_stale_after: Seconds = 15.0  # for allMids/l2Book
+    upstream_backoff_max: Seconds = 30.0
+    upstream_max_links: Positive = 10
+    upstream_max_subscriptions: Positive = 1000
+    upstream_max_messages: Positive = 2000  # per minute
+    upstream_max_new_links: Positive = 30  # per minute
+    upstream_max_wallets: Count = 10  # on WS; more are polled
+    upstream_rest_weight: Positive = 1200  # per minute
+    upstream_poll_interval: Seconds = 5.0
+    upstream_ca_file: str | None = None  # extra CA for wss/https
+    upstream_host: str | None = None  # mainnet/testnet at another host
+    context_refresh: Seconds = 10.0  # for 24 h change/volume
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object a line
     # Abuse limits (docs/security.md); 0 turns a count limit off.
-    new_connections_per_minute: int = 10  # HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE, per client IP
-    max_connections_per_ip: int = 100  # HLGATEWAY_MAX_CONNECTIONS_PER_IP, open at once
-    max_connections_per_user: int = 20  # HLGATEWAY_MAX_CONNECTIONS_PER_USER, open at once
-    message_rate: float = 20.0  # HLGATEWAY_MESSAGE_RATE, client messages/s per connection
-    message_burst: int = 100  # HLGATEWAY_MESSAGE_BURST, token bucket size
-    handshake_timeout: float = 10.0  # HLGATEWAY_HANDSHAKE_TIMEOUT (s): the TLS handshake
-    request_head_timeout: float = 10.0  # HLGATEWAY_REQUEST_HEAD_TIMEOUT (s): slowloris deadline
-    trusted_proxies: tuple[str, ...] = ()  # HLGATEWAY_TRUSTED_PROXIES: IPs/CIDRs, comma-separated
-    allow_missing_origin: bool = True  # HLGATEWAY_ALLOW_MISSING_ORIGIN: upgrades without Origin
-    tls_cert: str | None = None  # HLGATEWAY_TLS_CERT / --tls-cert (PEM)
-    tls_key: str | None = None  # HLGATEWAY_TLS_KEY / --tls-key (PEM)
+    new_connections_per_minute: Count = 10  # per client IP
+    max_connections_per_ip: Count = 100  # open at once
+    max_connections_per_user: Count = 20  # open at once
+    message_rate: Rate = 20.0  # client messages/s per connection
+    message_burst: Positive = 100  # token bucket size
+    handshake_timeout: Seconds = 10.0  # the TLS handshake
+    request_head_timeout: Seconds = 10.0  # slowloris deadline
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs, comma-separated
+    allow_missing_origin: bool = True  # upgrades without Origin
+    tls_cert: str | None = None  # --tls-cert (PEM)
+    tls_key: str | None = None  # --tls-key (PEM)
+    dashboard_guest: bool = True  # the dashboard may get guest tokens for market data
+    # History and recovery of lossless streams (docs/protocol.md "Positions").
+    history_size: Positive = 1000  # messages kept at least, per stream
+    history_ttl: Seconds = 600.0  # kept at least this long
+    history_max: Positive = 2_000  # hard bound per stream (memory)
+    market_wait: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # subscribes wait for the markets
+    # The user directory (admin reads by userId alone): a file and/or a PostgreSQL table.
+    directory_file: str | None = None  # JSON or TOML
+    directory_dsn: str | None = None  # postgresql://...
+    directory_table: Annotated[str, msgspec.Meta(pattern=TABLE_PATTERN)] = "hlgateway_user_wallets"
+    directory_refresh: Seconds = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# Fields that are not settings of their own.
+_NOT_SETTINGS = frozenset({"auth", "extra"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a Settings field."""
+    return f"HLGATEWAY_{name.upper()}"
+
+
+def _both(name: str) -> str:
+    """A setting named both ways, for problems found after merging the sources."""
+    return f"{name} ({env_name(name)})"
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings) if f.name not in _NOT_SETTINGS]
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _is_tuple(kind: Any) -> bool:
+    return typing.get_origin(kind) is tuple
+
+
+def _is_bool(kind: Any) -> bool:
+    return kind is bool
+
+
+def _from_text(raw: str, kind: Any) -> Any:
+    """An environment string, shaped for msgspec's lax conversion into `kind`."""
+    if _is_tuple(kind):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if _is_bool(kind):
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise msgspec.ValidationError("expected true or false")
+    return raw.strip()
+
+
+def _convert(value: Any, kind: Any, where: str, problems: list[str]) -> Any:
+    try:
+        if isinstance(value, str) and (_is_tuple(kind) or _is_bool(kind) or kind is not str):
+            value = _from_text(value, kind)
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        problems.append(f"{where}: {_reason(exc)} (got {value!r})")
+        return None
+
+
+def _reason(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    return text.split(" - at ", maxsplit=1)[0]
 
 
 def _env(env: Mapping[str, str], name: str) -> str | None:
@@ -109,33 +225,125 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML file: top-level keys are Settings fields, `[auth]` holds the JWT ones."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: not valid TOML: {exc}") from None
 
 
-def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}: expected true or false, got {value!r}")
+def _auth_values(
+    env: Mapping[str, str], table: Mapping[str, Any], source: str, problems: list[str]
+) -> dict[str, Any]:
+    hints = _hints(AuthSettings)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "public_key_file":
+            continue
+        if key not in hints:
+            problems.append(f"{source} [auth] {key}: unknown setting")
+            continue
+        converted = _convert(value, hints[key], f"{source} [auth] {key}", problems)
+        if converted is not None:
+            values[key] = converted
+    for name, variable in AUTH_ENV.items():
+        raw = _env(env, variable)
+        if raw is not None:
+            converted = _convert(raw, hints[name], variable, problems)
+            if converted is not None:
+                values[name] = converted
+    key_file = _env(env, "JWT_PUBLIC_KEY_FILE") or table.get("public_key_file")
+    if "public_key" not in values and key_file is not None:
+        try:
+            values["public_key"] = Path(str(key_file)).read_text()
+        except OSError as exc:
+            problems.append(f"JWT_PUBLIC_KEY_FILE: {exc.strerror or exc}: {key_file}")
+    return values
+
+
+def _settings_values(
+    env: Mapping[str, str],
+    table: Mapping[str, Any],
+    source: str,
+    overrides: Mapping[str, object],
+    problems: list[str],
+) -> dict[str, Any]:
+    hints = _hints(Settings)
+    names = setting_names()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "auth":
+            continue
+        if key not in names:
+            problems.append(f"{source} {key}: unknown setting")
+            continue
+        converted = _convert(value, hints[key], f"{source} {key}", problems)
+        if converted is not None:
+            values[key] = converted
+    for name in names:
+        raw = _env(env, env_name(name))
+        if raw is not None:
+            converted = _convert(raw, hints[name], env_name(name), problems)
+            if converted is not None:
+                values[name] = converted
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        converted = _convert(value, hints[name], f"--{name.replace('_', '-')}", problems)
+        if converted is not None:
+            values[name] = converted
+    return values
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    dev_secret: Callable[[], str | None] | None = None,
+    **overrides: object,
+) -> Settings:
+    """Flags (`overrides`) over the environment over `config_file` (or HLGATEWAY_CONFIG).
+
+    `dev_secret` is asked for a secret only when no JWT secret or public key is
+    configured. Raises SettingsError naming every bad setting.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
+    table: dict[str, Any] = read_config_file(path) if path is not None else {}
+    source = f"{path}:" if path is not None else ""
+    auth_table = table.get("auth", {})
+    if not isinstance(auth_table, dict):
+        problems.append(f"{source} auth: expected a table")
+        auth_table = {}
+    auth_values = _auth_values(env, auth_table, source, problems)
+    if dev_secret is not None and not (auth_values.get("secret") or auth_values.get("public_key")):
+        auth_values["secret"] = dev_secret()
+    values = _settings_values(env, table, source, overrides, problems)
+    auth: AuthSettings | None = None
+    try:
+        auth = AuthSettings(**auth_values)
+    except SettingsError as exc:
+        problems += exc.problems
+    settings = Settings(auth=auth or AuthSettings(secret="-"), **values)
+    problems += settings_problems(settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings
 
 
 def auth_from_env(env: Mapping[str, str], secret: str | None = None) -> AuthSettings:
-    public_key = _env(env, "JWT_PUBLIC_KEY")
-    key_file = _env(env, "JWT_PUBLIC_KEY_FILE")
-    if public_key is None and key_file is not None:
-        public_key = Path(key_file).read_text()
-    algorithms = _split(_env(env, "JWT_ALGORITHMS")) or ("HS256",)
-    return AuthSettings(
-        secret=secret if secret is not None else _env(env, "JWT_SECRET"),
-        algorithms=algorithms,
-        public_key=public_key,
-        audience=_env(env, "JWT_AUDIENCE"),
-        issuer=_env(env, "JWT_ISSUER"),
-        leeway_seconds=int(_env(env, "JWT_LEEWAY") or 0),
-    )
+    problems: list[str] = []
+    values = _auth_values(env, {}, "", problems)
+    if secret is not None:
+        values["secret"] = secret
+    if problems:
+        raise SettingsError(problems)
+    return AuthSettings(**values)
 
 
 def settings_from_env(
@@ -146,91 +354,41 @@ def settings_from_env(
 ) -> Settings:
     """Environment first, then `overrides` (flags that were given) on top."""
     env = os.environ if env is None else env
-    values: dict[str, object] = {}
-    numeric: dict[str, type] = {
-        "port": int,
-        "sim_seed": int,
-        "max_message_bytes": int,
-        "max_subscriptions": int,
-        "max_rooms": int,
-        "heartbeat_interval": float,
-        "heartbeat_timeout": float,
-        "error_limit": int,
-        "error_window": float,
-        "outbox_max_bytes": int,
-        "socket_buffer_bytes": int,
-        "write_timeout": float,
-        "compression_threshold": int,
-        "shutdown_timeout": float,
-        "upstream_ping_interval": float,
-        "upstream_pong_timeout": float,
-        "upstream_stale_after": float,
-        "upstream_backoff_max": float,
-        "upstream_max_links": int,
-        "upstream_max_subscriptions": int,
-        "upstream_max_messages": int,
-        "upstream_max_new_links": int,
-        "upstream_max_wallets": int,
-        "upstream_rest_weight": int,
-        "upstream_poll_interval": float,
-        "context_refresh": float,
-        "new_connections_per_minute": int,
-        "max_connections_per_ip": int,
-        "max_connections_per_user": int,
-        "message_rate": float,
-        "message_burst": int,
-        "handshake_timeout": float,
-        "request_head_timeout": float,
-    }
-    for name, kind in numeric.items():
-        raw = _env(env, f"HLGATEWAY_{name.upper()}")
-        if raw is not None:
-            try:
-                values[name] = kind(raw)
-            except ValueError:
-                raise SettingsError(f"HLGATEWAY_{name.upper()}: not a number: {raw!r}") from None
-    for name in (
-        "host",
-        "upstream",
-        "log_level",
-        "upstream_ca_file",
-        "upstream_host",
-        "tls_cert",
-        "tls_key",
-    ):
-        raw = _env(env, f"HLGATEWAY_{name.upper()}")
-        if raw is not None:
-            values[name] = raw
-    origins = _env(env, "HLGATEWAY_ALLOWED_ORIGINS")
-    if origins is not None:
-        values["allowed_origins"] = _split(origins)
-    proxies = _env(env, "HLGATEWAY_TRUSTED_PROXIES")
-    if proxies is not None:
-        values["trusted_proxies"] = _split(proxies)
-    for name in ("allow_missing_origin", "compression"):
-        raw = _env(env, f"HLGATEWAY_{name.upper()}")
-        if raw is not None:
-            values[name] = _flag(f"HLGATEWAY_{name.upper()}", raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    settings = Settings(auth=auth, **values)  # type: ignore[arg-type]
-    check_security_settings(settings)
+    problems: list[str] = []
+    values = _settings_values(env, {}, "", overrides, problems)
+    settings = Settings(auth=auth, **values)
+    problems += settings_problems(settings)
+    if problems:
+        raise SettingsError(problems)
     return settings
 
 
-def check_security_settings(settings: Settings) -> None:
-    """Refuse settings that would open a hole or cannot work, before anything starts."""
+def settings_problems(settings: Settings) -> list[str]:
+    """What makes these settings unable to work, beyond each value's type and bounds."""
+    problems: list[str] = []
     if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise SettingsError("TLS needs both --tls-cert and --tls-key (HLGATEWAY_TLS_CERT/KEY)")
-    for path in (settings.tls_cert, settings.tls_key):
+        problems.append("TLS needs both --tls-cert and --tls-key (HLGATEWAY_TLS_CERT/KEY)")
+    for path in (settings.tls_cert, settings.tls_key, settings.upstream_ca_file):
         if path is not None and not Path(path).is_file():
-            raise SettingsError(f"TLS: no such file: {path}")
+            problems.append(f"no such file: {path}")
     for entry in settings.trusted_proxies:
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            raise SettingsError(
-                f"HLGATEWAY_TRUSTED_PROXIES: not an address or CIDR block: {entry!r}"
-            ) from None
-    for name in ("handshake_timeout", "request_head_timeout"):
-        if getattr(settings, name) <= 0:
-            raise SettingsError(f"HLGATEWAY_{name.upper()}: must be positive")
+            problems.append(f"{_both('trusted_proxies')}: not an address or CIDR block: {entry!r}")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
+    if not 1 <= settings.history_size <= settings.history_max:
+        problems.append(f"{_both('history_size')}: must be 1..{_both('history_max')}")
+    if not TABLE_RE.fullmatch(settings.directory_table):
+        problems.append(f"{_both('directory_table')}: a table name ([schema.]name)")
+    if settings.heartbeat_timeout < settings.heartbeat_interval:
+        problems.append(f"{_both('heartbeat_timeout')}: shorter than {_both('heartbeat_interval')}")
+    return problems
+
+
+def check_security_settings(settings: Settings) -> None:
+    """Refuse settings that would open a hole or cannot work, before anything starts."""
+    problems = settings_problems(settings)
+    if problems:
+        raise SettingsError(problems)

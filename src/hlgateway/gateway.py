@@ -1,7 +1,9 @@
 """The gateway process's parts, wired together (the node).
 
-upstream links -> wire -> Feeds -> Publisher (encode once) -> Broker -> Hub -> outboxes
-client frames  -> Session -> Catalog (canonical topic, permissions) -> Hub -> Feeds -> Upstream
+upstream links -> wire -> Feeds -> Publisher (encode once) -> Broker (position, history)
+               -> sink: one Frame -> Hub -> outboxes
+client frames  -> Session -> Catalog (canonical topic, permissions) -> Broker.read (replay)
+               -> Hub -> (first subscriber) Feeds -> Upstream
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hlgateway.auth import TokenVerifier
-from hlgateway.broker import Broker, MemoryBroker
+from hlgateway.broker import Broker, MemoryBroker, Retention
 from hlgateway.config import Settings
+from hlgateway.directory import UserDirectory
+from hlgateway.directory_sync import DirectorySync
 from hlgateway.hub import Hub
-from hlgateway.metrics import Metrics
+from hlgateway.metrics import Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
-from hlgateway.protocol.channels import Catalog, room_topic
+from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.publisher import Publisher
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
@@ -42,17 +46,17 @@ class Gateway:
     def __init__(self, settings: Settings, endpoint: Endpoint) -> None:
         self.settings = settings
         self.verifier = TokenVerifier(settings.auth)
-        self.hub = Hub()
-        self.broker: Broker = MemoryBroker(self.hub)
+        # Lossless topics outlive their last subscriber for the history window,
+        # so that their history keeps filling for a client that comes back.
+        self.hub = Hub(self, linger=settings.history_ttl)
+        self.broker: Broker = MemoryBroker(
+            Retention(settings.history_size, settings.history_ttl, settings.history_max)
+        )
+        self.broker.bind(self._deliver)
         self.metrics = Metrics(self)
         self.outbox_stats = OutboxStats()
         self.flusher = FlushScheduler(self.metrics.observe_delivery)
-        self.publisher = Publisher(
-            self.broker,
-            settings.compression_threshold,
-            self.metrics.count,
-            on_published=self.flusher.published,
-        )
+        self.publisher = Publisher(self.broker)
         self.upstream = Upstream(
             endpoint,
             on_event=self._on_upstream_event,
@@ -75,19 +79,48 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.feeds = Feeds(self.upstream, self.publisher, settings.upstream_poll_interval)
-        self.hub.set_listener(self.feeds)
-        self.catalog = Catalog(self.upstream.markets)
+        self.directory = UserDirectory()
+        self.directory_sync = DirectorySync(
+            self.directory,
+            file=settings.directory_file,
+            dsn=settings.directory_dsn,
+            table=settings.directory_table,
+            refresh=settings.directory_refresh,
+        )
+        self.catalog = Catalog(self.upstream.markets, self.directory)
         self.limits = SessionLimits(
             max_subscriptions=settings.max_subscriptions,
             max_rooms=settings.max_rooms,
             error_limit=settings.error_limit,
             error_window=settings.error_window,
+            message_rate=settings.message_rate,
+            message_burst=settings.message_burst,
+            market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
         self.shutting_down = False
         self._drained: asyncio.Event | None = None  # set when the last connection ends (shutdown)
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
+
+    # -- the hub's listener: a topic's first subscriber, and its end ---------
+    def on_first(self, topic: Topic) -> None:
+        self.feeds.on_first(topic)  # may refuse the topic (ProtocolError)
+        self.broker.demand(topic)
+
+    def on_last(self, topic: Topic) -> None:
+        self.broker.drop(topic)
+        self.feeds.on_last(topic)
+
+    def _deliver(self, topic: Topic, payload: bytes, offset: int) -> None:
+        """The broker's sink: one Frame per message for every local subscriber."""
+        # A snapshot supersedes the topic's previous one: a lagging client may skip it.
+        conflate = topic if topic.snapshot else None
+        frame = Frame(payload, self.settings.compression_threshold, conflate)
+        reached = self.hub.publish(topic, frame)
+        self.metrics.count(topic.channel, reached, len(payload))
+        if reached:
+            self.flusher.published(frame)
 
     def _on_upstream_event(self, link: Link, event: wire.Event) -> None:
         self.feeds.on_event(link, event)
@@ -96,6 +129,7 @@ class Gateway:
         self.feeds.on_status(status)
 
     async def start(self) -> None:
+        await self.directory_sync.start()
         await self.broker.start()
         await self.upstream.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -104,9 +138,14 @@ class Gateway:
         """One task for every connection's heartbeat and token expiry."""
         settings = self.settings
         tick = max(0.02, min(1.0, settings.heartbeat_interval / 4))
+        upkept = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
+            self.hub.expire()
+            if now - upkept >= 1.0:
+                upkept = now
+                self.broker.upkeep()
             batch = list(self.connections.values())
             for start in range(0, len(batch), SWEEP_SLICE):
                 if start:
@@ -132,23 +171,56 @@ class Gateway:
         """Admin publish: returns how many local members it reached."""
         topic = room_topic(room)
         head = encoding.data_head(topic.channel, topic.params_json)
-        payload = encoding.data_frame(head, data)
-        reached = self.broker.publish(topic, Frame(payload))
-        self.metrics.count(topic.channel, reached, len(payload))
-        return reached
+        self.broker.publish(topic, encoding.data_frame(head, data))
+        return self.hub.subscriber_count(topic)
 
     def health(self) -> dict[str, Any]:
         upstream = self.upstream.health()
         return {
-            "status": "healthy" if upstream["status"] in ("connected", "idle") else "degraded",
+            "status": "healthy"
+            if upstream["status"] in ("connected", "idle") and not self.broker.degraded
+            else "degraded",
             "websocket": {
                 "clients": len(self.connections),
                 "subscriptions": self.hub.subscription_count,
                 "topics": self.hub.topic_count,
             },
             "upstream": {**upstream, "wallets": self.feeds.wallets.modes_summary()},
+            "broker": self.broker.health(),
+            "history": {"lingeringTopics": self.hub.lingering_count},
+            "directory": self.directory_sync.health(),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
+
+    # -- metrics.GatewayStats: what /metrics reads at each scrape ----------
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    @property
+    def subscription_count(self) -> int:
+        return self.hub.subscription_count
+
+    @property
+    def topic_count(self) -> int:
+        return self.hub.topic_count
+
+    @property
+    def upstream_subscription_count(self) -> int:
+        return self.upstream.subscription_count
+
+    @property
+    def upstream_counts(self) -> UpstreamCounts:
+        links = self.upstream.health()["links"]
+        wallets = self.feeds.wallets
+        return UpstreamCounts(
+            degraded=self.upstream.status not in ("connected", "idle"),
+            links_open=sum(1 for link in links if link["state"] == "connected"),
+            reconnects=sum(link["reconnects"] for link in links),
+            fills_recovered=wallets.fills_recovered,
+            wallet_recoveries=wallets.recoveries,
+            rest_failures=wallets.rest_failures,
+        )
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""
@@ -170,3 +242,4 @@ class Gateway:
         await self.feeds.wallets.stop()
         await self.upstream.stop()
         await self.broker.stop()
+        await self.directory_sync.stop()

@@ -4,11 +4,19 @@ Sans I/O. Reference counted: the first subscriber of a topic calls the
 listener's `on_first` (which starts its upstream feed) and the last one to go
 calls `on_last`. Both directions of the mapping live here and change together,
 so they cannot disagree.
+
+A lossless topic outlives a subscriber that disconnected by `linger` seconds:
+its feed keeps running and its history keeps filling, so a client that drops
+and comes back within the history window (`since`) misses nothing. A topic
+whose last subscriber unsubscribed on purpose ends at once, unless another one
+disconnected from it within the window. `expire` ends the lingering topics
+whose time is up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from hlgateway.protocol.channels import Topic
@@ -20,6 +28,9 @@ class Subscriber(Protocol):
 
     def deliver(self, frame: Frame) -> None: ...
 
+    def replay(self, frames: list[Frame]) -> None:
+        """Frames missed while away, in order, ahead of what is delivered next."""
+
 
 class TopicListener(Protocol):
     def on_first(self, topic: Topic) -> None:
@@ -29,12 +40,23 @@ class TopicListener(Protocol):
 
 
 class Hub:
-    def __init__(self, listener: TopicListener | None = None) -> None:
+    def __init__(
+        self,
+        listener: TopicListener | None = None,
+        *,
+        linger: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._listener = listener
+        self._linger = linger
+        self._clock = clock
         # dict as an insertion-ordered set: delivery order is subscription order.
         self._subscribers: dict[Topic, dict[Subscriber, None]] = {}
         self._topics: dict[Subscriber, dict[Topic, None]] = {}
-        self._latest: dict[Topic, Frame] = {}
+        # Lossless topics with no subscriber left, kept until this deadline.
+        self._lingering: dict[Topic, float] = {}
+        # When a subscriber last disconnected from a lossless topic (it may come back).
+        self._departed: dict[Topic, float] = {}
 
     def set_listener(self, listener: TopicListener) -> None:
         self._listener = listener
@@ -49,6 +71,8 @@ class Hub:
             if self._listener is not None:
                 self._listener.on_first(topic)
             members = self._subscribers[topic] = {}
+        elif not members:
+            del self._lingering[topic]
         members[subscriber] = None
         self._topics.setdefault(subscriber, {})[topic] = None
         return True
@@ -63,7 +87,7 @@ class Hub:
         if not mine:
             del self._topics[subscriber]
         if not members:
-            self._drop(topic)
+            self._vacated(topic)
         return True
 
     def remove(self, subscriber: Subscriber) -> list[Topic]:
@@ -72,52 +96,80 @@ class Hub:
         for topic in topics:
             members = self._subscribers[topic]
             del members[subscriber]
+            if self._linger > 0 and topic.lossless:
+                self._departed[topic] = self._clock()
             if not members:
-                self._drop(topic)
+                self._vacated(topic)
         return topics
 
     def clear(self) -> None:
         """Drop every topic (shutdown), telling the listener about each."""
+        self._linger = 0.0  # nobody comes back to a node that is shutting down
         for subscriber in list(self._topics):
             self.remove(subscriber)
+        for topic in list(self._lingering):
+            del self._lingering[topic]
+            self._drop(topic)
+
+    def expire(self) -> int:
+        """End the lingering topics whose time is up; returns how many."""
+        if not self._lingering:
+            return 0
+        now = self._clock()
+        due = [topic for topic, deadline in self._lingering.items() if deadline <= now]
+        for topic in due:
+            del self._lingering[topic]
+            self._drop(topic)
+        return len(due)
+
+    def _vacated(self, topic: Topic) -> None:
+        departed = self._departed.get(topic)
+        if departed is not None and self._linger > 0:
+            deadline = departed + self._linger
+            if deadline > self._clock():
+                self._lingering[topic] = deadline
+                return
+        self._drop(topic)
 
     def _drop(self, topic: Topic) -> None:
+        self._departed.pop(topic, None)
         del self._subscribers[topic]
-        self._latest.pop(topic, None)
         if self._listener is not None:
             self._listener.on_last(topic)
 
     # -- delivery ---------------------------------------------------------
-    def publish(self, topic: Topic, frame: Frame, *, snapshot: bool = False) -> int:
+    def publish(self, topic: Topic, frame: Frame) -> int:
         """Give the same frame bytes to every subscriber of the topic."""
         members = self._subscribers.get(topic)
         if not members:
             return 0
-        if snapshot:
-            self._latest[topic] = frame
         for subscriber in list(members):
             subscriber.deliver(frame)
         return len(members)
-
-    def latest(self, topic: Topic) -> Frame | None:
-        return self._latest.get(topic)
 
     # -- queries ----------------------------------------------------------
     def topics_of(self, subscriber: Subscriber) -> Iterable[Topic]:
         return tuple(self._topics.get(subscriber, ()))
 
     def has(self, topic: Topic) -> bool:
+        """Whether the topic is live (subscribed, or lingering)."""
         return topic in self._subscribers
 
     def topics(self) -> Iterable[Topic]:
-        return tuple(self._subscribers)
+        """Topics with subscribers (lingering ones are not listed)."""
+        return tuple(t for t, members in self._subscribers.items() if members)
 
     def subscriber_count(self, topic: Topic) -> int:
         return len(self._subscribers.get(topic, ()))
 
     @property
     def topic_count(self) -> int:
-        return len(self._subscribers)
+        """Topics with subscribers."""
+        return len(self._subscribers) - len(self._lingering)
+
+    @property
+    def lingering_count(self) -> int:
+        return len(self._lingering)
 
     @property
     def subscription_count(self) -> int:

@@ -2,14 +2,16 @@
 
 Counting is per message and per topic, never per client: a data frame adds
 its subscriber count to `messages_out` once. Gauges (connections, queue bytes)
-are read from the gateway when Prometheus scrapes.
+are read when Prometheus scrapes, through `GatewayStats`: the few counts they
+show, not the gateway itself.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,26 +22,67 @@ from hlgateway.websocket.frames import Frame
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from hlgateway.gateway import Gateway
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class OutboxCounts(Protocol):
+    """Totals over every client's output queue."""
+
+    @property
+    def queued_bytes(self) -> int: ...
+    @property
+    def conflated(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def slow_consumers(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class UpstreamCounts:
+    """The upstream's state and its counts since start, read at each scrape."""
+
+    degraded: bool = False  # a link that should be up is down, or no market list yet
+    links_open: int = 0
+    reconnects: int = 0
+    fills_recovered: int = 0  # fills the live stream missed, brought back over REST
+    wallet_recoveries: int = 0
+    rest_failures: int = 0
+
+
+class GatewayStats(Protocol):
+    """What the gauges read at each scrape (the Gateway provides it)."""
+
+    @property
+    def connection_count(self) -> int: ...
+    @property
+    def subscription_count(self) -> int: ...
+    @property
+    def topic_count(self) -> int: ...
+    @property
+    def upstream_subscription_count(self) -> int: ...
+    @property
+    def outbox_stats(self) -> OutboxCounts: ...
+    @property
+    def upstream_counts(self) -> UpstreamCounts: ...
+
+
 class _GatewayGauges(Collector):
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, source: GatewayStats) -> None:
+        self._source = source
 
     def collect(self) -> Iterable[Metric]:
-        gw = self._gateway
-        stats = gw.outbox_stats
+        src = self._source
+        stats = src.outbox_stats
+        upstream = src.upstream_counts
         for name, doc, value in (
-            ("hlgateway_connections", "Open client connections", len(gw.connections)),
-            ("hlgateway_subscriptions", "Client subscriptions", gw.hub.subscription_count),
-            ("hlgateway_topics", "Distinct topics with subscribers", gw.hub.topic_count),
+            ("hlgateway_connections", "Open client connections", src.connection_count),
+            ("hlgateway_subscriptions", "Client subscriptions", src.subscription_count),
+            ("hlgateway_topics", "Distinct topics with subscribers", src.topic_count),
             (
                 "hlgateway_upstream_subscriptions",
                 "Upstream subscriptions",
-                gw.upstream.subscription_count,
+                src.upstream_subscription_count,
             ),
             ("hlgateway_queue_bytes", "Bytes waiting in client output queues", stats.queued_bytes),
             (
@@ -53,12 +96,42 @@ class _GatewayGauges(Collector):
                 stats.dropped,
             ),
             ("hlgateway_slow_consumer_closes", "Clients closed with 4008", stats.slow_consumers),
+            (
+                "hlgateway_upstream_degraded",
+                "1 while an upstream link that should be up is down (or markets are not loaded)",
+                int(upstream.degraded),
+            ),
+            (
+                "hlgateway_upstream_links",
+                "Upstream WebSocket links open",
+                upstream.links_open,
+            ),
+            (
+                "hlgateway_upstream_reconnects",
+                "Upstream link reconnects since start",
+                upstream.reconnects,
+            ),
+            (
+                "hlgateway_fills_recovered",
+                "Fills the live stream missed that were recovered over REST, since start",
+                upstream.fills_recovered,
+            ),
+            (
+                "hlgateway_wallet_recoveries",
+                "Wallet gap recoveries over REST, since start",
+                upstream.wallet_recoveries,
+            ),
+            (
+                "hlgateway_rest_failures",
+                "Failed REST calls to the upstream, since start",
+                upstream.rest_failures,
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 
 
 class Metrics:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, source: GatewayStats) -> None:
         self.registry = CollectorRegistry()
         self.messages_out = Counter(
             "hlgateway_messages_out",
@@ -78,7 +151,7 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
-        self.registry.register(_GatewayGauges(gateway))
+        self.registry.register(_GatewayGauges(source))
 
     def count(self, channel: str, subscribers: int, size: int) -> None:
         if subscribers:

@@ -1,22 +1,21 @@
-"""From data to frames: encode once per topic, throttle, and hand to the broker.
+"""From data to payloads: encode once per topic, throttle, and hand to the broker.
 
-The frame prefix of each topic (type, channel, canonical params) is encoded
+The message prefix of each topic (type, channel, canonical params) is encoded
 when the topic first publishes; each message then costs one encode of its data,
-whatever the number of subscribers.
+whatever the number of subscribers and nodes. The broker positions it (lossless
+streams) and delivers it; the gateway's sink turns it into one Frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hlgateway.broker import Broker
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import SYSTEM_TOPIC, Topic
-from hlgateway.websocket.frames import DEFAULT_THRESHOLD, Frame
 
 
 @dataclass(slots=True)
@@ -28,29 +27,20 @@ class _Throttle:
 
 
 class Publisher:
-    def __init__(
-        self,
-        broker: Broker,
-        compression_threshold: int = DEFAULT_THRESHOLD,
-        on_sent: Callable[[str, int, int], None] | None = None,
-        on_published: Callable[[Frame], None] | None = None,
-    ) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._threshold = compression_threshold
-        self._on_sent = on_sent  # (channel, subscribers reached, payload size): metrics
-        self._on_published = on_published  # a frame that reached subscribers: latency metrics
         self._heads: dict[Topic, bytes] = {}
         self._throttles: dict[Topic, _Throttle] = {}
 
-    def publish(self, topic: Topic, data: Any, *, snapshot: bool = False) -> None:
+    def publish(self, topic: Topic, data: Any) -> None:
         if topic.throttle_ms:
-            self._throttled(topic, data, snapshot)
+            self._throttled(topic, data)
         else:
-            self._send(topic, data, snapshot)
+            self._send(topic, data)
 
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A server notice on the `system` channel."""
-        self._send(SYSTEM_TOPIC, {"event": event, "message": message, **fields}, False)
+        self._send(SYSTEM_TOPIC, {"event": event, "message": message, **fields})
 
     def forget(self, topic: Topic) -> None:
         """The topic has no subscribers left: drop its cached state."""
@@ -59,20 +49,13 @@ class Publisher:
         if throttle is not None and throttle.timer is not None:
             throttle.timer.cancel()
 
-    def _send(self, topic: Topic, data: Any, snapshot: bool) -> None:
+    def _send(self, topic: Topic, data: Any) -> None:
         head = self._heads.get(topic)
         if head is None:
             head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
-        payload = encoding.data_frame(head, data)
-        # A snapshot supersedes the topic's previous one: a lagging client may skip it.
-        frame = Frame(payload, self._threshold, topic if snapshot else None)
-        reached = self._broker.publish(topic, frame, snapshot=snapshot)
-        if self._on_sent is not None:
-            self._on_sent(topic.channel, reached, len(payload))
-        if reached and self._on_published is not None:
-            self._on_published(frame)
+        self._broker.publish(topic, encoding.data_frame(head, data))
 
-    def _throttled(self, topic: Topic, data: Any, snapshot: bool) -> None:
+    def _throttled(self, topic: Topic, data: Any) -> None:
         # At most one message per interval, always with the latest data: only
         # conflatable (snapshot) channels accept a throttle.
         state = self._throttles.get(topic)
@@ -82,14 +65,14 @@ class Publisher:
         interval = topic.throttle_ms / 1000
         if now - state.last_sent >= interval and state.timer is None:
             state.last_sent = now
-            self._send(topic, data, snapshot)
+            self._send(topic, data)
             return
         state.pending, state.has_pending = data, True
         if state.timer is None:
             delay = max(0.0, state.last_sent + interval - now)
-            state.timer = asyncio.get_running_loop().call_later(delay, self._flush, topic, snapshot)
+            state.timer = asyncio.get_running_loop().call_later(delay, self._flush, topic)
 
-    def _flush(self, topic: Topic, snapshot: bool) -> None:
+    def _flush(self, topic: Topic) -> None:
         state = self._throttles.get(topic)
         if state is None:
             return
@@ -97,4 +80,4 @@ class Publisher:
         if state.has_pending:
             data, state.pending, state.has_pending = state.pending, None, False
             state.last_sent = time.monotonic()
-            self._send(topic, data, snapshot)
+            self._send(topic, data)

@@ -9,20 +9,36 @@ meters the client's messages (over it: a `RATE_LIMITED` error and nothing
 done), the error window closes a client that keeps being refused (1008), and
 subscriptions and rooms are capped per connection. A refused request never
 changes any state.
+
+Joining a topic takes what the broker keeps (the latest snapshot, or the
+history after `since`) and attaches the subscriber in the same step, so the
+replay and live data meet with no gap and no duplicate. Usually that step is
+synchronous; when it must wait (the market list is not loaded yet, or the
+broker reads a remote store) the session runs it in a task and holds the
+client's later messages until it is done, so requests keep their order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from hlgateway.auth import Principal, TokenError, TokenVerifier
+from hlgateway.broker import Broker, MemoryBroker, Position, Replay
 from hlgateway.hub import Hub, Subscriber
 from hlgateway.protocol import encoding
-from hlgateway.protocol.channels import ROOM, USER_CHANNELS, Catalog, Topic, room_topic
+from hlgateway.protocol.channels import (
+    ROOM,
+    USER_CHANNELS,
+    Catalog,
+    MarketsNotLoaded,
+    Topic,
+    room_topic,
+)
 from hlgateway.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from hlgateway.protocol.messages import (
     Auth,
@@ -32,12 +48,13 @@ from hlgateway.protocol.messages import (
     LeaveRoom,
     Ping,
     RequestId,
+    Since,
     Subscribe,
     Unsubscribe,
     decode,
 )
 from hlgateway.ratelimit import TokenBucket
-from hlgateway.websocket.frames import Frame
+from hlgateway.websocket.frames import DEFAULT_THRESHOLD, Frame
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +73,8 @@ class SessionLimits:
     error_window: float = 60.0
     message_rate: float = 20.0  # client messages per second (0: unlimited) ...
     message_burst: int = 100  # ... with bursts of up to this many
+    market_wait: float = 10.0  # how long a subscribe waits for the market list (s)
+    max_held: int = 100  # client messages held while a subscribe waits
 
 
 TOO_MANY_ERRORS = "Too many errors"
@@ -64,14 +83,19 @@ RATE_LIMIT_EXCEEDED = "Rate limit exceeded"
 
 class Session:
     __slots__ = (
+        "_broker",
         "_bucket",
         "_catalog",
         "_clock",
         "_errors",
+        "_held",
         "_hub",
         "_limits",
+        "_on_verdict",
         "_out",
+        "_threshold",
         "_verifier",
+        "_waiting",
         "client_id",
         "closed",
         "principal",
@@ -91,11 +115,22 @@ class Session:
         limits: SessionLimits = SessionLimits(),
         clock: Callable[[], float] = time.monotonic,
         stats: Counter[str] | None = None,
+        broker: Broker | None = None,
+        compression_threshold: int = DEFAULT_THRESHOLD,
+        on_verdict: Callable[[Close], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self.principal = principal
         self._catalog = catalog
         self._hub = hub
+        # Without a broker (unit tests), an unbound memory engine: reads only.
+        self._broker = broker if broker is not None else MemoryBroker()
+        self._threshold = compression_threshold
+        # A verdict reached after waiting (not as handle()'s return value).
+        self._on_verdict = on_verdict
+        self._waiting: asyncio.Task[None] | None = None
+        self._held: deque[str | bytes] | None = None
+        catalog.directory.learn(principal)
         self._out = out
         self._verifier = verifier
         self._limits = limits
@@ -120,6 +155,8 @@ class Session:
         """Process one client frame. Never raises for bad input."""
         if self.closed or self.verdict is not None:
             return None
+        if self._waiting is not None:
+            return self._hold(raw)
         try:
             msg = decode(raw)
         except DecodeFailure as exc:
@@ -154,26 +191,58 @@ class Session:
         if self.closed:
             return []
         self.closed = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+            self._waiting = None
+        self._held = None
         return self._hub.remove(self._out)
+
+    @property
+    def waiting(self) -> bool:
+        """A subscribe is waiting (for the market list, or the broker)."""
+        return self._waiting is not None
+
+    async def settled(self) -> None:
+        """Until no subscribe waits any more (held messages included)."""
+        while self._waiting is not None:
+            await asyncio.wait({self._waiting})
 
     # -- dispatch ---------------------------------------------------------
     def _dispatch(self, msg: ClientMessage) -> None:
         match msg:
-            case Subscribe(channel=channel, params=params, id=rid):
-                self._subscribe(channel, params, rid)
+            case Subscribe():
+                self._subscribe(msg)
             case Unsubscribe(channel=channel, params=params, id=rid):
                 self._unsubscribe(channel, params, rid)
             case Ping(id=rid):
                 self._reply("pong", rid)
-            case JoinRoom(room=room, id=rid):
-                self._join(room, rid)
+            case JoinRoom():
+                self._join(msg)
             case LeaveRoom(room=room, id=rid):
                 self._leave(room, rid)
             case Auth(token=token, id=rid):
                 self._auth(token, rid)
 
-    def _subscribe(self, channel: str, params: dict[str, object] | None, rid: RequestId) -> None:
-        topic = self._catalog.resolve(channel, params, self.principal)
+    def _subscribe(self, msg: Subscribe) -> None:
+        try:
+            topic = self._catalog.resolve(msg.channel, msg.params, self.principal)
+        except MarketsNotLoaded:
+            if self._limits.market_wait <= 0:
+                raise
+            self.stats["heldForMarkets"] += 1
+            self._wait(lambda: self._subscribe_when_loaded(msg), msg)
+            return
+        self._check_subscription_limit(topic)
+        self._join_topic(topic, msg)
+
+    async def _subscribe_when_loaded(self, msg: Subscribe) -> None:
+        await self._catalog.markets.wait_loaded(self._limits.market_wait)
+        # Resolves again: raises the transient error if the list is still missing.
+        topic = self._catalog.resolve(msg.channel, msg.params, self.principal)
+        self._check_subscription_limit(topic)
+        await self._join_topic_async(topic, msg)
+
+    def _check_subscription_limit(self, topic: Topic) -> None:
         mine = [t for t in self._hub.topics_of(self._out) if t.channel != ROOM]
         if topic not in mine and len(mine) >= self._limits.max_subscriptions:
             self.stats["tooManySubscriptions"] += 1
@@ -181,11 +250,93 @@ class Session:
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                 f"At most {self._limits.max_subscriptions} subscriptions per connection",
             )
+
+    # -- joining a topic: replay, then live ---------------------------------
+    def _join_topic(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
+        replay = self._broker.read_now(topic, _position(msg.since))
+        if replay is None:
+            self._wait(lambda: self._join_topic_async(topic, msg), msg)
+            return
+        self._attach(topic, replay, msg)
+
+    async def _join_topic_async(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
+        replay = await self._broker.read(topic, _position(msg.since))
+        # No await from here on: attached in the turn the replay was taken (broker contract).
+        self._attach(topic, replay, msg)
+
+    def _attach(self, topic: Topic, replay: Replay, msg: Subscribe | JoinRoom) -> None:
+        if self.closed:
+            return
+        rid, asked = msg.id, msg.since is not None
         self._hub.subscribe(topic, self._out)
-        self._reply("subscribed", rid, channel=topic.channel, params=topic.params)
-        latest = self._hub.latest(topic)
-        if latest is not None:
-            self._out.deliver(latest)
+        fields: dict[str, object] = {}
+        if replay.position is not None:
+            fields["offset"] = replay.position.offset
+            fields["epoch"] = replay.position.epoch
+            if asked:
+                fields["recovered"] = replay.recovered
+                self.stats["recovered" if replay.recovered else "notRecovered"] += 1
+        if topic.channel == ROOM:
+            self._reply("room_joined", rid, room=topic.params["room"], **fields)
+        else:
+            self._reply("subscribed", rid, channel=topic.channel, params=topic.params, **fields)
+        if topic.snapshot:
+            for publication in replay.publications:
+                self._out.deliver(Frame(publication.payload, self._threshold, topic))
+        elif replay.publications:
+            # Through the same outbox as live data, at the client's pace: live
+            # frames queue behind it under the usual bound (4008 if it cannot keep up).
+            threshold = self._threshold
+            self._out.replay([Frame(p.payload, threshold) for p in replay.publications])
+
+    # -- waiting ------------------------------------------------------------
+    def _wait(
+        self, work: Callable[[], Coroutine[None, None, None]], msg: Subscribe | JoinRoom
+    ) -> None:
+        """Run a join that must wait; the client's next messages are held meanwhile."""
+        assert self._waiting is None
+        self._waiting = asyncio.get_running_loop().create_task(self._waited(work, msg))
+
+    async def _waited(
+        self, work: Callable[[], Coroutine[None, None, None]], msg: Subscribe | JoinRoom
+    ) -> None:
+        try:
+            await work()
+        except ProtocolError as exc:
+            channel, params = (
+                (msg.channel, msg.params) if isinstance(msg, Subscribe) else (None, None)
+            )
+            self._verdict_after_wait(self._fail(exc.code, exc.message, msg.id, channel, params))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("client %s: internal error joining a topic", self.client_id)
+            self.stats["internalErrors"] += 1
+            self._verdict_after_wait(Close(CloseCode.INTERNAL, "Internal error"))
+        self._waiting = None
+        self._release_held()
+
+    def _hold(self, raw: str | bytes) -> Close | None:
+        held = self._held
+        if held is None:
+            held = self._held = deque()
+        if len(held) >= self._limits.max_held:
+            return self._rate_limited(None, None)
+        held.append(raw)
+        return None
+
+    def _release_held(self) -> None:
+        while self._held and self._waiting is None and not self.closed and self.verdict is None:
+            verdict = self.handle(self._held.popleft())
+            if verdict is not None:
+                self._verdict_after_wait(verdict)
+
+    def _verdict_after_wait(self, verdict: Close | None) -> None:
+        if verdict is None or self.closed:
+            return
+        self.verdict = verdict
+        if self._on_verdict is not None:
+            self._on_verdict(verdict)
 
     def _unsubscribe(self, channel: str, params: dict[str, object] | None, rid: RequestId) -> None:
         wanted = self._catalog.resolve(channel, params, self.principal)
@@ -198,16 +349,15 @@ class Session:
                 return
         raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"Not subscribed to {channel}")
 
-    def _join(self, room: str, rid: RequestId) -> None:
-        topic = room_topic(room)
+    def _join(self, msg: JoinRoom) -> None:
+        topic = room_topic(msg.room)
         rooms = [t for t in self._hub.topics_of(self._out) if t.channel == ROOM]
         if topic not in rooms and len(rooms) >= self._limits.max_rooms:
             self.stats["tooManyRooms"] += 1
             raise ProtocolError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"At most {self._limits.max_rooms} rooms"
             )
-        self._hub.subscribe(topic, self._out)
-        self._reply("room_joined", rid, room=room)
+        self._join_topic(topic, msg)
 
     def _leave(self, room: str, rid: RequestId) -> None:
         if not self._hub.unsubscribe(room_topic(room), self._out):
@@ -226,6 +376,7 @@ class Session:
             self.stats["authRefused"] += 1
             raise ProtocolError(ErrorCode.FORBIDDEN, "Token is for another user")
         self.principal = principal
+        self._catalog.directory.learn(principal)
         self._reply("authenticated", rid, expiresAt=principal.expires_at)
         self._revoke_unreadable()
 
@@ -297,3 +448,7 @@ class Session:
         return self._fail(
             ErrorCode.RATE_LIMITED, f"Too many messages; retry in {wait:.1f} s", rid, channel
         )
+
+
+def _position(since: Since | None) -> Position | None:
+    return Position(since.offset, since.epoch) if since is not None else None

@@ -8,9 +8,15 @@ hlgateway watch orders|fills|account --user ID [--wallet 0x..]
 ```
 
 The header shows the link (connected, reconnecting, ...), how many times it came
-back, the round trip of an application ping every few seconds, and the latest
-link events as they happen. State and rendering are separate: `WatchView` takes
-data messages and link events, `render()` turns it into rich renderables.
+back, whether a lossless stream (orders, fills, trades) came back whole after a
+break (`recovered`: the gateway replayed what was missed) or not (`resynced`:
+messages were lost for this client), the round trip of an application ping
+every few seconds, and the latest link events as they happen. State and
+rendering are separate: `WatchView` takes data messages and link events,
+`render()` turns it into rich renderables.
+
+When stdout is not a terminal (a pipe, a file), there is no live view: every
+link event and every update is printed as one plain line, as it happens.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -41,7 +48,10 @@ from hlgateway.client import (
     Disconnected,
     GatewayClient,
     GatewayError,
+    Item,
     Reconnecting,
+    Recovered,
+    Resync,
     Subscription,
     SubscriptionRefused,
 )
@@ -120,11 +130,42 @@ class WatchView:
     account: dict[str, Any] | None = None
     rows: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP))
     log: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=6))
+    recovered: int = 0  # breaks the gateway replayed in full
+    resynced: int = 0  # breaks it could not: messages lost for this client
+    recovery: str | None = None  # the last of them, for the status line
+    echo: Callable[[str], None] | None = None  # plain mode: one line per event and update
 
     def event(self, text: str) -> None:
-        self.log.append((time.time(), text))
+        at = time.time()
+        self.log.append((at, text))
+        if self.echo is not None:
+            self.echo(f"{_clock(at)}  {text}")
+
+    def fail(self, text: str) -> None:
+        self.error = text
+        if self.echo is not None:
+            self.event(text)
+
+    def on_recovered(self, event: Recovered) -> None:
+        self.recovered += 1
+        missed = event.head.offset - event.since.offset
+        self.recovery = f"recovered after a break ({missed} replayed)"
+        self.event(f"{self.recovery}: since offset {event.since.offset}")
+
+    def on_resync(self, event: Resync) -> None:
+        self.resynced += 1
+        self.recovery = f"resynced after a break ({event.reason})"
+        self.event(f"{self.recovery}: messages may be missing")
+
+    def on_item(self, item: Item) -> None:
+        if isinstance(item, Resync):
+            return  # shown by the `resync` event (once for the stream, not per handle)
+        self.on_data(item)
 
     def on_data(self, msg: DataMessage) -> None:
+        if self.echo is not None:
+            for line in lines_of(msg):
+                self.echo(f"{_clock(msg.timestamp or time.time())}  {line}")
         self.updates += 1
         self.last_update = time.time()
         data = msg.data
@@ -181,6 +222,10 @@ def _header(view: WatchView) -> RenderableType:
     status.append(f"reconnects {view.reconnects}  ")
     status.append(f"rtt {view.rtt_ms:.1f} ms  " if view.rtt_ms is not None else "rtt -  ")
     status.append(f"updates {view.updates}  last {_clock(view.last_update)}")
+    if view.recovery is not None:
+        status.append(f"\nrecovered {view.recovered}  resynced {view.resynced}  ")
+        style = "yellow" if view.recovery.startswith("resynced") else "green"
+        status.append(f"last break: {view.recovery}", style=style)
     if view.error:
         status.append(f"\n{view.error}", style="bold red")
     title = f"{view.channel} {view.params}" if view.params else view.channel
@@ -295,6 +340,56 @@ def _account(account: dict[str, Any] | None) -> RenderableType:
     return Group(summary, table)
 
 
+# -- plain lines (stdout not a terminal) ----------------------------------------------
+
+
+def lines_of(msg: DataMessage) -> list[str]:
+    """One data message as plain lines (one per trade, fill, ...)."""
+    data, channel = msg.data, msg.channel
+    at = f"  (offset {msg.offset})" if msg.offset is not None else ""
+    if channel == "prices" and isinstance(data, dict):
+        quotes = "  ".join(f"{s} {_num(q.get('price'), 6)}" for s, q in sorted(data.items()))
+        return [f"prices {quotes}"]
+    if channel == "orderbook" and isinstance(data, dict):
+        bids, asks = data.get("bids") or [], data.get("asks") or []
+        best = ""
+        if bids and asks:
+            best = (
+                f" bid {_num(bids[0][0], 6)} x {_num(bids[0][1])}"
+                f"  ask {_num(asks[0][0], 6)} x {_num(asks[0][1])}"
+                f"  spread {_num(asks[0][0] - bids[0][0], 6)}"
+            )
+        return [f"orderbook {data.get('symbol')}{best}"]
+    if channel == "trades" and isinstance(data, dict):
+        return [
+            f"trade {data.get('symbol')} {t.get('side')} {_num(t.get('size'))} "
+            f"@ {_num(t.get('price'), 6)} id {t.get('id')}{at}"
+            for t in data.get("trades", [])
+        ]
+    if channel == "user_fills" and isinstance(data, dict):
+        return [
+            f"fill {f.get('symbol')} {f.get('side')} {_num(f.get('size'))} "
+            f"@ {_num(f.get('price'), 6)} fee {_num(f.get('fee'))} "
+            f"pnl {_num(f.get('closedPnl'))} id {f.get('id')} {f.get('wallet', '')}{at}"
+            for f in data.get("fills", [])
+        ]
+    if channel == "user_orders" and isinstance(data, dict):
+        o = data.get("order", {})
+        return [
+            f"order {data.get('action')} {o.get('symbol')} {o.get('side')} "
+            f"{_num(o.get('amount'))} @ {_num(o.get('price'), 6)} left {_num(o.get('remaining'))} "
+            f"{o.get('status')} id {o.get('id')}{at}"
+        ]
+    if channel == "account_updates" and isinstance(data, dict):
+        return [
+            f"account {data.get('wallet')} value {_num(data.get('accountValue'), 2)} "
+            f"margin used {_num(data.get('marginUsed'), 2)} "
+            f"withdrawable {_num(data.get('withdrawable'), 2)} "
+            f"positions {len(data.get('positions', []))}"
+        ]
+    return [f"{channel} {msgspec.json.encode(data).decode()}{at}"]
+
+
 # -- running ----------------------------------------------------------------------------
 
 
@@ -331,7 +426,17 @@ def wire(client: GatewayClient, view: WatchView, refresh: Callable[[], None]) ->
         view.link = "closed"
         refresh()
 
+    def recovered(event: Recovered) -> None:
+        view.on_recovered(event)
+        refresh()
+
+    def resync(event: Resync) -> None:
+        view.on_resync(event)
+        refresh()
+
     client.on("connected", connected)
+    client.on("recovered", recovered)
+    client.on("resync", resync)
     client.on("disconnected", disconnected)
     client.on("reconnecting", reconnecting)
     client.on("shutdown", shutdown)
@@ -350,43 +455,54 @@ async def watch(
     backoff: Backoff | None = None,
     ping_every: float = 5.0,
 ) -> int:
-    """Show `channel` live until Ctrl-C or `duration`. Returns the exit status."""
+    """Show `channel` live until Ctrl-C or `duration`. Returns the exit status.
+
+    On a terminal: a live view. Otherwise (a pipe, a file): plain lines."""
     console = console or Console()
     view = WatchView(channel, params, url)
     client = GatewayClient(url, token, backoff=backoff or Backoff(max_delay=10.0))
-    status = 0
+    if not console.is_terminal:
+        view.echo = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return await _follow(client, view, duration, ping_every, lambda: None)
     with Live(render(view), console=console, refresh_per_second=8, transient=False) as live:
+        return await _follow(client, view, duration, ping_every, lambda: live.update(render(view)))
 
-        def refresh() -> None:
-            live.update(render(view))
 
-        wire(client, view, refresh)
-        client.start()
-        sub: Subscription = client.subscribe(channel, params)
-        pinger = asyncio.get_running_loop().create_task(_pings(client, view, ping_every))
-        try:
-            async with asyncio.timeout(duration):
-                async for msg in sub:
-                    view.on_data(msg)
-                    refresh()
-        except TimeoutError:
-            pass
-        except SubscriptionRefused as exc:
-            view.error = f"refused: {exc.code} {exc.message}"
-            status = 1
-        except AuthenticationFailed as exc:
-            view.error = f"authentication failed: {exc}"
-            status = 1
-        except ClientClosed as exc:
-            view.error = str(exc)
-            status = 1
-        finally:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
-            await client.close()
-            view.link = "closed"
-            refresh()
+async def _follow(
+    client: GatewayClient,
+    view: WatchView,
+    duration: float | None,
+    ping_every: float,
+    refresh: Callable[[], None],
+) -> int:
+    status = 0
+    wire(client, view, refresh)
+    client.start()
+    sub: Subscription[Item] = client.subscribe(view.channel, view.params)
+    pinger = asyncio.get_running_loop().create_task(_pings(client, view, ping_every))
+    try:
+        async with asyncio.timeout(duration):
+            async for item in sub:
+                view.on_item(item)
+                refresh()
+    except TimeoutError:
+        pass
+    except SubscriptionRefused as exc:
+        view.fail(f"refused: {exc.code} {exc.message}")
+        status = 1
+    except AuthenticationFailed as exc:
+        view.fail(f"authentication failed: {exc}")
+        status = 1
+    except ClientClosed as exc:
+        view.fail(str(exc))
+        status = 1
+    finally:
+        pinger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pinger
+        await client.close()
+        view.link = "closed"
+        refresh()
     return status
 
 

@@ -24,7 +24,7 @@ from bench.fanout.run import build_loadgen
 from bench.fanout.scenarios import SUBSCRIBE
 from hlgateway.auth import issue_token
 from hlgateway.upstream.networks import Endpoint
-from tests.helpers import SECRET, GatewayServer, make_settings
+from tests.helpers import SECRET, GatewayServer, eventually, make_settings
 
 CLIENTS = 20
 TICKS = 40
@@ -116,7 +116,14 @@ async def test_loadgen_counts_every_message(
         out, _ = await asyncio.wait_for(lg.communicate(), 15)
         assert lg.returncode == 0
         report = json.loads(out)
-        await asyncio.sleep(0.2)
+        # The Python client may still be reading the last ticks: wait for them.
+        await eventually(lambda: len(python_counts) >= TICKS, 5)
+        # Nothing more can come: the gateway counted every data message it wrote,
+        # and that is exactly one per tick for each of the CLIENTS + 1 connections.
+        written = server.gateway.metrics.registry.get_sample_value(
+            "hlgateway_messages_out_total", {"channel": "orderbook"}
+        )
+        assert written == (CLIENTS + 1) * TICKS
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hlgateway.client import GatewayClient
 from hlgateway.config import Settings
+from hlgateway.server.runner import start_listening
 from hlgateway.upstream.networks import Endpoint
 from tests.helpers import GatewayServer, NodeEvents, eventually
 
@@ -23,6 +25,12 @@ class PortGateway(GatewayServer):
     def __init__(self, endpoint: Endpoint, settings: Settings, port: int) -> None:
         super().__init__(endpoint, settings)
         self.port = port  # start() listens here
+
+    async def start_unready(self) -> None:
+        """Listen without waiting for the market list (its upstream may be unreachable)."""
+        await self.gateway.start()
+        where = replace(self.gateway.settings, host="127.0.0.1", port=self.port)
+        self._runner, _ = await start_listening(self.gateway, where, shutdown_timeout=1)
 
 
 class Recorder:

@@ -13,6 +13,7 @@ from hlgateway.client import (
     Backoff,
     ConnectionManager,
     DataMessage,
+    Item,
     NoServers,
     ServerHealth,
     Subscription,
@@ -64,10 +65,10 @@ async def two(simulator: Simulator) -> AsyncIterator[tuple[PortGateway, PortGate
             await gw.stop()
 
 
-async def _fresh(sub: Subscription, after_ms: float) -> DataMessage:
+async def _fresh(sub: Subscription[Item], after_ms: float) -> DataMessage:
     while True:
         msg = await sub.next(10)
-        if msg.timestamp >= after_ms:
+        if isinstance(msg, DataMessage) and msg.timestamp >= after_ms:
             return msg
 
 
@@ -175,3 +176,27 @@ async def test_failover_when_health_turns_bad(two: tuple[PortGateway, PortGatewa
             assert len((await _fresh(book, time.time() * 1000)).data["bids"]) == 3
     finally:
         await fake.stop()
+
+
+async def test_failover_resumes_lossless_streams_with_since(
+    two: tuple[PortGateway, PortGateway],
+) -> None:
+    """After a failover the client asks the other gateway to resume where it stopped; two
+    gateways with the memory engine keep separate histories (another epoch), so the
+    answer is `recovered: false` and the application is told to resync."""
+    a, b = two
+    async with ConnectionManager([a.ws, b.ws], health_interval=30) as manager:
+        client = manager.client(alice_token(), backoff=FAST)
+        events = Recorder(client, "connected", "resync")
+        await client.connect(timeout=10)
+        home, other = (a, b) if client.url == a.ws else (b, a)
+        fills = await client.user_fills("alice")
+        first = await fills.next(20)
+        assert isinstance(first, DataMessage) and first.position is not None
+        await home.stop()
+        resync = (await events.wait("resync", timeout=15))[0]
+        assert client.url == other.ws
+        assert resync.reason == "not recovered" and resync.previous is not None
+        assert resync.previous.epoch == first.position.epoch != resync.position.epoch
+        stats = [c.session.stats for c in other.gateway.connections.values()]
+        assert sum(s["notRecovered"] for s in stats) == 1  # it came with `since`

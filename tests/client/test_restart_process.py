@@ -10,17 +10,17 @@ import time
 import pytest
 
 from hlgateway.auth import issue_token
-from hlgateway.client import Backoff, DataMessage, GatewayClient, Subscription
+from hlgateway.client import Backoff, DataMessage, GatewayClient, Item, Subscription
 from tests.client.support import NodeDriver, Recorder
 from tests.helpers import SECRET, GatewayProcess, free_port
 
 DEMO_WALLET = "0x" + "de" * 20
 
 
-async def _fresh(sub: Subscription, after_ms: float) -> DataMessage:
+async def _fresh(sub: Subscription[Item], after_ms: float) -> DataMessage:
     while True:
         msg = await sub.next(10)
-        if msg.timestamp >= after_ms:
+        if isinstance(msg, DataMessage) and msg.timestamp >= after_ms:
             return msg
 
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import os
+import sys
 
 import pytest
 from rich.console import Console
 
 from hlgateway.cli import build_parser, main
-from hlgateway.client import Backoff, DataMessage, Disconnected, GatewayClient, Reconnecting
+from hlgateway.client import (
+    Backoff,
+    DataMessage,
+    Disconnected,
+    GatewayClient,
+    Position,
+    Reconnecting,
+    Recovered,
+    Resync,
+)
 from hlgateway.watch import WatchView, render, subscription_of, watch, wire
 from tests.client.support import PortGateway
-from tests.helpers import alice_token
+from tests.helpers import SECRET, alice_token
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -185,7 +197,7 @@ async def test_watch_runs_live(gateway: PortGateway) -> None:
         alice_token(),
         "orderbook",
         {"symbol": "BTC", "depth": 3},
-        console=Console(file=out, width=120),
+        console=Console(file=out, width=120, force_terminal=True),  # the live view
         duration=1.0,
         backoff=Backoff(initial=0.05),
         ping_every=0.2,
@@ -206,3 +218,53 @@ async def test_watch_reports_a_refusal(gateway: PortGateway) -> None:
         duration=5,
     )
     assert status == 1 and "FORBIDDEN" in out.getvalue()
+
+
+def test_status_line_shows_recovery() -> None:
+    view = WatchView("user_fills", {"userId": "a"}, "ws://x/ws")
+    assert "recovered" not in text_of(view)
+    view.on_recovered(Recovered("user_fills", {"userId": "a"}, Position(4, "E"), Position(9, "E")))
+    shown = text_of(view)
+    assert "recovered 1  resynced 0" in shown
+    assert "last break: recovered after a break (5 replayed)" in shown
+    view.on_resync(Resync("user_fills", {}, "not recovered", Position(9, "E"), Position(2, "F")))
+    shown = text_of(view)
+    assert "recovered 1  resynced 1" in shown
+    assert "last break: resynced after a break (not recovered)" in shown
+
+
+def test_plain_lines_for_data_and_events() -> None:
+    lines: list[str] = []
+    view = WatchView("user_fills", {"userId": "a"}, "ws://x/ws", echo=lines.append)
+    view.on_data(
+        DataMessage(
+            channel="user_fills",
+            params={},
+            data={"fills": [{"id": 9, "symbol": "XRP", "side": "sell", "price": 2.3,
+                             "size": 10, "fee": 0.01, "closedPnl": 1.5, "wallet": "0xab"}]},
+            timestamp=1764100000000,
+            offset=12,
+            epoch="E",
+        )
+    )  # fmt: skip
+    view.on_resync(Resync("user_fills", {}, "not recovered", Position(12, "E"), Position(2, "F")))
+    assert len(lines) == 2
+    assert lines[0].endswith("fill XRP sell 10 @ 2.3 fee 0.01 pnl 1.5 id 9 0xab  (offset 12)")
+    assert lines[1].endswith("resynced after a break (not recovered): messages may be missing")
+
+
+async def test_watch_in_a_pipe_prints_plain_lines(gateway: PortGateway) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hlgateway", "watch", "orderbook", "BTC", "--depth", "3",
+        "--url", gateway.ws, "--duration", "1.5",
+        env={**os.environ, "JWT_SECRET": SECRET, "HLGATEWAY_TOKEN": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = out.decode().splitlines()
+    assert proc.returncode == 0, err.decode()
+    assert any(line.endswith(f"connected to {gateway.ws}") for line in lines)
+    books = [line for line in lines if "  orderbook BTC bid " in line]
+    assert books and all("spread" in line for line in books)
+    assert "\x1b[" not in out.decode()  # no terminal control sequences in a pipe

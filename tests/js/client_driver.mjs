@@ -3,7 +3,8 @@
 //   node client_driver.mjs <http base> <ws url> <options JSON>
 //
 // options: {token} a fixed token, or {secret, user, wallets, ttl, badFirst} to mint tokens here
-// (HS256) through a token provider; plus client options (reconnectInterval, maxQueueSize, ...).
+// (HS256) through a token provider; {origin} an Origin header; {client} client options
+// (reconnectInterval, maxQueueSize, ...).
 // Commands arrive on stdin, one JSON object a line: {op: subscribe|unsubscribe|ping|send|close, ...}.
 // Everything observed is printed as lines `EVENT {json}` for the Python test to read.
 import { createHmac } from 'node:crypto';
@@ -41,7 +42,11 @@ const token = options.token !== undefined ? options.token : () => {
   return minted === 1 && options.badFirst ? 'not-a-valid-token' : mint(options.ttl || 600);
 };
 
-const clientOptions = { WebSocket, ...(options.client || {}) };
+// {origin}: the upgrade carries this Origin header, as a browser page on that site would.
+const Impl = options.origin === undefined ? WebSocket : class extends WebSocket {
+  constructor(url, protocols) { super(url, protocols, { origin: options.origin }); }
+};
+const clientOptions = { WebSocket: Impl, ...(options.client || {}) };
 const client = new TradingWebSocket(wsUrl, token, clientOptions);
 
 client.on('welcome', (m) => report('welcome', { user: m.user }));
@@ -50,12 +55,16 @@ client.on('disconnected', (e) => report('disconnected', { code: e.code, reason: 
 client.on('reconnecting', (r) => report('reconnecting', r));
 client.on('maxReconnectAttemptsReached', () => report('maxReconnectAttemptsReached'));
 client.on('authFailed', (e) => report('authFailed', { code: e.code }));
-client.on('subscribed', (m) => report('subscribed', { channel: m.channel, params: m.params }));
+client.on('subscribed', (m) => report('subscribed', { channel: m.channel, params: m.params, recovered: m.recovered }));
 client.on('unsubscribed', (m) => report('unsubscribed', { channel: m.channel, params: m.params }));
 client.on('authenticated', (m) => report('authenticated', { expiresAt: m.expiresAt }));
 client.on('pong', () => report('pong'));
 client.on('error', (m) => report('error', { code: m && m.code, name: m && m.name }));
-client.on('data', ({ channel, params, data }) => report('data', { channel, params, data }));
+client.on('data', ({ channel, params, data, offset, epoch }) => report('data', { channel, params, data, offset, epoch }));
+client.on('resync', (r) => report('resync', r));
+client.on('recovered', (r) => report('recovered', r));
+client.on('handshakeRefused', (r) => report('handshakeRefused', r));
+client.on('closed', (r) => report('closed', { reason: r && r.reason }));
 
 const results = (op, promise) => promise.then(
   (value) => report('result', { op, ok: true, value }),
@@ -73,7 +82,7 @@ lines.on('line', (line) => {
   const cmd = JSON.parse(line);
   try {
     switch (cmd.op) {
-      case 'subscribe': results('subscribe', client.subscribe(cmd.channel, cmd.params || {})); break;
+      case 'subscribe': results('subscribe', client.subscribe(cmd.channel, cmd.params || {}, { since: cmd.since })); break;
       case 'unsubscribe': results('unsubscribe', client.unsubscribe(cmd.channel, cmd.params || {})); break;
       case 'ping': results('ping', client.ping()); break;
       case 'send': client.send(cmd.message); report('result', { op: 'send', ok: true }); break;

@@ -67,7 +67,10 @@ def expected(user: str, params: dict[str, Any]) -> str:
     if admin and wallet is not None:
         return "subscribed"  # any user's wallet, named
     if admin and not own:
-        return "INVALID_PARAMS"  # must name the wallet of another user
+        # By id alone: the wallets the gateway knows for that user, learnt from the
+        # tokens it accepted (every other user connected before root, the last).
+        known = USERS.get(params["userId"], {}).get("wallets")
+        return "subscribed" if known else "INVALID_PARAMS"
     wallets = [w.lower() for w in USERS[user].get("wallets", [])]
     if wallet is None:
         return "subscribed" if wallets else "FORBIDDEN"

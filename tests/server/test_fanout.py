@@ -109,7 +109,7 @@ async def test_a_lagging_client_gets_the_latest_snapshot_not_a_backlog(
         pad = [[1.0, 1.0]] * 2000  # ~20 KB a snapshot
         last = 300
         for n in range(last + 1):
-            gw.publisher.publish(topic, {"seq": n, "bids": pad, "asks": []}, snapshot=True)
+            gw.publisher.publish(topic, {"seq": n, "bids": pad, "asks": []})
             await asyncio.sleep(0)
         assert gw.outbox_stats.conflated > 0 and gw.outbox_stats.slow_consumers == 0
         seqs: list[int] = []

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from hlgateway.simulator import Simulator
@@ -194,17 +195,30 @@ async def test_heartbeat_drops_a_client_that_never_answers(simulator: Simulator)
     try:
         # autoping=False: this client never answers the server's pings.
         silent = await Client.connect(srv.ws, alice_token(), autoping=False)
-        lively = await Client.connect(srv.ws, alice_token())
+        # The lively one answers each ping itself, so it can count them.
+        lively = await Client.connect(srv.ws, alice_token(), autoping=False)
         await silent.recv()
         await lively.recv()
-        # The lively client answers pings while it reads (aiohttp pongs inside receive()).
-        reading = asyncio.ensure_future(lively.recv_until(lambda m: False, timeout=30))
+        pings = 0
+
+        async def answer() -> None:
+            nonlocal pings
+            async for msg in lively.ws:
+                if msg.type is aiohttp.WSMsgType.PING:
+                    await lively.ws.pong(msg.data)
+                    pings += 1
+
+        answering = asyncio.ensure_future(answer())
         code, _ = await silent.closed(timeout=5)
         assert code is not None
         await eventually(lambda: len(srv.gateway.connections) == 1)
-        await asyncio.sleep(1.0)  # two more timeouts' worth: the lively one stays
-        assert len(srv.gateway.connections) == 1
-        reading.cancel()
+        (kept,) = srv.gateway.connections.values()
+        # The sweep pings a connection only after judging it alive (the timeout is
+        # checked first): three more pings span more than a timeout, each a verdict.
+        seen = pings
+        await eventually(lambda: pings >= seen + 3, 10)
+        assert list(srv.gateway.connections.values()) == [kept]
+        answering.cancel()
         await silent.close()
         await lively.close()
     finally:

@@ -18,7 +18,7 @@ import pytest
 
 from hlgateway.cli import build_parser
 from hlgateway.simulator import Simulator
-from hlgateway.simulator.server import GARBAGE_FRAMES
+from hlgateway.simulator.chaos import GARBAGE_FRAMES
 
 from .conftest import (
     CONTROL,

@@ -9,10 +9,14 @@ async with GatewayClient("ws://127.0.0.1:8080/ws", token) as client:
         print(update.data)
 ```
 
+Lossless streams (`user_orders`, `user_fills`, `trades`, rooms) resume where they
+stopped after every reconnect; when they cannot, the iterator yields a `Resync`
+(and the `resync` event fires) so the application reloads its state.
+
 See docs/clients.md.
 """
 
-from hlgateway.client.backoff import Backoff
+from hlgateway.backoff import Backoff
 from hlgateway.client.connection import (
     Disconnected,
     GatewayClient,
@@ -25,6 +29,7 @@ from hlgateway.client.errors import (
     ClientClosed,
     ConnectionLost,
     GatewayError,
+    HandshakeRefused,
     ReconnectAttemptsExhausted,
     RequestFailed,
     SendQueueFull,
@@ -32,6 +37,7 @@ from hlgateway.client.errors import (
 )
 from hlgateway.client.manager import ConnectionManager, NoServers, Server, ServerHealth
 from hlgateway.client.messages import (
+    AccountPosition,
     AccountState,
     Authenticated,
     DataMessage,
@@ -42,7 +48,6 @@ from hlgateway.client.messages import (
     OrderBook,
     OrderUpdate,
     Pong,
-    Position,
     PriceQuote,
     PricesData,
     RoomJoined,
@@ -57,10 +62,14 @@ from hlgateway.client.messages import (
     Unsubscribed,
     Welcome,
 )
-from hlgateway.client.subscription import Subscription
+from hlgateway.client.positions import Position, Recovered, Resync
+from hlgateway.client.reconnect import ReconnectPolicy, Retry, Stop
+from hlgateway.client.refusals import is_transient
+from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import TokenProvider, TokenSource
 
 __all__ = [
+    "AccountPosition",
     "AccountState",
     "Authenticated",
     "AuthenticationFailed",
@@ -75,6 +84,8 @@ __all__ = [
     "FillsData",
     "GatewayClient",
     "GatewayError",
+    "HandshakeRefused",
+    "Item",
     "LinkState",
     "NoServers",
     "Order",
@@ -85,8 +96,12 @@ __all__ = [
     "PriceQuote",
     "PricesData",
     "ReconnectAttemptsExhausted",
+    "ReconnectPolicy",
     "Reconnecting",
+    "Recovered",
     "RequestFailed",
+    "Resync",
+    "Retry",
     "RoomJoined",
     "RoomLeft",
     "SendQueueFull",
@@ -94,6 +109,7 @@ __all__ = [
     "ServerHealth",
     "ServerMessage",
     "Shutdown",
+    "Stop",
     "Subscribed",
     "Subscription",
     "SubscriptionRefused",
@@ -106,4 +122,5 @@ __all__ = [
     "Unsubscribed",
     "UrlSource",
     "Welcome",
+    "is_transient",
 ]

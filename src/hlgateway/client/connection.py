@@ -5,13 +5,18 @@ to restore), `Requests` (replies by `id`), `SendQueue` (what waits for the
 link), `Backoff` (when to retry) and `Tokens` (what to connect with).
 
 Life of a link: connect with `Authorization: Bearer <token>`; the gateway's
-`welcome` comes first; then every subscription and room is restored, then the
-queued messages go out, in order. When the link drops the client waits (backoff
-with jitter) and does it again, for ever unless `Backoff.max_attempts` is set.
-A close with 4001 or 1008 means the token was refused: the client asks its
-token provider for a fresh one first, or, with a fixed token, stops and raises
-`AuthenticationFailed`. A token with `exp` is refreshed with `auth` before it
-expires when there is a provider.
+`welcome` comes first; then every subscription and room is restored (a
+lossless stream with `since`, its last position), then the queued messages go
+out, in order. When the link ends, `ReconnectPolicy` decides (sans I/O) whether
+and when to come back: backoff with jitter, a fresh token after a refusal, stop
+for a fixed token refused or a handshake refused again and again. A token with
+`exp` is refreshed with `auth` before it expires when there is a provider.
+
+Per lossless stream a `Cursor` drops duplicates, heals a gap by subscribing
+again with `since`, and turns `recovered: false` or a new epoch into a
+`Resync` (an event, and an item of the subscription's iterator). A passing
+refusal of a subscribe (`UPSTREAM_UNAVAILABLE`, `RATE_LIMITED`, `INTERNAL`) is
+retried with backoff; a final one fails the subscription.
 """
 
 from __future__ import annotations
@@ -27,10 +32,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from hlgateway.backoff import Backoff
 from hlgateway.client import messages as m
-from hlgateway.client.backoff import Backoff
 from hlgateway.client.errors import (
-    AuthenticationFailed,
     ClientClosed,
     ConnectionLost,
     GatewayError,
@@ -39,17 +43,24 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
+from hlgateway.client.positions import (
+    Joined,
+    Position,
+    Recovered,
+    Resync,
+    Since,
+    Verdict,
+    as_position,
+)
+from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
+from hlgateway.client.refusals import is_transient
 from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
 from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
-from hlgateway.client.subscription import Subscription
+from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
 
 log = logging.getLogger("hlgateway.client")
-
-TOKEN_EXPIRED_CLOSE = 4001
-POLICY_CLOSE = 1008
-TOO_MANY_ERRORS = "Too many errors"
 
 
 class LinkState(StrEnum):
@@ -101,7 +112,7 @@ class _FixedUrl:
 class _Pending:
     kind: str  # subscribe | unsubscribe | ping | auth | request | send
     future: asyncio.Future[m.ServerMessage] | None = None
-    entry: Entry[Subscription] | None = None
+    entry: Entry[Subscription[Any]] | None = None
     sent_at: float = 0.0
 
 
@@ -146,10 +157,16 @@ class GatewayClient:
         request_timeout: float = 10.0,
         heartbeat: float | None = 30.0,
         session: aiohttp.ClientSession | None = None,
+        max_handshake_refusals: int = 3,
     ) -> None:
         self._urls: UrlSource = _FixedUrl(url) if isinstance(url, str) else url
         self._tokens = Tokens(token)
         self.backoff = backoff or Backoff()
+        self._policy = ReconnectPolicy(
+            self.backoff,
+            has_provider=self._tokens.has_provider,
+            max_handshake_refusals=max_handshake_refusals,
+        )
         self._buffer = buffer
         self._refresh_before = refresh_before
         self._open_timeout = open_timeout
@@ -158,19 +175,18 @@ class GatewayClient:
         self._session = session
         self._own_session = session is None
         self._events = EventEmitter()
-        self._registry: Registry[Subscription] = Registry()
+        self._registry: Registry[Subscription[Any]] = Registry()
         self._requests: Requests[_Pending] = Requests()
         self._queue: SendQueue[_Out] = SendQueue(max_queue)
         self._link: _Link | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._retries: set[asyncio.TimerHandle] = set()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._closing = False
-        self._skip_backoff = False
-        self._need_fresh_token = False
-        self._expired_while_up = False
+        self._fresh_token = False  # the policy asked for a new token on the next attempt
         self._last_reason = ""
         self._close_started = False
         self._expires_at: float | None = None
@@ -179,8 +195,12 @@ class GatewayClient:
         self.welcome: m.Welcome | None = None
         self.connects = 0  # links that got a `welcome`
         self.reconnects = 0  # of which after the first
-        self.attempt = 0  # consecutive failed attempts
         self.closed_error: ClientClosed | None = None
+
+    @property
+    def attempt(self) -> int:
+        """Consecutive failed attempts."""
+        return self._policy.attempt
 
     # -- life cycle -------------------------------------------------------------
     async def __aenter__(self) -> GatewayClient:
@@ -243,6 +263,9 @@ class GatewayClient:
                 self._run_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._run_task
+        for handle in self._retries:
+            handle.cancel()
+        self._retries.clear()
         self._stop(ClientClosed("closed by the client"), quiet=True)
         await self._events.drain()
         if self._own_session and self._session is not None:
@@ -252,10 +275,10 @@ class GatewayClient:
         """Drop the current link and connect again at once (to the URL source's next URL)."""
         if self._closing:
             return
-        self._skip_backoff = True
-        self._wake.set()
+        self._wake.set()  # while waiting: no more waiting
         link = self._link
         if link is not None:
+            self._policy.failover()
             task = asyncio.get_running_loop().create_task(
                 link.ws.close(code=1000, message=reason.encode()[:120])
             )
@@ -271,16 +294,36 @@ class GatewayClient:
         self._events.off(event, handler)
 
     # -- subscriptions ----------------------------------------------------------
-    def subscribe(self, channel: str, params: m.Json | None = None, **kw: Any) -> Subscription:
+    def subscribe(
+        self,
+        channel: str,
+        params: m.Json | None = None,
+        *,
+        since: Since | None = None,
+        **kw: Any,
+    ) -> Subscription[Item]:
         """Subscribe (now, or when the link is up); restored after every reconnect.
 
-        Returns a handle: `await` it for the confirmation, iterate it for data.
+        Returns a handle: `await` it for the confirmation, iterate it for data (and,
+        on a lossless stream, `Resync` when the application must reload its state).
+        `since`: a position stored from an earlier run (`msg.position`): the gateway
+        replays every message after it, or answers with a `Resync`.
         """
+        return self._add(channel, params, since, kw)
+
+    def _add(
+        self,
+        channel: str,
+        params: m.Json | None,
+        since: Since | None,
+        kw: dict[str, Any],
+    ) -> Subscription[Any]:
         if self.closed_error is not None or self._closing:
             raise self.closed_error or ClientClosed("closed by the client")
+        start = None if since is None else as_position(since)
         merged = {**(params or {}), **{k: v for k, v in kw.items() if v is not None}}
-        sub = Subscription(self, channel, merged, self._buffer)
-        added = self._registry.add(channel, merged, sub)
+        sub: Subscription[Any] = Subscription(self, channel, merged, self._buffer)
+        added = self._registry.add(channel, merged, sub, start)
         entry = added.entry
         if added.send:
             if self._link is not None and self._link.welcomed:
@@ -291,34 +334,52 @@ class GatewayClient:
                 sub._deliver(entry.latest)
         return sub
 
-    def prices(self, symbols: list[str] | None = None, throttle: int | None = None) -> Subscription:
-        return self.subscribe("prices", symbols=symbols or None, throttle=throttle)
+    # Snapshot streams: data only. Lossless streams: data, or a Resync.
+    def prices(
+        self, symbols: list[str] | None = None, throttle: int | None = None
+    ) -> Subscription[m.DataMessage]:
+        return self._add("prices", None, None, {"symbols": symbols or None, "throttle": throttle})
 
     def orderbook(
         self, symbol: str, depth: int | None = None, throttle: int | None = None
-    ) -> Subscription:
-        return self.subscribe("orderbook", symbol=symbol, depth=depth, throttle=throttle)
+    ) -> Subscription[m.DataMessage]:
+        kw = {"symbol": symbol, "depth": depth, "throttle": throttle}
+        return self._add("orderbook", None, None, kw)
 
-    def trades(self, symbol: str) -> Subscription:
-        return self.subscribe("trades", symbol=symbol)
+    def account_updates(
+        self, user_id: str, wallet: str | None = None
+    ) -> Subscription[m.DataMessage]:
+        return self._add("account_updates", None, None, {"userId": user_id, "wallet": wallet})
 
-    def user_orders(self, user_id: str, wallet: str | None = None) -> Subscription:
-        return self.subscribe("user_orders", userId=user_id, wallet=wallet)
+    def system(self) -> Subscription[m.DataMessage]:
+        return self._add("system", None, None, {})
 
-    def user_fills(self, user_id: str, wallet: str | None = None) -> Subscription:
-        return self.subscribe("user_fills", userId=user_id, wallet=wallet)
+    def trades(self, symbol: str, *, since: Since | None = None) -> Subscription[Item]:
+        return self._add("trades", None, since, {"symbol": symbol})
 
-    def account_updates(self, user_id: str, wallet: str | None = None) -> Subscription:
-        return self.subscribe("account_updates", userId=user_id, wallet=wallet)
+    def user_orders(
+        self,
+        user_id: str,
+        wallet: str | None = None,
+        *,
+        since: Since | None = None,
+    ) -> Subscription[Item]:
+        return self._add("user_orders", None, since, {"userId": user_id, "wallet": wallet})
 
-    def system(self) -> Subscription:
-        return self.subscribe("system")
+    def user_fills(
+        self,
+        user_id: str,
+        wallet: str | None = None,
+        *,
+        since: Since | None = None,
+    ) -> Subscription[Item]:
+        return self._add("user_fills", None, since, {"userId": user_id, "wallet": wallet})
 
-    def room(self, name: str) -> Subscription:
+    def room(self, name: str, *, since: Since | None = None) -> Subscription[Item]:
         """Join a room (`join_room`); its messages arrive as data on channel `room`."""
-        return self.subscribe(ROOM, room=name)
+        return self._add(ROOM, None, since, {"room": name})
 
-    async def unsubscribe(self, sub: Subscription) -> None:
+    async def unsubscribe(self, sub: Subscription[Any]) -> None:
         await sub.unsubscribe()
 
     @property
@@ -326,7 +387,7 @@ class GatewayClient:
         """(channel, params) of every subscription held, canonical once confirmed."""
         return [(e.channel, dict(e.params)) for e in self._registry]
 
-    async def _release(self, sub: Subscription) -> None:
+    async def _release(self, sub: Subscription[Any]) -> None:
         entry = self._registry.release(sub)
         link = self._link
         if entry is None or link is None or not link.welcomed:
@@ -397,55 +458,42 @@ class GatewayClient:
                 url = self._urls.next_url()
                 self.url = url
                 self._set_state(LinkState.CONNECTING)
-                outcome = await self._attempt(url)
+                decision = await self._attempt(url)
                 if self._closing:
                     break
-                if outcome is not None:
-                    self._stop(outcome)
+                if isinstance(decision, Stop):
+                    if isinstance(decision.error, ReconnectAttemptsExhausted):
+                        self._events.emit("maxReconnectAttemptsReached", decision.error)
+                    self._stop(decision.error)
                     return
-                if self._skip_backoff:
-                    self._skip_backoff = False
-                    continue
-                self.attempt += 1
-                if self.backoff.exhausted(self.attempt):
-                    exc = ReconnectAttemptsExhausted(
-                        f"gave up after {self.attempt - 1} reconnect attempts"
-                    )
-                    self._events.emit("maxReconnectAttemptsReached", exc)
-                    self._stop(exc)
-                    return
-                delay = 0.0 if self._skip_now() else self.backoff.delay(self.attempt)
+                self._fresh_token = decision.fresh_token
+                if decision.failover:
+                    continue  # straight to the next URL
                 self._set_state(LinkState.WAITING)
                 self._events.emit(
-                    "reconnecting", Reconnecting(self.attempt, delay, self._last_reason)
+                    "reconnecting",
+                    Reconnecting(decision.attempt, decision.after, self._last_reason),
                 )
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
+                    async with asyncio.timeout(decision.after):
                         await self._wake.wait()
-                self._skip_backoff = False
         except Exception as exc:  # a bug: do not die silently
             log.exception("gateway client stopped")
             self._stop(ClientClosed(f"internal error: {exc!r}"))
 
-    def _skip_now(self) -> bool:
-        """Reconnect at once after the gateway closed a healthy link for token expiry."""
-        skip = self._expired_while_up
-        self._expired_while_up = False
-        return skip
-
-    async def _attempt(self, url: str) -> ClientClosed | None:
-        """One link from connect to drop. Returns an error to stop with, or None to retry."""
+    async def _attempt(self, url: str) -> Decision:
+        """One link from connect to drop, and the policy's decision about the next."""
         assert self._session is not None
         try:
-            token = await self._tokens.get(fresh=self._need_fresh_token)
+            token = await self._tokens.get(fresh=self._fresh_token)
         except Exception as exc:
             # Perhaps passing (the provider's own backend is down): retry with backoff.
             log.warning("token provider failed: %r", exc)
             self._last_reason = f"token provider failed: {exc!r}"
             self._events.emit("error", GatewayError(self._last_reason))
-            return None
-        self._need_fresh_token = False
+            return self._policy.on_closed(None, self._last_reason, False)
+        self._fresh_token = False
         self._expires_at = token_expiry(token)
         try:
             async with asyncio.timeout(self._open_timeout):
@@ -457,10 +505,13 @@ class GatewayClient:
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._urls.report_failure(url)
-            self._last_reason = f"connect failed: {exc.__class__.__name__}"
+            status = exc.status if isinstance(exc, aiohttp.WSServerHandshakeError) else None
+            self._last_reason = f"connect failed: {exc.__class__.__name__}" + (
+                f" (HTTP {status})" if status is not None else ""
+            )
             self._events.emit("disconnected", Disconnected(url, None, self._last_reason, False))
             log.info("gateway %s: %s", url, self._last_reason)
-            return None
+            return self._policy.on_closed(None, self._last_reason, False, status)
         link = _Link(ws, url)
         self._link = link
         writer = asyncio.get_running_loop().create_task(self._write(link))
@@ -475,22 +526,11 @@ class GatewayClient:
                     await ws.close()
             self._link = None
             self._lost(link)
-        return self._judge(link)
-
-    def _judge(self, link: _Link) -> ClientClosed | None:
-        code, reason = link.close_code, link.close_reason
-        auth_refused = code == TOKEN_EXPIRED_CLOSE or (
-            code == POLICY_CLOSE and reason != TOO_MANY_ERRORS
-        )
-        if not auth_refused or self._closing:
-            if not link.welcomed:
-                self._urls.report_failure(link.url)
-            return None
-        if not self._tokens.has_provider:
-            return AuthenticationFailed(f"the gateway refused the token: {reason}", code)
-        self._need_fresh_token = True
-        self._expired_while_up = link.welcomed and code == TOKEN_EXPIRED_CLOSE
-        return None
+        if self._closing:
+            return Retry(0.0, False, 0, "closing")
+        if not link.welcomed and not token_refused(link.close_code, link.close_reason):
+            self._urls.report_failure(link.url)
+        return self._policy.on_closed(link.close_code, link.close_reason, link.welcomed)
 
     async def _read(self, link: _Link) -> None:
         ws = link.ws
@@ -543,7 +583,7 @@ class GatewayClient:
     def _welcomed(self, link: _Link, welcome: m.Welcome) -> None:
         link.welcomed = True
         self.welcome = welcome
-        self.attempt = 0
+        self._policy.on_welcome()
         self.connects += 1
         if self.connects > 1:
             self.reconnects += 1
@@ -561,6 +601,9 @@ class GatewayClient:
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             self._refresh_task = None
+        for handle in self._retries:  # the next `welcome` restores every subscription
+            handle.cancel()
+        self._retries.clear()
         self._registry.disconnected()
         # Never written: send on the next link (subscriptions come back by themselves).
         unsent: list[_Out] = []
@@ -588,13 +631,43 @@ class GatewayClient:
         )
         log.info("gateway %s: %s", link.url, self._last_reason)
 
-    def _send_subscribe(self, link: _Link, entry: Entry[Subscription]) -> None:
+    def _send_subscribe(self, link: _Link, entry: Entry[Subscription[Any]]) -> None:
         entry.in_flight = True
         if entry.is_room:
             msg: m.Json = {"type": "join_room", "room": entry.params.get("room")}
         else:
             msg = {"type": "subscribe", "channel": entry.channel, "params": entry.params}
+        since = entry.cursor.since()
+        if since is not None:
+            msg["since"] = {"offset": since.offset, "epoch": since.epoch}
         link.out.put_nowait(_Out(msg, _Pending("subscribe", entry=entry)))
+
+    def _heal(self, entry: Entry[Subscription[Any]]) -> None:
+        """Messages are missing in a live stream: subscribe again with `since`. The
+        gateway keeps the subscription and replays what is missing after what it had
+        queued already (those are dropped here as duplicates or skipped)."""
+        link = self._link
+        if link is None or not link.welcomed or entry.in_flight:
+            entry.cursor.healing = entry.in_flight  # a reply on its way; else the next link
+            return
+        position = entry.cursor.position
+        log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
+        self._send_subscribe(link, entry)
+
+    def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
+        def retry() -> None:
+            self._retries.discard(handle)
+            if (
+                self._link is link
+                and link.welcomed
+                and entry.handles
+                and not entry.in_flight
+                and self._registry.get(entry.channel, entry.params) is entry
+            ):
+                self._send_subscribe(link, entry)
+
+        handle = asyncio.get_running_loop().call_later(delay, retry)
+        self._retries.add(handle)
 
     def _stop(self, exc: ClientClosed, quiet: bool = False) -> None:
         if self.closed_error is not None:
@@ -638,8 +711,7 @@ class GatewayClient:
                 return
             case m.Subscribed() | m.RoomJoined():
                 if pending is not None and pending.entry is not None:
-                    canonical = msg.params if isinstance(msg, m.Subscribed) else {"room": msg.room}
-                    self._confirmed(link, pending.entry, canonical)
+                    self._confirmed(link, pending.entry, msg)
                 self._events.emit("subscribed", msg)
             case m.Unsubscribed() | m.RoomLeft():
                 self._events.emit("unsubscribed", msg)
@@ -657,20 +729,58 @@ class GatewayClient:
         if pending is not None and pending.future is not None and not pending.future.done():
             pending.future.set_result(msg)
 
-    def _confirmed(self, link: _Link, entry: Entry[Subscription], canonical: m.Json) -> None:
+    def _confirmed(
+        self, link: _Link, entry: Entry[Subscription[Any]], msg: m.Subscribed | m.RoomJoined
+    ) -> None:
+        canonical = msg.params if isinstance(msg, m.Subscribed) else {"room": msg.room}
         target = self._registry.confirm(entry, canonical)
         if target is None:
             if self._registry.orphan_confirmed(entry, canonical):
                 entry.params = canonical
                 link.out.put_nowait(_Out(_unsubscribe_message(entry), _Pending("unsubscribe")))
             return
+        target.refusals = 0
         for sub in target.handles:
             sub._confirm(canonical)
+        cursor = target.cursor
+        previous = cursor.position
+        joined = cursor.on_joined(msg.offset, msg.epoch, msg.recovered)
+        if joined is Joined.RECOVERED and previous is not None and msg.epoch is not None:
+            head = Position(msg.offset or 0, msg.epoch)
+            recovered = Recovered(target.channel, dict(canonical), previous, head)
+            self._events.emit("recovered", recovered)
+        elif joined is Joined.RESYNC:
+            reason = "not recovered" if msg.recovered is False else "epoch changed"
+            self._resync(target, reason, previous, cursor.position)
+
+    def _resync(
+        self,
+        entry: Entry[Subscription[Any]],
+        reason: str,
+        previous: Position | None,
+        position: Position | None,
+    ) -> None:
+        event = Resync(entry.channel, dict(entry.params), reason, previous, position)
+        log.info("%s %s: resync (%s)", entry.channel, entry.params, reason)
+        for sub in entry.handles:
+            sub._resync(event)
+        self._events.emit("resync", event)
 
     def _error(self, msg: m.ErrorMessage, pending: _Pending | None) -> None:
         if pending is not None and pending.entry is not None:
+            entry = pending.entry
+            link = self._link
+            if is_transient(msg.code) and entry.handles and link is not None:
+                entry.in_flight = False
+                entry.refusals += 1
+                if not self.backoff.exhausted(entry.refusals):
+                    delay = self.backoff.delay(entry.refusals)
+                    log.info("%s refused (%s): again in %.1f s", entry.channel, msg.code, delay)
+                    self._retry_later(link, entry, delay)
+                    self._events.emit("error", msg)
+                    return
             exc: RequestFailed = SubscriptionRefused(msg.code, msg.message, msg.channel, msg.params)
-            for sub in self._registry.refuse(pending.entry):
+            for sub in self._registry.refuse(entry):
                 sub._fail(exc)
         elif pending is not None and pending.kind == "unsubscribe" and msg.code == "NOT_SUBSCRIBED":
             if pending.future is not None and not pending.future.done():
@@ -687,6 +797,15 @@ class GatewayClient:
         if entry is not None:
             if entry.channel in SNAPSHOT_CHANNELS:
                 entry.latest = msg
+            previous = entry.cursor.position
+            verdict = entry.cursor.on_data(msg.offset, msg.epoch)
+            if verdict in (Verdict.DUPLICATE, Verdict.SKIP):
+                return
+            if verdict is Verdict.HEAL:
+                self._heal(entry)
+                return
+            if verdict is Verdict.NEW_EPOCH and msg.offset is not None and msg.epoch is not None:
+                self._resync(entry, "epoch changed", previous, Position(msg.offset - 1, msg.epoch))
             for sub in entry.handles:
                 sub._deliver(msg)
         self._events.emit(f"data:{msg.channel}", msg)
@@ -714,7 +833,7 @@ class GatewayClient:
                 await asyncio.sleep(max(0.5, min(5.0, left / 4)))
 
 
-def _unsubscribe_message(entry: Entry[Subscription]) -> m.Json:
+def _unsubscribe_message(entry: Entry[Subscription[Any]]) -> m.Json:
     if entry.is_room:
         return {"type": "leave_room", "room": entry.params.get("room")}
     return {"type": "unsubscribe", "channel": entry.channel, "params": entry.params}

@@ -27,9 +27,11 @@ class RequestFailed(GatewayError):
 
 
 class SubscriptionRefused(RequestFailed):
-    """A subscription (or room join) the gateway refused: FORBIDDEN, INVALID_PARAMS, ...
+    """A subscription (or room join) the gateway refused for good: FORBIDDEN,
+    INVALID_PARAMS, UNKNOWN_CHANNEL, TOO_MANY_SUBSCRIPTIONS.
 
-    The subscription is forgotten: it is not restored on reconnect.
+    The subscription is forgotten: it is not restored on reconnect. Passing
+    refusals (UPSTREAM_UNAVAILABLE, RATE_LIMITED, INTERNAL) are retried instead.
     """
 
 
@@ -50,6 +52,15 @@ class ClientClosed(GatewayError):
 class AuthenticationFailed(ClientClosed):
     """The gateway refused the token (close 1008 or 4001) and no token provider is set,
     or the provider failed."""
+
+
+class HandshakeRefused(ClientClosed):
+    """The gateway answered the WebSocket upgrade with an HTTP 4xx several times in a row
+    (an `Origin` it does not allow, a wrong path): asking again would not help."""
+
+    def __init__(self, reason: str, http_status: int | None) -> None:
+        super().__init__(reason)
+        self.http_status = http_status
 
 
 class ReconnectAttemptsExhausted(ClientClosed):

@@ -8,124 +8,50 @@ channel's typed form (`PricesData`, `OrderBook`, ...).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import msgspec
+
+from hlgateway.client.positions import Position
+from hlgateway.protocol.payloads import (
+    PAYLOAD_TYPES,
+    AccountPosition,
+    AccountState,
+    Fill,
+    FillsData,
+    Order,
+    OrderBook,
+    OrderUpdate,
+    Payload,
+    PriceQuote,
+    PricesData,
+    SystemNotice,
+    Trade,
+    TradesData,
+)
 
 Json = dict[str, Any]
 RequestId = str | int
 
 
-# -- channel payloads ---------------------------------------------------------
+# -- channel payloads: defined once, in hlgateway.protocol.payloads ---------------
 
-
-class PriceQuote(msgspec.Struct, frozen=True):
-    price: float
-    change24h: float
-    volume24h: float
-    timestamp: int
-
-
-PricesData = dict[str, PriceQuote]
-
-
-class OrderBook(msgspec.Struct, frozen=True):
-    symbol: str
-    bids: list[tuple[float, float]]
-    asks: list[tuple[float, float]]
-    timestamp: int
-
-
-class Trade(msgspec.Struct, frozen=True):
-    id: int | str
-    price: float
-    size: float
-    side: str
-    timestamp: int
-
-
-class TradesData(msgspec.Struct, frozen=True):
-    symbol: str
-    trades: list[Trade]
-
-
-class Order(msgspec.Struct, frozen=True):
-    id: int | str
-    symbol: str
-    side: str
-    amount: float
-    price: float
-    status: str
-    timestamp: int
-    wallet: str
-    remaining: float | None = None
-    filled: float | None = None
-    cloid: str | None = None
-
-
-class OrderUpdate(msgspec.Struct, frozen=True):
-    action: str
-    order: Order
-
-
-class Fill(msgspec.Struct, frozen=True):
-    id: int | str
-    orderId: int | str
-    symbol: str
-    side: str
-    price: float
-    size: float
-    fee: float
-    closedPnl: float
-    timestamp: int
-    wallet: str
-    feeToken: str | None = None
-    direction: str | None = None
-    hash: str | None = None
-
-
-class FillsData(msgspec.Struct, frozen=True):
-    fills: list[Fill]
-
-
-class Position(msgspec.Struct, frozen=True):
-    symbol: str
-    size: float
-    entryPrice: float | None
-    positionValue: float
-    unrealizedPnl: float
-    leverage: float
-    liquidationPrice: float | None
-    marginUsed: float
-
-
-class AccountState(msgspec.Struct, frozen=True):
-    wallet: str
-    accountValue: float
-    marginUsed: float
-    withdrawable: float
-    positions: list[Position]
-    timestamp: int
-
-
-class SystemNotice(msgspec.Struct, frozen=True):
-    event: str
-    message: str
-
-
-Payload = (
-    PricesData | OrderBook | TradesData | OrderUpdate | FillsData | AccountState | SystemNotice
-)
-
-PAYLOAD_TYPES: Final[dict[str, Any]] = {
-    "prices": PricesData,
-    "orderbook": OrderBook,
-    "trades": TradesData,
-    "user_orders": OrderUpdate,
-    "user_fills": FillsData,
-    "account_updates": AccountState,
-    "system": SystemNotice,
-}
+__all__ = [
+    "PAYLOAD_TYPES",
+    "AccountPosition",
+    "AccountState",
+    "Fill",
+    "FillsData",
+    "Order",
+    "OrderBook",
+    "OrderUpdate",
+    "Payload",
+    "PriceQuote",
+    "PricesData",
+    "SystemNotice",
+    "Trade",
+    "TradesData",
+]
 
 
 # -- server messages -----------------------------------------------------------
@@ -144,6 +70,11 @@ class Subscribed(_Server, tag="subscribed", frozen=True):
     channel: str
     params: Json
     id: RequestId | None = None
+    # Lossless streams: the stream's last published position (0 if none), and,
+    # when the request had `since`, whether everything after it follows.
+    offset: int | None = None
+    epoch: str | None = None
+    recovered: bool | None = None
 
 
 class Unsubscribed(_Server, tag="unsubscribed", frozen=True):
@@ -156,6 +87,15 @@ class DataMessage(_Server, tag="data", frozen=True):
     channel: str
     params: Json
     data: Any
+    offset: int | None = None  # lossless streams only
+    epoch: str | None = None
+
+    @property
+    def position(self) -> Position | None:
+        """Where this message is in its stream: store it, resume with `since=` it."""
+        if self.offset is None or self.epoch is None:
+            return None
+        return Position(self.offset, self.epoch)
 
     def payload(self) -> Any:
         """`data` as the channel's typed payload; rooms (free-form) stay raw."""
@@ -178,6 +118,9 @@ class Pong(_Server, tag="pong", frozen=True):
 class RoomJoined(_Server, tag="room_joined", frozen=True):
     room: str
     id: RequestId | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    recovered: bool | None = None
 
 
 class RoomLeft(_Server, tag="room_left", frozen=True):

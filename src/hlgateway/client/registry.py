@@ -15,7 +15,9 @@ Rooms are entries too, on channel `room` with params `{"room": R}`: the
 gateway's room messages look like that, and rooms are restored the same way.
 
 Each entry has handles (one per `subscribe()` call, or any hashable token);
-the gateway is asked to unsubscribe when the last handle goes.
+the gateway is asked to unsubscribe when the last handle goes. Each entry also
+has a `Cursor`: its place in a lossless stream, sent as `since` when the entry
+is restored, and seeded from the application's stored position if it gave one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import msgspec
+
+from hlgateway.client.positions import Cursor, Position
 
 ROOM = "room"
 # Channels whose every message is a full snapshot: the latest one is all that a
@@ -71,6 +75,8 @@ class Entry(Generic[H]):
     live: bool = False  # subscribed on the current connection
     in_flight: bool = False  # a subscribe request awaits its reply on this connection
     latest: Any = None  # last data message, for snapshot channels
+    cursor: Cursor = field(default_factory=Cursor)  # place in a lossless stream
+    refusals: int = 0  # passing refusals in a row (UPSTREAM_UNAVAILABLE, ...)
 
     @property
     def is_room(self) -> bool:
@@ -102,13 +108,18 @@ class Registry(Generic[H]):
     def get(self, channel: str, params: Json | None) -> Entry[H] | None:
         return self._entries.get(key_of(channel, params))
 
-    def add(self, channel: str, params: Json | None, handle: H) -> Added[H]:
+    def add(
+        self, channel: str, params: Json | None, handle: H, since: Position | None = None
+    ) -> Added[H]:
+        """Add a handle. `since` seeds a new entry's position (ignored for one held already:
+        it has its own place in the stream)."""
         key = key_of(channel, params)
         entry = self._entries.get(key)
         if entry is not None:
             entry.handles.append(handle)
             return Added(entry, send=False)
         entry = Entry(channel, normalize(channel, params), key, [handle])
+        entry.cursor.position = since
         self._entries[key] = entry
         return Added(entry, send=True)
 
@@ -126,6 +137,7 @@ class Registry(Generic[H]):
             del self._entries[entry.key]
         other = self._entries.get(new_key)
         if other is not None and other is not entry:
+            # Positions: the surviving entry keeps its own (the two were one stream).
             other.handles.extend(entry.handles)
             entry.handles.clear()
             other.confirmed = True
@@ -182,6 +194,7 @@ class Registry(Generic[H]):
         for entry in self._entries.values():
             entry.live = False
             entry.in_flight = False
+            entry.cursor.disconnected()
         self._orphans.clear()
 
     def clear(self) -> list[Entry[H]]:

@@ -9,7 +9,11 @@ async with client.orderbook("BTC") as book: # unsubscribes on exit
 
 Every handle buffers the data messages of its subscription for its iterator,
 at most `buffer` of them; when the consumer falls behind, the oldest are
-dropped and counted in `dropped`.
+dropped and counted in `dropped`. On a lossless stream (`user_orders`,
+`user_fills`, `trades`, rooms) a drop would silently lose messages, so there
+the buffer is emptied and a `Resync("buffer overflow")` takes its place, as
+when the gateway cannot replay a break (`recovered: false`): the iterator of a
+lossless stream yields `DataMessage | Resync`.
 """
 
 from __future__ import annotations
@@ -18,26 +22,34 @@ import asyncio
 from collections import deque
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from hlgateway.client.errors import ClientClosed
 from hlgateway.client.messages import DataMessage, Json
+from hlgateway.client.positions import Position, Resync
+
+Item = DataMessage | Resync
+T_co = TypeVar("T_co", covariant=True)  # DataMessage (snapshot streams) or Item (lossless ones)
 
 
 class _Owner(Protocol):
-    async def _release(self, sub: Subscription) -> None: ...
+    async def _release(self, sub: Subscription[Any]) -> None: ...
 
 
-class Subscription:
+class Subscription(Generic[T_co]):
+    """`Subscription[DataMessage]` for snapshot streams, `Subscription[DataMessage | Resync]`
+    for lossless ones (and for `client.subscribe()`, which may be either)."""
+
     def __init__(self, owner: _Owner, channel: str, params: Json, buffer: int) -> None:
         self._owner = owner
         self.channel = channel
         self.params = params  # as requested
         self.canonical_params: Json | None = None  # as the gateway echoed them
         self.dropped = 0
-        self._buffer: deque[DataMessage] = deque(maxlen=max(1, buffer))
+        self.position: Position | None = None  # of the last message the iterator gave
+        self._buffer: deque[Item] = deque(maxlen=max(1, buffer))
         loop = asyncio.get_running_loop()
-        self._confirmed: asyncio.Future[Subscription] = loop.create_future()
+        self._confirmed: asyncio.Future[Subscription[T_co]] = loop.create_future()
         self._confirmed.add_done_callback(_retrieve)
         self._wakeup: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -61,9 +73,39 @@ class Subscription:
         if self._ended:
             return
         if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1
+            if msg.offset is not None and msg.epoch is not None:
+                # Lossless: never drop silently; the application must resync.
+                previous = self._last_position()
+                self.dropped += len(self._buffer)
+                self._buffer.clear()
+                self._buffer.append(
+                    Resync(
+                        self.channel,
+                        dict(msg.params),
+                        "buffer overflow",
+                        previous,
+                        Position(msg.offset - 1, msg.epoch),
+                    )
+                )
+            else:
+                self.dropped += 1
         self._buffer.append(msg)
         self._wake()
+
+    def _resync(self, event: Resync) -> None:
+        """The stream broke (see `Resync`): tell the iterator, in order."""
+        if self._ended:
+            return
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1
+        self._buffer.append(event)
+        self._wake()
+
+    def _last_position(self) -> Position | None:
+        for item in reversed(self._buffer):
+            if isinstance(item, DataMessage) and item.position is not None:
+                return item.position
+        return self.position
 
     def _fail(self, exc: BaseException) -> None:
         """End with an error: the awaiting call and the iterator raise it."""
@@ -90,20 +132,26 @@ class Subscription:
             self._wakeup.set_result(None)
 
     # -- for the user ---------------------------------------------------------
-    async def confirmed(self) -> Subscription:
+    async def confirmed(self) -> Subscription[T_co]:
         """Wait for the gateway's `subscribed` (raises SubscriptionRefused, ClientClosed)."""
         return await asyncio.shield(self._confirmed)
 
-    def __await__(self) -> Generator[Any, None, Subscription]:
+    def __await__(self) -> Generator[Any, None, Subscription[T_co]]:
         return self.confirmed().__await__()
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Subscription[T_co]:
         return self
 
-    async def __anext__(self) -> DataMessage:
+    async def __anext__(self) -> T_co:
         while True:
             if self._buffer:
-                return self._buffer.popleft()
+                item = self._buffer.popleft()
+                if isinstance(item, DataMessage):
+                    if item.position is not None:
+                        self.position = item.position
+                else:
+                    self.position = item.position
+                return cast(T_co, item)  # T_co is DataMessage only where no Resync comes
             if self._error is not None:
                 raise self._error
             if self._ended:
@@ -114,7 +162,7 @@ class Subscription:
             finally:
                 self._wakeup = None
 
-    async def next(self, timeout: float | None = None) -> DataMessage:
+    async def next(self, timeout: float | None = None) -> T_co:
         """The next data message, waiting at most `timeout` seconds."""
         async with asyncio.timeout(timeout):
             return await self.__anext__()
@@ -126,7 +174,7 @@ class Subscription:
         self._end()
         await self._owner._release(self)
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Subscription[T_co]:
         return await self
 
     async def __aexit__(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from hlgateway.auth import WALLET_RE, Principal
+from hlgateway.directory import UserDirectory
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 
@@ -34,6 +35,9 @@ CHANNELS = MARKET_CHANNELS | USER_CHANNELS | {SYSTEM}
 # Channels whose messages are full snapshots: the latest one is all a new
 # subscriber needs, so the hub keeps it and sends it on subscribe.
 SNAPSHOT_CHANNELS = frozenset({PRICES, ORDERBOOK, ACCOUNT_UPDATES})
+# Channels whose every message matters: positioned (offset, epoch) and kept in
+# history, so that a client coming back with `since` misses none.
+LOSSLESS_CHANNELS = frozenset({TRADES, USER_ORDERS, USER_FILLS, ROOM})
 
 DEFAULT_DEPTH = 10
 MAX_DEPTH = 50
@@ -82,6 +86,14 @@ class Topic:
     throttle_ms: int = field(default=0, compare=False, hash=False)
 
     @property
+    def lossless(self) -> bool:
+        return self.channel in LOSSLESS_CHANNELS
+
+    @property
+    def snapshot(self) -> bool:
+        return self.channel in SNAPSHOT_CHANNELS
+
+    @property
     def symbol(self) -> str:
         assert self.symbols, "single-symbol channel"
         return self.symbols[0]
@@ -102,11 +114,21 @@ def room_topic(room: str) -> Topic:
 SYSTEM_TOPIC = _make(SYSTEM, {})
 
 
+class MarketsNotLoaded(ProtocolError):
+    """Transient: the exchange's market list has not been loaded yet."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ErrorCode.UPSTREAM_UNAVAILABLE, "Market list not loaded yet; try again shortly"
+        )
+
+
 class Catalog:
     """Turns (channel, params, principal) into a Topic, or a coded error."""
 
-    def __init__(self, markets: Markets) -> None:
+    def __init__(self, markets: Markets, directory: UserDirectory | None = None) -> None:
         self.markets = markets
+        self.directory = directory if directory is not None else UserDirectory()
 
     def resolve(self, channel: str, params: dict[str, Any] | None, principal: Principal) -> Topic:
         if channel not in CHANNELS:
@@ -171,10 +193,14 @@ class Catalog:
                     ErrorCode.FORBIDDEN, f"Token grants no wallet to read {channel} with"
                 )
         else:
-            # An admin reading someone else: their wallets are in their token, not ours.
-            raise ProtocolError(
-                ErrorCode.INVALID_PARAMS, "wallet is required to read another user's channel"
-            )
+            # An admin reading a user by id alone (the seed's way): every wallet
+            # the gateway knows for that user, from tokens and the directory.
+            known = self.directory.wallets_of(user_id)
+            if not known:
+                raise ProtocolError(
+                    ErrorCode.INVALID_PARAMS, f"Unknown user {user_id[:64]!r}: name a wallet"
+                )
+            wallets = known
         canonical: dict[str, Any] = {"userId": user_id}
         if wallet is not None:
             canonical["wallet"] = wallet
@@ -189,9 +215,7 @@ class Catalog:
 
     def _require_markets(self) -> None:
         if not self.markets.loaded:
-            raise ProtocolError(
-                ErrorCode.UPSTREAM_UNAVAILABLE, "Market list not loaded yet; try again shortly"
-            )
+            raise MarketsNotLoaded()
 
 
 def _throttle(value: int | None) -> int:

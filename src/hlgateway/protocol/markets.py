@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 
@@ -17,6 +18,7 @@ class Markets:
         self._by_upper: dict[str, str] = {}
         self._names: tuple[str, ...] = ()
         self._loaded = False
+        self._ready: asyncio.Event | None = None  # made by the first waiter
         if names:
             self.load(names)
 
@@ -24,6 +26,20 @@ class Markets:
         self._names = tuple(names)
         self._by_upper = {name.upper(): name for name in self._names}
         self._loaded = True
+        if self._ready is not None:
+            self._ready.set()
+
+    async def wait_loaded(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) for the list; True once it is loaded."""
+        if not self._loaded and timeout > 0:
+            if self._ready is None:
+                self._ready = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                pass
+        return self._loaded
 
     @property
     def loaded(self) -> bool:

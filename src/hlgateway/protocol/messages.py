@@ -7,7 +7,7 @@ recovered (best effort) so that even an error reply echoes it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -17,10 +17,18 @@ from hlgateway.protocol.errors import ErrorCode, ProtocolError
 RequestId = str | int | float | None
 
 
+class Since(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a client stopped on a lossless stream: resume after this offset."""
+
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: Annotated[str, msgspec.Meta(max_length=64)]
+
+
 class Subscribe(msgspec.Struct, tag_field="type", tag="subscribe", frozen=True):
     channel: str
     params: dict[str, Any] | None = None
     id: RequestId = None
+    since: Since | None = None
 
 
 class Unsubscribe(msgspec.Struct, tag_field="type", tag="unsubscribe", frozen=True):
@@ -36,6 +44,7 @@ class Ping(msgspec.Struct, tag_field="type", tag="ping", frozen=True):
 class JoinRoom(msgspec.Struct, tag_field="type", tag="join_room", frozen=True):
     room: str
     id: RequestId = None
+    since: Since | None = None
 
 
 class LeaveRoom(msgspec.Struct, tag_field="type", tag="leave_room", frozen=True):

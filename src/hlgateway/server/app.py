@@ -1,4 +1,5 @@
-"""HTTP routes: `/health`, `/metrics`, `/client.js`, and the admin room publish.
+"""HTTP routes: the dashboard (`/`, `/assets/*`), `/health`, `/metrics`, `/client.js`,
+and the admin API (room publish, overview).
 
 `/ws` never reaches aiohttp: the front protocol answers the WebSocket
 handshake itself (server/front.py, server/upgrade.py).
@@ -7,6 +8,7 @@ handshake itself (server/front.py, server/upgrade.py).
 from __future__ import annotations
 
 import logging
+import re
 from importlib import resources
 from typing import Any
 
@@ -17,6 +19,8 @@ from hlgateway.auth import TokenError
 from hlgateway.gateway import Gateway
 from hlgateway.metrics import CONTENT_TYPE
 from hlgateway.protocol.errors import ProtocolError
+from hlgateway.server import guest
+from hlgateway.server.admin import overview
 from hlgateway.server.edge import Edge
 from hlgateway.server.upgrade import bearer_token
 
@@ -37,17 +41,49 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-async def publish_to_room(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+def _require_admin(request: web.Request) -> None:
+    """401 without a valid Bearer token, 403 for a token without the admin role."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise web.HTTPUnauthorized(text="Token required")
     try:
-        principal = gateway.verifier.verify(token)
+        principal = request.app[GATEWAY].verifier.verify(token)
     except TokenError as exc:
         raise web.HTTPUnauthorized(text=exc.reason) from None
     if not principal.is_admin:
         raise web.HTTPForbidden(text="admin role required")
+
+
+async def admin_overview(request: web.Request) -> web.Response:
+    _require_admin(request)
+    body = overview(request.app[GATEWAY], request.app[EDGE])
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store"})
+
+
+async def issue_guest_token(request: web.Request) -> web.Response:
+    settings = request.app[GATEWAY].settings
+    if not guest.can_issue(settings):
+        raise web.HTTPNotFound(text="guest tokens are off")
+    # A guest who shows a valid guest token keeps its id (the client refreshes with `auth`,
+    # which must be for the same user); anything else gets a fresh guest.
+    same: str | None = None
+    shown = bearer_token(request.headers.get("Authorization"))
+    if shown is not None:
+        try:
+            user_id = request.app[GATEWAY].verifier.verify(shown).user_id
+        except TokenError:
+            user_id = ""
+        if user_id.startswith(guest.GUEST_PREFIX):
+            same = user_id
+    token, expires_at = guest.guest_token(settings, same)
+    return web.json_response(
+        {"token": token, "expiresAt": expires_at}, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def publish_to_room(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    _require_admin(request)
     try:
         body = msgspec.json.decode(await request.read())
     except msgspec.DecodeError:
@@ -73,6 +109,62 @@ async def client_js(request: web.Request) -> web.Response:
     )
 
 
+# The dashboard's files (static/dashboard/), by name: nothing else is reachable.
+_ASSET = re.compile(r"^[A-Za-z0-9_-]+\.(js|css|svg)$")
+_TYPES = {"js": "application/javascript", "css": "text/css", "svg": "image/svg+xml"}
+# The page runs only its own scripts and styles and talks only to this gateway; no
+# referrer leaves it (the first load's address may carry ?token=).
+_CSP = (
+    "default-src 'self'; connect-src {connect}; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'"
+)
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$")
+
+
+def _page_headers(request: web.Request) -> dict[str, str]:
+    # Older browsers do not count ws:// to the page's own host as 'self'.
+    host = request.host
+    connect = f"'self' ws://{host} wss://{host}" if _HOST.match(host) else "'self'"
+    return {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": _CSP.format(connect=connect),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def _dashboard_file(name: str) -> bytes:
+    return resources.files("hlgateway").joinpath("static/dashboard").joinpath(name).read_bytes()
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_dashboard_file("index.html"),
+        content_type="text/html",
+        charset="utf-8",
+        headers=_page_headers(request),
+    )
+
+
+async def dashboard_asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    match = _ASSET.match(name)
+    if match is None:
+        raise web.HTTPNotFound()
+    try:
+        body = _dashboard_file(name)
+    except (FileNotFoundError, IsADirectoryError):
+        raise web.HTTPNotFound() from None
+    return web.Response(
+        body=body,
+        content_type=_TYPES[match.group(1)],
+        charset="utf-8",
+        headers=_page_headers(request),
+    )
+
+
 def _dumps(obj: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
@@ -82,8 +174,12 @@ def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(client_max_size=256 * 1024, middlewares=[edge.head_deadline.middleware()])
     app[GATEWAY] = gateway
     app[EDGE] = edge
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/assets/{name}", dashboard_asset)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/client.js", client_js)
     app.router.add_post("/api/rooms/{room}/publish", publish_to_room)
+    app.router.add_get("/api/admin/overview", admin_overview)
+    app.router.add_post("/api/guest-token", issue_guest_token)
     return app

@@ -99,6 +99,9 @@ class Connection(asyncio.Protocol):
             verifier=gateway.verifier,
             limits=edge.session_limits,
             stats=edge.stats,
+            broker=gateway.broker,
+            compression_threshold=settings.compression_threshold,
+            on_verdict=self._on_verdict,
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False
@@ -108,10 +111,27 @@ class Connection(asyncio.Protocol):
         """Take the socket over from the handshake; `pending`: bytes that came after the head."""
         self._gateway.register(self)
         self._transport.set_protocol(self)
-        log.info("client %s connected (user %s)", self.client_id, self.session.principal.user_id)
+        log.info(
+            "client %s connected (user %s)",
+            self.client_id,
+            self.session.principal.user_id,
+            extra=self._log_context(),
+        )
         self.session.welcome()
         if pending:
             self.data_received(pending)
+
+    @property
+    def ip(self) -> str:
+        return self._ip
+
+    def _log_context(self) -> dict[str, str]:
+        """The fields JSON log lines carry (hlgateway.logs)."""
+        return {
+            "client_id": self.client_id,
+            "ip": self._ip,
+            "user": self.session.principal.user_id,
+        }
 
     # -- input ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -157,6 +177,10 @@ class Connection(asyncio.Protocol):
         if verdict is not None:
             self.outbox.close(verdict.code, verdict.reason)
 
+    def _on_verdict(self, verdict: Close) -> None:
+        """A verdict the session reached after waiting (a held subscribe)."""
+        self.outbox.close(verdict.code, verdict.reason)
+
     def _handle(self, data: str) -> Close | None:
         """The session never raises for bad input; should it ever raise, this client alone ends."""
         try:
@@ -181,7 +205,7 @@ class Connection(asyncio.Protocol):
         self._gateway.unregister(self)
         self._edge.admission.leave_user(self.session.principal.user_id)
         self._edge.admission.leave_ip(self._ip)
-        log.info("client %s disconnected", self.client_id)
+        log.info("client %s disconnected", self.client_id, extra=self._log_context())
 
     # -- driven by the gateway --------------------------------------------
     def sweep(self, now: float, wall_ms: int) -> None:
@@ -198,7 +222,7 @@ class Connection(asyncio.Protocol):
             self.session.stats["tokenExpired"] += 1
             self.outbox.close(CloseCode.TOKEN_EXPIRED, "Token expired")
         if now - self._last_seen > settings.heartbeat_timeout:
-            log.info("client %s unresponsive: dropped", self.client_id)
+            log.info("client %s unresponsive: dropped", self.client_id, extra=self._log_context())
             self.abort()
         elif now - self._last_ping >= settings.heartbeat_interval:
             self._last_ping = now

@@ -96,14 +96,7 @@ class Edge:
             )
         )
         self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(settings.trusted_proxies)
-        self.session_limits = SessionLimits(
-            max_subscriptions=session_limits.max_subscriptions,
-            max_rooms=session_limits.max_rooms,
-            error_limit=session_limits.error_limit,
-            error_window=session_limits.error_window,
-            message_rate=settings.message_rate,
-            message_burst=settings.message_burst,
-        )
+        self.session_limits = session_limits  # built once, by the Gateway from the settings
         self.head_deadline = HeadDeadline(settings.request_head_timeout, self.stats)
 
     def health(self) -> dict[str, Any]:

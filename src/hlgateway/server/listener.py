@@ -21,7 +21,13 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 class GuardedSite(web.BaseSite):
     """Like aiohttp's TCPSite, with each accepted socket handled by `Front` first
-    (the WebSocket handshake, the request-head deadline), aiohttp serving the rest."""
+    (the WebSocket handshake, the request-head deadline), aiohttp serving the rest.
+
+    Only BaseSite's public hooks are used: `start` and `stop` (which register the
+    site with its runner, so that `runner.cleanup()` stops it). The listening
+    server is our own attribute, not BaseSite's private `_server`; the cost is
+    that `runner.addresses` does not list it (use `port`).
+    """
 
     def __init__(
         self,
@@ -39,29 +45,35 @@ class GuardedSite(web.BaseSite):
         self._requested_port = port
         self._front = front
         self._handshake_timeout = handshake_timeout
+        # Ours, not BaseSite's (`_ssl_context`, `_backlog` are its private fields).
+        self._tls = ssl_context
+        self._accept_backlog = backlog
+        self._listener: asyncio.Server | None = None
         self.port = port
 
     @property
     def name(self) -> str:
-        scheme = "https" if self._ssl_context else "http"
+        scheme = "https" if self._tls else "http"
         return f"{scheme}://{self._host}:{self.port}"
 
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self._listener = await loop.create_server(
             self._front,
             self._host,
             self._requested_port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
+            ssl=self._tls,
+            backlog=self._accept_backlog,
             reuse_address=True,
-            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+            ssl_handshake_timeout=self._handshake_timeout if self._tls else None,
         )
-        if self._server.sockets:
-            self.port = self._server.sockets[0].getsockname()[1]
+        if self._listener.sockets:
+            self.port = self._listener.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         await super().stop()
         self._front.edge.head_deadline.cancel_all()
 

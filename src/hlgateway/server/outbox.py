@@ -13,6 +13,11 @@ transport, coalesced, bounded, conflated.
   exceed the bound, the client is a slow consumer and is closed with 4008 (it
   reconnects and recovers) rather than grow memory or lose data silently.
 - A write deadline catches a client that stops reading altogether.
+- Replays (a client recovering with `since`) queue in order like live frames
+  but are written at the client's pace: a few buffers' worth per turn, held in
+  the broker's history rather than counted in the byte bound. Live frames that
+  arrive meanwhile queue behind them under the usual bound, so a client too
+  slow to catch up ends in 4008 and resumes from where it got to.
 - Closing: the connection's `Closing` state decides; the outbox writes the
   close frame behind what is queued and performs each step (await the client's
   close, hang up and linger, close) with timers on the injected loop.
@@ -59,6 +64,18 @@ class OutboxStats:
         self.queued_bytes = 0
 
 
+class _Replay:
+    """A replay's frames, written a part at a time ahead of what follows it."""
+
+    __slots__ = ("frames", "next")
+    conflate_key = None  # lossless: never conflated
+    payload = b""  # counts nothing in the byte bound: its bytes are in the history
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+        self.next = 0
+
+
 class FlushScheduler:
     """Flushes every outbox that received frames, once per loop turn.
 
@@ -103,6 +120,7 @@ class Outbox:
         "_deadline",
         "_frames",
         "_max_bytes",
+        "_replays",
         "_retry",
         "_scheduler",
         "_stats",
@@ -138,8 +156,9 @@ class Outbox:
         # Nothing, one frame, or a list once a second frame waits: a client that
         # keeps up allocates nothing per message (no garbage for the cycle
         # collector at 10k deliveries a tick), and an idle one holds nothing.
-        self._frames: Frame | list[Frame] | None = None
+        self._frames: Frame | list[Frame | _Replay] | None = None
         self._bytes = 0
+        self._replays = 0  # replays queued: flush paces the writes while any is
         self._blocked_since: float | None = None
         self._retry: Timer | None = None
         self._deadline: Timer | None = None
@@ -165,6 +184,20 @@ class Outbox:
         self._stats.queued_bytes += size
         if self._bytes > self._max_bytes:
             self._conflate()
+        self._scheduler.mark(self)
+
+    def replay(self, frames: list[Frame]) -> None:
+        """Queue a replay: after what is queued, before what comes next."""
+        if not self.closing.open or not frames:
+            return
+        queued = self._frames
+        if queued is None:
+            self._frames = [_Replay(frames)]
+        elif isinstance(queued, list):
+            queued.append(_Replay(frames))
+        else:
+            self._frames = [queued, _Replay(frames)]
+        self._replays += 1
         self._scheduler.mark(self)
 
     def close(self, code: int | None, reason: str = "") -> None:
@@ -222,7 +255,7 @@ class Outbox:
     def _conflate(self) -> None:
         """Over the bound: keep lossless frames, and only the newest of each snapshot topic."""
         newest: set[object] = set()
-        kept: list[Frame] = []
+        kept: list[Frame | _Replay] = []
         dropped = 0
         for frame in reversed(self._queued()):
             key = frame.conflate_key
@@ -245,6 +278,7 @@ class Outbox:
         self._stats.dropped += len(self._queued())
         log.info("slow consumer: %d bytes queued; closing with 4008", self._bytes)
         self._frames = None
+        self._replays = 0
         self._set_bytes(0)
         self.closing.close(CloseCode.SLOW_CONSUMER, "Slow consumer")
         if self.closing.close_pending:
@@ -265,6 +299,9 @@ class Outbox:
         if transport.is_closing():
             self._discard()
             return
+        if self._replays:
+            self._flush_paced()
+            return
         queued = self._frames
         if queued is not None:
             if transport.get_write_buffer_size() > self._buffer_limit:
@@ -273,15 +310,58 @@ class Outbox:
             self._blocked_since = None
             self._frames = None
             wbits = self._wbits
+            # No replay is queued on this path: every item is a Frame.
             if not isinstance(queued, list):
                 transport.write(queued.for_deflate(wbits) if wbits else queued.raw)
             elif wbits:
-                transport.write(b"".join([f.for_deflate(wbits) for f in queued]))
+                transport.write(b"".join([f.for_deflate(wbits) for f in queued]))  # type: ignore[union-attr]
             else:
-                transport.write(b"".join([f.raw for f in queued]))
+                transport.write(b"".join([f.raw for f in queued]))  # type: ignore[union-attr]
             self._set_bytes(0)
         closing = self.closing
         if not closing.open and closing.close_pending:  # `open` first: a plain attribute
+            self._write_close()
+
+    def _flush_paced(self) -> None:
+        """Write in order up to the transport's limit; a replay may stop part-way."""
+        transport = self._transport
+        room = self._buffer_limit - transport.get_write_buffer_size()
+        if room <= 0:
+            self._blocked()
+            return
+        self._blocked_since = None
+        items = self._queued()
+        wbits = self._wbits
+        chunks: list[bytes] = []
+        written = live = taken = 0
+        for item in items:
+            if written >= room:
+                break
+            if isinstance(item, _Replay):
+                frames = item.frames
+                while item.next < len(frames) and written < room:
+                    frame = frames[item.next]
+                    item.next += 1
+                    chunk = frame.for_deflate(wbits) if wbits else frame.raw
+                    chunks.append(chunk)
+                    written += len(chunk)
+                if item.next < len(frames):
+                    break
+                self._replays -= 1
+            else:
+                chunk = item.for_deflate(wbits) if wbits else item.raw
+                chunks.append(chunk)
+                written += len(chunk)
+                live += len(item.payload)
+            taken += 1
+        rest = items[taken:]
+        self._frames = rest or None
+        self._set_bytes(self._bytes - live)
+        if chunks:
+            transport.write(b"".join(chunks))
+        if rest:
+            self._retry = self._clock.call_later(RETRY_BLOCKED, self.flush)
+        elif self.closing.close_pending:
             self._write_close()
 
     def _blocked(self) -> None:
@@ -294,7 +374,7 @@ class Outbox:
             return
         self._retry = self._clock.call_later(RETRY_BLOCKED, self.flush)
 
-    def _queued(self) -> list[Frame]:
+    def _queued(self) -> list[Frame | _Replay]:
         queued = self._frames
         if queued is None:
             return []
@@ -303,6 +383,7 @@ class Outbox:
     def _discard(self) -> None:
         self._stats.dropped += len(self._queued())
         self._frames = None
+        self._replays = 0
         self._set_bytes(0)
 
     def _write_close(self, wait: float | None = None) -> None:

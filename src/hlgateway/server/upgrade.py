@@ -100,7 +100,7 @@ def admit(head: RequestHead, peer: str | None, gateway: Gateway, edge: Edge) -> 
     ip = client_ip(peer, head.getall("x-forwarded-for"), edge.trusted_proxies)
     refused = edge.admission.enter_ip(ip)
     if refused is not None:
-        log.info("connection refused: %s limit", refused.value)
+        log.info("connection refused: %s limit", refused.value, extra={"ip": ip})
         retry = str(edge.admission.retry_after(ip))
         raise HandshakeError(429, TOO_MANY_CONNECTIONS, (("Retry-After", retry),))
     try:
@@ -111,12 +111,16 @@ def admit(head: RequestHead, peer: str | None, gateway: Gateway, edge: Edge) -> 
         principal = gateway.verifier.verify(token)
     except TokenError as exc:
         edge.stats["tokenRefused"] += 1
-        log.info("connection refused: %s", exc.reason)
+        log.info("connection refused: %s", exc.reason, extra={"ip": ip})
         return Admitted(ip, key, deflate, None, exc.reason)
     except BaseException:  # a refused handshake (HandshakeError), or a bug
         edge.admission.leave_ip(ip)
         raise
     if edge.admission.enter_user(principal.user_id) is not None:
-        log.info("connection refused: user %s has too many connections", principal.user_id)
+        log.info(
+            "connection refused: user %s has too many connections",
+            principal.user_id,
+            extra={"ip": ip, "user": principal.user_id},
+        )
         return Admitted(ip, key, deflate, None, TOO_MANY_CONNECTIONS)
     return Admitted(ip, key, deflate, principal)

@@ -14,11 +14,11 @@ from typing import Any
 from hlgateway.simulator import wire
 from hlgateway.simulator.accounts import Wallet
 from hlgateway.simulator.market import aggregate_book
+from hlgateway.simulator.subscriptions import ADDRESS
 from hlgateway.simulator.world import SimWorld
 
 DESERIALIZE_ERROR = "Failed to deserialize the JSON body into the target type"
 MAX_RESPONSE_ROWS = 2000
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _CLOID = re.compile(r"0x[0-9a-fA-F]{32}")
 
 
@@ -41,7 +41,7 @@ def _user(body: dict[str, Any]) -> str:
     if "user" not in body:
         raise _reject("missing field `user`")
     user = body["user"]
-    if not isinstance(user, str) or not _ADDRESS.fullmatch(user):
+    if not isinstance(user, str) or not ADDRESS.fullmatch(user):
         raise _reject("invalid value for field `user`")
     return user.lower()
 

@@ -19,7 +19,7 @@ import msgspec
 USER_KINDS = frozenset({"userFills", "orderUpdates", "userEvents", "clearinghouseState"})
 COIN_KINDS = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx"})
 SUPPORTED_KINDS = USER_KINDS | COIN_KINDS | {"allMids"}
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")  # a wallet address, either case
 
 
 MAX_ECHO = 1_000  # longest piece of client input echoed back in an error string
@@ -100,7 +100,7 @@ def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscrip
             normalized.update(nSigFigs=n_sig_figs, mantissa=mantissa, fast=fast)
     else:
         raw_user = raw.get("user")
-        if not isinstance(raw_user, str) or not _ADDRESS.fullmatch(raw_user):
+        if not isinstance(raw_user, str) or not ADDRESS.fullmatch(raw_user):
             raise invalid
         user = raw_user.lower()
         normalized["user"] = user

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from hlgateway.simulator.accounts import AccountView, Fill, OrderUpdate, PositionView
 from hlgateway.simulator.market import AssetCtx, Book, CoinSpec, Level, Trade
 
@@ -30,6 +32,19 @@ def num(value: Decimal) -> str:
 
 def frame(channel: str, data: Any) -> Json:
     return {"channel": channel, "data": data}
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def dump(value: Any) -> str:
+    """JSON text, as sent on the WebSocket."""
+    return _encode(value).decode()
+
+
+def error_text(text: str) -> str:
+    """An `error` channel frame, as JSON text."""
+    return dump(frame("error", text))
 
 
 # -- market data -------------------------------------------------------------

@@ -9,7 +9,14 @@
 // - replies matched by `id`: subscribe() and ping() return promises;
 // - no reconnect after close 1008 (token refused) or 4001 (token expired) unless the token is a
 //   provider function that can give a fresh one; with a provider, `auth` refreshes the token
-//   before it expires.
+//   before it expires;
+// - no reconnect after the WebSocket handshake was refused (HTTP 4xx: an Origin not allowed, a
+//   wrong path) maxHandshakeRefusals times in a row: it stops and says why ('handshakeRefused');
+// - lossless streams (user_orders, user_fills, trades, rooms) keep their last position
+//   (offset, epoch), resubscribe with `since` after every reconnect, drop duplicates and heal
+//   gaps; when the gateway cannot replay a break, 'resync' tells the application to reload;
+// - subscribes refused for a passing reason (UPSTREAM_UNAVAILABLE, RATE_LIMITED, INTERNAL) are
+//   retried with backoff; FORBIDDEN, INVALID_PARAMS, ... are final.
 //
 //   import { TradingWebSocket } from 'http://127.0.0.1:8080/client.js';
 //   const client = new TradingWebSocket('ws://127.0.0.1:8080/ws', token);
@@ -18,13 +25,20 @@
 //
 // Events: connected, welcome, disconnected, reconnecting, maxReconnectAttemptsReached,
 // subscribed, unsubscribed, data, data:<channel>, error, pong, authenticated, authFailed,
-// shutdown, room_joined, room_left, message (an unknown type), closed.
+// handshakeRefused, recovered, resync, shutdown, room_joined, room_left, message (an unknown
+// type), closed. `data:<channel>` handlers get (data, params, meta) where meta is
+// {offset, epoch, position} on lossless streams; `data` handlers get {channel, params, data,
+// offset, epoch, position}. Store `position` and pass it back as subscribe(c, p, {since}).
 
 const OPEN = 1;
 const TOKEN_EXPIRED = 4001;
 const POLICY = 1008;
 const TOO_MANY_ERRORS = 'Too many errors';
 const SNAPSHOT_CHANNELS = new Set(['prices', 'orderbook', 'account_updates']);
+// Refusals of a subscribe that may pass: retried with backoff. Any other code is final.
+export const TRANSIENT_REFUSALS = Object.freeze(['UPSTREAM_UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
+// HTTP answers to the upgrade that a retry may not get again.
+const PASSING_HTTP = new Set([408, 429]);
 
 export const DEFAULT_OPTIONS = Object.freeze({
   maxReconnectAttempts: Infinity,
@@ -36,6 +50,11 @@ export const DEFAULT_OPTIONS = Object.freeze({
   refreshBeforeMs: 30000,
   requestTimeoutMs: 10000,
   autoConnect: true,
+  maxHandshakeRefusals: 3, // HTTP 4xx answers to the upgrade in a row before giving up
+  // Browsers do not tell why an upgrade failed: a failure before `open` while the gateway
+  // answers HTTP (a probe of /health) counts as a refusal too, with more patience (a 429 looks
+  // the same there).
+  maxUnexplainedRefusals: 10,
   WebSocket: undefined, // defaults to globalThis.WebSocket
   logger: undefined, // e.g. console; silent by default
 });
@@ -95,6 +114,15 @@ export function backoffDelay(attempt, options, random = Math.random) {
   return delay * (1 - options.jitter * random());
 }
 
+/** ws://host:port/ws -> http://host:port/health (wss -> https; a path prefix is kept). */
+export function healthUrl(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
+  url.pathname = url.pathname.replace(/\/ws\/?$/, '').replace(/\/$/, '') + '/health';
+  url.search = '';
+  return url.toString();
+}
+
 /** The `exp` claim of a JWT in ms (not verified), or null. */
 export function tokenExpiry(token) {
   try {
@@ -104,6 +132,115 @@ export function tokenExpiry(token) {
     return typeof claims.exp === 'number' ? claims.exp * 1000 : null;
   } catch (e) {
     return null;
+  }
+}
+
+/** True when a subscribe refused with `code` may succeed if sent again later. */
+export function isTransientRefusal(code) {
+  return TRANSIENT_REFUSALS.includes(code);
+}
+
+/** The HTTP status of a refused upgrade, when the WebSocket implementation tells it (Node's
+ * `ws` says "Unexpected server response: 403"; browsers tell nothing), else null. */
+export function handshakeStatus(event) {
+  const text = String((event && (event.message || (event.error && event.error.message))) || '');
+  const match = /Unexpected server response: (\d{3})/.exec(text);
+  return match ? Number(match[1]) : null;
+}
+
+/** A refused upgrade that the same request would meet again (4xx but 408 and 429). */
+export function isHandshakeRefusal(status) {
+  return status !== null && status >= 400 && status < 500 && !PASSING_HTTP.has(status);
+}
+
+/**
+ * A place in a lossless stream, and the judge of each message (no I/O): the next message
+ * (offset last+1, same epoch) is delivered, one seen already is a duplicate, one further
+ * ahead means messages are missing ('heal': resubscribe with `since`; the replay brings it),
+ * one of a new epoch means history was lost ('newEpoch': deliver, and resync).
+ * Verdicts: 'deliver' | 'duplicate' | 'heal' | 'skip' (a heal is under way) | 'newEpoch'.
+ * on_joined outcomes: 'untracked' | 'fresh' | 'recovered' | 'resync'.
+ */
+export class StreamCursor {
+  constructor(position = null) {
+    this.position = position ? { offset: position.offset, epoch: position.epoch } : null;
+    this.healing = false;
+    this.duplicates = 0;
+    this.gaps = 0;
+    this.resyncs = 0;
+    this._retired = [];
+  }
+
+  since() {
+    return this.position;
+  }
+
+  onJoined(offset, epoch, recovered) {
+    this.healing = false;
+    if (epoch === undefined || epoch === null) return 'untracked';
+    const head = { offset: offset || 0, epoch };
+    const current = this.position;
+    if (recovered === true && current && current.epoch === epoch) return 'recovered';
+    if (recovered === undefined || recovered === null) {
+      if (!current) {
+        this.position = head;
+        return 'fresh';
+      }
+      if (current.epoch === epoch) {
+        if (head.offset <= current.offset) return 'fresh';
+        this.position = head;
+        this.resyncs += 1;
+        return 'resync';
+      }
+    }
+    this._moveTo(head);
+    this.resyncs += 1;
+    return 'resync';
+  }
+
+  onData(offset, epoch) {
+    if (offset === undefined || offset === null || epoch === undefined || epoch === null) {
+      return 'deliver';
+    }
+    const current = this.position;
+    if (!current) {
+      this.position = { offset, epoch };
+      return 'deliver';
+    }
+    if (epoch !== current.epoch) {
+      if (this._retired.includes(epoch)) {
+        this.duplicates += 1;
+        return 'duplicate';
+      }
+      this._moveTo({ offset, epoch });
+      this.resyncs += 1;
+      return 'newEpoch';
+    }
+    if (offset <= current.offset) {
+      this.duplicates += 1;
+      return 'duplicate';
+    }
+    if (offset === current.offset + 1) {
+      this.position = { offset, epoch };
+      return 'deliver';
+    }
+    if (this.healing) return 'skip';
+    this.healing = true;
+    this.gaps += 1;
+    return 'heal';
+  }
+
+  disconnected() {
+    this.healing = false;
+  }
+
+  _moveTo(position) {
+    const old = this.position;
+    if (old && old.epoch !== position.epoch) {
+      this._retired.push(old.epoch);
+      if (this._retired.length > 4) this._retired.shift();
+    }
+    this.position = position;
   }
 }
 
@@ -136,6 +273,10 @@ export class TradingWebSocket {
     this._refreshTimer = null;
     this._needFreshToken = false;
     this._latest = new Map(); // key -> last snapshot data message
+    this._retryTimers = new Set(); // passing refusals of a subscribe, retried later
+    this.handshakeRefusals = 0; // upgrades refused in a row
+    this._opened = false;
+    this._handshakeStatus = null;
 
     if (this.options.autoConnect) this.connect();
   }
@@ -166,7 +307,9 @@ export class TradingWebSocket {
     const sep = this.url.includes('?') ? '&' : '?';
     const ws = new Impl(`${this.url}${sep}token=${encodeURIComponent(this.token)}`);
     this.ws = ws;
-    ws.onopen = (event) => { if (this.ws === ws) this.handleOpen(event); };
+    this._opened = false;
+    this._handshakeStatus = null;
+    ws.onopen = (event) => { if (this.ws === ws) { this._opened = true; this.handleOpen(event); } };
     ws.onmessage = (event) => { if (this.ws === ws) this.handleMessage(event); };
     ws.onclose = (event) => { if (this.ws === ws) this.handleClose(event); };
     ws.onerror = (event) => { if (this.ws === ws) this.handleError(event); };
@@ -181,6 +324,7 @@ export class TradingWebSocket {
   handleWelcome(message) {
     this.isConnected = true;
     this.reconnectAttempts = 0;
+    this.handshakeRefusals = 0;
     this.connects += 1;
     // Restore every subscription and room, then what was sent while disconnected.
     for (const entry of this.subscriptions.values()) this._sendSubscribe(entry);
@@ -213,7 +357,8 @@ export class TradingWebSocket {
       case 'room_joined':
         if (pending && pending.entry) {
           const params = message.type === 'subscribed' ? message.params : { room: message.room };
-          this._confirm(pending.entry, params);
+          const target = this._confirm(pending.entry, params);
+          if (target) this._joined(target, message);
         }
         this.emit(message.type, message);
         break;
@@ -243,27 +388,81 @@ export class TradingWebSocket {
   }
 
   handleDataMessage(message) {
-    const { channel, params, data } = message;
+    const { channel, params, data, offset, epoch } = message;
     const key = this.createSubscriptionKey(channel, params);
-    if (SNAPSHOT_CHANNELS.has(channel) && this.subscriptions.has(key)) {
+    const entry = this.subscriptions.get(key);
+    if (SNAPSHOT_CHANNELS.has(channel) && entry) {
       this._latest.set(key, message);
     }
+    const meta = {};
+    if (offset !== undefined && epoch !== undefined) {
+      Object.assign(meta, { offset, epoch, position: { offset, epoch } });
+    }
+    if (entry) {
+      const previous = entry.cursor.position;
+      const verdict = entry.cursor.onData(offset, epoch);
+      if (verdict === 'duplicate' || verdict === 'skip') return;
+      if (verdict === 'heal') {
+        this._heal(entry);
+        return;
+      }
+      if (verdict === 'newEpoch') {
+        this._resync(entry, 'epoch changed', previous, { offset: offset - 1, epoch });
+      }
+    }
     // Emit specific channel event
-    this.emit(`data:${channel}`, data, params);
+    this.emit(`data:${channel}`, data, params, meta);
     // Emit generic data event
-    this.emit('data', { channel, params, data });
+    this.emit('data', { channel, params, data, ...meta });
+  }
+
+  _joined(entry, message) {
+    const previous = entry.cursor.position;
+    const outcome = entry.cursor.onJoined(message.offset, message.epoch, message.recovered);
+    if (outcome === 'recovered') {
+      this.emit('recovered', {
+        channel: entry.channel,
+        params: entry.params,
+        since: previous,
+        head: { offset: message.offset || 0, epoch: message.epoch },
+      });
+    } else if (outcome === 'resync') {
+      const reason = message.recovered === false ? 'not recovered' : 'epoch changed';
+      this._resync(entry, reason, previous, entry.cursor.position);
+    }
+  }
+
+  /** The stream could not be resumed where it stopped: the application must reload. */
+  _resync(entry, reason, previous, position) {
+    this.log('warn', `${entry.channel} resync: ${reason}`);
+    this.emit('resync', { channel: entry.channel, params: entry.params, reason, previous, position });
+  }
+
+  /** Messages are missing in a live stream: subscribe again with `since` on the same link;
+   * the gateway keeps the subscription and replays what is missing. */
+  _heal(entry) {
+    if (!this.isConnected || !this.ws || this.ws.readyState !== OPEN || entry.inFlight) {
+      entry.cursor.healing = entry.inFlight;
+      return;
+    }
+    this._sendSubscribe(entry);
   }
 
   handleClose(event) {
     const wasConnected = this.isConnected;
+    const opened = this._opened;
     this.isConnected = false;
     this.ws = null;
     this._clearRefresh();
+    this._clearRetries();
     for (const [id, pending] of this._pending) {
       if (!pending.entry) pending.reject(new Error(`Connection lost before the reply to ${pending.kind}`));
       this._pending.delete(id);
     }
-    for (const entry of this.subscriptions.values()) entry.inFlight = false;
+    for (const entry of this.subscriptions.values()) {
+      entry.inFlight = false;
+      entry.cursor.disconnected();
+    }
     this._orphans = [];
     this.log('log', 'WebSocket disconnected:', event.code, event.reason);
     this.emit('disconnected', event);
@@ -283,10 +482,57 @@ export class TradingWebSocket {
         return;
       }
     }
+    if (!opened && !wasConnected) {
+      const status = this._handshakeStatus;
+      if (status !== null) {
+        if (this._refused(status, this.options.maxHandshakeRefusals)) return;
+      } else if (typeof globalThis.fetch === 'function') {
+        this._probe();
+        return;
+      }
+    } else {
+      this.handshakeRefusals = 0;
+    }
     this.scheduleReconnect();
   }
 
+  /** A refused upgrade: true when that was one too many (the client stopped). */
+  _refused(status, limit) {
+    if (status !== 'unexplained' && !isHandshakeRefusal(status)) {
+      this.handshakeRefusals = 0;
+      return false;
+    }
+    this.handshakeRefusals += 1;
+    if (this.handshakeRefusals < limit) return false;
+    const why = status === 'unexplained'
+      ? 'the gateway answers HTTP but refused the WebSocket upgrade'
+      : `the gateway answered the WebSocket upgrade with HTTP ${status}`;
+    const message = `${why} ${this.handshakeRefusals} times in a row (an Origin it does not `
+      + 'allow, or a wrong path?); not retrying';
+    this.log('error', message);
+    this._stop('handshakeRefused', { status: status === 'unexplained' ? null : status, message });
+    return true;
+  }
+
+  /** A failure before `open` with no reason given (browsers): is the gateway up at all? */
+  _probe() {
+    const attempt = this.reconnectAttempts;
+    const controller = typeof AbortController === 'function' ? new AbortController() : null;
+    const timer = setTimeout(() => controller && controller.abort(), 5000);
+    globalThis.fetch(healthUrl(this.url), { mode: 'no-cors', cache: 'no-store', signal: controller && controller.signal })
+      .then(() => true, () => false)
+      .then((reachable) => {
+        clearTimeout(timer);
+        if (this.closedByUser || this.stopped || this.ws || attempt !== this.reconnectAttempts) return;
+        if (reachable && this._refused('unexplained', this.options.maxUnexplainedRefusals)) return;
+        if (!reachable) this.handshakeRefusals = 0;
+        this.scheduleReconnect();
+      });
+  }
+
   handleError(error) {
+    const status = handshakeStatus(error);
+    if (status !== null) this._handshakeStatus = status;
     this.log('error', 'WebSocket error:', error);
     this.emit('error', error);
   }
@@ -311,6 +557,7 @@ export class TradingWebSocket {
   _stop(event, detail) {
     this.stopped = true;
     this._clearRefresh();
+    this._clearRetries();
     for (const entry of this.subscriptions.values()) {
       this._settle(entry, (w) => w.reject(new Error(`Client stopped: ${event}`)));
     }
@@ -362,7 +609,25 @@ export class TradingWebSocket {
     const message = entry.channel === 'room'
       ? { type: 'join_room', room: entry.params.room }
       : { type: 'subscribe', channel: entry.channel, params: entry.params };
+    const since = entry.cursor.since();
+    if (since) message.since = { offset: since.offset, epoch: since.epoch };
     this._write({ message, pending: { kind: 'subscribe', entry, resolve() {}, reject() {} } });
+  }
+
+  _retryLater(entry, delay) {
+    const ws = this.ws;
+    const timer = setTimeout(() => {
+      this._retryTimers.delete(timer);
+      if (this.ws !== ws || !this.isConnected || entry.inFlight) return;
+      if (this.subscriptions.get(entry.key) !== entry) return;
+      this._sendSubscribe(entry);
+    }, delay);
+    this._retryTimers.add(timer);
+  }
+
+  _clearRetries() {
+    for (const timer of this._retryTimers) clearTimeout(timer);
+    this._retryTimers.clear();
   }
 
   _sendUnsubscribe(entry) {
@@ -374,7 +639,12 @@ export class TradingWebSocket {
   }
 
   // -- subscriptions ----------------------------------------------------------------------
-  subscribe(channel, params = {}) {
+  /**
+   * Subscribe; restored after every reconnect. `options.since` ({offset, epoch}, a position
+   * stored from an earlier run) asks the gateway to replay every message after it (else the
+   * 'resync' event fires). It applies to a subscription this client does not hold yet.
+   */
+  subscribe(channel, params = {}, options = {}) {
     const key = this.createSubscriptionKey(channel, params);
     let entry = this.subscriptions.get(key);
     const promise = handled(new Promise((resolve, reject) => {
@@ -383,7 +653,16 @@ export class TradingWebSocket {
         return;
       }
       if (!entry) {
-        entry = { channel, params: normalizeParams(params), key, confirmed: false, inFlight: false, waiters: [] };
+        entry = {
+          channel,
+          params: normalizeParams(params),
+          key,
+          confirmed: false,
+          inFlight: false,
+          waiters: [],
+          cursor: new StreamCursor(options.since || null),
+          refusals: 0,
+        };
         this.subscriptions.set(key, entry);
       }
       entry.waiters.push({ resolve, reject });
@@ -407,6 +686,7 @@ export class TradingWebSocket {
     return this._sendUnsubscribe(entry);
   }
 
+  /** Returns the entry that holds the subscription now, or null for an orphan. */
   _confirm(entry, canonical) {
     entry.inFlight = false;
     const orphan = this._orphans.indexOf(entry);
@@ -417,7 +697,7 @@ export class TradingWebSocket {
         entry.params = normalizeParams(canonical);
         this._sendUnsubscribe(entry);
       }
-      return;
+      return null;
     }
     if (this.subscriptions.get(entry.key) === entry) this.subscriptions.delete(entry.key);
     const other = this.subscriptions.get(newKey);
@@ -430,13 +710,26 @@ export class TradingWebSocket {
       target.waiters.push(...entry.waiters.splice(0));
     }
     target.confirmed = true;
+    target.refusals = 0;
     this._settle(target, (w) => w.resolve({ channel: target.channel, params: target.params }));
+    return target;
   }
 
   _handleErrorReply(message, pending) {
     if (pending && pending.entry) {
       const entry = pending.entry;
       entry.inFlight = false;
+      const held = this.subscriptions.get(entry.key) === entry;
+      if (held && isTransientRefusal(message.code)) {
+        entry.refusals += 1;
+        if (entry.refusals <= this.maxReconnectAttempts) {
+          const delay = backoffDelay(entry.refusals, this.options);
+          this.log('warn', `${entry.channel} refused (${message.code}): again in ${Math.round(delay)} ms`);
+          this._retryLater(entry, delay);
+          this.emit('error', message);
+          return;
+        }
+      }
       if (this.subscriptions.get(entry.key) === entry) this.subscriptions.delete(entry.key);
       const orphan = this._orphans.indexOf(entry);
       if (orphan >= 0) this._orphans.splice(orphan, 1);
@@ -544,6 +837,7 @@ export class TradingWebSocket {
     if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
     this._clearRefresh();
+    this._clearRetries();
     for (const entry of this.subscriptions.values()) {
       this._settle(entry, (w) => w.reject(new Error('Client closed')));
     }

@@ -7,12 +7,12 @@ the upstream's event sink. Work here is per topic, never per client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from typing import Any
 
-import msgspec
-
+from hlgateway.backoff import Backoff
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
     ORDERBOOK,
@@ -23,21 +23,21 @@ from hlgateway.protocol.channels import (
     Topic,
 )
 from hlgateway.protocol.encoding import now_ms
+from hlgateway.protocol.payloads import (
+    FillsData,
+    OrderBook,
+    OrderUpdate,
+    PriceQuote,
+    TradesData,
+)
 from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import TradeLedger
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.pool import Upstream
-from hlgateway.upstream.wallets import WalletFeeds
+from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
 
 log = logging.getLogger(__name__)
-
-
-class PriceEntry(msgspec.Struct, frozen=True):
-    price: float
-    change24h: float
-    volume24h: float
-    timestamp: int
 
 
 def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
@@ -68,6 +68,11 @@ class Feeds:
         # (channel, wallet) -> topics
         self._user: dict[tuple[str, str], dict[Topic, None]] = {}
         self._trade_ledgers: dict[str, TradeLedger] = {}
+        # The latest snapshot sources: a topic's first subscriber gets its value
+        # from them at once instead of waiting for the next upstream message.
+        self._last_mids: wire.Mids | None = None
+        self._last_books: dict[str, wire.Book] = {}
+        self._last_accounts: dict[str, wire.Account] = {}
         self._last_status = "idle"
         self.wallets = WalletFeeds(
             upstream,
@@ -75,6 +80,9 @@ class Feeds:
             lambda: upstream.rest,
             max_ws_wallets=upstream.limits.max_ws_wallets,
             poll_interval=poll_interval,
+            retry=Backoff.full_jitter(
+                0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
+            ),
         )
 
     # -- hub listener -----------------------------------------------------
@@ -102,6 +110,23 @@ class Feeds:
         index = self._index(topic)
         if index is not None:
             index[topic] = None
+        if topic.snapshot:
+            # After the subscriber's `subscribed` reply, which is sent in this same step.
+            asyncio.get_running_loop().call_soon(self._prime, topic)
+
+    def _prime(self, topic: Topic) -> None:
+        """A new snapshot topic's first value, from what the upstream last said."""
+        if topic.channel == PRICES and topic in self._prices and self._last_mids is not None:
+            self._publish_prices(topic, self._last_mids, {})
+        elif topic.channel == ORDERBOOK and topic in self._books.get(topic.symbol, ()):
+            book = self._last_books.get(topic.symbol)
+            if book is not None:
+                self._publish_book(topic, book)
+        elif topic.channel == ACCOUNT_UPDATES:
+            for wallet in topic.wallets:
+                account = self._last_accounts.get(wallet)
+                if account is not None and topic in self._user.get((ACCOUNT_UPDATES, wallet), ()):
+                    self._publisher.publish(topic, account)
 
     def on_last(self, topic: Topic) -> None:
         index = self._index(topic)
@@ -120,6 +145,13 @@ class Feeds:
         for subscription in upstream_subscriptions(topic):
             self._upstream.release(subscription)
         self._publisher.forget(topic)
+        if not self._prices:
+            self._last_mids = None
+        if topic.channel == ORDERBOOK and topic.symbol not in self._books:
+            self._last_books.pop(topic.symbol, None)
+        for wallet in topic.wallets:
+            if (ACCOUNT_UPDATES, wallet) not in self._user:
+                self._last_accounts.pop(wallet, None)
 
     def _index(self, topic: Topic) -> dict[Topic, None] | None:
         if topic.channel == PRICES:
@@ -166,55 +198,61 @@ class Feeds:
 
     # -- emitter for WalletFeeds ------------------------------------------
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
-        data = {"fills": fills}
+        data = FillsData(fills)
         for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
             self._publisher.publish(topic, data)
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
-        data = {"action": action, "order": order}
+        data = OrderUpdate(action, order)
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
             self._publisher.publish(topic, data)
 
     def emit_account(self, account: wire.Account) -> None:
+        self._last_accounts[account.wallet] = account
         for topic in tuple(self._user.get((ACCOUNT_UPDATES, account.wallet), ())):
-            self._publisher.publish(topic, account, snapshot=True)
+            self._publisher.publish(topic, account)
 
     # -- market data ------------------------------------------------------
     def _on_mids(self, event: wire.Mids) -> None:
         if not self._prices:
             return
-        ts = now_ms()
-        contexts = self._upstream.contexts
-        entries: dict[str, PriceEntry] = {}
-
-        def entry(symbol: str, mid: float) -> PriceEntry:
-            cached = entries.get(symbol)
-            if cached is None:
-                ctx = contexts.get(symbol)
-                prev = ctx.prev_day_px if ctx is not None else None
-                change = round((mid / prev - 1) * 100, 4) if prev else 0.0
-                volume = ctx.day_ntl_vlm if ctx is not None else 0.0
-                cached = entries[symbol] = PriceEntry(mid, change, volume, ts)
-            return cached
-
-        mids = event.mids
-        listed = self._upstream.markets.names
+        self._last_mids = event
+        entries: dict[str, PriceQuote] = {}
         for topic in tuple(self._prices):
-            symbols = topic.symbols if topic.symbols is not None else listed
-            data = {s: entry(s, mids[s]) for s in symbols if s in mids}
-            if data:
-                self._publisher.publish(topic, data, snapshot=True)
+            self._publish_prices(topic, event, entries)
+
+    def _publish_prices(
+        self, topic: Topic, event: wire.Mids, entries: dict[str, PriceQuote]
+    ) -> None:
+        mids = event.mids
+        symbols = topic.symbols if topic.symbols is not None else self._upstream.markets.names
+        data = {s: self._entry(entries, s, mids[s]) for s in symbols if s in mids}
+        if data:
+            self._publisher.publish(topic, data)
+
+    def _entry(self, entries: dict[str, PriceQuote], symbol: str, mid: float) -> PriceQuote:
+        # `entries`: one mids message's cache, each symbol computed once for every topic.
+        cached = entries.get(symbol)
+        if cached is None:
+            ctx = self._upstream.contexts.get(symbol)
+            prev = ctx.prev_day_px if ctx is not None else None
+            change = round((mid / prev - 1) * 100, 4) if prev else 0.0
+            volume = ctx.day_ntl_vlm if ctx is not None else 0.0
+            cached = entries[symbol] = PriceQuote(mid, change, volume, now_ms())
+        return cached
 
     def _on_book(self, event: wire.Book) -> None:
-        for topic in tuple(self._books.get(event.symbol, ())):
-            depth = topic.depth
-            data = {
-                "symbol": event.symbol,
-                "bids": event.bids[:depth],
-                "asks": event.asks[:depth],
-                "timestamp": event.time,
-            }
-            self._publisher.publish(topic, data, snapshot=True)
+        topics = self._books.get(event.symbol)
+        if not topics:
+            return
+        self._last_books[event.symbol] = event
+        for topic in tuple(topics):
+            self._publish_book(topic, event)
+
+    def _publish_book(self, topic: Topic, event: wire.Book) -> None:
+        depth = topic.depth
+        data = OrderBook(event.symbol, event.bids[:depth], event.asks[:depth], event.time)
+        self._publisher.publish(topic, data)
 
     def _on_trades(self, event: wire.Trades) -> None:
         topics = self._trades.get(event.symbol)
@@ -224,6 +262,6 @@ class Feeds:
         fresh = ledger.accept(event.trades)
         if not fresh:
             return
-        data = {"symbol": event.symbol, "trades": fresh}
+        data = TradesData(event.symbol, fresh)
         for topic in tuple(topics):
             self._publisher.publish(topic, data)

@@ -8,6 +8,11 @@ knows a link is dead three ways: the socket closes; a ping goes unanswered for
 resubscribe (a stuck feed). A dead link reconnects with capped exponential
 backoff and full jitter, forever. Frames are parsed here and handed on as
 normalized events.
+
+The decisions (what to send on connect, when a ping is due, when a stream is
+stale or a pong late, when to recycle) are plain methods driven by an
+injected clock and a `LinkTransport`, so tests run them without sockets; the
+tasks around them only supply time passing and frames arriving.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
 
+from hlgateway.backoff import Backoff
 from hlgateway.upstream import wire
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder(order="sorted").encode
+
+RECONNECT = Backoff.full_jitter(1.0, 30.0)  # the defaults of LinkTiming
 
 # Streams that Hyperliquid pushes every block or so: silence means trouble.
 BUSY_STREAMS = frozenset({"allMids", "l2Book"})
@@ -95,6 +103,73 @@ async def _open_gate() -> None:
     return None
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LinkTransport(Protocol):
+    """A connected upstream socket, as the link's state machine sees it."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send(self, text: str) -> None:
+        """Queue a text frame; frames go out in the order given."""
+
+    def abort(self) -> bool:
+        """Cut the connection now, without a close handshake (False: could only start a close)."""
+
+
+class WsTransport:
+    """`LinkTransport` over an aiohttp client WebSocket: one queue and one sender
+    task keep frames in order and let each wait its turn at the send gate."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, send_gate: Gate) -> None:
+        self._ws = ws
+        self._send_gate = send_gate
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    def start(self) -> None:
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    def cancel(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+
+    def send(self, text: str) -> None:
+        self._queue.put_nowait(text)
+
+    def abort(self) -> bool:
+        """Cut the TCP connection (True), or, failing that, start a close (False).
+
+        A dead link will not answer a close handshake. aiohttp has no public
+        abort for client WebSockets; its connection is `_conn`. aiohttp is
+        pinned in requirements.lock, and tests/test_aiohttp_internals.py
+        fails if an upgrade takes this path away.
+        """
+        transport = getattr(getattr(self._ws, "_conn", None), "transport", None)
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+            return True
+        asyncio.get_running_loop().create_task(self._ws.close())
+        return False
+
+    async def _send_loop(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                text = await self._queue.get()
+                await self._send_gate()
+                await ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            await ws.close()  # the read loop ends and the link reconnects
+
+
 class Link:
     def __init__(
         self,
@@ -107,11 +182,13 @@ class Link:
         ping_interval: float = 30.0,
         pong_timeout: float = 10.0,
         stale_after: float = 15.0,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 30.0,
+        backoff: Backoff = RECONNECT,
         connect_gate: Gate = _open_gate,
         send_gate: Gate = _open_gate,
         ssl: Any = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = _wall_ms,
+        rng: random.Random | None = None,
     ) -> None:
         self.index = index
         self.url = url
@@ -121,8 +198,10 @@ class Link:
         self._ping_interval = ping_interval
         self._pong_timeout = pong_timeout
         self._stale_after = stale_after
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+        self._backoff = backoff
+        self._clock = clock
+        self._wall_ms = wall_ms
+        self._rng = rng
         self._connect_gate = connect_gate
         self._send_gate = send_gate
         self._ssl = ssl
@@ -145,9 +224,9 @@ class Link:
         self._since: dict[StreamId, float] = {}  # (re)subscribed at, monotonic
         self._resubscribed: dict[StreamId, float] = {}
         self._ping_sent: float | None = None
+        self._transport: LinkTransport | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
-        self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._stopping = False
 
     # -- subscriptions ----------------------------------------------------
@@ -156,7 +235,7 @@ class Link:
         if key in self.wanted:
             return
         self.wanted[key] = subscription
-        self._since[stream_id(subscription)] = time.monotonic()
+        self._since[stream_id(subscription)] = self._clock()
         if subscription.get("type") == "orderUpdates":
             self.order_updates_wallet = str(subscription["user"]).lower()
         self._send({"method": "subscribe", "subscription": subscription})
@@ -179,7 +258,7 @@ class Link:
         Keyed for /health, which anyone may read: market streams by coin, user
         streams by type and a number (never by the wallet's address).
         """
-        now = time.monotonic()
+        now = self._clock()
         ages: dict[str, float | None] = {}
         numbers: dict[str, int] = {}
         for subscription in self.wanted.values():
@@ -194,19 +273,10 @@ class Link:
         return ages
 
     def _send(self, obj: dict[str, Any]) -> None:
-        # Only while connected: a new connection replays `wanted` itself. One
-        # queue and one sender keep subscribe/unsubscribe in order.
-        if self._ws is not None and not self._ws.closed:
-            self._outbox.put_nowait(_encode(obj).decode())
-
-    async def _sender(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        try:
-            while True:
-                text = await self._outbox.get()
-                await self._send_gate()
-                await ws.send_str(text)
-        except (ConnectionError, RuntimeError):
-            await ws.close()  # the read loop ends and the link reconnects
+        # Only while connected: a new connection replays `wanted` itself.
+        transport = self._transport
+        if transport is not None and not transport.closed:
+            transport.send(_encode(obj).decode())
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -228,17 +298,9 @@ class Link:
     def recycle(self, why: str) -> None:
         """Drop the connection now; the run loop reconnects and resubscribes."""
         log.warning("upstream link %d: recycling (%s)", self.index, why)
-        ws = self._ws
-        if ws is None or ws.closed:
-            return
-        # A dead link will not answer a close handshake: cut the TCP connection.
-        # aiohttp has no public abort for client WebSockets; its connection is
-        # `_conn` (aiohttp is pinned in requirements.lock).
-        transport = getattr(getattr(ws, "_conn", None), "transport", None)
-        if transport is not None:
+        transport = self._transport
+        if transport is not None and not transport.closed:
             transport.abort()
-        else:
-            asyncio.get_running_loop().create_task(ws.close())
 
     async def _run(self) -> None:
         attempt = 0
@@ -255,95 +317,115 @@ class Link:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("upstream link %d: %s", self.index, exc.__class__.__name__)
             finally:
-                if self._ws is not None:
-                    self.gap_from_ms = self.last_message_ms
                 self._ws = None
-                self.connected_since = None
+                self.disconnected()
             if self._stopping:
                 break
             self._set_state(LinkState.DISCONNECTED)
             self.reconnects += 1
             # Full jitter: spread reconnects of many links (and many gateways) apart.
-            delay = random.uniform(0, min(self._backoff_max, self._backoff_initial * 2**attempt))
             attempt += 1
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._backoff.delay(attempt, self._rng))
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
-        self.connected_since = time.time()
-        self.acked.clear()
-        self._ping_sent = None
-        now = time.monotonic()
-        self._last_data.clear()
-        self._resubscribed.clear()
-        self._outbox = asyncio.Queue()
-        for subscription in self.wanted.values():
-            self._since[stream_id(subscription)] = now
-            self._outbox.put_nowait(
-                _encode({"method": "subscribe", "subscription": subscription}).decode()
-            )
-        self._set_state(LinkState.CONNECTED)
+        transport = WsTransport(ws, self._send_gate)
+        self.connected(transport)
+        transport.start()
         loop = asyncio.get_running_loop()
-        helpers = [
-            loop.create_task(self._sender(ws)),
-            loop.create_task(self._pinger()),
-            loop.create_task(self._watchdog()),
-        ]
+        helpers = [loop.create_task(self._pinger()), loop.create_task(self._watchdog())]
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    self.last_message_at = time.monotonic()
-                    self.last_message_ms = time.time_ns() // 1_000_000
-                    self._dispatch(msg.data)
+                    self.received(msg.data)
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     self.garbage_frames += 1
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                     break
         finally:
+            transport.cancel()
             for task in helpers:
                 task.cancel()
 
     async def _pinger(self) -> None:
-        ping = _encode({"method": "ping"}).decode()
         while True:
             await asyncio.sleep(self._ping_interval)
-            if self._ping_sent is None:
-                self._ping_sent = time.monotonic()
-            self._outbox.put_nowait(ping)
+            self.ping()
 
     async def _watchdog(self) -> None:
         tick = max(0.05, min(1.0, self._pong_timeout / 4, self._stale_after / 4))
         while True:
             await asyncio.sleep(tick)
-            now = time.monotonic()
-            if self._ping_sent is not None and now - self._ping_sent > self._pong_timeout:
-                self.pong_timeouts += 1
-                self.recycle(f"no pong for {self._pong_timeout:g}s")
+            if self.check():
                 return
-            for subscription in list(self.wanted.values()):
-                if subscription.get("type") not in BUSY_STREAMS:
-                    continue
-                sid = stream_id(subscription)
-                last = self._last_data.get(sid, 0.0)
-                resubscribed = self._resubscribed.get(sid)
-                if now - max(last, self._since.get(sid, now)) <= self._stale_after:
-                    # Flowing. A resubscribe counts as a cure only once the stream has
-                    # kept flowing for a while: a stuck feed still sends the snapshot
-                    # that answers a subscribe, then goes quiet again.
-                    if resubscribed is not None and now - resubscribed > 3 * self._stale_after:
-                        del self._resubscribed[sid]
-                    continue
-                if resubscribed is None:
-                    self.stale_resubscribes += 1
-                    log.warning("upstream link %d: %s:%s silent; resubscribing", self.index, *sid)
-                    self._resubscribed[sid] = now
-                    self._since[sid] = now
-                    self._send({"method": "unsubscribe", "subscription": subscription})
-                    self._send({"method": "subscribe", "subscription": subscription})
-                elif now - resubscribed > self._stale_after:
-                    self.stale_recycles += 1
-                    self.recycle(f"{sid[0]}:{sid[1]} silent after resubscribe")
-                    return
+
+    # -- the state machine (no I/O: a clock and a transport) ----------------
+    def connected(self, transport: LinkTransport) -> None:
+        """A new connection is up: start every stream's clock and resubscribe all."""
+        self._transport = transport
+        self.connected_since = self._wall_ms() / 1000
+        self.acked.clear()
+        self._ping_sent = None
+        now = self._clock()
+        self._last_data.clear()
+        self._resubscribed.clear()
+        for subscription in self.wanted.values():
+            self._since[stream_id(subscription)] = now
+            transport.send(_encode({"method": "subscribe", "subscription": subscription}).decode())
+        self._set_state(LinkState.CONNECTED)
+
+    def disconnected(self) -> None:
+        """The connection is gone: streams resubscribed later recover from the last frame heard."""
+        if self._transport is not None:
+            self.gap_from_ms = self.last_message_ms
+        self._transport = None
+        self.connected_since = None
+
+    def received(self, text: str) -> None:
+        """A text frame arrived."""
+        self.last_message_at = self._clock()
+        self.last_message_ms = self._wall_ms()
+        self._dispatch(text)
+
+    def ping(self) -> None:
+        """Time for a ping; its deadline runs from the oldest one unanswered."""
+        if self._ping_sent is None:
+            self._ping_sent = self._clock()
+        self._send({"method": "ping"})
+
+    def check(self) -> bool:
+        """The watchdog's look: resubscribe a silent busy stream, recycle a link that
+        missed its pong or stayed silent after a resubscribe. True if recycled."""
+        now = self._clock()
+        if self._ping_sent is not None and now - self._ping_sent > self._pong_timeout:
+            self.pong_timeouts += 1
+            self.recycle(f"no pong for {self._pong_timeout:g}s")
+            return True
+        for subscription in list(self.wanted.values()):
+            if subscription.get("type") not in BUSY_STREAMS:
+                continue
+            sid = stream_id(subscription)
+            last = self._last_data.get(sid, 0.0)
+            resubscribed = self._resubscribed.get(sid)
+            if now - max(last, self._since.get(sid, now)) <= self._stale_after:
+                # Flowing. A resubscribe counts as a cure only once the stream has
+                # kept flowing for a while: a stuck feed still sends the snapshot
+                # that answers a subscribe, then goes quiet again.
+                if resubscribed is not None and now - resubscribed > 3 * self._stale_after:
+                    del self._resubscribed[sid]
+                continue
+            if resubscribed is None:
+                self.stale_resubscribes += 1
+                log.warning("upstream link %d: %s:%s silent; resubscribing", self.index, *sid)
+                self._resubscribed[sid] = now
+                self._since[sid] = now
+                self._send({"method": "unsubscribe", "subscription": subscription})
+                self._send({"method": "subscribe", "subscription": subscription})
+            elif now - resubscribed > self._stale_after:
+                self.stale_recycles += 1
+                self.recycle(f"{sid[0]}:{sid[1]} silent after resubscribe")
+                return True
+        return False
 
     def _dispatch(self, text: str) -> None:
         try:
@@ -368,7 +450,7 @@ class Link:
             )
         sid = event_stream(event, self.order_updates_wallet)
         if sid is not None:
-            self._last_data[sid] = time.monotonic()
+            self._last_data[sid] = self._clock()
         try:
             self._on_event(self, event)
         except Exception:

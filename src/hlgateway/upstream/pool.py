@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from hlgateway.backoff import Backoff
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 from hlgateway.ratelimit import SlidingWindow
@@ -60,7 +60,17 @@ class LinkTiming:
     pong_timeout: float = 10.0
     stale_after: float = 15.0
     backoff_initial: float = 1.0
-    backoff_max: float = 30.0
+    backoff_max: float = 30.0  # every upstream retry (links, REST, wallets) stays under it
+
+    @property
+    def backoff(self) -> Backoff:
+        """Links' reconnects: full jitter, from `backoff_initial` doubling."""
+        return Backoff.full_jitter(self.backoff_initial, self.backoff_max)
+
+    @property
+    def rest_backoff(self) -> Backoff:
+        """Retries of the markets/context refresh: from 2 s doubling."""
+        return Backoff.full_jitter(2.0, self.backoff_max)
 
 
 class Upstream:
@@ -81,7 +91,7 @@ class Upstream:
         self.limits = limits
         self._on_event = on_event
         self._on_status = on_status
-        self._timing = timing
+        self.timing = timing
         self._context_refresh = context_refresh
         # An extra CA (a private upstream, or the simulator over TLS in tests).
         self._ssl: ssl.SSLContext | bool = (
@@ -158,7 +168,7 @@ class Upstream:
             raise ProtocolError(
                 ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream capacity reached; try again later"
             )
-        t = self._timing
+        t = self.timing
         link = Link(
             len(self._links),
             self.endpoint.ws_url,
@@ -168,8 +178,7 @@ class Upstream:
             ping_interval=t.ping_interval,
             pong_timeout=t.pong_timeout,
             stale_after=t.stale_after,
-            backoff_initial=t.backoff_initial,
-            backoff_max=t.backoff_max,
+            backoff=t.backoff,
             connect_gate=self._connect_gate,
             send_gate=self._messages.take,
             ssl=self._ssl,
@@ -256,6 +265,7 @@ class Upstream:
         # The symbol list gates subscriptions; 24 h context feeds `prices`.
         # One REST call gives both. Retries back off while it fails.
         assert self.rest is not None
+        backoff = self.timing.rest_backoff
         failures = 0
         while True:
             try:
@@ -271,6 +281,6 @@ class Upstream:
                 await asyncio.sleep(self._context_refresh)
             except RestError as exc:
                 failures += 1
-                delay = random.uniform(0, min(30.0, 2.0**failures))
+                delay = backoff.delay(failures)
                 log.warning("upstream REST failed (%s); retry in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

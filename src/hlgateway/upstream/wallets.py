@@ -8,6 +8,9 @@ A wallet is served one of two ways, chosen when its first user topic starts:
 Either way the same ledgers decide what is new. After a gap (a reconnect, or
 the first subscribe) the missed order transitions and fills are rebuilt from
 REST before live updates, which are held meanwhile, are let through.
+
+REST (`WalletRest`), the clock and the retry sleep are injected, so tests
+drive the holds and retries with a fake REST and no waiting.
 """
 
 from __future__ import annotations
@@ -15,19 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hlgateway.backoff import Backoff
 from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import FillLedger, OrderLedger
 from hlgateway.upstream.recovery import rebuild_orders
-from hlgateway.upstream.rest import InfoClient, RestError
+from hlgateway.upstream.rest import RestError
 
 log = logging.getLogger(__name__)
+
+# REST retries of a recovery: live updates are held meanwhile, so a short cap.
+RECOVERY_RETRY = Backoff.full_jitter(0.5, 10.0)
 
 # How far before a gap's last heard message recovery looks: frames in flight
 # when a link died, and clock differences between us and the exchange.
@@ -49,6 +55,14 @@ class Emitter(Protocol):
 class Subscriber(Protocol):
     def acquire(self, subscription: dict[str, Any]) -> None: ...
     def release(self, subscription: dict[str, Any]) -> None: ...
+
+
+class WalletRest(Protocol):
+    """What wallets ask Hyperliquid's REST `/info` (`rest.InfoClient`)."""
+
+    async def fills_since(self, user: str, start_ms: int) -> list[wire.Fill]: ...
+    async def historical_orders(self, user: str) -> list[wire.HistoricalOrder]: ...
+    async def account(self, user: str) -> wire.Account: ...
 
 
 def subscription_for(channel: str, wallet: str) -> dict[str, Any]:
@@ -81,20 +95,27 @@ class WalletFeeds:
         self,
         upstream: Subscriber,
         emitter: Emitter,
-        rest: Callable[[], InfoClient | None],
+        rest: Callable[[], WalletRest | None],
         *,
         max_ws_wallets: int = 10,
         poll_interval: float = 5.0,
+        retry: Backoff = RECOVERY_RETRY,
+        clock_ms: Callable[[], int] = now_ms,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._upstream = upstream
         self._emit = emitter
         self._rest = rest
+        self._retry = retry
+        self._now_ms = clock_ms
+        self._sleep = sleep
         self.max_ws_wallets = max_ws_wallets
         self.poll_interval = poll_interval
         self._wallets: dict[str, WalletState] = {}
         self._poller: asyncio.Task[None] | None = None
         self.recoveries = 0
         self.rest_failures = 0
+        self.fills_recovered = 0
 
     # -- topics -----------------------------------------------------------
     def attach(self, channel: str, wallet: str) -> None:
@@ -110,10 +131,10 @@ class WalletFeeds:
             return
         # Deliver from this moment on: history from before is not news.
         if channel == USER_FILLS:
-            state.fills = FillLedger(since_ms=now_ms())
+            state.fills = FillLedger(since_ms=self._now_ms())
         elif channel == USER_ORDERS:
             state.orders = OrderLedger()
-            state.orders_since_ms = now_ms()
+            state.orders_since_ms = self._now_ms()
         if state.mode == "ws":
             try:
                 self._upstream.acquire(subscription_for(channel, wallet))
@@ -210,16 +231,21 @@ class WalletFeeds:
                 since = state.orders_since_ms
             else:
                 since = gap_from_ms - GAP_MARGIN_MS
+            # Hold from now, not from when the task first runs: an update arriving
+            # in between would otherwise overtake the transitions being rebuilt.
+            state.holding_orders += 1
             self._spawn(state, self._recover_orders(state, since))
         elif not first and gap_from_ms is not None:
             # The snapshot covers recent fills; REST covers an outage longer than it.
+            state.holding_fills += 1
             self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
 
     # -- delivery ---------------------------------------------------------
-    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> None:
+    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> int:
         fresh = state.fills.accept(fills, snapshot)
         if fresh:
             self._emit.emit_fills(state.wallet, fresh)
+        return len(fresh)
 
     def _deliver_order(self, state: WalletState, order: wire.Order) -> None:
         action = state.orders.accept(order)
@@ -233,7 +259,7 @@ class WalletFeeds:
         task.add_done_callback(state.tasks.discard)
 
     async def _with_retries(self, what: str, state: WalletState, attempt: Callable[[], Any]) -> Any:
-        delay = 0.5
+        failures = 0
         while True:
             rest = self._rest()
             if rest is not None:
@@ -242,11 +268,11 @@ class WalletFeeds:
                 except RestError as exc:
                     self.rest_failures += 1
                     log.warning("%s for %s failed: %s; retrying", what, state.wallet, exc)
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 10.0)
+            failures += 1
+            await self._sleep(self._retry.delay(failures))
 
     async def _recover_orders(self, state: WalletState, since_ms: int) -> None:
-        state.holding_orders += 1
+        """Rebuild from `since_ms`; the caller took the hold (`holding_orders`)."""
         try:
             history, fills = await self._with_retries(
                 "order recovery", state, lambda: self._order_sources(state.wallet, since_ms)
@@ -274,7 +300,7 @@ class WalletFeeds:
         return history, fills
 
     async def _recover_fills(self, state: WalletState, since_ms: int) -> None:
-        state.holding_fills += 1
+        """Fetch fills from `since_ms`; the caller took the hold (`holding_fills`)."""
         try:
             rest = self._rest
             fills = await self._with_retries(
@@ -283,7 +309,8 @@ class WalletFeeds:
                 lambda: _require(rest()).fills_since(state.wallet, since_ms - GAP_MARGIN_MS),
             )
             self.recoveries += 1
-            self._deliver_fills(state, fills, False)
+            # Fills the live stream missed and REST brought back (a metric).
+            self.fills_recovered += self._deliver_fills(state, fills, False)
         finally:
             state.holding_fills -= 1
             if not state.holding_fills:
@@ -305,13 +332,13 @@ class WalletFeeds:
             for state in polled:
                 if state.wallet in self._wallets:
                     await self._poll_once(state)
-            await asyncio.sleep(self.poll_interval)
+            await self._sleep(self.poll_interval)
 
     async def _poll_once(self, state: WalletState) -> None:
         rest = self._rest()
         if rest is None:
             return
-        started = now_ms()
+        started = self._now_ms()
         first = state.last_poll_ms == 0
         try:
             if USER_FILLS in state.channels or USER_ORDERS in state.channels:
@@ -338,7 +365,7 @@ class WalletFeeds:
             log.warning("polling %s failed: %s", state.wallet, exc)
 
 
-def _require(rest: InfoClient | None) -> InfoClient:
+def _require(rest: WalletRest | None) -> WalletRest:
     if rest is None:
         raise RestError("REST client not started")
     return rest

@@ -1,7 +1,8 @@
 """Hyperliquid's wire shapes, parsed with msgspec; strings become numbers here.
 
 Nothing downstream of this module sees Hyperliquid's string-encoded numbers or
-its field names: it gets the normalized events below.
+its field names: it gets the normalized events below, which are (or hold) the
+payload shapes the gateway sends (`hlgateway.protocol.payloads`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
+from hlgateway.protocol import payloads
 
 
 class Envelope(msgspec.Struct):
@@ -143,6 +146,13 @@ class _Meta(msgspec.Struct):
 
 
 # -- normalized events ----------------------------------------------------
+# Trade, Fill, Order and Account are what the gateway sends its clients as is:
+# the payload shapes (hlgateway.protocol.payloads), under the upstream edge's names.
+Trade = payloads.Trade
+Fill = payloads.Fill
+Order = payloads.Order
+Position = payloads.AccountPosition
+Account = payloads.AccountState
 
 
 class Mids(msgspec.Struct, frozen=True):
@@ -156,33 +166,9 @@ class Book(msgspec.Struct, frozen=True):
     asks: list[tuple[float, float]]  # best first (ascending)
 
 
-class Trade(msgspec.Struct, frozen=True):
-    id: int
-    price: float
-    size: float
-    side: str  # buy | sell (the aggressor)
-    timestamp: int
-
-
 class Trades(msgspec.Struct, frozen=True):
     symbol: str
     trades: list[Trade]
-
-
-class Fill(msgspec.Struct, frozen=True):
-    id: int  # Hyperliquid's tid: unique per wallet
-    orderId: int
-    symbol: str
-    side: str
-    price: float
-    size: float
-    fee: float
-    closedPnl: float
-    timestamp: int
-    wallet: str
-    feeToken: str = "USDC"
-    direction: str = ""
-    hash: str = ""
 
 
 class Fills(msgspec.Struct, frozen=True):
@@ -191,42 +177,8 @@ class Fills(msgspec.Struct, frozen=True):
     fills: list[Fill]
 
 
-class Order(msgspec.Struct, frozen=True):
-    id: int
-    symbol: str
-    side: str
-    amount: float  # original size
-    remaining: float
-    filled: float
-    price: float
-    status: str  # Hyperliquid's status: open, filled, canceled, rejected, ...
-    timestamp: int
-    wallet: str
-    cloid: str | None = None
-
-
 class OrderUpdates(msgspec.Struct, frozen=True):
     orders: list[Order]  # wallet filled in from the link that carried them
-
-
-class Position(msgspec.Struct, frozen=True):
-    symbol: str
-    size: float  # signed: negative is short
-    entryPrice: float | None
-    positionValue: float
-    unrealizedPnl: float
-    leverage: float
-    liquidationPrice: float | None
-    marginUsed: float
-
-
-class Account(msgspec.Struct, frozen=True):
-    wallet: str
-    accountValue: float
-    marginUsed: float
-    withdrawable: float
-    positions: list[Position]
-    timestamp: int
 
 
 class Ack(msgspec.Struct, frozen=True):

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from hlgateway.client.backoff import Backoff
+from hlgateway.backoff import Backoff
 
 
 def test_seed_schedule_without_jitter() -> None:

@@ -1,9 +1,13 @@
-"""Reconnect delays: the seed's exponential backoff, with jitter (sans I/O).
+"""Retry delays: capped exponential backoff with jitter (sans I/O).
 
-The seed's `ReconnectingWebSocket` waits `initial * decay ** attempt`, capped at
-`max_delay`, for at most `max_attempts` attempts. Clients that all lose the same
-gateway at once would come back in lock step, so each delay is also jittered:
-it is drawn uniformly from `[base * (1 - jitter), base]`.
+One policy for everything that retries: the Python client's reconnects, the
+upstream links' reconnects, the upstream REST refresh and the wallets' REST
+recoveries. The delay before attempt `n` is `initial * decay ** (n - 1)`,
+capped at `max_delay`, for at most `max_attempts` attempts (the seed's
+`ReconnectingWebSocket`). Many peers that lose the same server at once would
+come back in lock step, so each delay is also jittered: drawn uniformly from
+`[base * (1 - jitter), base]`. `jitter=1` is "full jitter" (anywhere in
+`[0, base]`), which the gateway's own retries use.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Reconnect policy. `max_attempts=None` retries for ever."""
+    """Retry policy. `max_attempts=None` retries for ever."""
 
     initial: float = 1.0
     decay: float = 1.5
@@ -32,8 +36,13 @@ class Backoff:
         if self.max_attempts is not None and self.max_attempts < 0:
             raise ValueError("max_attempts must not be negative")
 
+    @classmethod
+    def full_jitter(cls, initial: float, max_delay: float, decay: float = 2.0) -> Backoff:
+        """Doubling from `initial`, capped at `max_delay`, anywhere in `[0, base]`."""
+        return cls(initial=min(initial, max_delay), decay=decay, max_delay=max_delay, jitter=1.0)
+
     def base_delay(self, attempt: int) -> float:
-        """The delay before reconnect attempt `attempt` (1-based), without jitter."""
+        """The delay before attempt `attempt` (1-based), without jitter."""
         if attempt < 1:
             raise ValueError("attempts count from 1")
         # Stop growing once past the cap: decay ** attempt overflows for long outages.
@@ -45,13 +54,13 @@ class Backoff:
         return min(delay, self.max_delay)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The jittered delay before reconnect attempt `attempt` (1-based)."""
+        """The jittered delay before attempt `attempt` (1-based)."""
         base = self.base_delay(attempt)
         draw = (rng or _rng).random()
         return base * (1 - self.jitter * draw)
 
     def exhausted(self, attempt: int) -> bool:
-        """True when reconnect attempt `attempt` (1-based) is beyond the limit."""
+        """True when attempt `attempt` (1-based) is beyond the limit."""
         return self.max_attempts is not None and attempt > self.max_attempts
 
 

@@ -1,0 +1,176 @@
+"""The simulator's clock and fan-out.
+
+One task advances the model in real time (``SimWorld.step``) and pushes what
+changed to every subscribed link: trades and user activity every tick, books,
+mids, bbo and clearinghouse states every ``book_interval``, asset contexts every
+``ctx_interval``. Each frame is built once per distinct subscription shape and
+queued on each link (never awaited), so a slow client cannot stall the clock.
+The same tick drops idle links and expires wallet tracking and idle budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from hlgateway.simulator import wire
+from hlgateway.simulator.accounts import WalletActivity
+from hlgateway.simulator.connection import Connection
+from hlgateway.simulator.market import Trade, aggregate_book
+from hlgateway.simulator.state import SimState
+from hlgateway.simulator.subscriptions import Subscription
+from hlgateway.simulator.world import SimWorld
+
+log = logging.getLogger("hlgateway.simulator")
+
+
+class Fanout:
+    def __init__(self, state: SimState) -> None:
+        self._state = state
+
+    async def run(self) -> None:
+        cfg = self._state.config
+        loop = asyncio.get_running_loop()
+        next_book = loop.time() + cfg.book_interval
+        next_ctx = loop.time() + cfg.ctx_interval
+        pause = min(cfg.tick, cfg.book_interval, cfg.ctx_interval)
+        while True:
+            try:
+                now = loop.time()
+                result = self._state.world.step(self._state.model_now_ms())
+                self._push_trades(result.trades)
+                self._push_activities(result.activities)
+                if now >= next_book:
+                    next_book = next_due(next_book, cfg.book_interval, now)
+                    self._push_books()
+                if now >= next_ctx:
+                    next_ctx = next_due(next_ctx, cfg.ctx_interval, now)
+                    self._push_ctxs()
+                self._drop_idle(now)
+                self._state.tracking.expire(now)
+                self._state.forget_budgets(now)
+            except Exception:  # one bad tick must not stop the clock
+                log.exception("simulator clock tick failed")
+            await asyncio.sleep(pause)
+
+    def _subscribers(self, kind: str) -> list[tuple[Connection, Subscription]]:
+        return [(c, s) for c in self._state.connections.values() for s in c.subs_of(kind)]
+
+    def _push_trades(self, trades: Iterable[Trade]) -> None:
+        by_coin: dict[str, list[dict[str, Any]]] = {}
+        for t in trades:
+            by_coin.setdefault(t.coin, []).append(wire.trade(t))
+        if not by_coin:
+            return
+        frames = {coin: wire.dump(wire.frame("trades", rows)) for coin, rows in by_coin.items()}
+        for conn, sub in self._subscribers("trades"):
+            if sub.coin in frames:
+                conn.push(sub, frames[sub.coin])
+
+    def _push_activities(self, activities: Iterable[WalletActivity]) -> None:
+        for act in activities:
+            frames: dict[str, str] = {}
+            if act.order_updates:
+                updates = [wire.order_update(u) for u in act.order_updates]
+                frames["orderUpdates"] = wire.dump(wire.frame("orderUpdates", updates))
+            if act.fills:
+                fills = [wire.fill(f) for f in act.fills]
+                frames["userFills"] = wire.dump(
+                    wire.frame("userFills", {"user": act.user, "fills": fills})
+                )
+                frames["userEvents"] = wire.dump(wire.frame("user", {"fills": fills}))
+            states: dict[str, tuple[str, str]] = {}
+            for conn in list(self._state.connections.values()):
+                for sub in conn.subs.values():
+                    if sub.user != act.user:
+                        continue
+                    if sub.kind in frames:
+                        conn.push(sub, frames[sub.kind])
+                    elif sub.kind == "clearinghouseState" and act.fills and not conn.withhold(sub):
+                        push_state(self._state.world, conn, act.user, states)
+
+    def _push_books(self) -> None:
+        market = self._state.world.market
+        subs = [(c, s) for c in self._state.connections.values() for s in c.subs.values()]
+        if not subs:
+            return
+        mids_frame: str | None = None
+        books: dict[tuple[str, int | None, int | None], str] = {}
+        states: dict[str, tuple[str, str]] = {}
+        for conn, sub in subs:
+            if sub.kind in ("allMids", "l2Book", "bbo", "clearinghouseState") and conn.withhold(
+                sub
+            ):
+                continue
+            if sub.kind == "allMids":
+                if mids_frame is None:
+                    mids_frame = wire.dump(
+                        wire.frame("allMids", {"mids": wire.mids(market.mids())})
+                    )
+                conn.send(mids_frame)
+            elif sub.kind == "l2Book" and sub.coin is not None:
+                key = (sub.coin, sub.n_sig_figs, sub.mantissa)
+                if key not in books:
+                    book = aggregate_book(market.book(sub.coin), sub.n_sig_figs, sub.mantissa)
+                    books[key] = wire.dump(wire.frame("l2Book", wire.l2_book(book)))
+                conn.send(books[key])
+            elif sub.kind == "bbo" and sub.coin is not None:
+                data = wire.bbo(market.book(sub.coin))
+                best = wire.dump(data["bbo"])
+                if conn.bbo_sent.get(sub.key) != best:  # bbo is pushed only on change
+                    conn.bbo_sent[sub.key] = best
+                    conn.send(wire.dump(wire.frame("bbo", data)))
+            elif sub.kind == "clearinghouseState" and sub.user is not None:
+                push_state(self._state.world, conn, sub.user, states)
+
+    def _push_ctxs(self) -> None:
+        market = self._state.world.market
+        frames: dict[str, str] = {}
+        for conn, sub in self._subscribers("activeAssetCtx"):
+            coin = sub.coin
+            if coin is None:
+                continue
+            if coin not in frames:
+                ctx = wire.active_asset_ctx(coin, market.ctx(coin))
+                frames[coin] = wire.dump(wire.frame("activeAssetCtx", ctx))
+            conn.push(sub, frames[coin])
+
+    def _drop_idle(self, now: float) -> None:
+        limit = self._state.config.idle_timeout
+        for conn in list(self._state.connections.values()):
+            if now - conn.last_sent > limit:
+                log.info("dropping connection %d: nothing sent for %.0f s", conn.id, limit)
+                self._state.counters.dropped_idle += 1
+                self._state.cut(conn)
+
+
+def push_state(
+    world: SimWorld,
+    conn: Connection,
+    user: str,
+    cache: dict[str, tuple[str, str]],
+    *,
+    force: bool = False,
+) -> None:
+    """Send ``user``'s clearinghouseState to ``conn`` if it changed since the last one."""
+    if user not in cache:
+        view = world.accounts.account_view(user, world.now_ms)
+        # The fingerprint ignores "time": a new timestamp alone is not a change.
+        fingerprint = wire.dump(wire.clearinghouse_state(dataclasses.replace(view, time=0)))
+        cache[user] = (
+            fingerprint,
+            wire.dump(wire.frame("clearinghouseState", wire.ws_clearinghouse_state(user, view))),
+        )
+    fingerprint, text = cache[user]
+    if force or conn.state_sent.get(user) != fingerprint:
+        conn.state_sent[user] = fingerprint
+        conn.send(text)
+
+
+def next_due(due: float, interval: float, now: float) -> float:
+    """Keep a fixed cadence, but skip missed beats instead of bursting."""
+    due += interval
+    return due if due > now else now + interval

@@ -1,0 +1,41 @@
+"""The simulator's ``POST /info``: Hyperliquid's REST info endpoint over HTTP.
+
+The answers are ``info.handle_info``'s (sans I/O); here are the HTTP side of
+it (Hyperliquid's status codes and error texts) and wallet tracking by query.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from aiohttp import web
+
+from hlgateway.simulator.info import InfoError, handle_info
+from hlgateway.simulator.state import SimState
+
+log = logging.getLogger("hlgateway.simulator")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class InfoEndpoint:
+    def __init__(self, state: SimState) -> None:
+        self._state = state
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = _decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            return web.Response(status=400, text="Failed to parse the request body as JSON")
+        try:
+            self._state.tracking.watch_query(body)
+            result = handle_info(self._state.world, body)
+        except InfoError as exc:
+            return web.Response(status=exc.status, text=exc.message)
+        except Exception:
+            log.exception("info request failed: %.200r", raw)
+            return web.Response(status=500, text="internal error")
+        return web.Response(body=_encode(result), content_type="application/json")

@@ -1,0 +1,248 @@
+"""Wallet recovery holds without sockets: a fake REST whose answers the test
+releases, an injected clock and an injected retry sleep.
+
+While a gap is rebuilt from REST, live updates of that stream are held; once
+the rebuild is delivered, the held ones follow, each transition and fill once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from hlgateway.backoff import Backoff
+from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS
+from hlgateway.upstream import wire
+from hlgateway.upstream.rest import RestError
+from hlgateway.upstream.wallets import GAP_MARGIN_MS, WalletFeeds
+
+W = "0x" + "ab" * 20
+
+
+def fill(tid: int, oid: int, size: float, ts: int) -> wire.Fill:
+    return wire.Fill(tid, oid, "BTC", "buy", 100.0, size, 0.01, 0.0, ts, W)
+
+
+def order(oid: int, status: str, remaining: float, ts: int, amount: float = 1.0) -> wire.Order:
+    filled = amount - remaining
+    return wire.Order(oid, "BTC", "buy", amount, remaining, filled, 100.0, status, ts, W)
+
+
+class FakeRest:
+    """Answers from lists the test fills; each call waits for `release` if set."""
+
+    def __init__(self) -> None:
+        self.fills: list[wire.Fill] = []
+        self.history: list[wire.HistoricalOrder] = []
+        self.calls: list[tuple[str, int | None]] = []
+        self.release: asyncio.Event | None = None
+        self.failures = 0  # the next calls that fail
+
+    async def _turn(self) -> None:
+        if self.release is not None:
+            await self.release.wait()
+        if self.failures:
+            self.failures -= 1
+            raise RestError("HTTP 502")
+
+    async def fills_since(self, user: str, start_ms: int) -> list[wire.Fill]:
+        self.calls.append(("fills", start_ms))
+        await self._turn()
+        return [f for f in self.fills if f.timestamp >= start_ms]
+
+    async def historical_orders(self, user: str) -> list[wire.HistoricalOrder]:
+        self.calls.append(("history", None))
+        await self._turn()
+        return list(self.history)
+
+    async def account(self, user: str) -> wire.Account:
+        raise AssertionError("not asked in these tests")
+
+
+class Emitted:
+    def __init__(self) -> None:
+        self.log: list[tuple[Any, ...]] = []
+
+    def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
+        self.log.append(("fills", [f.id for f in fills]))
+
+    def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
+        self.log.append(("order", order.id, action))
+
+    def emit_account(self, account: wire.Account) -> None:
+        self.log.append(("account",))
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.subscriptions: list[dict[str, Any]] = []
+
+    def acquire(self, subscription: dict[str, Any]) -> None:
+        self.subscriptions.append(subscription)
+
+    def release(self, subscription: dict[str, Any]) -> None:
+        self.subscriptions.remove(subscription)
+
+
+class Harness:
+    def __init__(self, rest: FakeRest | None = None, *, started: bool = True) -> None:
+        self.rest = rest or FakeRest()
+        self.started = started
+        self.out = Emitted()
+        self.upstream = Upstream()
+        self.now_ms = 1_000
+        self.delays: list[float] = []
+        self.feeds = WalletFeeds(
+            self.upstream,
+            self.out,
+            lambda: self.rest if self.started else None,
+            retry=Backoff.full_jitter(0.5, 4.0),
+            clock_ms=lambda: self.now_ms,
+            sleep=self._sleep,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)  # a turn of the loop, no waiting
+
+    async def settle(self) -> None:
+        """Run the loop until no recovery is in progress (or it is stuck on `release`)."""
+        for _ in range(200):
+            if not self.feeds.recovering():
+                return
+            await asyncio.sleep(0)
+
+
+async def test_live_orders_wait_for_the_first_recovery_then_follow_it_once() -> None:
+    h = Harness()
+    h.rest.release = asyncio.Event()
+    h.feeds.attach(USER_ORDERS, W)
+    assert h.upstream.subscriptions == [{"type": "orderUpdates", "user": W}]
+    # Order 1 was placed and filled between the topic's start and the ack.
+    h.rest.history = [wire.HistoricalOrder(order(1, "filled", 0.0, 1_600), created_at=1_500)]
+    h.rest.fills = [fill(10, 1, 1.0, 1_600)]
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    await asyncio.sleep(0)
+    assert h.feeds.recovering()
+    # Live updates meanwhile: a repeat of order 1's start, and a new order 2.
+    h.feeds.on_orders(
+        wire.OrderUpdates([order(1, "open", 1.0, 1_500), order(2, "open", 1.0, 1_700)])
+    )
+    assert h.out.log == []  # held
+    h.rest.release.set()
+    await h.settle()
+    assert not h.feeds.recovering()
+    assert h.out.log == [("order", 1, "created"), ("order", 1, "filled"), ("order", 2, "created")]
+    # The first recovery looks from the topic's start, fills before history.
+    assert h.rest.calls == [("fills", 1_000), ("history", None)]
+    assert h.feeds.recoveries == 1
+    # After the hold, live updates pass straight through.
+    h.feeds.on_orders(wire.OrderUpdates([order(2, "canceled", 1.0, 1_800)]))
+    assert h.out.log[-1] == ("order", 2, "cancelled")
+
+
+async def test_the_hold_starts_with_the_ack_not_with_the_recovery_task() -> None:
+    h = Harness()
+    h.rest.history = [wire.HistoricalOrder(order(3, "filled", 0.0, 1_300), created_at=1_200)]
+    h.rest.fills = [fill(30, 3, 1.0, 1_300)]
+    h.feeds.attach(USER_ORDERS, W)
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    # In the same turn of the loop, before the recovery task has run: the live
+    # final state must not overtake the rebuilt history (its `created` would be lost).
+    assert h.feeds.recovering()
+    h.feeds.on_orders(wire.OrderUpdates([order(3, "filled", 0.0, 1_300)]))
+    assert h.out.log == []
+    await h.settle()
+    assert h.out.log == [("order", 3, "created"), ("order", 3, "filled")]
+
+
+async def test_a_reconnect_recovers_orders_from_the_gap() -> None:
+    h = Harness()
+    h.feeds.attach(USER_ORDERS, W)
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    await h.settle()
+    h.rest.calls.clear()
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=50_000)
+    await h.settle()
+    assert h.rest.calls[0] == ("fills", 50_000 - GAP_MARGIN_MS)
+
+
+async def test_fills_missed_in_a_gap_come_before_the_held_live_ones() -> None:
+    h = Harness()
+    h.feeds.attach(USER_FILLS, W)
+    h.feeds.on_ack({"type": "userFills", "user": W, "aggregateByTime": False}, gap_from_ms=None)
+    assert not h.feeds.recovering()  # the first subscribe's snapshot covers it
+    h.feeds.on_fills(wire.Fills(W, True, [fill(1, 1, 0.5, 900), fill(2, 1, 0.5, 1_100)]))
+    assert h.out.log == [("fills", [2])]  # the snapshot's history from before the topic is not news
+    # The link dropped at 5_000 and came back; fills 3 and 4 happened meanwhile.
+    h.rest.release = asyncio.Event()
+    h.rest.fills = [fill(2, 1, 0.5, 1_100), fill(3, 2, 1.0, 5_500), fill(4, 2, 1.0, 6_000)]
+    h.feeds.on_ack({"type": "userFills", "user": W, "aggregateByTime": False}, gap_from_ms=5_000)
+    await asyncio.sleep(0)
+    assert h.feeds.recovering()
+    h.feeds.on_fills(wire.Fills(W, True, [fill(3, 2, 1.0, 5_500), fill(5, 3, 1.0, 7_000)]))
+    h.feeds.on_fills(wire.Fills(W, False, [fill(6, 3, 1.0, 7_100)]))
+    assert h.out.log == [("fills", [2])]  # held
+    h.rest.release.set()
+    await h.settle()
+    assert h.out.log == [("fills", [2]), ("fills", [3, 4]), ("fills", [5]), ("fills", [6])]
+    # From the older of the gap and the newest fill seen, less the margin.
+    assert h.rest.calls == [("fills", 1_100 - GAP_MARGIN_MS)]
+
+
+async def test_rest_failures_retry_with_the_backoff_and_keep_holding() -> None:
+    h = Harness()
+    h.rest.failures = 3
+    h.rest.history = [wire.HistoricalOrder(order(7, "open", 1.0, 1_500), created_at=1_500)]
+    h.feeds.attach(USER_ORDERS, W)
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    h.feeds.on_orders(wire.OrderUpdates([order(7, "open", 0.5, 1_600)]))
+    await h.settle()
+    assert h.feeds.rest_failures == 3 and h.feeds.recoveries == 1
+    assert len(h.delays) == 3 and all(0 <= d <= 4.0 for d in h.delays)
+    assert h.out.log == [("order", 7, "created"), ("order", 7, "updated")]
+
+
+async def test_recovery_waits_for_rest_to_start() -> None:
+    h = Harness(started=False)
+    h.feeds.attach(USER_ORDERS, W)
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert h.feeds.recovering() and h.rest.calls == []
+    assert h.delays  # retrying on the backoff, not spinning
+    assert max(h.delays) <= 4.0
+    h.started = True
+    await h.settle()
+    assert not h.feeds.recovering() and h.feeds.recoveries == 1
+
+
+async def test_detaching_during_a_recovery_ends_it_and_leaves_no_trace() -> None:
+    h = Harness()
+    h.rest.release = asyncio.Event()
+    h.feeds.attach(USER_ORDERS, W)
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    await asyncio.sleep(0)
+    assert h.feeds.recovering()
+    h.feeds.detach(USER_ORDERS, W)
+    assert not h.feeds.recovering()
+    assert h.upstream.subscriptions == [] and h.feeds.mode_of(W) is None
+    h.rest.release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert h.out.log == [] and h.feeds.recoveries == 0
+
+
+@pytest.mark.parametrize("extra", [0, 3])
+async def test_wallets_beyond_the_websocket_limit_are_polled(extra: int) -> None:
+    h = Harness()
+    h.feeds.max_ws_wallets = 2
+    wallets = [f"0x{i:040x}" for i in range(2 + extra)]
+    for wallet in wallets:
+        h.feeds.attach(USER_FILLS, wallet)
+    await h.feeds.stop()
+    assert [h.feeds.mode_of(w) for w in wallets] == ["ws", "ws"] + ["poll"] * extra
+    assert len(h.upstream.subscriptions) == 2
+    assert h.feeds.modes_summary()["restPolled"] == extra
