@@ -306,3 +306,21 @@ def test_cancel_releases_everything() -> None:
     assert not rig.clock.pending
     assert rig.outbox.queued_bytes == 0 and rig.stats.queued_bytes == 0
     assert rig.outbox.closing.state is State.CLOSED
+
+
+def test_a_replay_is_paced_and_our_close_follows_it() -> None:
+    rig = Rig(max_bytes=1000, buffer_limit=100)
+    history = [frame(f"fill{i:02d}" + "." * 34) for i in range(10)]  # 42-byte frames
+    rig.outbox.deliver(frame("live-before"))
+    rig.outbox.replay(history)
+    rig.outbox.deliver(frame("live-after"))
+    rig.outbox.close(1000, "done")
+    rig.scheduler.run()
+    # One turn writes about a buffer's worth; the rest waits for the next retry.
+    assert 0 < len(rig.transport.data) < 200
+    assert not rig.outbox.closing.sent
+    rig.clock.advance(1.0)  # retries every 20 ms: the kernel takes everything here
+    expected = frame("live-before").raw + b"".join(f.raw for f in history)
+    expected += frame("live-after").raw + close_frame(1000, "done")
+    assert rig.transport.data == expected
+    assert rig.outbox.closing.sent
