@@ -7,7 +7,7 @@ NODE_STAMP := tests/js/node_modules/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install serve notifier test lint typecheck pytest lock clean screenshots check-config
+.PHONY: install serve notifier test lint typecheck pytest lock clean screenshots check-config conformance conformance-fast
 
 install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
 
@@ -61,6 +61,27 @@ screenshots: install
 check-config: install
 	$(BIN)/hlgateway check-config
 
+# The Autobahn TestSuite is Python 2 software: a throw-away virtualenv of its own
+# (.conformance/), from PyPI, every package pinned (bench/conformance/requirements-py2.txt).
+PY2 ?= /root/.pyenv/versions/2.7.18/bin/python
+CONFORMANCE := .conformance
+CONFORMANCE_STAMP := $(CONFORMANCE)/.installed
+
+$(CONFORMANCE_STAMP): bench/conformance/requirements-py2.txt
+	rm -rf $(CONFORMANCE) && mkdir -p $(CONFORMANCE)
+	$(PY2) -m pip install --quiet --disable-pip-version-check --target $(CONFORMANCE)/bootstrap virtualenv==16.7.12
+	PYTHONPATH=$(CONFORMANCE)/bootstrap $(PY2) -m virtualenv --quiet $(CONFORMANCE)/venv
+	$(CONFORMANCE)/venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r bench/conformance/requirements-py2.txt
+	touch $@
+
+# Every group (9 with the size limit raised), ours beside the websockets library: docs/conformance.md.
+conformance: install $(CONFORMANCE_STAMP)
+	$(BIN)/python -m bench.conformance --full --agents hlgateway,websockets --write docs/conformance.md
+
+# The CI subset (groups 1-7, 10, a slice of 12/13), ours only: fails on any FAILED or NON-STRICT case.
+conformance-fast: install $(CONFORMANCE_STAMP)
+	$(BIN)/python -m bench.conformance
+
 # Re-pin every dependency to the newest release that pyproject.toml allows.
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
@@ -70,4 +91,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CONFORMANCE) tests/js/node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -23,12 +23,12 @@ from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Topic
-from hlgateway.protocol.frames import Frame
 from hlgateway.publisher import Publisher
 from hlgateway.server.app import EDGE
 from hlgateway.server.edge import Edge
 from hlgateway.server.runner import start_listening
 from hlgateway.upstream.networks import Endpoint
+from hlgateway.websocket.frames import Frame
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-even-for-hs512-keys!"
 ALICE_WALLET = "0x" + "a1" * 20

@@ -8,8 +8,8 @@ from hlgateway.auth import Principal
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
-from hlgateway.protocol.frames import Frame
 from hlgateway.protocol.markets import Markets
+from hlgateway.websocket.frames import Frame
 from tests.helpers import Inbox
 
 

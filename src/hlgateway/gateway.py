@@ -25,7 +25,6 @@ from hlgateway.hub import Hub
 from hlgateway.metrics import Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
-from hlgateway.protocol.frames import Frame
 from hlgateway.publisher import Publisher
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
@@ -35,6 +34,7 @@ from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
 from hlgateway.upstream.ownership import Ownership
 from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
+from hlgateway.websocket.frames import Frame
 
 if TYPE_CHECKING:
     from hlgateway.server.connection import Connection

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from hlgateway.protocol.channels import Topic
-from hlgateway.protocol.frames import Frame
+from hlgateway.websocket.frames import Frame
 
 
 class Subscriber(Protocol):

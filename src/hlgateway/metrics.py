@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hlgateway.protocol.frames import Frame
+from hlgateway.websocket.frames import Frame
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

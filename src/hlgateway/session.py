@@ -40,7 +40,6 @@ from hlgateway.protocol.channels import (
     room_topic,
 )
 from hlgateway.protocol.errors import CloseCode, ErrorCode, ProtocolError
-from hlgateway.protocol.frames import DEFAULT_THRESHOLD, Frame
 from hlgateway.protocol.messages import (
     Auth,
     ClientMessage,
@@ -55,6 +54,7 @@ from hlgateway.protocol.messages import (
     decode,
 )
 from hlgateway.ratelimit import TokenBucket
+from hlgateway.websocket.frames import DEFAULT_THRESHOLD, Frame
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+from websockets.protocol import State
 
 from bench.fuzz.frames import CLOSE, PING, TEXT, frame, handshake
 from hlgateway.simulator import Simulator
@@ -158,3 +161,38 @@ async def test_the_clients_close_in_the_same_read_as_our_reason_to_close(
     assert codes == [1008]
     assert await asyncio.wait_for(reader.read(), 5) == b""  # FIN: an abort would be a reset
     writer.close()
+
+
+@pytest.mark.parametrize("size", [1024 * 1024, 8 * 1024 * 1024])
+async def test_an_oversized_message_gets_a_close_the_client_can_read(
+    server: GatewayServer, size: int
+) -> None:
+    """The server refuses the message from its header, while the client is still
+    sending: it writes its close, half-closes and reads on (discarding) until the
+    client has sent it all and closed; an immediate close would reset the
+    connection, and the reset can destroy the close frame before it is read."""
+    reader, writer = await raw_connect(server)
+    writer.write(frame(TEXT, b"x" * size))
+    drained = asyncio.ensure_future(writer.drain())
+    opcode, payload = await read_frame(reader)
+    assert opcode == CLOSE
+    assert struct.unpack("!H", payload[:2])[0] == 1009
+    assert payload[2:] == b"message too big"
+    await asyncio.wait_for(drained, 10)  # the server read every byte we sent
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # FIN, not a reset
+    await eventually(lambda: not server.gateway.connections)
+    writer.close()
+
+
+async def test_an_oversized_message_from_a_library_client(server: GatewayServer) -> None:
+    """As a new user would meet it: the websockets library sends 8 MiB and reads 1009."""
+    url = f"{server.ws}?token={alice_token()}"
+    ws = await connect(url, max_size=None, compression=None)
+    assert json.loads(await ws.recv())["type"] == "welcome"
+    with pytest.raises(ConnectionClosedError) as closed:
+        await ws.send("x" * (8 * 1024 * 1024))
+        await ws.recv()
+    assert ws.state is State.CLOSED  # nothing left to close
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1009, "message too big")

@@ -282,6 +282,66 @@ def test_invalid_utf8_in_a_fragmented_text() -> None:
     assert feed(data) == [Violation(1007, "text message is not valid UTF-8")]
 
 
+NOT_UTF8 = Violation(1007, "text message is not valid UTF-8")
+
+
+def bytes_until_violation(reader: FrameReader, data: bytes) -> int:
+    """How many bytes of `data`, fed one at a time, the reader needs to refuse it."""
+    for i in range(len(data)):
+        events = reader.feed(data[i : i + 1])
+        if events:
+            assert events == [NOT_UTF8]
+            return i + 1
+    raise AssertionError("never refused")
+
+
+@pytest.mark.parametrize(
+    ("valid", "bad"),
+    [
+        ("κόσμε".encode(), b"\xf4\x90\x80\x80"),  # above U+10FFFF: refused at its 2nd byte
+        (b"hello", b"\xed\xa0\x80"),  # a surrogate: its 2nd byte tells
+        (b"abc", b"\xc0\xaf"),  # overlong: the lead byte tells
+        (b"x" * 1001, b"\xff"),  # past a 4-byte boundary of the masking key
+    ],
+)
+def test_invalid_utf8_is_refused_at_the_bad_byte_of_an_incomplete_frame(
+    valid: bytes, bad: bytes
+) -> None:
+    # Autobahn 6.4.3/6.4.4: one frame, sent in chops; the rest never needs to come.
+    data = frame(TEXT, valid + bad + b"tail" * 50)
+    header = len(frame(TEXT, valid + bad + b"tail" * 50)) - len(valid + bad + b"tail" * 50)
+    first_bad = 1 if bad[0] in (0xC0, 0xFF) else 2
+    assert bytes_until_violation(FrameReader(LIMIT), data) == header + len(valid) + first_bad
+
+
+def test_invalid_utf8_is_refused_in_the_fragment_that_carries_it() -> None:
+    # Autobahn 6.4.1/6.4.2: the message's last fragment is never needed.
+    reader = FrameReader(LIMIT)
+    assert reader.feed(frame(TEXT, "κόσμε".encode(), fin=False)) == []
+    assert reader.feed(frame(CONT, b"\xf4\x90\x80\x80", fin=False)) == [NOT_UTF8]
+    assert reader.feed(frame(CONT, b"edited")) == []  # dead
+
+
+def test_a_character_split_across_chops_and_fragments_is_valid() -> None:
+    text = "ok € 𝄞 κόσμε " * 40
+    raw = text.encode()
+    cut = len(raw) // 2 + 1  # inside a multi-byte character
+    data = frame(TEXT, raw[:cut], fin=False) + frame(PING) + frame(CONT, raw[cut:])
+    data += frame(TEXT, raw)
+    assert feed_bytewise(FrameReader(LIMIT), data) == [Ping(b""), Text(text), Text(text)]
+    reader = FrameReader(LIMIT)
+    assert reader.feed(data[:7]) + reader.feed(data[7:]) == [Ping(b""), Text(text), Text(text)]
+    assert reader._utf8 is None and reader._checked == 0  # nothing held between messages
+
+
+def test_a_compressed_text_is_checked_once_inflated() -> None:
+    # Compressed bytes say nothing about UTF-8 until inflated: no early check.
+    reader = FrameReader(LIMIT, deflate=True)
+    payload = deflate(b"ok" + b"\xff" + b"tail" * 100)
+    data = frame(TEXT, payload[:5], rsv=RSV1, fin=False) + frame(CONT, payload[5:])
+    assert reader.feed(data) == [NOT_UTF8]
+
+
 def test_binary_is_not_checked() -> None:
     assert feed(frame(BINARY, b"\xff\xc0")) == [Binary(b"\xff\xc0")]
 
@@ -413,6 +473,49 @@ def test_compressed_message_with_context_takeover() -> None:
     # The later messages refer back to the earlier ones: a fresh inflater per
     # message cannot read them.
     assert feed(data, deflate=True, no_context_takeover=True) != expected
+
+
+def test_context_takeover_across_fragments_chops_and_window_sizes() -> None:
+    # Autobahn always offers client_no_context_takeover, so the inflater kept
+    # between messages is reached only here: a client that keeps its window
+    # (any size up to 15 bits), fragments messages, and whose bytes arrive one
+    # at a time; each message refers back to the ones before it.
+    messages = [
+        b'{"type":"subscribe","channel":"orderbook","symbol":"BTC","n":%d}' % i for i in range(6)
+    ]
+    for wbits in (9, 12, 15):
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+        data = b""
+        for i, message in enumerate(messages):
+            payload = deflate(message, compressor)
+            if i % 2:
+                half = len(payload) // 2
+                data += frame(TEXT, payload[:half], rsv=RSV1, fin=False)
+                data += frame(PING, b"!") + frame(CONT, payload[half:])
+            else:
+                data += frame(BINARY if i == 4 else TEXT, payload, rsv=RSV1)
+        reader = FrameReader(LIMIT, deflate=True)
+        events = feed_bytewise(reader, data)
+        expected: list[Event] = []
+        for i, message in enumerate(messages):
+            if i % 2:
+                expected.append(Ping(b"!"))
+            expected.append(Binary(message) if i == 4 else Text(message.decode()))
+        assert events == expected
+        assert reader._inflater is not None
+
+
+def test_context_takeover_keeps_the_limit_per_message() -> None:
+    # The window carries over, the size limit does not: each inflated message
+    # is measured on its own, and one over the limit fails the connection.
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    small = frame(TEXT, deflate(b"a" * 900, compressor), rsv=RSV1)
+    again = frame(TEXT, deflate(b"a" * 900, compressor), rsv=RSV1)  # mostly a back-reference
+    over = frame(TEXT, deflate(b"a" * 1001, compressor), rsv=RSV1)
+    reader = FrameReader(1000, deflate=True)
+    assert reader.feed(small + again) == [Text("a" * 900), Text("a" * 900)]
+    assert reader.feed(over) == [Violation(1009, "message too big once decompressed")]
+    assert reader._inflater is None  # released with the connection's end
 
 
 def test_compressed_messages_without_context_takeover() -> None:

@@ -2,7 +2,9 @@
 
 After the handshake (server/front.py) the socket's bytes come here: the frame
 reader turns them into messages for the Session; output goes through the
-Outbox; heartbeat and token expiry are swept by the gateway. No task, no
+Outbox; heartbeat and token expiry are swept by the gateway. Whether and how
+the connection ends is decided by one `Closing` state (websocket/closing.py),
+held by the outbox, which performs its steps. No task, no
 coroutine and no queue per connection: an idle client costs its transport and
 these few objects.
 """
@@ -17,10 +19,10 @@ from typing import TYPE_CHECKING
 from hlgateway.auth import Principal
 from hlgateway.protocol import encoding
 from hlgateway.protocol.errors import CloseCode, ErrorCode
-from hlgateway.protocol.frames import Frame
 from hlgateway.server.outbox import Outbox
 from hlgateway.session import Close, Session
 from hlgateway.websocket.control import PING_FRAME, pong_frame
+from hlgateway.websocket.frames import Frame
 from hlgateway.websocket.handshake import Deflate
 from hlgateway.websocket.reader import (
     Binary,
@@ -134,6 +136,12 @@ class Connection(asyncio.Protocol):
     # -- input ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self._last_seen = time.monotonic()
+        closing = self.outbox.closing
+        if closing.hanging_up:
+            # After our FIN: read on so the kernel does not reset the connection
+            # and lose our close frame, but only so much (a lingering close).
+            self.outbox.perform(closing.discard(len(data)))
+            return
         for event in self._reader.feed(data):
             self._on_event(event)
 
@@ -141,19 +149,16 @@ class Connection(asyncio.Protocol):
         """One client frame. Once we are closing, only the client's close matters:
         it often arrives in the same read as the frame that made us close."""
         if isinstance(event, CloseReceived):
-            if self.outbox.close_sent:
-                self._transport.close()  # the answer to our close: done
-            else:
-                self.outbox.close(event.code, hang_up=True)  # echo it, then hang up
+            self.outbox.close_received(event.code, event.reason)
             return
         if isinstance(event, Violation):
             too_big = event.code == MESSAGE_TOO_BIG
             self.session.stats["messageTooBig" if too_big else "protocolErrors"] += 1
             # Failing the connection (RFC 6455 7.1.7): say why, then hang up; the
             # client's bytes can no longer be read, so there is no handshake to wait for.
-            self.outbox.close(event.code, event.reason, hang_up=True)
+            self.outbox.fail(event.code, event.reason)
             return
-        if self.outbox.closing:
+        if not self.outbox.closing.open:
             return
         if isinstance(event, Text):
             verdict = self._handle(event.data)
@@ -187,7 +192,9 @@ class Connection(asyncio.Protocol):
             return Close(CloseCode.INTERNAL, "Internal error")
 
     def eof_received(self) -> bool:
-        return False  # the client half-closed: close our side too
+        # The client half-closed: nothing more to read, close our side too.
+        self.outbox.perform(self.outbox.closing.client_eof())
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._ended:

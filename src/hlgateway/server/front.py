@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from hlgateway.server import upgrade
 from hlgateway.server.connection import Connection
+from hlgateway.websocket.closing import Closing, Step
 from hlgateway.websocket.control import close_frame
 from hlgateway.websocket.handshake import (
     HEAD_LIMIT,
@@ -58,7 +59,16 @@ class Front:
 
 
 class FrontProtocol(asyncio.Protocol):
-    __slots__ = ("_buffer", "_front", "_ip", "_reader", "_since", "_timer", "_transport")
+    __slots__ = (
+        "_buffer",
+        "_closing",
+        "_front",
+        "_ip",
+        "_reader",
+        "_since",
+        "_timer",
+        "_transport",
+    )
 
     def __init__(self, front: Front) -> None:
         self._front = front
@@ -67,7 +77,9 @@ class FrontProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._since = 0.0
         self._ip: str | None = None  # counted in by admission: leave when the socket ends
-        self._reader: FrameReader | None = None  # refused after the 101: awaiting the close
+        # Refused after the 101: reading the client's answer to our close.
+        self._reader: FrameReader | None = None
+        self._closing: Closing | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but act as one.
@@ -121,9 +133,11 @@ class FrontProtocol(asyncio.Protocol):
         transport.write(switching_protocols(admitted.key, admitted.deflate))
         if admitted.principal is None:
             # Accepted at the HTTP level, then closed at once: browsers can read the reason.
+            closing = self._closing = Closing(close_timeout=REFUSAL_GRACE)
+            closing.close(1008, admitted.refusal)
             transport.write(close_frame(1008, admitted.refusal))
             self._reader = FrameReader(125)
-            self._timer = asyncio.get_running_loop().call_later(REFUSAL_GRACE, transport.abort)
+            self._perform(closing.close_written(time.monotonic()))
             return
         try:
             connection = Connection(
@@ -144,11 +158,37 @@ class FrontProtocol(asyncio.Protocol):
         connection.start(pending)
 
     def _refused_client_says(self, data: bytes) -> None:
-        assert self._reader is not None and self._transport is not None
+        closing = self._closing
+        assert self._reader is not None and closing is not None
+        if closing.hanging_up:
+            self._perform(closing.discard(len(data)))
+            return
         for event in self._reader.feed(data):
-            if isinstance(event, CloseReceived | Violation):
-                self._transport.close()
-                return
+            if isinstance(event, CloseReceived):
+                self._perform(closing.receive_close(event.code, event.reason, time.monotonic()))
+            elif isinstance(event, Violation):
+                self._perform(closing.fail(event.code, event.reason, time.monotonic()))
+
+    def _perform(self, step: Step) -> None:
+        """A step of the refused connection's closing (our close is already written)."""
+        closing, transport = self._closing, self._transport
+        if closing is None or transport is None or step is Step.NOTHING:
+            return
+        self._cancel_timer()
+        if step is Step.HANG_UP and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+        if step is Step.CLOSE_NOW:
+            transport.close()
+        elif step is Step.ABORT:
+            transport.abort()
+        elif closing.deadline is not None:  # AWAIT_CLOSE, HANG_UP
+            delay = max(0.0, closing.deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._refusal_deadline)
+
+    def _refusal_deadline(self) -> None:
+        self._timer = None
+        if self._closing is not None:
+            self._perform(self._closing.timed_out(time.monotonic()))
 
     def _refuse(self, error: HandshakeError) -> None:
         # The request line is not logged: it may carry a token.
@@ -194,6 +234,8 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._closing is not None:
+            self._closing.lost()
         self._transport = None
         if self._ip is not None:
             self._front.edge.admission.leave_ip(self._ip)

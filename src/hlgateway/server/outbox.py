@@ -18,22 +18,38 @@ transport, coalesced, bounded, conflated.
   the broker's history rather than counted in the byte bound. Live frames that
   arrive meanwhile queue behind them under the usual bound, so a client too
   slow to catch up ends in 4008 and resumes from where it got to.
+- Closing: the connection's `Closing` state decides; the outbox writes the
+  close frame behind what is queued and performs each step (await the client's
+  close, hang up and linger, close) with timers on the injected loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
+from typing import Protocol
 
 from hlgateway.protocol.errors import CloseCode
-from hlgateway.protocol.frames import Frame
+from hlgateway.websocket.closing import Closing, Step
 from hlgateway.websocket.control import close_frame
+from hlgateway.websocket.frames import Frame
 
 log = logging.getLogger(__name__)
 
 RETRY_BLOCKED = 0.02  # seconds between write attempts while the transport is full
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What the outbox needs of the event loop: its clock and timers (a seam for tests)."""
+
+    def time(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object], /) -> Timer: ...
 
 
 class OutboxStats:
@@ -97,14 +113,12 @@ class FlushScheduler:
 
 class Outbox:
     __slots__ = (
-        "_abort_timer",
         "_blocked_since",
         "_buffer_limit",
         "_bytes",
-        "_close",
-        "_close_sent",
+        "_clock",
+        "_deadline",
         "_frames",
-        "_hang_up",
         "_max_bytes",
         "_replays",
         "_retry",
@@ -113,6 +127,7 @@ class Outbox:
         "_transport",
         "_wbits",
         "_write_timeout",
+        "closing",
         "overflowed",
     )
 
@@ -126,6 +141,8 @@ class Outbox:
         buffer_limit: int = 256 * 1024,
         write_timeout: float = 30.0,
         deflate_wbits: int = 0,
+        closing: Closing | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._transport = transport
         self._scheduler = scheduler
@@ -134,6 +151,8 @@ class Outbox:
         self._buffer_limit = buffer_limit
         self._write_timeout = write_timeout
         self._wbits = deflate_wbits  # 0: this client did not negotiate permessage-deflate
+        self.closing = Closing() if closing is None else closing
+        self._clock: Clock = asyncio.get_running_loop() if clock is None else clock
         # Nothing, one frame, or a list once a second frame waits: a client that
         # keeps up allocates nothing per message (no garbage for the cycle
         # collector at 10k deliveries a tick), and an idle one holds nothing.
@@ -141,29 +160,17 @@ class Outbox:
         self._bytes = 0
         self._replays = 0  # replays queued: flush paces the writes while any is
         self._blocked_since: float | None = None
-        self._retry: asyncio.TimerHandle | None = None
-        self._close: tuple[int | None, str] | None = None
-        self._hang_up = False  # after our close frame: the client closed first, end at once
-        self._close_sent = False
-        self._abort_timer: asyncio.TimerHandle | None = None
+        self._retry: Timer | None = None
+        self._deadline: Timer | None = None
         self.overflowed = False
 
     @property
     def queued_bytes(self) -> int:
         return self._bytes
 
-    @property
-    def closing(self) -> bool:
-        """A close has been asked for (sent or waiting behind queued frames)."""
-        return self._close is not None
-
-    @property
-    def close_sent(self) -> bool:
-        return self._close_sent
-
     # -- input --------------------------------------------------------------
     def deliver(self, frame: Frame) -> None:
-        if self._close is not None:
+        if not self.closing.open:
             return
         queued = self._frames
         if queued is None:
@@ -181,7 +188,7 @@ class Outbox:
 
     def replay(self, frames: list[Frame]) -> None:
         """Queue a replay: after what is queued, before what comes next."""
-        if self._close is not None or not frames:
+        if not self.closing.open or not frames:
             return
         queued = self._frames
         if queued is None:
@@ -193,18 +200,56 @@ class Outbox:
         self._replays += 1
         self._scheduler.mark(self)
 
-    def close(self, code: int | None, reason: str = "", *, hang_up: bool = False) -> None:
-        """Send a close frame after what is queued; nothing more is accepted.
+    def close(self, code: int | None, reason: str = "") -> None:
+        """Close after what is queued, then await the client's answer; nothing more is accepted."""
+        self.perform(self.closing.close(code, reason))
 
-        `hang_up`: end the TCP connection once it is written (this is the reply
-        to the client's close, or the connection failed). Otherwise wait for the
-        client's reply, and cut the connection if it does not come.
-        """
-        if hang_up:
-            self._hang_up = True  # also when our own close is already waiting to go out
-        if self._close is None:
-            self._close = (code, reason)
-            self._scheduler.mark(self)
+    def fail(self, code: int, reason: str) -> None:
+        """The client broke the protocol: close after what is queued, then hang up."""
+        self.perform(self.closing.fail(code, reason, self._clock.time()))
+
+    def close_received(self, code: int | None, reason: str) -> None:
+        """The client's close frame: echo it, or end the handshake we began."""
+        self.perform(self.closing.receive_close(code, reason, self._clock.time()))
+
+    def perform(self, step: Step) -> None:
+        """Carry out a step of the closing state."""
+        if step is Step.NOTHING:
+            return
+        transport = self._transport
+        if step is Step.SEND_CLOSE:
+            self._scheduler.mark(self)  # the close goes out behind what is queued
+        elif step is Step.AWAIT_CLOSE:
+            self._arm_deadline()
+        elif step is Step.HANG_UP:
+            # FIN after the close frame, then read on (the connection discards):
+            # closing now with unread bytes would reset the connection, and the
+            # reset can destroy the close frame before the client reads it.
+            if not transport.is_closing() and transport.can_write_eof():
+                transport.write_eof()
+            self._arm_deadline()
+        elif step is Step.CLOSE_NOW:
+            self._cancel_deadline()
+            transport.close()
+        else:  # Step.ABORT
+            self._cancel_deadline()
+            transport.abort()
+
+    def _arm_deadline(self) -> None:
+        self._cancel_deadline()
+        deadline = self.closing.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock.time())
+            self._deadline = self._clock.call_later(delay, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        self.perform(self.closing.timed_out(self._clock.time()))
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     # -- bounds -------------------------------------------------------------
     def _conflate(self) -> None:
@@ -235,10 +280,11 @@ class Outbox:
         self._frames = None
         self._replays = 0
         self._set_bytes(0)
-        self._close = (CloseCode.SLOW_CONSUMER, "Slow consumer")
-        # The close frame waits behind what the kernel and transport already hold:
-        # give a client that is only slow the time to read up to it.
-        self._send_close(abort_after=max(2.0, min(10.0, self._write_timeout)))
+        self.closing.close(CloseCode.SLOW_CONSUMER, "Slow consumer")
+        if self.closing.close_pending:
+            # The close frame waits behind what the kernel and transport already
+            # hold: give a client that is only slow the time to read up to it.
+            self._write_close(wait=max(2.0, min(10.0, self._write_timeout)))
 
     def _set_bytes(self, value: int) -> None:
         self._stats.queued_bytes += value - self._bytes
@@ -272,8 +318,9 @@ class Outbox:
             else:
                 transport.write(b"".join([f.raw for f in queued]))  # type: ignore[union-attr]
             self._set_bytes(0)
-        if self._close is not None and not self._close_sent:
-            self._send_close()
+        closing = self.closing
+        if not closing.open and closing.close_pending:  # `open` first: a plain attribute
+            self._write_close()
 
     def _flush_paced(self) -> None:
         """Write in order up to the transport's limit; a replay may stop part-way."""
@@ -313,19 +360,19 @@ class Outbox:
         if chunks:
             transport.write(b"".join(chunks))
         if rest:
-            self._retry = asyncio.get_running_loop().call_later(RETRY_BLOCKED, self.flush)
-        elif self._close is not None and not self._close_sent:
-            self._send_close()
+            self._retry = self._clock.call_later(RETRY_BLOCKED, self.flush)
+        elif self.closing.close_pending:
+            self._write_close()
 
     def _blocked(self) -> None:
-        now = time.monotonic()
+        now = self._clock.time()
         if self._blocked_since is None:
             self._blocked_since = now
         elif now - self._blocked_since > self._write_timeout:
             log.info("client stopped reading for %.0fs; closing with 4008", self._write_timeout)
             self._slow_consumer()
             return
-        self._retry = asyncio.get_running_loop().call_later(RETRY_BLOCKED, self.flush)
+        self._retry = self._clock.call_later(RETRY_BLOCKED, self.flush)
 
     def _queued(self) -> list[Frame | _Replay]:
         queued = self._frames
@@ -339,25 +386,18 @@ class Outbox:
         self._replays = 0
         self._set_bytes(0)
 
-    def _send_close(self, abort_after: float = 5.0) -> None:
-        assert self._close is not None
-        code, reason = self._close
-        self._close_sent = True
+    def _write_close(self, wait: float | None = None) -> None:
+        closing = self.closing
         transport = self._transport
-        if transport.is_closing():
-            return
-        transport.write(close_frame(code, reason))
-        if self._hang_up:
-            transport.close()  # flushes what is buffered, then FIN
-        else:
-            # The client answers with its own close frame (the connection then
-            # hangs up); one that never answers is cut after a grace period.
-            self._abort_timer = asyncio.get_running_loop().call_later(abort_after, transport.abort)
+        if not transport.is_closing():
+            transport.write(close_frame(closing.frame_code, closing.frame_reason))
+        self.perform(closing.close_written(self._clock.time(), wait))
 
     def cancel(self) -> None:
         """The connection is gone: release everything."""
+        self.closing.lost()
         if self._retry is not None:
             self._retry.cancel()
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
+            self._retry = None
+        self._cancel_deadline()
         self._discard()

@@ -8,7 +8,7 @@ rather than producing a frame the client must reject.
 
 from __future__ import annotations
 
-from hlgateway.protocol.frames import FIN, frame_header
+from hlgateway.websocket.frames import FIN, frame_header
 
 OPCODE_CLOSE = 0x8
 OPCODE_PING = 0x9

@@ -16,6 +16,7 @@ limit.
 
 from __future__ import annotations
 
+import codecs
 import sys
 import zlib
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ _TAIL = b"\x00\x00\xff\xff"  # stripped by the sender, put back before inflating
 # Below this size one big-integer XOR is the fastest pure-Python unmasking;
 # above it, four strided bytes.translate passes win (about 3x at 64 KiB).
 _TRANSLATE_FROM = 512
+
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ class FrameReader:
 
     __slots__ = (
         "_buf",
+        "_checked",
         "_compressed",
         "_deflate",
         "_done",
@@ -123,6 +127,7 @@ class FrameReader:
         "_max",
         "_opcode",
         "_takeover",
+        "_utf8",
     )
 
     def __init__(
@@ -145,6 +150,12 @@ class FrameReader:
         self._fragments: bytearray | None = None
         # Created on the first compressed message; kept only with context takeover.
         self._inflater: zlib._Decompress | None = None
+        # An uncompressed text message seen before its end (fragmented, or a frame
+        # still arriving) is checked as it comes, so invalid UTF-8 fails the
+        # connection at the bad byte, not at the message's end: the incremental
+        # decoder, and how many payload bytes of the incomplete frame it has read.
+        self._utf8: codecs.IncrementalDecoder | None = None
+        self._checked = 0
 
     def feed(self, data: bytes) -> list[Event]:
         """The events completed by `data`, in order; nothing once the stream has ended."""
@@ -214,6 +225,12 @@ class FrameReader:
 
             stop = start + length
             if stop > end:
+                if (
+                    end > start + self._checked
+                    and self._text_frame(opcode, first)
+                    and not self._check_partial(view, start, end)
+                ):
+                    return self._fail(events, INVALID_DATA, "text message is not valid UTF-8")
                 break
             payload = unmask(view[start:stop], view[start - 4 : start])
             pos = stop
@@ -237,22 +254,63 @@ class FrameReader:
             self._buf = buf[pos:]
         return events
 
+    def _text_frame(self, opcode: int, first: int) -> bool:
+        """An uncompressed text frame, or a continuation of an uncompressed text message."""
+        if opcode == 0x1:
+            return not first & 0x40
+        return opcode == 0 and self._opcode == 0x1 and not self._compressed
+
+    def _check_partial(self, view: bytes | bytearray, start: int, end: int) -> bool:
+        """Check the newly arrived part of an incomplete text frame; False: invalid UTF-8."""
+        checked = self._checked
+        mask = view[start - 4 : start]
+        if checked & 3:  # the key continues where the checked part ended
+            mask = mask[checked & 3 :] + mask[: checked & 3]
+        self._checked = end - start
+        return self._check(unmask(view[start + checked : end], mask))
+
+    def _check(self, data: bytes) -> bool:
+        decoder = self._utf8
+        if decoder is None:
+            decoder = self._utf8 = _Utf8Decoder()
+        try:
+            decoder.decode(data)
+        except UnicodeDecodeError:
+            return False
+        # The decoder waits for the rest of a surrogate's encoding (ED A0..BF)
+        # before refusing it; its second byte already tells.
+        pending = decoder.getstate()[0]
+        return not (len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0)
+
     def _data(self, opcode: int, fin: int, rsv1: int, payload: bytes) -> Event | None:
         if opcode:  # the first frame of a message
             if fin:
+                if self._utf8 is not None:  # it arrived in parts: checked so far
+                    self._utf8, self._checked = None, 0
                 return self._message(opcode, payload, rsv1)
             self._opcode = opcode
             self._compressed = bool(rsv1)
             self._fragments = bytearray(payload)
+            if opcode == 0x1 and not rsv1 and not self._check_fragment(payload):
+                return self._violation(INVALID_DATA, "text message is not valid UTF-8")
             return None
         fragments = self._fragments
         assert fragments is not None  # a continuation is refused unless a message is open
         fragments += payload
         if not fin:
+            if self._opcode == 0x1 and not self._compressed and not self._check_fragment(payload):
+                return self._violation(INVALID_DATA, "text message is not valid UTF-8")
             return None
         opcode, compressed = self._opcode, self._compressed
         self._opcode, self._compressed, self._fragments = 0, False, None
+        # The whole message is decoded below; that checks its last fragment.
+        self._utf8, self._checked = None, 0
         return self._message(opcode, fragments, compressed)
+
+    def _check_fragment(self, payload: bytes) -> bool:
+        """A complete, non-final fragment of a text message: check what was not checked yet."""
+        checked, self._checked = self._checked, 0
+        return self._check(payload[checked:] if checked else payload)
 
     def _message(self, opcode: int, payload: bytes | bytearray, compressed: int) -> Event:
         if compressed:
@@ -306,6 +364,8 @@ class FrameReader:
         self._fragments = None
         self._inflater = None
         self._opcode = 0
+        self._utf8 = None
+        self._checked = 0
 
     def _violation(self, code: int, reason: str) -> Violation:
         self._end()

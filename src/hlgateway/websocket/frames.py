@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Hashable
 
 OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
 FIN = 0x80
 RSV1 = 0x40  # "this message is compressed" under permessage-deflate
 
@@ -35,6 +36,14 @@ def frame_header(length: int, first_byte: int = FIN | OPCODE_TEXT) -> bytes:
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, final text frame."""
     return frame_header(len(payload)) + payload
+
+
+def data_frame(payload: bytes, opcode: int = OPCODE_TEXT, wbits: int = 0) -> bytes:
+    """One unmasked, final data frame; compressed on its own when `wbits` (9-15) is given."""
+    if not wbits:
+        return frame_header(len(payload), FIN | opcode) + payload
+    body = deflate_payload(payload, wbits)
+    return frame_header(len(body), FIN | RSV1 | opcode) + body
 
 
 def deflate_payload(payload: bytes, wbits: int = 15, level: int = 6) -> bytes:

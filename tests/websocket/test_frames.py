@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from hlgateway.protocol.frames import Frame, deflate_payload, text_frame
+from hlgateway.websocket.frames import Frame, deflate_payload, text_frame
 
 
 def parse(frame: bytes) -> tuple[int, bytes]:

@@ -1,0 +1,1 @@
+"""The Autobahn TestSuite run kept in the project: `make conformance` (docs/conformance.md)."""
