@@ -20,6 +20,7 @@ import aiohttp
 import msgspec
 
 from bench.ledger import Deliveries, Expected, LedgerCheck
+from bench.waits import until
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
@@ -139,7 +140,7 @@ async def run_chaos(
             ws, {"type": "subscribe", "channel": "orderbook", "params": {"symbol": "BTC"}}
         )
         await _request(ws, {"type": "subscribe", "channel": "system"})
-        await _until(lambda: receiver.books > 0 and len(gateway.upstream.links) >= 2, 10)
+        await until(lambda: receiver.books > 0 and len(gateway.upstream.links) >= 2, 10)
         window_start = int(time.time() * 1000) + 1000
 
         for n in range(faults):
@@ -153,11 +154,11 @@ async def run_chaos(
 
         # Let the upstream heal, then take the ledger up to now and wait for the
         # client to have everything up to that cut.
-        await _until(lambda: _healthy(gateway), 30)
+        await until(lambda: _healthy(gateway), 30)
         cutoff = int(time.time() * 1000) - 500
         expected = Expected(sim, WALLETS, window_start, cutoff)
         # Late is not lost: a loaded machine may still be recovering; wait for it (bounded).
-        await _until(lambda: expected.received_by(receiver.got), 60, quiet=True)
+        await until(lambda: expected.received_by(receiver.got), 60, quiet=True)
         await ws.close()
         await reader
 
@@ -203,13 +204,3 @@ def _healthy(gateway: Gateway) -> bool:
     links = gateway.upstream.links
     connected = bool(links) and all(link.state is LinkState.CONNECTED for link in links)
     return connected and not gateway.feeds.wallets.recovering()
-
-
-async def _until(check: Callable[[], bool], timeout: float, quiet: bool = False) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            if quiet:
-                return
-            raise TimeoutError("chaos run: condition not met")
-        await asyncio.sleep(0.05)

@@ -28,6 +28,7 @@ import aiohttp
 import msgspec
 
 from bench.ledger import Deliveries, Expected, LedgerCheck
+from bench.waits import until
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
@@ -198,7 +199,7 @@ async def run_recovery(
     started = time.monotonic()
     try:
         await asyncio.wait_for(gateway.upstream.markets_loaded.wait(), 10)
-        await _until(lambda: all(received.offsets[c] for c in CHANNELS), 30)
+        await until(lambda: all(received.offsets[c] for c in CHANNELS), 30)
         window_start = int(time.time() * 1000) + 1000
 
         # Cut only a client that is back: both streams subscribed again since the last cut.
@@ -207,7 +208,7 @@ async def run_recovery(
 
         back = len(CHANNELS)
         for n in range(reconnects):
-            await _until(is_back(back), 30)
+            await until(is_back(back), 30)
             await asyncio.sleep(rng.uniform(*connected))
             cut = CUTS[n % len(CUTS)]
             back = received.subscribed_replies + len(CHANNELS)
@@ -217,10 +218,10 @@ async def run_recovery(
             report.cut_kinds[cut] = report.cut_kinds.get(cut, 0) + 1
             if progress is not None and (n + 1) % 10 == 0:
                 progress(f"reconnect {n + 1}/{reconnects}")
-        await _until(is_back(back), 30)
+        await until(is_back(back), 30)
         cutoff = int(time.time() * 1000) - 500
         expected = Expected(sim, WALLETS, window_start, cutoff)
-        await _until(lambda: expected.received_by(received.got), 60, quiet=True)
+        await until(lambda: expected.received_by(received.got), 60, quiet=True)
         report.seconds = round(time.monotonic() - started, 1)
         report.recovered, report.not_recovered = received.recovered, received.not_recovered
         report.ledger = LedgerCheck.of(expected, received.got)
@@ -246,13 +247,3 @@ def _cut(gateway: Gateway, kind: str) -> None:
             connection.outbox.close(CloseCode.SLOW_CONSUMER, "Slow consumer")
         else:
             connection.outbox.close(CloseCode.GOING_AWAY, "Server going away")
-
-
-async def _until(check: Callable[[], bool], timeout: float, quiet: bool = False) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            if quiet:
-                return
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
