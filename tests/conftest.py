@@ -6,7 +6,7 @@ import pytest
 
 from hlgateway.simulator import SimConfig, Simulator
 from hlgateway.upstream.networks import Endpoint
-from tests.helpers import GatewayProcess, GatewayServer, make_settings
+from tests.helpers import ChildProcess, GatewayServer, make_settings
 
 # Fast order flow so that user streams produce events within a test's patience.
 # Wallets that the gateway polls over REST must trade too: track_rest_queries.
@@ -17,10 +17,10 @@ FAST_SIM = SimConfig(
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
-    """A test that fails before it stops its gateway process must not leave it running."""
+    """A test that fails before it stops its processes must not leave them running."""
     yield
-    for proc in list(GatewayProcess.running):
-        GatewayProcess.running.discard(proc)
+    for proc in list(ChildProcess.running):
+        ChildProcess.running.discard(proc)
         if proc.proc is not None and proc.proc.returncode is None:
             proc.proc.kill()
 

@@ -187,7 +187,34 @@ def free_port() -> int:
         return port
 
 
-class GatewayProcess:
+class ChildProcess:
+    """A process of ours the tests start: SIGTERM or kill -9 it, and never leave it behind."""
+
+    # Started and not yet stopped: conftest kills what a failed test left behind.
+    running: ClassVar[set[ChildProcess]] = set()
+    proc: asyncio.subprocess.Process | None = None
+
+    async def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM; its exit code (killed, and an error, if it outlives `timeout`)."""
+        assert self.proc is not None
+        ChildProcess.running.discard(self)
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                await self.kill()
+                raise
+        return self.proc.returncode
+
+    async def kill(self) -> None:
+        ChildProcess.running.discard(self)
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class GatewayProcess(ChildProcess):
     """`hlgateway serve` as a real process, on the embedded simulator.
 
     Extra `args` go to `serve`; `env` on top of JWT_SECRET (and WARNING logs, unless
@@ -212,9 +239,6 @@ class GatewayProcess:
         self.http = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         self.ws = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}/ws"
 
-    # Started and not yet stopped: conftest kills what a failed test left behind.
-    running: ClassVar[set[GatewayProcess]] = set()
-
     async def start(self) -> None:
         env = {**os.environ, "JWT_SECRET": SECRET, "HLGATEWAY_LOG_LEVEL": "WARNING", **self._env}
         stderr = self.log_file.open("wb") if self.log_file is not None else None
@@ -234,7 +258,7 @@ class GatewayProcess:
         finally:
             if stderr is not None:
                 stderr.close()
-        GatewayProcess.running.add(self)
+        ChildProcess.running.add(self)
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 20
             while True:
@@ -250,25 +274,6 @@ class GatewayProcess:
 
     def logs(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file is not None else ""
-
-    async def terminate(self, timeout: float = 15) -> int:
-        """SIGTERM; its exit code (killed, and an error, if it outlives `timeout`)."""
-        assert self.proc is not None
-        GatewayProcess.running.discard(self)
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                await self.kill()
-                raise
-        return self.proc.returncode
-
-    async def kill(self) -> None:
-        GatewayProcess.running.discard(self)
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
 
 
 class Inbox:

@@ -255,22 +255,27 @@ def pump_mode(ctx: Context, mode: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def gateway_env(scenario: Scenario) -> dict[str, str]:
+    """A benchmarked gateway's environment."""
+    return {
+        **os.environ,
+        "JWT_SECRET": SECRET,
+        "HLGATEWAY_LOG_LEVEL": "WARNING",
+        # The abuse limits would refuse one IP's thousands of connections.
+        "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0",
+        "HLGATEWAY_MAX_CONNECTIONS_PER_IP": "0",
+        "HLGATEWAY_MAX_CONNECTIONS_PER_USER": "0",
+        "HLGATEWAY_HANDSHAKE_TIMEOUT": "60",
+        "HLGATEWAY_OUTBOX_MAX_BYTES": str(scenario.outbox_max_bytes),
+        "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
+    }
+
+
 def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Server:
     port = P.free_port()
     upstream = f"ws://127.0.0.1:{ctx.pump_port}/ws"
     if kind == "gateway":
-        env = {
-            **os.environ,
-            "JWT_SECRET": SECRET,
-            "HLGATEWAY_LOG_LEVEL": "WARNING",
-            # The abuse limits would refuse one IP's thousands of connections.
-            "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0",
-            "HLGATEWAY_MAX_CONNECTIONS_PER_IP": "0",
-            "HLGATEWAY_MAX_CONNECTIONS_PER_USER": "0",
-            "HLGATEWAY_HANDSHAKE_TIMEOUT": "60",
-            "HLGATEWAY_OUTBOX_MAX_BYTES": str(scenario.outbox_max_bytes),
-            "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
-        }
+        env = gateway_env(scenario)
         if ctx.gateway_src is not None:
             env["PYTHONPATH"] = str(ctx.gateway_src)  # ahead of the editable install's src/
         argv = [

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.fanout import procs as P
+from bench.scaleout.run import own_redis
+from hlgateway.auth import Principal
 from hlgateway.broker import Retention
 from hlgateway.broker.redis import RedisBroker
 from hlgateway.protocol import encoding
-from hlgateway.protocol.channels import ORDERBOOK, Topic, room_topic
-from hlgateway.protocol.channels import _make as make_topic
+from hlgateway.protocol.channels import ORDERBOOK, Catalog, Topic, room_topic
+from hlgateway.protocol.markets import Markets
 
 
 def message(topic: Topic, n: int) -> bytes:
@@ -74,28 +76,13 @@ async def measure(url: str, redis_pid: int, topic: Topic, count: int, nodes: int
 
 async def run(count: int, nodes: int) -> list[dict[str, Any]]:
     procs = P.Procs(Path(tempfile.mkdtemp(prefix="hlgw-redis-cost-")))
-    port = P.free_port()
-    argv = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        tempfile.mkdtemp(prefix="hlgw-redis-"),
-    ]
-    with procs.session():
-        redis = procs.start("redis", P.pinned(argv, 1))
-        redis.wait_line("Ready to accept connections", timeout=30)
-        url = f"redis://127.0.0.1:{port}/0"
-        book = make_topic(ORDERBOOK, {"depth": 1, "symbol": "BTC"}, symbols=("BTC",), depth=1)
+    with procs.session(), own_redis(procs) as (url, redis_pid):
+        book = Catalog(Markets(["BTC"])).resolve(
+            ORDERBOOK, {"symbol": "BTC", "depth": 1}, Principal("bench")
+        )
         return [
-            await measure(url, redis.pid, room_topic("bench"), count, nodes),
-            await measure(url, redis.pid, book, count, nodes),
+            await measure(url, redis_pid, room_topic("bench"), count, nodes),
+            await measure(url, redis_pid, book, count, nodes),
         ]
 
 

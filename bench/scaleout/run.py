@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,6 @@ import websocket
 from bench.fanout import procs as P
 from bench.fanout.run import (
     CLIENT_CORE,
-    SECRET,
     SERVER_CORE,
     Context,
     Display,
@@ -54,6 +52,7 @@ from bench.fanout.run import (
     pump_process,
     summary_line,
 )
+from bench.fanout.run import gateway_env as fanout_gateway_env
 from bench.fanout.scenarios import Scenario
 from bench.fanout.steering import describe, steer_receives
 
@@ -104,17 +103,7 @@ class Topology:
 
 
 def gateway_env(scenario: Scenario, broker: str | None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "JWT_SECRET": SECRET,
-        "HLGATEWAY_LOG_LEVEL": "WARNING",
-        "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0",
-        "HLGATEWAY_MAX_CONNECTIONS_PER_IP": "0",
-        "HLGATEWAY_MAX_CONNECTIONS_PER_USER": "0",
-        "HLGATEWAY_HANDSHAKE_TIMEOUT": "60",
-        "HLGATEWAY_OUTBOX_MAX_BYTES": str(scenario.outbox_max_bytes),
-        "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
-    }
+    env = fanout_gateway_env(scenario)
     if broker is not None:
         env["HLGATEWAY_BROKER"] = broker
     return env

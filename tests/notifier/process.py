@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
-from tests.helpers import SECRET
+from tests.helpers import SECRET, ChildProcess
 
 
-class NotifierProcess:
+class NotifierProcess(ChildProcess):
     def __init__(
         self,
         gateway_ws: str,
@@ -57,22 +56,7 @@ class NotifierProcess:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
             )
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    async def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                await self.kill()
-                raise
-        return self.proc.returncode
+        ChildProcess.running.add(self)
 
     def logs(self) -> str:
         return self.log_file.read_text(errors="replace")
