@@ -12,6 +12,8 @@
  *     ms), in microseconds, into a log-linear histogram;
  *   - broadcast completion: for each tick (one timestamp value), the spread
  *     between the first and the last reading client receiving it;
+ *   - first receipt: for each tick, the first client's latency (the way from
+ *     the pump through the server to one socket, without the fan-out's spread);
  *   - per-connection message counts (min / median / max: is anyone starved?);
  *   - its own CPU time (getrusage), so a run can show it is not the bottleneck.
  * Pings are answered with masked pongs. A completed tick's timestamp is sent as
@@ -182,7 +184,7 @@ typedef struct {
     uint64_t msgs, ctrl, bytes, wire_bytes, compressed_frames, other_frames;
     uint64_t ticks_complete, ticks_incomplete, ticks_open_at_end;
     uint64_t pings, disconnects;
-    hist_t lat, comp;
+    hist_t lat, comp, first; /* first: per tick, the first client's latency */
     uint64_t *conn_start; /* per-connection data message count at phase start */
     uint64_t conn_min, conn_p50, conn_max;
 } phase_t;
@@ -259,6 +261,7 @@ static void tick_finish(tick_t *t, int complete) {
         if (complete) {
             p->ticks_complete++;
             hadd(&p->comp, t->last - t->first);
+            hadd(&p->first, t->first - t->ts * 1000);
         } else {
             p->ticks_incomplete++;
         }
@@ -782,6 +785,8 @@ static void report(void) {
         print_hist(f, "latency_us", &ph->lat);
         fputc(',', f);
         print_hist(f, "completion_us", &ph->comp);
+        fputc(',', f);
+        print_hist(f, "first_us", &ph->first);
         fputc('}', f);
         first = 0;
     }

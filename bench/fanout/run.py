@@ -512,6 +512,10 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
             "latency_p99_ms": _ms(measure["latency_us"]["p99"]),
             "latency_max_ms": _ms(measure["latency_us"]["max"]),
             "latency_samples": measure["latency_us"]["count"],
+            # Per tick, the first client's latency: the way through the server
+            # (and across nodes) without the fan-out's spread.
+            "first_p50_ms": _ms(measure["first_us"]["p50"]),
+            "first_p99_ms": _ms(measure["first_us"]["p99"]),
             "completion_p50_ms": _ms(measure["completion_us"]["p50"]),
             "completion_p99_ms": _ms(measure["completion_us"]["p99"]),
             "completion_max_ms": _ms(measure["completion_us"]["max"]),

@@ -142,4 +142,8 @@ async def test_loadgen_counts_every_message(
     assert measure["latency_us"]["count"] == CLIENTS * TICKS
     assert measure["completion_us"]["count"] == TICKS
     assert 0 < measure["latency_us"]["p50"] < 1_000_000
+    # One first receipt per tick, never later than the latest receipt of any.
+    assert measure["first_us"]["count"] == TICKS
+    assert 0 < measure["first_us"]["p50"] <= measure["first_us"]["max"]
+    assert measure["first_us"]["max"] <= measure["latency_us"]["max"]
     assert measure["cpu_seconds"] >= 0

@@ -29,9 +29,11 @@ async def redis_url() -> AsyncIterator[str]:
 class OwnRedis:
     """A redis-server of the test's own, without persistence, that may be stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.proc: asyncio.subprocess.Process | None = None
         self._dir = tempfile.mkdtemp(prefix="hlgw-redis-")
 
@@ -48,6 +50,7 @@ class OwnRedis:
             "no",
             "--dir",
             self._dir,
+            *(["--requirepass", self.password] if self.password else []),
             stdout=asyncio.subprocess.DEVNULL,
         )
         client = aioredis.Redis.from_url(self.url)

@@ -11,11 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from hlgateway.broker import Position, Retention
-from hlgateway.broker.redis import RedisBroker
+from hlgateway.broker.redis import PUBLISH_LUA, RedisBroker
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import PRICES, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
 from tests.helpers import eventually
+from tests.scaleout.conftest import OwnRedis
 
 ROOM = room_topic("desk")
 PRICES_TOPIC = make_topic(PRICES, {"symbols": ["BTC"]}, symbols=("BTC",))
@@ -185,10 +186,11 @@ async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
     await until(lambda: b.offsets(ROOM) == [1])
     # Offsets 2 and 3 are written past b's subscription, straight into Redis.
     keys = a.broker.keys(ROOM)
-    publish_script = a.broker._publish_script
     assert a.broker.redis is not None
+    publish_script = a.broker.redis.register_script(PUBLISH_LUA)
     for n in (1, 2):
-        args = [b"hlgw:nowhere", "x", 5, 600000, 8, 60000, keys.ledger, b"", b"", 1]
+        args: list[bytes | str | int] = [b"hlgw:nowhere", "x", 5, 600000, 8, 60000]
+        args += [keys.ledger, b"", b"", 1]
         await publish_script(
             keys=[keys.meta, keys.stream],
             args=[*args, f"q{n}", message(ROOM, {"n": n})],
@@ -243,3 +245,78 @@ async def test_messages_beyond_the_size_and_older_than_the_ttl_are_trimmed(
         assert not (await a.broker.read(ROOM, Position(1, epoch))).recovered
     finally:
         await a.broker.stop()
+
+
+async def test_a_publication_redis_refuses_for_good_is_counted_and_the_rest_go(
+    nodes: tuple[Node, Node],
+) -> None:
+    """Retrying what Redis will always refuse would stop every publication behind it."""
+    a, b = nodes
+    broken = room_topic("broken")
+    await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    assert a.broker.redis is not None
+    # Somebody wrote a string where the broken room keeps its epoch and offset.
+    await a.broker.redis.set(a.broker.keys(broken).meta, "not a hash")
+    a.broker.publish(broken, message(broken, {"n": 0}))
+    a.broker.publish(ROOM, message(ROOM, {"n": 1}))
+    await until(lambda: b.offsets(ROOM) == [1])
+    assert a.broker.stats["publishRefused"] == 1
+    assert a.broker.stats["published"] == 1
+    assert a.broker.connected and a.broker.stats["disconnects"] == 0
+
+
+async def test_flushed_scripts_are_loaded_again_and_nothing_is_lost_or_repeated(
+    own_redis: OwnRedis,
+) -> None:
+    """NOSCRIPT (scripts flushed, a failover) is retried on a new connection; the
+    ledger ids keep what was already applied from applying twice."""
+    a = Node(RedisBroker(own_redis.url, node="a"))
+    b = Node(RedisBroker(own_redis.url, node="b"))
+    await a.broker.start()
+    await b.broker.start()
+    try:
+        await b.broker.read(ROOM, None)
+        b.broker.demand(ROOM)
+        a.broker.publish(ROOM, message(ROOM, {"n": 0}))
+        await until(lambda: b.offsets(ROOM) == [1])
+        assert a.broker.redis is not None
+        await a.broker.redis.script_flush()
+        for n in (1, 2):
+            a.broker.publish(ROOM, message(ROOM, {"n": n}))
+        await until(lambda: len(b.offsets(ROOM)) >= 3)
+        assert b.offsets(ROOM) == [1, 2, 3]
+        assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(3)]
+        assert a.broker.stats["disconnects"] >= 1 and a.broker.connected
+    finally:
+        await a.broker.stop()
+        await b.broker.stop()
+
+
+async def test_gateways_on_two_databases_of_one_redis_do_not_hear_each_other(
+    redis_url: str,
+) -> None:
+    """PUB/SUB channels are global to a Redis server: the database is in their names."""
+    other_url = redis_url.rsplit("/", 1)[0] + "/12"
+    cleaner = aioredis.Redis.from_url(other_url)
+    await cleaner.flushdb()
+    one = Node(RedisBroker(redis_url, node="one"))
+    two = Node(RedisBroker(other_url, node="two"))
+    await one.broker.start()
+    await two.broker.start()
+    try:
+        for node in (one, two):
+            await node.broker.read(ROOM, None)
+            node.broker.demand(ROOM)
+        one.broker.publish(ROOM, message(ROOM, {"from": "one"}))
+        two.broker.publish(ROOM, message(ROOM, {"from": "two"}))
+        await until(lambda: one.offsets(ROOM) == [1] and two.offsets(ROOM) == [1])
+        await published(one, functools.partial(one.broker.publish, ROOM, message(ROOM, {})))
+        await until(lambda: one.offsets(ROOM) == [1, 2])
+        assert [m["data"] for m in one.messages(ROOM)] == [{"from": "one"}, {}]
+        assert [m["data"] for m in two.messages(ROOM)] == [{"from": "two"}]
+    finally:
+        await one.broker.stop()
+        await two.broker.stop()
+        await cleaner.flushdb()
+        await cleaner.aclose()

@@ -16,6 +16,10 @@ the stream, trims it by the retention settings, and publishes
 `offset:epoch:payload`. The payload is encoded once, by the publishing node;
 every receiving node splices the position in (`with_position`), once per node.
 
+Publications and PUB/SUB go over two lean connections of broker/resp.py (a
+message crossing nodes pays for them twice, and redis-py's pipeline and PubSub
+cost more than the hop itself); every other command goes through redis-py.
+
 A node subscribes to a topic's channel while it has local demand or a read in
 flight. Each lossless stream's delivery goes through a StreamTracker, which
 keeps it contiguous (gaps are fetched from the history) and merges reads with
@@ -42,8 +46,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -57,6 +62,7 @@ from hlgateway.broker.base import (
     Retention,
     with_position,
 )
+from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable, open_connection
 from hlgateway.broker.topics import topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
 from hlgateway.protocol.channels import Topic
@@ -65,11 +71,13 @@ log = logging.getLogger(__name__)
 
 PREFIX = "hlgw"
 KEEP_FLOOR_MS = 60_000  # must match PUBLISH_LUA's floor
-POOL_SIZE = 32  # command connections per node (PUB/SUB has one more)
+POOL_SIZE = 32  # command connections per node (publishing and PUB/SUB have one each)
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
-BATCH = 256  # publications per pipeline
+IN_FLIGHT = 1024  # publications written and not yet answered
+KEEPALIVE = 2.0  # seconds between liveness probes on the two lean connections
+STALL = 10.0  # a reply awaited longer than this: the connection is dead
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
 UNAVAILABLE_EPOCH = "unavailable"
 
@@ -153,13 +161,20 @@ def redacted(url: str) -> str:
 class _Keys:
     __slots__ = ("channel", "latest", "ledger", "meta", "stream")
 
-    def __init__(self, tid: str) -> None:
+    def __init__(self, tid: str, db: int) -> None:
         base = f"{PREFIX}:{{{tid}}}"
-        self.meta = f"{base}:m"
-        self.stream = f"{base}:s"
-        self.latest = f"{base}:l"
-        self.ledger = f"{base}:d:"
-        self.channel = f"{PREFIX}:{tid}".encode()
+        self.meta = f"{base}:m".encode()
+        self.stream = f"{base}:s".encode()
+        self.latest = f"{base}:l".encode()
+        self.ledger = f"{base}:d:".encode()
+        # PUB/SUB channels are global to a Redis server, keys are per database:
+        # the database is in the name so that two gateways on two databases of
+        # one Redis never hear each other.
+        self.channel = f"{PREFIX}:{db}:{tid}".encode()
+
+
+# (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication.
+_Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
 
 
 class RedisBroker(Broker):
@@ -180,9 +195,12 @@ class RedisBroker(Broker):
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
         self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        self._db = int(parse_url(url).get("db") or 0)
         self.redis: aioredis.Redis | None = None
-        self._pubsub: PubSub | None = None
-        self._publish_script: Any = None
+        self._pub: RespConnection | None = None  # publications
+        self._sub: RespConnection | None = None  # PUB/SUB
+        self._publish_sha = b""
+        self._own = f"{PREFIX}:{self._db}:node:{self.node}".encode()
         self._read_script: Any = None
         self.connected = False
         self._up = asyncio.Event()
@@ -196,9 +214,9 @@ class RedisBroker(Broker):
         self._latest: dict[Topic, bytes] = {}
         self._progress: dict[Topic, asyncio.Event] = {}  # reads waiting for live data
         self._snapshot_reads: dict[Topic, asyncio.Future[bytes | None]] = {}
-        self._queue: collections.deque[tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]]
-        self._queue = collections.deque()
-        self._wake = asyncio.Event()
+        self._queue: collections.deque[_Entry] = collections.deque()  # not written yet
+        self._in_flight: collections.deque[_Entry] = collections.deque()  # written, unanswered
+        self._flush_due = False
         self._unique = itertools.count(1)
         self._unique_prefix = secrets.token_hex(4)
         self._supervisor: asyncio.Task[None] | None = None
@@ -210,7 +228,7 @@ class RedisBroker(Broker):
     def keys(self, topic: Topic) -> _Keys:
         keys = self._keys.get(topic)
         if keys is None:
-            keys = self._keys[topic] = _Keys(topic_id(topic))
+            keys = self._keys[topic] = _Keys(topic_id(topic), self._db)
         return keys
 
     # -- lifecycle ------------------------------------------------------------
@@ -233,17 +251,21 @@ class RedisBroker(Broker):
     async def _close(self) -> None:
         self.connected = False
         self._up.clear()
-        pubsub, client = self._pubsub, self.redis
-        self._pubsub, self.redis = None, None
+        pub, sub, client = self._pub, self._sub, self.redis
+        self._pub, self._sub, self.redis = None, None, None
+        # Not known to be done: again after reconnecting, first and in order. A
+        # lossless item's ledger id keeps a retried publication from repeating.
+        self._queue.extendleft(reversed(self._in_flight))
+        self._in_flight.clear()
         self._subscribed.clear()
         for future in self._acks.values():
             if not future.done():
                 future.set_exception(ConnectionError("Redis connection lost"))
                 future.exception()  # retrieved here: nobody may be waiting
         self._acks.clear()
-        with contextlib.suppress(Exception):
-            if pubsub is not None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        for conn in (pub, sub):
+            if conn is not None:
+                conn.close()
         with contextlib.suppress(Exception):
             if client is not None:
                 await client.aclose()
@@ -258,7 +280,7 @@ class RedisBroker(Broker):
                 await self._serve()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("broker: Redis unavailable (%s); serving degraded", exc)
             except Exception:
                 log.exception("broker: unexpected error; reconnecting")
@@ -281,41 +303,44 @@ class RedisBroker(Broker):
             health_check_interval=0,
         )
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        await client.ping()
         self.redis = client
-        self._publish_script = client.register_script(PUBLISH_LUA)
+        await client.ping()
         self._read_script = client.register_script(READ_LUA)
-        pubsub = client.pubsub()
-        self._pubsub = pubsub
-        # A first subscription opens the PUB/SUB connection; the node's own
-        # channel doubles as a liveness marker.
-        await pubsub.subscribe(f"{PREFIX}:node:{self.node}")
+        self._pub = pub = await open_connection(self.url, f"hlgw-pub-{self.node}")
+        pub.on_writable = self._schedule_flush
+        self._publish_sha = await pub.call("SCRIPT", "LOAD", PUBLISH_LUA)
+        self._sub = sub = await open_connection(self.url, f"hlgw-sub-{self.node}", self._on_push)
+        # A first subscription enters PUB/SUB mode; the node's own channel
+        # doubles as a liveness marker.
+        own = self._own
+        ack = self._acks[own] = asyncio.get_running_loop().create_future()
+        sub.send_push(encode("SUBSCRIBE", own))
+        async with asyncio.timeout(READ_TIMEOUT):
+            await ack
         self.connected = True
         self._up.set()
 
     async def _serve(self) -> None:
-        """Run until the connection fails: the reader, the writer, and resubscribing."""
-        assert self._pubsub is not None
-        reader = asyncio.ensure_future(self._read_loop(self._pubsub))
-        writer = asyncio.ensure_future(self._write_loop())
-        try:
-            for topic in {*self._wanted, *self._reading}:
-                await self._subscribe(topic)
-            # What the streams missed while this node was away.
-            for topic, tracker in list(self._trackers.items()):
-                if tracker.epoch is not None and not tracker.fetching:
-                    tracker.fetching = True
-                    self._spawn(self._fetch_gap(topic, tracker.offset))
-            self._wake.set()
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in (reader, writer):
-                task.cancel()
-            for task in (reader, writer):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        """Run until a connection fails: resubscribe, resend, then watch both links."""
+        pub, sub = self._pub, self._sub
+        assert pub is not None and sub is not None
+        for topic in {*self._wanted, *self._reading}:
+            await self._subscribe(topic)
+        # What the streams missed while this node was away.
+        for topic, tracker in list(self._trackers.items()):
+            if tracker.epoch is not None and not tracker.fetching:
+                tracker.fetching = True
+                self._spawn(self._fetch_gap(topic, tracker.offset))
+        self._schedule_flush()
+        while True:
+            await asyncio.wait({pub.closed, sub.closed}, timeout=KEEPALIVE)
+            for conn in (pub, sub):
+                if conn.closed.done():
+                    conn.closed.result()  # raises why
+                    raise RespError("Redis connection closed")
+                if conn.stalled(STALL):
+                    raise RespError(f"Redis has not answered for {STALL:.0f} s")
+                conn.ping()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -366,34 +391,37 @@ class RedisBroker(Broker):
             queue.popleft()
             self.stats["droppedWhileAway"] += 1
         queue.append((topic, prefix, items, suffix, keep_ms))
-        self._wake.set()
+        self._schedule_flush()
 
-    async def _write_loop(self) -> None:
-        queue = self._queue
-        while True:
-            if not queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
-            try:
-                await self._write(batch)
-            except BaseException:
-                # Not known to be done: again after reconnecting. A lossless
-                # item's ledger id keeps a retried publication from repeating.
-                queue.extendleft(reversed(batch))
-                raise
+    def _schedule_flush(self) -> None:
+        # Once per loop turn: what was published in this turn goes out in one write.
+        if not self._flush_due and self._pub is not None:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _write(
-        self, batch: list[tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]]
-    ) -> None:
-        assert self.redis is not None
-        retention, ttl_ms = self.retention, self._ttl_ms
-        pipe = self.redis.pipeline(transaction=False)
-        for topic, prefix, items, suffix, keep_ms in batch:
+    def _flush(self) -> None:
+        self._flush_due = False
+        pub, queue, in_flight = self._pub, self._queue, self._in_flight
+        if pub is None or not pub.is_open or not pub.writable:
+            return  # on reconnecting, or once the buffer drains
+        count = min(len(queue), IN_FLIGHT - len(in_flight))
+        if count <= 0:
+            return  # the next answer flushes again
+        retention, ttl_ms, sha = self.retention, self._ttl_ms, self._publish_sha
+        chunks: list[bytes] = []
+        replies: list[Any] = []
+        for _ in range(count):
+            entry = queue.popleft()
+            in_flight.append(entry)
+            topic, prefix, items, suffix, keep_ms = entry
             keys = self.keys(topic)
             if topic.lossless:
-                args: list[Any] = [
+                args: list[bytes | str | int] = [
+                    "EVALSHA",
+                    sha,
+                    2,
+                    keys.meta,
+                    keys.stream,
                     keys.channel,
                     new_epoch(),
                     retention.size,
@@ -407,28 +435,59 @@ class RedisBroker(Broker):
                 ]
                 for item_id, item in items:
                     args += (item_id, item)
-                await self._publish_script(keys=[keys.meta, keys.stream], args=args, client=pipe)
+                chunks.append(encode(*args))
+                replies.append(self._answered)
             else:  # a snapshot: its payload travels as `prefix`
-                pipe.set(keys.latest, prefix, px=ttl_ms)
-                pipe.publish(keys.channel, prefix)
-        await pipe.execute()
-        self.stats["published"] += len(batch)
+                chunks.append(encode("SET", keys.latest, prefix, "PX", ttl_ms))
+                chunks.append(encode("PUBLISH", keys.channel, prefix))
+                replies += (self._answered_part, self._answered)
+        pub.send(b"".join(chunks), replies)
+
+    def _answered_part(self, reply: Any) -> None:
+        """The first of a publication's two answers (a snapshot's SET)."""
+        if isinstance(reply, hiredis.ReplyError):
+            self._refused(reply)
+
+    def _answered(self, reply: Any) -> None:
+        """A publication's last answer: it is done (or refused for good)."""
+        if isinstance(reply, RespError):
+            return  # the connection is gone; _close() requeues what is in flight
+        refused = isinstance(reply, hiredis.ReplyError)
+        if refused and self._refused(reply):
+            return  # retried on the next connection
+        if self._in_flight:
+            self._in_flight.popleft()
+            if not refused:
+                self.stats["published"] += 1
+        if self._queue:
+            self._schedule_flush()
+
+    def _refused(self, error: hiredis.ReplyError) -> bool:
+        """Redis refused a publication. True: retry it on a new connection."""
+        if is_retryable(error):
+            if self._pub is not None:
+                self._pub.fail(RespError(f"Redis refused a publication: {error}"))
+            return True
+        # Refused for what it is (it would be refused again): say so and go on.
+        log.error("broker: Redis refused a publication for good: %s", error)
+        self.stats["publishRefused"] += 1
+        return False
 
     # -- receiving --------------------------------------------------------------
-    async def _read_loop(self, pubsub: PubSub) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == "message":
-                self._on_message(message["channel"], message["data"])
-            elif kind == "subscribe":
-                channel = message["channel"]
+    def _on_push(self, push: list[Any]) -> None:
+        kind = push[0]
+        if kind == b"message":
+            self._on_message(push[1], push[2])
+        elif kind == b"subscribe":
+            channel = push[1]
+            future = self._acks.pop(channel, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+            if channel in self._by_channel or channel == self._own:
                 self._subscribed.add(channel)
-                future = self._acks.pop(channel, None)
-                if future is not None and not future.done():
-                    future.set_result(None)
+            elif self._sub is not None and self._sub.is_open:
+                # Let go before the confirmation came: nobody wants it now.
+                self._sub.send_push(encode("UNSUBSCRIBE", channel))
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         topic = self._by_channel.get(channel)
@@ -514,14 +573,10 @@ class RedisBroker(Broker):
         if keys is None:
             return
         self._by_channel.pop(keys.channel, None)
-        if keys.channel in self._subscribed and self._pubsub is not None and self.connected:
+        sub = self._sub
+        if keys.channel in self._subscribed and sub is not None and sub.is_open:
             self._subscribed.discard(keys.channel)
-            self._spawn(self._unsubscribe(keys.channel))
-
-    async def _unsubscribe(self, channel: bytes) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            if self._pubsub is not None and channel not in self._by_channel:
-                await self._pubsub.unsubscribe(channel)
+            sub.send_push(encode("UNSUBSCRIBE", keys.channel))
 
     async def _subscribe(self, topic: Topic) -> None:
         """Subscribe to the topic's channel; return once Redis confirmed it."""
@@ -533,10 +588,11 @@ class RedisBroker(Broker):
             return
         future = self._acks.get(keys.channel)
         if future is None:
-            if self._pubsub is None:
+            sub = self._sub
+            if sub is None or not sub.is_open:
                 raise ConnectionError("Redis is not connected")
             future = self._acks[keys.channel] = asyncio.get_running_loop().create_future()
-            await self._pubsub.subscribe(keys.channel)
+            sub.send_push(encode("SUBSCRIBE", keys.channel))
         await asyncio.shield(future)
 
     # -- reading ----------------------------------------------------------------
@@ -675,6 +731,6 @@ class RedisBroker(Broker):
             "connected": self.connected,
             "channels": len(self._subscribed),
             "streams": len(self._trackers),
-            "queued": len(self._queue),
+            "queued": len(self._queue) + len(self._in_flight),
             **dict(self.stats),
         }
