@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hlgateway.metrics import Metrics, UpstreamCounts
+from hlgateway.metrics import BrokerCounts, Metrics, UpstreamCounts
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Stats:
     upstream_subscription_count: int = 0
     outbox_stats: Outbox = field(default_factory=Outbox)
     upstream_counts: UpstreamCounts = field(default_factory=UpstreamCounts)
+    broker_counts: BrokerCounts = field(default_factory=BrokerCounts)
 
 
 def scrape(metrics: Metrics) -> dict[str, float]:
@@ -65,6 +66,18 @@ def test_gauges_read_the_stats_at_each_scrape() -> None:
     assert third["hlgateway_fills_recovered"] == 4
     assert third["hlgateway_rest_failures"] == 5
     assert third["hlgateway_wallet_recoveries"] == 0
+    assert third["hlgateway_broker_degraded"] == third["hlgateway_leases_held"] == 0
+    stats.broker_counts = BrokerCounts(
+        degraded=True, queued=9, gaps_lost=2, refused=1, disconnects=3, leases_held=4
+    )
+    fourth = scrape(metrics)
+    assert fourth["hlgateway_broker_degraded"] == 1
+    assert fourth["hlgateway_broker_queued"] == 9
+    assert fourth["hlgateway_broker_gaps_lost"] == 2
+    assert fourth["hlgateway_broker_publish_refused"] == 1
+    assert fourth["hlgateway_broker_disconnects"] == 3
+    assert fourth["hlgateway_leases_held"] == 4
+    assert fourth["hlgateway_broker_published"] == 0
 
 
 def test_messages_count_once_per_subscriber() -> None:

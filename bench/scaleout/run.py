@@ -10,7 +10,10 @@ on 127.0.0.1; a redis-server of the benchmark's own, never the machine's):
   probe client made it want the stream first), every load client is on node B:
   each message crosses nodes (A -> Redis -> B);
 - `workers-2`: `hlgateway serve --workers 2 --broker ...`: two workers on one
-  port (SO_REUSEPORT), the clients spread over them by the kernel.
+  port (SO_REUSEPORT), the clients spread over them by the kernel, placed by
+  the scheduler;
+- `workers-2-pinned`: the same with worker i pinned to core i (the load
+  generator, the pump and Redis stay on core 1).
 
 Measured per run: delivered messages/s, latency (load generator's clock minus
 the pump's send time) p50/p99, the first receipt of each tick p50/p99 (the way
@@ -30,6 +33,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -64,11 +68,20 @@ from bench.fanout.steering import describe, steer_receives
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "bench" / "scaleout" / "build"
-TOPOLOGIES = ("memory-1", "redis-1", "redis-2", "workers-2")
+TOPOLOGIES = ("memory-1", "redis-1", "redis-2", "workers-2", "workers-2-pinned")
+DEFAULT_TOPOLOGIES = ("memory-1", "redis-1", "redis-2", "workers-2")
 
 
 def plan(quick: bool) -> list[Scenario]:
     out = [
+        Scenario(
+            "hop",
+            "10 ticks/s, one client (the cross-node hop alone)",
+            1,
+            "rate",
+            rate=10.0,
+            duration=5.0 if quick else 30.0,
+        ),
         Scenario(
             "rate-10",
             "10 ticks/s (cross-node hop latency)",
@@ -209,7 +222,7 @@ def start_topology(
         b, b_port = start_gateway(ctx, f"{tag}-b", scenario, url, SERVER_CORE)
         pids = {"gateway": b.pid, "gateway_a": a.pid, "redis": redis_pid}
         return Topology(name, b_port, pids, [a, b], probe)
-    if name == "workers-2":
+    if name in ("workers-2", "workers-2-pinned"):
         port = P.free_port()
         proc, _ = start_gateway(
             ctx, f"{tag}-w", scenario, url, None, port, ["--workers", "2", "--broker", url]
@@ -220,6 +233,9 @@ def start_topology(
             time.sleep(0.2)
             workers = worker_pids(proc.pid)
         time.sleep(2.0)  # the second worker's market list
+        if name == "workers-2-pinned":
+            for core, pid in enumerate(sorted(workers)):
+                os.sched_setaffinity(pid, {core % 2})
         pids = {f"gateway_w{i}": pid for i, pid in enumerate(workers)}
         pids["redis"] = redis_pid
         return Topology(name, port, pids, [proc])
@@ -322,7 +338,10 @@ def table(runs: list[dict[str, Any]]) -> str:
 HOP_KEYS = ("latency_p50_ms", "latency_p99_ms", "first_p50_ms", "first_p99_ms")
 
 
-def hop(runs: list[dict[str, Any]], scenario: str = "rate-10@1000") -> dict[str, Any] | None:
+HOP_SCENARIOS = ("hop@1", "rate-10@1000")
+
+
+def hop(runs: list[dict[str, Any]], scenario: str) -> dict[str, Any] | None:
     """What crossing nodes adds: redis-2 minus memory-1 of the same round."""
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for run in runs:
@@ -357,7 +376,9 @@ def hop_table(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scaleout", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter, without the 10k run")
-    parser.add_argument("--topologies", nargs="*", default=list(TOPOLOGIES), choices=TOPOLOGIES)
+    parser.add_argument(
+        "--topologies", nargs="*", default=list(DEFAULT_TOPOLOGIES), choices=TOPOLOGIES
+    )
     parser.add_argument("--only", nargs="*", default=[], help="scenario keys (rate-10 ...)")
     parser.add_argument(
         "--rounds", type=int, default=1, help="alternate the topologies this many times"
@@ -397,14 +418,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "receive_steering": steering,
         "runs": runs,
-        "hop": hop(runs),
+        "hop": [h for s in HOP_SCENARIOS if (h := hop(runs, s)) is not None],
     }
     BUILD.mkdir(parents=True, exist_ok=True)
     path = BUILD / f"results{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(table(runs))
-    if results["hop"] is not None:
+    for summary in results["hop"]:
         print()
-        print(hop_table(results["hop"]))
+        print(hop_table(summary))
     print(f"results: {path}", file=sys.stderr)
     return 1 if any("error" in r for r in runs) else 0

@@ -22,7 +22,7 @@ from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
 from hlgateway.hub import Hub
-from hlgateway.metrics import Metrics, UpstreamCounts
+from hlgateway.metrics import BrokerCounts, Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.publisher import Publisher
@@ -259,6 +259,28 @@ class Gateway:
             fills_recovered=wallets.fills_recovered,
             wallet_recoveries=wallets.recoveries,
             rest_failures=wallets.rest_failures,
+        )
+
+    @property
+    def broker_counts(self) -> BrokerCounts:
+        broker = self.broker
+        if not isinstance(broker, RedisBroker):
+            return BrokerCounts()
+        stats = broker.stats
+        leases = self.ownership.health() if self.ownership is not None else {}
+        return BrokerCounts(
+            degraded=broker.degraded,
+            queued=broker.queued,
+            published=stats["published"],
+            received=stats["received"],
+            gaps=stats["gaps"],
+            gaps_lost=stats["gapsLost"],
+            refused=stats["publishRefused"],
+            dropped_while_away=stats["droppedWhileAway"],
+            disconnects=stats["disconnects"],
+            leases_held=leases.get("held", 0),
+            leases_gained=leases.get("gained", 0),
+            leases_lost=leases.get("lost", 0),
         )
 
     async def shutdown(self, drain_seconds: float) -> None:

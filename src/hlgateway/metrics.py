@@ -50,6 +50,24 @@ class UpstreamCounts:
     rest_failures: int = 0
 
 
+@dataclass(frozen=True)
+class BrokerCounts:
+    """The shared broker's state and counts since start (all 0 with the memory engine)."""
+
+    degraded: bool = False  # Redis is away: this node serves only what it can alone
+    queued: int = 0  # publications not yet answered by Redis (waiting, or written)
+    published: int = 0
+    received: int = 0  # PUB/SUB messages for topics this node wants
+    gaps: int = 0  # offsets PUB/SUB skipped, fetched from the history
+    gaps_lost: int = 0  # skipped offsets the history no longer had
+    refused: int = 0  # publications Redis refused for good
+    dropped_while_away: int = 0  # publications dropped over the bound while Redis was away
+    disconnects: int = 0
+    leases_held: int = 0  # upstream streams this node feeds for the whole gateway
+    leases_gained: int = 0
+    leases_lost: int = 0
+
+
 class GatewayStats(Protocol):
     """What the gauges read at each scrape (the Gateway provides it)."""
 
@@ -65,6 +83,8 @@ class GatewayStats(Protocol):
     def outbox_stats(self) -> OutboxCounts: ...
     @property
     def upstream_counts(self) -> UpstreamCounts: ...
+    @property
+    def broker_counts(self) -> BrokerCounts: ...
 
 
 class _GatewayGauges(Collector):
@@ -75,6 +95,7 @@ class _GatewayGauges(Collector):
         src = self._source
         stats = src.outbox_stats
         upstream = src.upstream_counts
+        broker = src.broker_counts
         for name, doc, value in (
             ("hlgateway_connections", "Open client connections", src.connection_count),
             ("hlgateway_subscriptions", "Client subscriptions", src.subscription_count),
@@ -126,6 +147,50 @@ class _GatewayGauges(Collector):
                 "Failed REST calls to the upstream, since start",
                 upstream.rest_failures,
             ),
+            ("hlgateway_broker_degraded", "1 while Redis is away", int(broker.degraded)),
+            (
+                "hlgateway_broker_queued",
+                "Publications not yet answered by Redis",
+                broker.queued,
+            ),
+            ("hlgateway_broker_published", "Publications to Redis, since start", broker.published),
+            (
+                "hlgateway_broker_received",
+                "Messages received from Redis for wanted topics, since start",
+                broker.received,
+            ),
+            (
+                "hlgateway_broker_gaps",
+                "Offsets PUB/SUB skipped, fetched from the history, since start",
+                broker.gaps,
+            ),
+            (
+                "hlgateway_broker_gaps_lost",
+                "Skipped offsets the history no longer had, since start",
+                broker.gaps_lost,
+            ),
+            (
+                "hlgateway_broker_publish_refused",
+                "Publications Redis refused for good, since start",
+                broker.refused,
+            ),
+            (
+                "hlgateway_broker_dropped_while_away",
+                "Publications dropped over the bound while Redis was away, since start",
+                broker.dropped_while_away,
+            ),
+            (
+                "hlgateway_broker_disconnects",
+                "Connections to Redis lost, since start",
+                broker.disconnects,
+            ),
+            (
+                "hlgateway_leases_held",
+                "Upstream streams this node feeds for every node",
+                broker.leases_held,
+            ),
+            ("hlgateway_leases_gained", "Upstream leases taken, since start", broker.leases_gained),
+            ("hlgateway_leases_lost", "Upstream leases lost, since start", broker.leases_lost),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
 

@@ -320,3 +320,35 @@ async def test_gateways_on_two_databases_of_one_redis_do_not_hear_each_other(
         await two.broker.stop()
         await cleaner.flushdb()
         await cleaner.aclose()
+
+
+async def test_killed_publish_and_pubsub_connections_are_replaced_and_nothing_is_missed(
+    own_redis: OwnRedis,
+) -> None:
+    a = Node(RedisBroker(own_redis.url, node="a"))
+    b = Node(RedisBroker(own_redis.url, node="b"))
+    await a.broker.start()
+    await b.broker.start()
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await b.broker.read(ROOM, None)
+        b.broker.demand(ROOM)
+        a.broker.publish(ROOM, message(ROOM, {"n": 0}))
+        await until(lambda: b.offsets(ROOM) == [1])
+        lean = [
+            c for c in await admin.client_list() if c["name"].startswith(("hlgw-pub-", "hlgw-sub-"))
+        ]
+        assert len(lean) == 4  # two per node
+        for client in lean:
+            await admin.client_kill_filter(_id=client["id"])
+        for n in (1, 2, 3):
+            a.broker.publish(ROOM, message(ROOM, {"n": n}))
+        await until(lambda: len(b.offsets(ROOM)) >= 4, timeout=10)
+        assert b.offsets(ROOM) == [1, 2, 3, 4]
+        assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(4)]
+        assert a.broker.stats["disconnects"] >= 1 and b.broker.stats["disconnects"] >= 1
+        await until(lambda: a.broker.connected and b.broker.connected)
+    finally:
+        await admin.aclose()
+        await a.broker.stop()
+        await b.broker.stop()

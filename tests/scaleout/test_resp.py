@@ -92,6 +92,13 @@ async def test_after_the_first_subscribe_every_reply_is_a_push() -> None:
     assert not conn.stalled(10.0)
 
 
+async def test_pushes_cannot_start_while_commands_await_replies() -> None:
+    conn, _, _ = connected()
+    conn.send(encode("PING"), [None])
+    with pytest.raises(RespError, match="await"):
+        conn.send_push(encode("SUBSCRIBE", "c"))  # the PONG would be taken for a push
+
+
 async def test_a_reply_awaited_too_long_says_the_connection_stalled() -> None:
     conn, _, clock = connected()
     assert not conn.stalled(10.0)  # nothing awaited

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -258,17 +259,25 @@ class RedisBroker(Broker):
         self._queue.extendleft(reversed(self._in_flight))
         self._in_flight.clear()
         self._subscribed.clear()
-        for future in self._acks.values():
-            if not future.done():
-                future.set_exception(ConnectionError("Redis connection lost"))
-                future.exception()  # retrieved here: nobody may be waiting
-        self._acks.clear()
+        self._fail_acks()
         for conn in (pub, sub):
             if conn is not None:
                 conn.close()
         with contextlib.suppress(Exception):
             if client is not None:
                 await client.aclose()
+
+    def _lost(self, sub: RespConnection, _: object) -> None:
+        if self._sub is sub:  # not an old connection's late news
+            self._fail_acks()
+
+    def _fail_acks(self) -> None:
+        """Subscribes waiting for a confirmation learn that it will not come."""
+        for future in self._acks.values():
+            if not future.done():
+                future.set_exception(ConnectionError("Redis connection lost"))
+                future.exception()  # retrieved here: nobody may be waiting
+        self._acks.clear()
 
     async def _supervise(self) -> None:
         attempt = 0
@@ -310,6 +319,7 @@ class RedisBroker(Broker):
         pub.on_writable = self._schedule_flush
         self._publish_sha = await pub.call("SCRIPT", "LOAD", PUBLISH_LUA)
         self._sub = sub = await open_connection(self.url, f"hlgw-sub-{self.node}", self._on_push)
+        sub.closed.add_done_callback(functools.partial(self._lost, sub))
         # A first subscription enters PUB/SUB mode; the node's own channel
         # doubles as a liveness marker.
         own = self._own
@@ -350,6 +360,11 @@ class RedisBroker(Broker):
     @property
     def degraded(self) -> bool:
         return not self.connected
+
+    @property
+    def queued(self) -> int:
+        """Publications not yet answered by Redis (waiting, or written)."""
+        return len(self._queue) + len(self._in_flight)
 
     # -- publishing -----------------------------------------------------------
     def publish(self, topic: Topic, payload: bytes) -> None:
@@ -731,6 +746,6 @@ class RedisBroker(Broker):
             "connected": self.connected,
             "channels": len(self._subscribed),
             "streams": len(self._trackers),
-            "queued": len(self._queue) + len(self._in_flight),
+            "queued": self.queued,
             **dict(self.stats),
         }

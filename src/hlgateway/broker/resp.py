@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -99,7 +100,7 @@ class RespConnection(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         try:
-            # Not a reply more once failed: the rest are no longer anybody's.
+            # Once failed, the rest of this read belongs to nobody.
             while not self.closed.done() and (reply := reader.gets()) is not False:
                 self._reply(reply)
         except hiredis.ProtocolError as exc:
@@ -156,6 +157,9 @@ class RespConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self.closed.done():
             raise RespError("Redis connection is closed")
+        if self._pending:
+            # Their replies would be taken for pushes.
+            raise RespError("commands still await their replies")
         self._push_mode = True
         transport.write(data)
 
@@ -230,7 +234,8 @@ async def open_connection(
                     await conn.call("AUTH", kwargs["password"])
             if kwargs.get("db"):
                 await conn.call("SELECT", int(kwargs["db"]))
-            await conn.call("CLIENT", "SETNAME", name)
+            # A name may not hold spaces or newlines (a node name may).
+            await conn.call("CLIENT", "SETNAME", re.sub(r"[^!-~]", "_", name))
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.fail(RespError("setup failed"))
