@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,11 +30,15 @@ async def redis_url() -> AsyncIterator[str]:
 class OwnRedis:
     """A redis-server of the test's own, without persistence, that may be stopped."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
         self.password = password
+        self.tls = tls  # (certificate, which is its own CA; key): TLS only
         auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        if tls is None:
+            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        else:
+            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={tls[0]}"
         self.proc: asyncio.subprocess.Process | None = None
         self._dir = tempfile.mkdtemp(prefix="hlgw-redis-")
 
@@ -51,6 +56,7 @@ class OwnRedis:
             "--dir",
             self._dir,
             *(["--requirepass", self.password] if self.password else []),
+            *self._tls_args(),
             stdout=asyncio.subprocess.DEVNULL,
         )
         client = aioredis.Redis.from_url(self.url)
@@ -66,6 +72,16 @@ class OwnRedis:
             raise RuntimeError("redis-server did not start")
         finally:
             await client.aclose()
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key = (str(path) for path in self.tls)
+        return [
+            *("--port", "0", "--tls-port", str(self.port)),
+            *("--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert),
+            *("--tls-auth-clients", "no"),
+        ]
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ from hlgateway.protocol.channels import PRICES, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
 from tests.helpers import eventually
 from tests.scaleout.conftest import OwnRedis
+from tests.tls import self_signed
 
 ROOM = room_topic("desk")
 PRICES_TOPIC = make_topic(PRICES, {"symbols": ["BTC"]}, symbols=("BTC",))
@@ -352,3 +354,25 @@ async def test_killed_publish_and_pubsub_connections_are_replaced_and_nothing_is
         await admin.aclose()
         await a.broker.stop()
         await b.broker.stop()
+
+
+async def test_two_nodes_over_tls(tmp_path: Path) -> None:
+    """redis-py's commands and the lean connections trust the same server (rediss://)."""
+    server = OwnRedis(tls=self_signed(tmp_path))
+    await server.start()
+    a = Node(RedisBroker(server.url, node="a"))
+    b = Node(RedisBroker(server.url, node="b"))
+    await a.broker.start()
+    await b.broker.start()
+    try:
+        assert a.broker.connected and b.broker.connected
+        replay = await b.broker.read(ROOM, None)
+        b.broker.demand(ROOM)
+        a.broker.publish(ROOM, message(ROOM, {"n": 0}))
+        await until(lambda: b.offsets(ROOM) == [1])
+        again = await a.broker.read(ROOM, replay.position)
+        assert again.recovered and [p.offset for p in again.publications] == [1]
+    finally:
+        await a.broker.stop()
+        await b.broker.stop()
+        await server.stop()

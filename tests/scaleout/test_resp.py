@@ -6,6 +6,8 @@ protected redis-server of the test's own)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
 import hiredis
@@ -19,6 +21,7 @@ from hlgateway.broker.resp import (
     open_connection,
 )
 from tests.scaleout.conftest import REDIS_URL, OwnRedis
+from tests.tls import self_signed
 
 
 class FakeTransport(asyncio.Transport):
@@ -179,3 +182,43 @@ async def test_a_password_in_the_url_authenticates() -> None:
             await open_connection(wrong, "hlgw-test")
     finally:
         await server.stop()
+
+
+async def test_tls_trusts_the_urls_ca_and_not_an_unknown_one(tmp_path: Path) -> None:
+    server = OwnRedis(tls=self_signed(tmp_path))
+    await server.start()
+    try:
+        conn = await open_connection(server.url, "hlgw-test")
+        assert await conn.call("PING") == b"PONG"
+        conn.close()
+        untrusted = server.url.split("?")[0]  # the system's CAs do not know ours
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await open_connection(untrusted, "hlgw-test")
+        conn = await open_connection(f"{untrusted}?ssl_cert_reqs=none", "hlgw-test")
+        assert await conn.call("PING") == b"PONG"
+        conn.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_unix_socket_url_with_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "redis.sock"
+    proc = await asyncio.create_subprocess_exec(
+        *("redis-server", "--port", "0", "--unixsocket", str(path), "--save", ""),
+        *("--appendonly", "no", "--dir", str(tmp_path)),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        conn: RespConnection | None = None
+        for _ in range(250):  # until it listens
+            try:
+                conn = await open_connection(f"unix://{path}?db=3", "hlgw-test")
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        assert conn is not None
+        assert (await conn.call("CLIENT", "INFO")).split(b" db=")[1].startswith(b"3 ")
+        conn.close()
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -209,6 +209,26 @@ class RespConnection(asyncio.Protocol):
             self._transport.close()
 
 
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS a `rediss://` URL asks of redis-py, for these connections too (its query
+    options `ssl_ca_certs`, `ssl_cert_reqs`, `ssl_check_hostname`, `ssl_certfile`,
+    `ssl_keyfile`), so that both kinds of connection trust the same server."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    required = str(options.get("ssl_cert_reqs", "required")).lower()
+    if required == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        if required == "optional":
+            context.verify_mode = ssl.CERT_OPTIONAL
+        check = options.get("ssl_check_hostname")
+        if check is not None:
+            context.check_hostname = bool(check)
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
 async def open_connection(
     url: str, name: str, on_push: Push | None = None, timeout: float = 2.0
 ) -> RespConnection:
@@ -223,7 +243,7 @@ async def open_connection(
         if "path" in kwargs:
             _, conn = await loop.create_unix_connection(factory, kwargs["path"])
         else:
-            context = ssl.create_default_context() if url.startswith("rediss://") else None
+            context = tls_context(kwargs) if url.startswith("rediss://") else None
             host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
             _, conn = await loop.create_connection(factory, host, port, ssl=context)
         try:
