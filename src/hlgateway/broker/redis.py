@@ -334,14 +334,18 @@ class RedisBroker(Broker):
         """Run until a connection fails: resubscribe, resend, then watch both links."""
         pub, sub = self._pub, self._sub
         assert pub is not None and sub is not None
-        for topic in {*self._wanted, *self._reading}:
-            await self._subscribe(topic)
+        self._schedule_flush()  # what waited while Redis was away goes first
+        # Every SUBSCRIBE written at once, the confirmations awaited together.
+        wanted = {*self._wanted, *self._reading}
+        outcomes = await asyncio.gather(*map(self._subscribe, wanted), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         # What the streams missed while this node was away.
         for topic, tracker in list(self._trackers.items()):
             if tracker.epoch is not None and not tracker.fetching:
                 tracker.fetching = True
                 self._spawn(self._fetch_gap(topic, tracker.offset))
-        self._schedule_flush()
         while True:
             await asyncio.wait({pub.closed, sub.closed}, timeout=KEEPALIVE)
             for conn in (pub, sub):
