@@ -65,6 +65,7 @@ from bench.fanout.run import (
 from bench.fanout.run import gateway_env as fanout_gateway_env
 from bench.fanout.scenarios import Scenario
 from bench.fanout.steering import describe, steer_receives
+from bench.table import write_section
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "bench" / "scaleout" / "build"
@@ -373,6 +374,30 @@ def hop_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PLACEMENT = (
+    "the gateway (node B for redis-2) pinned to core 0; the pump, the load generator, "
+    "redis-server and node A on core 1; workers-2 placed by the scheduler, workers-2-pinned "
+    "with worker i on core i"
+)
+
+
+def docs_section(command: str, results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"# Scale-out: `{command}`",
+        "",
+        f"{results['date']}, {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, Python "
+        f"{m['python']}; {results['seconds']} s. Placement: {PLACEMENT}; "
+        f"{describe(results['receive_steering'])}. Written by the run itself; what the numbers "
+        'mean and the targets are in docs/scaling.md, "Measured".',
+        "",
+        table(results["runs"]),
+    ]
+    for summary in results["hop"]:
+        lines += ["", hop_table(summary)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scaleout", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter, without the 10k run")
@@ -384,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=1, help="alternate the topologies this many times"
     )
     parser.add_argument("--plain", action="store_true")
+    parser.add_argument(
+        "--no-docs",
+        action="store_true",
+        help="leave docs/benchmarks.md alone (a --quick run always does)",
+    )
     parser.add_argument("--no-steering", action="store_true")
     args = parser.parse_args(argv)
     scenarios = [s for s in plan(args.quick) if not args.only or s.key in args.only]
@@ -423,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     BUILD.mkdir(parents=True, exist_ok=True)
     path = BUILD / f"results{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.quick and not args.no_docs:
+        shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--plain",)]
+        command = " ".join(["python -m bench.scaleout", *shown])
+        print(f"docs: {write_section(command, docs_section(command, results))}", file=sys.stderr)
     print(table(runs))
     for summary in results["hop"]:
         print()
