@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from hlgateway.simulator import Simulator
+from hlgateway.upstream.ownership import DEMAND_KEY, DEMAND_TTL
 from tests.helpers import (
     ALICE_WALLET,
     Client,
@@ -45,7 +47,7 @@ async def fleet(
 
 
 async def test_a_client_on_one_node_gets_data_fed_on_another(
-    fleet: list[GatewayProcess], simulator: Simulator
+    fleet: list[GatewayProcess], simulator: Simulator, redis_url: str
 ) -> None:
     a, _, c = fleet
     client = await Client.connect(c.ws, alice_token())
@@ -69,6 +71,12 @@ async def test_a_client_on_one_node_gets_data_fed_on_another(
         state = await health(c)
         assert state["node"] == "c" and state["broker"]["engine"] == "redis"
         assert state["broker"]["status"] == "ok" and state["status"] == "healthy"
+        # The fleet's demand set outlives its last writer by a bounded time only.
+        redis = aioredis.Redis.from_url(redis_url)
+        try:
+            assert 0 < await redis.pttl(DEMAND_KEY) <= DEMAND_TTL * 2000
+        finally:
+            await redis.aclose()
     finally:
         await client.close()
 

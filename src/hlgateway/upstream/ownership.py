@@ -179,6 +179,9 @@ class Ownership:
         async def write(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             pipe.zadd(DEMAND_KEY, {encode_topic(t): expiry for t in topics})
+            # Entries expire by score, pruned by the next scan; the key itself goes
+            # once no node has refreshed it, not kept forever after the fleet stops.
+            pipe.pexpire(DEMAND_KEY, keep_ms)
             for topic in topics:
                 # The topic's first demand anywhere: where a new holder starts.
                 pipe.set(start_key(topic), wall_ms, nx=True, px=keep_ms)
