@@ -1,10 +1,12 @@
 """Scale-out tests run against the machine's Redis at 127.0.0.1:6379, database 11
-(their own, flushed before and after each test); the tests that stop Redis start
-their own redis-server on a free port."""
+(their own, flushed before and after each test; HLGATEWAY_TEST_REDIS_DB names
+another, so that two checkouts can run them at once); the tests that stop Redis
+start their own redis-server on a free port."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -15,7 +17,7 @@ import redis.asyncio as aioredis
 
 from tests.helpers import free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('HLGATEWAY_TEST_REDIS_DB', '11')}"
 
 
 @pytest.fixture
