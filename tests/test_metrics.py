@@ -78,6 +78,23 @@ def test_gauges_read_the_stats_at_each_scrape() -> None:
     assert fourth["hlgateway_broker_disconnects"] == 3
     assert fourth["hlgateway_leases_held"] == 4
     assert fourth["hlgateway_broker_published"] == 0
+    stats.upstream_counts = UpstreamCounts(
+        wallets_websocket=10,
+        wallets_polled=3,
+        poll_interval=7.9,
+        poll_lag=0.5,
+        wallets_over_latency=1,
+        rest_weight_used=900,
+        rest_weight_limit=1200,
+    )
+    fifth = scrape(metrics)
+    assert fifth["hlgateway_upstream_wallets[websocket]"] == 10
+    assert fifth["hlgateway_upstream_wallets[polled]"] == 3
+    assert fifth["hlgateway_upstream_poll_interval_seconds"] == 7.9
+    assert fifth["hlgateway_upstream_poll_lag_seconds"] == 0.5
+    assert fifth["hlgateway_upstream_wallets_over_latency"] == 1
+    assert fifth["hlgateway_upstream_rest_weight_used"] == 900
+    assert fifth["hlgateway_upstream_rest_weight_limit"] == 1200
 
 
 def test_messages_count_once_per_subscriber() -> None:

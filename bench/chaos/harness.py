@@ -103,6 +103,7 @@ async def run_chaos(
             idle_timeout=60.0,
             # Raised on both sides (see the gateway's settings below).
             max_new_connections_per_minute=100_000,
+            rest_weight_per_minute=1_000_000,
         )
     )
     await sim.start("127.0.0.1", 0)

@@ -48,6 +48,13 @@ class UpstreamCounts:
     fills_recovered: int = 0  # fills the live stream missed, brought back over REST
     wallet_recoveries: int = 0
     rest_failures: int = 0
+    wallets_websocket: int = 0  # wallets on this node's upstream WebSocket user streams
+    wallets_polled: int = 0  # wallets this node polls over REST
+    poll_interval: float = 0.0  # seconds between two polls of each polled wallet
+    poll_lag: float = 0.0  # how far the most overdue poll is behind that plan
+    wallets_over_latency: int = 0  # polled wallets beyond the accepted poll interval
+    rest_weight_used: float = 0.0  # REST weight spent in the last minute
+    rest_weight_limit: float = 0.0  # per minute
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,45 @@ class _GatewayGauges(Collector):
             ("hlgateway_leases_lost", "Upstream leases lost, since start", broker.leases_lost),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
+        yield from _wallet_gauges(upstream)
+
+
+def _wallet_gauges(upstream: UpstreamCounts) -> Iterable[Metric]:
+    """How this node serves wallets: on the WebSocket or polled, and how often."""
+    wallets = GaugeMetricFamily(
+        "hlgateway_upstream_wallets", "Wallets this node serves, by how", labels=["mode"]
+    )
+    wallets.add_metric(["websocket"], upstream.wallets_websocket)
+    wallets.add_metric(["polled"], upstream.wallets_polled)
+    yield wallets
+    for name, doc, value in (
+        (
+            "hlgateway_upstream_poll_interval_seconds",
+            "Seconds between two REST polls of each polled wallet (what the budget allows)",
+            upstream.poll_interval,
+        ),
+        (
+            "hlgateway_upstream_poll_lag_seconds",
+            "How far the most overdue wallet poll is behind the poll interval",
+            upstream.poll_lag,
+        ),
+        (
+            "hlgateway_upstream_wallets_over_latency",
+            "Polled wallets beyond HLGATEWAY_UPSTREAM_MAX_POLL_INTERVAL on this node",
+            upstream.wallets_over_latency,
+        ),
+        (
+            "hlgateway_upstream_rest_weight_used",
+            "REST weight spent in the last minute",
+            upstream.rest_weight_used,
+        ),
+        (
+            "hlgateway_upstream_rest_weight_limit",
+            "REST weight this node may spend per minute",
+            upstream.rest_weight_limit,
+        ),
+    ):
+        yield GaugeMetricFamily(name, doc, value=value)
 
 
 class Metrics:

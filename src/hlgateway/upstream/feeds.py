@@ -32,6 +32,7 @@ from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import TradeLedger
 from hlgateway.upstream.link import Link
+from hlgateway.upstream.polling import PollBudget
 from hlgateway.upstream.pool import Upstream
 from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
 
@@ -61,7 +62,7 @@ def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
 
 class Feeds:
     def __init__(
-        self, upstream: Upstream, publisher: Publisher, poll_interval: float = 5.0
+        self, upstream: Upstream, publisher: Publisher, poll_budget: PollBudget | None = None
     ) -> None:
         self._upstream = upstream
         self._publisher = publisher
@@ -82,7 +83,7 @@ class Feeds:
             self,
             lambda: upstream.rest,
             max_ws_wallets=upstream.limits.max_ws_wallets,
-            poll_interval=poll_interval,
+            poll_budget=poll_budget or PollBudget(upstream.limits.rest_weight_per_minute),
             retry=Backoff.full_jitter(
                 0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
             ),

@@ -84,8 +84,12 @@ class Upstream:
         timing: LinkTiming = LinkTiming(),
         context_refresh: float = 10.0,
         ca_file: str | None = None,
+        source_address: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Every connection (links and REST share one session) leaves from this
+        # address: the per-IP limits Hyperliquid counts are this address's.
+        self.source_address = source_address
         self.markets = Markets()
         self.contexts: dict[str, wire.AssetContext] = {}
         self.limits = limits
@@ -112,7 +116,8 @@ class Upstream:
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=self._ssl)
+        local = (self.source_address, 0) if self.source_address else None
+        connector = aiohttp.TCPConnector(ssl=self._ssl, local_addr=local)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=15), connector=connector
         )
@@ -229,6 +234,7 @@ class Upstream:
             "status": self.status,
             "network": self.endpoint.name,
             "host": self.endpoint.host,
+            "sourceAddress": self.source_address,
             "marketsLoaded": self.markets.loaded,
             "degradedSince": self.degraded_since,
             "subscriptions": len(self._refs),
@@ -238,6 +244,8 @@ class Upstream:
                 "messagesLastMinute": self._messages.used(),
                 "newLinksLastMinute": self._new_links.count(now),
                 "restWeightAvailable": round(self.budget.available()),
+                "restWeightLastMinute": round(self.budget.used()),
+                "restWeightPerMinute": round(self.budget.capacity),
             },
             "links": [
                 {

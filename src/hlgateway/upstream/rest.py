@@ -2,8 +2,8 @@
 
 Weights follow Hyperliquid's rate-limit table: l2Book, allMids and
 clearinghouseState weigh 2; most other info requests 20; userFillsByTime and
-historicalOrders 20 plus a share per returned item (we budget the base weight
-and keep pages small enough for that to be close).
+historicalOrders 20 plus one per 20 items answered. A call waits for its base
+weight in the budget; what the items add is charged when the answer is read.
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ from hlgateway.upstream.limits import WeightBudget
 
 WEIGHTS = {"l2Book": 2, "allMids": 2, "clearinghouseState": 2}
 DEFAULT_WEIGHT = 20
+# Requests charged one more unit of weight per this many items they answer.
+PER_ITEM = frozenset({"userFillsByTime", "historicalOrders", "userFills"})
+ITEMS_PER_WEIGHT = 20
 PAGE = 2000  # Hyperliquid returns at most this many fills or orders per call
+
+
+def info_weight(kind: str, items: int = 0) -> int:
+    """What Hyperliquid charges an /info request of `kind` that answered `items` items."""
+    base = WEIGHTS.get(kind, DEFAULT_WEIGHT)
+    return base + items // ITEMS_PER_WEIGHT if kind in PER_ITEM else base
 
 
 class RestError(Exception):
@@ -32,7 +41,7 @@ class InfoClient:
         self.budget = budget
 
     async def post(self, payload: dict[str, Any]) -> bytes:
-        await self.budget.take(WEIGHTS.get(str(payload.get("type")), DEFAULT_WEIGHT))
+        await self.budget.take(info_weight(str(payload.get("type"))))
         try:
             async with self._session.post(self.url, json=payload) as resp:
                 if resp.status != 200:
@@ -59,6 +68,7 @@ class InfoClient:
                 page = wire.parse_rest_fills(body, user)
             except wire.WireError as exc:
                 raise RestError(f"userFillsByTime: {exc}") from None
+            self._charge_items("userFillsByTime", len(page))
             fresh = [f for f in page if f.id not in seen]
             seen.update(f.id for f in fresh)
             fills += fresh
@@ -70,9 +80,14 @@ class InfoClient:
     async def historical_orders(self, user: str) -> list[wire.HistoricalOrder]:
         body = await self.post({"type": "historicalOrders", "user": user})
         try:
-            return wire.parse_historical_orders(body, user)
+            orders = wire.parse_historical_orders(body, user)
         except wire.WireError as exc:
             raise RestError(f"historicalOrders: {exc}") from None
+        self._charge_items("historicalOrders", len(orders))
+        return orders
+
+    def _charge_items(self, kind: str, items: int) -> None:
+        self.budget.charge(info_weight(kind, items) - info_weight(kind))
 
     async def account(self, user: str) -> wire.Account:
         body = await self.post({"type": "clearinghouseState", "user": user})

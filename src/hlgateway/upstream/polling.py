@@ -1,0 +1,166 @@
+"""How often REST-polled wallets can be polled: the interval the weight budget allows.
+
+Hyperliquid limits REST to 1200 weight a minute per IP. Polling a wallet costs
+what its calls weigh (`userFillsByTime` 20, `historicalOrders` 20, each plus
+one per 20 items answered, `clearinghouseState` 2), at every poll. What the
+node may spend on polling is its budget less what it needs otherwise: the
+market context (one `metaAndAssetCtxs`, 20, every `context_refresh` s) and a
+share kept for the recoveries of WebSocket wallets after a reconnect. Spread
+over the polled wallets, that gives the interval: never shorter than the
+configured one, and longer when the wallets cost more than the budget gives,
+which /health then says instead of the polls falling silently behind.
+
+`max_interval` is the latency an operator accepts for a polled wallet: a new
+wallet that would push the interval beyond it is refused, and wallets beyond
+it (a costlier history than estimated) are reported.
+
+Sans I/O: the caller passes the time (seconds, any monotonic origin).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
+from hlgateway.upstream.rest import info_weight
+
+# The share of the REST budget polling leaves for wallet recoveries (a reconnect
+# rebuilds every WebSocket wallet's gap from REST).
+RECOVERY_SHARE = 0.1
+CONTEXT_WEIGHT = info_weight("metaAndAssetCtxs")
+
+
+def poll_weight(channels: Iterable[str], fills: int = 0, orders: int = 0) -> int:
+    """The weight of one poll of a wallet with these user channels.
+
+    `fills` and `orders`: how many items its calls answered (an estimate before
+    the first poll: 0, the base weights).
+    """
+    wanted = set(channels)
+    weight = 0
+    if wanted & {USER_FILLS, USER_ORDERS}:
+        weight += info_weight("userFillsByTime", fills)
+    if USER_ORDERS in wanted:
+        weight += info_weight("historicalOrders", orders)
+    if ACCOUNT_UPDATES in wanted:
+        weight += info_weight("clearinghouseState")
+    return weight
+
+
+@dataclass(frozen=True)
+class PollBudget:
+    """A node's REST budget as polling sees it."""
+
+    weight_per_minute: float = 1200.0
+    context_refresh: float = 10.0  # seconds between market-context calls (20 each)
+    min_interval: float = 5.0  # the configured interval: never poll a wallet faster
+    max_interval: float = 30.0  # the latency accepted for a polled wallet
+
+    @property
+    def rate(self) -> float:
+        """Weight per second polling may spend, sustained."""
+        reserved = CONTEXT_WEIGHT * 60.0 / self.context_refresh
+        per_minute = self.weight_per_minute * (1 - RECOVERY_SHARE) - reserved
+        return max(0.0, per_minute / 60.0)
+
+    def interval(self, cycle_weight: float) -> float:
+        """Seconds between two polls of each wallet, when one round costs `cycle_weight`."""
+        if cycle_weight <= 0:
+            return self.min_interval
+        if self.rate <= 0:
+            return math.inf
+        return max(self.min_interval, cycle_weight / self.rate)
+
+    def fits(self, cycle_weight: float) -> bool:
+        """Whether a round of this weight is polled within `max_interval`."""
+        return self.interval(cycle_weight) <= self.max_interval
+
+    def headroom(self, cycle_weight: float) -> float:
+        """Weight a round may still add and stay within `max_interval`."""
+        return max(0.0, self.rate * self.max_interval - cycle_weight)
+
+
+@dataclass
+class _Entry:
+    weight: float  # of its last poll (an estimate until the first)
+    due: float
+    last_done: float | None = None
+
+
+class PollSchedule:
+    """Which polled wallet is due and when the next one is: each every `interval`.
+
+    A wallet added is due at once (its first poll starts its delivery). After a
+    poll its weight is what that poll cost, and it is due again one interval
+    after the poll started; the interval follows the weight of a whole round.
+    """
+
+    def __init__(self, budget: PollBudget) -> None:
+        self.budget = budget
+        self._entries: dict[str, _Entry] = {}
+
+    def __contains__(self, wallet: str) -> bool:
+        return wallet in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, wallet: str, weight: float, now: float) -> None:
+        if wallet not in self._entries:
+            self._entries[wallet] = _Entry(weight, now)
+
+    def remove(self, wallet: str) -> None:
+        self._entries.pop(wallet, None)
+
+    def estimate(self, wallet: str, weight: float) -> None:
+        """A new estimate of a wallet's weight before its next poll (its channels changed)."""
+        entry = self._entries.get(wallet)
+        if entry is not None:
+            entry.weight = weight
+
+    @property
+    def cycle_weight(self) -> float:
+        return sum(entry.weight for entry in self._entries.values())
+
+    @property
+    def interval(self) -> float:
+        return self.budget.interval(self.cycle_weight)
+
+    def due(self, now: float) -> str | None:
+        """The most overdue wallet whose turn it is, if any."""
+        wallet, entry = min(self._entries.items(), key=lambda kv: kv[1].due, default=(None, None))
+        return wallet if entry is not None and entry.due <= now else None
+
+    def next_at(self) -> float | None:
+        return min((entry.due for entry in self._entries.values()), default=None)
+
+    def polled(self, wallet: str, started: float, weight: float) -> None:
+        """A poll of `wallet` that started at `started` is done; it cost `weight`."""
+        entry = self._entries.get(wallet)
+        if entry is None:
+            return
+        entry.weight = weight
+        entry.last_done = started
+        entry.due = started + self.interval
+
+    def failed(self, wallet: str, started: float) -> None:
+        """A poll failed: try again one interval later (its data waits for the next)."""
+        entry = self._entries.get(wallet)
+        if entry is not None:
+            entry.due = started + self.interval
+
+    def lag(self, now: float) -> float:
+        """How far behind its plan the most overdue wallet is (0: on time)."""
+        due = self.next_at()
+        return 0.0 if due is None else max(0.0, now - due)
+
+    def over_latency(self) -> int:
+        """Wallets beyond what `max_interval` allows, at their average weight."""
+        count = len(self._entries)
+        if not count or self.budget.fits(self.cycle_weight):
+            return 0
+        average = self.cycle_weight / count
+        within = math.floor(self.budget.rate * self.budget.max_interval / average)
+        return max(0, count - within)

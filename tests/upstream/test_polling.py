@@ -1,0 +1,78 @@
+"""The polling plan without I/O: the interval follows what the REST budget allows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
+from hlgateway.upstream.polling import PollBudget, PollSchedule, poll_weight
+
+ALL = {USER_FILLS, USER_ORDERS, ACCOUNT_UPDATES}
+
+
+def test_a_polls_weight_is_hyperliquids_for_its_calls() -> None:
+    assert poll_weight({USER_FILLS}) == 20  # userFillsByTime
+    assert poll_weight({USER_ORDERS}) == 40  # + historicalOrders
+    assert poll_weight({ACCOUNT_UPDATES}) == 2  # clearinghouseState
+    assert poll_weight(ALL) == 42  # the issue's "about 42 weight"
+    # One more unit per 20 items answered.
+    assert poll_weight(ALL, fills=45, orders=400) == 42 + 2 + 20
+
+
+def test_the_polling_rate_leaves_the_market_context_and_recoveries_their_share() -> None:
+    budget = PollBudget(weight_per_minute=1200, context_refresh=10)
+    # 1200 less 10% for recoveries less 120/min of metaAndAssetCtxs: 960/min.
+    assert budget.rate == pytest.approx(16.0)
+    assert budget.interval(0) == 5.0  # nothing polled: the configured interval
+    assert budget.interval(42) == 5.0  # one wallet fits at 5 s (42 / 16 = 2.6 s)
+    assert budget.interval(4 * 42) == pytest.approx(10.5)  # four need 10.5 s
+    assert budget.fits(11 * 42) and not budget.fits(12 * 42)  # 30 s accepted
+    assert budget.headroom(10 * 42) == pytest.approx(16 * 30 - 420)
+    starved = PollBudget(weight_per_minute=100, context_refresh=10)
+    assert starved.rate == 0 and starved.interval(42) == math.inf and not starved.fits(1)
+
+
+def test_each_wallet_is_polled_every_interval_and_the_interval_follows_the_weight() -> None:
+    schedule = PollSchedule(PollBudget(weight_per_minute=1200, context_refresh=10))
+    assert schedule.due(0.0) is None and schedule.next_at() is None
+    schedule.add("a", 42, now=0.0)
+    assert schedule.due(0.0) == "a"  # a new wallet's first poll is at once
+    schedule.polled("a", started=0.0, weight=42)
+    assert schedule.interval == 5.0 and schedule.next_at() == 5.0
+    assert schedule.due(4.9) is None and schedule.due(5.0) == "a"
+    for wallet in "bcd":
+        schedule.add(wallet, 42, now=1.0)
+    assert schedule.due(1.0) == "b"
+    for wallet in "bcd":
+        schedule.polled(wallet, started=1.0, weight=42)
+    # Four wallets of 42: 168 a round at 16 a second.
+    assert schedule.interval == pytest.approx(10.5)
+    assert schedule.next_at() == 5.0  # a's turn was planned before
+    assert schedule.due(20.0) == "a"
+    assert schedule.lag(20.0) == 15.0  # what /health shows when polls fall behind
+    schedule.polled("a", started=20.0, weight=62)  # its history grew: it costs more
+    assert schedule.cycle_weight == 42 * 3 + 62
+    schedule.remove("a")
+    assert "a" not in schedule and len(schedule) == 3
+
+
+def test_a_failed_poll_is_retried_one_interval_later() -> None:
+    schedule = PollSchedule(PollBudget())
+    schedule.add("a", 42, now=0.0)
+    schedule.failed("a", started=0.0)
+    assert schedule.due(0.0) is None and schedule.next_at() == 5.0
+
+
+def test_wallets_beyond_the_accepted_latency_are_counted() -> None:
+    budget = PollBudget(weight_per_minute=1200, context_refresh=10, max_interval=30)
+    schedule = PollSchedule(budget)
+    for n in range(11):
+        schedule.add(str(n), 42, now=0.0)
+    assert schedule.over_latency() == 0  # 462 a round at 16/s: 28.9 s
+    schedule.add("more", 42, now=0.0)
+    assert schedule.over_latency() == 1  # 31.5 s
+    for n in range(11):
+        schedule.polled(str(n), started=0.0, weight=84)  # costlier than estimated
+    assert schedule.over_latency() == 12 - math.floor(16 * 30 / ((11 * 84 + 42) / 12))
