@@ -153,9 +153,7 @@ async def test_check_config_command(tmp_path: Path) -> None:
         "check-config", "--config", str(good), "--upstream-source-address", "127.0.0.3", env=env
     )
     assert code == 0 and "from 127.0.0.3" in out
-    code, _, err = await run_cli(
-        "check-config", "--upstream-source-address", "192.0.2.1", env=env
-    )
+    code, _, err = await run_cli("check-config", "--upstream-source-address", "192.0.2.1", env=env)
     assert code == 2 and "HLGATEWAY_UPSTREAM_SOURCE_ADDRESS" in err and "not an address" in err
     bad = tmp_path / "bad.toml"
     bad.write_text('port = "x"\nmax_rooms = -1\n')

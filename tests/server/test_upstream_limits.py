@@ -104,9 +104,7 @@ async def health_of(client: Client, srv: GatewayServer) -> dict[str, Any]:
 async def test_every_upstream_connection_leaves_from_the_source_address(
     simulator: Simulator,
 ) -> None:
-    srv = GatewayServer(
-        sim_endpoint(simulator), make_settings(upstream_source_address="127.0.0.2")
-    )
+    srv = GatewayServer(sim_endpoint(simulator), make_settings(upstream_source_address="127.0.0.2"))
     await srv.start()  # the market list came over REST
     client = await Client.connect(srv.ws, alice_token())
     try:
