@@ -272,6 +272,7 @@ class Gateway:
     def broker_counts(self) -> BrokerCounts:
         stats = self.broker.stats()
         leases = self.coordinator.stats()
+        fleet = leases.fleet or {}
         return BrokerCounts(
             degraded=stats.degraded,
             queued=stats.queued,
@@ -285,6 +286,10 @@ class Gateway:
             leases_held=leases.held,
             leases_gained=leases.gained,
             leases_lost=leases.lost,
+            fleet_wallets_websocket=fleet.get("websocket", 0),
+            fleet_wallets_polled=fleet.get("polled", 0),
+            fleet_wallets_over_latency=fleet.get("overLatency", 0),
+            fleet_unplaced=fleet.get("unplaced", 0),
         )
 
     async def shutdown(self, drain_seconds: float) -> None:

@@ -73,6 +73,11 @@ class BrokerCounts:
     leases_held: int = 0  # upstream streams this node feeds for the whole gateway
     leases_gained: int = 0
     leases_lost: int = 0
+    # The fleet as the last placement saw it (every node reports the same).
+    fleet_wallets_websocket: int = 0
+    fleet_wallets_polled: int = 0
+    fleet_wallets_over_latency: int = 0  # polled beyond the accepted latency
+    fleet_unplaced: int = 0  # demanded streams no node can take
 
 
 class GatewayStats(Protocol):
@@ -201,6 +206,27 @@ class _GatewayGauges(Collector):
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         yield from _wallet_gauges(upstream)
+        yield from _fleet_gauges(broker)
+
+
+def _fleet_gauges(broker: BrokerCounts) -> Iterable[Metric]:
+    """The whole fleet's wallets, as the placement sees them (0 without one)."""
+    wallets = GaugeMetricFamily(
+        "hlgateway_fleet_wallets", "Wallets the whole fleet serves, by how", labels=["mode"]
+    )
+    wallets.add_metric(["websocket"], broker.fleet_wallets_websocket)
+    wallets.add_metric(["polled"], broker.fleet_wallets_polled)
+    yield wallets
+    yield GaugeMetricFamily(
+        "hlgateway_fleet_wallets_over_latency",
+        "Wallets the fleet can poll only beyond HLGATEWAY_UPSTREAM_MAX_POLL_INTERVAL",
+        value=broker.fleet_wallets_over_latency,
+    )
+    yield GaugeMetricFamily(
+        "hlgateway_fleet_unplaced_streams",
+        "Demanded upstream streams no node of the fleet can take",
+        value=broker.fleet_unplaced,
+    )
 
 
 def _wallet_gauges(upstream: UpstreamCounts) -> Iterable[Metric]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hlgateway.backoff import Backoff
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
     ORDERBOOK,
@@ -32,10 +33,10 @@ from hlgateway.protocol.payloads import (
 from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
 from hlgateway.upstream.ledgers import TradeLedger
-from hlgateway.upstream.link import Link
-from hlgateway.upstream.polling import PollBudget
+from hlgateway.upstream.link import Link, subscription_key
+from hlgateway.upstream.polling import PollBudget, poll_weight
 from hlgateway.upstream.pool import Upstream
-from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
+from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds, subscription_for
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,13 @@ class Feeds:
         )
 
     # -- the coordinator's feed control (broker/coordination.py) -----------
-    def on_first(self, topic: Topic, since: Mapping[str, int] | None = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         """Start feeding `topic`; each wallet's user streams deliver from
         `since[wallet]` (exchange time, ms; default: now), never further back
-        than the exactly-once ledgers remember."""
+        than the exactly-once ledgers remember. `placed`: the fleet chose this
+        node by capacity (WalletFeeds.attach)."""
         acquired: list[dict[str, Any]] = []
         attached: list[str] = []
         floor = now_ms() - int(LEDGER_KEEP * 1000) + 60_000
@@ -107,7 +111,10 @@ class Feeds:
                 if key not in self._user:
                     start = since.get(wallet) if since is not None else None
                     start = self.wallets.attach(
-                        topic.channel, wallet, None if start is None else max(start, floor)
+                        topic.channel,
+                        wallet,
+                        None if start is None else max(start, floor),
+                        placed=placed,
                     )
                     self._user[key] = {}
                     attached.append(wallet)
@@ -128,6 +135,31 @@ class Feeds:
         if topic.snapshot:
             # After the subscriber's `subscribed` reply, which is sent in this same step.
             asyncio.get_running_loop().call_soon(self._prime, topic)
+
+    def capacity(self) -> NodeCapacity:
+        """What this node's upstream can feed: its address's budgets (placement)."""
+        wallets = self.wallets
+        budget = wallets.schedule.budget
+        return NodeCapacity(
+            ws_slots=wallets.max_ws_wallets,
+            subscriptions=self._upstream.limits.max_subscriptions,
+            poll_rate=budget.rate,
+            max_poll_interval=budget.max_interval,
+        )
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        """What feeding `topic` costs a node (placement): its upstream subscriptions,
+        its wallets, and what polling one of them weighs."""
+        if topic.wallets:
+            subscriptions = frozenset(
+                subscription_key(subscription_for(topic.channel, wallet))
+                for wallet in topic.wallets
+            )
+            return Stream(
+                key, frozenset(topic.wallets), subscriptions, poll_weight({topic.channel})
+            )
+        keys = frozenset(subscription_key(s) for s in upstream_subscriptions(topic))
+        return Stream(key, subscriptions=keys)
 
     def _prime(self, topic: Topic) -> None:
         """A new snapshot topic's first value, from what the upstream last said."""

@@ -126,7 +126,9 @@ class WalletFeeds:
         self.fills_recovered = 0
 
     # -- topics -----------------------------------------------------------
-    def attach(self, channel: str, wallet: str, since_ms: int | None = None) -> int | None:
+    def attach(
+        self, channel: str, wallet: str, since_ms: int | None = None, *, placed: bool = False
+    ) -> int | None:
         """A topic of `channel` for `wallet` starts (first subscriber); returns
         where a stream of events (fills, orders) delivers from.
 
@@ -134,11 +136,14 @@ class WalletFeeds:
         stream from another (scale-out), or started again where it had stopped,
         passes where the stream had been delivered to, so that what happened
         meanwhile is delivered; the broker's ledger drops what was given before.
+        `placed`: the fleet placed it here having checked every node's capacity
+        (broker/placement.py): served even if polling it exceeds the accepted
+        latency (counted in `overLatency`), rather than refused and starved.
         """
         state = self._wallets.get(wallet)
         if state is None:
             mode = "ws" if self.ws_count < self.max_ws_wallets else "poll"
-            if mode == "poll":
+            if mode == "poll" and not placed:
                 self._check_poll_capacity(channel)
             state = self._wallets[wallet] = WalletState(wallet, mode)
             if mode == "poll":

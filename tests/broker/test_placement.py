@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hlgateway.upstream.placement import NodeCapacity, Placer, Plan, Stream, admission
+from hlgateway.broker.placement import NodeCapacity, Placer, Plan, Stream, admission
 
 ALL_CHANNELS = 42  # userFillsByTime + historicalOrders + clearinghouseState
 
@@ -18,8 +18,8 @@ def market_stream(key: str, subscription: str) -> Stream:
     return Stream(key, subscriptions=frozenset({subscription}))
 
 
-def nodes(*names: str, slots: int = 10, **kw: float) -> list[NodeCapacity]:
-    return [NodeCapacity(name, ws_slots=slots, **kw) for name in names]  # type: ignore[arg-type]
+def nodes(*names: str, slots: int = 10, **kw: float) -> dict[str, NodeCapacity]:
+    return {name: NodeCapacity(ws_slots=slots, **kw) for name in names}  # type: ignore[arg-type]
 
 
 def per_node(plan: Plan) -> dict[str, tuple[int, int]]:
@@ -28,7 +28,7 @@ def per_node(plan: Plan) -> dict[str, tuple[int, int]]:
 
 def settle(
     placer: Placer,
-    fleet: list[NodeCapacity],
+    fleet: dict[str, NodeCapacity],
     streams: list[Stream],
     holders: dict[str, str],
     start: float,
@@ -181,22 +181,22 @@ def test_polling_beyond_the_accepted_latency_moves_to_a_node_with_room() -> None
 
 
 def test_no_able_node_leaves_streams_unplaced() -> None:
-    fleet = [NodeCapacity("a", able=False)]
+    fleet = {"a": NodeCapacity(able=False)}
     plan = Placer().plan(0.0, fleet, [wallet_stream(1)], holders={"u001": "a"})
     assert plan.unplaced == ["u001"] and plan.assignment == {}
-    assert admission(plan, wallet_stream(2)) == "no node can reach the upstream"
+    assert admission(plan.nodes, 1, ALL_CHANNELS) == "no node can reach the upstream"
 
 
 def test_admission_refuses_only_what_no_node_can_take() -> None:
     fleet = nodes("a", "b", slots=2, poll_rate=2.0, max_poll_interval=30.0)  # 60 a round each
     streams = [wallet_stream(n) for n in range(4)]
     plan = Placer().plan(0.0, fleet, streams, holders={})
-    assert admission(None, wallet_stream(9)) is None  # no plan yet: the nodes decide
     # Every slot is taken; each node may poll one more wallet of 42 within 30 s.
-    assert admission(plan, wallet_stream(9)) is None
+    assert admission(plan.nodes, 2, ALL_CHANNELS) is None
+    assert admission(plan.nodes, 3, ALL_CHANNELS) is not None
     plan = Placer().plan(0.0, fleet, [*streams, wallet_stream(5), wallet_stream(6)], {})
     assert per_node(plan) == {"a": (2, 1), "b": (2, 1)}
-    reason = admission(plan, wallet_stream(9))
+    reason = admission(plan.nodes, 1, ALL_CHANNELS)
     assert reason is not None and "4 on WebSockets" in reason and "2 polled" in reason
-    # A wallet the fleet already follows costs nothing more.
-    assert admission(plan, wallet_stream(5)) is None
+    assert admission(plan.nodes, 1, 2) is None  # an account's poll (2) still fits
+    assert admission(plan.nodes, 0, ALL_CHANNELS) is None  # wallets already fed: nothing more

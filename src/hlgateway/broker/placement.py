@@ -18,7 +18,9 @@ placement settles instead of oscillating.
 
 Sans I/O: `Placer.plan` takes the fleet as plain records and the time, and
 returns the plan; `admission` says whether the fleet can take new wallets.
-upstream/ownership.py runs it on one node and makes every node follow it.
+broker/ownership.py runs it on one node and makes every node follow it; what
+a node can feed and what a topic costs are the upstream's answers
+(upstream/feeds.py, through FeedControl).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ MOVE_TIMEOUT = 15.0  # a move not completed by then is planned again
 class NodeCapacity:
     """What one node can feed (its own address's budgets), as it publishes them."""
 
-    node: str
     ws_slots: int = 10  # wallets on WebSocket user streams
     subscriptions: int = 1000  # upstream subscriptions
     poll_rate: float = 16.0  # REST weight a second it may spend polling
@@ -71,6 +72,7 @@ class Stream:
 class _Load:
     """A node's streams as planned, and what they cost it."""
 
+    node: str
     capacity: NodeCapacity
     streams: dict[str, Stream] = field(default_factory=dict)
     wallets: dict[str, int] = field(default_factory=dict)  # wallet -> its poll weight
@@ -128,7 +130,7 @@ class _Load:
         return {
             "websocket": len(self.wallets) - self.polled,
             "polled": self.polled,
-            "pollInterval": self.interval_with(0),
+            "pollInterval": interval if math.isfinite(interval := self.interval_with(0)) else -1,
             "freeSlots": max(0, self.free_slots),
             "pollRoom": max(0.0, self.capacity.poll_capacity - self.poll_weight),
         }
@@ -154,9 +156,9 @@ class Plan:
     moves: list[Move]  # held streams asked to move now
     unplaced: list[str]  # streams no able node can take
     over_latency: int  # wallets the fleet can poll only beyond the accepted latency
-    # Per node: websocket, polled, pollInterval (s), freeSlots, pollRoom (weight a round).
+    # Per node: websocket, polled, pollInterval (s; -1: no budget), freeSlots, pollRoom
+    # (weight a round of polls may still add within the accepted latency).
     nodes: dict[str, dict[str, float]]
-    wallets: frozenset[str]  # every wallet the plan feeds
 
 
 class Placer:
@@ -177,12 +179,13 @@ class Placer:
     def plan(
         self,
         now: float,
-        nodes: Iterable[NodeCapacity],
+        nodes: Mapping[str, NodeCapacity],
         streams: Iterable[Stream],
         holders: Mapping[str, str],
     ) -> Plan:
-        """Where each stream should be. `holders`: who holds each stream's lease now."""
-        loads = {n.node: _Load(n) for n in sorted(nodes, key=lambda n: n.node) if n.able}
+        """Where each stream should be. `nodes`: every live node's capacity, by name;
+        `holders`: who holds each stream's lease now."""
+        loads = {name: _Load(name, nodes[name]) for name in sorted(nodes) if nodes[name].able}
         wanted = {s.key: s for s in streams}
         self._forget(now, wanted, holders)
         assignment: dict[str, str] = {}
@@ -207,7 +210,7 @@ class Placer:
                 unplaced.append(stream.key)
                 continue
             best.add(stream)
-            assignment[stream.key] = best.capacity.node
+            assignment[stream.key] = best.node
         moves = self._rebalance(now, loads, assignment, holders)
         return Plan(
             assignment,
@@ -215,7 +218,6 @@ class Placer:
             unplaced,
             sum(load.over_latency() for load in loads.values()),
             {name: load.summary() for name, load in loads.items()},
-            frozenset(w for load in loads.values() for w in load.wallets),
         )
 
     def _forget(self, now: float, wanted: Mapping[str, Stream], holders: Mapping[str, str]) -> None:
@@ -268,7 +270,7 @@ def _best_node(stream: Stream, loads: Iterable[_Load]) -> _Load | None:
             key=lambda load: (
                 load.new_subscriptions(stream),
                 len(load.subscriptions) - load.capacity.subscriptions,
-                load.capacity.node,
+                load.node,
             ),
         )
     on_ws = [load for load in candidates if load.new_wallets(stream) <= load.free_slots]
@@ -276,14 +278,14 @@ def _best_node(stream: Stream, loads: Iterable[_Load]) -> _Load | None:
         # Where its wallets already are; else where most slots are free.
         return min(
             on_ws,
-            key=lambda load: (load.new_wallets(stream), -load.free_slots, load.capacity.node),
+            key=lambda load: (load.new_wallets(stream), -load.free_slots, load.node),
         )
     # Every slot is full: polled where the interval stays shortest.
     return min(
         candidates,
         key=lambda load: (
             load.interval_with(_poll_cost(load, stream)) / load.capacity.max_poll_interval,
-            load.capacity.node,
+            load.node,
         ),
     )
 
@@ -308,7 +310,7 @@ def _next_move(
                 s
                 for s in load.streams.values()
                 if s.is_user
-                and holders.get(s.key) == load.capacity.node
+                and holders.get(s.key) == load.node
                 and s.key not in moved_at
                 and s.key not in pending
             ),
@@ -319,7 +321,7 @@ def _next_move(
     # holder's own polled wallet takes the slot the stream frees (WalletFeeds).
     sources = sorted(
         (load for load in loads.values() if load.polled),
-        key=lambda load: (-load.polled, load.capacity.node),
+        key=lambda load: (-load.polled, load.node),
     )
     for source in sources:
         for stream in movable(source):
@@ -330,8 +332,8 @@ def _next_move(
                 if load is not source and 0 < load.new_wallets(stream) <= load.free_slots
             ]
             if freed and targets:
-                target = max(targets, key=lambda load: (load.free_slots, load.capacity.node))
-                return Move(stream.key, source.capacity.node, target.capacity.node)
+                target = max(targets, key=lambda load: (load.free_slots, load.node))
+                return Move(stream.key, source.node, target.node)
     # 2. A node polls beyond the accepted latency while another could poll within it.
     for source in sorted(loads.values(), key=lambda load: -load.over_latency()):
         if not source.over_latency():
@@ -342,7 +344,7 @@ def _next_move(
                     continue
                 cost = _poll_cost(target, stream)
                 if target.poll_weight + cost <= target.capacity.poll_capacity:
-                    return Move(stream.key, source.capacity.node, target.capacity.node)
+                    return Move(stream.key, source.node, target.node)
     return None
 
 
@@ -351,25 +353,23 @@ def _only_in(load: _Load, stream: Stream, wallet: str) -> bool:
     return not any(wallet in s.wallets for k, s in load.streams.items() if k != stream.key)
 
 
-def admission(plan: Plan | None, new: Stream) -> str | None:
-    """Why the fleet cannot take `new`'s wallets at all, or None if it can.
+def admission(nodes: Mapping[str, Mapping[str, float]], wallets: int, weight: int) -> str | None:
+    """Why the fleet cannot take `wallets` more wallets at all (each weighing
+    `weight` a poll), or None if it can. `nodes`: a plan's per-node summary.
 
-    Wallets some node already feeds cost nothing more; the others need a free
-    WebSocket slot somewhere, or room to be polled within the accepted latency.
+    They need a free WebSocket slot somewhere, or room to be polled within the
+    accepted latency.
     """
-    if plan is None:
-        return None  # no plan read yet: the nodes refuse what they cannot take
-    if not plan.nodes:
+    if not nodes:
         return "no node can reach the upstream"
-    wallets = len(new.wallets - plan.wallets)
-    free = sum(int(node["freeSlots"]) for node in plan.nodes.values())
+    free = sum(int(node["freeSlots"]) for node in nodes.values())
     if wallets <= free:
         return None
-    room = sum(node["pollRoom"] for node in plan.nodes.values())
-    if (wallets - free) * new.poll_weight <= room:
+    room = sum(node["pollRoom"] for node in nodes.values())
+    if (wallets - free) * weight <= room:
         return None
-    websocket = sum(int(node["websocket"]) for node in plan.nodes.values())
-    polled = sum(int(node["polled"]) for node in plan.nodes.values())
+    websocket = sum(int(node["websocket"]) for node in nodes.values())
+    polled = sum(int(node["polled"]) for node in nodes.values())
     return (
         f"No upstream capacity for another wallet in the fleet: {websocket} on WebSockets "
         f"(every node's slots taken) and {polled} polled, as many as the REST budgets "
