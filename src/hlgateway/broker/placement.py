@@ -75,21 +75,24 @@ class _Load:
     node: str
     capacity: NodeCapacity
     streams: dict[str, Stream] = field(default_factory=dict)
-    wallets: dict[str, int] = field(default_factory=dict)  # wallet -> its poll weight
+    # wallet -> its poll weight: the heaviest of its streams' (user_orders' 40 covers
+    # the fills call user_fills' 20 would make; an account adds 2, not counted).
+    wallets: dict[str, int] = field(default_factory=dict)
     subscriptions: dict[str, int] = field(default_factory=dict)  # key -> streams using it
 
     def add(self, stream: Stream) -> None:
         self.streams[stream.key] = stream
         for wallet in stream.wallets:
-            self.wallets[wallet] = self.wallets.get(wallet, 0) + stream.poll_weight
+            self.wallets[wallet] = max(self.wallets.get(wallet, 0), stream.poll_weight)
         for key in stream.subscriptions:
             self.subscriptions[key] = self.subscriptions.get(key, 0) + 1
 
     def remove(self, stream: Stream) -> None:
         del self.streams[stream.key]
         for wallet in stream.wallets:
-            if any(wallet in s.wallets for s in self.streams.values()):
-                self.wallets[wallet] -= stream.poll_weight
+            weights = [s.poll_weight for s in self.streams.values() if wallet in s.wallets]
+            if weights:
+                self.wallets[wallet] = max(weights)
             else:
                 del self.wallets[wallet]
         for key in stream.subscriptions:
