@@ -54,6 +54,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.broker.base import (
     Broker,
@@ -195,7 +196,9 @@ class RedisBroker(Broker):
         # A stream nobody wants is forgotten this long after its last publication
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
-        self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        self._reconnect = reconnect.Reconnect(
+            backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        )
         self._db = int(parse_url(url).get("db") or 0)
         self.redis: aioredis.Redis | None = None
         self._pub: RespConnection | None = None  # publications
@@ -280,24 +283,25 @@ class RedisBroker(Broker):
         self._acks.clear()
 
     async def _supervise(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                attempt = 0
-                log.info("broker: connected to %s as node %s", redacted(self.url), self.node)
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("broker: Redis unavailable (%s); serving degraded", exc)
-            except Exception:
-                log.exception("broker: unexpected error; reconnecting")
-            if self.connected:
-                self.stats["disconnects"] += 1
-            await self._close()
-            attempt += 1
-            await asyncio.sleep(self._backoff.delay(attempt))
+        await reconnect.Supervisor(self._connection).run()  # for ever: stop() cancels it
+
+    async def _connection(self) -> reconnect.Retry | reconnect.GiveUp:
+        """One connection to Redis, from connect to its loss."""
+        try:
+            await self._connect()
+            self._reconnect.connected()
+            log.info("broker: connected to %s as node %s", redacted(self.url), self.node)
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("broker: Redis unavailable (%s); serving degraded", exc)
+        except Exception:
+            log.exception("broker: unexpected error; reconnecting")
+        if self.connected:
+            self.stats["disconnects"] += 1
+        await self._close()
+        return self._reconnect.ended()
 
     async def _connect(self) -> None:
         # A bounded pool that queues: a burst of subscribes waits for a
