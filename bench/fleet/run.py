@@ -98,6 +98,9 @@ class Node:
             "JWT_SECRET": SECRET,
             "HLGATEWAY_NODE_NAME": self.name,
             "HLGATEWAY_LOG_LEVEL": "INFO",
+            # The client asks for more wallets than the fleet can take on purpose:
+            # every refusal is an error reply, which would close it after 10.
+            "HLGATEWAY_ERROR_LIMIT": "1000",
         }
         with self._log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(

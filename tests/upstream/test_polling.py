@@ -35,7 +35,7 @@ def test_the_polling_rate_leaves_the_market_context_and_recoveries_their_share()
 
 
 def test_each_wallet_is_polled_every_interval_and_the_interval_follows_the_weight() -> None:
-    schedule = PollSchedule(PollBudget(weight_per_minute=1200, context_refresh=10))
+    schedule = PollSchedule(PollBudget(weight_per_minute=1200, context_refresh=10))  # 16/s
     assert schedule.due(0.0) is None and schedule.next_at() is None
     schedule.add("a", 42, now=0.0)
     assert schedule.due(0.0) == "a"  # a new wallet's first poll is at once
@@ -44,18 +44,44 @@ def test_each_wallet_is_polled_every_interval_and_the_interval_follows_the_weigh
     assert schedule.due(4.9) is None and schedule.due(5.0) == "a"
     for wallet in "bcd":
         schedule.add(wallet, 42, now=1.0)
-    assert schedule.due(1.0) == "b"
+    # Due at once, but paced: a's poll (42) is worth 2.625 s of the 16 a second.
+    assert schedule.due(1.0) is None and schedule.next_at() == 2.625
+    now = 2.625
     for wallet in "bcd":
-        schedule.polled(wallet, started=1.0, weight=42)
-    # Four wallets of 42: 168 a round at 16 a second.
+        assert schedule.due(now) == wallet
+        schedule.polled(wallet, started=now, weight=42)
+        now += 42 / 16
+    # Four wallets of 42: 168 a round at 16 a second, polled one after another.
     assert schedule.interval == pytest.approx(10.5)
-    assert schedule.next_at() == 5.0  # a's turn was planned before
-    assert schedule.due(20.0) == "a"
-    assert schedule.lag(20.0) == 15.0  # what /health shows when polls fall behind
-    schedule.polled("a", started=20.0, weight=62)  # its history grew: it costs more
+    assert schedule.next_at() == now == 10.5  # a's turn (5.0) waited for the pace
+    assert schedule.due(10.5) == "a"
+    assert schedule.lag(10.5) == 5.5  # what /health shows when polls fall behind
+    schedule.polled("a", started=10.5, weight=62)  # its history grew: it costs more
     assert schedule.cycle_weight == 42 * 3 + 62
     schedule.remove("a")
     assert "a" not in schedule and len(schedule) == 3
+
+
+def test_paced_polls_never_spend_more_than_the_rate_in_any_minute() -> None:
+    budget = PollBudget(weight_per_minute=1200, context_refresh=10)  # 16 a second
+    schedule = PollSchedule(budget)
+    for n in range(20):
+        schedule.add(str(n), 20, now=0.0)  # all due together
+    spent: list[tuple[float, float]] = []
+    now = 0.0
+    while now < 300:
+        wallet = schedule.due(now)
+        if wallet is None:
+            next_at = schedule.next_at()
+            assert next_at is not None and next_at > now
+            now = next_at
+            continue
+        schedule.polled(wallet, started=now, weight=20)
+        spent.append((now, 20))
+    assert schedule.interval == 25.0
+    # Any 60 s holds at most the rate's 960 (and one poll's weight of rounding).
+    for start, _ in spent:
+        assert sum(w for t, w in spent if start <= t < start + 60) <= 16 * 60 + 20
 
 
 def test_a_failed_poll_is_retried_one_interval_later() -> None:

@@ -68,6 +68,7 @@ NODE_TTL = 3.0  # ... and a node not heard of for this long is gone (before its 
 PLAN_EVERY = 0.5
 PLAN_TTL = 3.0  # a plan not refreshed this long is gone: every node competes again
 PLAN_GRACE = 3.0  # a newly demanded topic waits this long for the plan to place it
+ADMIT_LAG = 1500  # ms: a plan made this long after a wallet's admission counts it
 
 FED_CHANNELS = MARKET_CHANNELS | USER_CHANNELS
 
@@ -122,6 +123,7 @@ class LeaseCoordinator(Coordinator):
         self._refused: dict[Topic, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._last_refresh = float("-inf")
         self._last_scan = float("-inf")
         self._last_capacity = float("-inf")
@@ -134,7 +136,7 @@ class LeaseCoordinator(Coordinator):
         self._ids: dict[Topic, str] = {}
         self.plan: FleetPlan | None = None
         self._unplanned: dict[Topic, float] = {}
-        self._admitted: dict[str, float] = {}
+        self._admitted: dict[str, int] = {}  # wallet -> when admitted (wall ms)
         self._placer = Placer()
         self._placer_lease = Lease(PLACER_KEY, self.timing)
 
@@ -154,21 +156,21 @@ class LeaseCoordinator(Coordinator):
         plan = self.plan
         if plan is None:
             return  # no placement yet: each node refuses what it alone cannot take
-        now = self._clock()
-        for wallet, at in list(self._admitted.items()):
-            if now - at > PLAN_GRACE + PLAN_TTL:
-                del self._admitted[wallet]  # the plan counts it by now
+        # Wallets admitted here lately may not be in the plan yet (the placer reads
+        # the demand up to a scan late): they count as taking room until a plan
+        # made well after them. Conservative for a moment, never over the budget.
+        self._admitted = {w: at for w, at in self._admitted.items() if at > plan.at - ADMIT_LAG}
         fed = {w for t in self._demanded for w in t.wallets}
         new = [w for w in topic.wallets if w not in fed and w not in self._admitted]
         if not new:
             return
-        pending = sum(1 for w in self._admitted if w not in fed)
         stream = self._feeds.stream(topic, self._id(topic))
-        reason = admission(plan.nodes, len(new) + pending, stream.poll_weight)
+        reason = admission(plan.nodes, len(new) + len(self._admitted), stream.poll_weight)
         if reason is not None:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, reason)
+        wall_ms = time.time_ns() // 1_000_000
         for wallet in new:
-            self._admitted[wallet] = now
+            self._admitted[wallet] = wall_ms
 
     def _id(self, topic: Topic) -> str:
         tid = self._ids.get(topic)
@@ -187,6 +189,7 @@ class LeaseCoordinator(Coordinator):
 
     async def stop(self) -> None:
         """Stop feeding and give the leases back, so others take over at once."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,7 +212,10 @@ class LeaseCoordinator(Coordinator):
                 await self._broker.shard.pipeline(release)
 
     async def _run(self) -> None:
-        while True:
+        # Until stop(), not merely until cancelled: a cancellation that lands while
+        # redis-py waits on a socket can come out as its TimeoutError (a timeout
+        # racing the cancel), and the loop would go on with nobody to cancel it again.
+        while not self._stopping:
             try:
                 await self._tick()
             except asyncio.CancelledError:
@@ -218,6 +224,8 @@ class LeaseCoordinator(Coordinator):
                 log.debug("ownership: Redis unavailable: %s", exc)
             except Exception:
                 log.exception("ownership: unexpected error")
+            if self._stopping:
+                return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK):

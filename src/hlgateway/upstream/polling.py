@@ -90,16 +90,23 @@ class _Entry:
 
 
 class PollSchedule:
-    """Which polled wallet is due and when the next one is: each every `interval`.
+    """Which polled wallet is due and when the next one is: each every `interval`,
+    the polls spread over it.
 
     A wallet added is due at once (its first poll starts its delivery). After a
     poll its weight is what that poll cost, and it is due again one interval
     after the poll started; the interval follows the weight of a whole round.
+    Polls are also paced: after a poll of weight w the next waits w / rate, so
+    that polling never spends faster than its rate. Without that, wallets due
+    together are polled together at every turn, and a minute can hold three such
+    bursts where the interval counted on two and a half: the exchange counts
+    weight per sliding minute, not on average.
     """
 
     def __init__(self, budget: PollBudget) -> None:
         self.budget = budget
         self._entries: dict[str, _Entry] = {}
+        self._paced_until = float("-inf")  # no poll starts before then
 
     def __contains__(self, wallet: str) -> bool:
         return wallet in self._entries
@@ -130,14 +137,19 @@ class PollSchedule:
 
     def due(self, now: float) -> str | None:
         """The most overdue wallet whose turn it is, if any."""
+        if now < self._paced_until:
+            return None
         wallet, entry = min(self._entries.items(), key=lambda kv: kv[1].due, default=(None, None))
         return wallet if entry is not None and entry.due <= now else None
 
     def next_at(self) -> float | None:
-        return min((entry.due for entry in self._entries.values()), default=None)
+        due = min((entry.due for entry in self._entries.values()), default=None)
+        return None if due is None else max(due, self._paced_until)
 
     def polled(self, wallet: str, started: float, weight: float) -> None:
         """A poll of `wallet` that started at `started` is done; it cost `weight`."""
+        rate = self.budget.rate
+        self._paced_until = started + (weight / rate if rate > 0 else self.budget.min_interval)
         entry = self._entries.get(wallet)
         if entry is None:
             return
@@ -153,7 +165,7 @@ class PollSchedule:
 
     def lag(self, now: float) -> float:
         """How far behind its plan the most overdue wallet is (0: on time)."""
-        due = self.next_at()
+        due = min((entry.due for entry in self._entries.values()), default=None)
         return 0.0 if due is None else max(0.0, now - due)
 
     def over_latency(self) -> int:
