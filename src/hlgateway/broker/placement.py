@@ -361,10 +361,11 @@ def admission(nodes: Mapping[str, Mapping[str, float]], wallets: int, weight: in
     `weight` a poll), or None if it can. `nodes`: a plan's per-node summary.
 
     They need a free WebSocket slot somewhere, or room to be polled within the
-    accepted latency.
+    accepted latency. A plan with no node able to feed (nodes starting, or all
+    cut off from the exchange) judges nothing: the subscription waits for one.
     """
     if not nodes:
-        return "no node can reach the upstream"
+        return None
     free = sum(int(node["freeSlots"]) for node in nodes.values())
     if wallets <= free:
         return None
