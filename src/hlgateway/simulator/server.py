@@ -76,6 +76,9 @@ class Simulator:
             max_fill_gap_ms=max(1, round(cfg.max_fill_gap * 1000)),
             history_ms=round(cfg.history * 1000),
             trade_rate=cfg.trade_rate,
+            funding_interval_ms=max(1, round(cfg.funding_interval * 1000)),
+            transfer_interval_ms=max(1, round(cfg.transfer_interval * 1000)),
+            liquidation_interval_ms=max(1, round(cfg.liquidation_interval * 1000)),
         )
         self._state.begin(asyncio.get_running_loop(), world, epoch_ms)
         app = web.Application(client_max_size=1 << 20)
