@@ -27,7 +27,16 @@ from hlgateway.simulator.market import MarketModel, Side
 from hlgateway.simulator.rng import derive_hash, derive_int, derive_rng
 from hlgateway.simulator.spot import SpotHolding, sellable, settle
 
-OrderStatus = Literal["open", "filled", "canceled"]
+OrderStatus = Literal[
+    "open",
+    "filled",
+    "canceled",
+    # Orders placed through /exchange (simulator/matching.py) reach these too.
+    "triggered",
+    "selfTradeCanceled",
+    "reduceOnlyCanceled",
+    "scheduledCancel",
+]
 
 ZERO = Decimal(0)
 USD = Decimal("1e-6")
@@ -46,6 +55,7 @@ MAX_CASHFLOWS = 10_000
 # and that fee's rate on the notional.
 BUILDER_SHARE = 0.1
 BUILDER_FEE = Decimal("0.0001")
+DEFAULT_MANUAL_LEVERAGE = 20  # Hyperliquid's default cross leverage (capped per coin)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,12 @@ class OrderUpdate:
     cloid: str | None
     status: OrderStatus
     status_timestamp: int
+    # How the order was placed (the demo flow places plain Gtc limit orders).
+    tif: str | None = "Gtc"  # None: a trigger order
+    reduce_only: bool = False
+    trigger_px: Decimal | None = None
+    trigger_condition: str = "N/A"  # Hyperliquid's text, e.g. "Price below 3000"
+    is_market: bool = False  # a trigger order that executes as a market order
 
 
 @dataclass(frozen=True)
@@ -146,7 +162,7 @@ class AccountView:
 
 
 @dataclass
-class _Order:
+class LiveOrder:
     oid: int
     coin: str
     side: Side
@@ -155,6 +171,11 @@ class _Order:
     sz: Decimal
     timestamp: int
     cloid: str | None
+    tif: str | None = "Gtc"
+    reduce_only: bool = False
+    trigger_px: Decimal | None = None
+    trigger_condition: str = "N/A"
+    is_market: bool = False
 
     def update(self, status: OrderStatus, at_ms: int) -> OrderUpdate:
         return OrderUpdate(
@@ -168,6 +189,11 @@ class _Order:
             cloid=self.cloid,
             status=status,
             status_timestamp=at_ms,
+            tif=self.tif,
+            reduce_only=self.reduce_only,
+            trigger_px=self.trigger_px,
+            trigger_condition=self.trigger_condition,
+            is_market=self.is_market,
         )
 
 
@@ -191,6 +217,9 @@ class Wallet:
     next_tid: int
     cashflows: CashflowSchedule
     tracked: bool = False
+    # Trades only through /exchange (a funded account with a key): no invented flow.
+    manual: bool = False
+    leverages: dict[str, int] = field(default_factory=dict)  # per coin (updateLeverage)
     tracked_since_ms: int = 0  # first tracking; earlier events are invented pre-history
     next_event_ms: int = 0
     last_fill_ms: int = 0
@@ -200,7 +229,7 @@ class Wallet:
     funding_all_time: dict[str, Decimal] = field(default_factory=dict)
     funding_log: list[FundingPayment] = field(default_factory=list)
     ledger_log: list[LedgerUpdate] = field(default_factory=list)
-    live_orders: dict[int, _Order] = field(default_factory=dict)
+    live_orders: dict[int, LiveOrder] = field(default_factory=dict)
     fill_log: list[Fill] = field(default_factory=list)
     order_log: list[OrderUpdate] = field(default_factory=list)
     latest: dict[int, OrderUpdate] = field(default_factory=dict)
@@ -228,6 +257,9 @@ class Wallet:
 
     def open_orders(self) -> list[OrderUpdate]:
         return [self.latest[oid] for oid in self.live_orders]
+
+    def leverage_for(self, coin: str, max_leverage: int) -> int:
+        return min(self.leverages.get(coin, self.leverage), max_leverage)
 
     def find_order(self, oid_or_cloid: int | str) -> OrderUpdate | None:
         if isinstance(oid_or_cloid, str):
@@ -286,6 +318,9 @@ class AccountsEngine:
         """Start generating flow for ``user``; the first time, invent some history."""
         address = user.lower()
         wallet = self._wallets.get(address)
+        if wallet is not None and wallet.manual:
+            wallet.tracked = True  # watched, but it trades only what its owner sends
+            return wallet
         if wallet is not None:
             if not wallet.tracked:
                 wallet.tracked = True
@@ -308,6 +343,33 @@ class AccountsEngine:
             self._run_event(wallet, due, Emitted())
         return wallet
 
+    def fund(self, user: str, usd: Decimal, now_ms: int) -> Wallet:
+        """A manual account (one that trades through /exchange) holding ``usd`` more.
+
+        An unknown address becomes a manual account; a demo wallet that gets funds
+        keeps its flow.
+        """
+        address = user.lower()
+        wallet = self._wallets.get(address)
+        if wallet is None:
+            wallet = self._new_wallet(address)
+            wallet.balance = ZERO
+            wallet.leverage = DEFAULT_MANUAL_LEVERAGE
+            wallet.manual = True
+            wallet.tracked_since_ms = now_ms
+            wallet.funding_hour = now_ms // self._funding_ms
+            self._wallets[address] = wallet
+        wallet.balance += usd
+        return wallet
+
+    def manual_wallets(self) -> list[Wallet]:
+        return [w for w in self._wallets.values() if w.manual]
+
+    def next_oid(self) -> int:
+        oid = self._next_oid
+        self._next_oid += 1
+        return oid
+
     def untrack(self, user: str) -> None:
         wallet = self._wallets.get(user.lower())
         if wallet is not None:
@@ -317,7 +379,7 @@ class AccountsEngine:
     def step(self, now_ms: int) -> list[WalletActivity]:
         """Run every event due at or before ``now_ms``, in (time, address) order."""
         pending: dict[str, Emitted] = {}
-        tracked = [w for w in self._wallets.values() if w.tracked]
+        tracked = [w for w in self._wallets.values() if w.tracked and not w.manual]
         while True:
             due = [(self._due_ms(w), w.address, w) for w in tracked]
             due = [item for item in due if item[0] <= now_ms]
@@ -325,9 +387,9 @@ class AccountsEngine:
                 break
             at_ms, address, wallet = min(due, key=lambda item: (item[0], item[1]))
             self._run_event(wallet, at_ms, pending.setdefault(address, Emitted()))
-        for wallet in tracked:
-            out = pending.setdefault(wallet.address, Emitted())
-            self._accrue_funding(wallet, now_ms, out)
+        for wallet in self._wallets.values():
+            if wallet.tracked or wallet.manual:
+                self._accrue_funding(wallet, now_ms, pending.setdefault(wallet.address, Emitted()))
         return [out.activity(user) for user, out in pending.items() if out]
 
     # -- account view --------------------------------------------------------
@@ -345,7 +407,7 @@ class AccountsEngine:
             mark = market.mark_px(coin)
             value = abs(pos.szi) * mark
             upnl = pos.szi * (mark - pos.entry_px)
-            leverage = min(wallet.leverage, spec.max_leverage)
+            leverage = wallet.leverage_for(coin, spec.max_leverage)
             rows.append((coin, pos, mark, value, upnl, leverage, spec.max_leverage))
         # Builder dexes hold no USDC of the wallet's here: their margin is their own.
         balance = wallet.balance if dex == "" else ZERO
@@ -456,12 +518,12 @@ class AccountsEngine:
         self._emit_fill(wallet, *self._fill(wallet, order, size, at_ms), updates, fills)
 
     def _cancel(
-        self, wallet: Wallet, order: _Order, at_ms: int, updates: list[OrderUpdate]
+        self, wallet: Wallet, order: LiveOrder, at_ms: int, updates: list[OrderUpdate]
     ) -> None:
         del wallet.live_orders[order.oid]
         self._record(wallet, order.update("canceled", at_ms), updates)
 
-    def _executable(self, wallet: Wallet, order: _Order, size: Decimal) -> bool:
+    def _executable(self, wallet: Wallet, order: LiveOrder, size: Decimal) -> bool:
         """A spot sell needs the tokens: the balance may have gone since it was placed."""
         pair = self._listing.pair(order.coin)
         if pair is None or order.side == "B":
@@ -496,7 +558,7 @@ class AccountsEngine:
 
     def _place(
         self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], *, marketable: bool
-    ) -> _Order:
+    ) -> LiveOrder:
         rng = wallet.rng
         market = self._market
         coin = rng.choice(wallet.favourites)
@@ -518,7 +580,7 @@ class AccountsEngine:
         if pair is not None and side == "A":
             size = min(size, sellable(wallet.spot.get(coin), pair))
         cloid = f"0x{rng.getrandbits(128):032x}" if rng.random() < 0.5 else None
-        order = _Order(
+        order = LiveOrder(
             oid=self._next_oid,
             coin=coin,
             side=side,
@@ -550,21 +612,45 @@ class AccountsEngine:
                 return reducing
         return "B" if rng.random() < 0.5 else "A"
 
+    def execute(
+        self,
+        wallet: Wallet,
+        order: LiveOrder,
+        size: Decimal,
+        px: Decimal,
+        at_ms: int,
+        crossed: bool,
+    ) -> tuple[OrderUpdate, Fill]:
+        """Execute ``size`` of ``order`` at ``px``: position, fees and balance move."""
+        return self._fill(wallet, order, size, at_ms, crossed=crossed, px=px)
+
+    def record(self, wallet: Wallet, update: OrderUpdate, updates: list[OrderUpdate]) -> None:
+        """Keep ``update`` in ``wallet``'s history and append it to ``updates``."""
+        self._record(wallet, update, updates)
+
+    def keep_fill(self, wallet: Wallet, fill: Fill, fills: list[Fill]) -> None:
+        """Keep ``fill`` in ``wallet``'s history and append it to ``fills``."""
+        wallet.fill_log.append(fill)
+        if len(wallet.fill_log) > MAX_FILLS * 11 // 10:
+            del wallet.fill_log[: len(wallet.fill_log) - MAX_FILLS]
+        fills.append(fill)
+
     def _fill(
         self,
         wallet: Wallet,
-        order: _Order,
+        order: LiveOrder,
         size: Decimal,
         at_ms: int,
         *,
         crossed: bool = False,
+        px: Decimal | None = None,
         liquidation: Mapping[str, Any] | None = None,
     ) -> tuple[OrderUpdate, Fill]:
-        """Execute ``size`` of ``order`` at its limit price."""
+        """Execute ``size`` of ``order`` at ``px`` (default: its limit price)."""
+        px = order.limit_px if px is None else px
         pair = self._listing.pair(order.coin)
         if pair is not None:
-            return self._spot_fill(wallet, order, size, at_ms, crossed)
-        px = order.limit_px
+            return self._spot_fill(wallet, order, size, px, at_ms, crossed)
         pos = wallet.positions.setdefault(order.coin, _Position())
         start = pos.szi
         signed = size if order.side == "B" else -size
@@ -609,20 +695,26 @@ class AccountsEngine:
         return self._filled(wallet, order, size, at_ms), fill
 
     def _spot_fill(
-        self, wallet: Wallet, order: _Order, size: Decimal, at_ms: int, crossed: bool
+        self,
+        wallet: Wallet,
+        order: LiveOrder,
+        size: Decimal,
+        px: Decimal,
+        at_ms: int,
+        crossed: bool,
     ) -> tuple[OrderUpdate, Fill]:
         pair = self._listing.pair(order.coin)
         assert pair is not None
         holding = wallet.spot.setdefault(order.coin, SpotHolding())
         rate = TAKER_FEE if crossed else MAKER_FEE
-        done = settle(holding, pair, order.side, order.limit_px, size, rate)
+        done = settle(holding, pair, order.side, px, size, rate)
         tid = wallet.next_tid
         wallet.next_tid += wallet.rng.randint(1, 50)
-        builder_fee = self._builder_fee(wallet, tid, order.limit_px * size)
+        builder_fee = self._builder_fee(wallet, tid, px * size)
         wallet.balance += done.quote_delta - (builder_fee or ZERO)
         fill = Fill(
             coin=order.coin,
-            px=order.limit_px,
+            px=px,
             sz=size,
             side=order.side,
             time=at_ms,
@@ -647,7 +739,7 @@ class AccountsEngine:
         return (notional * BUILDER_FEE).quantize(USD)
 
     @staticmethod
-    def _filled(wallet: Wallet, order: _Order, size: Decimal, at_ms: int) -> OrderUpdate:
+    def _filled(wallet: Wallet, order: LiveOrder, size: Decimal, at_ms: int) -> OrderUpdate:
         order.sz -= size
         status: OrderStatus = "open"
         if order.sz == 0:
@@ -665,10 +757,7 @@ class AccountsEngine:
         fills: list[Fill],
     ) -> None:
         self._record(wallet, update, updates)
-        wallet.fill_log.append(fill)
-        if len(wallet.fill_log) > MAX_FILLS * 11 // 10:
-            del wallet.fill_log[: len(wallet.fill_log) - MAX_FILLS]
-        fills.append(fill)
+        self.keep_fill(wallet, fill, fills)
 
     @staticmethod
     def _record(wallet: Wallet, update: OrderUpdate, updates: list[OrderUpdate]) -> None:
@@ -733,7 +822,7 @@ class AccountsEngine:
         for coin, szi in held:
             mark = self._market.mark_px(coin)
             notional += abs(szi) * mark
-            order = _Order(
+            order = LiveOrder(
                 oid=self._next_oid,
                 coin=coin,
                 side="A" if szi > 0 else "B",
@@ -792,4 +881,6 @@ def legal_transition(previous: OrderStatus | None, current: OrderStatus) -> bool
     """Which status sequences the simulator may emit for one oid."""
     if previous is None:
         return current == "open"
+    if previous == "triggered":  # a triggered order executes or is canceled
+        return current in ("open", "filled", "canceled")
     return previous == "open"

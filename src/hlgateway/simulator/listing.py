@@ -169,6 +169,15 @@ class Listing:
         found = self.dex(dex)
         return found.perps if found is not None else ()
 
+    def perp_assets(self) -> dict[int, CoinSpec]:
+        """Hyperliquid's asset numbers of the perps: the main dex's from 0, builder dex
+        k's (in ``perpDexs`` order) from 110000 + 10000 k, as the official SDK numbers
+        them. (Spot pairs are 10000 + their index; /exchange does not trade them.)"""
+        assets = dict(enumerate(self.perps))
+        for k, dex in enumerate(self.dexes):
+            assets.update((110_000 + 10_000 * k + j, spec) for j, spec in enumerate(dex.perps))
+        return assets
+
     def main_mids_coins(self) -> tuple[str, ...]:
         """The coins of the main ``allMids``: main perps and every spot pair."""
         return tuple(spec.name for spec in self.perps) + tuple(p.coin for p in self.pairs)

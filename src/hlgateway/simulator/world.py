@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from hlgateway.simulator.accounts import AccountsEngine, Emitted, WalletActivity
 from hlgateway.simulator.candles import CandleBook
+from hlgateway.simulator.exchange import Exchange
 from hlgateway.simulator.listing import Listing
-from hlgateway.simulator.market import DEFAULT_COINS, CoinSpec, MarketModel, Trade
+from hlgateway.simulator.market import DEFAULT_COINS, Book, CoinSpec, MarketModel, Trade
+from hlgateway.simulator.matching import Matcher
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class SimWorld:
         funding_interval_ms: int = 3_600_000,
         transfer_interval_ms: int = 120_000,
         liquidation_interval_ms: int = 900_000,
+        mainnet: bool = False,
     ) -> None:
         # `coins` are the main dex's perps; spot pairs and builder dexes come from
         # the listing (the default one when none is given).
@@ -59,6 +62,19 @@ class SimWorld:
             liquidation_interval_ms=liquidation_interval_ms,
         )
         self.candles = CandleBook(seed, start_ms, all_coins)
+        # Orders that accounts place through /exchange, and the endpoint itself.
+        self.matcher = Matcher(self.market, self.accounts)
+        self.exchange = Exchange(
+            self.market,
+            self.accounts,
+            self.matcher,
+            mainnet=mainnet,
+            assets=self.listing.perp_assets(),
+        )
+
+    def book(self, coin: str) -> Book:
+        """The book clients see: the market's, with resting /exchange orders in it."""
+        return self.matcher.book(coin)
 
     @property
     def now_ms(self) -> int:
@@ -68,8 +84,13 @@ class SimWorld:
         trades: list[Trade] = []
         merged: dict[str, Emitted] = {}
         for _ in range(self.market.skip_backlog(now_ms)):
-            trades.extend(self.market.advance_tick())
-            for activity in self.accounts.step(self.market.now_ms):
+            tick_trades = self.market.advance_tick()
+            trades.extend(tick_trades)
+            activities = self.accounts.step(self.market.now_ms)
+            # Resting /exchange orders meet the tick's trades and the moved book.
+            events = self.matcher.step(self.market.now_ms, tick_trades)
+            trades.extend(events.trades)
+            for activity in [*activities, *events.activities()]:
                 out = merged.setdefault(activity.user, Emitted())
                 out.updates.extend(activity.order_updates)
                 out.fills.extend(activity.fills)
