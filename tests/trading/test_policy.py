@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import pytest
 
@@ -24,7 +25,7 @@ class Clock:
         return self.now
 
 
-def body(action: dict[str, object], nonce: int = 5) -> bytes:
+def body(action: Mapping[str, object], nonce: int = 5) -> bytes:
     return json.dumps({"action": action, "nonce": nonce, "signature": SIGNATURE}).encode()
 
 
