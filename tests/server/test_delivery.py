@@ -36,7 +36,7 @@ from hlgateway.websocket.control import close_frame
 from hlgateway.websocket.frames import Frame
 
 Trace = dict[str, Any]
-TOPIC = Topic("orderbook", (("depth", 1), ("symbol", "BTC")))
+TOPIC = Topic("orderbook", b'{"depth":1,"symbol":"BTC"}')
 ROOT = Path(__file__).resolve().parents[2]
 
 
