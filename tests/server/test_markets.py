@@ -81,6 +81,11 @@ async def test_markets_api_lists_every_kind(server: GatewayServer) -> None:
     assert by_symbol["PURR/USDC"]["aliases"] == []
     assert by_symbol["xyz:XYZ100"]["kind"] == "dex-perp"
     assert by_symbol["xyz:XYZ100"]["dex"] == "xyz"
+    # What an order names a market by: Hyperliquid's asset numbers, as the SDK counts them.
+    async with aiohttp.ClientSession() as http, http.get(server.http + "/api/trading") as resp:
+        assets = (await resp.json())["assets"]
+    assert assets["BTC"] == 0 and assets["HYPE/USDC"] == 10_107 and assets["PURR/USDC"] == 10_000
+    assert assets["xyz:XYZ100"] == 110_000 and assets["xyz:TSLA"] == 110_001
 
 
 async def test_prices_of_every_kind_by_any_name(alice: Client) -> None:
