@@ -24,8 +24,8 @@ from hlgateway.gateway import Gateway
 from hlgateway.hub import Hub
 from hlgateway.protocol.channels import Topic
 from hlgateway.publisher import Publisher
+from hlgateway.server.accept.defences import Edge
 from hlgateway.server.app import EDGE
-from hlgateway.server.edge import Edge
 from hlgateway.server.runner import start_listening
 from hlgateway.upstream.networks import Endpoint
 from hlgateway.websocket.frames import Frame

@@ -141,3 +141,33 @@ def test_refused_topic_leaves_no_trace(hub: Hub, recorder: Recorder) -> None:
     with pytest.raises(ProtocolError):
         hub.subscribe(room_topic("x"), Inbox())
     assert hub.topic_count == 0 and hub.subscription_count == 0
+
+
+def test_a_resumed_topic_is_fed_and_lingers_until_its_subscribers_return(
+    recorder: Recorder,
+) -> None:
+    """At a restart, a topic wanted before is fed at once, as if its subscribers
+    had just disconnected: kept for the linger window, kept on once one returns."""
+    now = [0.0]
+    hub = Hub(recorder, linger=60.0, clock=lambda: now[0])
+    room, other = room_topic("x"), room_topic("y")
+    hub.resume(room)
+    hub.resume(other)
+    hub.resume(room)  # already there: nothing more
+    assert recorder.events == [("first", "x"), ("first", "y")]
+    assert hub.has(room) and hub.lingering_count == 2 and hub.topic_count == 0
+    a = Inbox()
+    now[0] = 30.0
+    assert hub.subscribe(room, a)
+    assert recorder.events.count(("first", "x")) == 1 and hub.lingering_count == 1
+    now[0] = 60.0
+    assert hub.expire() == 1  # nobody came back for y within the window
+    assert recorder.events[-1] == ("last", "y") and hub.has(room)
+
+
+def test_a_resumed_topic_that_is_refused_leaves_no_trace(recorder: Recorder) -> None:
+    hub = Hub(recorder, linger=60.0)
+    recorder.refuse.add("x")
+    with pytest.raises(ProtocolError):
+        hub.resume(room_topic("x"))
+    assert not hub.has(room_topic("x")) and hub.lingering_count == 0

@@ -56,7 +56,7 @@ async def measure(url: str, redis_pid: int, topic: Topic, count: int, nodes: int
         if n % 1000 == 999:
             await asyncio.sleep(0)
     deadline = time.monotonic() + 300
-    while min(got, default=count) < count or publisher.stats["published"] < count:
+    while min(got, default=count) < count or publisher.stats().published < count:
         if time.monotonic() > deadline:
             raise TimeoutError("publications did not all arrive")
         await asyncio.sleep(0.01)

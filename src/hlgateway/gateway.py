@@ -16,8 +16,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hlgateway.auth import TokenVerifier
-from hlgateway.broker import Broker, MemoryBroker, Retention
-from hlgateway.broker.redis import RedisBroker, node_name
+from hlgateway.broker import Broker
+from hlgateway.broker.engines import open_broker
 from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
@@ -25,6 +25,7 @@ from hlgateway.hub import Hub
 from hlgateway.metrics import BrokerCounts, Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
+from hlgateway.protocol.errors import ProtocolError
 from hlgateway.publisher import Publisher
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
@@ -32,7 +33,6 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
-from hlgateway.upstream.ownership import Ownership
 from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
 from hlgateway.websocket.frames import Frame
 
@@ -53,12 +53,7 @@ class Gateway:
         # Lossless topics outlive their last subscriber for the history window,
         # so that their history keeps filling for a client that comes back.
         self.hub = Hub(self, linger=settings.history_ttl)
-        retention = Retention(settings.history_size, settings.history_ttl, settings.history_max)
-        self.broker: Broker
-        if settings.broker is not None:
-            self.broker = RedisBroker(settings.broker, retention, node=settings.node_name)
-        else:
-            self.broker = MemoryBroker(retention)
+        self.broker: Broker = open_broker(settings)
         self.broker.bind(self._deliver)
         self.metrics = Metrics(self)
         self.outbox_stats = OutboxStats()
@@ -86,18 +81,11 @@ class Gateway:
             ca_file=settings.upstream_ca_file,
         )
         self.feeds = Feeds(self.upstream, self.publisher, settings.upstream_poll_interval)
-        # With a shared broker, a lease in Redis decides which node feeds each
-        # upstream stream; alone, this node feeds whatever its clients want.
-        self.ownership = (
-            Ownership(self.broker, self.feeds, can_feed=self._upstream_serves)
-            if isinstance(self.broker, RedisBroker)
-            else None
-        )
-        self.node = (
-            self.broker.node
-            if isinstance(self.broker, RedisBroker)
-            else settings.node_name or node_name()
-        )
+        # Which node feeds each upstream stream is the engine's answer: alone,
+        # this node feeds whatever its clients want; nodes sharing a Redis hold
+        # a lease per stream.
+        self.coordinator = self.broker.coordinator(self.feeds, self._upstream_serves)
+        self.node = self.broker.node
         self.directory = UserDirectory()
         self.directory_sync = DirectorySync(
             self.directory,
@@ -124,21 +112,15 @@ class Gateway:
 
     # -- the hub's listener: a topic's first subscriber, and its end ---------
     def on_first(self, topic: Topic) -> None:
-        if self.ownership is None:
-            self.feeds.on_first(topic)  # may refuse the topic (ProtocolError)
-        else:
-            self.ownership.want(topic)
+        self.coordinator.want(topic)  # may refuse the topic (ProtocolError)
         self.broker.demand(topic)
 
     def on_last(self, topic: Topic) -> None:
         self.broker.drop(topic)
-        if self.ownership is None:
-            self.feeds.on_last(topic)
-        else:
-            self.ownership.unwant(topic)
+        self.coordinator.unwant(topic)
 
     def _upstream_serves(self) -> bool:
-        """Whether this node should hold upstream streams (scale-out leases)."""
+        """Whether this node should feed upstream streams others could feed."""
         upstream = self.upstream
         if not upstream.markets.loaded:
             return False
@@ -165,8 +147,14 @@ class Gateway:
         await self.directory_sync.start()
         await self.broker.start()
         await self.upstream.start()
-        if self.ownership is not None:
-            self.ownership.start()
+        self.coordinator.start()
+        # What was wanted when the gateway last stopped is fed again at once,
+        # before any client returns, lingering as if its subscribers had just left.
+        for topic in await self.broker.resume():
+            try:
+                self.hub.resume(topic)
+            except ProtocolError as exc:
+                log.warning("a stream wanted before the restart is refused: %s", exc.message)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
@@ -222,10 +210,8 @@ class Gateway:
             },
             "upstream": {**upstream, "wallets": self.feeds.wallets.modes_summary()},
             "node": self.node,
-            "leases": self.ownership.health()
-            if self.ownership is not None
-            else {"mode": "alone: this node feeds every stream"},
-            "broker": self.broker.health(),
+            "leases": self.coordinator.stats().health(),
+            "broker": self.broker.stats().health(),
             "history": {"lingeringTopics": self.hub.lingering_count},
             "directory": self.directory_sync.health(),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
@@ -263,24 +249,21 @@ class Gateway:
 
     @property
     def broker_counts(self) -> BrokerCounts:
-        broker = self.broker
-        if not isinstance(broker, RedisBroker):
-            return BrokerCounts()
-        stats = broker.stats
-        leases = self.ownership.health() if self.ownership is not None else {}
+        stats = self.broker.stats()
+        leases = self.coordinator.stats()
         return BrokerCounts(
-            degraded=broker.degraded,
-            queued=broker.queued,
-            published=stats["published"],
-            received=stats["received"],
-            gaps=stats["gaps"],
-            gaps_lost=stats["gapsLost"],
-            refused=stats["publishRefused"],
-            dropped_while_away=stats["droppedWhileAway"],
-            disconnects=stats["disconnects"],
-            leases_held=leases.get("held", 0),
-            leases_gained=leases.get("gained", 0),
-            leases_lost=leases.get("lost", 0),
+            degraded=stats.degraded,
+            queued=stats.queued,
+            published=stats.published,
+            received=stats.received,
+            gaps=stats.gaps,
+            gaps_lost=stats.gaps_lost,
+            refused=stats.refused,
+            dropped_while_away=stats.dropped_while_away,
+            disconnects=stats.disconnects,
+            leases_held=leases.held,
+            leases_gained=leases.gained,
+            leases_lost=leases.lost,
         )
 
     async def shutdown(self, drain_seconds: float) -> None:
@@ -299,8 +282,7 @@ class Gateway:
             connection.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.ownership is not None:
-            await self.ownership.stop()
+        await self.coordinator.stop()
         self.hub.clear()
         await self.feeds.wallets.stop()
         await self.upstream.stop()

@@ -102,6 +102,17 @@ class Hub:
                 self._vacated(topic)
         return topics
 
+    def resume(self, topic: Topic) -> None:
+        """Feed a topic nobody is subscribed to, for the linger window, as if its
+        subscribers had just disconnected: at a restart, before they come back
+        with `since`. Raises what on_first raises (nothing is kept then)."""
+        if topic in self._subscribers:
+            return
+        if self._listener is not None:
+            self._listener.on_first(topic)
+        self._subscribers[topic] = {}
+        self._lingering[topic] = self._clock() + self._linger
+
     def clear(self) -> None:
         """Drop every topic (shutdown), telling the listener about each."""
         self._linger = 0.0  # nobody comes back to a node that is shutting down

@@ -66,6 +66,11 @@ class Publisher:
         payload = encoding.data_frame(head, data)
         self._broker.publish_items(topic, b"", [(item_id, payload)], b"", keep)
 
+    def delivered(self, channel: str, wallet: str, time_ms: int) -> None:
+        """A wallet's user stream has delivered every event up to `time_ms`
+        (the broker keeps it, if it keeps state across a restart)."""
+        self._broker.delivered(channel, wallet, time_ms)
+
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A server notice on the `system` channel."""
         self._send(SYSTEM_TOPIC, {"event": event, "message": message, **fields})

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from hlgateway.broker.ownership import DEMAND_KEY, DEMAND_TTL
 from hlgateway.simulator import Simulator
-from hlgateway.upstream.ownership import DEMAND_KEY, DEMAND_TTL
 from tests.helpers import (
     ALICE_WALLET,
     Client,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from hlgateway.broker import Position, Retention
-from hlgateway.broker.redis import PUBLISH_LUA, RedisBroker
+from hlgateway.broker import Position, Retention, scripts
+from hlgateway.broker.redis import RedisBroker
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import PRICES, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
@@ -47,9 +47,9 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 async def published(node: Node, send: Callable[[], None]) -> None:
     """Send, and wait until the node's broker wrote it to Redis."""
-    done = node.broker.stats["published"] + 1
+    done = node.broker.stats().published + 1
     send()
-    await until(lambda: node.broker.stats["published"] == done)
+    await until(lambda: node.broker.stats().published == done)
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ async def test_a_subscriber_recovers_from_history_in_redis(nodes: tuple[Node, No
     epoch = first.position.epoch
     for n in range(4):
         a.broker.publish(ROOM, message(ROOM, {"n": n}))
-    await until(lambda: a.broker.stats["published"] == 4)
+    await until(lambda: a.broker.stats().published == 4)
     replay = await b.broker.read(ROOM, Position(1, epoch))
     b.broker.demand(ROOM)
     assert replay.recovered and replay.position == Position(4, epoch)
@@ -107,7 +107,7 @@ async def test_history_is_trimmed_by_the_retention_settings(nodes: tuple[Node, N
     assert first.position is not None
     for n in range(12):
         a.broker.publish(ROOM, message(ROOM, {"n": n}))
-    await until(lambda: a.broker.stats["published"] == 12)
+    await until(lambda: a.broker.stats().published == 12)
     # max_size 8: offsets 5..12 are kept, 4 and before are gone.
     kept = await b.broker.read(ROOM, Position(4, first.position.epoch))
     assert kept.recovered and [p.offset for p in kept.publications] == list(range(5, 13))
@@ -188,15 +188,11 @@ async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
     await until(lambda: b.offsets(ROOM) == [1])
     # Offsets 2 and 3 are written past b's subscription, straight into Redis.
     keys = a.broker.keys(ROOM)
-    assert a.broker.redis is not None
-    publish_script = a.broker.redis.register_script(PUBLISH_LUA)
     for n in (1, 2):
         args: list[bytes | str | int] = [b"hlgw:nowhere", "x", 5, 600000, 8, 60000]
         args += [keys.ledger, b"", b"", 1]
-        await publish_script(
-            keys=[keys.meta, keys.stream],
-            args=[*args, f"q{n}", message(ROOM, {"n": n})],
-            client=a.broker.redis,
+        await a.broker.shard.run(
+            scripts.PUBLISH, [keys.meta, keys.stream], [*args, f"q{n}", message(ROOM, {"n": n})]
         )
     a.broker.publish(ROOM, message(ROOM, {"n": 3}))
     await until(lambda: len(b.offsets(ROOM)) == 4)
@@ -257,15 +253,15 @@ async def test_a_publication_redis_refuses_for_good_is_counted_and_the_rest_go(
     broken = room_topic("broken")
     await b.broker.read(ROOM, None)
     b.broker.demand(ROOM)
-    assert a.broker.redis is not None
+    assert a.broker.shard.client is not None
     # Somebody wrote a string where the broken room keeps its epoch and offset.
-    await a.broker.redis.set(a.broker.keys(broken).meta, "not a hash")
+    await a.broker.shard.client.set(a.broker.keys(broken).meta, "not a hash")
     a.broker.publish(broken, message(broken, {"n": 0}))
     a.broker.publish(ROOM, message(ROOM, {"n": 1}))
     await until(lambda: b.offsets(ROOM) == [1])
-    assert a.broker.stats["publishRefused"] == 1
-    assert a.broker.stats["published"] == 1
-    assert a.broker.connected and a.broker.stats["disconnects"] == 0
+    assert a.broker.stats().refused == 1
+    assert a.broker.stats().published == 1
+    assert a.broker.connected and a.broker.stats().disconnects == 0
 
 
 async def test_flushed_scripts_are_loaded_again_and_nothing_is_lost_or_repeated(
@@ -282,14 +278,14 @@ async def test_flushed_scripts_are_loaded_again_and_nothing_is_lost_or_repeated(
         b.broker.demand(ROOM)
         a.broker.publish(ROOM, message(ROOM, {"n": 0}))
         await until(lambda: b.offsets(ROOM) == [1])
-        assert a.broker.redis is not None
-        await a.broker.redis.script_flush()
+        assert a.broker.shard.client is not None
+        await a.broker.shard.client.script_flush()
         for n in (1, 2):
             a.broker.publish(ROOM, message(ROOM, {"n": n}))
         await until(lambda: len(b.offsets(ROOM)) >= 3)
         assert b.offsets(ROOM) == [1, 2, 3]
         assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(3)]
-        assert a.broker.stats["disconnects"] >= 1 and a.broker.connected
+        assert a.broker.stats().disconnects >= 1 and a.broker.connected
     finally:
         await a.broker.stop()
         await b.broker.stop()
@@ -348,7 +344,7 @@ async def test_killed_publish_and_pubsub_connections_are_replaced_and_nothing_is
         await until(lambda: len(b.offsets(ROOM)) >= 4, timeout=10)
         assert b.offsets(ROOM) == [1, 2, 3, 4]
         assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(4)]
-        assert a.broker.stats["disconnects"] >= 1 and b.broker.stats["disconnects"] >= 1
+        assert a.broker.stats().disconnects >= 1 and b.broker.stats().disconnects >= 1
         await until(lambda: a.broker.connected and b.broker.connected)
     finally:
         await admin.aclose()

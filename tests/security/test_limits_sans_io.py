@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hlgateway.ratelimit import KeyedWindow, TokenBucket
-from hlgateway.server.admission import (
+from hlgateway.server.accept.client_counts import (
     Admission,
     AdmissionLimits,
     Refusal,

@@ -15,17 +15,31 @@ What an engine keeps depends on the topic's kind (protocol/channels.py):
 
 The memory and Redis engines are two modules behind this interface
 (broker/memory.py, broker/redis.py); the hub and the sessions do not know which
-one runs.
+one runs. Besides the publications, an engine answers three questions the node
+asks without knowing which engine runs (centrifuge's Broker, with its
+coordination and stats):
+- which node feeds each upstream stream: `coordinator` (broker/coordination.py;
+  one node alone feeds everything, nodes on Redis hold leases);
+- what was wanted when the gateway last stopped, to feed again at once, and
+  where each wallet's user streams had been delivered to: `resume`, `delivered`
+  (an engine that forgets everything at a restart answers nothing);
+- its state for /health and /metrics: `stats`.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hlgateway.protocol.channels import Topic
+
+if TYPE_CHECKING:
+    from hlgateway.broker.coordination import Coordinator, FeedControl
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,56 @@ class Replay:
 Sink = Callable[[Topic, bytes, int], None]
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerStats:
+    """An engine's state and its counts since start, for /health and /metrics.
+
+    The counts an engine has no use for stay 0 (the memory engine has no
+    connection to lose); `details` are the engine's own facts for /health
+    (its URL, its open channels), never a secret.
+    """
+
+    engine: str
+    degraded: bool = False  # the backing store is away: this node serves what it can alone
+    streams: int = 0  # lossless streams known here
+    retained: int = 0  # messages kept in history, when the engine counts them
+    queued: int = 0  # publications not yet stored (waiting, or written and unanswered)
+    published: int = 0  # publications stored
+    received: int = 0  # publications received from other nodes for wanted topics
+    gaps: int = 0  # offsets the delivery skipped, fetched from the history
+    gaps_lost: int = 0  # skipped offsets the history no longer had
+    refused: int = 0  # publications the store refused for good
+    dropped_while_away: int = 0  # publications dropped over the bound while the store was away
+    disconnects: int = 0  # connections to the store lost
+    read_failures: int = 0  # reads that failed and answered live data only
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def health(self) -> dict[str, Any]:
+        """The /health view: the engine, its status, its facts and its non-zero counts."""
+        counts = {
+            "published": self.published,
+            "received": self.received,
+            "gaps": self.gaps,
+            "gapsLost": self.gaps_lost,
+            "publishRefused": self.refused,
+            "droppedWhileAway": self.dropped_while_away,
+            "disconnects": self.disconnects,
+            "readFailures": self.read_failures,
+        }
+        return {
+            "engine": self.engine,
+            "status": "degraded" if self.degraded else "ok",
+            **self.details,
+            "streams": self.streams,
+            **{name: value for name, value in counts.items() if value},
+        }
+
+
+def node_name() -> str:
+    """A node name unique in a fleet: host, process and a little randomness."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
 def with_position(payload: bytes, offset: int, epoch: str) -> bytes:
     """Splice `"offset":N,"epoch":"E"` into a data message: bytes, not a re-encode.
 
@@ -91,8 +155,9 @@ def with_position(payload: bytes, offset: int, epoch: str) -> bytes:
 class Broker(ABC):
     """One engine: memory (one process) or Redis (many processes as one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str | None = None) -> None:
         self._sink: Sink | None = None
+        self.node = node or node_name()  # this node in /health and in upstream leases
 
     def bind(self, sink: Sink) -> None:
         """Where this node's publications are delivered (the gateway's hub)."""
@@ -154,10 +219,40 @@ class Broker(ABC):
     def upkeep(self) -> None:  # noqa: B027 - optional hook
         """Periodic housekeeping (trimming history), called about once a second."""
 
+    # -- coordination --------------------------------------------------------
+    @abstractmethod
+    def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
+        """Who feeds the upstream streams this node's clients want (the node
+        calls it once). `can_feed`: whether this node's upstream can serve now
+        (an engine that shares streams between nodes leaves them to others
+        while it cannot)."""
+
+    async def resume(self) -> list[Topic]:
+        """The topics wanted (subscribed or lingering) when the gateway last
+        stopped, to feed again before any client returns; the node calls it once,
+        after `start`. An engine that keeps nothing across a restart: none."""
+        return []
+
+    def delivered(self, channel: str, wallet: str, time_ms: int) -> None:  # noqa: B027
+        """A wallet's user stream (`channel`) has delivered every event up to
+        `time_ms` (the exchange's time): where its feed starts again after a
+        restart. An engine that keeps nothing across a restart ignores it."""
+
+    def starts(self, topic: Topic) -> Mapping[str, int]:
+        """Where each wallet's feed of `topic` starts delivering from (exchange
+        time, ms), for the wallets whose position the engine kept; the others
+        start from now."""
+        return {}
+
+    # -- state ------------------------------------------------------------------
+    @abstractmethod
+    def stats(self) -> BrokerStats:
+        """The engine's state and counts, for /health and /metrics."""
+
     def health(self) -> dict[str, Any]:
         """The engine's state for /health."""
-        return {"engine": type(self).__name__, "status": "ok"}
+        return self.stats().health()
 
     @property
     def degraded(self) -> bool:
-        return False
+        return self.stats().degraded

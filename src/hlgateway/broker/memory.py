@@ -3,7 +3,8 @@
 Everything happens synchronously: a publication reaches the hub before
 `publish` returns, and `read_now` answers at once, so a recovering subscriber
 is attached in the same step as its replay is taken and nothing can fall in
-between. A restart loses the history: every stream starts a new epoch.
+between. A restart loses the history: every stream starts a new epoch. One node
+alone: it feeds every stream its clients want (broker/coordination.py).
 """
 
 from __future__ import annotations
@@ -11,18 +12,30 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
 
-from hlgateway.broker.base import Broker, Position, Publication, Replay, Retention, with_position
+from hlgateway.broker.base import (
+    Broker,
+    BrokerStats,
+    Position,
+    Publication,
+    Replay,
+    Retention,
+    with_position,
+)
+from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
 from hlgateway.protocol.channels import Topic
 
 
 class MemoryBroker(Broker):
     def __init__(
-        self, retention: Retention | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        node: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(node)
         self.retention = retention if retention is not None else Retention()
         self._clock = clock
         self._streams: dict[Topic, StreamHistory] = {}
@@ -88,10 +101,15 @@ class MemoryBroker(Broker):
             if topic not in self._wanted and now - stream.last_published > ttl:
                 del self._streams[topic]
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "engine": "memory",
-            "status": "ok",
-            "streams": len(self._streams),
-            "retainedMessages": sum(len(s) for s in self._streams.values()),
-        }
+    # -- coordination and state -------------------------------------------------
+    def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
+        return LocalCoordinator(feeds)
+
+    def stats(self) -> BrokerStats:
+        retained = sum(len(s) for s in self._streams.values())
+        return BrokerStats(
+            "memory",
+            streams=len(self._streams),
+            retained=retained,
+            details={"retainedMessages": retained},
+        )

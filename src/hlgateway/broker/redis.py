@@ -1,6 +1,9 @@
 """The Redis engine: every node sharing one Redis acts as one gateway.
 
-Client: redis-py's asyncio client (with the hiredis parser), see docs/scaling.md.
+The connections to Redis (a redis-py client, the two lean RESP connections,
+the Lua scripts of broker/lua/) are broker/redis_shard.py's; this module is
+what the engine does with them. Which node feeds each upstream stream (leases)
+is broker/ownership.py's.
 
 Per topic (id from broker/topics.py), all keys under one hash tag `{id}`:
 - `hlgw:{id}:m`  a hash: the stream's epoch `e` and last offset `o`;
@@ -9,10 +12,10 @@ Per topic (id from broker/topics.py), all keys under one hash tag `{id}`:
 - `hlgw:{id}:d:<item id>`  the shared exactly-once ledger (one key per item, with a TTL);
 - PUB/SUB channel `hlgw:{id}`.
 
-A lossless publication is one Lua script run: it keeps the items never
-published before (shared ledger), assigns the next offset (creating the epoch
-if Redis has none: a flushed or restarted Redis gives a new one), appends to
-the stream, trims it by the retention settings, and publishes
+A lossless publication is one run of broker/lua/publish.lua: it keeps the
+items never published before (shared ledger), assigns the next offset
+(creating the epoch if Redis has none: a flushed or restarted Redis gives a new
+one), appends to the stream, trims it by the retention settings, and publishes
 `offset:epoch:payload`. The payload is encoded once, by the publishing node;
 every receiving node splices the position in (`with_position`), once per node.
 
@@ -39,124 +42,48 @@ import contextlib
 import functools
 import itertools
 import logging
-import os
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import hiredis
-import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
+from hlgateway.broker import scripts
 from hlgateway.broker.base import (
     Broker,
+    BrokerStats,
     Position,
     Publication,
     Replay,
     Retention,
     with_position,
 )
-from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable, open_connection
+from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard
+from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
 from hlgateway.broker.topics import topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
 from hlgateway.protocol.channels import Topic
 
+if TYPE_CHECKING:
+    from hlgateway.broker.coordination import Coordinator, FeedControl
+
 log = logging.getLogger(__name__)
 
 PREFIX = "hlgw"
-KEEP_FLOOR_MS = 60_000  # must match PUBLISH_LUA's floor
-POOL_SIZE = 32  # command connections per node (publishing and PUB/SUB have one each)
+KEEP_FLOOR_MS = 60_000  # must match publish.lua's floor
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
 IN_FLIGHT = 1024  # publications written and not yet answered
-KEEPALIVE = 2.0  # seconds between liveness probes on the two lean connections
-STALL = 10.0  # a reply awaited longer than this: the connection is dead
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
 UNAVAILABLE_EPOCH = "unavailable"
-
-# KEYS: meta, stream. ARGV: channel, new epoch, size, ttl ms, max size, keep ms (ledger),
-# ledger key prefix, payload prefix, payload suffix, n, then n (id, item) pairs.
-PUBLISH_LUA = """
-local fresh = {}
-local n = tonumber(ARGV[10])
-for i = 0, n - 1 do
-  if redis.call('set', ARGV[7] .. ARGV[11 + 2 * i], '1', 'NX', 'PX', ARGV[6]) then
-    fresh[#fresh + 1] = ARGV[12 + 2 * i]
-  end
-end
-if #fresh == 0 then return 0 end
-local payload = ARGV[8] .. table.concat(fresh, ',') .. ARGV[9]
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('hset', KEYS[1], 'e', epoch)
-end
-local offset = redis.call('hincrby', KEYS[1], 'o', 1)
-local t = redis.call('time')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[4])
-redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'p', payload, 't', now)
-local size = tonumber(ARGV[3])
-local oldest = offset > size and redis.call('xrange', KEYS[2], '-', '+', 'COUNT', 1)[1]
-if oldest and tonumber(oldest[2][4]) < now - ttl then
-  -- Beyond the last `size` messages and older than the ttl: trimmed. (The
-  -- common case, a young oldest entry, costs the one-entry look above.)
-  local old = redis.call('xrange', KEYS[2], '-', (offset - size) .. '-0', 'COUNT', 64)
-  local cut = nil
-  for _, entry in ipairs(old) do
-    if tonumber(entry[2][4]) < now - ttl then cut = entry[1] else break end
-  end
-  if cut then
-    local first = tonumber(string.match(cut, '^(%d+)')) + 1
-    redis.call('xtrim', KEYS[2], 'MINID', first .. '-0')
-  end
-end
-local keep = math.max(ttl, 60000)
-redis.call('pexpire', KEYS[1], keep)
-redis.call('pexpire', KEYS[2], keep)
-redis.call('publish', ARGV[1], offset .. ':' .. epoch .. ':' .. payload)
-return offset
-"""
-
-# KEYS: meta, stream. ARGV: new epoch, after (-1: none), ttl ms.
-# Returns {epoch, head, entries after `after`}.
-READ_LUA = """
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('hset', KEYS[1], 'e', epoch)
-  redis.call('pexpire', KEYS[1], ARGV[3])
-end
-local head = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
-local after = tonumber(ARGV[2])
-local entries = {}
-if after >= 0 and after < head then
-  entries = redis.call('xrange', KEYS[2], (after + 1) .. '-0', '+')
-end
-return {epoch, head, entries}
-"""
 
 
 def new_epoch() -> str:
     return secrets.token_hex(6)
-
-
-def node_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def redacted(url: str) -> str:
-    """host:port/db of a redis:// URL, without credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 class _Keys:
@@ -187,22 +114,18 @@ class RedisBroker(Broker):
         node: str | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        super().__init__()
-        self.url = url
-        self.node = node or node_name()
+        super().__init__(node)
         self.retention = retention if retention is not None else Retention()
         self._ttl_ms = int(self.retention.ttl * 1000)
         # A stream nobody wants is forgotten this long after its last publication
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
-        self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
-        self._db = int(parse_url(url).get("db") or 0)
-        self.redis: aioredis.Redis | None = None
-        self._pub: RespConnection | None = None  # publications
-        self._sub: RespConnection | None = None  # PUB/SUB
-        self._publish_sha = b""
+        self._reconnect = reconnect.Reconnect(
+            backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        )
+        self.shard = RedisShard(url, self.node)
+        self._db = self.shard.db
         self._own = f"{PREFIX}:{self._db}:node:{self.node}".encode()
-        self._read_script: Any = None
         self.connected = False
         self._up = asyncio.Event()
         self._keys: dict[Topic, _Keys] = {}
@@ -223,7 +146,7 @@ class RedisBroker(Broker):
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_refresh = 0.0
-        self.stats: collections.Counter[str] = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
 
     # -- keys ---------------------------------------------------------------
     def keys(self, topic: Topic) -> _Keys:
@@ -252,23 +175,16 @@ class RedisBroker(Broker):
     async def _close(self) -> None:
         self.connected = False
         self._up.clear()
-        pub, sub, client = self._pub, self._sub, self.redis
-        self._pub, self._sub, self.redis = None, None, None
         # Not known to be done: again after reconnecting, first and in order. A
         # lossless item's ledger id keeps a retried publication from repeating.
         self._queue.extendleft(reversed(self._in_flight))
         self._in_flight.clear()
         self._subscribed.clear()
         self._fail_acks()
-        for conn in (pub, sub):
-            if conn is not None:
-                conn.close()
-        with contextlib.suppress(Exception):
-            if client is not None:
-                await client.aclose()
+        await self.shard.close()
 
     def _lost(self, sub: RespConnection, _: object) -> None:
-        if self._sub is sub:  # not an old connection's late news
+        if self.shard.sub is sub:  # not an old connection's late news
             self._fail_acks()
 
     def _fail_acks(self) -> None:
@@ -280,45 +196,32 @@ class RedisBroker(Broker):
         self._acks.clear()
 
     async def _supervise(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                attempt = 0
-                log.info("broker: connected to %s as node %s", redacted(self.url), self.node)
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("broker: Redis unavailable (%s); serving degraded", exc)
-            except Exception:
-                log.exception("broker: unexpected error; reconnecting")
-            if self.connected:
-                self.stats["disconnects"] += 1
-            await self._close()
-            attempt += 1
-            await asyncio.sleep(self._backoff.delay(attempt))
+        await reconnect.Supervisor(self._connection).run()  # for ever: stop() cancels it
+
+    async def _connection(self) -> reconnect.Retry | reconnect.GiveUp:
+        """One connection to Redis, from connect to its loss."""
+        try:
+            await self._connect()
+            self._reconnect.connected()
+            log.info("broker: connected to %s as node %s", self.shard.where, self.node)
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except UNAVAILABLE as exc:
+            log.warning("broker: Redis unavailable (%s); serving degraded", exc)
+        except Exception:
+            log.exception("broker: unexpected error; reconnecting")
+        if self.connected:
+            self._counts["disconnects"] += 1
+        await self._close()
+        return self._reconnect.ended()
 
     async def _connect(self) -> None:
-        # A bounded pool that queues: a burst of subscribes waits for a
-        # connection instead of opening thousands (or failing).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=POOL_SIZE,
-            timeout=READ_TIMEOUT,
-            socket_connect_timeout=2,
-            socket_timeout=10,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        self.redis = client
-        await client.ping()
-        self._read_script = client.register_script(READ_LUA)
-        self._pub = pub = await open_connection(self.url, f"hlgw-pub-{self.node}")
+        shard = self.shard
+        await shard.connect(self._on_push)
+        pub, sub = shard.pub, shard.sub
+        assert pub is not None and sub is not None
         pub.on_writable = self._schedule_flush
-        self._publish_sha = await pub.call("SCRIPT", "LOAD", PUBLISH_LUA)
-        self._sub = sub = await open_connection(self.url, f"hlgw-sub-{self.node}", self._on_push)
         sub.closed.add_done_callback(functools.partial(self._lost, sub))
         # A first subscription enters PUB/SUB mode; the node's own channel
         # doubles as a liveness marker.
@@ -332,8 +235,6 @@ class RedisBroker(Broker):
 
     async def _serve(self) -> None:
         """Run until a connection fails: resubscribe, resend, then watch both links."""
-        pub, sub = self._pub, self._sub
-        assert pub is not None and sub is not None
         self._schedule_flush()  # what waited while Redis was away goes first
         # Every SUBSCRIBE written at once, the confirmations awaited together.
         wanted = {*self._wanted, *self._reading}
@@ -346,15 +247,7 @@ class RedisBroker(Broker):
             if tracker.epoch is not None and not tracker.fetching:
                 tracker.fetching = True
                 self._spawn(self._fetch_gap(topic, tracker.offset))
-        while True:
-            await asyncio.wait({pub.closed, sub.closed}, timeout=KEEPALIVE)
-            for conn in (pub, sub):
-                if conn.closed.done():
-                    conn.closed.result()  # raises why
-                    raise RespError("Redis connection closed")
-                if conn.stalled(STALL):
-                    raise RespError(f"Redis has not answered for {STALL:.0f} s")
-                conn.ping()
+        await self.shard.watch()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -408,25 +301,25 @@ class RedisBroker(Broker):
         queue = self._queue
         if len(queue) >= MAX_QUEUED:
             queue.popleft()
-            self.stats["droppedWhileAway"] += 1
+            self._counts["droppedWhileAway"] += 1
         queue.append((topic, prefix, items, suffix, keep_ms))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         # Once per loop turn: what was published in this turn goes out in one write.
-        if not self._flush_due and self._pub is not None:
+        if not self._flush_due and self.shard.pub is not None:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
-        pub, queue, in_flight = self._pub, self._queue, self._in_flight
+        pub, queue, in_flight = self.shard.pub, self._queue, self._in_flight
         if pub is None or not pub.is_open or not pub.writable:
             return  # on reconnecting, or once the buffer drains
         count = min(len(queue), IN_FLIGHT - len(in_flight))
         if count <= 0:
             return  # the next answer flushes again
-        retention, ttl_ms, sha = self.retention, self._ttl_ms, self._publish_sha
+        retention, ttl_ms, sha = self.retention, self._ttl_ms, scripts.PUBLISH.sha
         chunks: list[bytes] = []
         replies: list[Any] = []
         for _ in range(count):
@@ -477,19 +370,19 @@ class RedisBroker(Broker):
         if self._in_flight:
             self._in_flight.popleft()
             if not refused:
-                self.stats["published"] += 1
+                self._counts["published"] += 1
         if self._queue:
             self._schedule_flush()
 
     def _refused(self, error: hiredis.ReplyError) -> bool:
         """Redis refused a publication. True: retry it on a new connection."""
         if is_retryable(error):
-            if self._pub is not None:
-                self._pub.fail(RespError(f"Redis refused a publication: {error}"))
+            if self.shard.pub is not None:
+                self.shard.pub.fail(RespError(f"Redis refused a publication: {error}"))
             return True
         # Refused for what it is (it would be refused again): say so and go on.
         log.error("broker: Redis refused a publication for good: %s", error)
-        self.stats["publishRefused"] += 1
+        self._counts["publishRefused"] += 1
         return False
 
     # -- receiving --------------------------------------------------------------
@@ -504,15 +397,15 @@ class RedisBroker(Broker):
                 future.set_result(None)
             if channel in self._by_channel or channel == self._own:
                 self._subscribed.add(channel)
-            elif self._sub is not None and self._sub.is_open:
+            elif self.shard.sub is not None and self.shard.sub.is_open:
                 # Let go before the confirmation came: nobody wants it now.
-                self._sub.send_push(encode("UNSUBSCRIBE", channel))
+                self.shard.sub.send_push(encode("UNSUBSCRIBE", channel))
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         topic = self._by_channel.get(channel)
         if topic is None:
             return
-        self.stats["received"] += 1
+        self._counts["received"] += 1
         if not topic.lossless:
             self._latest[topic] = data
             self._deliver(topic, data, 0)
@@ -529,7 +422,7 @@ class RedisBroker(Broker):
         for item in passed:
             self._deliver(topic, item.payload, item.offset)
         if gap_after is not None:
-            self.stats["gaps"] += 1
+            self._counts["gaps"] += 1
             self._spawn(self._fetch_gap(topic, gap_after))
 
     def _deliver(self, topic: Topic, payload: bytes, offset: int) -> None:
@@ -544,7 +437,7 @@ class RedisBroker(Broker):
         stored: Stored | None = None
         try:
             stored = await self._stored(topic, after)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             log.warning("broker: fetching a gap failed: %s", exc)
         tracker = self._trackers.get(topic)
         if tracker is None:
@@ -553,15 +446,15 @@ class RedisBroker(Broker):
         for item in tracker.fetched(stored):
             self._deliver(topic, item.payload, item.offset)
         if tracker.gaps_lost > before:
-            self.stats["gapsLost"] += tracker.gaps_lost - before
+            self._counts["gapsLost"] += tracker.gaps_lost - before
 
     async def _stored(self, topic: Topic, after: int | None) -> Stored:
         """The stream's epoch, head, and entries after `after` (None: none)."""
-        assert self.redis is not None
         keys = self.keys(topic)
-        epoch_raw, head, entries = await self._read_script(
-            keys=[keys.meta, keys.stream],
-            args=[new_epoch(), -1 if after is None else after, self._keep_ms],
+        epoch_raw, head, entries = await self.shard.run(
+            scripts.READ,
+            [keys.meta, keys.stream],
+            [new_epoch(), -1 if after is None else after, self._keep_ms],
         )
         epoch = epoch_raw.decode()
         publications = []
@@ -592,7 +485,7 @@ class RedisBroker(Broker):
         if keys is None:
             return
         self._by_channel.pop(keys.channel, None)
-        sub = self._sub
+        sub = self.shard.sub
         if keys.channel in self._subscribed and sub is not None and sub.is_open:
             self._subscribed.discard(keys.channel)
             sub.send_push(encode("UNSUBSCRIBE", keys.channel))
@@ -607,7 +500,7 @@ class RedisBroker(Broker):
             return
         future = self._acks.get(keys.channel)
         if future is None:
-            sub = self._sub
+            sub = self.shard.sub
             if sub is None or not sub.is_open:
                 raise ConnectionError("Redis is not connected")
             future = self._acks[keys.channel] = asyncio.get_running_loop().create_future()
@@ -654,11 +547,9 @@ class RedisBroker(Broker):
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 return await self._read(topic, since)
-        except (RedisError, OSError, TimeoutError, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except UNAVAILABLE as exc:
             log.warning("broker: a read failed (%s); live data only", exc)
-            self.stats["readFailures"] += 1
+            self._counts["readFailures"] += 1
             return self._unavailable(topic)
         finally:
             self._reading[topic] -= 1
@@ -696,8 +587,8 @@ class RedisBroker(Broker):
         return tracker.resolve(catch, stored, since)
 
     async def _get_latest(self, topic: Topic) -> bytes | None:
-        assert self.redis is not None
-        stored = await self.redis.get(self.keys(topic).latest)
+        key = self.keys(topic).latest
+        stored = await self.shard.command(lambda client: client.get(key))
         return stored if isinstance(stored, bytes) else None
 
     async def _caught_up(self, topic: Topic, tracker: StreamTracker, stored: Stored) -> None:
@@ -725,31 +616,43 @@ class RedisBroker(Broker):
             self._spawn(self._refresh(lossless))
 
     async def _refresh(self, topics: list[Topic]) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            assert self.redis is not None
-            pipe = self.redis.pipeline(transaction=False)
-            for topic in topics:
-                keys = self.keys(topic)
-                pipe.pexpire(keys.meta, self._keep_ms)
-                pipe.pexpire(keys.stream, self._keep_ms)
-            await pipe.execute()
+        keys = [self.keys(topic) for topic in topics]
+        keep_ms = self._keep_ms
 
-    async def command(self, work: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
-        """Run `work` on the command connection; raises ConnectionError while away."""
-        client = self.redis
-        if client is None or not self.connected:
-            raise ConnectionError("Redis is not connected")
-        return await work(client)
+        def build(pipe: Any) -> None:
+            for topic_keys in keys:
+                pipe.pexpire(topic_keys.meta, keep_ms)
+                pipe.pexpire(topic_keys.stream, keep_ms)
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "engine": "redis",
-            "status": "ok" if self.connected else "degraded",
-            "url": redacted(self.url),
-            "node": self.node,
-            "connected": self.connected,
-            "channels": len(self._subscribed),
-            "streams": len(self._trackers),
-            "queued": self.queued,
-            **dict(self.stats),
-        }
+        with contextlib.suppress(*UNAVAILABLE):
+            await self.shard.pipeline(build)
+
+    # -- coordination and state -----------------------------------------------------
+    def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
+        from hlgateway.broker.ownership import LeaseCoordinator  # it needs this module
+
+        return LeaseCoordinator(self, feeds, can_feed=can_feed)
+
+    def stats(self) -> BrokerStats:
+        counts = self._counts
+        return BrokerStats(
+            "redis",
+            degraded=not self.connected,
+            streams=len(self._trackers),
+            queued=self.queued,
+            published=counts["published"],
+            received=counts["received"],
+            gaps=counts["gaps"],
+            gaps_lost=counts["gapsLost"],
+            refused=counts["publishRefused"],
+            dropped_while_away=counts["droppedWhileAway"],
+            disconnects=counts["disconnects"],
+            read_failures=counts["readFailures"],
+            details={
+                "url": self.shard.where,
+                "node": self.node,
+                "connected": self.connected,
+                "channels": len(self._subscribed),
+                "queued": self.queued,
+            },
+        )

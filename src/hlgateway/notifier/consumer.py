@@ -9,8 +9,7 @@ Meanwhile the feed's inbox fills up and the feed pauses its streams (feed.py).
 
 from __future__ import annotations
 
-import asyncio
-import itertools
+import functools
 import logging
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -41,13 +40,16 @@ from hlgateway.notifier.format import (
 from hlgateway.notifier.history import FillHistory
 from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.state import BotState
+from hlgateway.reconnect import GiveUp, Reconnect, retrying
 
 log = logging.getLogger("hlgateway.notifier")
 
 RELOAD_MARGIN_MS = 5_000  # fills may arrive a little out of time order
-# A database outage: the same event again, soon, then every few seconds.
-RETRY = Backoff(initial=0.5, decay=2.0, max_delay=5.0)
-RELOAD = Backoff(initial=0.5, decay=2.0, max_delay=8.0, max_attempts=5)
+# Retries, doubling, each delay drawn from its upper half (jitter): the database failing
+# an event (1, 2, 4 .. 10 s, for ever: never skip a fill), the info API failing a reload
+# (0.5 .. 4 s, 5 tries in all).
+STORE_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=10.0)
+RELOAD_RETRY = Backoff(initial=0.5, decay=2.0, max_delay=4.0, max_attempts=4)
 
 
 class Consumer:
@@ -70,19 +72,15 @@ class Consumer:
         self.wake = wake  # the sender: lines were made
 
     async def run(self) -> None:
-        event: FeedEvent | None = None
-        failures = 0
+        policy = Reconnect(STORE_RETRY)
         while True:
-            if event is None:
-                event = await self.feed.next()
-            try:
-                await self.handle(event)
-            except Exception:
-                failures += 1
-                log.exception("handling %s failed; retrying", type(event).__name__)
-                await asyncio.sleep(RETRY.delay(failures))
-                continue
-            event, failures = None, 0
+            event = await self.feed.next()
+            # A database outage: keep the event and try again (never skip a fill).
+            await retrying(
+                functools.partial(self.handle, event),
+                policy,
+                failed=functools.partial(_handling_failed, type(event).__name__),
+            )
             self.wake()
 
     async def handle(self, event: FeedEvent) -> None:
@@ -156,16 +154,14 @@ class Consumer:
         start = since
         if stream is not None and stream.last_fill_ms is not None:
             start = max(start, stream.last_fill_ms - RELOAD_MARGIN_MS)
-        for attempt in itertools.count(1):
-            try:
-                fills = await self.history.fills_since(info_url, wallet, start)
-                break
-            except Exception as exc:
-                log.warning("reloading fills of %s failed (%s)", wallet, exc)
-            if RELOAD.exhausted(attempt + 1):
-                log.error("could not reload the fills of %s since %d", wallet, start)
-                return
-            await asyncio.sleep(RELOAD.delay(attempt))
+        fills = await retrying(
+            lambda: self.history.fills_since(info_url, wallet, start),
+            Reconnect(RELOAD_RETRY),
+            failed=lambda exc: log.warning("reloading fills of %s failed (%s)", wallet, exc),
+        )
+        if isinstance(fills, GiveUp):
+            log.error("could not reload the fills of %s since %d", wallet, start)
+            return
         made = await self.fills(wallet, fills, None)
         if made:
             log.info("reloaded %d fill notification(s) for %s", made, wallet)
@@ -235,6 +231,10 @@ class Consumer:
                         alert.level,
                     )
                     await t.outbox.add_message(alert.chat_id, text, self.now_ms())
+
+
+def _handling_failed(kind: str, _: Exception) -> None:
+    log.exception("handling %s failed; retrying", kind)  # called inside the except
 
 
 def _distance(p: dict[str, Any]) -> Decimal | None:

@@ -20,13 +20,16 @@ from hlgateway.notifier.pacing import Pacer
 from hlgateway.notifier.repository import Outgoing, Repository
 from hlgateway.notifier.state import BotState
 from hlgateway.notifier.telegram import Outcome, SendResult, TelegramApi
+from hlgateway.reconnect import Reconnect, Retry
 
 log = logging.getLogger("hlgateway.notifier")
 
 MAX_ATTEMPTS = 20  # a message that failed this often for reasons other than 429 is dropped
-FAILED = Backoff(initial=2.0, decay=2.0, max_delay=60.0)  # a chat after a failed send
+# A message failing: its chat held 1, 2, 4 .. 60 s (jittered); the loop while the
+# database is away: 1, 2, 4 .. 10 s.
+SEND_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=60.0)
+STORE_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=10.0)
 BROKEN = 5.0  # a chat after an unexpected error (a bug, or the database away)
-RETRY = Backoff(initial=0.5, decay=2.0, max_delay=5.0)  # the loop, while the database is away
 
 
 class Sender:
@@ -64,16 +67,17 @@ class Sender:
             self.pacer.hold(chat_id, until_ms / 1000)
 
     async def run(self) -> None:
-        failures = 0
+        policy = Reconnect(STORE_RETRY)
         while True:
             self._wake.clear()
             try:
                 wake_at = await self._step()
-                failures = 0
-            except Exception:  # the database is away: try again, nothing is lost
-                failures += 1
+                policy.connected()
+            except Exception as exc:  # the database is away: try again, nothing is lost
                 log.exception("the send loop failed; retrying")
-                wake_at = self.clock() + RETRY.delay(failures)
+                decision = policy.ended(repr(exc))
+                assert isinstance(decision, Retry)  # no max_attempts: it never gives up
+                wake_at = self.clock() + decision.after
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.005, wake_at - self.clock()))
 
@@ -147,6 +151,6 @@ class Sender:
                     await t.outbox.mark_attempt(msg.id, give_up=True)
             case Outcome.UNKNOWN | Outcome.FAILED:
                 log.warning("sending message %d failed: %s", msg.id, result.detail)
-                self.pacer.hold(chat, self.clock() + FAILED.delay(msg.attempts + 1))
+                self.pacer.hold(chat, self.clock() + SEND_RETRY.delay(msg.attempts + 1))
                 async with self.repo.transaction() as t:
                     await t.outbox.mark_attempt(msg.id, give_up=msg.attempts + 1 >= MAX_ATTEMPTS)

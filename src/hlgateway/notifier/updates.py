@@ -8,7 +8,7 @@ skipped. What the handler deferred with `ctx.later` runs after the commit.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -23,11 +23,15 @@ from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.router import Context
 from hlgateway.notifier.state import BotState
 from hlgateway.notifier.telegram import Incoming, TelegramApi
+from hlgateway.reconnect import GiveUp, Reconnect, Retry, Supervisor, retrying
 
 log = logging.getLogger("hlgateway.notifier")
 
 UPDATE_OFFSET = "telegram_update_offset"
-RETRY = Backoff(initial=0.5, decay=2.0, max_delay=30.0)  # getUpdates, or the database, failing
+# Retries, doubling, each delay drawn from its upper half (jitter): getUpdates failing
+# (1, 2, 4 .. 30 s); the database failing an update (1, 2, 4 .. 10 s, for ever).
+POLL_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=30.0)
+STORE_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=10.0)
 
 
 class Updates:
@@ -54,31 +58,30 @@ class Updates:
         async with self.repo.transaction() as t:
             raw = await t.kv.get(UPDATE_OFFSET)
         offset = int(raw) if raw is not None else None
-        failures = 0
-        while True:
-            try:
-                updates = await self.api.updates(offset)
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                log.warning("getUpdates failed (%s); retrying", exc)
-                await asyncio.sleep(RETRY.delay(failures))
-                continue
-            for update in updates:
-                await self._handle_until_done(update)
-                offset = update.update_id + 1
+        policy = Reconnect(POLL_RETRY)
+        stored = Reconnect(STORE_RETRY)
 
-    async def _handle_until_done(self, update: Incoming) -> None:
-        """The database may be away: the same update again (in order) until it commits."""
-        failures = 0
-        while True:
-            try:
-                await self.handle(update)
-                return
-            except DATABASE_ERRORS:
-                failures += 1
-                log.exception("handling update %d failed; retrying", update.update_id)
-                await asyncio.sleep(RETRY.delay(failures))
+        async def long_poll() -> Retry | GiveUp:
+            """Up while getUpdates answers: a link, as far as retrying goes."""
+            nonlocal offset
+            while True:
+                try:
+                    updates = await self.api.updates(offset)
+                except Exception as exc:
+                    log.warning("getUpdates failed (%s); retrying", exc)
+                    return policy.ended(repr(exc))
+                policy.connected()
+                for update in updates:
+                    # The database may be away (`handle` raises nothing else): the same
+                    # update again, in order, until it commits (the policy never gives up).
+                    await retrying(
+                        functools.partial(self.handle, update),
+                        stored,
+                        failed=functools.partial(_update_failed, update.update_id),
+                    )
+                    offset = update.update_id + 1
+
+        await Supervisor(long_poll).run()
 
     async def handle(self, update: Incoming) -> None:
         """Handle `update` once. A database error is raised (try again later: the webhook
@@ -125,3 +128,7 @@ class Updates:
             return
         await ctx.t.chats.touch(ctx.chat)
         await router.dispatch(ctx, command)
+
+
+def _update_failed(update_id: int, _: Exception) -> None:
+    log.exception("handling update %d failed; retrying", update_id)  # called inside the except

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from hlgateway.gateway import Gateway
-from hlgateway.server.edge import Edge
+from hlgateway.server.accept.defences import Edge
 
 MAX_LISTED = 500  # clients and topics listed; the totals are always exact
 

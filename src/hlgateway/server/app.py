@@ -1,8 +1,8 @@
 """HTTP routes: the dashboard (`/`, `/assets/*`), `/health`, `/metrics`, `/client.js`,
 and the admin API (room publish, overview).
 
-`/ws` never reaches aiohttp: the front protocol answers the WebSocket
-handshake itself (server/front.py, server/upgrade.py).
+`/ws` never reaches aiohttp: the accept path answers the WebSocket
+handshake itself (server/accept/request_head.py, server/accept/admit.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from hlgateway.gateway import Gateway
 from hlgateway.metrics import CONTENT_TYPE
 from hlgateway.protocol.errors import ProtocolError
 from hlgateway.server import guest, telegram_login
+from hlgateway.server.accept.admit import bearer_token
+from hlgateway.server.accept.defences import Edge
 from hlgateway.server.admin import overview
-from hlgateway.server.edge import Edge
-from hlgateway.server.upgrade import bearer_token
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One WebSocket client at the edge, as a plain asyncio protocol.
 
-After the handshake (server/front.py) the socket's bytes come here: the frame
+After the handshake (server/accept/request_head.py) the socket's bytes come here: the frame
 reader turns them into messages for the Session; output goes through the
 Outbox; heartbeat and token expiry are swept by the gateway. Whether and how
 the connection ends is decided by one `Closing` state (websocket/closing.py),
@@ -36,7 +36,7 @@ from hlgateway.websocket.reader import (
 
 if TYPE_CHECKING:
     from hlgateway.gateway import Gateway
-    from hlgateway.server.edge import Edge
+    from hlgateway.server.accept.defences import Edge
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from aiohttp import web
 from hlgateway.config import Settings
 from hlgateway.gateway import Gateway
 from hlgateway.server import redact
+from hlgateway.server.accept.listener import GuardedSite, listen
 from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
-from hlgateway.server.listener import GuardedSite, listen
 from hlgateway.upstream.networks import Endpoint, endpoint_for
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ async def start_listening(
     """The gateway's HTTP and WebSocket server on `settings.host:port` (0: a free port).
 
     The one way a gateway listens, in production, tests and benchmarks: /ws is
-    answered by the front protocol, everything else by the aiohttp app.
+    answered by the request-head protocol (server/accept/), everything else by the aiohttp app.
     """
     runner = web.AppRunner(
         build_app(gateway),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from hlgateway.backoff import Backoff
@@ -88,11 +89,14 @@ class Feeds:
             ),
         )
 
-    # -- hub listener -----------------------------------------------------
-    def on_first(self, topic: Topic, since_ms: int | None = None) -> None:
-        """Start feeding `topic`; user streams deliver from `since_ms` (default: now)."""
+    # -- the coordinator's feed control (broker/coordination.py) -----------
+    def on_first(self, topic: Topic, since: Mapping[str, int] | None = None) -> None:
+        """Start feeding `topic`; each wallet's user streams deliver from
+        `since[wallet]` (exchange time, ms; default: now), never further back
+        than the exactly-once ledgers remember."""
         acquired: list[dict[str, Any]] = []
         attached: list[str] = []
+        floor = now_ms() - int(LEDGER_KEEP * 1000) + 60_000
         try:
             for subscription in upstream_subscriptions(topic):
                 self._upstream.acquire(subscription)
@@ -100,9 +104,15 @@ class Feeds:
             for wallet in topic.wallets:
                 key = (topic.channel, wallet)
                 if key not in self._user:
-                    self.wallets.attach(topic.channel, wallet, since_ms)
+                    start = since.get(wallet) if since is not None else None
+                    start = self.wallets.attach(
+                        topic.channel, wallet, None if start is None else max(start, floor)
+                    )
                     self._user[key] = {}
                     attached.append(wallet)
+                    if start is not None:
+                        # Nothing before its start is news: delivered up to there.
+                        self._publisher.delivered(topic.channel, wallet, start)
                 self._user[key][topic] = None
         except Exception:
             for subscription in acquired:
@@ -204,16 +214,20 @@ class Feeds:
     # Ids for the broker's shared exactly-once ledger (every node, across an
     # upstream handover): a fill by (wallet, tid), an order transition by its
     # (oid, status, remaining size), a trade by (time, tid).
+    # After each, the wallet's stream is delivered up to the event's time: where
+    # an engine that keeps state across a restart starts it again.
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
         items = [(f"{f.wallet}:{f.id}", f) for f in fills]
         for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
             self._publisher.publish_items(topic, {}, "fills", items, LEDGER_KEEP)
+        self._publisher.delivered(USER_FILLS, wallet, max(f.timestamp for f in fills))
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
         data = OrderUpdate(action, order)
         item_id = f"{order.id}:{order.status}:{order.remaining}"
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
             self._publisher.publish_once(topic, data, item_id, LEDGER_KEEP)
+        self._publisher.delivered(USER_ORDERS, wallet, order.timestamp)
 
     def emit_account(self, account: wire.Account) -> None:
         self._last_accounts[account.wallet] = account

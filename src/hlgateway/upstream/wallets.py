@@ -118,13 +118,14 @@ class WalletFeeds:
         self.fills_recovered = 0
 
     # -- topics -----------------------------------------------------------
-    def attach(self, channel: str, wallet: str, since_ms: int | None = None) -> None:
-        """A topic of `channel` for `wallet` starts (first subscriber).
+    def attach(self, channel: str, wallet: str, since_ms: int | None = None) -> int | None:
+        """A topic of `channel` for `wallet` starts (first subscriber); returns
+        where a stream of events (fills, orders) delivers from.
 
         `since_ms`: deliver from then on (default: now). A node taking over a
-        stream from another (scale-out) passes the stream's original start, so
-        that what happened during the handover is delivered; the shared ledger
-        drops what the previous holder already gave.
+        stream from another (scale-out), or started again where it had stopped,
+        passes where the stream had been delivered to, so that what happened
+        meanwhile is delivered; the broker's ledger drops what was given before.
         """
         state = self._wallets.get(wallet)
         if state is None:
@@ -134,7 +135,7 @@ class WalletFeeds:
             if mode == "poll":
                 log.info("wallet %s served by REST polling (WS user limit reached)", wallet)
         if channel in state.channels:
-            return
+            return None
         # Deliver from this moment on: history from before is not news.
         start = self._now_ms() if since_ms is None else since_ms
         if channel == USER_FILLS:
@@ -152,6 +153,7 @@ class WalletFeeds:
         else:
             self._ensure_poller()
         state.channels.add(channel)
+        return start if channel in (USER_FILLS, USER_ORDERS) else None
 
     def detach(self, channel: str, wallet: str) -> None:
         state = self._wallets.get(wallet)

@@ -5,7 +5,7 @@ WebSocketResponse: a connection then costs a transport and a few small objects
 instead of a request, a parser, a task and a coroutine stack that live as long
 as the socket (see docs/benchmarks.md, idle memory). This module reads the
 request head and builds the answers; every decision about *who* may connect is
-made in `server/upgrade.py`.
+made in `server/accept/admit.py`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from hlgateway.auth import Principal, TokenError
-from hlgateway.server.admission import client_ip
+from hlgateway.server.accept.client_counts import client_ip
 from hlgateway.websocket.handshake import (
     Deflate,
     HandshakeError,
@@ -25,7 +25,7 @@ from hlgateway.websocket.handshake import (
 
 if TYPE_CHECKING:
     from hlgateway.gateway import Gateway
-    from hlgateway.server.edge import Edge
+    from hlgateway.server.accept.defences import Edge
 
 log = logging.getLogger(__name__)
 

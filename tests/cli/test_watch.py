@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from hlgateway.cli import build_parser, main
+from hlgateway.cli.watch import WatchView, render, subscription_of, watch, wire
 from hlgateway.client import (
     Backoff,
     DataMessage,
@@ -22,7 +23,6 @@ from hlgateway.client import (
     Recovered,
     Resync,
 )
-from hlgateway.watch import WatchView, render, subscription_of, watch, wire
 from tests.client.support import PortGateway
 from tests.helpers import SECRET, alice_token
 

@@ -1,4 +1,4 @@
-"""The listening socket: TCP or TLS; every accepted socket starts in the front protocol."""
+"""The listening socket: TCP or TLS; every accepted socket starts in request_head.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ssl
 from aiohttp import web
 
 from hlgateway.config import Settings
-from hlgateway.server.front import Front
+from hlgateway.server.accept.request_head import Front
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from hlgateway.server import upgrade
+from hlgateway.server.accept.admit import admit
 from hlgateway.server.connection import Connection
 from hlgateway.websocket.closing import Closing, Step
 from hlgateway.websocket.control import close_frame
@@ -36,7 +36,7 @@ from hlgateway.websocket.reader import CloseReceived, FrameReader, Violation
 
 if TYPE_CHECKING:
     from hlgateway.gateway import Gateway
-    from hlgateway.server.edge import Edge
+    from hlgateway.server.accept.defences import Edge
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class FrontProtocol(asyncio.Protocol):
         front = self._front
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else None
-        admitted = upgrade.admit(head, host, front.gateway, front.edge)
+        admitted = admit(head, host, front.gateway, front.edge)
         self._ip = admitted.ip  # ours to give back until a Connection takes the socket
         transport.write(switching_protocols(admitted.key, admitted.deflate))
         if admitted.principal is None:

@@ -4,8 +4,8 @@
 list and the refusal counters that `/health` shows. `HeadDeadline` is the
 slowloris defence: a request head must be complete within `request_head_timeout`
 of the connection being accepted, or the socket is cut (aiohttp alone would wait
-for a dribbling head as long as its keep-alive timeout). The front protocol
-(server/front.py) keeps the deadline until it sees the request line; a socket
+for a dribbling head as long as its keep-alive timeout). The request-head
+protocol (request_head.py) keeps the deadline until it sees the request line; a socket
 it hands to aiohttp stays under it here until its request reaches the app.
 """
 
@@ -21,7 +21,12 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from hlgateway.config import Settings
-from hlgateway.server.admission import Admission, AdmissionLimits, IPNetwork, parse_networks
+from hlgateway.server.accept.client_counts import (
+    Admission,
+    AdmissionLimits,
+    IPNetwork,
+    parse_networks,
+)
 from hlgateway.session import SessionLimits
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,7 @@ class HeadDeadline:
         async def one_request(request: web.Request, handler: Handler) -> web.StreamResponse:
             # The head arrived in time. Each aiohttp connection then serves this one
             # request and closes: a later request on a kept-alive connection could
-            # be `GET /ws`, which only the front protocol answers (server/front.py).
+            # be `GET /ws`, which only the request-head protocol answers (request_head.py).
             self.disarm(request.protocol)
             try:
                 response = await handler(request)

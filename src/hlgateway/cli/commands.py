@@ -208,7 +208,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from hlgateway.watch import run
+    from hlgateway.cli.watch import run
 
     secret = os.environ.get("JWT_SECRET") or dev_secret(create=False)
 
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(func=_token)
 
-    from hlgateway.watch import add_arguments as watch_arguments
+    from hlgateway.cli.watch import add_arguments as watch_arguments
 
     watch = sub.add_parser("watch", help="live terminal view of a channel (prices, orderbook, ...)")
     watch_arguments(watch)

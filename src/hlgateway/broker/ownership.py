@@ -1,13 +1,15 @@
-"""Which node feeds each upstream stream, when nodes share a Redis (scale-out).
+"""Which node feeds each upstream stream, when nodes share a Redis (scale-out):
+the Redis engine's coordinator (broker/coordination.py).
 
 Hyperliquid's limits are per IP (links, subscriptions, tracked users): a fleet
 must hold each upstream stream once, not once per node. Every node writes the
 topics its clients want into a demand set in Redis (a sorted set scored by
 expiry: a node that dies stops refreshing, and its demand goes within
 DEMAND_TTL). Every node reads the whole set and competes for a lease per
-demanded topic (broker/leases.py decides when; this module runs the commands);
-the holder runs the topic's feed (upstream/feeds.py) and publishes through the
-broker to every node. When the holder dies its leases expire and the other
+demanded topic (broker/leases.py decides when; this module runs the commands,
+over broker/redis_shard.py, with the scripts of broker/lua/); the holder runs
+the topic's feed (upstream/feeds.py, through FeedControl) and publishes through
+the broker to every node. When the holder dies its leases expire and the other
 nodes take them over; the new holder's user streams start from the topic's
 first demand (kept in Redis), and the broker's shared ledger drops whatever the
 previous holder already published, so fills and order transitions stay exactly
@@ -24,14 +26,15 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
+from hlgateway.broker import scripts
+from hlgateway.broker.coordination import CoordinationStats, Coordinator, FeedControl
 from hlgateway.broker.leases import Command, Event, Lease, LeaseTiming
 from hlgateway.broker.redis import PREFIX, RedisBroker
+from hlgateway.broker.redis_shard import UNAVAILABLE, evalsha
 from hlgateway.broker.topics import decode_topic, encode_topic, topic_id
 from hlgateway.protocol.channels import MARKET_CHANNELS, USER_CHANNELS, Topic
 from hlgateway.protocol.errors import ProtocolError
-from hlgateway.upstream.feeds import LEDGER_KEEP, Feeds
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +47,6 @@ REFUSED_PAUSE = 30.0  # a topic this node's upstream refused is left to others t
 
 FED_CHANNELS = MARKET_CHANNELS | USER_CHANNELS
 
-# KEYS: lease. ARGV: node, ttl ms. Acquire or renew: 1 if the lease is ours now.
-CLAIM_LUA = """
-local holder = redis.call('get', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('pexpire', KEYS[1], ARGV[2])
-  return 1
-end
-if not holder then
-  redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-RELEASE_LUA = """
-if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
-return 1
-"""
-
 
 def lease_key(topic: Topic) -> str:
     return f"{PREFIX}:{{{topic_id(topic)}}}:lease"
@@ -72,11 +56,11 @@ def start_key(topic: Topic) -> str:
     return f"{PREFIX}:{{{topic_id(topic)}}}:start"
 
 
-class Ownership:
+class LeaseCoordinator(Coordinator):
     def __init__(
         self,
         broker: RedisBroker,
-        feeds: Feeds,
+        feeds: FeedControl,
         timing: LeaseTiming | None = None,
         clock: Callable[[], float] = time.monotonic,
         can_feed: Callable[[], bool] = lambda: True,
@@ -104,6 +88,8 @@ class Ownership:
 
     # -- local demand (the hub's first and last subscriber) ---------------------
     def want(self, topic: Topic) -> None:
+        # Never refuses here: a node whose upstream cannot feed it leaves the
+        # lease to others (`_start_feed`).
         if topic.channel not in FED_CHANNELS:
             return
         self._local[topic] = None
@@ -129,14 +115,14 @@ class Ownership:
         for topic in list(self.feeding):
             self._stop_feed(topic)
         if held:
-            with contextlib.suppress(RedisError, OSError, ConnectionError):
-                await self._broker.command(lambda r: self._release_all(r, held))
+            node = self._broker.node
 
-    async def _release_all(self, client: Any, topics: list[Topic]) -> None:
-        pipe = client.pipeline(transaction=False)
-        for topic in topics:
-            pipe.eval(RELEASE_LUA, 1, lease_key(topic), self._broker.node)
-        await pipe.execute()
+            def release(pipe: Any) -> None:
+                for topic in held:
+                    evalsha(pipe, scripts.LEASE_RELEASE, [lease_key(topic)], [node])
+
+            with contextlib.suppress(*UNAVAILABLE):
+                await self._broker.shard.pipeline(release)
 
     async def _run(self) -> None:
         while True:
@@ -144,7 +130,7 @@ class Ownership:
                 await self._tick()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ConnectionError) as exc:
+            except UNAVAILABLE as exc:
                 log.debug("ownership: Redis unavailable: %s", exc)
             except Exception:
                 log.exception("ownership: unexpected error")
@@ -176,8 +162,7 @@ class Ownership:
         expiry = wall_ms + int(DEMAND_TTL * 1000)
         keep_ms = int(DEMAND_TTL * 2000)
 
-        async def write(client: Any) -> None:
-            pipe = client.pipeline(transaction=False)
+        def write(pipe: Any) -> None:
             pipe.zadd(DEMAND_KEY, {encode_topic(t): expiry for t in topics})
             # Entries expire by score, pruned by the next scan; the key itself goes
             # once no node has refreshed it, not kept forever after the fleet stops.
@@ -186,23 +171,20 @@ class Ownership:
                 # The topic's first demand anywhere: where a new holder starts.
                 pipe.set(start_key(topic), wall_ms, nx=True, px=keep_ms)
                 pipe.pexpire(start_key(topic), keep_ms)
-            await pipe.execute()
 
-        await self._broker.command(write)
+        await self._broker.shard.pipeline(write)
 
     async def _scan(self, now: float) -> None:
         self._last_scan = now
         wall_ms = time.time_ns() // 1_000_000
 
-        async def scan(client: Any) -> list[bytes]:
-            pipe = client.pipeline(transaction=False)
+        def scan(pipe: Any) -> None:
             pipe.zremrangebyscore(DEMAND_KEY, "-inf", wall_ms)
             pipe.zrangebyscore(DEMAND_KEY, wall_ms, "+inf")
-            _, members = await pipe.execute()
-            return list(members)
 
+        _, members = await self._broker.shard.pipeline(scan)
         demanded: set[Topic] = set()
-        for raw in await self._broker.command(scan):
+        for raw in members:
             try:
                 demanded.add(decode_topic(raw))
             except (msgspec.DecodeError, msgspec.ValidationError):
@@ -234,8 +216,8 @@ class Ownership:
             return
         outcomes: list[bool | None]
         try:
-            outcomes = await self._broker.command(lambda r: self._send(r, commands))
-        except (RedisError, OSError, ConnectionError):
+            outcomes = await self._send(commands)
+        except UNAVAILABLE:
             outcomes = [None] * len(commands)
         gained: list[Topic] = []
         for (topic, lease, command), ok in zip(commands, outcomes, strict=True):
@@ -247,36 +229,36 @@ class Ownership:
         if gained:
             await self._start_feeds(gained)
 
-    async def _send(
-        self, client: Any, commands: list[tuple[Topic, Lease, Command]]
-    ) -> list[bool | None]:
+    async def _send(self, commands: list[tuple[Topic, Lease, Command]]) -> list[bool | None]:
         node, ttl_ms = self._broker.node, int(self.timing.ttl * 1000)
-        pipe = client.pipeline(transaction=False)
-        for _, lease, command in commands:
-            if command is Command.RELEASE:
-                pipe.eval(RELEASE_LUA, 1, lease.key, node)
-            else:
-                pipe.eval(CLAIM_LUA, 1, lease.key, node, ttl_ms)
-        return [bool(result) for result in await pipe.execute()]
+
+        def build(pipe: Any) -> None:
+            for _, lease, command in commands:
+                if command is Command.RELEASE:
+                    evalsha(pipe, scripts.LEASE_RELEASE, [lease.key], [node])
+                else:
+                    evalsha(pipe, scripts.LEASE_CLAIM, [lease.key], [node, ttl_ms])
+
+        return [bool(result) for result in await self._broker.shard.pipeline(build)]
 
     async def _start_feeds(self, topics: list[Topic]) -> None:
         wall_ms = time.time_ns() // 1_000_000
+        keys = [start_key(t) for t in topics]
         starts: list[Any]
         try:
-            starts = await self._broker.command(lambda r: r.mget([start_key(t) for t in topics]))
-        except (RedisError, OSError, ConnectionError):
+            starts = await self._broker.shard.command(lambda client: client.mget(keys))
+        except UNAVAILABLE:
             starts = [None] * len(topics)
-        # Never reach further back than the shared ledger remembers.
-        floor = wall_ms - int(LEDGER_KEEP * 1000) + 60_000
         for topic, start in zip(topics, starts, strict=True):
-            since = max(int(start), floor) if start is not None else wall_ms
-            self._start_feed(topic, since)
+            # The feed never reaches further back than its ledgers remember.
+            since = int(start) if start is not None else wall_ms
+            self._start_feed(topic, {wallet: since for wallet in topic.wallets})
 
-    def _start_feed(self, topic: Topic, since_ms: int) -> None:
+    def _start_feed(self, topic: Topic, since: dict[str, int]) -> None:
         if topic in self.feeding:
             return
         try:
-            self._feeds.on_first(topic, since_ms)
+            self._feeds.on_first(topic, since)
         except ProtocolError as exc:
             # This node's upstream budget is spent: leave the topic to others.
             log.warning("ownership: cannot feed %s here (%s)", topic.channel, exc.message)
@@ -296,14 +278,16 @@ class Ownership:
             self.lost += 1
             self._feeds.on_last(topic)
 
-    def health(self) -> dict[str, Any]:
+    def stats(self) -> CoordinationStats:
         now = self._clock()
         held = [lease for lease in self._leases.values() if lease.held]
-        return {
-            "held": len(held),
-            "unconfirmed": sum(1 for lease in held if not lease.confirmed(now)),
-            "demanded": len(self._demanded),
-            "localDemand": len(self._local),
-            "gained": self.gained,
-            "lost": self.lost,
-        }
+        return CoordinationStats(
+            "leases",
+            feeding=len(self.feeding),
+            held=len(held),
+            unconfirmed=sum(1 for lease in held if not lease.confirmed(now)),
+            demanded=len(self._demanded),
+            local_demand=len(self._local),
+            gained=self.gained,
+            lost=self.lost,
+        )

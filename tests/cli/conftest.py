@@ -1,0 +1,3 @@
+from tests.client.conftest import gateway  # the client tests' gateway on a port
+
+__all__ = ["gateway"]
