@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 # resubscribe.
 LEDGER_KEEP = 24 * 3600.0
 TRADE_LEDGER_KEEP = 3600.0
+# A prices topic over several dexes waits this long (s) for each dex's first allMids
+# before it publishes without one: its first message should hold every symbol.
+PRICES_WAIT = 3.0
 
 CandleKey = tuple[str, str]  # (coin, interval)
 
@@ -119,7 +122,7 @@ class Feeds:
         self._acquired: dict[Topic, list[dict[str, Any]]] = {}
         # topic -> the coin it was started with (a later market list may not know it)
         self._coins: dict[Topic, str] = {}
-        self._prices: dict[Topic, None] = {}
+        self._prices: dict[Topic, float] = {}  # -> when it started (loop time)
         # by Hyperliquid coin
         self._books: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
         self._trades: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
@@ -186,9 +189,12 @@ class Feeds:
         self._acquired[topic] = acquired
         if topic.symbols and topic.channel != PRICES:
             self._coins[topic] = self._markets.coin_of(topic.symbol)
-        index = self._index(topic)
-        if index is not None:
-            index[topic] = None
+        if topic.channel == PRICES:
+            self._prices[topic] = asyncio.get_running_loop().time()
+        else:
+            index = self._index(topic)
+            if index is not None:
+                index[topic] = None
         if topic.channel == CANDLES:
             self._start_series(self._candle_key(topic))
         elif topic.snapshot:
@@ -222,10 +228,13 @@ class Feeds:
                     self._publisher.publish(topic, _asset_context(topic.symbol, context))
 
     def on_last(self, topic: Topic) -> None:
-        index = self._index(topic)
-        if index is not None:
-            index.pop(topic, None)
-            self._prune(topic)
+        if topic.channel == PRICES:
+            self._prices.pop(topic, None)
+        else:
+            index = self._index(topic)
+            if index is not None:
+                index.pop(topic, None)
+                self._prune(topic)
         for wallet in topic.wallets:
             key = (topic.channel, wallet)
             topics = self._user.get(key)
@@ -254,8 +263,6 @@ class Feeds:
 
     def _index(self, topic: Topic) -> dict[Topic, None] | None:
         channel = topic.channel
-        if channel == PRICES:
-            return self._prices
         if channel == CANDLES:
             return self._candles[self._candle_key(topic)]
         by_coin = {
@@ -388,6 +395,10 @@ class Feeds:
 
     def _publish_prices(self, topic: Topic, entries: dict[str, PriceQuote]) -> None:
         markets = self._markets
+        started = self._prices.get(topic)
+        waiting = started is not None and asyncio.get_running_loop().time() - started < PRICES_WAIT
+        if waiting and any(d not in self._last_mids for d in _mids_dexes(topic, markets)):
+            return  # not every dex's mids yet: the first message would miss symbols
         symbols = topic.symbols if topic.symbols is not None else markets.names
         data: dict[str, PriceQuote] = {}
         for symbol in symbols:
