@@ -103,7 +103,6 @@ class Topic:
     symbols: tuple[str, ...] | None = field(default=None, compare=False, hash=False)
     depth: int = field(default=DEFAULT_DEPTH, compare=False, hash=False)
     throttle_ms: int = field(default=0, compare=False, hash=False)
-    interval: str = field(default="", compare=False, hash=False)
 
     @property
     def lossless(self) -> bool:
@@ -112,6 +111,12 @@ class Topic:
     @property
     def snapshot(self) -> bool:
         return self.channel in SNAPSHOT_CHANNELS
+
+    @property
+    def interval(self) -> str:
+        """A `candles` topic's interval (read from the params: a topic rebuilt from its
+        spec on another node has them, broker/topics.py)."""
+        return str(self.params.get("interval", ""))
 
     @property
     def symbol(self) -> str:
@@ -173,7 +178,7 @@ class Catalog:
                 )
             symbol = self._symbol(c.symbol)
             params = {"interval": c.interval, "symbol": symbol}
-            return _make(CANDLES, params, symbols=(symbol,), interval=c.interval)
+            return _make(CANDLES, params, symbols=(symbol,))
         if channel in USER_CHANNELS:
             return self._user(channel, _convert(raw, UserParams), principal)
         _convert(raw, NoParams)
