@@ -86,7 +86,11 @@ async def trading(server: GatewayServer, trader: LocalAccount) -> AsyncIterator[
 
 
 async def test_a_post_is_relayed_and_answered_as_hyperliquid_answers(
-    trading: Client, simulator: Simulator, trader: LocalAccount, caplog: pytest.LogCaptureFixture
+    trading: Client,
+    server: GatewayServer,
+    simulator: Simulator,
+    trader: LocalAccount,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="hlgateway.trading")
     request = signed(trader, order_action(far_bid(simulator), cloid="0x" + "0f" * 16))
@@ -103,6 +107,9 @@ async def test_a_post_is_relayed_and_answered_as_hyperliquid_answers(
     assert f"action=order nonce={request['nonce']}" in lines[0] and "status=ok" in lines[0]
     signature = request["signature"]
     assert signature["r"][2:] not in caplog.text and signature["s"][2:] not in caplog.text
+    metrics = server.gateway.metrics.render().decode()
+    assert 'hlgateway_posts_total{outcome="ok"} 1.0' in metrics
+    assert "hlgateway_post_seconds_count 1.0" in metrics
 
 
 async def test_hyperliquids_refusals_come_back_as_they_are(

@@ -31,11 +31,21 @@ Reply = Callable[[bytes], None]
 SHUTTING_DOWN = f"The gateway is shutting down; {UNKNOWN_FATE}"
 
 
+Observe = Callable[[str, float | None], None]  # (outcome, seconds to the answer or None)
+
+
+def _ignore(outcome: str, seconds: float | None) -> None:
+    return None
+
+
 class PostRelay:
-    def __init__(self, client: ExchangeClient, policy: PostPolicy) -> None:
+    def __init__(
+        self, client: ExchangeClient, policy: PostPolicy, observe: Observe = _ignore
+    ) -> None:
         self.client = client
         self.policy = policy
         self.stats: Counter[str] = Counter()  # posts by outcome and route, refusals by code
+        self._observe = observe  # the metrics' side
 
     def submit(
         self, principal: Principal, request_id: RequestId, body: bytes, reply: Reply
@@ -58,6 +68,7 @@ class PostRelay:
                 raise RateLimited(f"{exc}; retry shortly") from None
         except ProtocolError as exc:
             self.stats[exc.code.value] += 1
+            self._observe(exc.code.value, None)
             self._log(principal, request, exc.code.value, "refused", started)
             raise
         admitted = request
@@ -74,6 +85,7 @@ class PostRelay:
                     response=msgspec.Raw(outcome.response),
                 )
             )
+            self._observe(outcome.status, time.monotonic() - started)
             self._log(principal, admitted, outcome.status, outcome.via, started)
 
         self.client.send(route, body, answered)
