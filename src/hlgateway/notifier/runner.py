@@ -4,9 +4,6 @@ SIGTERM/SIGINT, and stop cleanly (requests in flight finish and are recorded).""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import secrets
@@ -19,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from hlgateway.auth import issue_token
 from hlgateway.client import Backoff
-from hlgateway.client.tokens import TokenSource
+from hlgateway.client.tokens import TokenSource, unverified_claims
 from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.history import FillHistory
@@ -43,14 +40,10 @@ def default_database() -> str:
 
 def token_user(token: str) -> str:
     """The user id (`id`, else `sub`) of a JWT, read without verifying it."""
-    parts = token.split(".")
-    if len(parts) != 3:
+    claims = unverified_claims(token)
+    if claims is None:
         raise ConfigError("HLGATEWAY_NOTIFIER_TOKEN is not a JWT")
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        raise ConfigError("HLGATEWAY_NOTIFIER_TOKEN is not a JWT") from None
-    user = claims.get("id", claims.get("sub")) if isinstance(claims, dict) else None
+    user = claims.get("id", claims.get("sub"))
     if user is None:
         raise ConfigError("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
     return str(user)
