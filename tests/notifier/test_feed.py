@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from hlgateway.client import Position as StreamPosition
-from hlgateway.client import Resync
+from hlgateway.client import Position, Resync
 from hlgateway.client.messages import DataMessage, Subscribed
-from hlgateway.notifier.feed import Fills, Gap, GatewayFeed, OrderEvent, Position
+from hlgateway.notifier.feed import Fills, Gap, GatewayFeed, OrderEvent
 
 W = "0x" + "ab" * 20
 PARAMS = {"userId": "root", "wallet": W}
@@ -43,17 +42,17 @@ async def test_data_carries_its_position() -> None:
         )
     )
     assert drain(feed) == [
-        Fills(W, [fill], Position("e", 7)),
-        OrderEvent(W, {"action": "created"}, Position("e", 2)),
+        Fills(W, [fill], Position(7, "e")),
+        OrderEvent(W, {"action": "created"}, Position(2, "e")),
     ]
 
 
 async def test_watch_resumes_lossless_streams_from_stored_positions() -> None:
     feed = GatewayFeed("ws://127.0.0.1:9/ws", "t", "root")
-    feed.watch(W, {"user_fills": Position("e", 7), "user_orders": None})
+    feed.watch(W, {"user_fills": Position(7, "e"), "user_orders": None})
     client = feed.clients[0]
     entries = {e.channel: e for e in client._registry}
-    assert entries["user_fills"].cursor.since() == StreamPosition(7, "e")
+    assert entries["user_fills"].cursor.since() == Position(7, "e")
     assert entries["user_orders"].cursor.since() is None
     assert set(entries) == {"user_fills", "user_orders", "account_updates"}
     await feed.close()

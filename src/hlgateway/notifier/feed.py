@@ -22,8 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from hlgateway.client import GatewayClient, Resync, Subscription, SubscriptionRefused
-from hlgateway.client import Position as StreamPosition
+from hlgateway.client import GatewayClient, Position, Resync, Subscription, SubscriptionRefused
 from hlgateway.client.messages import DataMessage, Subscribed
 from hlgateway.client.tokens import TokenSource
 
@@ -34,12 +33,6 @@ ORDERS = "user_orders"
 ACCOUNT = "account_updates"
 PRICES = "prices"
 LOSSLESS = (FILLS, ORDERS)
-
-
-@dataclass(frozen=True)
-class Position:
-    epoch: str
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -84,12 +77,6 @@ class Refused:
 
 
 FeedEvent = Fills | OrderEvent | Account | Prices | Gap | Refused
-
-
-def _position(msg: DataMessage) -> Position | None:
-    if msg.epoch is not None and msg.offset is not None:
-        return Position(msg.epoch, msg.offset)
-    return None
 
 
 class GatewayFeed:
@@ -157,8 +144,7 @@ class GatewayFeed:
             if (channel, wallet) in self._subs:
                 continue
             position = (since or {}).get(channel) if channel in LOSSLESS else None
-            start = StreamPosition(position.offset, position.epoch) if position else None
-            sub = self._client_for(wallet).subscribe(channel, self._params(wallet), since=start)
+            sub = self._client_for(wallet).subscribe(channel, self._params(wallet), since=position)
             self._subs[(channel, wallet)] = sub
             self._watch_refusal(sub, wallet)
 
@@ -218,8 +204,8 @@ class GatewayFeed:
         elif not isinstance(wallet, str) or not isinstance(data, dict):
             return
         elif msg.channel == FILLS:
-            self.queue.put_nowait(Fills(wallet, list(data.get("fills") or []), _position(msg)))
+            self.queue.put_nowait(Fills(wallet, list(data.get("fills") or []), msg.position))
         elif msg.channel == ORDERS:
-            self.queue.put_nowait(OrderEvent(wallet, data, _position(msg)))
+            self.queue.put_nowait(OrderEvent(wallet, data, msg.position))
         elif msg.channel == ACCOUNT:
             self.queue.put_nowait(Account(wallet, data))

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hlgateway.backoff import Backoff
+from hlgateway.client import Position
 from hlgateway.notifier import commands as c
 from hlgateway.notifier.alerts import (
     Direction,
@@ -38,7 +39,6 @@ from hlgateway.notifier.feed import (
     Gap,
     GatewayFeed,
     OrderEvent,
-    Position,
     Prices,
     Refused,
 )
@@ -644,7 +644,7 @@ async def _bounded(step: Awaitable[Any], seconds: float) -> None:
 def _pos(stream: Any) -> Position | None:
     if stream is None or stream.epoch is None or stream.position is None:
         return None
-    return Position(str(stream.epoch), int(stream.position))
+    return Position(int(stream.position), str(stream.epoch))
 
 
 def _distance(p: dict[str, Any]) -> Decimal | None:
