@@ -271,6 +271,19 @@ def gateway_env(scenario: Scenario) -> dict[str, str]:
     }
 
 
+def wait_healthy(port: int, timeout: float = 30.0) -> dict[str, Any]:
+    """The gateway's /health once its market list is loaded (it serves subscribes then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            health: dict[str, Any] = _http_json(f"http://127.0.0.1:{port}/health")
+            if health.get("upstream", {}).get("marketsLoaded"):
+                return health
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gateway on {port}: not ready after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Server:
     port = P.free_port()
     upstream = f"ws://127.0.0.1:{ctx.pump_port}/ws"
@@ -287,15 +300,7 @@ def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Serve
         argv += ["--upstream", upstream]
         proc = ctx.procs.start(f"{tag}-gateway", P.pinned(argv, SERVER_CORE), env=env)
         proc.wait_line("hlgateway is up", timeout=60)
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                health = _http_json(f"http://127.0.0.1:{port}/health")
-                if health.get("upstream", {}).get("marketsLoaded"):
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("gateway: market list not loaded after 30 s")
-            time.sleep(0.2)
+        wait_healthy(port)
     else:
         env = {**os.environ, "JWT_SECRET": SECRET}
         argv = ["node", "server.js", "--port", str(port), "--upstream", upstream]
