@@ -61,7 +61,7 @@ from bench.fanout.run import (
     pump_mode,
     pump_process,
     summary_line,
-    wait_healthy,
+    wait_gateway,
 )
 from bench.fanout.run import gateway_env as fanout_gateway_env
 from bench.fanout.scenarios import Scenario
@@ -146,7 +146,7 @@ def start_gateway(
     argv += ["--upstream", f"ws://127.0.0.1:{ctx.pump_port}/ws", *(extra or [])]
     proc = ctx.procs.start(tag, P.pinned(argv, core), env=gateway_env(scenario, broker))
     proc.wait_line("hlgateway is up", timeout=60)
-    wait_healthy(port)
+    wait_gateway(port, 1)
     return proc, port
 
 
