@@ -170,6 +170,15 @@ class Settings:
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
     node_name: str | None = None  # this node in /health and in its upstream leases
+    # Order entry (docs/trading.md): `post` relays clients' signed actions.
+    post_rate: Rate = 10.0  # posts/s per user (0: unlimited) ...
+    post_burst: Positive = 20  # ... in bursts of up to this many
+    post_user_in_flight: Positive = 20  # one user's posts awaiting Hyperliquid's answer
+    post_max_in_flight: Positive = 100  # Hyperliquid's limit of posts in flight per IP
+    post_timeout: Seconds = 10.0  # no answer by then: err (the action's fate unknown)
+    post_allow: tuple[str, ...] = ()  # more action types, by name (e.g. withdraw3,usdSend)
+    post_keep_messages: Count = 200  # of the 2000 messages/min, left to the data links
+    post_keep_weight: Count = 300  # of the 1200 REST weight/min, left to the data side
     extra: Mapping[str, str] = field(default_factory=dict)
 
 

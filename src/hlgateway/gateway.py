@@ -31,7 +31,10 @@ from hlgateway.server import delivery
 from hlgateway.server.capacity import connection_capacity
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
+from hlgateway.trading.policy import PostLimits, PostPolicy
+from hlgateway.trading.relay import PostRelay
 from hlgateway.upstream import wire
+from hlgateway.upstream.exchange import ExchangeClient
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
@@ -97,6 +100,24 @@ class Gateway:
             refresh=settings.directory_refresh,
         )
         self.catalog = Catalog(self.upstream.markets, self.directory)
+        # Order entry: clients' signed actions, relayed (docs/trading.md).
+        self.relay = PostRelay(
+            ExchangeClient(
+                self.upstream,
+                timeout=settings.post_timeout,
+                keep_messages=settings.post_keep_messages,
+                keep_weight=settings.post_keep_weight,
+            ),
+            PostPolicy(
+                PostLimits(
+                    rate=settings.post_rate,
+                    burst=settings.post_burst,
+                    user_in_flight=settings.post_user_in_flight,
+                    max_in_flight=settings.post_max_in_flight,
+                    also_allowed=frozenset(settings.post_allow),
+                )
+            ),
+        )
         self.limits = SessionLimits(
             max_subscriptions=settings.max_subscriptions,
             max_rooms=settings.max_rooms,
@@ -292,6 +313,7 @@ class Gateway:
         await self.coordinator.stop()
         self.hub.clear()
         await self.feeds.wallets.stop()
+        await self.relay.stop()  # posts still in flight are answered err (fate unknown)
         await self.upstream.stop()
         await self.broker.stop()
         await self.directory_sync.stop()

@@ -26,6 +26,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hlgateway.auth import Principal, TokenError, TokenVerifier
 from hlgateway.broker import Broker, MemoryBroker, Replay
@@ -47,13 +48,18 @@ from hlgateway.protocol.messages import (
     JoinRoom,
     LeaveRoom,
     Ping,
+    Post,
     RequestId,
     Subscribe,
     Unsubscribe,
     decode,
 )
 from hlgateway.ratelimit import TokenBucket
+from hlgateway.trading.policy import refusal_counts
 from hlgateway.websocket.frames import DEFAULT_THRESHOLD, Frame
+
+if TYPE_CHECKING:
+    from hlgateway.trading.relay import PostRelay
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,7 @@ class Session:
         "_limits",
         "_on_verdict",
         "_out",
+        "_relay",
         "_threshold",
         "_verifier",
         "_waiting",
@@ -117,8 +124,10 @@ class Session:
         broker: Broker | None = None,
         compression_threshold: int = DEFAULT_THRESHOLD,
         on_verdict: Callable[[Close], None] | None = None,
+        relay: PostRelay | None = None,
     ) -> None:
         self.client_id = client_id
+        self._relay = relay  # order entry (`post`); None: not offered
         self.principal = principal
         self._catalog = catalog
         self._hub = hub
@@ -168,6 +177,10 @@ class Session:
         try:
             self._dispatch(msg)
         except ProtocolError as exc:
+            if isinstance(msg, Post) and not refusal_counts(exc.code):
+                self.stats["postsRateLimited"] += 1
+                self._send(encoding.error(exc.code, exc.message, msg.id))
+                return None
             channel = msg.channel if isinstance(msg, Subscribe | Unsubscribe) else None
             params = msg.params if isinstance(msg, Subscribe | Unsubscribe) else None
             return self._fail(exc.code, exc.message, msg.id, channel, params)
@@ -221,6 +234,8 @@ class Session:
                 self._leave(room, rid)
             case Auth(token=token, id=rid):
                 self._auth(token, rid)
+            case Post():
+                self._post(msg)
 
     def _subscribe(self, msg: Subscribe) -> None:
         try:
@@ -362,6 +377,18 @@ class Session:
         if not self._hub.unsubscribe(room_topic(room), self._out):
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"Not in room {room[:64]!r}")
         self._reply("room_left", rid, room=room)
+
+    def _post(self, msg: Post) -> None:
+        """Relay a signed `/exchange` body; `post_result` comes when Hyperliquid answers."""
+        if msg.id is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "A post needs an id")
+        if self._relay is None:
+            raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, "Order entry is not available")
+        self._relay.submit(self.principal, msg.id, bytes(msg.request), self._post_answer)
+
+    def _post_answer(self, payload: bytes) -> None:
+        if not self.closed:  # a client that left learns nothing; the log has it
+            self._send(payload)
 
     def _auth(self, token: str, rid: RequestId) -> None:
         # The reply names why, never the token itself.

@@ -17,6 +17,7 @@ from hlgateway.config import CONFIG_ENV, Settings, SettingsError, load_settings
 DEMO_USER = "demo"
 # A fixed, valid-looking address so the demo token and the simulator agree across runs.
 DEMO_WALLET = "0x" + hashlib.sha256(b"hlgateway demo wallet").hexdigest()[:40]
+TRADER_USER = "trader"  # the simulator's funded account, in `serve`'s banner
 
 
 def dev_secret_path() -> Path:
@@ -102,8 +103,10 @@ def _serve(args: argparse.Namespace) -> int:
                 f"demo user '{DEMO_USER}', wallet {DEMO_WALLET}; token (24 h):",
                 f"  {token}",
                 f"connect: {ws_url}?token={token}",
-                "more tokens: hlgateway token --user ID [--role admin] [--wallet 0x..]",
+                "more tokens: hlgateway token --user ID [--role admin] [--wallet 0x..] [--trade]",
             ]
+            if settings.upstream == "sim":
+                lines += _trading_lines(auth.secret, settings.sim_seed)
         print("\n".join(lines), flush=True)
 
     if settings.workers > 1:
@@ -112,6 +115,21 @@ def _serve(args: argparse.Namespace) -> int:
         return run_workers(settings, banner)
     # A worker of --workers: its parent printed the banner once for all.
     return run(settings, None if settings.reuse_port else banner)
+
+
+def _trading_lines(secret: str, seed: int) -> list[str]:
+    """The embedded simulator's funded account, and a token that may trade it."""
+    from hlgateway.simulator.local_account import WARNING, local_account
+
+    account = local_account(seed)
+    token = issue_token(
+        secret, TRADER_USER, wallets=[account.address], ttl_seconds=24 * 3600, trade=True
+    )
+    return [
+        f"trading on the simulator: account {account.address}, key {account.key}",
+        f"  ({WARNING})",
+        f"user '{TRADER_USER}' may trade it (post); token (24 h): {token}",
+    ]
 
 
 def _bad_settings(exc: SettingsError) -> int:
@@ -178,6 +196,7 @@ def _token(args: argparse.Namespace) -> int:
             role=args.role,
             wallets=args.wallet or None,
             ttl_seconds=args.ttl,
+            trade=args.trade,
         )
     )
     return 0
@@ -274,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--wallet", action="append", default=[], help="wallet the user may read (repeatable)"
     )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument(
+        "--trade",
+        action="store_true",
+        help="the trade permission: may relay signed orders with `post` (docs/trading.md)",
+    )
     token.set_defaults(func=_token)
 
     from hlgateway.cli.watch import add_arguments as watch_arguments

@@ -57,6 +57,9 @@ from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")
 
+# A post's answer waits for Hyperliquid (the gateway gives up after its own 10 s).
+POST_TIMEOUT = 15.0
+
 
 class LinkState(StrEnum):
     CONNECTING = "connecting"  # opening a socket, or waiting for `welcome`
@@ -407,6 +410,20 @@ class GatewayClient:
         pending = self._request(dict(msg), "request")
         return await self._await(pending, timeout)
 
+    async def post(self, request: m.Json, timeout: float | None = None) -> m.PostResult:
+        """Relay a signed `/exchange` body through the gateway (docs/trading.md).
+
+        Returns the gateway's `post_result`: Hyperliquid's answer as it came. A
+        refusal (FORBIDDEN, INVALID_PARAMS, RATE_LIMITED) raises RequestFailed and
+        nothing was sent. ConnectionLost (the link dropped after the post was
+        written) means the outcome is unknown: look the order up by its cloid before
+        sending it again. `request` goes out with its keys in the order given.
+        """
+        wait = POST_TIMEOUT if timeout is None else timeout
+        reply = await self._await(self._request({"type": "post", "request": request}, "post"), wait)
+        assert isinstance(reply, m.PostResult)
+        return reply
+
     async def ping(self, timeout: float | None = None) -> float:
         """Application-level ping; returns the round trip in seconds."""
         pending = self._request({"type": "ping"}, "ping")
@@ -720,6 +737,8 @@ class GatewayClient:
                 self._events.emit("authenticated", msg)
             case m.Shutdown():
                 self._events.emit("shutdown", msg)
+            case m.PostResult():
+                self._events.emit("post_result", msg)
             case m.UnknownMessage():
                 self._events.emit("message", msg)
         if pending is not None and pending.future is not None and not pending.future.done():

@@ -137,6 +137,29 @@ class Shutdown(_Server, tag="shutdown", frozen=True):
     message: str = ""
 
 
+class PostResult(_Server, tag="post_result", frozen=True):
+    """Hyperliquid's answer to a relayed `post`, as it came: `status` ok or err, and
+    `response` (an object, or the reason as text). An `err` whose answer was lost
+    says so: the action's fate is unknown, look it up by its cloid."""
+
+    status: str
+    response: Any
+    id: RequestId | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def statuses(self) -> list[Any]:
+        """The per-order (or per-cancel) entries of an `ok` order/cancel answer."""
+        if not self.ok or not isinstance(self.response, dict):
+            return []
+        data = self.response.get("data")
+        statuses = data.get("statuses") if isinstance(data, dict) else None
+        return list(statuses) if isinstance(statuses, list) else []
+
+
 class UnknownMessage(msgspec.Struct, frozen=True):
     """A message type this client does not know; `raw` is the whole object."""
 
@@ -155,6 +178,7 @@ ServerMessage = (
     | RoomLeft
     | Authenticated
     | Shutdown
+    | PostResult
     | UnknownMessage
 )
 
@@ -169,6 +193,7 @@ _decoder = msgspec.json.Decoder(
     | RoomLeft
     | Authenticated
     | Shutdown
+    | PostResult
 )
 _encoder = msgspec.json.Encoder()
 

@@ -51,9 +51,18 @@ class Auth(msgspec.Struct, tag_field="type", tag="auth", frozen=True):
     id: RequestId = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping | JoinRoom | LeaveRoom | Auth
+class Post(msgspec.Struct, tag_field="type", tag="post", frozen=True):
+    """A signed `/exchange` body to relay; kept as the exact bytes the client sent."""
 
-KNOWN_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "join_room", "leave_room", "auth"})
+    request: msgspec.Raw
+    id: RequestId = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | JoinRoom | LeaveRoom | Auth | Post
+
+KNOWN_TYPES = frozenset(
+    {"subscribe", "unsubscribe", "ping", "join_room", "leave_room", "auth", "post"}
+)
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _loose = msgspec.json.Decoder()

@@ -102,6 +102,7 @@ class Connection(asyncio.Protocol):
             broker=gateway.broker,
             compression_threshold=settings.compression_threshold,
             on_verdict=self._on_verdict,
+            relay=gateway.relay,
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False

@@ -35,6 +35,19 @@ class WeightBudget:
     def available(self) -> float:
         return self._bucket.available()
 
+    def try_take(self, weight: float, *, keep: float = 0.0) -> bool:
+        """Take ``weight`` now if that leaves at least ``keep``; never waits.
+
+        Order entry's REST fallback: it must not queue behind the data side's
+        polling, and must leave it ``keep``.
+        """
+        self._refill()
+        if self._tokens - weight < keep:
+            return False
+        self._tokens -= weight
+        self.spent += weight
+        return True
+
     async def take(self, weight: float) -> None:
         async with self._lock:
             # The wait is computed from the bucket, not polled: nothing else refills it.
@@ -54,6 +67,21 @@ class MessageRate:
     async def take(self) -> None:
         async with self._lock:
             await wait_turn(self._window, self._clock)
+
+    def try_take(self, *, keep: int = 0) -> bool:
+        """One message now if at least ``keep`` stay free for others; never waits.
+
+        Posts use it: they never queue behind market data's subscribes, and they
+        leave the data links ``keep`` messages of the minute.
+        """
+        now = self._clock()
+        if self._window.limit - self._window.count(now) <= keep:
+            return False
+        return self._window.try_take(now)
+
+    def count_now(self) -> None:
+        """Count a message sent without waiting (the post link's pings), if there is room."""
+        self._window.try_take(self._clock())
 
     def used(self) -> int:
         return self._window.count(self._clock())
