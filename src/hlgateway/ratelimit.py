@@ -36,8 +36,8 @@ class TokenBucket:
     def enabled(self) -> bool:
         return self.rate > 0
 
-    def take(self, cost: float = 1.0) -> bool:
-        """Spend `cost` tokens if there are that many; False (and nothing spent) if not."""
+    def take(self, cost: float = 1.0, *, keep: float = 0.0) -> bool:
+        """Spend `cost` tokens if that leaves at least `keep`; False (nothing spent) if not."""
         if not self.enabled:
             return True
         now = self._clock()
@@ -45,7 +45,7 @@ class TokenBucket:
         self._stamp = now
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        if self._tokens >= cost:
+        if self._tokens - cost >= keep:
             self._tokens -= cost
             return True
         return False

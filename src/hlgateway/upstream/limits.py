@@ -41,10 +41,8 @@ class WeightBudget:
         Order entry's REST fallback: it must not queue behind the data side's
         polling, and must leave it ``keep``.
         """
-        self._refill()
-        if self._tokens - weight < keep:
+        if not self._bucket.take(weight, keep=keep):
             return False
-        self._tokens -= weight
         self.spent += weight
         return True
 
