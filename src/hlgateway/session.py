@@ -155,9 +155,12 @@ class Session:
         """Unix ms at which the current token runs out (None: never)."""
         return self.principal.expires_at
 
-    def welcome(self) -> None:
+    def welcome(self, info_url: str | None = None) -> None:
+        """The first message. `info_url`: the exchange's info API this gateway reads, for
+        clients that reload what a stream could not replay (the notifier does)."""
         user = {"id": self.principal.user_id, "username": self.principal.username}
-        self._send(encoding.message("welcome", clientId=self.client_id, user=user))
+        extra = {"infoUrl": info_url} if info_url else {}
+        self._send(encoding.message("welcome", clientId=self.client_id, user=user, **extra))
 
     def handle(self, raw: str | bytes) -> Close | None:
         """Process one client frame. Never raises for bad input."""

@@ -7,11 +7,12 @@ import time
 import jwt
 import pytest
 
+from hlgateway.claims import unverified_claims
 from hlgateway.client import messages as m
 from hlgateway.client.errors import SendQueueFull
 from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
-from hlgateway.client.tokens import Tokens, refresh_delay, token_expiry, unverified_claims
+from hlgateway.client.tokens import Tokens, refresh_delay, token_expiry
 from tests.helpers import alice_token
 
 

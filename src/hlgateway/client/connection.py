@@ -667,6 +667,22 @@ class GatewayClient:
         log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
         self._send_subscribe(link, entry)
 
+    def rewind(self, sub: Subscription[Any], position: Since) -> None:
+        """Have the lossless stream of `sub` replayed after `position`: for an application
+        that dropped what it could not keep up with (and stored where it stopped). The
+        subscription stays, and the gateway keeps feeding it: asked again with `since`
+        (now, or on the next link), it replays what followed, or cannot (a `Resync`).
+        Messages after `position` that come before the replay are dropped here."""
+        entry = self._registry.holding(sub)
+        if entry is None:
+            raise ValueError(f"{sub!r} is not subscribed")
+        entry.cursor.rewind(as_position(position))
+        link = self._link
+        if link is not None and link.welcomed and not entry.in_flight:
+            self._send_subscribe(link, entry)
+        # In flight: what its reply brings after `position` is a gap, which heals the
+        # same way. Link down: the reconnect subscribes with `since` this position.
+
     def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
         def retry() -> None:
             self._retries.discard(handle)

@@ -64,6 +64,7 @@ class _Server(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 class Welcome(_Server, tag="welcome", frozen=True):
     clientId: str
     user: Json
+    infoUrl: str | None = None  # the exchange's info API the gateway reads (v3)
 
 
 class Subscribed(_Server, tag="subscribed", frozen=True):

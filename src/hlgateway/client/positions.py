@@ -130,6 +130,11 @@ class Cursor:
         self.gaps += 1
         return Verdict.HEAL
 
+    def rewind(self, position: Position) -> None:
+        """Back to `position`: what came after it is wanted again (a replay is asked for)."""
+        self.position = position
+        self.healing = False
+
     def disconnected(self) -> None:
         """The link dropped: the reconnect's subscribe with `since` heals whatever is missing."""
         self.healing = False

@@ -186,6 +186,10 @@ class Registry(Generic[H]):
                 return entry if entry.live else None
         return None
 
+    def holding(self, handle: H) -> Entry[H] | None:
+        """The entry `handle` belongs to, if it is still subscribed."""
+        return next((e for e in self._entries.values() if handle in e.handles), None)
+
     def route(self, channel: str, params: Json | None) -> Entry[H] | None:
         """The entry a data message (carrying canonical params) belongs to."""
         return self._entries.get(key_of(channel, params))

@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import jwt
+from hlgateway.claims import unverified_claims
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 TokenSource = str | TokenProvider
-
-
-def unverified_claims(token: str) -> dict[str, Any] | None:
-    """A JWT's claims, read without verifying it (None if it is not a JWT).
-
-    For what a holder of the token may know of it (its expiry, its user), never
-    for deciding whom to trust: only the gateway verifies (auth.py).
-    """
-    try:
-        return jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        return None
 
 
 def token_expiry(token: str) -> float | None:
