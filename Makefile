@@ -41,8 +41,7 @@ notifier: install
 	$(BIN)/hlgateway serve --upstream ws://127.0.0.1:8090/ws & GW=$$!; \
 	trap 'kill $$SIM $$GW 2>/dev/null' EXIT INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/health', timeout=1)" 2>/dev/null; do sleep 0.3; done; \
-	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db \
-	  --info-url http://127.0.0.1:8090/info $(NOTIFIER_ARGS)
+	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db $(NOTIFIER_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

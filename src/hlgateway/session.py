@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hlgateway.auth import Principal, TokenError, TokenVerifier
-from hlgateway.broker import Broker, MemoryBroker, Position, Replay
+from hlgateway.broker import Broker, MemoryBroker, Replay
 from hlgateway.hub import Hub, Subscriber
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import (
@@ -50,7 +50,6 @@ from hlgateway.protocol.messages import (
     Ping,
     Post,
     RequestId,
-    Since,
     Subscribe,
     Unsubscribe,
     decode,
@@ -156,9 +155,12 @@ class Session:
         """Unix ms at which the current token runs out (None: never)."""
         return self.principal.expires_at
 
-    def welcome(self) -> None:
+    def welcome(self, info_url: str | None = None) -> None:
+        """The first message. `info_url`: the exchange's info API this gateway reads, for
+        clients that reload what a stream could not replay (the notifier does)."""
         user = {"id": self.principal.user_id, "username": self.principal.username}
-        self._send(encoding.message("welcome", clientId=self.client_id, user=user))
+        extra = {"infoUrl": info_url} if info_url else {}
+        self._send(encoding.message("welcome", clientId=self.client_id, user=user, **extra))
 
     def handle(self, raw: str | bytes) -> Close | None:
         """Process one client frame. Never raises for bad input."""
@@ -268,14 +270,14 @@ class Session:
 
     # -- joining a topic: replay, then live ---------------------------------
     def _join_topic(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
-        replay = self._broker.read_now(topic, _position(msg.since))
+        replay = self._broker.read_now(topic, msg.since)
         if replay is None:
             self._wait(lambda: self._join_topic_async(topic, msg), msg)
             return
         self._attach(topic, replay, msg)
 
     async def _join_topic_async(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
-        replay = await self._broker.read(topic, _position(msg.since))
+        replay = await self._broker.read(topic, msg.since)
         # No await from here on: attached in the turn the replay was taken (broker contract).
         self._attach(topic, replay, msg)
 
@@ -475,7 +477,3 @@ class Session:
         return self._fail(
             ErrorCode.RATE_LIMITED, f"Too many messages; retry in {wait:.1f} s", rid, channel
         )
-
-
-def _position(since: Since | None) -> Position | None:
-    return Position(since.offset, since.epoch) if since is not None else None

@@ -44,15 +44,7 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
-from hlgateway.client.positions import (
-    Joined,
-    Position,
-    Recovered,
-    Resync,
-    Since,
-    Verdict,
-    as_position,
-)
+from hlgateway.client.positions import Joined, Recovered, Resync, Since, Verdict, as_position
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
 from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
@@ -60,6 +52,7 @@ from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+from hlgateway.protocol.positions import Position
 from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")
@@ -673,6 +666,22 @@ class GatewayClient:
         position = entry.cursor.position
         log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
         self._send_subscribe(link, entry)
+
+    def rewind(self, sub: Subscription[Any], position: Since) -> None:
+        """Have the lossless stream of `sub` replayed after `position`: for an application
+        that dropped what it could not keep up with (and stored where it stopped). The
+        subscription stays, and the gateway keeps feeding it: asked again with `since`
+        (now, or on the next link), it replays what followed, or cannot (a `Resync`).
+        Messages after `position` that come before the replay are dropped here."""
+        entry = self._registry.holding(sub)
+        if entry is None:
+            raise ValueError(f"{sub!r} is not subscribed")
+        entry.cursor.rewind(as_position(position))
+        link = self._link
+        if link is not None and link.welcomed and not entry.in_flight:
+            self._send_subscribe(link, entry)
+        # In flight: what its reply brings after `position` is a gap, which heals the
+        # same way. Link down: the reconnect subscribes with `since` this position.
 
     def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
         def retry() -> None:

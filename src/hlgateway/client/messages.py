@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 
-from hlgateway.client.positions import Position
 from hlgateway.protocol.payloads import (
     PAYLOAD_TYPES,
     AccountPosition,
@@ -29,6 +28,7 @@ from hlgateway.protocol.payloads import (
     Trade,
     TradesData,
 )
+from hlgateway.protocol.positions import Position
 
 Json = dict[str, Any]
 RequestId = str | int
@@ -64,6 +64,7 @@ class _Server(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 class Welcome(_Server, tag="welcome", frozen=True):
     clientId: str
     user: Json
+    infoUrl: str | None = None  # the exchange's info API the gateway reads (v3)
 
 
 class Subscribed(_Server, tag="subscribed", frozen=True):

@@ -118,7 +118,7 @@ class Connection(asyncio.Protocol):
             self.session.principal.user_id,
             extra=self._log_context(),
         )
-        self.session.welcome()
+        self.session.welcome(self._gateway.upstream.endpoint.info_url)
         if pending:
             self.data_received(pending)
 
