@@ -6,8 +6,10 @@ import asyncio
 import inspect
 import json
 import os
+import shutil
 import signal
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from hlgateway.auth import issue_token
@@ -197,6 +200,19 @@ async def eventually(
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(every)
+
+
+def check_metrics(text: bytes) -> subprocess.CompletedProcess[bytes]:
+    """`promtool check metrics` on an exposition: Prometheus' own lint of names, types, help.
+
+    promtool comes from Debian's prometheus package, which `make install` installs.
+    """
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make install` installs it (Debian's prometheus package)")
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
+    )
 
 
 def free_port() -> int:

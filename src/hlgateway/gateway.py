@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from hlgateway.auth import TokenVerifier
 from hlgateway.broker import Broker
+from hlgateway.broker.base import BrokerStats
+from hlgateway.broker.coordination import CoordinationStats
 from hlgateway.broker.engines import open_broker
 from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
 from hlgateway.hub import Hub
-from hlgateway.metrics import BrokerCounts, Metrics, UpstreamCounts
+from hlgateway.metrics import Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.errors import ProtocolError
@@ -286,23 +288,12 @@ class Gateway:
         )
 
     @property
-    def broker_counts(self) -> BrokerCounts:
-        stats = self.broker.stats()
-        leases = self.coordinator.stats()
-        return BrokerCounts(
-            degraded=stats.degraded,
-            queued=stats.queued,
-            published=stats.published,
-            received=stats.received,
-            gaps=stats.gaps,
-            gaps_lost=stats.gaps_lost,
-            refused=stats.refused,
-            dropped_while_away=stats.dropped_while_away,
-            disconnects=stats.disconnects,
-            leases_held=leases.held,
-            leases_gained=leases.gained,
-            leases_lost=leases.lost,
-        )
+    def broker_stats(self) -> BrokerStats:
+        return self.broker.stats()
+
+    @property
+    def coordination_stats(self) -> CoordinationStats:
+        return self.coordinator.stats()
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""
