@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import jwt
 import msgspec
+
+from hlgateway.claims import token_user, unverified_claims
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
@@ -570,13 +571,11 @@ def notifier_problems(settings: NotifierSettings) -> list[str]:
             "(to sign one)"
         )
     if settings.token:
-        try:
-            claims = jwt.decode(settings.token, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
+        claims = unverified_claims(settings.token)
+        if claims is None:
             problems.append("HLGATEWAY_NOTIFIER_TOKEN is not a JWT")
-        else:
-            if claims.get("id", claims.get("sub")) is None:
-                problems.append("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
+        elif token_user(claims) is None:
+            problems.append("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
     if (
         urlsplit(settings.gateway).scheme not in ("ws", "wss")
         or not urlsplit(settings.gateway).netloc

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +206,7 @@ async def test_blocked_chat_is_switched_off(
         async with notifier.repo.transaction() as t:
             return await t.watches.watchers(WALLET) == []
 
-    await eventually_async(switched_off, 10)
+    await eventually(switched_off, 10)
     async with notifier.repo.transaction() as t:
         assert await t.outbox.pending() == []
 
@@ -263,14 +261,6 @@ async def test_rates_kept_per_chat_and_across_the_bot(
     assert len(mine) >= 2
     assert min(b - a for a, b in itertools.pairwise(mine)) >= 1000
     assert not fakebot.violations
-
-
-async def eventually_async(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def test_wallets_spread_over_connections_each_delivered(
@@ -331,7 +321,7 @@ async def test_a_burst_of_200_fills_is_a_few_messages_and_a_replay_adds_none(
             )
         return bool(waiting == 0 and len(notifier.feed.inbox) == 0)
 
-    await eventually_async(claimed_and_sent, 20)
+    await eventually(claimed_and_sent, 20)
     assert len(bursts()) == 200  # the replay made nothing
     async with notifier.repo.db.transaction() as tx:
         made = await tx.scalar("SELECT COUNT(*) FROM lines WHERE text LIKE '% BURST</b> @%'")

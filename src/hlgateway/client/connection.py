@@ -45,15 +45,7 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
-from hlgateway.client.positions import (
-    Joined,
-    Position,
-    Recovered,
-    Resync,
-    Since,
-    Verdict,
-    as_position,
-)
+from hlgateway.client.positions import Joined, Recovered, Resync, Since, Verdict, as_position
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
 from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry, latest_candles
@@ -61,6 +53,7 @@ from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+from hlgateway.protocol.positions import Position
 from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")

@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 
-from hlgateway.client.positions import Position
 from hlgateway.protocol.payloads import (
     PAYLOAD_TYPES,
     AccountPosition,
@@ -36,6 +35,7 @@ from hlgateway.protocol.payloads import (
     Trade,
     TradesData,
 )
+from hlgateway.protocol.positions import Position
 
 Json = dict[str, Any]
 RequestId = str | int

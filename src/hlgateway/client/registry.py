@@ -28,7 +28,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from hlgateway.client.positions import Cursor, Position
+from hlgateway.client.positions import Cursor
+from hlgateway.protocol.positions import Position
 
 ROOM = "room"
 # Channels whose every message is a full snapshot: the latest one is all that a

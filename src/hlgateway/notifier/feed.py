@@ -72,12 +72,6 @@ class _Stream:
     paused: asyncio.Task[None] | None = None
 
 
-def _position(msg: DataMessage) -> Position | None:
-    if msg.epoch is not None and msg.offset is not None:
-        return Position(msg.offset, msg.epoch)
-    return None
-
-
 class GatewayFeed:
     def __init__(
         self,
@@ -311,7 +305,7 @@ class GatewayFeed:
         if msg.channel == ACCOUNT:
             self.offer(Account(wallet, data))
             return
-        position = _position(msg)
+        position = msg.position
         event: FeedEvent
         if msg.channel == FILLS:
             event = Fills(wallet, list(data.get("fills") or []), position)
