@@ -469,7 +469,7 @@ class NotifierSettings:
     webhook_secret: str | None = None  # TELEGRAM_WEBHOOK_SECRET (random when unset)
     max_watches: Positive = 10  # per chat
     max_alerts: Positive = 20  # per chat
-    wallets_per_connection: Positive = 30  # 3 subscriptions each (the gateway allows 100)
+    wallets_per_connection: Positive = 25  # 4 subscriptions each (the gateway allows 100)
     feed_capacity: Positive = 1000  # gateway events waiting before a stream is paused
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL, shared with the gateway
 

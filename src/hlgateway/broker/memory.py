@@ -36,7 +36,7 @@ class MemoryBroker(Broker):
         self._wanted: set[Topic] = set()
 
     # -- publishing -------------------------------------------------------
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         offset = 0
         if topic.lossless:
             stream = self._stream(topic)
@@ -46,7 +46,7 @@ class MemoryBroker(Broker):
         elif topic.snapshot:
             if topic not in self._wanted:
                 return
-            self._latest[topic] = payload
+            self._latest[topic] = payload if retained is None else retained
         if self._sink is not None:
             self._sink(topic, payload, offset)
 
