@@ -268,6 +268,8 @@ def gateway_env(scenario: Scenario) -> dict[str, str]:
         "HLGATEWAY_HANDSHAKE_TIMEOUT": "60",
         "HLGATEWAY_OUTBOX_MAX_BYTES": str(scenario.outbox_max_bytes),
         "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
+        # Fan-out, not restarts: the in-memory engine (bench.durable compares the two).
+        "HLGATEWAY_STATE_DIR": "none",
     }
 
 

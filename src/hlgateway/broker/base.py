@@ -143,6 +143,11 @@ def node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+class EngineStartError(RuntimeError):
+    """The engine cannot start as configured (a state directory held by another
+    process, a store of a newer schema); the message says why and what to do."""
+
+
 def with_position(payload: bytes, offset: int, epoch: str) -> bytes:
     """Splice `"offset":N,"epoch":"E"` into a data message: bytes, not a re-encode.
 

@@ -24,6 +24,24 @@ class StreamHistory:
         self._payloads: deque[bytes] = deque()
         self._times: deque[float] = deque()
 
+    @classmethod
+    def restored(
+        cls,
+        epoch: str,
+        retention: Retention,
+        offset: int,
+        kept: list[tuple[float, bytes]],
+        last_published: float,
+    ) -> StreamHistory:
+        """A stream as a store kept it: its head and its newest messages (contiguous,
+        ending at the head; already positioned)."""
+        stream = cls(epoch, retention, last_published)
+        stream.offset = offset
+        for when, payload in kept[-retention.max_size :]:
+            stream._times.append(when)
+            stream._payloads.append(payload)
+        return stream
+
     @property
     def position(self) -> Position:
         return Position(self.offset, self.epoch)
@@ -53,6 +71,14 @@ class StreamHistory:
         ):
             payloads.popleft()
             times.popleft()
+
+    def entries(self) -> list[tuple[int, float, bytes]]:
+        """Every kept message as (offset, time, payload), oldest first."""
+        first = self.first_offset
+        return [
+            (first + index, when, payload)
+            for index, (when, payload) in enumerate(zip(self._times, self._payloads, strict=True))
+        ]
 
     def since(self, position: Position) -> list[Publication] | None:
         """Every message after `position`, or None if not all of them are kept
