@@ -1,12 +1,16 @@
-"""`python -m bench.durable [--quick] [--write]`
+"""`python -m bench.durable [--quick] [--rounds 3] [--parts engine gateway] [--write]`
 
-The durable engine beside the memory engine (bench/durable/engine.py says how):
-CPU per lossless publication at saturation (the two engines alternate, `--rounds`
-times, the median is kept), the latency the durable engine adds before a
-publication reaches its subscriber, bytes on disk per retained message, and the
-start-up with 1,000 busy streams retained. Prints Markdown; `--write` puts it
-into docs/benchmarks.md (section "Durable state", replaced by a later run of the
-same command).
+The durable engine beside the memory engine, the two alternating `--rounds`
+times (medians kept):
+- `engine` (bench/durable/engine.py): CPU per lossless publication at
+  saturation on the node's own path without sockets, the latency the durable
+  engine adds before a publication reaches its subscriber, bytes on disk per
+  retained message, the start-up with 1,000 busy streams retained;
+- `gateway` (bench/durable/gateway.py): whole gateway processes on a lossless
+  stream (trades), the C load generator's clients, CPU per publication and
+  latency at saturation and at a fixed rate.
+Prints Markdown; `--write` puts it into docs/benchmarks.md (a section replaced
+by a later run of the same command).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import statistics
 import sys
 from typing import Any
 
+from bench.durable import gateway
 from bench.durable.engine import cost, latency, size_and_startup
 from bench.table import machine, write_section
 
@@ -27,15 +32,30 @@ def load() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-async def run(args: argparse.Namespace) -> str:
+def command(args: argparse.Namespace) -> str:
+    quick = " --quick" if args.quick else ""
+    return f"python -m bench.durable{quick} --rounds {args.rounds} --parts {' '.join(args.parts)}"
+
+
+def gateway_part(args: argparse.Namespace) -> str:
+    runs = gateway.run(args.quick, args.rounds)
+    return "\n".join(
+        [
+            "Whole gateway processes on a lossless stream (`trades`, one trade a tick from "
+            "bench.fanout's pump; the C load generator's clients; bench.scaleout's placement: "
+            "the gateway on core 0, pump and clients on core 1); `memory-1` is `--state-dir none`, "
+            f"`durable-1` a fresh state directory; medians of {args.rounds} alternating rounds. "
+            "CPU us per publication: the gateway process's CPU per trade published (per "
+            "delivered message times the clients); latency: pump send to client receipt:",
+            "",
+            *gateway.summary(runs),
+        ]
+    )
+
+
+async def engine_part(args: argparse.Namespace) -> str:
     count = 20_000 if args.quick else 100_000
     lines = [
-        "### Durable state (`python -m bench.durable`)",
-        "",
-        f"machine: {machine()}; load average at start: {load()}",
-        f"command: `python -m bench.durable{' --quick' if args.quick else ''}"
-        f" --rounds {args.rounds}`",
-        "",
         "CPU per lossless publication at saturation, on the node's path (Publisher, engine, frame, "
         "hub; no socket write), one subscriber per stream, 100 streams; median of "
         f"{args.rounds} alternating rounds:",
@@ -100,17 +120,34 @@ async def run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def run(args: argparse.Namespace) -> str:
+    parts = [
+        "### Durable state (`python -m bench.durable`)",
+        "",
+        f"machine: {machine()}; load average at start: {load()}",
+        f"command: `{command(args)}`",
+    ]
+    if "gateway" in args.parts:
+        parts += ["", gateway_part(args)]
+    if "engine" in args.parts:
+        parts += ["", asyncio.run(engine_part(args))]
+    parts += ["", f"load average at the end: {load()}"]
+    return "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.durable", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts (~1 min)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--parts", nargs="+", choices=["engine", "gateway"], default=["engine", "gateway"]
+    )
     parser.add_argument("--write", action="store_true", help="into docs/benchmarks.md")
     args = parser.parse_args(argv)
-    body = asyncio.run(run(args))
+    body = run(args)
     print(body)
     if args.write:
-        quick = " --quick" if args.quick else ""
-        write_section(f"python -m bench.durable{quick} --rounds {args.rounds}", body)
+        write_section(command(args), body)
     return 0
 
 

@@ -169,7 +169,8 @@ async def latency(rate: float, seconds: float, streams: int) -> dict[str, Any]:
     engine's is nil: it delivers within `publish`), at `rate` publications/s."""
     directory = Path(tempfile.mkdtemp(prefix="hlgw-bench-durable-"))
     try:
-        broker = await engine("durable", directory)
+        broker = DurableBroker(directory, RETENTION)
+        await broker.start()
         node = Node(broker)
         topics = user_topics(streams)
         subscribers = await node.attach(topics)
@@ -192,8 +193,9 @@ async def latency(rate: float, seconds: float, streams: int) -> dict[str, Any]:
             await node.delivered_all(n + 1)
             delays.append(subscriber.last - sent)
             n += 1
-        store = broker._store  # type: ignore[attr-defined]
-        checkpoints = store._checkpointer.passes if store is not None else 0
+        store = broker._store
+        checkpointer = store._checkpointer if store is not None else None
+        checkpoints = checkpointer.passes if checkpointer is not None else 0
         await broker.stop()
         delays.sort()
         return {
@@ -227,12 +229,9 @@ async def fill_store(directory: Path, streams: int, messages: int) -> int:
     sample = broker.read_now(topics[0][0], None)
     assert sample is not None and sample.position is not None
     assert sample.position.offset == messages
-    payload = sum(
-        len(p.payload)
-        for p in broker.read_now(
-            topics[0][0], type(sample.position)(0, sample.position.epoch)
-        ).publications  # type: ignore[union-attr]
-    )
+    every = broker.read_now(topics[0][0], type(sample.position)(0, sample.position.epoch))
+    assert every is not None
+    payload = sum(len(p.payload) for p in every.publications)
     await broker.stop()  # the checkpoint: everything in state.db
     return payload * streams
 

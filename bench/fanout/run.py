@@ -622,8 +622,8 @@ def slug(label: str) -> str:
 
 
 @contextlib.contextmanager
-def pump_process(procs: P.Procs) -> Iterator[tuple[P.Proc, int, int]]:
-    argv = [sys.executable, "-m", "bench.fanout.pump", "--port", "0"]
+def pump_process(procs: P.Procs, channel: str = "l2Book") -> Iterator[tuple[P.Proc, int, int]]:
+    argv = [sys.executable, "-m", "bench.fanout.pump", "--port", "0", "--channel", channel]
     proc = procs.start("pump", P.pinned(argv, CLIENT_CORE), cwd=ROOT)
     ready = json.loads(proc.wait_line('"event": "ready"', timeout=60))
     try:

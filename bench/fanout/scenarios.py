@@ -11,6 +11,8 @@ MIB = 1024 * 1024
 SUBSCRIBE = (
     '{{"type":"subscribe","channel":"orderbook","params":{{"depth":{depth},"symbol":"BTC"}}}}'
 )
+# A lossless stream (offsets, history): the pump's `--channel trades`, one trade a tick.
+SUBSCRIBE_TRADES = '{"type":"subscribe","channel":"trades","params":{"symbol":"BTC"}}'
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Scenario:
     outbox_max_bytes: int = 64 * MIB  # the gateway's HLGATEWAY_OUTBOX_MAX_BYTES
     settle: float = 3.0  # idle: seconds held before RSS is read
     repeats: int = 1
+    channel: str = "orderbook"  # or "trades" (a lossless stream), with the pump's --channel
 
     @property
     def id(self) -> str:
@@ -39,6 +42,8 @@ class Scenario:
 
     @property
     def subscribe(self) -> str:
+        if self.channel == "trades":
+            return SUBSCRIBE_TRADES
         return SUBSCRIBE.format(depth=self.depth)
 
     def as_dict(self) -> dict[str, Any]:

@@ -6,12 +6,13 @@ graceful or `kill -9`, keeps every stream's epoch, offsets and history, the
 exactly-once ledger, each wallet's delivery position and what was wanted:
 
 - **Publications wait for their commit.** A lossless publication is queued; once
-  per loop turn the queue is positioned (offsets assigned in order), written in
-  one transaction with everything else of that turn (ledger items, positions,
-  demand), and only then appended to the in-memory history and handed to the
-  hub. So no client is ever given an offset that the store does not hold: a
-  killed process loses nothing it answered. Snapshots and notices are not kept
-  and go out at once, as with the memory engine.
+  per loop turn the queue is positioned (offsets assigned in order), appended
+  to the store's log in one transaction with everything else of that turn
+  (its ledger items ride on its row; positions, demand), and only then appended
+  to the in-memory history and handed to the hub. So no client is ever given
+  an offset that the store does not hold: a killed process loses nothing it
+  answered. Snapshots and notices are not kept and go out at once, as with the
+  memory engine.
 - **Exactly once across a restart**, as the Redis engine across a handover: the
   feeds report how far each wallet's stream was delivered (`delivered`); a
   restarted feed starts there (`starts`) and re-reads the gap from Hyperliquid,
@@ -45,21 +46,20 @@ from pathlib import Path
 import msgspec
 
 from hlgateway.backoff import Backoff
-from hlgateway.broker.base import BrokerStats, Retention, with_position
+from hlgateway.broker.base import BrokerStats, Position, Retention, with_position
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
 from hlgateway.broker.memory import MemoryBroker
 from hlgateway.broker.statedir import DirectoryLock
 from hlgateway.broker.store import (
-    MAX_STREAM_ID,
-    OFFSET_BITS,
+    ITEM_SEPARATOR,
     Batch,
+    LogRow,
     SchemaTooNew,
     Store,
     StoreError,
     boot_id,
     move_aside,
-    row_id,
 )
 from hlgateway.broker.topics import decode_topic, encode_topic
 from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS, Topic
@@ -68,37 +68,53 @@ log = logging.getLogger(__name__)
 
 LEDGER_CAPACITY = 4096  # item ids kept per stream (a restart re-delivers seconds, not hours)
 MAX_QUEUED = 100_000  # lossless publications kept while the store cannot be written
-TRIM_EVERY = 10.0  # seconds between trims of the history on disk
-POSITIONS_EVERY = 60.0  # seconds between sweeps of positions nobody feeds
+POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that moved
+FORGET_POSITIONS_EVERY = 60.0  # seconds between sweeps of positions nobody feeds
+COMPACT_EVERY = 5.0  # seconds between looks at the log's dead rows
+COMPACT_SLACK = 50_000  # dead rows the log may hold beyond as many as it has live ones
+MOVE_BUDGET = 500  # rows copied forward by one compaction (~1.5 ms)
+DELETE_MIN = 256  # dead rows one commit may delete at least (twice what it appends, if more)
 POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS})
 
 
 class _Ledger:
-    """One stream's published item ids: the newest LEDGER_CAPACITY, each with its expiry."""
+    """One stream's published item ids (the newest LEDGER_CAPACITY) and their expiry."""
 
-    __slots__ = ("first", "items", "seq")
+    __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.items: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
-        self.seq = 0  # the last sequence number given
-        self.first = 1  # the oldest sequence number kept
+        self.items: collections.OrderedDict[str, float] = collections.OrderedDict()
 
-    def add(self, item: str, expires: float, now: float) -> int | None:
-        """The item's sequence number if it was not published (or has expired); else None."""
+    def add(self, item: str, expires: float, now: float) -> bool:
+        """True if the item was not published before (or its entry expired)."""
         known = self.items.get(item)
-        if known is not None and known[1] > now:
-            return None
-        self.seq += 1
-        self.items[item] = (self.seq, expires)
+        if known is not None and known > now:
+            return False
+        self.items[item] = expires
         self.items.move_to_end(item)
         if len(self.items) > LEDGER_CAPACITY:
             self.items.popitem(last=False)
-            self.first = next(iter(self.items.values()))[0]
-        return self.seq
+        return True
 
     def forget(self, item: str) -> None:
         """An item whose publication was dropped (never stored): not published after all."""
         self.items.pop(item, None)
+
+
+class _Stored:
+    """A lossless stream as this engine keeps it: its history, id in the store, ledger."""
+
+    __slots__ = ("id", "ledger", "stream", "topic")
+
+    def __init__(self, topic: Topic, stream: StreamHistory, sid: int) -> None:
+        self.topic = topic
+        self.stream = stream
+        self.id = sid
+        self.ledger = _Ledger()
+
+
+# A queued publication: its stream, payload, ledger item ids and their expiry.
+_Queued = tuple[_Stored, bytes, list[str], float | None]
 
 
 class DurableBroker(MemoryBroker):
@@ -116,25 +132,26 @@ class DurableBroker(MemoryBroker):
         self._listen = listen
         self._lock = DirectoryLock(directory)
         self._store: Store | None = None
-        self._ids: dict[Topic, int] = {}  # lossless stream -> its id in the store
-        self._free: list[int] = []  # ids of forgotten streams, sorted, usable again
-        self._freed: list[int] = []  # forgotten in the batch not yet committed
-        self._next_id = 1
-        self._queue: collections.deque[tuple[Topic, bytes, list[str]]] = collections.deque()
+        self._stored: dict[Topic, _Stored] = {}  # every lossless stream (as _streams)
+        self._next_stream = 1
+        self._next_seq = 1  # the log's next row
+        self._disk_low = 1  # no row below this one is left in the log
+        self._queue: collections.deque[_Queued] = collections.deque()
         self._batch = Batch()
         self._commit_due = False
+        self._compact_due = False
         self._retry: asyncio.TimerHandle | None = None
         self._failures = 0  # consecutive failed commits
         self._backoff = Backoff(initial=0.05, decay=2.0, max_delay=2.0)
-        self._ledgers: dict[Topic, _Ledger] = {}
-        self._ledger_disk_first: dict[int, int] = {}  # stream id -> first seq on disk
-        self._disk_first: dict[int, int] = {}  # stream id -> first offset on disk
         self._positions: dict[tuple[str, str], tuple[int, float]] = {}
+        self._moved: set[tuple[str, str]] = set()  # positions not yet written
         self._demanded: dict[Topic, bytes] = {}  # lossless topics wanted, as stored
         self._resume: list[Topic] = []
         self._frozen = False  # stopping: demand stays as it was
-        self._last_trim = 0.0
-        self._last_positions = 0.0
+        now = clock()
+        self._last_positions = now
+        self._last_forget_positions = now
+        self._last_compact = now
         self._counts: collections.Counter[str] = collections.Counter()
         self.found = "new"  # what the start found: new | restored | unusable | rebooted
 
@@ -163,7 +180,7 @@ class DurableBroker(MemoryBroker):
         except SchemaTooNew:
             store.close()
             raise
-        except (sqlite3.DatabaseError, StoreError, msgspec.DecodeError) as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
             store.close()
             move_aside(store.path, str(exc))
             store = Store(self.directory)
@@ -182,39 +199,40 @@ class DurableBroker(MemoryBroker):
             self.found = "rebooted"
         elif (loaded.streams or loaded.demand) and self.found == "new":
             self.found = "restored"
+        self._next_stream = loaded.next_stream
+        self._next_seq = loaded.next_seq
+        self._disk_low = loaded.first_seq
         batch = self._batch
+        batch.clear_log = rebooted
         for stored in loaded.streams:
             try:
                 topic = decode_topic(stored.topic)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 batch.forget.append(stored.id)
                 continue
-            self._ids[topic] = stored.id
-            self._next_id = max(self._next_id, stored.id + 1)
+            rows = [] if rebooted else stored.rows
             if rebooted:
                 epoch = secrets.token_hex(6)
                 batch.epochs.append((epoch, stored.id))
-                stream = StreamHistory(epoch, self.retention, stored.last_published)
             else:
-                kept = list(zip(stored.times, stored.payloads, strict=True))
-                stream = StreamHistory.restored(
-                    stored.epoch, self.retention, stored.head, kept, stored.last_published
-                )
-                stream.trim(now)
+                epoch = stored.epoch
+            last = rows[-1].time if rows else stored.created
+            stream = StreamHistory.restored(
+                epoch,
+                self.retention,
+                rows[-1].offset if rows else 0,
+                [(row.time, row.payload, row.seq) for row in rows],
+                last,
+            )
+            stream.trim(now)
             self._streams[topic] = stream
-            self._disk_first[stored.id] = 1
-            ledger = _Ledger()
-            for seq, item, expires in stored.ledger:
-                if expires > now:
-                    ledger.items[item] = (seq, expires)
-                ledger.seq = max(ledger.seq, seq)
-            while len(ledger.items) > LEDGER_CAPACITY:
-                ledger.items.popitem(last=False)
-            ledger.first = next(iter(ledger.items.values()))[0] if ledger.items else ledger.seq + 1
-            self._ledgers[topic] = ledger
-            self._ledger_disk_first[stored.id] = 1
-        used = set(self._ids.values())
-        self._free = [i for i in range(1, self._next_id) if i not in used]
+            record = self._stored[topic] = _Stored(topic, stream, stored.id)
+            for row in rows:
+                if row.items and row.expires is not None and row.expires > now:
+                    for item in row.items.split(ITEM_SEPARATOR):
+                        record.ledger.add(item, row.expires, now)
+        if rebooted:
+            self._disk_low = self._next_seq
         self._positions = dict(loaded.positions)
         for raw in loaded.demand:
             try:
@@ -229,11 +247,13 @@ class DurableBroker(MemoryBroker):
         store.write(batch)
         self._batch = Batch()
         log.info(
-            "state: %s (%s): %d streams, %d messages, %d wanted topics, %d positions",
+            "state: %s (%s): %d streams, %d messages (log of %d rows), %d wanted topics, "
+            "%d positions",
             self.directory,
             self.found,
             len(self._streams),
             sum(len(s) for s in self._streams.values()),
+            loaded.log_rows,
             len(self._resume),
             len(self._positions),
         )
@@ -241,7 +261,9 @@ class DurableBroker(MemoryBroker):
     async def stop(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
+            self._retry = None
         self._frozen = True
+        self._write_positions()
         self._commit()  # what is queued goes to disk (and out) first
         store, self._store = self._store, None
         if store is not None:
@@ -265,39 +287,36 @@ class DurableBroker(MemoryBroker):
 
     # -- streams -------------------------------------------------------------------
     def _stream(self, topic: Topic) -> StreamHistory:
-        stream = self._streams.get(topic)
-        if stream is None:
-            stream = super()._stream(topic)
-            sid = self._allocate()
-            self._ids[topic] = sid
-            self._disk_first[sid] = 1
-            self._ledger_disk_first[sid] = 1
-            row = (sid, encode_topic(topic), stream.epoch, 0, stream.last_published)
-            # Written at once, in a transaction of its own: a subscriber is told this
-            # epoch in this very turn, and it must survive a kill right after.
-            try:
-                if self._store is None:
-                    raise StoreError("closed")
-                self._store.write(Batch(new_streams=[row]))
-            except (sqlite3.Error, StoreError):
-                self._batch.new_streams.append(row)
-                self._schedule()
-        return stream
+        return self._record(topic).stream
 
-    def _allocate(self) -> int:
-        if self._free:
-            return self._free.pop(0)
-        sid = self._next_id
-        if sid > MAX_STREAM_ID:
-            raise StoreError("the state store ran out of stream ids")
-        self._next_id += 1
-        return sid
+    def _record(self, topic: Topic) -> _Stored:
+        record = self._stored.get(topic)
+        if record is not None:
+            return record
+        now = self._clock()
+        stream = self._streams[topic] = StreamHistory(
+            secrets.token_hex(6), self.retention, now, stored=True
+        )
+        sid = self._next_stream
+        self._next_stream += 1
+        record = self._stored[topic] = _Stored(topic, stream, sid)
+        row = (sid, encode_topic(topic), stream.epoch, now)
+        # Written at once, in a transaction of its own: a subscriber may be told this
+        # epoch in this very turn, and it must survive a kill right after.
+        try:
+            if self._store is None:
+                raise StoreError("closed")
+            self._store.write(Batch(new_streams=[row], meta={"next_stream": str(sid + 1)}))
+        except (sqlite3.Error, StoreError):
+            self._batch.new_streams.append(row)
+            self._batch.meta["next_stream"] = str(sid + 1)
+            self._schedule()
+        return record
 
     # -- publishing ------------------------------------------------------------------
     def publish(self, topic: Topic, payload: bytes) -> None:
         if topic.lossless:
-            self._stream(topic)
-            self._enqueue(topic, payload, [])
+            self._enqueue((self._record(topic), payload, [], None))
         else:
             super().publish(topic, payload)
 
@@ -312,40 +331,32 @@ class DurableBroker(MemoryBroker):
         if not topic.lossless:
             super().publish_items(topic, prefix, items, suffix, keep)
             return
-        self._stream(topic)
-        sid = self._ids[topic]
-        ledger = self._ledgers.get(topic)
-        if ledger is None:
-            ledger = self._ledgers[topic] = _Ledger()
+        record = self._record(topic)
+        ledger = record.ledger
         now = self._clock()
         expires = now + keep
         fresh: list[bytes] = []
         ids: list[str] = []
         for item_id, item in items:
-            seq = ledger.add(item_id, expires, now)
-            if seq is None:
-                continue
-            fresh.append(item)
-            ids.append(item_id)
-            self._batch.ledger.append((row_id(sid, seq), item_id, expires))
+            if ledger.add(item_id, expires, now):
+                fresh.append(item)
+                ids.append(item_id)
         if fresh:
-            self._enqueue(topic, prefix + b",".join(fresh) + suffix, ids)
+            self._enqueue((record, prefix + b",".join(fresh) + suffix, ids, expires))
 
-    def _enqueue(self, topic: Topic, payload: bytes, ids: list[str]) -> None:
+    def _enqueue(self, entry: _Queued) -> None:
         queue = self._queue
         if len(queue) >= MAX_QUEUED:
-            dropped, _, dropped_ids = queue.popleft()
-            ledger = self._ledgers.get(dropped)
+            dropped, _, dropped_ids, _ = queue.popleft()
             for item_id in dropped_ids:
-                if ledger is not None:
-                    ledger.forget(item_id)
+                dropped.ledger.forget(item_id)
             self._counts["droppedWhileAway"] += 1
-        queue.append((topic, payload, ids))
+        queue.append(entry)
         self._schedule()
 
     def _schedule(self) -> None:
         # Once per loop turn: everything written in this turn goes in one transaction.
-        if not self._commit_due and self._retry is None:
+        if not self._commit_due and self._retry is None and self._store is not None:
             self._commit_due = True
             asyncio.get_running_loop().call_soon(self._commit)
 
@@ -353,41 +364,95 @@ class DurableBroker(MemoryBroker):
         self._commit_due = False
         store = self._store
         queue, batch = self._queue, self._batch
-        if store is None or not (queue or batch):
+        if store is None or not (queue or batch or self._compact_due):
             return
         now = self._clock()
-        heads: dict[Topic, int] = {}
-        out: list[tuple[Topic, StreamHistory, bytes, int]] = []
-        messages: list[tuple[int, float, bytes]] = []
-        for topic, payload, _ in queue:
-            stream = self._streams[topic]
-            offset = heads.get(topic, stream.offset) + 1
-            heads[topic] = offset
+        seq = self._next_seq
+        # Compaction first: the rows it copies forward come before this turn's.
+        moves, moved_streams, seq = self._compaction(seq) if self._compact_due else ([], [], seq)
+        # Every row below the oldest one a stream keeps is dead (this turn's come after).
+        low = self._low(moved_streams, moves, seq)
+        heads: dict[_Stored, int] = {}
+        out: list[tuple[_Stored, bytes, int, int]] = []
+        rows: list[LogRow] = []
+        for record, payload, ids, expires in queue:
+            stream = record.stream
+            offset = heads.get(record, stream.offset) + 1
+            heads[record] = offset
             positioned = with_position(payload, offset, stream.epoch)
-            messages.append((row_id(self._ids[topic], offset), now, positioned))
-            out.append((topic, stream, positioned, offset))
-        batch.messages = messages
-        batch.heads = {self._ids[topic]: (offset, now) for topic, offset in heads.items()}
+            items = ITEM_SEPARATOR.join(ids) if ids else None
+            rows.append((seq, record.id, offset, now, expires, items, positioned))
+            out.append((record, positioned, offset, seq))
+            seq += 1
+        budget = max(DELETE_MIN, 2 * len(rows))
+        delete_below = min(low, self._disk_low + budget)
+        batch.log, batch.moves = rows, moves
+        batch.delete_below = delete_below if delete_below > self._disk_low else 0
         try:
             store.write(batch)
         except sqlite3.Error as exc:
-            batch.messages, batch.heads = [], {}
+            batch.log, batch.moves, batch.delete_below = [], [], 0
             self._failed(exc)
             return
         if self._failures:
             log.warning("state store: writing again after %d failed commits", self._failures)
             self._failures = 0
+        self._compact_due = False
         self._queue = collections.deque()
         self._batch = Batch()
-        self._free.extend(self._freed)
-        self._free.sort()
-        self._freed = []
+        self._next_seq = seq
+        self._disk_low = max(self._disk_low, delete_below)
+        if moves:
+            self._counts["compactedRows"] += len(moves)
+            first = moves[0][0]
+            for stream in moved_streams:
+                assert stream.stored_at is not None
+                count = len(stream.stored_at)
+                stream.stored_at.clear()
+                stream.stored_at.extend(range(first, first + count))
+                first += count
         self._counts["published"] += len(out)
         sink = self._sink
-        for topic, stream, positioned, offset in out:
-            stream.append(positioned, now)
+        for record, positioned, offset, place in out:
+            record.stream.append(positioned, now, place)
             if sink is not None:
-                sink(topic, positioned, offset)
+                sink(record.topic, positioned, offset)
+
+    def _low(self, moved: list[StreamHistory], moves: list[tuple[int, int]], after: int) -> int:
+        """The oldest row still needed once `moves` are applied."""
+        low = moves[0][0] if moves else after
+        skip = {id(stream) for stream in moved}
+        for stream in self._streams.values():
+            places = stream.stored_at
+            if places and id(stream) not in skip and places[0] < low:
+                low = places[0]
+        return low
+
+    def _compaction(self, seq: int) -> tuple[list[tuple[int, int]], list[StreamHistory], int]:
+        """If dead rows are many, the rows of the streams holding the oldest live ones
+        (quiet streams keep old messages) are copied forward, up to MOVE_BUDGET."""
+        live = 0
+        holding: list[tuple[int, StreamHistory]] = []
+        for stream in self._streams.values():
+            places = stream.stored_at
+            if places:
+                live += len(places)
+                holding.append((places[0], stream))
+        allowed = 2 * live + COMPACT_SLACK  # rows the log may span
+        holding.sort(key=lambda h: h[0])
+        head = seq
+        moves: list[tuple[int, int]] = []
+        moved: list[StreamHistory] = []
+        for first, stream in holding:
+            places = stream.stored_at
+            assert places is not None
+            if head - first <= allowed or (moves and len(moves) + len(places) > MOVE_BUDGET):
+                break
+            for place in places:
+                moves.append((seq, place))
+                seq += 1
+            moved.append(stream)
+        return moves, moved, seq
 
     def _failed(self, exc: sqlite3.Error) -> None:
         """A commit failed: nothing of it is given to anyone; try again later."""
@@ -421,30 +486,41 @@ class DurableBroker(MemoryBroker):
             store.open()
         except (OSError, sqlite3.Error, StoreError) as exc:
             log.error("state store: no new store could be made (%s); retrying", exc)
-            self._store = old
             old.open()
             return
-        created = str(int(self._clock()))
-        batch = Batch(meta={"running": "1", "boot": boot_id() or "", "created": created})
-        for topic, stream in self._streams.items():
-            sid = self._ids[topic]
-            batch.new_streams.append(
-                (sid, encode_topic(topic), stream.epoch, stream.offset, stream.last_published)
-            )
-            batch.messages += [
-                (row_id(sid, offset), when, payload) for offset, when, payload in stream.entries()
-            ]
-        for topic, ledger in self._ledgers.items():
-            if topic in self._ids:
-                lid = self._ids[topic]
-                batch.ledger += [
-                    (row_id(lid, seq), item, expires)
-                    for item, (seq, expires) in ledger.items.items()
-                ]
+        now = self._clock()
+        batch = Batch(
+            meta={
+                "running": "1",
+                "boot": boot_id() or "",
+                "created": str(int(now)),
+                "next_stream": str(self._next_stream),
+            }
+        )
+        seq = 1
+        for topic, record in self._stored.items():
+            stream, sid, ledger = record.stream, record.id, record.ledger
+            batch.new_streams.append((sid, encode_topic(topic), stream.epoch, now))
+            places: list[int] = []
+            kept = stream.since(Position(stream.first_offset - 1, stream.epoch)) or []
+            for published in kept:
+                batch.log.append((seq, sid, published.offset, now, None, None, published.payload))
+                places.append(seq)
+                seq += 1
+            if kept and ledger.items:
+                # The ledger's items ride on the newest row (they only rebuild the ledger).
+                newest = batch.log[-1]
+                items = ITEM_SEPARATOR.join(ledger.items)
+                batch.log[-1] = (*newest[:4], max(ledger.items.values()), items, newest[6])
+            assert stream.stored_at is not None
+            stream.stored_at.clear()
+            stream.stored_at.extend(places)
         batch.positions = dict(self._positions)
         batch.demand_add = set(self._demanded.values())
         store.write(batch)
         self._store = store
+        self._next_seq = seq
+        self._disk_low = 1
         self._counts["storesReplaced"] += 1
 
     # -- demand ---------------------------------------------------------------------
@@ -472,9 +548,22 @@ class DurableBroker(MemoryBroker):
         known = self._positions.get(key)
         if known is not None and known[0] >= time_ms:
             return
-        entry = self._positions[key] = (time_ms, self._clock())
-        self._batch.positions[key] = entry
-        self._batch.forget_positions.discard(key)
+        self._positions[key] = (time_ms, self._clock())
+        # Written with the next second's commit: a position that lags the publications
+        # only makes a restart read a little more again (the ledger drops it); one that
+        # went ahead of them would lose events, and cannot (same or later transaction).
+        self._moved.add(key)
+
+    def _write_positions(self) -> None:
+        if not self._moved:
+            return
+        batch = self._batch
+        for key in self._moved:
+            entry = self._positions.get(key)
+            if entry is not None:
+                batch.positions[key] = entry
+                batch.forget_positions.discard(key)
+        self._moved.clear()
         self._schedule()
 
     def starts(self, topic: Topic) -> Mapping[str, int]:
@@ -491,45 +580,30 @@ class DurableBroker(MemoryBroker):
     def upkeep(self) -> None:
         now = self._clock()
         ttl = self.retention.ttl
-        queued = {topic for topic, _, _ in self._queue}
-        trim = now - self._last_trim >= TRIM_EVERY
-        if trim:
-            self._last_trim = now
-        batch = self._batch
+        queued = {entry[0].topic for entry in self._queue}
         for topic, stream in list(self._streams.items()):
             stream.trim(now)
-            sid = self._ids[topic]
             quiet = now - stream.last_published > ttl
             if quiet and topic not in self._wanted and topic not in queued:
-                self._forget(topic, sid)
-                continue
-            if trim:
-                first = stream.first_offset
-                if first > self._disk_first.get(sid, 1):
-                    batch.trims[sid] = first
-                    self._disk_first[sid] = first
-                ledger = self._ledgers.get(topic)
-                if ledger is not None and ledger.first > self._ledger_disk_first.get(sid, 1):
-                    batch.ledger_trims[sid] = ledger.first
-                    self._ledger_disk_first[sid] = ledger.first
+                self._forget(topic)
         if now - self._last_positions >= POSITIONS_EVERY:
             self._last_positions = now
+            self._write_positions()
+        if now - self._last_forget_positions >= FORGET_POSITIONS_EVERY:
+            self._last_forget_positions = now
             self._sweep_positions(now)
-        if batch:
+        if now - self._last_compact >= COMPACT_EVERY:
+            self._last_compact = now
+            self._compact_due = True
+            self._schedule()
+        if self._batch:
             self._schedule()
 
-    def _forget(self, topic: Topic, sid: int) -> None:
+    def _forget(self, topic: Topic) -> None:
+        """Nobody wants the stream and it went quiet for the ttl: its epoch goes (its
+        rows in the log are dead: compaction takes them)."""
         del self._streams[topic]
-        del self._ids[topic]
-        self._ledgers.pop(topic, None)
-        self._disk_first.pop(sid, None)
-        self._ledger_disk_first.pop(sid, None)
-        batch = self._batch
-        batch.forget.append(sid)
-        batch.trims.pop(sid, None)
-        batch.ledger_trims.pop(sid, None)
-        batch.ledger = [row for row in batch.ledger if row[0] >> OFFSET_BITS != sid]
-        self._freed.append(sid)
+        self._batch.forget.append(self._stored.pop(topic).id)
 
     def _sweep_positions(self, now: float) -> None:
         """Forget the positions of wallet streams nobody wants that went quiet for the
@@ -539,6 +613,7 @@ class DurableBroker(MemoryBroker):
         for key, (_, updated) in list(self._positions.items()):
             if key not in fed and now - updated > ttl:
                 del self._positions[key]
+                self._moved.discard(key)
                 self._batch.positions.pop(key, None)
                 self._batch.forget_positions.add(key)
 
@@ -565,6 +640,8 @@ class DurableBroker(MemoryBroker):
                 "stateBytes": store.size() if store is not None else 0,
                 "commits": store.commits if store is not None else 0,
                 "commitFailures": counts["commitFailures"],
+                "logRows": self._next_seq - self._disk_low,
+                "compactedRows": counts["compactedRows"],
                 "positions": len(self._positions),
                 "wantedTopics": len(self._demanded),
             },

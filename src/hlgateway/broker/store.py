@@ -4,12 +4,16 @@ What the durable engine (broker/durable.py) keeps across a restart, in
 `state.db` of the state directory:
 
 - `meta`: `created`, `boot` (the machine's boot id at the last start), `running`;
-- `streams`: each lossless stream's topic (its spec, broker/topics.py), epoch,
-  head offset and last publication (wall time);
-- `messages`: the history, keyed stream << 36 | offset (one b-tree, ranges
-  deleted in one statement): wall time, positioned payload;
-- `ledger`: the exactly-once ledger, keyed stream << 36 | sequence: item id, expiry;
-- `positions`: each wallet's user stream, delivered up to (exchange time, ms);
+- `streams`: each lossless stream's id, topic (its spec, broker/topics.py), epoch;
+- `log`: every publication, appended in commit order under a sequence number:
+  its stream, offset, wall time, the ids of its items (the exactly-once ledger)
+  and its positioned payload. Append-only, so that a commit of many streams
+  writes a few pages at the end of one b-tree rather than a page per stream;
+  the rows nobody needs any more (trimmed, forgotten) go by compaction
+  (`compact`: a range delete below the oldest live row, and the rows of a quiet
+  stream that holds that range back copied forward first). A stream's head is
+  its newest row: nothing else is updated per publication;
+- `positions`: how far each wallet's user stream was delivered (exchange ms);
 - `demand`: the lossless topics wanted (subscribed or lingering), resumed at start.
 
 Every write of one loop turn is one transaction (`write`), committed before
@@ -43,15 +47,8 @@ from hlgateway.broker.base import EngineStartError
 log = logging.getLogger(__name__)
 
 DB_FILE = "state.db"
-# A message's id: stream << 36 | offset. Offsets stay below 2**36 (68 billion per
-# epoch), stream ids below 2**27 (ids of forgotten streams are used again).
-OFFSET_BITS = 36
-MAX_STREAM_ID = (1 << (63 - OFFSET_BITS)) - 1
 CHECKPOINT_EVERY = 1.0  # seconds between the checkpointer's passes
-
-
-def row_id(stream: int, offset: int) -> int:
-    return (stream << OFFSET_BITS) | offset
+ITEM_SEPARATOR = "\x1f"  # between the item ids of one publication (ids hold no control byte)
 
 
 class StoreError(EngineStartError):
@@ -80,11 +77,17 @@ def _v1(db: sqlite3.Connection) -> None:
             id INTEGER PRIMARY KEY,
             topic BLOB NOT NULL UNIQUE,
             epoch TEXT NOT NULL,
-            head INTEGER NOT NULL,
-            last_published REAL NOT NULL
+            created REAL NOT NULL
         );
-        CREATE TABLE messages (id INTEGER PRIMARY KEY, time REAL NOT NULL, payload BLOB NOT NULL);
-        CREATE TABLE ledger (id INTEGER PRIMARY KEY, item TEXT NOT NULL, expires REAL NOT NULL);
+        CREATE TABLE log (
+            seq INTEGER PRIMARY KEY,
+            stream INTEGER NOT NULL,
+            offset INTEGER NOT NULL,
+            time REAL NOT NULL,
+            expires REAL,
+            items TEXT,
+            payload BLOB NOT NULL
+        );
         CREATE TABLE positions (
             channel TEXT NOT NULL,
             wallet TEXT NOT NULL,
@@ -136,15 +139,24 @@ def migrate(
 
 
 @dataclass(slots=True)
+class Row:
+    """One publication as the log keeps it."""
+
+    seq: int
+    offset: int
+    time: float
+    expires: float | None
+    items: str | None  # the ledger's item ids, ITEM_SEPARATOR between them
+    payload: bytes
+
+
+@dataclass(slots=True)
 class StoredStream:
     id: int
     topic: bytes  # its spec (broker/topics.py)
     epoch: str
-    head: int
-    last_published: float
-    times: list[float] = field(default_factory=list)  # the kept messages, ending at head
-    payloads: list[bytes] = field(default_factory=list)
-    ledger: list[tuple[int, str, float]] = field(default_factory=list)  # (seq, item, expires)
+    created: float
+    rows: list[Row] = field(default_factory=list)  # contiguous offsets, ending at the head
 
 
 @dataclass(slots=True)
@@ -153,23 +165,28 @@ class Loaded:
     positions: dict[tuple[str, str], tuple[int, float]]  # (channel, wallet) -> (ms, updated)
     demand: list[bytes]
     meta: dict[str, str]
+    first_seq: int  # the log's oldest row (next_seq if empty)
+    next_seq: int  # the log's next sequence number
+    next_stream: int  # the next stream id (never one a forgotten stream had)
+    log_rows: int  # rows in the log, live or not
 
 
 # -- one transaction's writes ----------------------------------------------------------
+
+LogRow = tuple[int, int, int, float, float | None, str | None, bytes]
 
 
 @dataclass(slots=True)
 class Batch:
     """What one commit writes. The engine fills it during a loop turn."""
 
-    new_streams: list[tuple[int, bytes, str, int, float]] = field(default_factory=list)
+    new_streams: list[tuple[int, bytes, str, float]] = field(default_factory=list)
     forget: list[int] = field(default_factory=list)
     epochs: list[tuple[str, int]] = field(default_factory=list)  # (epoch, stream): history lost
-    messages: list[tuple[int, float, bytes]] = field(default_factory=list)
-    heads: dict[int, tuple[int, float]] = field(default_factory=dict)  # stream -> (head, time)
-    ledger: list[tuple[int, str, float]] = field(default_factory=list)
-    trims: dict[int, int] = field(default_factory=dict)  # stream -> first offset kept
-    ledger_trims: dict[int, int] = field(default_factory=dict)  # stream -> first seq kept
+    clear_log: bool = False  # every stream's history is lost (new epochs for all)
+    log: list[LogRow] = field(default_factory=list)
+    moves: list[tuple[int, int]] = field(default_factory=list)  # (new seq, old seq): compaction
+    delete_below: int = 0  # log rows below this sequence number are no longer needed
     positions: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     forget_positions: set[tuple[str, str]] = field(default_factory=set)
     demand_add: set[bytes] = field(default_factory=set)
@@ -181,11 +198,10 @@ class Batch:
             self.new_streams
             or self.forget
             or self.epochs
-            or self.messages
-            or self.heads
-            or self.ledger
-            or self.trims
-            or self.ledger_trims
+            or self.clear_log
+            or self.log
+            or self.moves
+            or self.delete_below
             or self.positions
             or self.forget_positions
             or self.demand_add
@@ -233,35 +249,40 @@ class Store:
         db = self.db
         meta = dict(db.execute("SELECT key, value FROM meta"))
         streams: dict[int, StoredStream] = {}
-        for sid, topic, epoch, head, last in db.execute(
-            "SELECT id, topic, epoch, head, last_published FROM streams ORDER BY id"
+        for sid, topic, epoch, created in db.execute(
+            "SELECT id, topic, epoch, created FROM streams ORDER BY id"
         ):
-            streams[sid] = StoredStream(sid, topic, epoch, head, last)
-        for stored in streams.values():
-            # The kept messages are contiguous up to the head: a hole (a write that
-            # never made it) cuts what is before it off.
-            low, high = row_id(stored.id, 0), row_id(stored.id, stored.head)
-            expected = stored.head
-            rows = db.execute(
-                "SELECT id, time, payload FROM messages WHERE id > ? AND id <= ? ORDER BY id DESC",
-                (low, high),
-            )
-            for rid, when, payload in rows:
-                if rid & ((1 << OFFSET_BITS) - 1) != expected:
-                    break
-                stored.times.append(when)
-                stored.payloads.append(payload)
-                expected -= 1
-            stored.times.reverse()
-            stored.payloads.reverse()
-            top = row_id(stored.id + 1, 0)
-            stored.ledger = [
-                (rid & ((1 << OFFSET_BITS) - 1), item, expires)
-                for rid, item, expires in db.execute(
-                    "SELECT id, item, expires FROM ledger WHERE id >= ? AND id < ? ORDER BY id",
-                    (low, top),
+            streams[sid] = StoredStream(sid, topic, epoch, created)
+        by_stream: dict[int, dict[int, Row]] = {}
+        first_seq = 0
+        last_seq = 0
+        top_stream = max(streams, default=0)
+        rows = 0
+        for seq, sid, offset, when, expires, items, payload in db.execute(
+            "SELECT seq, stream, offset, time, expires, items, payload FROM log ORDER BY seq"
+        ):
+            rows += 1
+            first_seq = first_seq or seq
+            last_seq = seq
+            top_stream = max(top_stream, sid)
+            if sid in streams:
+                # A compacted row comes again later under a newer number: the same content.
+                by_stream.setdefault(sid, {})[offset] = Row(
+                    seq, offset, when, expires, items, payload
                 )
-            ]
+        for sid, stored in streams.items():
+            kept = by_stream.get(sid)
+            if not kept:
+                continue
+            # The kept messages run without a hole up to the head: a hole (a row that was
+            # never written) cuts off what is before it.
+            expected = max(kept)
+            run: list[Row] = []
+            while expected in kept:
+                run.append(kept[expected])
+                expected -= 1
+            run.reverse()
+            stored.rows = run
         positions = {
             (channel, wallet): (time_ms, updated)
             for channel, wallet, time_ms, updated in db.execute(
@@ -269,7 +290,17 @@ class Store:
             )
         }
         demand = [topic for (topic,) in db.execute("SELECT topic FROM demand")]
-        return Loaded(list(streams.values()), positions, demand, meta)
+        next_stream = max(top_stream + 1, int(meta.get("next_stream", "1")))
+        return Loaded(
+            list(streams.values()),
+            positions,
+            demand,
+            meta,
+            first_seq or last_seq + 1,
+            last_seq + 1,
+            next_stream,
+            rows,
+        )
 
     def write(self, batch: Batch) -> None:
         """Everything in `batch`, in one transaction (all of it or none of it)."""
@@ -286,43 +317,31 @@ class Store:
 
     @staticmethod
     def _apply(db: sqlite3.Connection, batch: Batch) -> None:
-        for sid in batch.forget:
-            low, top = row_id(sid, 0), row_id(sid + 1, 0)
-            db.execute("DELETE FROM streams WHERE id = ?", (sid,))
-            db.execute("DELETE FROM messages WHERE id >= ? AND id < ?", (low, top))
-            db.execute("DELETE FROM ledger WHERE id >= ? AND id < ?", (low, top))
+        if batch.forget:
+            db.executemany("DELETE FROM streams WHERE id = ?", [(sid,) for sid in batch.forget])
+        if batch.clear_log:
+            db.execute("DELETE FROM log")
+        if batch.epochs:
+            db.executemany("UPDATE streams SET epoch = ? WHERE id = ?", batch.epochs)
         if batch.new_streams:
             db.executemany(
-                "INSERT INTO streams (id, topic, epoch, head, last_published) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO streams (id, topic, epoch, created) VALUES (?, ?, ?, ?)",
                 batch.new_streams,
             )
-        for epoch, sid in batch.epochs:
-            db.execute("UPDATE streams SET epoch = ?, head = 0 WHERE id = ?", (epoch, sid))
-            low, top = row_id(sid, 0), row_id(sid + 1, 0)
-            db.execute("DELETE FROM messages WHERE id >= ? AND id < ?", (low, top))
-        if batch.messages:
+        if batch.log:
             db.executemany(
-                "INSERT OR REPLACE INTO messages (id, time, payload) VALUES (?, ?, ?)",
-                batch.messages,
+                "INSERT INTO log (seq, stream, offset, time, expires, items, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                batch.log,
             )
-        if batch.heads:
+        if batch.moves:
             db.executemany(
-                "UPDATE streams SET head = ?, last_published = ? WHERE id = ?",
-                [(head, when, sid) for sid, (head, when) in batch.heads.items()],
+                "INSERT INTO log (seq, stream, offset, time, expires, items, payload) "
+                "SELECT ?, stream, offset, time, expires, items, payload FROM log WHERE seq = ?",
+                batch.moves,
             )
-        if batch.ledger:
-            db.executemany(
-                "INSERT OR REPLACE INTO ledger (id, item, expires) VALUES (?, ?, ?)", batch.ledger
-            )
-        for sid, first in batch.trims.items():
-            db.execute(
-                "DELETE FROM messages WHERE id > ? AND id < ?", (row_id(sid, 0), row_id(sid, first))
-            )
-        for sid, first in batch.ledger_trims.items():
-            db.execute(
-                "DELETE FROM ledger WHERE id >= ? AND id < ?", (row_id(sid, 0), row_id(sid, first))
-            )
+        if batch.delete_below:
+            db.execute("DELETE FROM log WHERE seq < ?", (batch.delete_below,))
         if batch.positions:
             db.executemany(
                 "INSERT OR REPLACE INTO positions (channel, wallet, time_ms, updated) "
