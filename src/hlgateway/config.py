@@ -138,6 +138,9 @@ class Settings:
     new_connections_per_minute: Count = 10  # per client IP
     max_connections_per_ip: Count = 100  # open at once
     max_connections_per_user: Count = 20  # open at once
+    # WebSockets this process holds at once; more get HTTP 503 (0: the open-file
+    # limit less a reserve, server/capacity.py).
+    max_connections: Count = 0
     message_rate: Rate = 20.0  # client messages/s per connection
     message_burst: Positive = 100  # token bucket size
     handshake_timeout: Seconds = 10.0  # the TLS handshake

@@ -27,6 +27,8 @@ from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.errors import ProtocolError
 from hlgateway.publisher import Publisher
+from hlgateway.server import delivery
+from hlgateway.server.capacity import connection_capacity
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
 from hlgateway.upstream import wire
@@ -105,6 +107,8 @@ class Gateway:
             market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
+        # WebSockets held at once before upgrades are refused (server/capacity.py).
+        self.capacity = connection_capacity(settings.max_connections)
         self.shutting_down = False
         self._drained: asyncio.Event | None = None  # set when the last connection ends (shutdown)
         self._sweeper: asyncio.Task[None] | None = None
@@ -205,8 +209,11 @@ class Gateway:
             else "degraded",
             "websocket": {
                 "clients": len(self.connections),
+                "capacity": self.capacity,
                 "subscriptions": self.hub.subscription_count,
                 "topics": self.hub.topic_count,
+                # Which delivery loops run (server/delivery.py): "c" or "python".
+                "deliveryLoops": "c" if delivery.SPEEDUPS else "python",
             },
             "upstream": {**upstream, "wallets": self.feeds.wallets.modes_summary()},
             "node": self.node,

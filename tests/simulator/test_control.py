@@ -483,7 +483,7 @@ async def test_stats(csim: Simulator, session: aiohttp.ClientSession) -> None:
     assert stats == csim.stats()
     assert set(stats) == {
         "connections", "drops", "restarts", "refusals", "stalls", "garbage",
-        "limitErrors", "trackedUsers",
+        "limitErrors", "actions", "trackedUsers",
     }  # fmt: skip
     assert stats["connections"] == {
         "accepted": 0,

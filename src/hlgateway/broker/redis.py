@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.broker import scripts
 from hlgateway.broker.base import (
@@ -119,7 +120,9 @@ class RedisBroker(Broker):
         # A stream nobody wants is forgotten this long after its last publication
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
-        self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        self._reconnect = reconnect.Reconnect(
+            backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        )
         self.shard = RedisShard(url, self.node)
         self._db = self.shard.db
         self._own = f"{PREFIX}:{self._db}:node:{self.node}".encode()
@@ -193,24 +196,25 @@ class RedisBroker(Broker):
         self._acks.clear()
 
     async def _supervise(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                attempt = 0
-                log.info("broker: connected to %s as node %s", self.shard.where, self.node)
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except UNAVAILABLE as exc:
-                log.warning("broker: Redis unavailable (%s); serving degraded", exc)
-            except Exception:
-                log.exception("broker: unexpected error; reconnecting")
-            if self.connected:
-                self._counts["disconnects"] += 1
-            await self._close()
-            attempt += 1
-            await asyncio.sleep(self._backoff.delay(attempt))
+        await reconnect.Supervisor(self._connection).run()  # for ever: stop() cancels it
+
+    async def _connection(self) -> reconnect.Retry | reconnect.GiveUp:
+        """One connection to Redis, from connect to its loss."""
+        try:
+            await self._connect()
+            self._reconnect.connected()
+            log.info("broker: connected to %s as node %s", self.shard.where, self.node)
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except UNAVAILABLE as exc:
+            log.warning("broker: Redis unavailable (%s); serving degraded", exc)
+        except Exception:
+            log.exception("broker: unexpected error; reconnecting")
+        if self.connected:
+            self._counts["disconnects"] += 1
+        await self._close()
+        return self._reconnect.ended()
 
     async def _connect(self) -> None:
         shard = self.shard

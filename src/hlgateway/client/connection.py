@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.client import messages as m
 from hlgateway.client.errors import (
@@ -59,6 +60,7 @@ from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")
 
@@ -183,7 +185,9 @@ class GatewayClient:
         self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retries: set[asyncio.TimerHandle] = set()
-        self._wake = asyncio.Event()
+        self._supervisor: Supervisor[Stop] = Supervisor(
+            self._next_link, stopping=lambda: self._closing, on_retry=self._waiting
+        )
         self._changed = asyncio.Event()
         self._closing = False
         self._fresh_token = False  # the policy asked for a new token on the next attempt
@@ -249,7 +253,7 @@ class GatewayClient:
             return
         self._close_started = True
         self._closing = True
-        self._wake.set()
+        self._supervisor.wake()
         link = self._link
         if link is not None:
             link.close_code, link.close_reason = 1000, "Client closing"
@@ -275,7 +279,7 @@ class GatewayClient:
         """Drop the current link and connect again at once (to the URL source's next URL)."""
         if self._closing:
             return
-        self._wake.set()  # while waiting: no more waiting
+        self._supervisor.wake()  # while waiting: no more waiting
         link = self._link
         if link is not None:
             self._policy.failover()
@@ -454,33 +458,32 @@ class GatewayClient:
     # -- the run loop -----------------------------------------------------------
     async def _run(self) -> None:
         try:
-            while not self._closing:
-                url = self._urls.next_url()
-                self.url = url
-                self._set_state(LinkState.CONNECTING)
-                decision = await self._attempt(url)
-                if self._closing:
-                    break
-                if isinstance(decision, Stop):
-                    if isinstance(decision.error, ReconnectAttemptsExhausted):
-                        self._events.emit("maxReconnectAttemptsReached", decision.error)
-                    self._stop(decision.error)
-                    return
-                self._fresh_token = decision.fresh_token
-                if decision.failover:
-                    continue  # straight to the next URL
-                self._set_state(LinkState.WAITING)
-                self._events.emit(
-                    "reconnecting",
-                    Reconnecting(decision.attempt, decision.after, self._last_reason),
-                )
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(decision.after):
-                        await self._wake.wait()
+            stop = await self._supervisor.run()
+            if stop is not None:
+                if isinstance(stop.error, ReconnectAttemptsExhausted):
+                    self._events.emit("maxReconnectAttemptsReached", stop.error)
+                self._stop(stop.error)
         except Exception as exc:  # a bug: do not die silently
             log.exception("gateway client stopped")
             self._stop(ClientClosed(f"internal error: {exc!r}"))
+
+    async def _next_link(self) -> Decision:
+        url = self._urls.next_url()
+        self.url = url
+        self._set_state(LinkState.CONNECTING)
+        decision = await self._attempt(url)
+        if isinstance(decision, Retry):
+            self._fresh_token = decision.fresh_token
+        return decision
+
+    def _waiting(self, decision: reconnect.Retry) -> None:
+        assert isinstance(decision, Retry)
+        if decision.failover:
+            return  # straight to the next URL
+        self._set_state(LinkState.WAITING)
+        self._events.emit(
+            "reconnecting", Reconnecting(decision.attempt, decision.after, self._last_reason)
+        )
 
     async def _attempt(self, url: str) -> Decision:
         """One link from connect to drop, and the policy's decision about the next."""
@@ -527,7 +530,7 @@ class GatewayClient:
             self._link = None
             self._lost(link)
         if self._closing:
-            return Retry(0.0, False, 0, "closing")
+            return Retry(0.0, 0, "closing")
         if not link.welcomed and not token_refused(link.close_code, link.close_reason):
             self._urls.report_failure(link.url)
         return self._policy.on_closed(link.close_code, link.close_reason, link.welcomed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
+from hlgateway.backoff import Backoff
 from hlgateway.notifier import commands as c
 from hlgateway.notifier.alerts import (
     Direction,
@@ -46,12 +48,21 @@ from hlgateway.notifier.pacing import Limits, Pacer
 from hlgateway.notifier.store import Outgoing, Store
 from hlgateway.notifier.telegram import Incoming, Outcome, TelegramApi
 from hlgateway.notifier.webhook import Webhook
+from hlgateway.reconnect import GiveUp, Reconnect, Retry, Supervisor, retrying
 
 log = logging.getLogger("hlgateway.notifier")
 
 UPDATE_OFFSET = "telegram_update_offset"
 RELOAD_MARGIN_MS = 5_000  # fills may arrive a little out of time order
 MAX_ATTEMPTS = 20  # a message that failed this often for reasons other than 429 is dropped
+# Retries, doubling, each delay drawn from its upper half (jitter): getUpdates failing
+# (1, 2, 4 .. 30 s), the database failing an event (1, 2, 4 .. 10 s, for ever: never
+# skip a fill), the info API failing a reload (0.5 .. 4 s, 5 tries in all), a message
+# failing (its chat held 1, 2, 4 .. 60 s).
+POLL_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=30.0)
+STORE_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=10.0)
+RELOAD_RETRY = Backoff(initial=0.5, decay=2.0, max_delay=4.0, max_attempts=4)
+SEND_RETRY = Backoff(initial=1.0, decay=2.0, max_delay=60.0)
 
 
 @dataclass(frozen=True)
@@ -181,19 +192,23 @@ class Notifier:
         async with self.store.db.transaction() as tx:
             raw = await Store.get_kv(tx, UPDATE_OFFSET)
         offset = int(raw) if raw is not None else None
-        failures = 0
-        while True:
-            try:
-                updates = await self.api.updates(offset)
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                log.warning("getUpdates failed (%s); retrying", exc)
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-                continue
-            for update in updates:
-                await self.handle_update(update)
-                offset = update.update_id + 1
+        policy = Reconnect(POLL_RETRY)
+
+        async def long_poll() -> Retry | GiveUp:
+            """Up while getUpdates answers: a link, as far as retrying goes."""
+            nonlocal offset
+            while True:
+                try:
+                    updates = await self.api.updates(offset)
+                except Exception as exc:
+                    log.warning("getUpdates failed (%s); retrying", exc)
+                    return policy.ended(repr(exc))
+                policy.connected()
+                for update in updates:
+                    await self.handle_update(update)
+                    offset = update.update_id + 1
+
+        await Supervisor(long_poll).run()
 
     async def handle_update(self, update: Incoming) -> None:
         after: list[Callable[[], Any]] = []
@@ -378,18 +393,15 @@ class Notifier:
 
     # -- gateway events -------------------------------------------------------------
     async def _consume(self) -> None:
-        retry: FeedEvent | None = None
+        policy = Reconnect(STORE_RETRY)
         while True:
-            event = retry if retry is not None else await self.feed.queue.get()
-            retry = None
-            try:
-                await self.handle_event(event)
-            except Exception:
-                # A database outage: keep the event and try again (never skip a fill).
-                log.exception("handling %s failed; retrying", type(event).__name__)
-                retry = event
-                await asyncio.sleep(1.0)
-                continue
+            event = await self.feed.queue.get()
+            # A database outage: keep the event and try again (never skip a fill).
+            await retrying(
+                functools.partial(self.handle_event, event),
+                policy,
+                failed=functools.partial(_handling_failed, type(event).__name__),
+            )
             self._wake.set()
 
     async def handle_event(self, event: FeedEvent) -> None:
@@ -461,14 +473,13 @@ class Notifier:
         start = int(since)
         if stream is not None and stream.last_fill_ms is not None:
             start = max(start, stream.last_fill_ms - RELOAD_MARGIN_MS)
-        for attempt in range(5):
-            try:
-                fills = await self.history.fills_since(wallet, start)
-                break
-            except Exception as exc:
-                log.warning("reloading fills of %s failed (%s)", wallet, exc)
-                await asyncio.sleep(0.5 * 2**attempt)
-        else:
+        history = self.history
+        fills = await retrying(
+            lambda: history.fills_since(wallet, start),
+            Reconnect(RELOAD_RETRY),
+            failed=lambda exc: log.warning("reloading fills of %s failed (%s)", wallet, exc),
+        )
+        if isinstance(fills, GiveUp):
             log.error("could not reload the fills of %s since %d", wallet, start)
             return
         made = await self._fills(wallet, fills, None)
@@ -607,9 +618,7 @@ class Notifier:
                 case Outcome.UNKNOWN | Outcome.FAILED:
                     give_up = msg.attempts + 1 >= MAX_ATTEMPTS
                     log.warning("sending message %d failed: %s", msg.id, result.detail)
-                    self.pacer.hold(
-                        msg.chat_id, self.clock() + min(60.0, 2.0 ** min(msg.attempts, 6))
-                    )
+                    self.pacer.hold(msg.chat_id, self.clock() + SEND_RETRY.delay(msg.attempts + 1))
                     await self.store.mark_attempt(msg.id, give_up=give_up)
         except Exception:
             log.exception("sending message %d", msg.id)
@@ -617,6 +626,10 @@ class Notifier:
         finally:
             self._in_flight.pop(msg.chat_id, None)
             self._wake.set()
+
+
+def _handling_failed(kind: str, _: Exception) -> None:
+    log.exception("handling %s failed; retrying", kind)  # called inside the except
 
 
 async def _bounded(step: Awaitable[Any], seconds: float) -> None:
