@@ -171,18 +171,24 @@ async def test_the_ledger_drops_what_was_published_before_a_restart(
 async def test_delivery_positions_survive_and_say_where_a_feed_starts(
     tmp_path: Path, clock: Clock
 ) -> None:
-    node = await Node(tmp_path, clock, Retention(size=5, ttl=60, max_size=10)).start()
+    retention = Retention(size=5, ttl=60, max_size=10)
+    node = await Node(tmp_path, clock, retention).start()
     assert node.broker.starts(FILLS) == {}
+    node.broker.delivered(USER_FILLS, WALLET, 3_000)  # where the feed started: stored at once
+    node.broker.demand(FILLS)
+    await turn()
+    node.kill()
+    node = await Node(tmp_path, clock, retention).start()
+    assert node.broker.starts(FILLS) == {WALLET: 3_000}
     node.broker.delivered(USER_FILLS, WALLET, 5_000)
     node.broker.delivered(USER_FILLS, WALLET, 4_000)  # never backwards
-    node.broker.demand(FILLS)
-    # Positions are written once a second (lagging the publications is safe: a restart
+    # A move is written within a second (lagging the publications is safe: a restart
     # reads a little more again, and the ledger drops it).
     clock.now += durable_module.POSITIONS_EVERY
     node.broker.upkeep()
     await turn()
     node.kill()
-    again = await Node(tmp_path, clock, Retention(size=5, ttl=60, max_size=10)).start()
+    again = await Node(tmp_path, clock, retention).start()
     assert again.broker.starts(FILLS) == {WALLET: 5_000}
     coordinator = again.broker.coordinator(_Feeds(), lambda: True)
     for topic in await again.broker.resume():

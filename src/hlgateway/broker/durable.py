@@ -548,10 +548,18 @@ class DurableBroker(MemoryBroker):
         known = self._positions.get(key)
         if known is not None and known[0] >= time_ms:
             return
-        self._positions[key] = (time_ms, self._clock())
-        # Written with the next second's commit: a position that lags the publications
-        # only makes a restart read a little more again (the ledger drops it); one that
-        # went ahead of them would lose events, and cannot (same or later transaction).
+        entry = self._positions[key] = (time_ms, self._clock())
+        if known is None:
+            # A stream's first position (where its feed started) goes with this turn's
+            # commit: without it a restart would start the stream from its own start.
+            self._batch.positions[key] = entry
+            self._batch.forget_positions.discard(key)
+            self._schedule()
+            return
+        # A move goes with the next second's commit: a position that lags the
+        # publications only makes a restart read a little more again (the ledger drops
+        # it); one that went ahead of them would lose events, and cannot (same or later
+        # transaction).
         self._moved.add(key)
 
     def _write_positions(self) -> None:
