@@ -3,13 +3,13 @@
 from hlgateway.broker.base import (
     Broker,
     EngineStartError,
-    Position,
     Publication,
     Replay,
     Retention,
     Sink,
 )
 from hlgateway.broker.memory import MemoryBroker
+from hlgateway.protocol.positions import Position
 
 __all__ = [
     "Broker",

@@ -37,17 +37,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.positions import Position
 
 if TYPE_CHECKING:
     from hlgateway.broker.coordination import Coordinator, FeedControl
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a lossless stream is: the offset of its last message in an epoch."""
-
-    offset: int
-    epoch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +108,7 @@ class BrokerStats:
     dropped_while_away: int = 0  # publications dropped over the bound while the store was away
     disconnects: int = 0  # connections to the store lost
     read_failures: int = 0  # reads that failed and answered live data only
+    write_failures: int = 0  # writes to the store that failed (retried)
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def health(self) -> dict[str, Any]:
@@ -128,6 +122,7 @@ class BrokerStats:
             "droppedWhileAway": self.dropped_while_away,
             "disconnects": self.disconnects,
             "readFailures": self.read_failures,
+            "commitFailures": self.write_failures,
         }
         return {
             "engine": self.engine,

@@ -46,7 +46,7 @@ from pathlib import Path
 import msgspec
 
 from hlgateway.backoff import Backoff
-from hlgateway.broker.base import BrokerStats, Position, Retention, with_position
+from hlgateway.broker.base import BrokerStats, Retention, with_position
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
 from hlgateway.broker.memory import MemoryBroker
@@ -55,14 +55,15 @@ from hlgateway.broker.store import (
     ITEM_SEPARATOR,
     Batch,
     LogRow,
-    SchemaTooNew,
     Store,
     StoreError,
     boot_id,
     move_aside,
 )
 from hlgateway.broker.topics import decode_topic, encode_topic
+from hlgateway.migrations import SchemaTooNew
 from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS, Topic
+from hlgateway.protocol.positions import Position
 
 log = logging.getLogger(__name__)
 
@@ -641,13 +642,13 @@ class DurableBroker(MemoryBroker):
             queued=len(self._queue),
             published=counts["published"],
             dropped_while_away=counts["droppedWhileAway"],
+            write_failures=counts["commitFailures"],
             details={
                 "stateDir": str(self.directory),
                 "found": self.found,
                 "retainedMessages": retained,
                 "stateBytes": store.size() if store is not None else 0,
                 "commits": store.commits if store is not None else 0,
-                "commitFailures": counts["commitFailures"],
                 "logRows": self._next_seq - self._disk_low,
                 "compactedRows": counts["compactedRows"],
                 "positions": len(self._positions),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from hlgateway.broker.base import Position, Publication, Retention
+from hlgateway.broker.base import Publication, Retention
+from hlgateway.protocol.positions import Position
 
 
 class StreamHistory:

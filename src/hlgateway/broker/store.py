@@ -26,9 +26,9 @@ checkpoint: the engine notices (the boot id changed while `running` was set)
 and starts every stream in a new epoch (docs/operations.md).
 
 The schema is versioned (`PRAGMA user_version`) and upgraded in place by
-numbered, forward-only migrations (`MIGRATIONS`); a database of a newer schema
-than this build knows refuses to open (`SchemaTooNew`), and nothing is ever
-dropped silently.
+numbered, forward-only migrations (`MIGRATIONS`, run by hlgateway/migrations.py
+as the notifier's are); a database of a newer schema than this build knows
+refuses to open (`SchemaTooNew`), and nothing is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hlgateway.broker.base import EngineStartError
+from hlgateway.migrations import Migration, latest, pending
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +56,8 @@ class StoreError(EngineStartError):
     """The store cannot be used as it is (the message says why)."""
 
 
-class SchemaTooNew(StoreError):
-    """The database was written by a newer build: refuse, never guess."""
-
-
-# -- schema -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    what: str
-    apply: Callable[[sqlite3.Connection], None]
+# A migration's step: a function of the connection, run inside its transaction.
+Step = Callable[[sqlite3.Connection], None]
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -100,8 +91,8 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "streams, history, ledger, delivery positions, demand", _v1),
+MIGRATIONS: tuple[Migration[Step], ...] = (
+    Migration(1, "streams, the log of publications, delivery positions, demand", _v1),
 )
 
 
@@ -111,28 +102,19 @@ def schema_version(db: sqlite3.Connection) -> int:
 
 
 def migrate(
-    db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS, *, where: str = ""
+    db: sqlite3.Connection, migrations: Sequence[Migration[Step]] = MIGRATIONS, *, where: str = ""
 ) -> tuple[int, int]:
-    """Bring the schema to the newest version, one migration per transaction;
-    returns (version found, version now). Raises SchemaTooNew."""
-    versions = [m.version for m in migrations]
-    if versions != list(range(1, len(migrations) + 1)):
-        raise ValueError("migrations are numbered 1, 2, ... without a gap")
+    """Bring the schema to the newest version (hlgateway/migrations.py decides which
+    steps), one migration per transaction with its version; returns (version found,
+    version now). Raises SchemaTooNew, before changing anything."""
     found = schema_version(db)
-    latest = len(migrations)
-    if found > latest:
-        raise SchemaTooNew(
-            f"the state store {where or 'database'} has schema version {found}, and this "
-            f"hlgateway knows versions up to {latest}: run a newer hlgateway, or point "
-            "--state-dir elsewhere (the directory is left as it is)"
-        )
-    for migration in migrations[found:]:
+    for migration in pending(found, migrations, f"the state store {where or 'database'}"):
         with db:  # one transaction: the schema and its version change together
             db.execute("BEGIN IMMEDIATE")
-            migration.apply(db)
+            migration.step(db)
             db.execute(f"PRAGMA user_version = {migration.version:d}")
-        log.info("state store: schema %d (%s)", migration.version, migration.what)
-    return found, latest
+        log.info("state store: schema %d (%s)", migration.version, migration.summary)
+    return found, max(found, latest(migrations))
 
 
 # -- what a start finds ---------------------------------------------------------------
@@ -221,7 +203,7 @@ class Store:
         self._checkpointer: Checkpointer | None = None
         self.commits = 0
 
-    def open(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    def open(self, migrations: Sequence[Migration[Step]] = MIGRATIONS) -> None:
         """Open (creating it if absent) and migrate. Raises sqlite3.DatabaseError
         for a file that is not a usable database, SchemaTooNew for a newer one."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

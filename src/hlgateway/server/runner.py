@@ -17,6 +17,7 @@ from aiohttp import web
 from hlgateway.broker import EngineStartError
 from hlgateway.config import Settings
 from hlgateway.gateway import Gateway
+from hlgateway.migrations import SchemaError
 from hlgateway.server import redact
 from hlgateway.server.accept.listener import GuardedSite, listen
 from hlgateway.server.access_log import RedactingAccessLogger
@@ -138,7 +139,7 @@ def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             runner(serve(settings, banner=banner))
-    except EngineStartError as exc:
+    except (EngineStartError, SchemaError) as exc:
         print(f"hlgateway: {exc}", file=sys.stderr)
         return 2
     sys.stdout.flush()
