@@ -40,7 +40,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -49,7 +49,8 @@ from hlgateway.backoff import Backoff
 from hlgateway.broker.base import BrokerStats, Retention, with_position
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
-from hlgateway.broker.memory import MemoryBroker
+from hlgateway.broker.ledger import ItemLedger
+from hlgateway.broker.memory import FORGET_POSITIONS_EVERY, MemoryBroker
 from hlgateway.broker.statedir import DirectoryLock
 from hlgateway.broker.store import (
     ITEM_SEPARATOR,
@@ -62,44 +63,17 @@ from hlgateway.broker.store import (
 )
 from hlgateway.broker.topics import decode_topic, encode_topic
 from hlgateway.migrations import SchemaTooNew
-from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS, Topic
+from hlgateway.protocol.channels import Topic
 from hlgateway.protocol.positions import Position
 
 log = logging.getLogger(__name__)
 
-LEDGER_CAPACITY = 4096  # item ids kept per stream (a restart re-delivers seconds, not hours)
 MAX_QUEUED = 100_000  # lossless publications kept while the store cannot be written
 POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that moved
-FORGET_POSITIONS_EVERY = 60.0  # seconds between sweeps of positions nobody feeds
 COMPACT_EVERY = 5.0  # seconds between looks at the log's dead rows
 COMPACT_SLACK = 50_000  # dead rows the log may hold beyond as many as it has live ones
 MOVE_BUDGET = 500  # rows copied forward by one compaction (~1.5 ms)
 DELETE_MIN = 256  # dead rows one commit may delete at least (twice what it appends, if more)
-POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS})
-
-
-class _Ledger:
-    """One stream's published item ids (the newest LEDGER_CAPACITY) and their expiry."""
-
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        self.items: collections.OrderedDict[str, float] = collections.OrderedDict()
-
-    def add(self, item: str, expires: float, now: float) -> bool:
-        """True if the item was not published before (or its entry expired)."""
-        known = self.items.get(item)
-        if known is not None and known > now:
-            return False
-        self.items[item] = expires
-        self.items.move_to_end(item)
-        if len(self.items) > LEDGER_CAPACITY:
-            self.items.popitem(last=False)
-        return True
-
-    def forget(self, item: str) -> None:
-        """An item whose publication was dropped (never stored): not published after all."""
-        self.items.pop(item, None)
 
 
 class _Stored:
@@ -111,7 +85,7 @@ class _Stored:
         self.topic = topic
         self.stream = stream
         self.id = sid
-        self.ledger = _Ledger()
+        self.ledger = ItemLedger()
 
 
 # A queued publication: its stream, payload, ledger item ids and their expiry.
@@ -144,14 +118,12 @@ class DurableBroker(MemoryBroker):
         self._retry: asyncio.TimerHandle | None = None
         self._failures = 0  # consecutive failed commits
         self._backoff = Backoff(initial=0.05, decay=2.0, max_delay=2.0)
-        self._positions: dict[tuple[str, str], tuple[int, float]] = {}
         self._moved: set[tuple[str, str]] = set()  # positions not yet written
         self._demanded: dict[Topic, bytes] = {}  # lossless topics wanted, as stored
         self._resume: list[Topic] = []
         self._frozen = False  # stopping: demand stays as it was
         now = clock()
         self._last_positions = now
-        self._last_forget_positions = now
         self._last_compact = now
         self._counts: collections.Counter[str] = collections.Counter()
         self.found = "new"  # what the start found: new | restored | unusable | rebooted
@@ -547,21 +519,19 @@ class DurableBroker(MemoryBroker):
     def delivered(self, channel: str, wallet: str, time_ms: int) -> None:
         key = (channel, wallet)
         known = self._positions.get(key)
-        if known is not None and known[0] >= time_ms:
-            return
-        entry = self._positions[key] = (time_ms, self._clock())
+        super().delivered(channel, wallet, time_ms)
         if known is None:
             # A stream's first position (where its feed started) goes with this turn's
             # commit: without it a restart would start the stream from its own start.
-            self._batch.positions[key] = entry
+            self._batch.positions[key] = self._positions[key]
             self._batch.forget_positions.discard(key)
             self._schedule()
-            return
-        # A move goes with the next second's commit: a position that lags the
-        # publications only makes a restart read a little more again (the ledger drops
-        # it); one that went ahead of them would lose events, and cannot (same or later
-        # transaction).
-        self._moved.add(key)
+        elif known[0] < time_ms:
+            # A move goes with the next second's commit: a position that lags the
+            # publications only makes a restart read a little more again (the ledger
+            # drops it); one that went ahead of them would lose events, and cannot
+            # (same or later transaction).
+            self._moved.add(key)
 
     def _write_positions(self) -> None:
         if not self._moved:
@@ -574,16 +544,6 @@ class DurableBroker(MemoryBroker):
                 batch.forget_positions.discard(key)
         self._moved.clear()
         self._schedule()
-
-    def starts(self, topic: Topic) -> Mapping[str, int]:
-        if topic.channel not in POSITIONED_CHANNELS:
-            return {}
-        positions = self._positions
-        return {
-            wallet: positions[(topic.channel, wallet)][0]
-            for wallet in topic.wallets
-            if (topic.channel, wallet) in positions
-        }
 
     # -- upkeep -------------------------------------------------------------------------
     def upkeep(self) -> None:
@@ -600,7 +560,10 @@ class DurableBroker(MemoryBroker):
             self._write_positions()
         if now - self._last_forget_positions >= FORGET_POSITIONS_EVERY:
             self._last_forget_positions = now
-            self._sweep_positions(now)
+            for key in self._sweep_positions(now):
+                self._moved.discard(key)
+                self._batch.positions.pop(key, None)
+                self._batch.forget_positions.add(key)
         if now - self._last_compact >= COMPACT_EVERY:
             self._last_compact = now
             self._compact_due = True
@@ -613,18 +576,6 @@ class DurableBroker(MemoryBroker):
         rows in the log are dead: compaction takes them)."""
         del self._streams[topic]
         self._batch.forget.append(self._stored.pop(topic).id)
-
-    def _sweep_positions(self, now: float) -> None:
-        """Forget the positions of wallet streams nobody wants that went quiet for the
-        history window (what they would recover has left the history anyway)."""
-        fed = {(t.channel, w) for t in self._wanted for w in t.wallets}
-        ttl = self.retention.ttl
-        for key, (_, updated) in list(self._positions.items()):
-            if key not in fed and now - updated > ttl:
-                del self._positions[key]
-                self._moved.discard(key)
-                self._batch.positions.pop(key, None)
-                self._batch.forget_positions.add(key)
 
     # -- coordination and state ---------------------------------------------------------
     def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
