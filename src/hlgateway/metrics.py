@@ -254,6 +254,19 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+        # Order entry: each relayed post once, by how it ended (ok, err, or the refusal's code).
+        self.posts = Counter(
+            "hlgateway_posts",
+            "Posts (signed orders) by outcome: ok, err, or the refusal's code",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.post_seconds = Histogram(
+            "hlgateway_post_seconds",
+            "From a post's arrival to its post_result (Hyperliquid's answer relayed)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=self.registry,
+        )
         self.registry.register(_GatewayCollector(source))
 
     def count(self, channel: str, subscribers: int, size: int) -> None:
