@@ -61,6 +61,7 @@ async def test_a_fleet_restarted_after_every_node_died_loses_no_fill(
         await _forget_recent_demand(redis_url)
         await eventually(lambda: _filled_since(simulator, down), 15)
         await again.start()
+
         # Fed again before any client came back: it resumed the wanted stream.
         async def holds() -> bool:
             return bool((await health(again))["leases"]["held"])
