@@ -49,9 +49,9 @@ from typing import Any
 import aiohttp
 
 from bench.table import machine, write_section
-from bench.waits import until
 from hlgateway.auth import issue_token
 from hlgateway.simulator import SimConfig, Simulator
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "bench" / "fleet" / "build"
@@ -244,7 +244,7 @@ class Client:
                 )
                 # The gateway allows 20 messages a second per connection (a burst of 100).
                 await asyncio.sleep(0.06)
-        await until(lambda: all(rid in self.got.replies for rid in ids), 60)
+        await eventually(lambda: all(rid in self.got.replies for rid in ids), 60)
         return sorted({w for rid, w in ids.items() if self.got.replies[rid].get("type") == "error"})
 
     async def close(self) -> None:
@@ -417,7 +417,7 @@ async def handover_run(
             after_join, settled_at = await settle(session, nodes, 40, steady=5.0)
             join_settle = settled_at - added
             cut = time.time() * 1000
-            await until(
+            await eventually(
                 lambda: all(any(f["time"] > cut for f in sim.ledger(w)["fills"]) for w in demanded),
                 60,
             )

@@ -71,3 +71,15 @@ async def test_weight_budget_serves_callers_in_order() -> None:
 
     await asyncio.gather(*(call(n) for n in range(4)))
     assert order == [0, 1, 2, 3] and t.now == 60.0
+
+
+def test_weight_budget_try_take_never_waits_and_leaves_what_it_must_keep() -> None:
+    now = [0.0]
+    budget = WeightBudget(1200, clock=lambda: now[0])
+    assert budget.try_take(1000, keep=200)
+    assert not budget.try_take(1, keep=200)  # 200 left: all of it kept
+    assert budget.available() == 200 and budget.spent == 1000
+    now[0] = 59.0  # the sliding minute gives nothing back before the first is a minute old
+    assert not budget.try_take(20, keep=200)
+    now[0] = 60.0
+    assert budget.try_take(20, keep=200) and budget.spent == 1020

@@ -22,7 +22,7 @@ def test_a_polls_weight_is_hyperliquids_for_its_calls() -> None:
 
 
 def test_the_polling_rate_leaves_the_market_context_and_recoveries_their_share() -> None:
-    budget = PollBudget(weight_per_minute=1200, context_refresh=10)
+    budget = PollBudget(weight_per_minute=1200)
     # 1200 less 10% for recoveries less 120/min of metaAndAssetCtxs: 960/min.
     assert budget.rate == pytest.approx(16.0)
     assert budget.interval(0) == 5.0  # nothing polled: the configured interval
@@ -30,12 +30,18 @@ def test_the_polling_rate_leaves_the_market_context_and_recoveries_their_share()
     assert budget.interval(4 * 42) == pytest.approx(10.5)  # four need 10.5 s
     assert budget.fits(11 * 42) and not budget.fits(12 * 42)  # 30 s accepted
     assert budget.headroom(10 * 42) == pytest.approx(16 * 30 - 420)
-    starved = PollBudget(weight_per_minute=100, context_refresh=10)
+    # The market list grows (spot, builder dexes): polling gets what is left, live.
+    reserve = [120.0]
+    growing = PollBudget(weight_per_minute=1200, reserved=lambda: reserve[0])
+    assert growing.rate == pytest.approx(16.0)
+    reserve[0] = 460.0
+    assert growing.rate == pytest.approx((1080 - 460) / 60)
+    starved = PollBudget(weight_per_minute=100)  # less than the market context takes
     assert starved.rate == 0 and starved.interval(42) == math.inf and not starved.fits(1)
 
 
 def test_each_wallet_is_polled_every_interval_and_the_interval_follows_the_weight() -> None:
-    schedule = PollSchedule(PollBudget(weight_per_minute=1200, context_refresh=10))  # 16/s
+    schedule = PollSchedule(PollBudget(weight_per_minute=1200))  # 16/s
     assert schedule.due(0.0) is None and schedule.next_at() is None
     schedule.add("a", 42, now=0.0)
     assert schedule.due(0.0) == "a"  # a new wallet's first poll is at once
@@ -63,7 +69,7 @@ def test_each_wallet_is_polled_every_interval_and_the_interval_follows_the_weigh
 
 
 def test_paced_polls_never_spend_more_than_the_rate_in_any_minute() -> None:
-    budget = PollBudget(weight_per_minute=1200, context_refresh=10)  # 16 a second
+    budget = PollBudget(weight_per_minute=1200)  # 16 a second
     schedule = PollSchedule(budget)
     for n in range(20):
         schedule.add(str(n), 20, now=0.0)  # all due together
@@ -92,7 +98,7 @@ def test_a_failed_poll_is_retried_one_interval_later() -> None:
 
 
 def test_wallets_beyond_the_accepted_latency_are_counted() -> None:
-    budget = PollBudget(weight_per_minute=1200, context_refresh=10, max_interval=30)
+    budget = PollBudget(weight_per_minute=1200, max_interval=30)
     schedule = PollSchedule(budget)
     for n in range(11):
         schedule.add(str(n), 42, now=0.0)

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 
 from hlgateway import reconnect
 from hlgateway.backoff import Backoff
@@ -44,25 +45,21 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
-from hlgateway.client.positions import (
-    Joined,
-    Position,
-    Recovered,
-    Resync,
-    Since,
-    Verdict,
-    as_position,
-)
+from hlgateway.client.positions import Joined, Recovered, Resync, Since, Verdict, as_position
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
-from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
+from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry, latest_candles
 from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+from hlgateway.protocol.positions import Position
 from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")
+
+# A post's answer waits for Hyperliquid (the gateway gives up after its own 10 s).
+POST_TIMEOUT = 15.0
 
 
 class LinkState(StrEnum):
@@ -355,6 +352,16 @@ class GatewayClient:
     ) -> Subscription[m.DataMessage]:
         return self._add("account_updates", None, None, {"userId": user_id, "wallet": wallet})
 
+    def candles(self, symbol: str, interval: str) -> Subscription[m.DataMessage]:
+        """The last 500 candles first (`CandlesData`), then each update of the current one."""
+        return self._add("candles", None, None, {"symbol": symbol, "interval": interval})
+
+    def bbo(self, symbol: str) -> Subscription[m.DataMessage]:
+        return self._add("bbo", None, None, {"symbol": symbol})
+
+    def asset_context(self, symbol: str) -> Subscription[m.DataMessage]:
+        return self._add("asset_context", None, None, {"symbol": symbol})
+
     def system(self) -> Subscription[m.DataMessage]:
         return self._add("system", None, None, {})
 
@@ -378,6 +385,16 @@ class GatewayClient:
         since: Since | None = None,
     ) -> Subscription[Item]:
         return self._add("user_fills", None, since, {"userId": user_id, "wallet": wallet})
+
+    def user_ledger(
+        self,
+        user_id: str,
+        wallet: str | None = None,
+        *,
+        since: Since | None = None,
+    ) -> Subscription[Item]:
+        """Deposits, withdrawals, transfers, liquidations, funding: each event once."""
+        return self._add("user_ledger", None, since, {"userId": user_id, "wallet": wallet})
 
     def room(self, name: str, *, since: Since | None = None) -> Subscription[Item]:
         """Join a room (`join_room`); its messages arrive as data on channel `room`."""
@@ -413,6 +430,20 @@ class GatewayClient:
         RequestFailed. Waits for the link if it is down (the message is queued)."""
         pending = self._request(dict(msg), "request")
         return await self._await(pending, timeout)
+
+    async def post(self, request: m.Json, timeout: float | None = None) -> m.PostResult:
+        """Relay a signed `/exchange` body through the gateway (docs/trading.md).
+
+        Returns the gateway's `post_result`: Hyperliquid's answer as it came. A
+        refusal (FORBIDDEN, INVALID_PARAMS, RATE_LIMITED) raises RequestFailed and
+        nothing was sent. ConnectionLost (the link dropped after the post was
+        written) means the outcome is unknown: look the order up by its cloid before
+        sending it again. `request` goes out with its keys in the order given.
+        """
+        wait = POST_TIMEOUT if timeout is None else timeout
+        reply = await self._await(self._request({"type": "post", "request": request}, "post"), wait)
+        assert isinstance(reply, m.PostResult)
+        return reply
 
     async def ping(self, timeout: float | None = None) -> float:
         """Application-level ping; returns the round trip in seconds."""
@@ -657,6 +688,22 @@ class GatewayClient:
         log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
         self._send_subscribe(link, entry)
 
+    def rewind(self, sub: Subscription[Any], position: Since) -> None:
+        """Have the lossless stream of `sub` replayed after `position`: for an application
+        that dropped what it could not keep up with (and stored where it stopped). The
+        subscription stays, and the gateway keeps feeding it: asked again with `since`
+        (now, or on the next link), it replays what followed, or cannot (a `Resync`).
+        Messages after `position` that come before the replay are dropped here."""
+        entry = self._registry.holding(sub)
+        if entry is None:
+            raise ValueError(f"{sub!r} is not subscribed")
+        entry.cursor.rewind(as_position(position))
+        link = self._link
+        if link is not None and link.welcomed and not entry.in_flight:
+            self._send_subscribe(link, entry)
+        # In flight: what its reply brings after `position` is a gap, which heals the
+        # same way. Link down: the reconnect subscribes with `since` this position.
+
     def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
         def retry() -> None:
             self._retries.discard(handle)
@@ -727,6 +774,8 @@ class GatewayClient:
                 self._events.emit("authenticated", msg)
             case m.Shutdown():
                 self._events.emit("shutdown", msg)
+            case m.PostResult():
+                self._events.emit("post_result", msg)
             case m.UnknownMessage():
                 self._events.emit("message", msg)
         if pending is not None and pending.future is not None and not pending.future.done():
@@ -798,7 +847,10 @@ class GatewayClient:
     def _data(self, msg: m.DataMessage) -> None:
         entry = self._registry.route(msg.channel, msg.params)
         if entry is not None:
-            if entry.channel in SNAPSHOT_CHANNELS:
+            if entry.channel == "candles" and entry.latest is not None:
+                data = latest_candles(entry.latest.data, msg.data)
+                entry.latest = msgspec.structs.replace(msg, data=data)
+            elif entry.channel in SNAPSHOT_CHANNELS:
                 entry.latest = msg
             previous = entry.cursor.position
             verdict = entry.cursor.on_data(msg.offset, msg.epoch)

@@ -59,6 +59,37 @@ def fill_line(fill: dict[str, Any], label: str | None) -> str:
     return " · ".join(parts)
 
 
+# The ledger events `/ledger on` notifies (the gateway's `user_ledger` kinds).
+LEDGER_KINDS = frozenset({"deposit", "withdraw", "liquidation"})
+
+
+def ledger_line(event: dict[str, Any], label: str | None) -> str | None:
+    """A deposit, withdrawal or liquidation in HTML; None for the kinds not notified."""
+    kind = event.get("kind")
+    who = f"<i>{esc(label if label else short_wallet(str(event.get('wallet', ''))))}</i>"
+    amount = event.get("amount")
+    token = esc(event.get("token") or "USDC")
+    if kind == "deposit":
+        return f"<b>Deposit</b> {esc(number(amount))} {token} · {who}"
+    if kind == "withdraw":
+        size = abs(amount) if isinstance(amount, int | float) else amount
+        fee = event.get("fee")
+        tail = f" (fee {esc(number(fee))})" if fee not in (None, 0, 0.0) else ""
+        return f"<b>Withdrawal</b> {esc(number(size))} {token}{tail} · {who}"
+    if kind == "liquidation":
+        raw = event.get("raw") or {}
+        positions = ", ".join(
+            f"{esc(p.get('coin'))} {esc(p.get('szi'))}"
+            for p in raw.get("liquidatedPositions") or []
+            if isinstance(p, dict)
+        )
+        return (
+            f"⚠️ <b>Liquidated</b>: {positions or 'positions'}"
+            f" · notional {esc(number(amount))} {token} · {who}"
+        )
+    return None
+
+
 def order_line(update: dict[str, Any], label: str | None) -> str:
     order = update.get("order") or {}
     action = str(update.get("action", "updated"))
@@ -98,3 +129,50 @@ def take_first(lines: list[str], limit: int = MAX_MESSAGE) -> int:
         if size > limit:
             return max(count, 1)
     return len(lines)
+
+
+def positions_text(
+    watches: Iterable[tuple[str, str | None]], accounts: dict[str, dict[str, Any]]
+) -> str:
+    """/positions: each watched wallet (wallet, label) with its account's open positions."""
+    out: list[str] = []
+    for wallet, label in watches:
+        name = esc(label or short_wallet(wallet))
+        state = accounts.get(wallet)
+        if state is None:
+            out.append(f"<b>{name}</b>: no account data yet")
+            continue
+        positions = [p for p in state.get("positions") or [] if p.get("size")]
+        out.append(
+            f"<b>{name}</b>: account {esc(number(state.get('accountValue')))}"
+            + ("" if positions else ", no open positions")
+        )
+        for p in positions:
+            size = p.get("size")
+            numeric = isinstance(size, int | float)
+            side = "long" if numeric and size > 0 else "short"
+            amount = esc(number(abs(size) if numeric else size))
+            liq = p.get("liquidationPrice")
+            out.append(
+                f"  {esc(p.get('symbol'))} {side} {amount}"
+                f" @ {esc(number(p.get('entryPrice')))}"
+                f" · uPnL {esc(number(p.get('unrealizedPnl')))}"
+                + (f" · liq {esc(number(liq))}" if liq else "")
+            )
+    return "\n".join(out)
+
+
+def liquidation_line(symbol: str, who: str, distance: Decimal, liquidation: Any, under: str) -> str:
+    return (
+        f"⚠️ <b>{esc(symbol)}</b> position of <i>{esc(who)}</i>"
+        f" is {distance * 100:.1f}% from liquidation (liq {esc(number(liquidation))};"
+        f" under {under})"
+    )
+
+
+def alert_line(symbol: str, above: bool, price: Decimal, direction: str, level: Decimal) -> str:
+    verb = "reached" if above else "fell to"
+    return (
+        f"🔔 <b>{esc(symbol)}</b> {verb} {esc(number(str(price)))}"
+        f" ({esc(direction)} {esc(str(level))})"
+    )

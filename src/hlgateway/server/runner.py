@@ -14,12 +14,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from hlgateway.broker import EngineStartError
 from hlgateway.config import Settings
 from hlgateway.gateway import Gateway
+from hlgateway.migrations import SchemaError
 from hlgateway.server import redact
 from hlgateway.server.accept.listener import GuardedSite, listen
 from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
+from hlgateway.server.capacity import raise_open_files_limit
 from hlgateway.upstream.networks import Endpoint, endpoint_for
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT. `banner` receives the gateway's ws URL once it listens."""
     redact.install()  # no token reaches a log line, whoever logs it
+    raise_open_files_limit()  # before the Gateway sizes its capacity from it
     parent: int | None = None
     if settings.reuse_port:  # a worker of --workers
         _die_with_parent()
@@ -132,7 +136,11 @@ def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         runner = asyncio.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(settings, banner=banner))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runner(serve(settings, banner=banner))
+    except (EngineStartError, SchemaError) as exc:
+        print(f"hlgateway: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.flush()
     return 0

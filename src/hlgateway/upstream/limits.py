@@ -1,7 +1,7 @@
 """Budgets that keep the gateway inside Hyperliquid's per-IP limits.
 
-Sans-I/O counters take the time as an argument; `WeightBudget` adds the one
-await the callers need (wait until the budget allows).
+The counting is ratelimit.py's (sans I/O: a token bucket, a sliding window);
+this module adds the one await the callers need: wait until the budget allows.
 """
 
 from __future__ import annotations
@@ -96,6 +96,17 @@ class WeightBudget:
                     return
                 await self._sleep(wait)
 
+    def try_take(self, weight: float, *, keep: float = 0.0) -> bool:
+        """Take ``weight`` now if that leaves at least ``keep``; never waits.
+
+        Order entry's REST fallback: it must not queue behind the data side's
+        polling, and must leave it ``keep``.
+        """
+        if self.used() + weight > self.capacity - keep:
+            return False
+        self.charge(weight)
+        return True
+
 
 class MessageRate:
     """Upstream messages sent per minute across all links (Hyperliquid: 2000/min per IP)."""
@@ -108,6 +119,21 @@ class MessageRate:
     async def take(self) -> None:
         async with self._lock:
             await wait_turn(self._window, self._clock)
+
+    def try_take(self, *, keep: int = 0) -> bool:
+        """One message now if at least ``keep`` stay free for others; never waits.
+
+        Posts use it: they never queue behind market data's subscribes, and they
+        leave the data links ``keep`` messages of the minute.
+        """
+        now = self._clock()
+        if self._window.limit - self._window.count(now) <= keep:
+            return False
+        return self._window.try_take(now)
+
+    def count_now(self) -> None:
+        """Count a message sent without waiting (the post link's pings), if there is room."""
+        self._window.try_take(self._clock())
 
     def used(self) -> int:
         return self._window.count(self._clock())

@@ -4,8 +4,8 @@ Hyperliquid limits REST to 1200 weight a minute per IP. Polling a wallet costs
 what its calls weigh (`userFillsByTime` 20, `historicalOrders` 20, each plus
 one per 20 items answered, `clearinghouseState` 2), at every poll. What the
 node may spend on polling is its budget less what it needs otherwise: the
-market context (one `metaAndAssetCtxs`, 20, every `context_refresh` s) and a
-share kept for the recoveries of WebSocket wallets after a reconnect. Spread
+market list and contexts (`Upstream.context_weight_per_minute`) and a share
+kept for the recoveries of WebSocket wallets after a reconnect. Spread
 over the polled wallets, that gives the interval: never shorter than the
 configured one, and longer when the wallets cost more than the budget gives,
 which /health then says instead of the polls falling silently behind.
@@ -20,23 +20,27 @@ Sans I/O: the caller passes the time (seconds, any monotonic origin).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
-from hlgateway.upstream.rest import info_weight
+from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_LEDGER, USER_ORDERS
+from hlgateway.upstream.rest import LEDGER_STREAMS, info_weight
 
 # The share of the REST budget polling leaves for wallet recoveries (a reconnect
 # rebuilds every WebSocket wallet's gap from REST).
 RECOVERY_SHARE = 0.1
-CONTEXT_WEIGHT = info_weight("metaAndAssetCtxs")
 
 
-def poll_weight(channels: Iterable[str], fills: int = 0, orders: int = 0) -> int:
+def one_context_call_every_10_s() -> float:
+    """A reserve for tests and defaults: one `metaAndAssetCtxs` (20) every 10 s."""
+    return info_weight("metaAndAssetCtxs") * 6.0
+
+
+def poll_weight(channels: Iterable[str], fills: int = 0, orders: int = 0, ledger: int = 0) -> int:
     """The weight of one poll of a wallet with these user channels.
 
-    `fills` and `orders`: how many items its calls answered (an estimate before
-    the first poll: 0, the base weights).
+    `fills`, `orders`, `ledger`: how many items its calls answered (an estimate
+    before the first poll: 0, the base weights).
     """
     wanted = set(channels)
     weight = 0
@@ -44,6 +48,9 @@ def poll_weight(channels: Iterable[str], fills: int = 0, orders: int = 0) -> int
         weight += info_weight("userFillsByTime", fills)
     if USER_ORDERS in wanted:
         weight += info_weight("historicalOrders", orders)
+    if USER_LEDGER in wanted:
+        # Two calls (non-funding updates, funding payments), the items shared out.
+        weight += sum(info_weight(stream) for stream in LEDGER_STREAMS) + ledger // 20
     if ACCOUNT_UPDATES in wanted:
         weight += info_weight("clearinghouseState")
     return weight
@@ -54,15 +61,16 @@ class PollBudget:
     """A node's REST budget as polling sees it."""
 
     weight_per_minute: float = 1200.0
-    context_refresh: float = 10.0  # seconds between market-context calls (20 each)
+    # Weight a minute the node spends otherwise (market list and contexts), read live:
+    # it grows with the builder dexes the exchange lists.
+    reserved: Callable[[], float] = one_context_call_every_10_s
     min_interval: float = 5.0  # the configured interval: never poll a wallet faster
     max_interval: float = 30.0  # the latency accepted for a polled wallet
 
     @property
     def rate(self) -> float:
         """Weight per second polling may spend, sustained."""
-        reserved = CONTEXT_WEIGHT * 60.0 / self.context_refresh
-        per_minute = self.weight_per_minute * (1 - RECOVERY_SHARE) - reserved
+        per_minute = self.weight_per_minute * (1 - RECOVERY_SHARE) - self.reserved()
         return max(0.0, per_minute / 60.0)
 
     def interval(self, cycle_weight: float) -> float:

@@ -1,5 +1,12 @@
 """The upstream as a whole: a small pool of links, the REST API, and market data
-that the gateway needs before anyone subscribes (the symbol list, 24 h context).
+that the gateway needs before anyone subscribes (the market list, 24 h context).
+
+The market list is every perp of the main dex, every spot pair and every perp of
+each builder-deployed dex, refreshed while running: the main dex's perps and the
+spot pairs (with their 24 h contexts) every `context_refresh` seconds, the list
+of builder dexes and their perps every `dex_refresh` seconds (one REST call per
+dex: slower, to stay well inside the weight budget). A market that disappears
+from the list is delisted: refused by name from then on.
 
 Subscriptions are reference counted by their Hyperliquid identity, so many
 topics that need the same upstream stream (every `prices` topic needs
@@ -20,7 +27,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +41,14 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
 from hlgateway.upstream.link import Link, LinkState, subscription_key
 from hlgateway.upstream.networks import Endpoint
-from hlgateway.upstream.rest import InfoClient, RestError
+from hlgateway.upstream.rest import InfoClient, RestError, info_weight
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Link, wire.Event], None]
+LinkStateSink = Callable[[Link, LinkState], None]
 StatusSink = Callable[[str], None]
+Gate = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class Upstream:
         limits: UpstreamLimits = UpstreamLimits(),
         timing: LinkTiming = LinkTiming(),
         context_refresh: float = 10.0,
+        dex_refresh: float = 60.0,
         ca_file: str | None = None,
         source_address: str | None = None,
     ) -> None:
@@ -91,17 +101,21 @@ class Upstream:
         # address: the per-IP limits Hyperliquid counts are this address's.
         self.source_address = source_address
         self.markets = Markets()
-        self.contexts: dict[str, wire.AssetContext] = {}
+        self.contexts: dict[str, wire.AssetContext] = {}  # by canonical symbol
         self.limits = limits
         self._on_event = on_event
         self._on_status = on_status
         self.timing = timing
         self._context_refresh = context_refresh
+        self._dex_refresh = dex_refresh
+        self._dex_listings: dict[str, wire.Listing] = {}
+        self._dexes_read_at = float("-inf")
         # An extra CA (a private upstream, or the simulator over TLS in tests).
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=ca_file) if ca_file else True
         )
         self._links: list[Link] = []
+        self.post_link: Link | None = None  # order entry's own link (upstream/exchange.py)
         self._refs: dict[str, int] = {}
         self._placement: dict[str, Link] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -129,7 +143,8 @@ class Upstream:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        await asyncio.gather(*(link.stop() for link in self._links))
+        links = [*self._links, *([self.post_link] if self.post_link is not None else [])]
+        await asyncio.gather(*(link.stop() for link in links))
         if self._session is not None:
             await self._session.close()
 
@@ -169,32 +184,82 @@ class Upstream:
         ]
         if candidates:
             return min(candidates, key=lambda link: len(link.wanted))
-        if len(self._links) >= self.limits.max_links or self._session is None:
+        if self._link_count() >= self.limits.max_links or self._session is None:
             raise ProtocolError(
                 ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream capacity reached; try again later"
             )
-        t = self.timing
-        link = Link(
-            len(self._links),
-            self.endpoint.ws_url,
-            self._session,
-            self._on_event,
-            self._link_state,
-            ping_interval=t.ping_interval,
-            pong_timeout=t.pong_timeout,
-            stale_after=t.stale_after,
-            backoff=t.backoff,
-            connect_gate=self._connect_gate,
-            send_gate=self._messages.take,
-            ssl=self._ssl,
+        link = self._new_link(
+            len(self._links), self._on_event, self._link_state, self._messages.take
         )
         self._links.append(link)
         link.start()
         return link
 
+    def _new_link(
+        self, index: int, on_event: EventSink, on_state: LinkStateSink, send_gate: Gate
+    ) -> Link:
+        assert self._session is not None
+        t = self.timing
+        return Link(
+            index,
+            self.endpoint.ws_url,
+            self._session,
+            on_event,
+            on_state,
+            ping_interval=t.ping_interval,
+            pong_timeout=t.pong_timeout,
+            stale_after=t.stale_after,
+            backoff=t.backoff,
+            connect_gate=self._connect_gate,
+            send_gate=send_gate,
+            ssl=self._ssl,
+        )
+
+    def _link_count(self) -> int:
+        return len(self._links) + (self.post_link is not None)
+
+    def open_post_link(self, on_event: EventSink, on_state: LinkStateSink) -> Link | None:
+        """Order entry's own link, opened on first use; None when no link is left.
+
+        It carries posts and pings only: a post never waits in a send queue behind
+        market data's subscribes, nor its answer behind market data's frames. It
+        counts toward Hyperliquid's connection limit like any link.
+        """
+        if self.post_link is not None:
+            return self.post_link
+        if self._link_count() >= self.limits.max_links or self._session is None:
+            return None
+
+        async def count(self: Upstream = self) -> None:
+            self._messages.count_now()  # its pings count; posts took their slot already
+
+        self.post_link = self._new_link(-1, on_event, on_state, count)
+        self.post_link.start()
+        return self.post_link
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP session of REST calls (started with the upstream)."""
+        if self._session is None:
+            raise RuntimeError("upstream not started")
+        return self._session
+
+    @property
+    def messages(self) -> MessageRate:
+        """Messages sent per minute across every link (Hyperliquid's per-IP count)."""
+        return self._messages
+
     async def _connect_gate(self) -> None:
         # Hyperliquid allows 30 new connections a minute per IP: wait our turn.
         await wait_turn(self._new_links)
+
+    @property
+    def context_weight_per_minute(self) -> float:
+        """REST weight the market list and contexts take a minute: what polling
+        cannot have (upstream/polling.py). Grows with the builder dexes listed."""
+        listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
+        dexes = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * len(self._dex_listings)
+        return listing * 60.0 / self._context_refresh + dexes * 60.0 / self._dex_refresh
 
     @property
     def subscription_count(self) -> int:
@@ -266,29 +331,70 @@ class Upstream:
                 }
                 for link in self._links
             ],
+            "postLink": None
+            if self.post_link is None
+            else {
+                "state": self.post_link.state.value,
+                "reconnects": self.post_link.reconnects,
+                "pongTimeouts": self.post_link.pong_timeouts,
+            },
         }
 
     # -- REST -------------------------------------------------------------
     async def _refresh_loop(self) -> None:
-        # The symbol list gates subscriptions; 24 h context feeds `prices`.
-        # One REST call gives both. Retries back off while it fails.
+        # The market list gates subscriptions; 24 h context feeds `prices`.
+        # Retries back off while a refresh fails; the last good list stays.
         assert self.rest is not None
         backoff = self.timing.rest_backoff
         failures = 0
         while True:
             try:
-                names, contexts = await self.rest.meta_and_contexts()
+                listing = await self._read_listing(self.rest)
                 first = not self.markets.loaded
-                self.markets.load(names)
-                self.contexts = contexts
+                known = set(self.markets.names)
+                self.markets.load(listing.markets, listing.delisted)
+                self.contexts = listing.contexts
                 self.markets_loaded.set()
                 failures = 0
                 if first:
-                    log.info("upstream %s: %d markets", self.endpoint.name, len(names))
+                    log.info("upstream %s: %d markets", self.endpoint.name, len(listing.markets))
                     self._status_changed()
+                else:
+                    self._log_changes(known)
                 await asyncio.sleep(self._context_refresh)
             except RestError as exc:
                 failures += 1
                 delay = backoff.delay(failures)
                 log.warning("upstream REST failed (%s); retry in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _read_listing(self, rest: InfoClient) -> wire.Listing:
+        """Every market and its context, contexts keyed by canonical symbol."""
+        main = await rest.meta_and_contexts()
+        spot = await rest.spot_meta_and_contexts()
+        if time.monotonic() - self._dexes_read_at >= self._dex_refresh:
+            dexes = await rest.perp_dexs()
+            listings = {
+                dex: await rest.meta_and_contexts(dex, wire.DEX_ASSETS + 10_000 * k)
+                for k, dex in enumerate(dexes)
+            }
+            self._dex_listings = listings
+            self._dexes_read_at = time.monotonic()
+        parts = [main, spot, *self._dex_listings.values()]
+        markets = [m for part in parts for m in part.markets]
+        contexts: dict[str, wire.AssetContext] = {}
+        for part in parts:
+            by_coin = {m.coin: m.symbol for m in part.markets}
+            for coin, ctx in part.contexts.items():
+                symbol = by_coin.get(coin)
+                if symbol is not None:
+                    contexts[symbol] = ctx
+        delisted = [name for part in parts for name in part.delisted]
+        return wire.Listing(markets, contexts, delisted)
+
+    def _log_changes(self, known: set[str]) -> None:
+        listed = set(self.markets.names)
+        for symbol in sorted(listed - known):
+            log.info("upstream %s: new market %s", self.endpoint.name, symbol)
+        for symbol in sorted(known - listed):
+            log.info("upstream %s: market %s delisted", self.endpoint.name, symbol)
