@@ -82,6 +82,11 @@ class Orders:
 
 
 @dataclass(frozen=True)
+class Ledger:
+    on: bool
+
+
+@dataclass(frozen=True)
 class Dashboard:
     pass
 
@@ -109,6 +114,7 @@ Command = (
     | Mute
     | Unmute
     | Orders
+    | Ledger
     | Dashboard
 )
 
@@ -122,6 +128,7 @@ HELP = """/watch <0x wallet> [label] - notify every fill of a wallet
 /mute <minutes> - hold notifications (delivered when the mute ends)
 /unmute - deliver now
 /orders on|off - also notify order events (placed, cancelled)
+/ledger on|off - also notify deposits, withdrawals and liquidations
 /dashboard - the live dashboard of the watched wallets, inside Telegram"""
 
 USAGE = {
@@ -131,6 +138,7 @@ USAGE = {
     "delalert": "Usage: /delalert <n> (the number from /alerts)",
     "mute": f"Usage: /mute <minutes> (1..{MAX_MUTE_MINUTES})",
     "orders": "Usage: /orders on|off",
+    "ledger": "Usage: /ledger on|off",
 }
 
 
@@ -206,4 +214,8 @@ def parse(text: str, bot_username: str | None = None) -> Command | BadCommand | 
             if len(args) != 1 or args[0].lower() not in ("on", "off"):
                 return BadCommand(USAGE["orders"])
             return Orders(args[0].lower() == "on")
+        case "ledger":
+            if len(args) != 1 or args[0].lower() not in ("on", "off"):
+                return BadCommand(USAGE["ledger"])
+            return Ledger(args[0].lower() == "on")
     return BadCommand(f"Unknown command /{name[:30]}. /help lists them.")

@@ -89,6 +89,9 @@ class Simulator:
             max_fill_gap_ms=max(1, round(cfg.max_fill_gap * 1000)),
             history_ms=round(cfg.history * 1000),
             trade_rate=cfg.trade_rate,
+            funding_interval_ms=max(1, round(cfg.funding_interval * 1000)),
+            transfer_interval_ms=max(1, round(cfg.transfer_interval * 1000)),
+            liquidation_interval_ms=max(1, round(cfg.liquidation_interval * 1000)),
             mainnet=cfg.mainnet,
         )
         if cfg.local_account_usd > 0:
