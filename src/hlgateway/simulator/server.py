@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import ssl
 import time
 from collections.abc import Mapping
@@ -253,7 +254,15 @@ async def run_simulator(host: str, port: int, config: SimConfig) -> None:
         )
     if config.control:
         print(f"control API: {sim.http_url}/control/ (links, drop, stall, ...)", flush=True)
+    # Our own handlers, as the gateway has: a process started in the background
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await sim.stop()
