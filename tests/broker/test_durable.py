@@ -100,6 +100,21 @@ async def test_a_publication_reaches_subscribers_only_once_it_is_stored(
     await node.broker.stop()
 
 
+async def test_a_snapshot_update_is_delivered_and_the_whole_one_kept(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """`publish(topic, update, retained)` (candles): subscribers get the update, new
+    subscribers the whole snapshot, as with the memory engine."""
+    node = await Node(tmp_path, clock).start()
+    node.broker.demand(PRICES_TOPIC)
+    update, whole = message(PRICES_TOPIC, {"n": 1}), message(PRICES_TOPIC, {"all": [1]})
+    node.broker.publish(PRICES_TOPIC, update, whole)
+    assert node.data(PRICES_TOPIC) == [{"n": 1}]
+    replay = node.broker.read_now(PRICES_TOPIC, None)
+    assert [p.payload for p in replay.publications] == [whole]
+    await node.broker.stop()
+
+
 async def test_a_killed_process_keeps_its_epochs_history_and_wanted_topics(
     tmp_path: Path, clock: Clock
 ) -> None:
