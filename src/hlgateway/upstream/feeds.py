@@ -236,9 +236,7 @@ class Feeds:
             return Stream(
                 key, frozenset(topic.wallets), subscriptions, poll_weight({topic.channel})
             )
-        keys = frozenset(
-            subscription_key(s) for s in upstream_subscriptions(topic, self._markets)
-        )
+        keys = frozenset(subscription_key(s) for s in upstream_subscriptions(topic, self._markets))
         return Stream(key, subscriptions=keys)
 
     def _prime(self, topic: Topic) -> None:
