@@ -437,7 +437,7 @@ async def test_a_polled_wallets_ledger_comes_from_rest_once() -> None:
         await asyncio.sleep(0)
     assert h.out.log == [("ledger", [deposit(2, 1_200).id])]
     h.rest.ledger.append(funding("BTC", 1_300))
-    h.now_ms = 2_000
+    h.now_ms = 7_000  # its next turn: one poll interval (5 s) after the first
     for _ in range(20):
         await asyncio.sleep(0)
     assert h.out.log == [("ledger", [deposit(2, 1_200).id]), ("ledger", [funding("BTC", 1_300).id])]
