@@ -261,6 +261,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: not valid TOML: {exc}") from None
 
 
+def _file_of(env: Mapping[str, str], config_file: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The config file (`config_file`, else HLGATEWAY_CONFIG) read, and how problems name it."""
+    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
+    if path is None:
+        return {}, ""
+    return read_config_file(path), f"{path}:"
+
+
+def _table(file: Mapping[str, Any], name: str, source: str, problems: list[str]) -> dict[str, Any]:
+    """The `[name]` table of a config file (empty when absent)."""
+    table = file.get(name, {})
+    if not isinstance(table, dict):
+        problems.append(f"{source} {name}: expected a table")
+        return {}
+    return table
+
+
 def _auth_values(
     env: Mapping[str, str], table: Mapping[str, Any], source: str, problems: list[str]
 ) -> dict[str, Any]:
@@ -352,13 +369,8 @@ def load_settings(
     """
     env = os.environ if env is None else env
     problems: list[str] = []
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    table: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = f"{path}:" if path is not None else ""
-    auth_table = table.get("auth", {})
-    if not isinstance(auth_table, dict):
-        problems.append(f"{source} auth: expected a table")
-        auth_table = {}
+    table, source = _file_of(env, config_file)
+    auth_table = _table(table, "auth", source, problems)
     auth_values = _auth_values(env, auth_table, source, problems)
     if dev_secret is not None and not (auth_values.get("secret") or auth_values.get("public_key")):
         auth_values["secret"] = dev_secret()
@@ -512,8 +524,7 @@ def notifier_configured(
     """Is there anything for `hlgateway notifier` (a `[notifier]` table, a bot token,
     an HLGATEWAY_NOTIFIER_* variable)? `check-config` checks its settings then."""
     env = os.environ if env is None else env
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    if path is not None and read_config_file(path).get("notifier"):
+    if _file_of(env, config_file)[0].get("notifier"):
         return True
     own = {notifier_env_name(n) for n in notifier_setting_names()} - {"JWT_SECRET"}
     own -= {"HLGATEWAY_LOG_LEVEL"}
@@ -532,15 +543,10 @@ def load_notifier_settings(
     then `dev_secret`. Raises SettingsError naming every bad setting."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    file: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = f"{path}: [notifier]" if path is not None else ""
-    table = file.get("notifier", {})
-    if not isinstance(table, dict):
-        problems.append(f"{source} expected a table")
-        table = {}
+    file, source = _file_of(env, config_file)
+    table = _table(file, "notifier", source, problems)
     values = _section_values(
-        NotifierSettings, notifier_env_name, env, table, source, overrides, problems
+        NotifierSettings, notifier_env_name, env, table, f"{source} [notifier]", overrides, problems
     )
     if not values.get("token") and not values.get("jwt_secret"):
         auth = file.get("auth")
