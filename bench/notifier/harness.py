@@ -188,7 +188,7 @@ async def run(
             elif kind == GATEWAY_KILL:
                 await gateway.kill()
                 down = rng.uniform(*DOWN_S)
-                report.gateway_down_s += round(down, 1)
+                report.gateway_down_s = round(report.gateway_down_s + down, 1)
                 await asyncio.sleep(down)
                 gateway = GatewayProcess(
                     port, "--upstream", sim.ws_url, log_file=work / f"gateway{n}.log"
