@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import jwt
 import msgspec
 
+from hlgateway.notifier.vault import VaultError, load_master_key
+
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -483,6 +485,12 @@ class NotifierSettings:
     wallets_per_connection: Positive = 30  # 3 subscriptions each (the gateway allows 100)
     feed_capacity: Positive = 1000  # gateway events waiting before a stream is paused
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL, shared with the gateway
+    # Trading (docs/notifier.md "Trading"): off without a key to seal agent keys with.
+    key: str | None = None  # 32 bytes, base64 or hex: seals the agent keys (AES-GCM)
+    key_file: str | None = None  # ... or a file holding it
+    trade_max_notional: Annotated[float, msgspec.Meta(gt=0)] = 10_000.0  # USDC per order
+    trade_daily_orders: Positive = 50  # confirmed orders per chat per UTC day
+    confirm_seconds: Annotated[int, msgspec.Meta(ge=5, le=300)] = 30  # a preview lives this long
 
     @property
     def database_url(self) -> str:
@@ -605,4 +613,8 @@ def notifier_problems(settings: NotifierSettings) -> list[str]:
         problems.append(f"{name('webhook_listen')}: HOST:PORT, got {settings.webhook_listen!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{name('log_level')}: one of {', '.join(LOG_LEVELS)}")
+    try:
+        load_master_key(settings.key, settings.key_file)
+    except VaultError as exc:
+        problems.append(f"{name('key')}: {exc}")
     return problems

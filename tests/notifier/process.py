@@ -26,6 +26,7 @@ class NotifierProcess(ChildProcess):
         log_file: Path,
         coalesce_ms: int = 200,
         as_documented: bool = False,
+        **env: str,
     ) -> None:
         self.args = ["--gateway", gateway_ws, "--telegram-api", telegram_api]
         self.args += ["--database", database]
@@ -38,6 +39,7 @@ class NotifierProcess(ChildProcess):
             "TELEGRAM_BOT_TOKEN": bot_token,
             "JWT_SECRET": SECRET,
             "HLGATEWAY_LOG_LEVEL": "INFO",
+            **env,
         }
         self.log_file = log_file
         self.proc: asyncio.subprocess.Process | None = None
