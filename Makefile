@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/js/node_modules/.installed
 
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 .PHONY: install serve notifier test lint typecheck pytest lock clean screenshots check-config conformance conformance-fast
 
-install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
+install: $(STAMP) $(NODE_STAMP) $(CHROMIUM) $(PROMTOOL)
 
 # The editable install also builds the C delivery loops (src/hlgateway/server/_delivery.c)
 # with the system compiler; without one it goes on, and the Python loops run.
@@ -29,6 +30,13 @@ $(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
 $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# The tests lint /metrics with `promtool check metrics`, from Debian's prometheus
+# package. Only the tool is wanted: the server the package brings is kept stopped.
+$(PROMTOOL):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+	systemctl disable --now prometheus >/dev/null 2>&1 || true
 
 serve: install
 	$(BIN)/hlgateway serve

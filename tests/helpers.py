@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
+import shutil
 import signal
 import ssl
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from hlgateway.auth import issue_token
@@ -53,7 +57,8 @@ def admin_token(**kw: Any) -> str:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    base = Settings(auth=AuthSettings(secret=SECRET), host="127.0.0.1", port=0)
+    """In-process gateways start from nothing (in memory) unless a test gives a state_dir."""
+    base = Settings(auth=AuthSettings(secret=SECRET), host="127.0.0.1", port=0, state_dir="none")
     return replace(base, **overrides)
 
 
@@ -169,13 +174,46 @@ class Client:
         await self.session.close()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition that another task or process makes true."""
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    *,
+    every: float = 0.02,
+    ignoring: tuple[type[Exception], ...] = (),
+) -> None:
+    """Wait for a condition that another task or process makes true.
+
+    The one way the tests and the benchmarks wait for one: `check` (plain or async)
+    is asked every `every` seconds; an exception of `ignoring` counts as "not yet"
+    (a server still starting), any other ends the wait. TimeoutError once `timeout`
+    seconds have passed: a bound on the wait, never a measurement.
+    """
     deadline = time.monotonic() + timeout
-    while not check():
+    while True:
+        try:
+            answer = check()
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer:
+                return
+        except ignoring:
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every)
+
+
+def check_metrics(text: bytes) -> subprocess.CompletedProcess[bytes]:
+    """`promtool check metrics` on an exposition: Prometheus' own lint of names, types, help.
+
+    promtool comes from Debian's prometheus package, which `make install` installs.
+    """
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make install` installs it (Debian's prometheus package)")
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
+    )
 
 
 def free_port() -> int:
@@ -219,7 +257,8 @@ class GatewayProcess(ChildProcess):
 
     Extra `args` go to `serve`; `env` on top of JWT_SECRET (and WARNING logs, unless
     given); with `log_file` its stderr (the logs) is kept there; with `ssl_context`
-    it is reached over TLS.
+    it is reached over TLS. `state_dir`: where it keeps its state; in memory
+    ("none") unless a test gives a directory (or "" for the default one).
     """
 
     def __init__(
@@ -228,13 +267,14 @@ class GatewayProcess(ChildProcess):
         *args: str,
         log_file: Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        state_dir: str | Path = "none",
         **env: str,
     ) -> None:
         self.port = port
         self.log_file = log_file
         self._args = args
         self._ssl = ssl_context
-        self._env = env
+        self._env = env if "--broker" in args else {"HLGATEWAY_STATE_DIR": str(state_dir), **env}
         self.proc: asyncio.subprocess.Process | None = None
         self.http = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         self.ws = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}/ws"
@@ -260,17 +300,21 @@ class GatewayProcess(ChildProcess):
                 stderr.close()
         ChildProcess.running.add(self)
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with session.get(f"{self.http}/health", ssl=self._ssl or False) as resp:
-                        if resp.status == 200 and (await resp.json())["upstream"]["marketsLoaded"]:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline or self.proc.returncode is not None:
-                    raise RuntimeError("gateway process did not become ready:\n" + self.logs())
-                await asyncio.sleep(0.1)
+
+            async def ready() -> bool:
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise RuntimeError("gateway process exited")
+                async with session.get(f"{self.http}/health", ssl=self._ssl or False) as resp:
+                    return resp.status == 200 and bool(
+                        (await resp.json())["upstream"]["marketsLoaded"]
+                    )
+
+            try:
+                await eventually(ready, 20, every=0.1, ignoring=(aiohttp.ClientError,))
+            except (TimeoutError, RuntimeError):
+                raise RuntimeError(
+                    "gateway process did not become ready:\n" + self.logs()
+                ) from None
 
     def logs(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file is not None else ""

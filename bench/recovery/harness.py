@@ -1,12 +1,13 @@
 """Forced client reconnects against the simulator's ledger.
 
 One process on 127.0.0.1: simulator, gateway, and a client of a given kind
-subscribed to user_fills and user_orders of three busy wallets. Again and again
+subscribed to user_fills, user_orders and user_ledger of three busy wallets
+(perp and spot fills, deposits, withdrawals, liquidations, funding payments). Again and again
 the gateway cuts the client off - a reset with no close frame, a 4008 slow
 consumer close, or a 1001 going-away - and the client stays away for a while
-before it comes back. At the end every fill and order transition the simulator
-produced in the window must have reached the client exactly once, fills in
-order per wallet, and every stream's offsets must run without a gap.
+before it comes back. At the end every fill, order transition and ledger
+event the simulator produced in the window must have reached the client exactly
+once, fills in order per wallet, and every stream's offsets must run without a gap.
 
 Client kinds share one interface (`ClientKind`): `raw` is a WebSocket client
 written from the protocol document alone (it keeps positions and sends `since`
@@ -28,7 +29,6 @@ import aiohttp
 import msgspec
 
 from bench.ledger import Deliveries, Expected, LedgerCheck
-from bench.waits import until
 from hlgateway.auth import issue_token
 from hlgateway.config import AuthSettings, Settings
 from hlgateway.gateway import Gateway
@@ -36,11 +36,12 @@ from hlgateway.protocol.errors import CloseCode
 from hlgateway.server.runner import start_listening
 from hlgateway.simulator import SimConfig, Simulator
 from hlgateway.upstream.networks import Endpoint
+from tests.helpers import eventually
 
 SECRET = "recovery-secret-recovery-secret-recovery!"
 USER = "bot"
 WALLETS = ["0x" + "d1" * 20, "0x" + "d2" * 20, "0x" + "d3" * 20]
-CHANNELS = ("user_fills", "user_orders")
+CHANNELS = ("user_fills", "user_orders", "user_ledger")
 CUTS = ("reset", "slow_consumer", "going_away")
 
 
@@ -178,13 +179,23 @@ async def run_recovery(
 ) -> RecoveryReport:
     rng = random.Random(seed)
     sim = Simulator(
-        SimConfig(seed=seed, control=True, order_interval=0.2, max_fill_gap=0.8, idle_timeout=600)
+        SimConfig(
+            seed=seed,
+            control=True,
+            order_interval=0.2,
+            max_fill_gap=0.8,
+            idle_timeout=600,
+            funding_interval=2.0,
+            transfer_interval=1.0,
+            liquidation_interval=6.0,
+        )
     )
     await sim.start("127.0.0.1", 0)
     settings = Settings(
         auth=AuthSettings(secret=SECRET),
         host="127.0.0.1",
         port=0,
+        state_dir="none",  # client reconnects, not restarts: the in-memory engine
         new_connections_per_minute=0,  # the client reconnects far more often than a person
     )
     gateway = Gateway(settings, Endpoint("sim", sim.ws_url, sim.http_url + "/info"))
@@ -199,7 +210,7 @@ async def run_recovery(
     started = time.monotonic()
     try:
         await asyncio.wait_for(gateway.upstream.markets_loaded.wait(), 10)
-        await until(lambda: all(received.offsets[c] for c in CHANNELS), 30)
+        await eventually(lambda: all(received.offsets[c] for c in CHANNELS), 30)
         window_start = int(time.time() * 1000) + 1000
 
         # Cut only a client that is back: both streams subscribed again since the last cut.
@@ -208,7 +219,7 @@ async def run_recovery(
 
         back = len(CHANNELS)
         for n in range(reconnects):
-            await until(is_back(back), 30)
+            await eventually(is_back(back), 30)
             await asyncio.sleep(rng.uniform(*connected))
             cut = CUTS[n % len(CUTS)]
             back = received.subscribed_replies + len(CHANNELS)
@@ -218,10 +229,11 @@ async def run_recovery(
             report.cut_kinds[cut] = report.cut_kinds.get(cut, 0) + 1
             if progress is not None and (n + 1) % 10 == 0:
                 progress(f"reconnect {n + 1}/{reconnects}")
-        await until(is_back(back), 30)
+        await eventually(is_back(back), 30)
         cutoff = int(time.time() * 1000) - 500
         expected = Expected(sim, WALLETS, window_start, cutoff)
-        await until(lambda: expected.received_by(received.got), 60, quiet=True)
+        with contextlib.suppress(TimeoutError):  # at most a minute: what is missing is the result
+            await eventually(lambda: expected.received_by(received.got), 60)
         report.seconds = round(time.monotonic() - started, 1)
         report.recovered, report.not_recovered = received.recovered, received.not_recovered
         report.ledger = LedgerCheck.of(expected, received.got)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import jwt
 import msgspec
 
+from hlgateway.claims import token_user, unverified_claims
 from hlgateway.notifier.vault import VaultError, load_master_key
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -168,8 +168,12 @@ class Settings:
     telegram_database: str | None = None  # the notifier's database: which wallets a chat watches
     telegram_login_max_age: Seconds = 3600.0  # initData older than this is refused
     telegram_token_ttl: Seconds = 900.0  # lifetime of the token a Telegram login gets
+    # Durable state (docs/operations.md "The state directory"): streams, history and the
+    # upstream's delivery positions survive a restart. None: the user's state directory,
+    # one per listening address; "none": in memory only (tests, benchmarks).
+    state_dir: str | None = None  # --state-dir
     # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
-    broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, memory)
+    broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, durable)
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
     node_name: str | None = None  # this node in /health and in its upstream leases
@@ -439,6 +443,15 @@ def settings_problems(settings: Settings) -> list[str]:
         "unix",
     ):
         problems.append(f"{_both('broker')}: a redis://HOST:PORT/DB URL")
+    if (
+        settings.broker is not None
+        and settings.state_dir is not None
+        and settings.state_dir.strip().lower() not in ("", "none")
+    ):
+        problems.append(
+            f"{_both('state_dir')} and {_both('broker')}: with a broker the state lives in "
+            "Redis and no state directory is used; drop one of them"
+        )
     if settings.workers > 1 and settings.broker is None:
         problems.append(
             "--workers N needs --broker redis://HOST:PORT/DB: the workers share one gateway's "
@@ -482,7 +495,7 @@ class NotifierSettings:
     webhook_secret: str | None = None  # TELEGRAM_WEBHOOK_SECRET (random when unset)
     max_watches: Positive = 10  # per chat
     max_alerts: Positive = 20  # per chat
-    wallets_per_connection: Positive = 30  # 3 subscriptions each (the gateway allows 100)
+    wallets_per_connection: Positive = 25  # 4 subscriptions each (the gateway allows 100)
     feed_capacity: Positive = 1000  # gateway events waiting before a stream is paused
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL, shared with the gateway
     # Trading (docs/notifier.md "Trading"): off without a key to seal agent keys with.
@@ -584,13 +597,11 @@ def notifier_problems(settings: NotifierSettings) -> list[str]:
             "(to sign one)"
         )
     if settings.token:
-        try:
-            claims = jwt.decode(settings.token, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
+        claims = unverified_claims(settings.token)
+        if claims is None:
             problems.append("HLGATEWAY_NOTIFIER_TOKEN is not a JWT")
-        else:
-            if claims.get("id", claims.get("sub")) is None:
-                problems.append("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
+        elif token_user(claims) is None:
+            problems.append("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
     if (
         urlsplit(settings.gateway).scheme not in ("ws", "wss")
         or not urlsplit(settings.gateway).netloc

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hlgateway.auth import Principal, TokenError, TokenVerifier
-from hlgateway.broker import Broker, MemoryBroker, Position, Replay
+from hlgateway.broker import Broker, MemoryBroker, Replay
 from hlgateway.hub import Hub, Subscriber
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import (
@@ -50,7 +50,6 @@ from hlgateway.protocol.messages import (
     Ping,
     Post,
     RequestId,
-    Since,
     Subscribe,
     Unsubscribe,
     decode,
@@ -101,6 +100,7 @@ class Session:
         "_out",
         "_relay",
         "_threshold",
+        "_urgent",
         "_verifier",
         "_waiting",
         "client_id",
@@ -126,9 +126,13 @@ class Session:
         compression_threshold: int = DEFAULT_THRESHOLD,
         on_verdict: Callable[[Close], None] | None = None,
         relay: PostRelay | None = None,
+        urgent: Callable[[], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self._relay = relay  # order entry (`post`); None: not offered
+        # Writes the output now: a post's answer does not wait for the loop turn's flush
+        # (which may be writing a market tick to thousands of clients).
+        self._urgent = urgent
         self.principal = principal
         self._catalog = catalog
         self._hub = hub
@@ -271,14 +275,14 @@ class Session:
 
     # -- joining a topic: replay, then live ---------------------------------
     def _join_topic(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
-        replay = self._broker.read_now(topic, _position(msg.since))
+        replay = self._broker.read_now(topic, msg.since)
         if replay is None:
             self._wait(lambda: self._join_topic_async(topic, msg), msg)
             return
         self._attach(topic, replay, msg)
 
     async def _join_topic_async(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
-        replay = await self._broker.read(topic, _position(msg.since))
+        replay = await self._broker.read(topic, msg.since)
         # No await from here on: attached in the turn the replay was taken (broker contract).
         self._attach(topic, replay, msg)
 
@@ -393,6 +397,8 @@ class Session:
     def _post_answer(self, payload: bytes) -> None:
         if not self.closed:  # a client that left learns nothing; the log has it
             self._send(payload)
+            if self._urgent is not None:
+                self._urgent()
 
     def _auth(self, token: str, rid: RequestId) -> None:
         # The reply names why, never the token itself.
@@ -478,7 +484,3 @@ class Session:
         return self._fail(
             ErrorCode.RATE_LIMITED, f"Too many messages; retry in {wait:.1f} s", rid, channel
         )
-
-
-def _position(since: Since | None) -> Position | None:
-    return Position(since.offset, since.epoch) if since is not None else None

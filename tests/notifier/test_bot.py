@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
+from hlgateway.simulator.listing import Listing
 from tests.helpers import eventually, free_port
 from tests.notifier.conftest import NotifierFactory
 from tests.notifier.fakebot import Failure, FakeBotApi, visible_text
@@ -27,9 +26,13 @@ WALLET = "0x" + "d1" * 20
 CHAT = 1001
 
 
+# The gateway names spot pairs BASE/QUOTE (Hyperliquid's `@107` is HYPE/USDC).
+PAIRS = {pair.coin: pair.display_name for pair in Listing().pairs}
+
+
 def fill_prefix(f: dict[str, Any]) -> str:
     verb = "Bought" if f["side"] == "B" else "Sold"
-    return f"{verb} {f['sz']} {f['coin']} @ {f['px']}"
+    return f"{verb} {f['sz']} {PAIRS.get(f['coin'], f['coin'])} @ {f['px']}"
 
 
 def fill_lines(bot: FakeBotApi, chat: int) -> list[str]:
@@ -203,7 +206,7 @@ async def test_blocked_chat_is_switched_off(
         async with notifier.repo.transaction() as t:
             return await t.watches.watchers(WALLET) == []
 
-    await eventually_async(switched_off, 10)
+    await eventually(switched_off, 10)
     async with notifier.repo.transaction() as t:
         assert await t.outbox.pending() == []
 
@@ -258,14 +261,6 @@ async def test_rates_kept_per_chat_and_across_the_bot(
     assert len(mine) >= 2
     assert min(b - a for a, b in itertools.pairwise(mine)) >= 1000
     assert not fakebot.violations
-
-
-async def eventually_async(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def test_wallets_spread_over_connections_each_delivered(
@@ -326,7 +321,7 @@ async def test_a_burst_of_200_fills_is_a_few_messages_and_a_replay_adds_none(
             )
         return bool(waiting == 0 and len(notifier.feed.inbox) == 0)
 
-    await eventually_async(claimed_and_sent, 20)
+    await eventually(claimed_and_sent, 20)
     assert len(bursts()) == 200  # the replay made nothing
     async with notifier.repo.db.transaction() as tx:
         made = await tx.scalar("SELECT COUNT(*) FROM lines WHERE text LIKE '% BURST</b> @%'")
@@ -465,9 +460,11 @@ async def test_without_an_info_url_the_notifier_learns_it_from_the_gateway(
     asked: list[str] = []
     real = notifier.history.fills_since
 
-    async def noted(info_url: str, wallet: str, start_ms: int) -> list[dict[str, Any]]:
+    async def noted(
+        info_url: str, wallet: str, start_ms: int, names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         asked.append(info_url)
-        return await real(info_url, wallet, start_ms)
+        return await real(info_url, wallet, start_ms, names)
 
     monkeypatch.setattr(notifier.history, "fills_since", noted)
     await notifier.start()

@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 
 from hlgateway.simulator import Simulator
+from tests.helpers import eventually
 
-from .conftest import FAST, USER, USER_LOWER, channel, info, recv_until, subscribe, wait_for
+from .conftest import FAST, USER, USER_LOWER, channel, info, recv_until, subscribe
 
 FRONTEND_KEYS = {
     "coin", "side", "limitPx", "sz", "oid", "timestamp", "triggerCondition", "isTrigger",
@@ -37,7 +38,10 @@ async def test_market_endpoints(sim: Simulator, session: aiohttp.ClientSession) 
         assert set(pair["tokens"]) <= token_index
 
     mids = await info(session, sim, {"type": "allMids"})
-    assert set(mids) == set(names) and all(isinstance(v, str) for v in mids.values())
+    pairs = {pair["name"] for pair in spot["universe"]}
+    assert {"PURR/USDC", "@107"} <= pairs
+    # The main dex's mids: its perps and every spot pair (not the builder dexes').
+    assert set(mids) == set(names) | pairs and all(isinstance(v, str) for v in mids.values())
 
     book = await info(session, sim, {"type": "l2Book", "coin": "kPEPE"})
     assert book["coin"] == "kPEPE" and len(book["levels"]) == 2
@@ -49,7 +53,8 @@ async def test_market_endpoints(sim: Simulator, session: aiohttp.ClientSession) 
     meta2, ctxs = await info(session, sim, {"type": "metaAndAssetCtxs"})
     assert meta2 == meta and len(ctxs) == len(names)
     assert all(isinstance(ctx["markPx"], str) for ctx in ctxs)
-    assert await info(session, sim, {"type": "perpDexs"}) == [None]
+    dexes = await info(session, sim, {"type": "perpDexs"})
+    assert dexes[0] is None and [d["name"] for d in dexes[1:]] == ["xyz"]
 
 
 async def test_account_endpoints(sim: Simulator, session: aiohttp.ClientSession) -> None:
@@ -119,8 +124,8 @@ async def test_account_endpoints(sim: Simulator, session: aiohttp.ClientSession)
 
 async def test_bad_requests(sim: Simulator, session: aiohttp.ClientSession) -> None:
     prefix = "Failed to deserialize the JSON body into the target type"
-    status, text = await post(session, sim, b'{"type":"candleSnapshot"}')
-    assert status == 422 and text == prefix + ": unknown variant `candleSnapshot`"
+    status, text = await post(session, sim, b'{"type":"vaultDetails"}')
+    assert status == 422 and text == prefix + ": unknown variant `vaultDetails`"
     for body in (
         b"[]",
         b"{}",
@@ -174,7 +179,7 @@ async def test_rest_queries_can_count_as_watching(session: aiohttp.ClientSession
         await info(session, sim, {"type": "allMids", "user": other})  # not a user request
         assert sim.world.accounts.wallet(other) is None
         # Polling stops: the grace runs out and so does the flow.
-        await wait_for(lambda: sim.world.accounts.tracked_users() == [])
+        await eventually(lambda: sim.world.accounts.tracked_users() == [])
     finally:
         await sim.stop()
 

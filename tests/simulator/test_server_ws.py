@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from hlgateway.simulator import Simulator
+from tests.helpers import eventually
 
 from .conftest import (
     FAST,
@@ -21,13 +22,13 @@ from .conftest import (
     recv,
     recv_until,
     subscribe,
-    wait_for,
 )
 
 WS_FILL_KEYS = {
     "coin", "px", "sz", "side", "time", "startPosition", "dir", "closedPnl",
     "hash", "oid", "crossed", "fee", "tid", "feeToken", "twapId",
 }  # fmt: skip
+OPTIONAL_FILL_KEYS = {"builderFee", "liquidation"}  # only when they apply
 ORDER_KEYS = {"coin", "side", "limitPx", "sz", "oid", "timestamp", "origSz", "cloid"}
 CTX_KEYS = {
     "funding", "openInterest", "prevDayPx", "dayNtlVlm", "premium", "oraclePx",
@@ -185,8 +186,15 @@ async def test_user_fills_snapshot_first_then_live(
             assert frame["data"]["user"] == USER_LOWER
             live += frame["data"]["fills"]
         for fill in data["fills"] + live:
-            assert set(fill) == WS_FILL_KEYS, fill
-            assert fill["twapId"] is None and fill["feeToken"] == "USDC"
+            assert WS_FILL_KEYS <= set(fill) <= WS_FILL_KEYS | OPTIONAL_FILL_KEYS, fill
+            assert fill["twapId"] is None
+            spot = fill["coin"] in ("PURR/USDC", "@107", "@142")
+            # Spot fees are paid in the token received: the base on a buy.
+            fee_token = {"PURR/USDC": "PURR", "@107": "HYPE", "@142": "UBTC"}.get(fill["coin"])
+            if spot and fill["side"] == "B":
+                assert fill["feeToken"] == fee_token and fill["dir"] == "Buy"
+            else:
+                assert fill["feeToken"] == "USDC"
             assert fill["side"] in ("B", "A") and isinstance(fill["crossed"], bool)
             for key in ("px", "sz", "startPosition", "closedPnl", "fee"):
                 assert is_decimal_string(fill[key]), (key, fill)
@@ -225,7 +233,10 @@ async def test_order_updates_and_user_events(
                 updates.append(update)
         for event in events:
             assert set(event["data"]) == {"fills"}
-            assert all(set(f) == WS_FILL_KEYS for f in event["data"]["fills"])
+            assert all(
+                WS_FILL_KEYS <= set(f) <= WS_FILL_KEYS | OPTIONAL_FILL_KEYS
+                for f in event["data"]["fills"]
+            )
         wallet = sim.world.accounts.wallet(USER)
         assert wallet is not None
         ledger = [(u.oid, u.status, u.status_timestamp) for u in wallet.order_history()]
@@ -325,11 +336,11 @@ async def _connections_are_cleaned_up(sim: Simulator, session: aiohttp.ClientSes
     assert len(sim.active_subscriptions()) == 3
     assert USER_LOWER in sim.world.accounts.tracked_users()
     await first.close()
-    await wait_for(lambda: sim.connection_count() == 1)
+    await eventually(lambda: sim.connection_count() == 1)
     assert sim.active_subscriptions() == [{"type": "orderUpdates", "user": USER_LOWER}]
     assert USER_LOWER in sim.world.accounts.tracked_users()
     await second.close()
-    await wait_for(lambda: sim.connection_count() == 0)
+    await eventually(lambda: sim.connection_count() == 0)
     assert sim.active_subscriptions() == []
     assert sim.world.accounts.tracked_users() == []
 
@@ -366,7 +377,7 @@ async def test_drop_connections_cuts_links(sim: Simulator, session: aiohttp.Clie
     assert sim.drop_connections() == 1
     kind = await recv_until_closed(ws)
     assert kind in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
-    await wait_for(lambda: sim.connection_count() == 0)
+    await eventually(lambda: sim.connection_count() == 0)
 
 
 async def test_limits(session: aiohttp.ClientSession) -> None:
@@ -409,7 +420,7 @@ async def test_idle_connections_are_dropped(session: aiohttp.ClientSession) -> N
     try:
         ws = await session.ws_connect(sim.ws_url)
         await recv_until_closed(ws)
-        await wait_for(lambda: sim.connection_count() == 0)
+        await eventually(lambda: sim.connection_count() == 0)
         # A subscribed connection keeps receiving data and so stays up.
         busy = await session.ws_connect(sim.ws_url)
         await subscribe(busy, {"type": "allMids"})
@@ -497,6 +508,6 @@ async def test_garbage_never_breaks_the_server(
         await recv_until(ws, channel("l2Book"))
     async with session.get(sim.http_url + "/ws") as resp:  # not an upgrade request
         assert resp.status == 400
-    await wait_for(lambda: sim.connection_count() == 0)
+    await eventually(lambda: sim.connection_count() == 0)
     # Every bad input took a handled path, none an unexpected exception.
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

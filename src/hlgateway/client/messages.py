@@ -12,13 +12,19 @@ from typing import Any
 
 import msgspec
 
-from hlgateway.client.positions import Position
 from hlgateway.protocol.payloads import (
     PAYLOAD_TYPES,
     AccountPosition,
     AccountState,
+    AssetContext,
+    Bbo,
+    Candle,
+    CandlesData,
     Fill,
+    FillLiquidation,
     FillsData,
+    LedgerData,
+    LedgerEvent,
     Order,
     OrderBook,
     OrderUpdate,
@@ -29,6 +35,7 @@ from hlgateway.protocol.payloads import (
     Trade,
     TradesData,
 )
+from hlgateway.protocol.positions import Position
 
 Json = dict[str, Any]
 RequestId = str | int
@@ -40,8 +47,15 @@ __all__ = [
     "PAYLOAD_TYPES",
     "AccountPosition",
     "AccountState",
+    "AssetContext",
+    "Bbo",
+    "Candle",
+    "CandlesData",
     "Fill",
+    "FillLiquidation",
     "FillsData",
+    "LedgerData",
+    "LedgerEvent",
     "Order",
     "OrderBook",
     "OrderUpdate",

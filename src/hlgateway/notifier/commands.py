@@ -84,6 +84,11 @@ class Orders:
 
 
 @dataclass(frozen=True)
+class Ledger:
+    on: bool
+
+
+@dataclass(frozen=True)
 class Dashboard:
     pass
 
@@ -208,6 +213,7 @@ Command = (
     | Mute
     | Unmute
     | Orders
+    | Ledger
     | Dashboard
     | OpenOrders
     | Connect
@@ -230,6 +236,7 @@ HELP = """/watch <0x wallet> [label] - notify every fill of a wallet
 /mute <minutes> - hold notifications (delivered when the mute ends)
 /unmute - deliver now
 /orders on|off - also notify order events (placed, cancelled)
+/ledger on|off - also notify deposits, withdrawals and liquidations
 /dashboard - the live dashboard of the watched wallets, inside Telegram
 
 Trading (private chat, an agent wallet of yours):
@@ -254,6 +261,7 @@ USAGE = {
     "cancel": "Usage: /cancel <COIN>|all",
     "leverage": "Usage: /leverage <COIN> <n>",
     "limit": "Usage: /limit [<usdc>|off]",
+    "ledger": "Usage: /ledger on|off",
 }
 
 
@@ -333,6 +341,10 @@ def parse(text: str, bot_username: str | None = None) -> Command | BadCommand | 
             if len(args) != 1 or args[0].lower() not in ("on", "off"):
                 return BadCommand(USAGE["orders"])
             return Orders(args[0].lower() == "on")
+        case "ledger":
+            if len(args) != 1 or args[0].lower() not in ("on", "off"):
+                return BadCommand(USAGE["ledger"])
+            return Ledger(args[0].lower() == "on")
         case "connect" | "disconnect" | "buy" | "sell" | "close" | "cancel" | "leverage" | "limit":
             return _trading(name, args)
     return BadCommand(f"Unknown command /{name[:30]}. /help lists them.")

@@ -35,6 +35,8 @@ class Watcher:
     label: str | None
     since_ms: int
     orders: bool
+    # /ledger on (deposits, withdrawals, liquidations): since when; None when off.
+    ledger_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,19 @@ class Chats:
     async def set_orders(self, chat_id: int, on: bool) -> None:
         await self.tx.execute("UPDATE chats SET orders = ? WHERE chat_id = ?", (int(on), chat_id))
 
+    async def set_ledger(self, chat_id: int, on: bool, now_ms: int) -> None:
+        """On from `now_ms` (what happened before is not news); turning it on again
+        while on keeps the earlier start."""
+        await self.tx.execute(
+            "UPDATE chats SET ledger_since = CASE WHEN ledger = 1 THEN ledger_since ELSE ? END, "
+            "ledger = ? WHERE chat_id = ?",
+            (now_ms, int(on), chat_id),
+        )
+
+    async def ledger(self, chat_id: int) -> bool:
+        value = await self.tx.scalar("SELECT ledger FROM chats WHERE chat_id = ?", (chat_id,))
+        return bool(value)
+
     async def hold(self, chat_id: int, until_ms: int) -> None:
         """A 429's retry_after, kept across a restart."""
         await self.tx.execute(
@@ -234,18 +249,23 @@ class Chats:
         """A group became a supergroup with another id: everything moves along."""
         tx = self.tx
         row = await tx.fetchone(
-            "SELECT active, muted_until, orders FROM chats WHERE chat_id = ?", (old,)
+            "SELECT active, muted_until, orders, ledger, ledger_since FROM chats WHERE chat_id = ?",
+            (old,),
         )
         if row is not None:
             await tx.execute(
-                "INSERT INTO chats (chat_id, active, muted_until, orders) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (chat_id) DO NOTHING",
+                "INSERT INTO chats (chat_id, active, muted_until, orders, ledger, ledger_since) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id) DO NOTHING",
                 (new, *row),
             )
             await tx.execute("DELETE FROM chats WHERE chat_id = ?", (old,))
         for table, key in (
             ("watches", "t2.wallet = watches.wallet"),
             ("deliveries", "t2.wallet = deliveries.wallet AND t2.tid = deliveries.tid"),
+            (
+                "ledger_deliveries",
+                "t2.wallet = ledger_deliveries.wallet AND t2.event_id = ledger_deliveries.event_id",
+            ),
             (
                 "liquidation_tiers",
                 "t2.wallet = liquidation_tiers.wallet AND t2.symbol = liquidation_tiers.symbol",
@@ -299,12 +319,35 @@ class Watches:
     async def watchers(self, wallet: str) -> list[Watcher]:
         """Active chats watching `wallet`."""
         rows = await self.tx.fetchall(
-            "SELECT w.chat_id, w.label, w.since_ms, COALESCE(c.orders, 0) FROM watches w "
+            "SELECT w.chat_id, w.label, w.since_ms, COALESCE(c.orders, 0), "
+            "COALESCE(c.ledger, 0), COALESCE(c.ledger_since, 0) FROM watches w "
             "LEFT JOIN chats c ON c.chat_id = w.chat_id "
             "WHERE w.wallet = ? AND COALESCE(c.active, 1) = 1 ORDER BY w.chat_id",
             (wallet,),
         )
-        return [Watcher(int(r[0]), r[1], int(r[2]), bool(r[3])) for r in rows]
+        return [
+            Watcher(
+                int(r[0]), r[1], int(r[2]), bool(r[3]), max(int(r[2]), int(r[5])) if r[4] else None
+            )
+            for r in rows
+        ]
+
+    async def ledger_wanted(self, wallet: str) -> bool:
+        """Does an active chat with /ledger on watch `wallet`?"""
+        value = await self.tx.scalar(
+            "SELECT 1 FROM watches w JOIN chats c ON c.chat_id = w.chat_id "
+            "WHERE w.wallet = ? AND c.active = 1 AND c.ledger = 1 LIMIT 1",
+            (wallet,),
+        )
+        return value is not None
+
+    async def ledger_wallets(self) -> list[str]:
+        """Every wallet that an active chat with /ledger on watches."""
+        rows = await self.tx.fetchall(
+            "SELECT DISTINCT w.wallet FROM watches w JOIN chats c ON c.chat_id = w.chat_id "
+            "WHERE c.active = 1 AND c.ledger = 1 ORDER BY w.wallet"
+        )
+        return [str(r[0]) for r in rows]
 
     async def watched(self, wallet: str) -> bool:
         """Does any chat still watch `wallet`?"""
@@ -384,6 +427,17 @@ class Outbox:
                 "INSERT INTO deliveries (chat_id, wallet, tid) VALUES (?, ?, ?) "
                 "ON CONFLICT (chat_id, wallet, tid) DO NOTHING",
                 (chat_id, wallet, tid),
+            )
+            == 1
+        )
+
+    async def claim_event(self, chat_id: int, wallet: str, event_id: str) -> bool:
+        """Claim ledger event `event_id` of `wallet` for `chat_id`: True the first time only."""
+        return (
+            await self.tx.execute(
+                "INSERT INTO ledger_deliveries (chat_id, wallet, event_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (chat_id, wallet, event_id) DO NOTHING",
+                (chat_id, wallet, event_id),
             )
             == 1
         )

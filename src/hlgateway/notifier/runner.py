@@ -11,9 +11,8 @@ import secrets
 import signal
 import sys
 
-import jwt
-
 from hlgateway.auth import issue_token
+from hlgateway.claims import token_user, unverified_claims
 from hlgateway.client import Backoff
 from hlgateway.client.tokens import TokenSource
 from hlgateway.config import NotifierSettings, SettingsError
@@ -34,8 +33,11 @@ def gateway_credentials(settings: NotifierSettings) -> tuple[TokenSource, str]:
     """(token or token provider, service user id)."""
     if settings.token:
         # Whose token it is, read without verifying (the gateway verifies it).
-        claims = jwt.decode(settings.token, options={"verify_signature": False})
-        return settings.token, str(claims.get("id", claims.get("sub")))
+        claims = unverified_claims(settings.token)
+        user = token_user(claims) if claims is not None else None
+        if user is None:  # load_notifier_settings refuses this; a caller's own settings may not
+            raise SettingsError("HLGATEWAY_NOTIFIER_TOKEN: a JWT with an id or sub claim")
+        return settings.token, user
     secret = settings.jwt_secret
     if not secret:  # load_notifier_settings refuses this; a caller's own settings may not
         raise SettingsError("set HLGATEWAY_NOTIFIER_TOKEN or JWT_SECRET")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from hlgateway.client import Position
 from hlgateway.config import NotifierSettings
 from hlgateway.notifier.consumer import Consumer
-from hlgateway.notifier.events import FILLS, ORDERS
+from hlgateway.notifier.events import FILLS, LEDGER, ORDERS
 from hlgateway.notifier.exchange import ExchangeInfo
 from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.handlers import dashboard_of
@@ -102,7 +102,9 @@ class Notifier:
             await self.state.load(t)
             fills = await t.streams.all(FILLS)
             orders = await t.streams.all(ORDERS)
+            ledgers = await t.streams.all(LEDGER)
             wallets = await t.watches.wallets()
+            ledger_wallets = await t.watches.ledger_wallets()
         await self.sender.restore()
         self.feed.start()
         await self.feed.want_prices(True)  # alerts, and to know which symbols exist
@@ -110,6 +112,8 @@ class Notifier:
             self.feed.watch(
                 wallet, {FILLS: _since(fills.get(wallet)), ORDERS: _since(orders.get(wallet))}
             )
+        for wallet in ledger_wallets:
+            await self.feed.want_ledger(wallet, True, _since(ledgers.get(wallet)))
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.consumer.run(), name="notifier-consume"),

@@ -100,8 +100,12 @@ class Exchange:
         matcher: Matcher,
         *,
         mainnet: bool = False,
+        assets: Mapping[int, CoinSpec] | None = None,
     ) -> None:
         self._market = market
+        # Hyperliquid's asset numbers (builder-dex perps from 110000); by default
+        # the market's coins in listing order.
+        self._assets = dict(enumerate(market.coins)) if assets is None else dict(assets)
         self._accounts = accounts
         self._matcher = matcher
         self.mainnet = mainnet  # which network signatures are checked for
@@ -179,9 +183,9 @@ class Exchange:
         return wallet, signer
 
     def _coin(self, asset: int) -> CoinSpec:
-        coins = self._market.coins
-        if 0 <= asset < len(coins):
-            return coins[asset]
+        coin = self._assets.get(asset)
+        if coin is not None:
+            return coin
         raise _Refused(f"Unknown asset: {asset} is not listed")
 
     def _check_request(self, request: Request) -> None:
