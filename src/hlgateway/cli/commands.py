@@ -247,6 +247,11 @@ def _watch(args: argparse.Namespace) -> int:
 def _notifier(args: argparse.Namespace) -> int:
     from hlgateway.notifier.runner import run
 
+    if args.new_key:
+        from hlgateway.notifier.vault import new_master_key
+
+        print(new_master_key())  # for HLGATEWAY_NOTIFIER_KEY (or a key file)
+        return 0
     try:
         settings = _load_notifier(args)
     except SettingsError as exc:
@@ -414,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument(
         "--config", help=f"TOML settings file, its [notifier] table ({CONFIG_ENV})"
+    )
+    notifier.add_argument(
+        "--new-key",
+        action="store_true",
+        help="print a fresh key to seal agent keys with (HLGATEWAY_NOTIFIER_KEY) and exit",
     )
     notifier.set_defaults(func=_notifier)
     return parser
