@@ -74,7 +74,7 @@ NODE_TTL = 3.0  # ... and a node not heard of for this long is gone (before its 
 PLAN_EVERY = 0.5
 PLAN_TTL = 3.0  # a plan not refreshed this long is gone: every node competes again
 PLAN_GRACE = 3.0  # a newly demanded topic waits this long for the plan to place it
-ADMIT_LAG = 1500  # ms: a plan made this long after a wallet's admission counts it
+ADMIT_PENDING = 10_000  # ms: an admitted topic no plan placed by then is not waited for
 
 FED_CHANNELS = MARKET_CHANNELS | USER_CHANNELS
 
@@ -143,7 +143,8 @@ class LeaseCoordinator(Coordinator):
         self._ids: dict[Topic, str] = {}
         self.plan: FleetPlan | None = None
         self._unplanned: dict[Topic, float] = {}
-        self._admitted: dict[str, int] = {}  # wallet -> when admitted (wall ms)
+        # topic id -> its new wallets, when admitted (wall ms), until a plan places it
+        self._admitted: dict[str, tuple[frozenset[str], int]] = {}
         self._placer = Placer()
         self._placer_lease = Lease(PLACER_KEY, self.timing)
 
@@ -163,21 +164,24 @@ class LeaseCoordinator(Coordinator):
         plan = self.plan
         if plan is None:
             return  # no placement yet: each node refuses what it alone cannot take
-        # Wallets admitted here lately may not be in the plan yet (the placer reads
-        # the demand up to a scan late): they count as taking room until a plan
-        # made well after them. Conservative for a moment, never over the budget.
-        self._admitted = {w: at for w, at in self._admitted.items() if at > plan.at - ADMIT_LAG}
+        # Topics admitted here that the plan does not place yet (the placer reads the
+        # demand up to a scan late): their wallets take room the plan does not show.
+        wall_ms = time.time_ns() // 1_000_000
+        self._admitted = {
+            tid: (wallets, at)
+            for tid, (wallets, at) in self._admitted.items()
+            if tid not in plan.assign and wall_ms - at < ADMIT_PENDING
+        }
+        pending = {w for wallets, _ in self._admitted.values() for w in wallets}
         fed = {w for t in self._demanded for w in t.wallets}
-        new = [w for w in topic.wallets if w not in fed and w not in self._admitted]
+        new = frozenset(w for w in topic.wallets if w not in fed and w not in pending)
         if not new:
             return
         stream = self._feeds.stream(topic, self._id(topic))
-        reason = admission(plan.nodes, len(new) + len(self._admitted), stream.poll_weight)
+        reason = admission(plan.nodes, len(new) + len(pending), stream.poll_weight)
         if reason is not None:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, reason)
-        wall_ms = time.time_ns() // 1_000_000
-        for wallet in new:
-            self._admitted[wallet] = wall_ms
+        self._admitted[self._id(topic)] = (new, wall_ms)
 
     def _id(self, topic: Topic) -> str:
         tid = self._ids.get(topic)
