@@ -324,9 +324,11 @@ async def capacity_run(
             view, settled_at = await settle(session, nodes, served)
             took = settled_at - asked
             # Wallets placed together are first polled one after another over one
-            # interval: measure from the second round on, the steady state.
+            # interval, and the WebSocket wallets' first recoveries take REST weight
+            # for a minute: measure from the second round after that, the steady state.
             intervals = [v["pollIntervalSeconds"] or 0 for v in view.values() if v["restPolled"]]
-            await asyncio.sleep(max(intervals, default=0.0))
+            if intervals:
+                await asyncio.sleep(60 + max(intervals))
             on_ws = ws_wallets(sim)
             before = {a: sim.rest_usage().get(a, {}).get("total", 0) for a in _addresses(nodes)}
             start_ms = time.time() * 1000

@@ -42,7 +42,7 @@ import msgspec
 from hlgateway.broker import scripts
 from hlgateway.broker.coordination import CoordinationStats, Coordinator, FeedControl
 from hlgateway.broker.leases import Command, Event, Lease, LeaseTiming
-from hlgateway.broker.placement import NodeCapacity, Placer, admission
+from hlgateway.broker.placement import NodeCapacity, Placer, Stream, admission
 from hlgateway.broker.redis import PREFIX, WANTED_KEY, RedisBroker, position_key
 from hlgateway.broker.redis_shard import UNAVAILABLE, evalsha
 from hlgateway.broker.topics import decode_topic, encode_topic, topic_id
@@ -141,6 +141,7 @@ class LeaseCoordinator(Coordinator):
         # Placement: the plan as last read (or made), the topics it has not placed
         # yet (since when), wallets admitted here that the plan does not count yet.
         self._ids: dict[Topic, str] = {}
+        self._streams: dict[Topic, Stream] = {}
         self.plan: FleetPlan | None = None
         self._unplanned: dict[Topic, float] = {}
         # topic id -> its new wallets, when admitted (wall ms), until a plan places it
@@ -177,7 +178,7 @@ class LeaseCoordinator(Coordinator):
         new = frozenset(w for w in topic.wallets if w not in fed and w not in pending)
         if not new:
             return
-        stream = self._feeds.stream(topic, self._id(topic))
+        stream = self._stream(topic)
         reason = admission(plan.nodes, len(new) + len(pending), stream.poll_weight)
         if reason is not None:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, reason)
@@ -188,6 +189,13 @@ class LeaseCoordinator(Coordinator):
         if tid is None:
             tid = self._ids[topic] = topic_id(topic)
         return tid
+
+    def _stream(self, topic: Topic) -> Stream:
+        """What feeding `topic` costs (placement), worked out once per topic."""
+        stream = self._streams.get(topic)
+        if stream is None:
+            stream = self._streams[topic] = self._feeds.stream(topic, self._id(topic))
+        return stream
 
     def unwant(self, topic: Topic) -> None:
         # Its demand in Redis expires by itself (other nodes may want it too). Off the
@@ -324,8 +332,9 @@ class LeaseCoordinator(Coordinator):
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("ownership: a malformed demand entry was ignored")
         self._demanded = demanded
-        # Ids of topics nobody wants any more are forgotten.
+        # Ids and costs of topics nobody wants any more are forgotten.
         self._ids = {t: i for t, i in self._ids.items() if t in demanded or t in self._local}
+        self._streams = {t: c for t, c in self._streams.items() if t in self._ids}
 
     @staticmethod
     def _read_plan(raw: bytes | None) -> FleetPlan | None:
@@ -455,7 +464,7 @@ class LeaseCoordinator(Coordinator):
             for topic, holder in zip(topics, replies[3:], strict=True)
             if holder is not None
         }
-        streams = [self._feeds.stream(topic, self._id(topic)) for topic in topics]
+        streams = [self._stream(topic) for topic in topics]
         plan = self._placer.plan(now, nodes, streams, holders)
         for move in plan.moves:
             log.info("placement: %s moves from %s to %s", move.stream, move.source, move.target)
