@@ -192,7 +192,13 @@ class Trading:
                 await asyncio.sleep(wait)
                 if await self._found(row):
                     return
-            await self._finish(row, "failed", f"Not placed: {esc(sent.error)}")
+            spent = "Invalid nonce" in str(sent.response)
+            reason = (
+                "the exchange took this confirmation before and refused it (that answer was lost)"
+                if spent
+                else esc(sent.error)
+            )
+            await self._finish(row, "failed", f"Not placed: {reason}.")
             return
         await self._finish(row, *outcome(row, sent))
 
