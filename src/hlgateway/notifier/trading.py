@@ -25,6 +25,7 @@ from typing import Any
 
 from eth_account import Account
 
+from hlgateway.backoff import Backoff
 from hlgateway.client.errors import RequestFailed
 from hlgateway.client.trading import ANSWER_LOST, Sent, Trader
 from hlgateway.config import NotifierSettings
@@ -36,12 +37,18 @@ from hlgateway.notifier.preview import Intent
 from hlgateway.notifier.repository import AgentRow, PreviewRow, Repository
 from hlgateway.notifier.telegram import Incoming, TelegramApi
 from hlgateway.notifier.vault import Vault, find_key
+from hlgateway.reconnect import Reconnect, Retry
 from hlgateway.upstream.exchange import UNKNOWN_FATE
 
 log = logging.getLogger("hlgateway.notifier.trading")
 
 PASSING = frozenset({"RATE_LIMITED", "UPSTREAM_UNAVAILABLE", "INTERNAL"})  # nothing was sent
 STUCK_MS = 10_000  # a confirmed order not placed by then is looked up again
+# A passing refusal is sent again after 0.4, 0.8, 1.6, then every 2 s (each drawn from the
+# upper half: jitter), until the confirmation's window closes.
+PLACE_RETRY = Backoff(initial=0.4, decay=2.0, max_delay=2.0)
+# The order of an answer of unknown fate is looked for 0.5, 1, 2 and 4 s later (jittered).
+LOOKUP = Backoff(initial=0.5, decay=2.0, max_delay=4.0, max_attempts=4)
 
 
 def bound_to(chat_id: int, wallet: str, agent: str) -> str:
@@ -166,7 +173,7 @@ class Trading:
         if recovering and await self._found(row):
             return
         deadline = (row.confirmed_ms or 0) + self.window_ms
-        attempt = 0
+        policy = Reconnect(PLACE_RETRY)
         while True:
             if self.now_ms() > deadline:
                 await self._finish(row, "abandoned", EXPIRED)
@@ -178,8 +185,9 @@ class Trading:
                 if exc.code not in PASSING:
                     await self._finish(row, "failed", f"Not placed: the gateway said {esc(exc)}.")
                     return
-            attempt += 1
-            await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+            retry = policy.ended()
+            assert isinstance(retry, Retry)  # PLACE_RETRY never gives up: the deadline does
+            await asyncio.sleep(retry.after)
         if not sent.ok and "expired" in str(sent.response).lower():
             await self._finish(row, "abandoned", EXPIRED)
             return
@@ -188,8 +196,9 @@ class Trading:
             # this very action was taken before: its nonce is spent): ask by its cloid, a
             # few times while a copy may still arrive (copies are refused after its
             # expiresAfter, and the exchange takes its nonce once).
-            for wait in (0.5, 1.0, 2.0, 4.0):
-                await asyncio.sleep(wait)
+            looking = Reconnect(LOOKUP)
+            while isinstance(wait := looking.ended(), Retry):
+                await asyncio.sleep(wait.after)
                 if await self._found(row):
                     return
             spent = "Invalid nonce" in str(sent.response)
