@@ -116,6 +116,7 @@ async def run_chaos(
         auth=AuthSettings(secret=SECRET),
         host="127.0.0.1",
         port=0,
+        state_dir="none",  # upstream faults, not restarts: the in-memory engine
         upstream_ping_interval=0.5,
         upstream_pong_timeout=1.0,
         upstream_stale_after=1.0,

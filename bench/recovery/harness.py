@@ -195,6 +195,7 @@ async def run_recovery(
         auth=AuthSettings(secret=SECRET),
         host="127.0.0.1",
         port=0,
+        state_dir="none",  # client reconnects, not restarts: the in-memory engine
         new_connections_per_minute=0,  # the client reconnects far more often than a person
     )
     gateway = Gateway(settings, Endpoint("sim", sim.ws_url, sim.http_url + "/info"))

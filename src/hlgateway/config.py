@@ -167,8 +167,12 @@ class Settings:
     telegram_database: str | None = None  # the notifier's database: which wallets a chat watches
     telegram_login_max_age: Seconds = 3600.0  # initData older than this is refused
     telegram_token_ttl: Seconds = 900.0  # lifetime of the token a Telegram login gets
+    # Durable state (docs/operations.md "The state directory"): streams, history and the
+    # upstream's delivery positions survive a restart. None: the user's state directory,
+    # one per listening address; "none": in memory only (tests, benchmarks).
+    state_dir: str | None = None  # --state-dir
     # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
-    broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, memory)
+    broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, durable)
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
     node_name: str | None = None  # this node in /health and in its upstream leases
@@ -426,6 +430,15 @@ def settings_problems(settings: Settings) -> list[str]:
         "unix",
     ):
         problems.append(f"{_both('broker')}: a redis://HOST:PORT/DB URL")
+    if (
+        settings.broker is not None
+        and settings.state_dir is not None
+        and settings.state_dir.strip().lower() not in ("", "none")
+    ):
+        problems.append(
+            f"{_both('state_dir')} and {_both('broker')}: with a broker the state lives in "
+            "Redis and no state directory is used; drop one of them"
+        )
     if settings.workers > 1 and settings.broker is None:
         problems.append(
             "--workers N needs --broker redis://HOST:PORT/DB: the workers share one gateway's "

@@ -109,6 +109,7 @@ class BrokerStats:
     dropped_while_away: int = 0  # publications dropped over the bound while the store was away
     disconnects: int = 0  # connections to the store lost
     read_failures: int = 0  # reads that failed and answered live data only
+    write_failures: int = 0  # writes to the store that failed (retried)
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def health(self) -> dict[str, Any]:
@@ -122,6 +123,7 @@ class BrokerStats:
             "droppedWhileAway": self.dropped_while_away,
             "disconnects": self.disconnects,
             "readFailures": self.read_failures,
+            "commitFailures": self.write_failures,
         }
         return {
             "engine": self.engine,
@@ -135,6 +137,11 @@ class BrokerStats:
 def node_name() -> str:
     """A node name unique in a fleet: host, process and a little randomness."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class EngineStartError(RuntimeError):
+    """The engine cannot start as configured (a state directory held by another
+    process, a store of a newer schema); the message says why and what to do."""
 
 
 def with_position(payload: bytes, offset: int, epoch: str) -> bytes:

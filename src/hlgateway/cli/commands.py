@@ -70,6 +70,7 @@ def _load(args: argparse.Namespace, dev: Callable[[], str | None] | None) -> Set
         log_format=args.log_format,
         broker=args.broker,
         workers=args.workers,
+        state_dir=args.state_dir,
     )
 
 
@@ -272,9 +273,15 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         help="text lines or one JSON object a line (HLGATEWAY_LOG_FORMAT, default text)",
     )
     parser.add_argument(
+        "--state-dir",
+        help="where streams, history and delivery positions survive a restart "
+        "(HLGATEWAY_STATE_DIR; default: the user's state directory, one per listening "
+        "address; none: in memory only); unused with --broker",
+    )
+    parser.add_argument(
         "--broker",
         help="redis://HOST:PORT/DB: join every node sharing that Redis into one gateway "
-        "(HLGATEWAY_BROKER; default: one process, in-memory)",
+        "(HLGATEWAY_BROKER; default: one process, durable state on disk)",
     )
     parser.add_argument(
         "--workers",

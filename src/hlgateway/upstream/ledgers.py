@@ -57,13 +57,21 @@ class FillLedger:
         self.primed = False
         self.last_time = since_ms  # time of the newest fill seen
 
-    def accept(self, fills: Iterable[Fill], is_snapshot: bool = False) -> list[Fill]:
+    def accept(
+        self, fills: Iterable[Fill], is_snapshot: bool = False, floor_ms: int | None = None
+    ) -> list[Fill]:
+        """The fills not delivered before, oldest first. Only a snapshot primes:
+        what arrives before the first one (fills recovered over REST at a restart)
+        leaves the snapshot's history to it. `floor_ms`: fills older than that are
+        marked seen and not delivered (a recovery reaching before the start)."""
         priming = is_snapshot and not self.primed
-        self.primed = True
+        if is_snapshot:
+            self.primed = True
+        floor = self.since_ms if priming else floor_ms
         fresh = [
             f
             for f in fills
-            if self._seen.add(f.id) and not (priming and f.timestamp < self.since_ms)
+            if self._seen.add(f.id) and not (floor is not None and f.timestamp < floor)
         ]
         fresh.sort(key=lambda f: (f.timestamp, f.id))
         if fresh:

@@ -171,6 +171,12 @@ class WalletFeeds:
                 if not state.channels:
                     del self._wallets[wallet]  # refused: leave no trace
                 raise
+            if since_ms is not None and channel == USER_FILLS:
+                # Started where an earlier feed stopped (a restart, a handover): the
+                # fills since then come from REST first, in order, and what arrives
+                # live meanwhile (the snapshot too) waits behind them.
+                state.holding_fills += 1
+                self._spawn(state, self._recover_fills(state, start, floor_ms=start))
         else:
             self._ensure_poller()
         state.channels.add(channel)
@@ -290,8 +296,14 @@ class WalletFeeds:
             self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
 
     # -- delivery ---------------------------------------------------------
-    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> int:
-        fresh = state.fills.accept(fills, snapshot)
+    def _deliver_fills(
+        self,
+        state: WalletState,
+        fills: list[wire.Fill],
+        snapshot: bool,
+        floor_ms: int | None = None,
+    ) -> int:
+        fresh = state.fills.accept(fills, snapshot, floor_ms)
         if fresh:
             self._emit.emit_fills(state.wallet, fresh)
         return len(fresh)
@@ -356,8 +368,11 @@ class WalletFeeds:
         history = await rest.historical_orders(wallet)
         return history, fills
 
-    async def _recover_fills(self, state: WalletState, since_ms: int) -> None:
-        """Fetch fills from `since_ms`; the caller took the hold (`holding_fills`)."""
+    async def _recover_fills(
+        self, state: WalletState, since_ms: int, floor_ms: int | None = None
+    ) -> None:
+        """Fetch fills from `since_ms` (none older than `floor_ms`); the caller took
+        the hold (`holding_fills`)."""
         try:
             rest = self._rest
             fills = await self._with_retries(
@@ -367,7 +382,7 @@ class WalletFeeds:
             )
             self.recoveries += 1
             # Fills the live stream missed and REST brought back (a metric).
-            self.fills_recovered += self._deliver_fills(state, fills, False)
+            self.fills_recovered += self._deliver_fills(state, fills, False, floor_ms)
         finally:
             state.holding_fills -= 1
             if not state.holding_fills:
