@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from hlgateway.broker import Position, Retention
 from hlgateway.broker import durable as durable_module
 from hlgateway.broker.durable import DurableBroker
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.broker.statedir import StateDirInUse
 from hlgateway.broker.store import DB_FILE, MIGRATIONS, Step, Store, migrate, schema_version
 from hlgateway.migrations import Migration, SchemaTooNew
@@ -98,6 +100,21 @@ async def test_a_publication_reaches_subscribers_only_once_it_is_stored(
     assert node.offsets(ROOM) == [1]
     stored = sqlite3.connect(tmp_path / DB_FILE).execute("SELECT count(*) FROM log")
     assert stored.fetchone()[0] == 1
+    await node.broker.stop()
+
+
+async def test_a_snapshot_update_is_delivered_and_the_whole_one_kept(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """`publish(topic, update, retained)` (candles): subscribers get the update, new
+    subscribers the whole snapshot, as with the memory engine."""
+    node = await Node(tmp_path, clock).start()
+    node.broker.demand(PRICES_TOPIC)
+    update, whole = message(PRICES_TOPIC, {"n": 1}), message(PRICES_TOPIC, {"all": [1]})
+    node.broker.publish(PRICES_TOPIC, update, whole)
+    assert node.data(PRICES_TOPIC) == [{"n": 1}]
+    replay = node.broker.read_now(PRICES_TOPIC, None)
+    assert [p.payload for p in replay.publications] == [whole]
     await node.broker.stop()
 
 
@@ -206,11 +223,19 @@ class _Feeds:
     def __init__(self) -> None:
         self.since: list[object] = []
 
-    def on_first(self, topic: Topic, since: object = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         self.since.append(since)
 
     def on_last(self, topic: Topic) -> None:
         pass
+
+    def capacity(self) -> NodeCapacity:
+        return NodeCapacity()
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        return Stream(key, frozenset(topic.wallets))
 
 
 async def test_a_graceful_stop_keeps_what_was_wanted_when_it_began(

@@ -183,9 +183,13 @@ def test_sdk_subscriptions_receive_well_formed_data(sim_thread: SimThread) -> No
             )
 
 
-def test_module_entry_point_serves_until_interrupted() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_module_entry_point_serves_until_interrupted(stop: signal.Signals) -> None:
+    # Started as a shell starts a background job (`&`, nohup, CI runners): with
+    # SIGINT ignored, so that no KeyboardInterrupt can be what stops it.
+    ignoring_sigint = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hlgateway.simulator", "--port", "0", "--seed", "3"],
+        [*ignoring_sigint, "-m", "hlgateway.simulator", "--port", "0", "--seed", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -203,7 +207,7 @@ def test_module_entry_point_serves_until_interrupted() -> None:
         )
         with urllib.request.urlopen(request, timeout=5) as resp:
             assert b'"BTC"' in resp.read()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         # Generous: on a loaded machine the interpreter alone can take seconds to wind down.
         assert proc.wait(timeout=60) == 0
     finally:

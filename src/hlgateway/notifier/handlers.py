@@ -78,7 +78,21 @@ async def positions(ctx: Context, cmd: c.Positions) -> None:
     if not rows:
         await ctx.reply("No wallets watched.")
         return
-    await ctx.send(positions_text([(r.wallet, r.label) for r in rows], ctx.state.accounts))
+    text = positions_text([(r.wallet, r.label) for r in rows], ctx.state.accounts)
+    agent = await ctx.t.agents.get(ctx.chat) if ctx.chat_type == "private" else None
+    account = ctx.state.accounts.get(agent.wallet) if agent is not None else None
+    await ctx.send(text, buttons=position_buttons(account) if account else None)
+
+
+def position_buttons(account: dict[str, object]) -> list[list[tuple[str, str]]] | None:
+    """A Close button for each open position of the chat's connected wallet."""
+    positions = account.get("positions")
+    rows = [
+        [(f"Close {p['symbol']}", f"close:{p['symbol']}")]
+        for p in (positions if isinstance(positions, list) else [])
+        if isinstance(p, dict) and p.get("size") and c.COIN_RE.match(str(p.get("symbol")))
+    ]
+    return rows[:20] or None
 
 
 @router.command(c.Alert)

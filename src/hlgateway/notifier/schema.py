@@ -97,10 +97,34 @@ async def _ledger(tx: Tx, dialect: str) -> None:
     )
 
 
+async def _trading(tx: Tx, dialect: str) -> None:
+    """Trading from the chat: sealed agent keys, order previews, buttons and edits."""
+    ident = _ident(dialect)
+    for statement in (
+        """CREATE TABLE agents (
+            chat_id BIGINT PRIMARY KEY, wallet TEXT NOT NULL, agent TEXT NOT NULL,
+            sealed TEXT NOT NULL, created_ms BIGINT NOT NULL)""",
+        f"""CREATE TABLE previews (
+            id {ident}, chat_id BIGINT NOT NULL, wallet TEXT NOT NULL, intent TEXT NOT NULL,
+            summary TEXT NOT NULL, notional TEXT NOT NULL, created_ms BIGINT NOT NULL,
+            expires_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', cloid TEXT,
+            confirmed_ms BIGINT, message_row BIGINT, result TEXT)""",
+        "CREATE INDEX previews_state ON previews (state, expires_ms)",
+        "CREATE INDEX previews_chat ON previews (chat_id, confirmed_ms)",
+        "ALTER TABLE chats ADD COLUMN connecting TEXT",
+        "ALTER TABLE chats ADD COLUMN connecting_until BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE chats ADD COLUMN max_notional TEXT",
+        "ALTER TABLE messages ADD COLUMN buttons TEXT",
+        "ALTER TABLE messages ADD COLUMN edit_of BIGINT",
+    ):
+        await tx.execute(statement)
+
+
 MIGRATIONS: tuple[Migration[Step], ...] = (
     Migration(1, "the first tables", _first_tables),
     Migration(2, "attempted_ms, web_app_url, held_until where missing", _later_columns),
     Migration(3, "chats.ledger and ledger_deliveries (/ledger on|off)", _ledger),
+    Migration(4, "trading: agents, previews, message buttons and edits", _trading),
 )
 LATEST = latest(MIGRATIONS)
 

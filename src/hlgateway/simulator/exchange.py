@@ -117,6 +117,11 @@ class Exchange:
         account = account.lower()
         return {agent: name for agent, (owner, name) in self._agents.items() if owner == account}
 
+    def owner_of(self, agent: str) -> str | None:
+        """The account that approved ``agent`` as its API wallet, if any."""
+        approved = self._agents.get(agent.lower())
+        return None if approved is None else approved[0]
+
     def handle(self, body: Any, now_ms: int) -> ExchangeResult:
         """Answer one ``/exchange`` body at model time ``now_ms``."""
         try:

@@ -21,6 +21,7 @@ from hlgateway.simulator.world import SimWorld
 DESERIALIZE_ERROR = "Failed to deserialize the JSON body into the target type"
 MAX_RESPONSE_ROWS = 2000
 _CLOID = re.compile(r"0x[0-9a-fA-F]{32}")
+AGENT_VALID_UNTIL = 4_102_444_800_000  # approvals here do not expire (2100-01-01)
 
 
 class InfoError(Exception):
@@ -224,6 +225,25 @@ def _historical_orders(world: SimWorld, body: dict[str, Any]) -> Any:
     return [wire.order_with_status(u) for u in reversed(recent)]  # newest first
 
 
+def _user_role(world: SimWorld, body: dict[str, Any]) -> Any:
+    """What an address is: an approved agent (and whose), an account, or unknown."""
+    user = _user(body)
+    owner = world.exchange.owner_of(user)
+    if owner is not None:
+        return {"role": "agent", "data": {"user": owner}}
+    return {"role": "user" if world.accounts.wallet(user) is not None else "missing"}
+
+
+def _extra_agents(world: SimWorld, body: dict[str, Any]) -> Any:
+    """The account's named API wallets (the unnamed one is not listed, as on Hyperliquid)."""
+    agents = world.exchange.agents_of(_user(body))
+    return [
+        {"name": name, "address": agent, "validUntil": AGENT_VALID_UNTIL}
+        for agent, name in sorted(agents.items())
+        if name
+    ]
+
+
 _HANDLERS: dict[str, Callable[[SimWorld, dict[str, Any]], Any]] = {
     "meta": _meta,
     "spotMeta": _spot_meta,
@@ -243,6 +263,8 @@ _HANDLERS: dict[str, Callable[[SimWorld, dict[str, Any]], Any]] = {
     "userFillsByTime": _user_fills_by_time,
     "orderStatus": _order_status,
     "historicalOrders": _historical_orders,
+    "userRole": _user_role,
+    "extraAgents": _extra_agents,
 }
 SUPPORTED_TYPES = tuple(_HANDLERS)
 
