@@ -45,7 +45,7 @@ from typing import Any
 from bench.fanout import loadgens
 from bench.fanout import procs as P
 from bench.fanout.scenarios import MIB, Scenario, plan
-from bench.fanout.steering import describe, steer_receives
+from bench.fanout.steering import backlog_drops, describe, steer_receives
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "fanout"
@@ -551,6 +551,11 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
         time.sleep(1.0)
         started = server.pids()
         rss_base = P.group_rss_kib(started)
+        if scenario.mode == "rate" and scenario.rate <= 1:
+            # Clients join a server that is already broadcasting, as they would in
+            # production: its book snapshot is there for each new subscriber (with
+            # --workers and no snapshot yet, each would be a Redis read).
+            pump_mode(ctx, {"mode": "rate", "rate": scenario.rate})
         for i, argv in enumerate(loadgen_argvs(ctx, scenario, server.port)):
             lgs.append(ctx.procs.start(f"{tag}-loadgen{i}", argv, watch="stderr", stdin=True))
         connect_timeout = 30 + scenario.clients / 250
@@ -581,12 +586,14 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
                 lg.popen.stdin.flush()
             _follow(ctx, lgs[0], None, scenario.warmup, label)
             cpu.begin()
+            drops = backlog_drops()
             if scenario.slow:
                 # Where the slow clients' backlog sits at the end: the kernel's send queues.
                 _follow(ctx, lgs[0], None, max(scenario.duration - 1.0, 0.0), label)
                 result["send_queues"] = send_queues(server.port)
             for lg in lgs:
                 _follow(ctx, lg, None, scenario.duration + 60, label)
+            result["backlog_drops"] = backlog_drops() - drops
             pump = pump_mode(ctx, {"mode": "idle"})
             sampler.stop()
             result["pump"] = pump
@@ -699,6 +706,8 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
             "core1_busy": result.get("cpu", {}).get("cpu1_busy", 0.0),
             "server_rss_max_mib": round(result.get("rss_max_kib", 0) / 1024, 1),
             "pump_timeouts": result.get("pump", {}).get("timeouts", 0),
+            # Packets the receiving core's backlog dropped (TCP resends them 200+ ms later).
+            "backlog_drops": result.get("backlog_drops", 0),
             "pump_late_sends": result.get("pump", {}).get("late_sends", 0),
             "deflate_negotiated": lg["deflate_negotiated"],
             "close_codes": lg["close_codes"],
@@ -746,6 +755,8 @@ def summary_line(scenario: Scenario, m: dict[str, Any]) -> str:
     )
     if "kib_per_conn" in m:
         text += f"; {m['open']:,} open ({m['accepts_per_s']:,}/s), {m['kib_per_conn']:.2f} KiB/conn"
+    if m.get("backlog_drops"):
+        text += f"; {m['backlog_drops']:,} packets dropped by the backlog"
     if m["failed"] or not m["alive"] or m["processes_lost"]:
         text += (
             f"; refused {m['failed']:,} (HTTP {m['refused_http']}, closed {m['refused_eof']}, "
