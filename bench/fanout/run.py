@@ -632,7 +632,10 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
             pump_mode(ctx, {"mode": "idle"})
         for lg in lgs:
             ctx.procs.stop(lg)
-        ctx.procs.stop(server.proc)
+        # A supervisor drains its workers first (HLGATEWAY_SHUTDOWN_TIMEOUT 2 s, + 10).
+        left = ctx.procs.stop(server.proc, timeout=20.0 if server.processes > 1 else 5.0)
+        if left:
+            ctx.display.note(f"{label}: {left} processes of the server had to be killed")
 
 
 # -- metrics -------------------------------------------------------------------------
