@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/js/node_modules/.installed
 
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 .PHONY: install serve notifier test lint typecheck pytest lock clean screenshots check-config conformance conformance-fast
 
-install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
+install: $(STAMP) $(NODE_STAMP) $(CHROMIUM) $(PROMTOOL)
 
 # The editable install also builds the C delivery loops (src/hlgateway/server/_delivery.c)
 # with the system compiler; without one it goes on, and the Python loops run.
@@ -30,6 +31,13 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The tests lint /metrics with `promtool check metrics`, from Debian's prometheus
+# package. Only the tool is wanted: the server the package brings is kept stopped.
+$(PROMTOOL):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+	systemctl disable --now prometheus >/dev/null 2>&1 || true
+
 serve: install
 	$(BIN)/hlgateway serve
 
@@ -41,8 +49,7 @@ notifier: install
 	$(BIN)/hlgateway serve --upstream ws://127.0.0.1:8090/ws & GW=$$!; \
 	trap 'kill $$SIM $$GW 2>/dev/null' EXIT INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/health', timeout=1)" 2>/dev/null; do sleep 0.3; done; \
-	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db \
-	  --info-url http://127.0.0.1:8090/info $(NOTIFIER_ARGS)
+	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db $(NOTIFIER_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

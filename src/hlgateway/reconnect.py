@@ -3,7 +3,7 @@
 Four parts hold a connection that drops and must come back: the Python client
 (client/connection.py), each upstream link to Hyperliquid (upstream/link.py), the
 Redis broker (broker/redis.py) and the notifier's Telegram long poll
-(notifier/service.py). Each writes only its *attempt*: connect, serve until the
+(notifier/updates.py). Each writes only its *attempt*: connect, serve until the
 connection ends, and ask the policy what comes next. The rest is here, once:
 
 - `Reconnect`, the policy: failed attempts in a row (a connection that came up

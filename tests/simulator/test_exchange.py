@@ -305,3 +305,32 @@ async def test_ws_post_answers_then_streams_the_order(
         }
     stats = sim.stats()["actions"]
     assert stats == {"ok": 1, "err": 0, "malformed": 1}
+
+
+async def test_modify_and_schedule_cancel_answer_as_hyperliquid_does(
+    sim: Simulator, session: aiohttp.ClientSession, trader: LocalAccount
+) -> None:
+    px = await far_bid(session, sim)
+    placed = await ok(session, sim, signed(trader, order_action(px)))
+    oid = placed["response"]["data"]["statuses"][0]["resting"]["oid"]
+    wire = order_action(px - 1)["orders"][0]
+    # `modify` (one order) answers "default"; an unknown oid is an error of the action.
+    modified = await ok(session, sim, signed(trader, {"type": "modify", "oid": oid, "order": wire}))
+    assert modified == {"status": "ok", "response": {"type": "default"}}
+    _, answer = await post(
+        session, sim, signed(trader, {"type": "modify", "oid": oid, "order": wire})
+    )
+    assert answer == {"status": "err", "response": "Cannot modify canceled or filled order"}
+    (row,) = await open_orders(session, sim, trader.address)
+    assert row["oid"] != oid and row["limitPx"] == f"{px - 1:.1f}"
+    # The dead man's switch: at least 5 s ahead, or unset.
+    now = Nonce.next()
+    _, early = await post(
+        session, sim, signed(trader, {"type": "scheduleCancel", "time": now + 1000})
+    )
+    assert early["status"] == "err" and "at least 5 seconds" in early["response"]
+    scheduled = await ok(
+        session, sim, signed(trader, {"type": "scheduleCancel", "time": now + 60_000})
+    )
+    assert scheduled == {"status": "ok", "response": {"type": "default"}}
+    assert await ok(session, sim, signed(trader, {"type": "scheduleCancel"})) == scheduled

@@ -52,20 +52,13 @@ import hiredis
 from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.broker import scripts
-from hlgateway.broker.base import (
-    Broker,
-    BrokerStats,
-    Position,
-    Publication,
-    Replay,
-    Retention,
-    with_position,
-)
+from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Retention, with_position
 from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
 from hlgateway.broker.topics import topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.positions import Position
 
 if TYPE_CHECKING:
     from hlgateway.broker.coordination import Coordinator, FeedControl

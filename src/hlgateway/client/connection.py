@@ -44,15 +44,7 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
-from hlgateway.client.positions import (
-    Joined,
-    Position,
-    Recovered,
-    Resync,
-    Since,
-    Verdict,
-    as_position,
-)
+from hlgateway.client.positions import Joined, Recovered, Resync, Since, Verdict, as_position
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
 from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
@@ -60,9 +52,13 @@ from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+from hlgateway.protocol.positions import Position
 from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")
+
+# A post's answer waits for Hyperliquid (the gateway gives up after its own 10 s).
+POST_TIMEOUT = 15.0
 
 
 class LinkState(StrEnum):
@@ -414,6 +410,20 @@ class GatewayClient:
         pending = self._request(dict(msg), "request")
         return await self._await(pending, timeout)
 
+    async def post(self, request: m.Json, timeout: float | None = None) -> m.PostResult:
+        """Relay a signed `/exchange` body through the gateway (docs/trading.md).
+
+        Returns the gateway's `post_result`: Hyperliquid's answer as it came. A
+        refusal (FORBIDDEN, INVALID_PARAMS, RATE_LIMITED) raises RequestFailed and
+        nothing was sent. ConnectionLost (the link dropped after the post was
+        written) means the outcome is unknown: look the order up by its cloid before
+        sending it again. `request` goes out with its keys in the order given.
+        """
+        wait = POST_TIMEOUT if timeout is None else timeout
+        reply = await self._await(self._request({"type": "post", "request": request}, "post"), wait)
+        assert isinstance(reply, m.PostResult)
+        return reply
+
     async def ping(self, timeout: float | None = None) -> float:
         """Application-level ping; returns the round trip in seconds."""
         pending = self._request({"type": "ping"}, "ping")
@@ -657,6 +667,22 @@ class GatewayClient:
         log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
         self._send_subscribe(link, entry)
 
+    def rewind(self, sub: Subscription[Any], position: Since) -> None:
+        """Have the lossless stream of `sub` replayed after `position`: for an application
+        that dropped what it could not keep up with (and stored where it stopped). The
+        subscription stays, and the gateway keeps feeding it: asked again with `since`
+        (now, or on the next link), it replays what followed, or cannot (a `Resync`).
+        Messages after `position` that come before the replay are dropped here."""
+        entry = self._registry.holding(sub)
+        if entry is None:
+            raise ValueError(f"{sub!r} is not subscribed")
+        entry.cursor.rewind(as_position(position))
+        link = self._link
+        if link is not None and link.welcomed and not entry.in_flight:
+            self._send_subscribe(link, entry)
+        # In flight: what its reply brings after `position` is a gap, which heals the
+        # same way. Link down: the reconnect subscribes with `since` this position.
+
     def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
         def retry() -> None:
             self._retries.discard(handle)
@@ -727,6 +753,8 @@ class GatewayClient:
                 self._events.emit("authenticated", msg)
             case m.Shutdown():
                 self._events.emit("shutdown", msg)
+            case m.PostResult():
+                self._events.emit("post_result", msg)
             case m.UnknownMessage():
                 self._events.emit("message", msg)
         if pending is not None and pending.future is not None and not pending.future.done():

@@ -63,6 +63,11 @@ def budget_shares(settings: Settings) -> dict[str, str]:
         "UPSTREAM_MAX_MESSAGES": settings.upstream_max_messages,
         "UPSTREAM_MAX_WALLETS": settings.upstream_max_wallets,
         "UPSTREAM_REST_WEIGHT": settings.upstream_rest_weight,
+        # Order entry: Hyperliquid's 100 posts in flight are per IP too, and so are the
+        # budgets' reserves for the data side.
+        "POST_MAX_IN_FLIGHT": settings.post_max_in_flight,
+        "POST_KEEP_MESSAGES": settings.post_keep_messages,
+        "POST_KEEP_WEIGHT": settings.post_keep_weight,
     }
     return {f"HLGATEWAY_{name}": str(max(1, total // n)) for name, total in shares.items()}
 

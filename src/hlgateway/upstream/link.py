@@ -272,6 +272,14 @@ class Link:
             ages[name] = None if last is None else round(now - last, 3)
         return ages
 
+    def send_text(self, text: str) -> bool:
+        """Send a frame as it is (a signed `post`: never re-encoded); False if not connected."""
+        transport = self._transport
+        if transport is None or transport.closed or self.state is not LinkState.CONNECTED:
+            return False
+        transport.send(text)
+        return True
+
     def _send(self, obj: dict[str, Any]) -> None:
         # Only while connected: a new connection replays `wanted` itself.
         transport = self._transport
