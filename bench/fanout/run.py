@@ -45,7 +45,7 @@ from typing import Any
 from bench.fanout import loadgens
 from bench.fanout import procs as P
 from bench.fanout.scenarios import MIB, Scenario, plan
-from bench.fanout.steering import backlog_drops, describe, steer_receives
+from bench.fanout.steering import backlog_drops, describe, steer_receives, still_applied
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "fanout"
@@ -262,6 +262,7 @@ class Context:
     floor: Path | None = None  # the floor server's binary
     fd_limit: int = 20_000  # the hard RLIMIT_NOFILE: what one process may hold
     redis: tuple[str, int] | None = None  # the gateway workers' broker (url, pid), if needed
+    steering: dict[str, Any] | None = None  # what steer_receives applied for the run
 
 
 @dataclass
@@ -594,6 +595,7 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
             for lg in lgs:
                 _follow(ctx, lg, None, scenario.duration + 60, label)
             result["backlog_drops"] = backlog_drops() - drops
+            result["steering_intact"] = still_applied(ctx.steering or {})
             pump = pump_mode(ctx, {"mode": "idle"})
             sampler.stop()
             result["pump"] = pump
@@ -711,6 +713,8 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
             "pump_timeouts": result.get("pump", {}).get("timeouts", 0),
             # Packets the receiving core's backlog dropped (TCP resends them 200+ ms later).
             "backlog_drops": result.get("backlog_drops", 0),
+            # False: another run on the machine changed the receive steering meanwhile.
+            "steering_intact": result.get("steering_intact", True),
             "pump_late_sends": result.get("pump", {}).get("late_sends", 0),
             "deflate_negotiated": lg["deflate_negotiated"],
             "close_codes": lg["close_codes"],
@@ -758,6 +762,8 @@ def summary_line(scenario: Scenario, m: dict[str, Any]) -> str:
     )
     if "kib_per_conn" in m:
         text += f"; {m['open']:,} open ({m['accepts_per_s']:,}/s), {m['kib_per_conn']:.2f} KiB/conn"
+    if not m.get("steering_intact", True):
+        text += "; **receive steering changed by something else during the run**"
     if m.get("backlog_drops"):
         text += f"; {m['backlog_drops']:,} packets dropped by the backlog"
     if m["failed"] or not m["alive"] or m["processes_lost"]:
@@ -939,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
                     floor=floor,
                     fd_limit=fd_limit,
                     redis=stack.enter_context(own_redis(procs)) if need_redis else None,
+                    steering=steering,
                 )
                 for scenario in scenarios:
                     for rep in range(scenario.repeats):

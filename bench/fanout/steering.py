@@ -70,6 +70,15 @@ def steer_receives(client_core: int, enabled: bool = True) -> Iterator[dict[str,
         _write(BACKLOG, old_backlog)
 
 
+def still_applied(info: dict[str, Any]) -> bool:
+    """Whether what `steer_receives` applied is still in place (another run on the
+    machine may have restored its own values meanwhile: the measurement is then
+    not what it says)."""
+    if not info.get("applied"):
+        return True
+    return _read(RPS_CPUS) == info["rps_cpus"] and _read(BACKLOG) == str(info["netdev_max_backlog"])
+
+
 def backlog_drops() -> int:
     """Packets dropped so far because a CPU's backlog was full (all CPUs; 0 if unknown).
 
