@@ -125,7 +125,14 @@ class LeaseCoordinator(Coordinator):
                 await self._broker.shard.pipeline(release)
 
     async def _run(self) -> None:
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # stop() cancelled this task, but a library call swallowed the
+                # CancelledError (seen in redis-py's pipeline under load: the call
+                # returned normally); without this the loop would go on for ever
+                # and shutdown would wait on it.
+                raise asyncio.CancelledError
             try:
                 await self._tick()
             except asyncio.CancelledError:
