@@ -297,7 +297,7 @@ def gateway_env(scenario: Scenario) -> dict[str, str]:
     return {
         **os.environ,
         "JWT_SECRET": SECRET,
-        "HLGATEWAY_LOG_LEVEL": "WARNING",
+        "HLGATEWAY_LOG_LEVEL": os.environ.get("BENCH_GATEWAY_LOG_LEVEL", "WARNING"),
         # The abuse limits would refuse one IP's thousands of connections.
         "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0",
         "HLGATEWAY_MAX_CONNECTIONS_PER_IP": "0",
