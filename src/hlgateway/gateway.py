@@ -333,7 +333,7 @@ class Gateway:
             self._sweeper.cancel()
         await self.coordinator.stop()
         self.hub.clear()
-        await self.feeds.wallets.stop()
+        await self.feeds.stop()
         await self.relay.stop()  # posts still in flight are answered err (fate unknown)
         await self.upstream.stop()
         await self.broker.stop()

@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
+import msgspec
 
 from hlgateway import reconnect
 from hlgateway.backoff import Backoff
@@ -55,7 +56,7 @@ from hlgateway.broker import scripts
 from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Retention, with_position
 from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
-from hlgateway.broker.topics import topic_id
+from hlgateway.broker.topics import decode_topic, topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
 from hlgateway.protocol.channels import Topic
 from hlgateway.protocol.positions import Position
@@ -72,7 +73,24 @@ CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it 
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
 IN_FLIGHT = 1024  # publications written and not yet answered
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
+# A snapshot-stream message that is an update, not the whole snapshot (candles):
+# its PUB/SUB payload starts with this byte (a data message starts with `{`).
+UPDATE_MARK = b"~"
 UNAVAILABLE_EPOCH = "unavailable"
+# What the fleet wants, kept past the death of every node (a sorted set of topic
+# specs scored by expiry: the linger window after the last node that wanted them):
+# a node starting finds there what to feed again (`resume`).
+WANTED_KEY = f"{PREFIX}:wanted"
+POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that moved
+POSITION_KEEP_MS = 24 * 3600 * 1000  # as far back as a feed may start (its ledgers' memory)
+# A queue entry that writes a delivery position (its key as the prefix, its ms as the
+# keep): on the publishing connection, after the publications it covers.
+POSITION = Topic("position", b"{}")
+
+
+def position_key(channel: str, wallet: str) -> bytes:
+    """Where a wallet's user stream (`channel`) was delivered up to, by whichever node."""
+    return f"{PREFIX}:pos:{channel}:{wallet}".encode()
 
 
 def new_epoch() -> str:
@@ -94,7 +112,8 @@ class _Keys:
         self.channel = f"{PREFIX}:{db}:{tid}".encode()
 
 
-# (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication.
+# (topic, prefix or snapshot payload, items, suffix or the snapshot to retain if
+# another, ledger keep ms): one publication.
 _Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
 
 
@@ -139,6 +158,9 @@ class RedisBroker(Broker):
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_refresh = 0.0
+        self._positions: dict[tuple[str, str], int] = {}  # delivered up to (this node's feeds)
+        self._moved: set[tuple[str, str]] = set()  # positions not yet written
+        self._last_positions = 0.0
         self._counts: collections.Counter[str] = collections.Counter()
 
     # -- keys ---------------------------------------------------------------
@@ -257,17 +279,17 @@ class RedisBroker(Broker):
         return len(self._queue) + len(self._in_flight)
 
     # -- publishing -----------------------------------------------------------
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         if topic.lossless:
             unique = f"u{self._unique_prefix}{next(self._unique)}"
             self._enqueue(topic, b"", [(unique, payload)], b"", int(UNIQUE_KEEP * 1000))
         elif topic.snapshot:
             if not self.connected:
                 # Keep serving this node's subscribers while Redis is away.
-                self._latest[topic] = payload
+                self._latest[topic] = payload if retained is None else retained
                 self._deliver(topic, payload, 0)
                 return
-            self._enqueue(topic, payload, [], b"", 0)
+            self._enqueue(topic, payload, [], retained or b"", 0)
         else:
             # Notices (`system`) are about this node: they stay on it.
             self._deliver(topic, payload, 0)
@@ -319,6 +341,10 @@ class RedisBroker(Broker):
             entry = queue.popleft()
             in_flight.append(entry)
             topic, prefix, items, suffix, keep_ms = entry
+            if topic is POSITION:
+                chunks.append(encode("SET", prefix, keep_ms, "PX", POSITION_KEEP_MS))
+                replies.append(self._answered)
+                continue
             keys = self.keys(topic)
             if topic.lossless:
                 args: list[bytes | str | int] = [
@@ -342,6 +368,10 @@ class RedisBroker(Broker):
                     args += (item_id, item)
                 chunks.append(encode(*args))
                 replies.append(self._answered)
+            elif suffix:  # an update, with the snapshot to retain as `suffix`
+                chunks.append(encode("SET", keys.latest, suffix, "PX", ttl_ms))
+                chunks.append(encode("PUBLISH", keys.channel, UPDATE_MARK + prefix))
+                replies += (self._answered_part, self._answered)
             else:  # a snapshot: its payload travels as `prefix`
                 chunks.append(encode("SET", keys.latest, prefix, "PX", ttl_ms))
                 chunks.append(encode("PUBLISH", keys.channel, prefix))
@@ -361,8 +391,8 @@ class RedisBroker(Broker):
         if refused and self._refused(reply):
             return  # retried on the next connection
         if self._in_flight:
-            self._in_flight.popleft()
-            if not refused:
+            topic = self._in_flight.popleft()[0]
+            if not refused and topic is not POSITION:
                 self._counts["published"] += 1
         if self._queue:
             self._schedule_flush()
@@ -400,7 +430,15 @@ class RedisBroker(Broker):
             return
         self._counts["received"] += 1
         if not topic.lossless:
-            self._latest[topic] = data
+            if data.startswith(UPDATE_MARK):
+                # Not a whole snapshot: what a new subscriber needs is in Redis now
+                # (set just before), so the next read fetches it. A read already
+                # waiting on that GET may get the snapshot before this update: the
+                # next update (a candle's whole current state) makes up for it.
+                data = data[len(UPDATE_MARK) :]
+                self._latest.pop(topic, None)
+            else:
+                self._latest[topic] = data
             self._deliver(topic, data, 0)
             return
         tracker = self._trackers.get(topic)
@@ -598,8 +636,15 @@ class RedisBroker(Broker):
 
     # -- upkeep -------------------------------------------------------------------
     def upkeep(self) -> None:
-        """Keep the history of wanted streams from expiring while they are quiet."""
+        """Keep the history of wanted streams from expiring while they are quiet; write
+        the delivery positions that moved."""
         now = time.monotonic()
+        if self._moved and now - self._last_positions >= POSITIONS_EVERY:
+            self._last_positions = now
+            for channel, wallet in self._moved:
+                time_ms = self._positions[(channel, wallet)]
+                self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
+            self._moved.clear()
         every = min(30.0, self.retention.ttl / 3)
         if not self.connected or now - self._last_refresh < every:
             return
@@ -619,6 +664,45 @@ class RedisBroker(Broker):
 
         with contextlib.suppress(*UNAVAILABLE):
             await self.shard.pipeline(build)
+
+    # -- restarts: what was wanted, where each wallet was delivered to --------------------
+    def delivered(self, channel: str, wallet: str, time_ms: int) -> None:
+        # Written once a second, on the publishing connection after the publications
+        # it covers: a position that lags only makes a new holder read a little more
+        # again (the shared ledger drops it); one ahead of them could lose events.
+        key = (channel, wallet)
+        known = self._positions.get(key)
+        if known is None:
+            # Where the feed started: at once (a new holder would start from the
+            # topic's first demand, or from now once that is forgotten).
+            self._positions[key] = time_ms
+            self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
+        elif known < time_ms:
+            self._positions[key] = time_ms
+            self._moved.add(key)
+
+    async def resume(self) -> list[Topic]:
+        """What the fleet wanted lately (kept in Redis past the death of every node)."""
+        if not self.connected:
+            return []
+        wall_ms = time.time_ns() // 1_000_000
+
+        def read(pipe: Any) -> None:
+            pipe.zremrangebyscore(WANTED_KEY, "-inf", wall_ms)
+            pipe.zrangebyscore(WANTED_KEY, wall_ms, "+inf")
+
+        try:
+            _, members = await self.shard.pipeline(read)
+        except UNAVAILABLE as exc:
+            log.warning("broker: what the fleet wanted could not be read: %s", exc)
+            return []
+        topics = []
+        for raw in members:
+            try:
+                topics.append(decode_topic(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("broker: a malformed wanted topic was ignored")
+        return topics
 
     # -- coordination and state -----------------------------------------------------
     def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
