@@ -105,6 +105,7 @@ async def run_chaos(
             idle_timeout=60.0,
             # Raised on both sides (see the gateway's settings below).
             max_new_connections_per_minute=100_000,
+            rest_weight_per_minute=1_000_000,
             # Cashflows often enough that every fault can hit one in flight.
             funding_interval=2.0,
             transfer_interval=1.0,

@@ -41,6 +41,7 @@ from hlgateway.upstream.exchange import ExchangeClient
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
+from hlgateway.upstream.polling import PollBudget
 from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
 from hlgateway.websocket.frames import Frame
 
@@ -87,8 +88,18 @@ class Gateway:
             ),
             context_refresh=settings.context_refresh,
             ca_file=settings.upstream_ca_file,
+            source_address=settings.upstream_source_address,
         )
-        self.feeds = Feeds(self.upstream, self.publisher, settings.upstream_poll_interval)
+        self.feeds = Feeds(
+            self.upstream,
+            self.publisher,
+            PollBudget(
+                weight_per_minute=settings.upstream_rest_weight,
+                reserved=lambda: self.upstream.context_weight_per_minute,
+                min_interval=settings.upstream_poll_interval,
+                max_interval=settings.upstream_max_poll_interval,
+            ),
+        )
         # Which node feeds each upstream stream is the engine's answer: alone,
         # this node feeds whatever its clients want; nodes sharing a Redis hold
         # a lease per stream.
@@ -298,6 +309,8 @@ class Gateway:
     def upstream_counts(self) -> UpstreamCounts:
         links = self.upstream.health()["links"]
         wallets = self.feeds.wallets
+        modes = wallets.modes_summary()
+        budget = self.upstream.budget
         return UpstreamCounts(
             degraded=self.upstream.status not in ("connected", "idle"),
             links_open=sum(1 for link in links if link["state"] == "connected"),
@@ -305,6 +318,14 @@ class Gateway:
             fills_recovered=wallets.fills_recovered,
             wallet_recoveries=wallets.recoveries,
             rest_failures=wallets.rest_failures,
+            wallets_websocket=modes["websocket"],
+            wallets_polled=modes["restPolled"],
+            # Unbounded (no budget for polling at all) reads as -1: never a number that looks fine.
+            poll_interval=modes["pollIntervalSeconds"] or -1.0,
+            poll_lag=modes["pollLagSeconds"],
+            wallets_over_latency=modes["overLatency"],
+            rest_weight_used=budget.used(),
+            rest_weight_limit=budget.capacity,
         )
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from hlgateway.broker import Position, Retention
 from hlgateway.broker import durable as durable_module
 from hlgateway.broker.durable import DurableBroker
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.broker.statedir import StateDirInUse
 from hlgateway.broker.store import DB_FILE, MIGRATIONS, Step, Store, migrate, schema_version
 from hlgateway.migrations import Migration, SchemaTooNew
@@ -218,11 +220,19 @@ class _Feeds:
     def __init__(self) -> None:
         self.since: list[object] = []
 
-    def on_first(self, topic: Topic, since: object = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         self.since.append(since)
 
     def on_last(self, topic: Topic) -> None:
         pass
+
+    def capacity(self) -> NodeCapacity:
+        return NodeCapacity()
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        return Stream(key, frozenset(topic.wallets))
 
 
 async def test_a_graceful_stop_keeps_what_was_wanted_when_it_began(
