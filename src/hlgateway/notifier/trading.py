@@ -25,6 +25,7 @@ from typing import Any
 
 from eth_account import Account
 
+from hlgateway.backoff import Backoff
 from hlgateway.client.errors import RequestFailed
 from hlgateway.client.trading import ANSWER_LOST, Sent, Trader
 from hlgateway.config import NotifierSettings
@@ -36,10 +37,14 @@ from hlgateway.notifier.preview import Intent
 from hlgateway.notifier.repository import AgentRow, PreviewRow, Repository
 from hlgateway.notifier.telegram import Incoming, TelegramApi
 from hlgateway.notifier.vault import Vault, find_key
+from hlgateway.reconnect import Reconnect, Retry
 
 log = logging.getLogger("hlgateway.notifier.trading")
 
 PASSING = frozenset({"RATE_LIMITED", "UPSTREAM_UNAVAILABLE", "INTERNAL"})  # nothing was sent
+# A passing refusal is sent again after 0.4, 0.8, 1.6, then every 2 s (each drawn from the
+# upper half: jitter), until the confirmation's window closes.
+PLACE_RETRY = Backoff(initial=0.4, decay=2.0, max_delay=2.0)
 
 
 def bound_to(chat_id: int, wallet: str, agent: str) -> str:
@@ -164,7 +169,7 @@ class Trading:
         if recovering and await self._found(row):
             return
         deadline = (row.confirmed_ms or 0) + self.window_ms
-        attempt = 0
+        policy = Reconnect(PLACE_RETRY)
         while True:
             if self.now_ms() > deadline:
                 await self._finish(
@@ -182,8 +187,9 @@ class Trading:
                 if exc.code not in PASSING:
                     await self._finish(row, "failed", f"Not placed: the gateway said {esc(exc)}.")
                     return
-            attempt += 1
-            await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+            retry = policy.ended()
+            assert isinstance(retry, Retry)  # PLACE_RETRY never gives up: the deadline does
+            await asyncio.sleep(retry.after)
         if not sent.ok and sent.response == ANSWER_LOST:
             # It may or may not be on the exchange: ask by its cloid in a moment.
             await asyncio.sleep(1.0)
