@@ -32,6 +32,7 @@ from hlgateway.publisher import Publisher
 from hlgateway.server import delivery
 from hlgateway.server.capacity import connection_capacity
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
+from hlgateway.server.timing_wheel import TimingWheel
 from hlgateway.session import SessionLimits
 from hlgateway.trading.policy import PostLimits, PostPolicy
 from hlgateway.trading.relay import PostRelay
@@ -142,6 +143,10 @@ class Gateway:
             market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
+        # When each connection next needs the sweeper (ping, silence, token expiry).
+        self._wheel = TimingWheel(
+            max(0.02, min(1.0, settings.heartbeat_interval / 4)), time.monotonic()
+        )
         # WebSockets held at once before upgrades are refused (server/capacity.py).
         self.capacity = connection_capacity(settings.max_connections)
         self.shutting_down = False
@@ -202,28 +207,43 @@ class Gateway:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """One task for every connection's heartbeat and token expiry."""
-        settings = self.settings
-        tick = max(0.02, min(1.0, settings.heartbeat_interval / 4))
+        """One task for every connection's heartbeat and token expiry: each tick, the
+        connections the wheel says are due (a ping, a silence, an expiry), not all."""
         upkept = time.monotonic()
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(self._wheel.resolution)
             now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
             self.hub.expire()
             if now - upkept >= 1.0:
                 upkept = now
                 self.broker.upkeep()
-            batch = list(self.connections.values())
-            for start in range(0, len(batch), SWEEP_SLICE):
+            due = self._wheel.due(now)
+            for start in range(0, len(due), SWEEP_SLICE):
                 if start:
-                    # Sweeping 10k connections takes ~20 ms: in slices, so that a
-                    # broadcast arriving meanwhile is not held up behind all of it.
+                    # In slices, so that a broadcast arriving meanwhile is not held
+                    # up behind all of them (10k connections due at once: ~20 ms).
                     await asyncio.sleep(0)
-                for connection in batch[start : start + SWEEP_SLICE]:
+                for tick, client_id in due[start : start + SWEEP_SLICE]:
+                    connection = self.connections.get(client_id)
+                    if connection is None or connection.due_tick != tick:
+                        continue  # gone, or filed again (for an earlier time) since
                     connection.sweep(now, wall_ms)
+                    if client_id in self.connections:
+                        self.reschedule(connection, now, wall_ms)
 
     def register(self, connection: Connection) -> None:
         self.connections[connection.client_id] = connection
+        self.reschedule(connection)
+
+    def reschedule(
+        self, connection: Connection, now: float | None = None, wall_ms: int | None = None
+    ) -> None:
+        """File the connection in the sweeper's wheel for when it is next due."""
+        if now is None or wall_ms is None:
+            now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
+        connection.due_tick = self._wheel.file(
+            connection.client_id, connection.next_due(now, wall_ms)
+        )
 
     def unregister(self, connection: Connection) -> None:
         self.connections.pop(connection.client_id, None)

@@ -19,7 +19,7 @@ from hlgateway.broker.statedir import StateDirInUse
 from hlgateway.broker.store import DB_FILE, MIGRATIONS, Step, Store, migrate, schema_version
 from hlgateway.migrations import Migration, SchemaTooNew
 from hlgateway.protocol import encoding
-from hlgateway.protocol.channels import PRICES, USER_FILLS, Topic, room_topic
+from hlgateway.protocol.channels import CANDLES, PRICES, USER_FILLS, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
 from tests.helpers import eventually
 
@@ -27,6 +27,9 @@ WALLET = "0x" + "a1" * 20
 ROOM = room_topic("desk")
 FILLS = make_topic(USER_FILLS, {"userId": "alice", "wallet": WALLET}, wallets=(WALLET,))
 PRICES_TOPIC = make_topic(PRICES, {"symbols": ["BTC"]}, symbols=("BTC",))
+CANDLES_TOPIC = make_topic(
+    CANDLES, {"interval": "1m", "symbol": "HYPE/USDC"}, symbols=("HYPE/USDC",)
+)
 
 
 class Clock:
@@ -476,3 +479,20 @@ async def test_snapshots_are_not_kept_and_go_out_at_once(tmp_path: Path, clock: 
     again = await Node(tmp_path, clock).start()
     assert again.broker.read_now(PRICES_TOPIC, None).publications == []
     await again.broker.stop()
+
+
+async def test_a_candle_update_keeps_the_whole_snapshot_for_new_subscribers(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The engine honours `retained`: subscribers hear the one changed candle, a new
+    subscriber reads the whole series published beside it."""
+    node = await Node(tmp_path, clock).start()
+    node.broker.demand(CANDLES_TOPIC)
+    update = message(CANDLES_TOPIC, {"candles": [{"t": 2}]})
+    whole = message(CANDLES_TOPIC, {"candles": [{"t": 1}, {"t": 2}]})
+    node.broker.publish(CANDLES_TOPIC, update, whole)
+    await turn()
+    assert node.data(CANDLES_TOPIC) == [{"candles": [{"t": 2}]}]
+    latest = node.broker.read_now(CANDLES_TOPIC, None).publications
+    assert [json.loads(p.payload)["data"] for p in latest] == [{"candles": [{"t": 1}, {"t": 2}]}]
+    await node.broker.stop()

@@ -50,6 +50,7 @@ from hlgateway.protocol.channels import (
     MARKET_CHANNELS,
     USER_CHANNELS,
     USER_FILLS,
+    USER_LEDGER,
     USER_ORDERS,
     Topic,
 )
@@ -525,7 +526,7 @@ class LeaseCoordinator(Coordinator):
         ledger drops what was published before."""
         wall_ms = time.time_ns() // 1_000_000
         keys: list[str | bytes] = [start_key(t) for t in topics]
-        positioned = [t for t in topics if t.channel in (USER_FILLS, USER_ORDERS)]
+        positioned = [t for t in topics if t.channel in (USER_FILLS, USER_ORDERS, USER_LEDGER)]
         wallets = [(t.channel, w) for t in positioned for w in t.wallets]
         keys += [position_key(channel, wallet) for channel, wallet in wallets]
         stored: list[Any]
