@@ -23,6 +23,14 @@ Publications and PUB/SUB go over two lean connections of broker/resp.py (a
 message crossing nodes pays for them twice, and redis-py's pipeline and PubSub
 cost more than the hop itself); every other command goes through redis-py.
 
+With replicas to wait for (`min_replicas`: a Sentinel group by default), a
+lossless publication is delivered only once the replicas have it: stored, then
+`WAIT`, then committed (broker/replicated.py), so that a failover never takes
+back what a client was given. Whatever happens to Redis, a node checks after
+each reconnect that the streams it published or delivered have not gone
+backwards (broker/lua/verify.lua): one that did continues in a new epoch, so
+that no offset a client holds is ever given to another message.
+
 A node subscribes to a topic's channel while it has local demand or a read in
 flight. Each lossless stream's delivery goes through a StreamTracker, which
 keeps it contiguous (gaps are fetched from the history) and merges reads with
@@ -60,7 +68,8 @@ from hlgateway.broker.base import (
     Retention,
     with_position,
 )
-from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard
+from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard, evalsha
+from hlgateway.broker.replicated import Entry, ReplicatedLane
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
 from hlgateway.broker.topics import topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
@@ -75,7 +84,7 @@ PREFIX = "hlgw"
 KEEP_FLOOR_MS = 60_000  # must match publish.lua's floor
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
-MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
+MAX_QUEUED = 100_000  # lossless publications kept while Redis is away (per connection)
 IN_FLIGHT = 1024  # publications written and not yet answered
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
 UNAVAILABLE_EPOCH = "unavailable"
@@ -100,8 +109,7 @@ class _Keys:
         self.channel = f"{PREFIX}:{db}:{tid}".encode()
 
 
-# (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication.
-_Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
+_Entry = Entry
 
 
 class RedisBroker(Broker):
@@ -122,6 +130,22 @@ class RedisBroker(Broker):
         self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
         self.shard = RedisShard(url, self.node)
         self._db = self.shard.db
+        # With replicas to wait for, lossless publications take their own lane.
+        self._lane: ReplicatedLane | None = None
+        if self.shard.min_replicas > 0:
+            self._lane = ReplicatedLane(
+                self.shard.min_replicas,
+                store=functools.partial(self._lossless_command, commit=False),
+                commit=self._commit_command,
+                committed=self._known,
+                refused=self._refused,
+                doubt=lambda: self._spawn(self._check_primary()),
+                max_queued=MAX_QUEUED,
+            )
+        # Where each stream this node published was last committed, to check
+        # after a reconnect that Redis did not go backwards: (epoch, offset, when).
+        self._seen: dict[Topic, tuple[str, int, float]] = {}
+        self._writing = False  # publications may be written (after the check)
         self._own = f"{PREFIX}:{self._db}:node:{self.node}".encode()
         self.connected = False
         self._up = asyncio.Event()
@@ -171,11 +195,14 @@ class RedisBroker(Broker):
 
     async def _close(self) -> None:
         self.connected = False
+        self._writing = False
         self._up.clear()
         # Not known to be done: again after reconnecting, first and in order. A
         # lossless item's ledger id keeps a retried publication from repeating.
         self._queue.extendleft(reversed(self._in_flight))
         self._in_flight.clear()
+        if self._lane is not None:
+            self._lane.detach()
         self._subscribed.clear()
         self._fail_acks()
         await self.shard.close()
@@ -230,8 +257,14 @@ class RedisBroker(Broker):
         self._up.set()
 
     async def _serve(self) -> None:
-        """Run until a connection fails: resubscribe, resend, then watch both links."""
+        """Run until a connection fails: check, resend, resubscribe, then watch the links."""
+        # Before anything is written: did the streams go backwards while away?
+        await self._verify()
+        self._writing = True
         self._schedule_flush()  # what waited while Redis was away goes first
+        if self._lane is not None:
+            assert self.shard.lossless is not None
+            self._lane.attach(self.shard.lossless)
         # Every SUBSCRIBE written at once, the confirmations awaited together.
         wanted = {*self._wanted, *self._reading}
         outcomes = await asyncio.gather(*map(self._subscribe, wanted), return_exceptions=True)
@@ -257,7 +290,64 @@ class RedisBroker(Broker):
     @property
     def queued(self) -> int:
         """Publications not yet answered by Redis (waiting, or written)."""
-        return len(self._queue) + len(self._in_flight)
+        lane = self._lane.queued if self._lane is not None else 0
+        return len(self._queue) + len(self._in_flight) + lane
+
+    # -- failovers -------------------------------------------------------------
+    async def _verify(self) -> None:
+        """Give a new epoch to every stream whose history went backwards: Redis
+        no longer has an offset this node published or delivered (a failover to
+        a replica that lacked the last writes, a restart from an older
+        snapshot). Its next offsets would name other messages than a client may
+        hold; in a new epoch, such a client gets `recovered: false` instead."""
+        checks = [(topic, epoch, offset) for topic, (epoch, offset, _) in self._seen.items()]
+        checks += [
+            (topic, tracker.epoch, tracker.offset)
+            for topic, tracker in self._trackers.items()
+            if tracker.epoch is not None and tracker.offset > 0
+        ]
+        if not checks:
+            return
+        keys = [_Keys(topic_id(topic), self._db).meta for topic, _, _ in checks]
+
+        def build(pipe: Any) -> None:
+            for meta, (_, epoch, offset) in zip(keys, checks, strict=True):
+                evalsha(pipe, scripts.VERIFY, [meta], [epoch, offset, new_epoch()])
+
+        results = await self.shard.pipeline(build)
+        for (topic, epoch, offset), fenced in zip(checks, results, strict=True):
+            if fenced:
+                self._counts["rewound"] += 1
+                self._seen.pop(topic, None)
+                log.warning(
+                    "broker: a %s stream went backwards in Redis (it had reached offset %d "
+                    "of epoch %s here; Redis lost writes): it goes on in a new epoch",
+                    topic.channel,
+                    offset,
+                    epoch,
+                )
+
+    async def _check_primary(self) -> None:
+        """The replicas are late: is the server still the primary? If the
+        sentinels name another, every connection goes and the publications
+        not yet committed are sent again to the new one."""
+        try:
+            moved = not await self.shard.still_primary()
+        except UNAVAILABLE as exc:
+            log.warning("broker: no sentinel answered (%s)", exc)
+            return
+        if moved:
+            self.shard.fail("the sentinels name another primary")
+        else:
+            log.warning(
+                "broker: lossless publications wait for %d replica(s) of %s",
+                self.shard.min_replicas,
+                self.shard.where,
+            )
+
+    def _known(self, topic: Topic, epoch: str, offset: int) -> None:
+        """Redis has committed `topic` up to `offset` in `epoch` (this node wrote it)."""
+        self._seen[topic] = (epoch, offset, time.monotonic())
 
     # -- publishing -----------------------------------------------------------
     def publish(self, topic: Topic, payload: bytes) -> None:
@@ -294,6 +384,9 @@ class RedisBroker(Broker):
         suffix: bytes,
         keep_ms: int,
     ) -> None:
+        if self._lane is not None and topic.lossless:
+            self._lane.enqueue((topic, prefix, items, suffix, keep_ms))
+            return
         queue = self._queue
         if len(queue) >= MAX_QUEUED:
             queue.popleft()
@@ -303,78 +396,92 @@ class RedisBroker(Broker):
 
     def _schedule_flush(self) -> None:
         # Once per loop turn: what was published in this turn goes out in one write.
-        if not self._flush_due and self.shard.pub is not None:
+        if not self._flush_due and self._writing and self.shard.pub is not None:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
         pub, queue, in_flight = self.shard.pub, self._queue, self._in_flight
-        if pub is None or not pub.is_open or not pub.writable:
+        if pub is None or not pub.is_open or not pub.writable or not self._writing:
             return  # on reconnecting, or once the buffer drains
         count = min(len(queue), IN_FLIGHT - len(in_flight))
         if count <= 0:
             return  # the next answer flushes again
-        retention, ttl_ms, sha = self.retention, self._ttl_ms, scripts.PUBLISH.sha
+        ttl_ms = self._ttl_ms
         chunks: list[bytes] = []
         replies: list[Any] = []
         for _ in range(count):
             entry = queue.popleft()
             in_flight.append(entry)
-            topic, prefix, items, suffix, keep_ms = entry
-            keys = self.keys(topic)
+            topic, prefix = entry[0], entry[1]
             if topic.lossless:
-                args: list[bytes | str | int] = [
-                    "EVALSHA",
-                    sha,
-                    2,
-                    keys.meta,
-                    keys.stream,
-                    keys.channel,
-                    new_epoch(),
-                    retention.size,
-                    ttl_ms,
-                    retention.max_size,
-                    keep_ms,
-                    keys.ledger,
-                    prefix,
-                    suffix,
-                    len(items),
-                ]
-                for item_id, item in items:
-                    args += (item_id, item)
-                chunks.append(encode(*args))
+                chunks.append(self._lossless_command(entry, commit=True))
                 replies.append(self._answered)
             else:  # a snapshot: its payload travels as `prefix`
+                keys = self.keys(topic)
                 chunks.append(encode("SET", keys.latest, prefix, "PX", ttl_ms))
                 chunks.append(encode("PUBLISH", keys.channel, prefix))
                 replies += (self._answered_part, self._answered)
         pub.send(b"".join(chunks), replies)
 
+    def _lossless_command(self, entry: _Entry, *, commit: bool) -> bytes:
+        """publish.lua for one lossless publication: stored, and with `commit`
+        published at once (else commit.lua does, once the replicas have it)."""
+        topic, prefix, items, suffix, keep_ms = entry
+        keys, retention = self.keys(topic), self.retention
+        args: list[bytes | str | int] = [
+            "EVALSHA",
+            scripts.PUBLISH.sha,
+            2,
+            keys.meta,
+            keys.stream,
+            keys.channel,
+            new_epoch(),
+            retention.size,
+            self._ttl_ms,
+            retention.max_size,
+            keep_ms,
+            keys.ledger,
+            prefix,
+            suffix,
+            1 if commit else 0,
+            len(items),
+        ]
+        for item_id, item in items:
+            args += (item_id, item)
+        return encode(*args)
+
+    def _commit_command(self, topic: Topic, upto: int) -> bytes:
+        keys = self.keys(topic)
+        return encode("EVALSHA", scripts.COMMIT.sha, 2, keys.meta, keys.stream, keys.channel, upto)
+
     def _answered_part(self, reply: Any) -> None:
         """The first of a publication's two answers (a snapshot's SET)."""
         if isinstance(reply, hiredis.ReplyError):
-            self._refused(reply)
+            self._refused(reply, self.shard.pub)
 
     def _answered(self, reply: Any) -> None:
         """A publication's last answer: it is done (or refused for good)."""
         if isinstance(reply, RespError):
             return  # the connection is gone; _close() requeues what is in flight
         refused = isinstance(reply, hiredis.ReplyError)
-        if refused and self._refused(reply):
+        if refused and self._refused(reply, self.shard.pub):
             return  # retried on the next connection
         if self._in_flight:
-            self._in_flight.popleft()
+            entry = self._in_flight.popleft()
             if not refused:
                 self._counts["published"] += 1
+                if isinstance(reply, list) and reply[1]:  # a lossless stream's head
+                    self._known(entry[0], reply[1].decode(), int(reply[0]))
         if self._queue:
             self._schedule_flush()
 
-    def _refused(self, error: hiredis.ReplyError) -> bool:
-        """Redis refused a publication. True: retry it on a new connection."""
+    def _refused(self, error: hiredis.ReplyError, conn: RespConnection | None) -> bool:
+        """Redis refused a publication (on `conn`). True: retry it on a new connection."""
         if is_retryable(error):
-            if self.shard.pub is not None:
-                self.shard.pub.fail(RespError(f"Redis refused a publication: {error}"))
+            if conn is not None:
+                conn.fail(RespError(f"Redis refused a publication: {error}"))
             return True
         # Refused for what it is (it would be refused again): say so and go on.
         log.error("broker: Redis refused a publication for good: %s", error)
@@ -430,34 +537,41 @@ class RedisBroker(Broker):
                 progress.set()
 
     async def _fetch_gap(self, topic: Topic, after: int) -> None:
+        """Fetch what the tracker misses after `after` in its epoch (or, if the
+        stream went on in another epoch, that epoch from its base)."""
         stored: Stored | None = None
+        tracker = self._trackers.get(topic)
+        following = tracker.epoch if tracker is not None and tracker.epoch is not None else ""
         try:
-            stored = await self._stored(topic, after)
+            stored = await self._stored(topic, after, following)
         except UNAVAILABLE as exc:
             log.warning("broker: fetching a gap failed: %s", exc)
         tracker = self._trackers.get(topic)
         if tracker is None:
             return
-        before = tracker.gaps_lost
+        before, epochs = tracker.gaps_lost, tracker.epochs
         for item in tracker.fetched(stored):
             self._deliver(topic, item.payload, item.offset)
         if tracker.gaps_lost > before:
             self._counts["gapsLost"] += tracker.gaps_lost - before
+        if tracker.epochs > epochs:
+            self._counts["newEpochs"] += tracker.epochs - epochs
 
-    async def _stored(self, topic: Topic, after: int | None) -> Stored:
-        """The stream's epoch, head, and entries after `after` (None: none)."""
+    async def _stored(self, topic: Topic, after: int | None, following: str = "") -> Stored:
+        """The stream's epoch, committed head, base, and entries after `after`
+        (None: none); from the base when `following` names another epoch."""
         keys = self.keys(topic)
-        epoch_raw, head, entries = await self.shard.run(
+        epoch_raw, head, entries, base = await self.shard.run(
             scripts.READ,
             [keys.meta, keys.stream],
-            [new_epoch(), -1 if after is None else after, self._keep_ms],
+            [new_epoch(), -1 if after is None else after, self._keep_ms, following],
         )
         epoch = epoch_raw.decode()
         publications = []
         for entry_id, fields in entries:
             offset = int(entry_id.split(b"-", 1)[0])
             publications.append(Publication(offset, with_position(fields[1], offset, epoch)))
-        return Stored(epoch, int(head), publications)
+        return Stored(epoch, int(head), publications, int(base))
 
     # -- demand -----------------------------------------------------------------
     def demand(self, topic: Topic) -> None:
@@ -580,7 +694,13 @@ class RedisBroker(Broker):
         except BaseException:
             tracker.close_catch(catch)
             raise
-        return tracker.resolve(catch, stored, since)
+        replay = tracker.resolve(catch, stored, since)
+        if tracker.epoch != stored.epoch and not tracker.fetching:
+            # The stream went on in a new epoch that live delivery has not shown
+            # here yet: take this node's delivery there now.
+            tracker.fetching = True
+            self._spawn(self._fetch_gap(topic, tracker.offset))
+        return replay
 
     async def _get_latest(self, topic: Topic) -> bytes | None:
         key = self.keys(topic).latest
@@ -607,6 +727,11 @@ class RedisBroker(Broker):
         if not self.connected or now - self._last_refresh < every:
             return
         self._last_refresh = now
+        # Streams this node no longer publishes to are forgotten by Redis after
+        # `keep`: nothing left to check after a reconnect.
+        stale = now - self._keep_ms / 1000
+        for topic in [t for t, (_, _, at) in self._seen.items() if at < stale]:
+            del self._seen[topic]
         lossless = [t for t in self._wanted if t.lossless]
         if lossless:
             self._spawn(self._refresh(lossless))
@@ -630,25 +755,34 @@ class RedisBroker(Broker):
         return LeaseCoordinator(self, feeds, can_feed=can_feed)
 
     def stats(self) -> BrokerStats:
-        counts = self._counts
+        counts, lane, shard = self._counts, self._lane, self.shard
+        details: dict[str, Any] = {
+            "url": shard.where,
+            "node": self.node,
+            "connected": self.connected,
+            "channels": len(self._subscribed),
+            "queued": self.queued,
+        }
+        if shard.target.sentinel is not None:
+            details["failovers"] = shard.failovers
+        if lane is not None:
+            details["minReplicas"] = lane.min_replicas
+            details["waitingForReplicas"] = lane.late > 0
+            details["replicaWaits"] = lane.timeouts
         return BrokerStats(
             "redis",
             degraded=not self.connected,
             streams=len(self._trackers),
             queued=self.queued,
-            published=counts["published"],
+            published=counts["published"] + (lane.published if lane else 0),
             received=counts["received"],
             gaps=counts["gaps"],
             gaps_lost=counts["gapsLost"],
             refused=counts["publishRefused"],
-            dropped_while_away=counts["droppedWhileAway"],
+            dropped_while_away=counts["droppedWhileAway"] + (lane.dropped if lane else 0),
             disconnects=counts["disconnects"],
             read_failures=counts["readFailures"],
-            details={
-                "url": self.shard.where,
-                "node": self.node,
-                "connected": self.connected,
-                "channels": len(self._subscribed),
-                "queued": self.queued,
-            },
+            rewound=counts["rewound"],
+            new_epochs=counts["newEpochs"],
+            details=details,
         )

@@ -14,66 +14,131 @@ need of a Redis, and nothing of what they do with it:
 
 The engine decides when to connect and what to do once connected (its
 reconnect loop, resubscribing, requeueing). Finding the server is this module's
-business alone, so that another way to find it (Redis Sentinel: ask the
-sentinels for the primary's address) slots in here without the engine changing.
+business alone: one server named by its URL, or the primary of a Redis Sentinel
+group (broker/redis_url.py), asked of the sentinels at every connect, so that
+the engine's reconnect after a failover finds the new primary. Every connection
+of one connect goes to the same server, checked to be a primary (`ROLE`): a
+command, a publication and a subscription never land on two servers, and a
+demoted primary is never used. A `READONLY` answer on any of them (the server
+was demoted under us) drops them all, and the engine reconnects.
+
+With `min_replicas` (always, with Sentinel, unless set to 0), lossless
+publications get a connection of their own (`lossless`): they wait there for
+the replicas (`WAIT`), which must never hold up a snapshot publication.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 
-from hlgateway.broker import scripts
+from hlgateway.broker import redis_url, scripts
 from hlgateway.broker.resp import Push, RespConnection, RespError, open_connection
 from hlgateway.broker.scripts import Script
+
+log = logging.getLogger(__name__)
 
 POOL_SIZE = 32  # command connections per node (publishing and PUB/SUB have one each)
 COMMAND_TIMEOUT = 5.0  # waiting for a pooled connection
 KEEPALIVE = 2.0  # seconds between liveness probes on the two lean connections
 STALL = 10.0  # a reply awaited longer than this: the connection is dead
+SENTINEL_TIMEOUT = 1.0  # per sentinel asked
 
 # What a lost or unusable Redis raises, whichever connection noticed.
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
 
-def redacted(url: str) -> str:
-    """host:port/db of a redis:// URL, without credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
-
-
 class RedisShard:
     def __init__(self, url: str, name: str) -> None:
-        self.url = url
+        self.target = redis_url.parse(url)
         self.name = name  # the node's name: the connections are named after it
-        self.db = int(parse_url(url).get("db") or 0)
+        self.db = self.target.db
+        # Lossless publications wait for this many replicas before anybody sees them.
+        self.min_replicas = self.target.min_replicas
+        self.url = self.target.url  # the server connected to (the primary, with Sentinel)
+        self.primary: tuple[str, int] | None = None  # with Sentinel: its address
+        self.failovers = 0  # times the sentinels named another primary than the last one
         self.client: aioredis.Redis | None = None
-        self.pub: RespConnection | None = None  # publications
+        self.pub: RespConnection | None = None  # publications (all of them, without replicas)
         self.sub: RespConnection | None = None  # PUB/SUB
+        self.lossless: RespConnection | None = None  # lossless publications, with replicas
+        self._sentinel: Sentinel | None = None
 
     @property
     def where(self) -> str:
-        """The server, for logs and /health (no credentials)."""
-        return redacted(self.url)
+        """The server (with Sentinel: the group, and the primary in use), for logs
+        and /health (no credentials)."""
+        if self.primary is None:
+            return self.target.redacted
+        host, port = self.primary
+        return f"{self.target.redacted} (primary {host}:{port})"
+
+    @property
+    def connections(self) -> tuple[RespConnection, ...]:
+        return tuple(c for c in (self.pub, self.sub, self.lossless) if c is not None)
+
+    # -- finding the server -----------------------------------------------------------
+    async def _locate(self) -> str:
+        """The URL of the server to use now: the URL's, or the primary the
+        sentinels name (MasterNotFoundError, a RedisError, if none does)."""
+        group = self.target.sentinel
+        if group is None:
+            return self.url
+        primary = await self.ask_sentinels()
+        if self.primary is not None and primary != self.primary:
+            self.failovers += 1
+            log.warning(
+                "broker: the sentinels name a new primary, %s:%d (was %s:%d)",
+                *primary,
+                *self.primary,
+            )
+        self.primary = primary
+        self.url = self.target.at(*primary)
+        return self.url
+
+    async def ask_sentinels(self) -> tuple[str, int]:
+        """The primary's address, as the first sentinel that knows it says."""
+        group = self.target.sentinel
+        assert group is not None
+        if self._sentinel is None:
+            options: dict[str, Any] = {
+                "socket_timeout": SENTINEL_TIMEOUT,
+                "socket_connect_timeout": SENTINEL_TIMEOUT,
+            }
+            if group.password is not None:
+                options.update(username=group.username, password=group.password)
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(group.addresses), sentinel_kwargs=options
+            )
+        host, port = await self._sentinel.discover_master(group.master)
+        return str(host), int(port)
+
+    async def still_primary(self) -> bool:
+        """Whether the server in use is still the one the sentinels name (always,
+        without Sentinel). Raises if no sentinel answers."""
+        if self.target.sentinel is None or self.primary is None:
+            return True
+        return await self.ask_sentinels() == self.primary
 
     # -- connecting -------------------------------------------------------------
     async def connect(self, on_push: Push) -> None:
-        """Open the command client and both lean connections, load the scripts.
+        """Open the command client and the lean connections, load the scripts.
         Raises (RedisError, OSError, TimeoutError) if Redis cannot be used."""
+        url = await self._locate()
         # A bounded pool that queues: a burst of subscribes waits for a
         # connection instead of opening thousands (or failing).
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url,
+            url,
             max_connections=POOL_SIZE,
             timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=2,
@@ -84,9 +149,16 @@ class RedisShard:
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         self.client = client
         await client.ping()
+        self.pub = pub = await open_connection(url, f"hlgw-pub-{self.name}")
+        # A replica would refuse every write (and a demoted primary is one): use
+        # only a primary, and say so when the URL names something else.
+        role = await pub.call("ROLE")
+        if not (isinstance(role, list) and role and role[0] == b"master"):
+            raise RespError(f"{self.where} is not a primary (ROLE {role!r:.40}); reconnecting")
         await self._load_scripts(client)
-        self.pub = await open_connection(self.url, f"hlgw-pub-{self.name}")
-        self.sub = await open_connection(self.url, f"hlgw-sub-{self.name}", on_push)
+        self.sub = await open_connection(url, f"hlgw-sub-{self.name}", on_push)
+        if self.min_replicas > 0:
+            self.lossless = await open_connection(url, f"hlgw-lossless-{self.name}")
 
     async def _load_scripts(self, client: aioredis.Redis) -> None:
         pipe = client.pipeline(transaction=False)
@@ -95,22 +167,30 @@ class RedisShard:
         await pipe.execute()
 
     async def close(self) -> None:
-        pub, sub, client = self.pub, self.sub, self.client
-        self.pub, self.sub, self.client = None, None, None
-        for conn in (pub, sub):
-            if conn is not None:
-                conn.close()
+        conns, client, sentinel = self.connections, self.client, self._sentinel
+        self.pub, self.sub, self.lossless, self.client = None, None, None, None
+        self._sentinel = None
+        for conn in conns:
+            conn.close()
         with contextlib.suppress(Exception):
             if client is not None:
                 await client.aclose()
+        with contextlib.suppress(Exception):
+            if sentinel is not None:
+                await sentinel.aclose()
+
+    def fail(self, reason: str) -> None:
+        """Drop every lean connection (the engine's watch then reconnects)."""
+        for conn in self.connections:
+            conn.fail(RespError(reason))
 
     async def watch(self) -> None:
-        """Probe both lean connections until one fails or stalls; raise why."""
-        pub, sub = self.pub, self.sub
-        assert pub is not None and sub is not None, "connect() first"
+        """Probe the lean connections until one fails or stalls; raise why."""
+        conns = self.connections
+        assert self.pub is not None and self.sub is not None, "connect() first"
         while True:
-            await asyncio.wait({pub.closed, sub.closed}, timeout=KEEPALIVE)
-            for conn in (pub, sub):
+            await asyncio.wait({conn.closed for conn in conns}, timeout=KEEPALIVE)
+            for conn in conns:
                 if conn.closed.done():
                     conn.closed.result()  # raises why
                     raise RespError("Redis connection closed")
@@ -127,16 +207,24 @@ class RedisShard:
 
     async def command(self, work: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
         """Run `work` on the command client; raises ConnectionError while away."""
-        return await work(self._client())
+        try:
+            return await work(self._client())
+        except ReadOnlyError:
+            self._demoted()
+            raise
 
     async def run(self, script: Script, keys: list[bytes | str], args: list[Any]) -> Any:
         """Run a script by its SHA-1 (loaded again if Redis lost it)."""
         client = self._client()
         try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(script.source)
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except ReadOnlyError:
+            self._demoted()
+            raise
 
     async def pipeline(self, build: Callable[[Pipeline], None]) -> list[Any]:
         """The commands `build` queues, in one round trip, without a transaction
@@ -151,7 +239,15 @@ class RedisShard:
                 if attempt == 2:
                     raise
                 await self._load_scripts(client)
+            except ReadOnlyError:
+                self._demoted()
+                raise
         raise AssertionError("unreachable")
+
+    def _demoted(self) -> None:
+        # The server turned into a replica under us (a failover): every
+        # connection goes, and the engine finds the new primary.
+        self.fail(f"{self.where} was demoted to a replica (READONLY)")
 
 
 def evalsha(pipe: Pipeline, script: Script, keys: list[bytes | str], args: list[Any]) -> None:
