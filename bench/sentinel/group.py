@@ -139,6 +139,8 @@ class SentinelGroup:
             "redis-server",
             *("--port", str(port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+            # A replica that (re)joins syncs at once (the default waits 5 s for others).
+            *("--repl-diskless-sync-delay", "0"),
         ]
         if self.password:
             argv += ["--requirepass", self.password, "--masterauth", self.password]

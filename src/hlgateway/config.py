@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -163,7 +162,8 @@ class Settings:
     telegram_login_max_age: Seconds = 3600.0  # initData older than this is refused
     telegram_token_ttl: Seconds = 900.0  # lifetime of the token a Telegram login gets
     # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
-    broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, memory)
+    # --broker: redis://HOST:PORT/DB or redis+sentinel://... (default: one process, memory)
+    broker: str | None = None
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
     node_name: str | None = None  # this node in /health and in its upstream leases
@@ -391,12 +391,10 @@ def settings_problems(settings: Settings) -> list[str]:
         problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
     if not 1 <= settings.history_size <= settings.history_max:
         problems.append(f"{_both('history_size')}: must be 1..{_both('history_max')}")
-    if settings.broker is not None and urlsplit(settings.broker).scheme not in (
-        "redis",
-        "rediss",
-        "unix",
-    ):
-        problems.append(f"{_both('broker')}: a redis://HOST:PORT/DB URL")
+    from hlgateway.broker import redis_url  # the broker package needs this module first
+
+    if settings.broker is not None and (wrong := redis_url.problem(settings.broker)):
+        problems.append(f"{_both('broker')}: {wrong}")
     if settings.workers > 1 and settings.broker is None:
         problems.append(
             "--workers N needs --broker redis://HOST:PORT/DB: the workers share one gateway's "

@@ -139,7 +139,7 @@ class RedisBroker(Broker):
                 commit=self._commit_command,
                 committed=self._known,
                 refused=self._refused,
-                doubt=lambda: self._spawn(self._check_primary()),
+                ask=lambda: self._spawn(self._ask_sentinels()),
                 max_queued=MAX_QUEUED,
             )
         # Where each stream this node published was last committed, to check
@@ -327,21 +327,34 @@ class RedisBroker(Broker):
                     epoch,
                 )
 
-    async def _check_primary(self) -> None:
-        """The replicas are late: is the server still the primary? If the
-        sentinels name another, every connection goes and the publications
-        not yet committed are sent again to the new one."""
+    async def _ask_sentinels(self) -> None:
+        """The replicas are late: is the server still the primary, and how many
+        of its replicas are up? Another primary: every connection goes, and
+        what is not committed is sent to the new one. Too few up: the lane
+        commits without them for a while (ReplicaWait)."""
+        lane = self._lane
+        assert lane is not None
+        up: int | None = None
         try:
-            moved = not await self.shard.still_primary()
+            primary, up = await self.shard.replicas_up()
         except UNAVAILABLE as exc:
             log.warning("broker: no sentinel answered (%s)", exc)
-            return
-        if moved:
+            primary = True
+        lane.policy.told(up if primary else None)
+        if not primary:
             self.shard.fail("the sentinels name another primary")
+        elif lane.policy.degraded:
+            log.warning(
+                "broker: %d of %d replica(s) of %s up: lossless publications go on "
+                "without waiting for them",
+                up,
+                lane.min_replicas,
+                self.shard.where,
+            )
         else:
             log.warning(
                 "broker: lossless publications wait for %d replica(s) of %s",
-                self.shard.min_replicas,
+                lane.min_replicas,
                 self.shard.where,
             )
 
@@ -766,9 +779,12 @@ class RedisBroker(Broker):
         if shard.target.sentinel is not None:
             details["failovers"] = shard.failovers
         if lane is not None:
+            policy = lane.policy
             details["minReplicas"] = lane.min_replicas
-            details["waitingForReplicas"] = lane.late > 0
-            details["replicaWaits"] = lane.timeouts
+            details["waitingForReplicas"] = policy.late > 0 and not policy.degraded
+            details["withoutReplicas"] = policy.degraded
+            details["replicaWaits"] = policy.timeouts
+            details["unreplicated"] = policy.unreplicated
         return BrokerStats(
             "redis",
             degraded=not self.connected,

@@ -123,12 +123,17 @@ class RedisShard:
         host, port = await self._sentinel.discover_master(group.master)
         return str(host), int(port)
 
-    async def still_primary(self) -> bool:
-        """Whether the server in use is still the one the sentinels name (always,
-        without Sentinel). Raises if no sentinel answers."""
+    async def replicas_up(self) -> tuple[bool, int | None]:
+        """Whether the server in use is still the primary the sentinels name, and
+        how many of its replicas they see up (None without Sentinel: nobody to
+        ask, and the server is taken as the primary). Raises if no sentinel answers."""
         if self.target.sentinel is None or self.primary is None:
-            return True
-        return await self.ask_sentinels() == self.primary
+            return True, None
+        if await self.ask_sentinels() != self.primary:
+            return False, None
+        assert self._sentinel is not None
+        up = await self._sentinel.discover_slaves(self.target.sentinel.master)
+        return True, len(up)
 
     # -- connecting -------------------------------------------------------------
     async def connect(self, on_push: Push) -> None:

@@ -25,22 +25,32 @@ One round at a time: while a round's WAIT is out, what is published waits, and
 goes in the next round (written right after that round's commits): batching
 grows with the load, and a commit never waits behind a later round's WAIT.
 
-A replica that does not answer within `timeout_ms`: the round waits again
-(never visible before a replica has it), each time counted; every second time
-the owner is asked to check that the server is still the primary (a failover
-in progress, or a partition: the sentinels then name another, and the
-connection goes). The lane has a connection of its own, so that waiting for a
-replica never holds up a snapshot publication (prices, books).
+Replicas that do not answer within the timeout: the round waits again, and the
+owner asks the sentinels (`ReplicaWait` decides, below). If they name another
+primary (a failover in progress, a partition), the connection goes and every
+publication not committed is sent to the new one. If the server is still the
+primary and fewer than `min_replicas` of its replicas are up (the sentinels
+see them down: a dead replica, or the old primary after a failover, not back
+yet), no WAIT can succeed and no failover can promote one of them: the rounds
+are committed without them (each counted, /health `unreplicated`) until the
+sentinels see enough replicas again; otherwise (replicas up but not
+acknowledging, as a replica being promoted in a manual failover), the round
+keeps waiting: never visible before a replica that may become the primary has
+it. Without Sentinel nobody can tell, and the round keeps waiting.
 
-Sans I/O but for the connection it writes to: the owner (broker/redis.py) builds
-the commands and is told what was committed, refused, or doubtful.
+The lane has a connection of its own, so that waiting for a replica never holds
+up a snapshot publication (prices, books). Sans I/O but for the connection it
+writes to: the owner (broker/redis.py) builds the commands, asks the sentinels,
+and is told what was committed or refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,8 +60,9 @@ from hlgateway.broker.resp import RespConnection, RespError, encode
 from hlgateway.protocol.channels import Topic
 
 IN_FLIGHT = 1024  # publications in one round
-WAIT_TIMEOUT_MS = 1000
-DOUBT_EVERY = 2  # WAITs timed out in a row before the primary is checked
+WAIT_TIMEOUT_MS = 1000  # how long a round waits for the replicas before the sentinels are asked
+SHORT_WAIT_MS = 10  # ... while the sentinels see too few replicas up (they may come back)
+TRUST_FOR = 5.0  # seconds the sentinels' "too few replicas up" holds before they are asked again
 
 # (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication.
 Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
@@ -68,6 +79,64 @@ class Round:
         self.commits = 0  # commit answers still awaited
 
 
+class Decision(enum.Enum):
+    COMMIT = "commit"  # the replicas have it
+    UNREPLICATED = "unreplicated"  # commit without them: too few are up to ever have it
+    WAIT = "wait"  # wait again
+
+
+class ReplicaWait:
+    """When a stored round may be committed (sans I/O, injected clock)."""
+
+    def __init__(
+        self,
+        min_replicas: int,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_ms: int = WAIT_TIMEOUT_MS,
+    ) -> None:
+        self.min_replicas = min_replicas
+        self._clock = clock
+        self._timeout_ms = timeout_ms
+        self._down_until = float("-inf")  # the sentinels said too few replicas are up
+        self.asking = False  # the sentinels are being asked
+        self.late = 0  # WAITs timed out in a row
+        self.timeouts = 0  # ... since start
+        self.unreplicated = 0  # rounds committed without the replicas
+
+    @property
+    def degraded(self) -> bool:
+        """Committing without the replicas (the sentinels see too few up)."""
+        return self._clock() < self._down_until
+
+    def timeout_ms(self) -> int:
+        """How long the next WAIT may take."""
+        return SHORT_WAIT_MS if self.degraded else self._timeout_ms
+
+    def answered(self, acked: int) -> tuple[Decision, bool]:
+        """A WAIT's answer (replicas that acknowledged): what to do with the
+        round, and whether to ask the sentinels now."""
+        if acked >= self.min_replicas:
+            self.late = 0
+            return Decision.COMMIT, False
+        self.late += 1
+        self.timeouts += 1
+        if self.degraded:
+            self.unreplicated += 1
+            return Decision.UNREPLICATED, False
+        ask = not self.asking
+        self.asking = True
+        return Decision.WAIT, ask
+
+    def told(self, up: int | None) -> None:
+        """The sentinels' answer: replicas of this primary they see up (None: no
+        answer, or no sentinels; the server is still the primary either way)."""
+        self.asking = False
+        if up is not None and up < self.min_replicas:
+            self._down_until = self._clock() + TRUST_FOR
+        else:
+            self._down_until = float("-inf")
+
+
 class ReplicatedLane:
     def __init__(
         self,
@@ -77,18 +146,18 @@ class ReplicatedLane:
         commit: Callable[[Topic, int], bytes],
         committed: Callable[[Topic, str, int], None],
         refused: Callable[[hiredis.ReplyError, RespConnection | None], bool],
-        doubt: Callable[[], None],
+        ask: Callable[[], None],
         max_queued: int,
-        timeout_ms: int = WAIT_TIMEOUT_MS,
+        policy: ReplicaWait | None = None,
     ) -> None:
         self.min_replicas = min_replicas
         self._store = store
         self._commit = commit
         self._committed = committed
         self._refused = refused
-        self._doubt = doubt
+        self._ask = ask
         self._max_queued = max_queued
-        self.timeout_ms = timeout_ms
+        self.policy = policy or ReplicaWait(min_replicas)
         self.connection: RespConnection | None = None
         self.queue: collections.deque[Entry] = collections.deque()
         self._rounds: collections.deque[Round] = collections.deque()
@@ -96,8 +165,6 @@ class ReplicatedLane:
         self._due = False
         self.published = 0  # publications committed
         self.dropped = 0  # over the queue's bound while Redis was away
-        self.timeouts = 0  # WAITs the replicas did not answer in time
-        self.late = 0  # ... in a row, now
 
     @property
     def queued(self) -> int:
@@ -116,7 +183,6 @@ class ReplicatedLane:
         the front of the queue, in order, to be sent again on the next one."""
         self.connection = None
         self._waiting = None
-        self.late = 0
         again = [entry for round_ in self._rounds for entry in round_.entries]
         self._rounds.clear()
         self.queue.extendleft(reversed(again))
@@ -149,7 +215,7 @@ class ReplicatedLane:
         self._waiting = round_
         chunks = [self._store(entry) for entry in round_.entries]
         replies: list[Any] = [functools.partial(self._stored, round_, e[0]) for e in round_.entries]
-        chunks.append(encode("WAIT", self.min_replicas, self.timeout_ms))
+        chunks.append(encode("WAIT", self.min_replicas, self.policy.timeout_ms()))
         replies.append(functools.partial(self._waited, round_))
         conn.send(b"".join(chunks), replies)
 
@@ -174,18 +240,16 @@ class ReplicatedLane:
             return
         if conn is None or not conn.is_open:
             return
-        if int(reply) < self.min_replicas:
-            # Not visible before a replica has it: wait again.
-            self.timeouts += 1
-            self.late += 1
-            if self.late % DOUBT_EVERY == 0:
-                self._doubt()
+        decision, ask = self.policy.answered(int(reply))
+        if ask:
+            self._ask()
+        if decision is Decision.WAIT:
+            # Not visible before a replica that may become the primary has it.
             conn.send(
-                encode("WAIT", self.min_replicas, self.timeout_ms),
+                encode("WAIT", self.min_replicas, self.policy.timeout_ms()),
                 [functools.partial(self._waited, round_)],
             )
             return
-        self.late = 0
         self._waiting = None
         if round_.heads:
             round_.commits = len(round_.heads)
