@@ -6,12 +6,15 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/js/node_modules/.installed
 
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 .PHONY: install serve notifier test lint typecheck pytest lock clean screenshots check-config conformance conformance-fast
 
-install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
+install: $(STAMP) $(NODE_STAMP) $(CHROMIUM) $(PROMTOOL)
 
-$(STAMP): requirements.lock pyproject.toml
+# The editable install also builds the C delivery loops (src/hlgateway/server/_delivery.c)
+# with the system compiler; without one it goes on, and the Python loops run.
+$(STAMP): requirements.lock pyproject.toml setup.py src/hlgateway/server/_delivery.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -28,6 +31,13 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The tests lint /metrics with `promtool check metrics`, from Debian's prometheus
+# package. Only the tool is wanted: the server the package brings is kept stopped.
+$(PROMTOOL):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+	systemctl disable --now prometheus >/dev/null 2>&1 || true
+
 serve: install
 	$(BIN)/hlgateway serve
 
@@ -39,8 +49,7 @@ notifier: install
 	$(BIN)/hlgateway serve --upstream ws://127.0.0.1:8090/ws & GW=$$!; \
 	trap 'kill $$SIM $$GW 2>/dev/null' EXIT INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/health', timeout=1)" 2>/dev/null; do sleep 0.3; done; \
-	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db \
-	  --info-url http://127.0.0.1:8090/info $(NOTIFIER_ARGS)
+	$(BIN)/hlgateway notifier --gateway ws://127.0.0.1:8080/ws --database .notifier.db $(NOTIFIER_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -49,8 +58,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The whole suite with the C delivery loops (when built), then the modules that
+# exercise delivery again with the Python loops (HLGATEWAY_SPEEDUPS=0).
+DELIVERY_TESTS := tests/server/test_delivery.py tests/server/test_outbox.py \
+	tests/server/test_fanout.py tests/test_hub.py tests/server/test_recovery.py
+
 pytest: install
 	$(BIN)/pytest
+	HLGATEWAY_SPEEDUPS=0 $(BIN)/pytest $(DELIVERY_TESTS)
 
 test: lint typecheck pytest
 
@@ -92,3 +107,4 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(CONFORMANCE) tests/js/node_modules .mypy_cache .pytest_cache .ruff_cache
+	find src -name "*.so" -delete

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
+import shutil
 import signal
 import ssl
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from hlgateway.auth import issue_token
@@ -169,13 +173,46 @@ class Client:
         await self.session.close()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition that another task or process makes true."""
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    *,
+    every: float = 0.02,
+    ignoring: tuple[type[Exception], ...] = (),
+) -> None:
+    """Wait for a condition that another task or process makes true.
+
+    The one way the tests and the benchmarks wait for one: `check` (plain or async)
+    is asked every `every` seconds; an exception of `ignoring` counts as "not yet"
+    (a server still starting), any other ends the wait. TimeoutError once `timeout`
+    seconds have passed: a bound on the wait, never a measurement.
+    """
     deadline = time.monotonic() + timeout
-    while not check():
+    while True:
+        try:
+            answer = check()
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer:
+                return
+        except ignoring:
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every)
+
+
+def check_metrics(text: bytes) -> subprocess.CompletedProcess[bytes]:
+    """`promtool check metrics` on an exposition: Prometheus' own lint of names, types, help.
+
+    promtool comes from Debian's prometheus package, which `make install` installs.
+    """
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make install` installs it (Debian's prometheus package)")
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
+    )
 
 
 def free_port() -> int:
@@ -260,17 +297,21 @@ class GatewayProcess(ChildProcess):
                 stderr.close()
         ChildProcess.running.add(self)
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with session.get(f"{self.http}/health", ssl=self._ssl or False) as resp:
-                        if resp.status == 200 and (await resp.json())["upstream"]["marketsLoaded"]:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline or self.proc.returncode is not None:
-                    raise RuntimeError("gateway process did not become ready:\n" + self.logs())
-                await asyncio.sleep(0.1)
+
+            async def ready() -> bool:
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise RuntimeError("gateway process exited")
+                async with session.get(f"{self.http}/health", ssl=self._ssl or False) as resp:
+                    return resp.status == 200 and bool(
+                        (await resp.json())["upstream"]["marketsLoaded"]
+                    )
+
+            try:
+                await eventually(ready, 20, every=0.1, ignoring=(aiohttp.ClientError,))
+            except (TimeoutError, RuntimeError):
+                raise RuntimeError(
+                    "gateway process did not become ready:\n" + self.logs()
+                ) from None
 
     def logs(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file is not None else ""

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from hlgateway.config import Settings, SettingsError, env_name, load_settings, setting_names
+from hlgateway.auth import issue_token
+from hlgateway.config import (
+    NotifierSettings,
+    Settings,
+    SettingsError,
+    env_name,
+    load_notifier_settings,
+    load_settings,
+    notifier_env_name,
+    notifier_setting_names,
+    setting_names,
+)
 
 SECRET = {"JWT_SECRET": "s" * 32}
 
@@ -144,4 +155,90 @@ async def test_check_config_command(tmp_path: Path) -> None:
     assert "port" in err and "max_rooms" in err and "HLGATEWAY_WRITE_TIMEOUT" in err
     # `serve` refuses the same settings the same way, before starting anything.
     code, _, err = await run_cli("serve", "--config", str(bad), env=env)
+    assert code == 2 and "2 bad setting(s)" in err
+
+
+# -- the notifier's settings, in the same system ----------------------------------------
+
+NOTIFIER_ENV = {"TELEGRAM_BOT_TOKEN": "1:bot", "JWT_SECRET": "s" * 32}
+
+
+def test_the_notifier_reads_flags_environment_and_its_table(tmp_path: Path) -> None:
+    assert set(notifier_setting_names()) >= {"gateway", "database", "info_url", "bot_token"}
+    path = write(
+        tmp_path,
+        'port = 9001\n[notifier]\ngateway = "wss://gw.example/ws"\ncoalesce_ms = 100\n'
+        'max_watches = 3\nwebhook_listen = "127.0.0.1:9443"\n',
+    )
+    env = {**NOTIFIER_ENV, "HLGATEWAY_NOTIFIER_COALESCE_MS": "200", "HLGATEWAY_CONFIG": str(path)}
+    s = load_notifier_settings(env, coalesce_ms=300)
+    assert (s.gateway, s.coalesce_ms, s.max_watches) == ("wss://gw.example/ws", 300, 3)
+    assert load_notifier_settings(env).coalesce_ms == 200
+    assert s.webhook_address == ("127.0.0.1", 9443)
+    assert s.bot_token == "1:bot" and s.jwt_secret == "s" * 32
+    assert s.info_url is None and s.poll_timeout == NotifierSettings.poll_timeout
+    # The gateway reads the same file and leaves the [notifier] table alone.
+    assert load_settings(SECRET, config_file=path).port == 9001
+    assert notifier_env_name("database") == "HLGATEWAY_NOTIFIER_DATABASE"
+    assert notifier_env_name("webhook_secret") == "TELEGRAM_WEBHOOK_SECRET"
+
+
+def test_the_notifier_signs_with_the_auth_secret_of_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[auth]\nsecret = "from-the-file"\n')
+    env = {"TELEGRAM_BOT_TOKEN": "1:bot"}
+    assert load_notifier_settings(env, config_file=path).jwt_secret == "from-the-file"
+    assert load_notifier_settings(env, dev_secret=lambda: "dev").jwt_secret == "dev"
+    token = issue_token("x" * 32, "svc", role="admin")
+    s = load_notifier_settings({**env, "HLGATEWAY_NOTIFIER_TOKEN": token})
+    assert s.token == token and s.jwt_secret is None
+
+
+def test_every_bad_notifier_setting_is_named_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, '[notifier]\ncoalesce_ms = "soon"\nnonsense = 1\n')
+    env = {
+        "HLGATEWAY_NOTIFIER_TOKEN": "not-a-jwt",
+        "HLGATEWAY_NOTIFIER_GATEWAY": "http://gw/ws",
+        "HLGATEWAY_NOTIFIER_INFO_URL": "ftp://x/info",
+        "HLGATEWAY_NOTIFIER_DATABASE": "mysql://db",
+        "HLGATEWAY_NOTIFIER_POLL_TIMEOUT": "99",
+        "HLGATEWAY_NOTIFIER_WEBHOOK_LISTEN": "nowhere",
+        "HLGATEWAY_LOG_LEVEL": "LOUD",
+    }
+    with pytest.raises(SettingsError) as caught:
+        load_notifier_settings(env, config_file=path)
+    problems = "\n".join(caught.value.problems)
+    for named in (
+        "coalesce_ms",
+        "nonsense: unknown setting",
+        "TELEGRAM_BOT_TOKEN is required",
+        "HLGATEWAY_NOTIFIER_TOKEN is not a JWT",
+        "HLGATEWAY_NOTIFIER_GATEWAY",
+        "HLGATEWAY_NOTIFIER_INFO_URL",
+        "HLGATEWAY_NOTIFIER_DATABASE",
+        "HLGATEWAY_NOTIFIER_POLL_TIMEOUT",
+        "HLGATEWAY_NOTIFIER_WEBHOOK_LISTEN",
+        "HLGATEWAY_LOG_LEVEL",
+    ):
+        assert named in problems, named
+    assert len(caught.value.problems) == 10
+    with pytest.raises(SettingsError, match=r"HLGATEWAY_NOTIFIER_TOKEN \(an admin token"):
+        load_notifier_settings({"TELEGRAM_BOT_TOKEN": "1:bot"})
+
+
+async def test_check_config_checks_the_notifier_too(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", **SECRET}
+    code, out, _ = await run_cli("check-config", env=env)
+    assert code == 0 and "notifier: not configured" in out
+    good = write(tmp_path, '[notifier]\ngateway = "ws://10.0.0.5:8080/ws"\n')
+    code, out, _ = await run_cli(
+        "check-config", "--config", str(good), env={**env, "TELEGRAM_BOT_TOKEN": "1:bot"}
+    )
+    assert code == 0 and "notifier config OK" in out and "ws://10.0.0.5:8080/ws" in out
+    assert "info API from the gateway" in out
+    code, _, err = await run_cli("check-config", env={**env, "HLGATEWAY_NOTIFIER_INFO_URL": "nope"})
+    assert code == 2
+    assert "hlgateway notifier: 2 bad setting(s)" in err  # no bot token, a bad URL
+    assert "TELEGRAM_BOT_TOKEN" in err and "HLGATEWAY_NOTIFIER_INFO_URL" in err
+    # `hlgateway notifier` refuses the same way, before starting anything.
+    code, _, err = await run_cli("notifier", env={**env, "HLGATEWAY_NOTIFIER_INFO_URL": "nope"})
     assert code == 2 and "2 bad setting(s)" in err

@@ -58,6 +58,10 @@ def test_welcome(clock: Clock) -> None:
     assert msg["type"] == "welcome" and msg["clientId"] == "c1"
     assert msg["user"] == {"id": "u1", "username": "one"}
     assert isinstance(msg["timestamp"], int)
+    assert "infoUrl" not in msg
+    session.welcome("https://api.hyperliquid.xyz/info")  # the gateway's exchange
+    (msg,) = inbox.pop()
+    assert msg["infoUrl"] == "https://api.hyperliquid.xyz/info"
 
 
 def test_subscribe_then_unsubscribe_echo_canonical_params_and_id(clock: Clock) -> None:

@@ -76,6 +76,7 @@ static struct {
     int sample;
     int ctrl_frames;
     int autogo;
+    int detail;
 } opt = {
     .host = "127.0.0.1",
     .port = 8080,
@@ -230,6 +231,8 @@ static uint64_t close_codes[5000];
 static uint64_t close_other;
 static uint64_t fail_errno[140];
 static uint64_t fail_http;
+static uint64_t fail_eof;
+static uint64_t fail_status[600]; /* refusals by HTTP status (a full server's 503, ...) */
 static uint64_t total_msgs;
 static double t_begin, t_ready = -1, t_go = -1;
 static int sampling; /* deflate mode: only sampled connections feed latency/completion */
@@ -593,6 +596,7 @@ static void on_handshake(conn_t *c, int64_t now) {
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
         if (r < 0 && errno < 140) fail_errno[errno]++;
+        if (r == 0) fail_eof++; /* closed without an answer */
         conn_close(c, 1);
         return;
     }
@@ -609,6 +613,8 @@ static void on_handshake(conn_t *c, int64_t now) {
         return;
     }
     if (strncmp(rbuf, "HTTP/1.1 101", 12) != 0) {
+        int status = strncmp(rbuf, "HTTP/1.", 7) == 0 ? atoi(rbuf + 9) : 0;
+        if (status > 0 && status < 600) fail_status[status]++;
         fail_http++;
         conn_close(c, 1);
         return;
@@ -726,6 +732,19 @@ static void print_hist(FILE *f, const char *name, const hist_t *h) {
             hpct(h, 0.99), hpct(h, 0.999), (long long)h->max);
 }
 
+/* --detail: the nonzero buckets [index, count], so that several processes' histograms
+   can be added up exactly (the harness knows the bucket layout: SUB_BITS). */
+static void print_buckets(FILE *f, const char *name, const hist_t *h) {
+    fprintf(f, "\"%s\":[", name);
+    int first = 1;
+    for (int i = 0; i < HBUCKETS; i++)
+        if (h->b[i]) {
+            fprintf(f, "%s[%d,%llu]", first ? "" : ",", i, (unsigned long long)h->b[i]);
+            first = 0;
+        }
+    fputc(']', f);
+}
+
 static void report(void) {
     double now = mono();
     for (int p = PH_CONNECT; p < PH_DONE; p++) phase_end(p, now);
@@ -751,6 +770,13 @@ static void report(void) {
         if (fail_errno[e]) {
             fprintf(f, "%s\"%s\":%llu", first ? "" : ",", strerrorname_np(e) ? strerrorname_np(e) : "?",
                     (unsigned long long)fail_errno[e]);
+            first = 0;
+        }
+    fprintf(f, "},\"fail_eof\":%llu,\"fail_status\":{", (unsigned long long)fail_eof);
+    first = 1;
+    for (int code = 0; code < 600; code++)
+        if (fail_status[code]) {
+            fprintf(f, "%s\"%d\":%llu", first ? "" : ",", code, (unsigned long long)fail_status[code]);
             first = 0;
         }
     fprintf(f, "},\"close_codes\":{");
@@ -787,6 +813,20 @@ static void report(void) {
         print_hist(f, "completion_us", &ph->comp);
         fputc(',', f);
         print_hist(f, "first_us", &ph->first);
+        if (opt.detail) {
+            fputc(',', f);
+            print_buckets(f, "latency_buckets", &ph->lat);
+            /* Every tick first seen in this phase: [ts ms, first us, last us, receipts]. */
+            fprintf(f, ",\"ticks\":[");
+            int tf = 1;
+            for (int i = 0; i < RING; i++)
+                if (ring[i].ts && ring[i].phase == p) {
+                    fprintf(f, "%s[%lld,%lld,%lld,%u]", tf ? "" : ",", (long long)ring[i].ts,
+                            (long long)ring[i].first, (long long)ring[i].last, ring[i].count);
+                    tf = 0;
+                }
+            fputc(']', f);
+        }
         fputc('}', f);
         first = 0;
     }
@@ -812,7 +852,8 @@ static void usage(void) {
             "usage: loadgen [--host IP] [--port P] [--path /ws?token=..] [-n N] [--warmup S]\n"
             "  [--duration S] [--subscribe JSON] [--deflate] [--slow K] [--slow-after S]\n"
             "  [--slow-rcvbuf BYTES] [--feedback-port P] [--src-first K] [--per-src N]\n"
-            "  [--concurrency N] [--connect-timeout S] [--max-seconds S] [--sample N] [--go]\n");
+            "  [--concurrency N] [--connect-timeout S] [--max-seconds S] [--sample N] [--go]\n"
+            "  [--detail]\n");
     exit(2);
 }
 
@@ -830,6 +871,7 @@ int main(int argc, char **argv) {
         else if (ARG("--subscribe")) opt.subscribe = v;
         else if (strcmp(a, "--deflate") == 0) opt.deflate = 1;
         else if (strcmp(a, "--go") == 0) opt.autogo = 1;
+        else if (strcmp(a, "--detail") == 0) opt.detail = 1;
         else if (ARG("--slow")) opt.slow = atoi(v);
         else if (ARG("--slow-after")) opt.slow_after = atof(v);
         else if (ARG("--slow-rcvbuf")) opt.slow_rcvbuf = atoi(v);

@@ -2,11 +2,16 @@
 
     .venv/bin/python -m bench.fanout [--quick] [--label NAME] [--only KEY ...]
 
-Builds the C load generator (`cc -O2`, into bench/fanout/build/), installs the
-Node reference (`npm ci` in bench/reference/), starts the tick pump, then for
-each scenario and repetition, alternating the servers: starts the server under
+Builds the C load generator and the C floor server (`cc -O2`, into
+bench/fanout/build/), installs the Node reference (`npm ci` in bench/reference/),
+starts the tick pump, then for each scenario and repetition, alternating the
+servers (the gateway, the Node reference, the floor): starts the server under
 test (pinned to core 0), runs the load generator (pinned to core 1, like the
 pump), collects its JSON and the server's CPU and RSS, and stops the server.
+Past what one process may hold open (RLIMIT_NOFILE), every server runs as
+several processes on one port (the gateway `--workers N` on a Redis of the
+run's own, Node's `cluster`, the floor `--procs N`) and the clients come from
+several load generators, whose reports are merged (bench/fanout/loadgens.py).
 Results go to docs/bench/results-<label>.json; docs/benchmarks.md and the PNG
 plots in docs/bench/ are regenerated from every results file there, so a later
 design's run sits beside the baseline's.
@@ -18,6 +23,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import queue
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.fanout import loadgens
 from bench.fanout import procs as P
 from bench.fanout.scenarios import MIB, Scenario, plan
 from bench.fanout.steering import describe, steer_receives
@@ -48,7 +55,21 @@ DOCS = ROOT / "docs"
 SECRET = "hlgateway-bench-secret-not-for-production-use"
 SERVER_CORE = 0
 CLIENT_CORE = 1
-SERVERS = ("gateway", "node")
+SERVERS = ("gateway", "node", "floor")
+FD_RESERVE = 100  # descriptors a process keeps besides its clients' sockets
+# SO_REUSEPORT spreads connections over processes by a hash, not evenly: each
+# process is planned at this share of what it may hold.
+SPREAD = 0.85
+
+
+def processes_for(clients: int, fd_limit: int) -> int:
+    """Server processes for `clients` connections, each below its open-file limit."""
+    room = fd_limit - FD_RESERVE
+    return 1 if clients <= room else math.ceil(clients / (room * SPREAD))
+
+
+def loadgens_for(clients: int, fd_limit: int) -> int:
+    return math.ceil(clients / (fd_limit - FD_RESERVE))
 
 
 # -- building ---------------------------------------------------------------
@@ -59,17 +80,23 @@ def have_zlib_headers() -> bool:
     return probe.returncode == 0
 
 
-def build_loadgen(build: Path = BUILD) -> Path:
-    """Compile loadgen.c if the binary is missing or older than the source."""
-    source = HERE / "loadgen.c"
-    binary = build / "loadgen"
+def _build(name: str, build: Path, libs: list[str]) -> Path:
+    """Compile bench/fanout/NAME.c if the binary is missing or older than the source."""
+    source = HERE / f"{name}.c"
+    binary = build / name
     if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     build.mkdir(parents=True, exist_ok=True)
-    argv = ["cc", "-O2", "-Wall", "-o", str(binary), str(source)]
-    argv += ["-lz"] if have_zlib_headers() else ["-DNO_ZLIB"]
-    subprocess.run(argv, check=True)
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(source), *libs], check=True)
     return binary
+
+
+def build_loadgen(build: Path = BUILD) -> Path:
+    return _build("loadgen", build, ["-lz"] if have_zlib_headers() else ["-DNO_ZLIB"])
+
+
+def build_floor(build: Path = BUILD) -> Path:
+    return _build("floor", build, [])
 
 
 def install_reference() -> None:
@@ -232,6 +259,9 @@ class Context:
     display: Display
     gateway_src: Path | None = None  # None: the working tree's src/
     runs: int = 0
+    floor: Path | None = None  # the floor server's binary
+    fd_limit: int = 20_000  # the hard RLIMIT_NOFILE: what one process may hold
+    redis: tuple[str, int] | None = None  # the gateway workers' broker (url, pid), if needed
 
 
 @dataclass
@@ -239,6 +269,12 @@ class Server:
     kind: str
     proc: P.Proc
     port: int
+    processes: int = 1
+    extra_pids: tuple[int, ...] = ()  # counted with the server (the workers' Redis)
+
+    def pids(self) -> list[int]:
+        """The server's processes now (its workers included) and what it relies on."""
+        return [*P.tree(self.proc.pid), *self.extra_pids]
 
 
 def _http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
@@ -274,6 +310,8 @@ def gateway_env(scenario: Scenario) -> dict[str, str]:
 def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Server:
     port = P.free_port()
     upstream = f"ws://127.0.0.1:{ctx.pump_port}/ws"
+    n = scenario.processes or processes_for(scenario.clients, ctx.fd_limit)
+    extra: tuple[int, ...] = ()
     if kind == "gateway":
         env = gateway_env(scenario)
         if ctx.gateway_src is not None:
@@ -285,30 +323,86 @@ def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Serve
         ]
         argv += ["serve", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--upstream", upstream]
+        if n > 1:
+            if ctx.redis is None:
+                raise RuntimeError(f"{scenario.id}: {n} gateway workers need a broker")
+            flush_redis(ctx.redis[0])
+            argv += ["--workers", str(n), "--broker", ctx.redis[0]]
+            extra = (ctx.redis[1],)
         proc = ctx.procs.start(f"{tag}-gateway", P.pinned(argv, SERVER_CORE), env=env)
         proc.wait_line("hlgateway is up", timeout=60)
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                health = _http_json(f"http://127.0.0.1:{port}/health")
-                if health.get("upstream", {}).get("marketsLoaded"):
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("gateway: market list not loaded after 30 s")
-            time.sleep(0.2)
-    else:
+        wait_gateway(port, n)
+    elif kind == "node":
         env = {**os.environ, "JWT_SECRET": SECRET}
         argv = ["node", "server.js", "--port", str(port), "--upstream", upstream]
         argv += ["--depth", str(scenario.depth)]
         if scenario.deflate:
             argv.append("--compress")
+        if n > 1:
+            argv += ["--cluster", str(n)]
         proc = ctx.procs.start(f"{tag}-node", P.pinned(argv, SERVER_CORE), env=env, cwd=REFERENCE)
         proc.wait_line('"event":"ready"', timeout=60)
-    return Server(kind, proc, port)
+    else:
+        assert ctx.floor is not None
+        argv = [str(ctx.floor), "--port", str(port), "--upstream-port", str(ctx.pump_port)]
+        argv += ["--depth", str(scenario.depth), "--procs", str(n)]
+        proc = ctx.procs.start(f"{tag}-floor", P.pinned(argv, SERVER_CORE))
+        proc.wait_line('"event":"ready"', timeout=60)
+    return Server(kind, proc, port, n, extra)
 
 
-def loadgen_argv(ctx: Context, scenario: Scenario, port: int) -> list[str]:
+def wait_gateway(port: int, workers: int, timeout: float = 60.0) -> None:
+    """Until the market list is loaded in every worker (each names itself in /health)."""
+    ready: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            health = _http_json(f"http://127.0.0.1:{port}/health")
+            if health.get("upstream", {}).get("marketsLoaded"):
+                ready.add(str(health.get("node", "")))
+                if len(ready) >= workers:
+                    return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"gateway: market list loaded in {len(ready)} of {workers} workers "
+                f"after {timeout:.0f} s"
+            )
+        time.sleep(0.05 if workers > 1 else 0.2)
+
+
+def flush_redis(url: str) -> None:
+    """A fresh broker for each gateway start: no leases or demand left by the previous one."""
+    port = url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
+    subprocess.run(["redis-cli", "-p", port, "flushall"], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def own_redis(procs: P.Procs) -> Iterator[tuple[str, int]]:
+    """A redis-server of the run's own, on the servers' core: the workers' broker."""
+    port = P.free_port()
+    workdir = tempfile.mkdtemp(prefix="hlgw-bench-redis-")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = procs.start("redis", P.pinned(argv, SERVER_CORE))
+    proc.wait_line("Ready to accept connections", timeout=30)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        procs.stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def loadgen_argv(
+    ctx: Context,
+    scenario: Scenario,
+    port: int,
+    clients: int | None = None,
+    src_first: int | None = None,
+    detail: bool = False,
+) -> list[str]:
+    """One load generator's command: `clients` of the scenario's (all by default)."""
     ctx.runs += 1
+    n = scenario.clients if clients is None else clients
     connect_timeout = 30 + scenario.clients / 250
     argv = [
         str(ctx.loadgen),
@@ -317,7 +411,7 @@ def loadgen_argv(ctx: Context, scenario: Scenario, port: int) -> list[str]:
         "--path",
         f"/ws?token={ctx.token}",
         "-n",
-        str(scenario.clients),
+        str(n),
         "--warmup",
         str(scenario.warmup),
         "--duration",
@@ -328,14 +422,16 @@ def loadgen_argv(ctx: Context, scenario: Scenario, port: int) -> list[str]:
         str(ctx.feedback_port),
         # A fresh source address per run: no TIME_WAIT left over from earlier runs.
         "--src-first",
-        str(2 + (ctx.runs * 3) % 240),
+        str(src_first if src_first is not None else 2 + (ctx.runs * 3) % 240),
         "--per-src",
-        "10000",
+        str(PER_SOURCE),
         "--connect-timeout",
         str(connect_timeout),
         "--max-seconds",
         str(connect_timeout + scenario.warmup + scenario.duration + scenario.settle + 120),
     ]
+    if detail:
+        argv.append("--detail")
     if scenario.deflate:
         argv.append("--deflate")
     if scenario.slow:
@@ -343,6 +439,27 @@ def loadgen_argv(ctx: Context, scenario: Scenario, port: int) -> list[str]:
         if scenario.slow_rcvbuf:
             argv += ["--slow-rcvbuf", str(scenario.slow_rcvbuf)]
     return P.pinned(argv, CLIENT_CORE)
+
+
+PER_SOURCE = 10_000  # connections per source address 127.0.0.x (ephemeral ports: ~28k)
+
+
+def loadgen_argvs(ctx: Context, scenario: Scenario, port: int) -> list[list[str]]:
+    """The scenario's clients over as many load generators as their open-file limit needs,
+    each on source addresses of its own (window mode needs one: the pump's feedback)."""
+    k = loadgens_for(scenario.clients, ctx.fd_limit)
+    if k == 1:
+        return [loadgen_argv(ctx, scenario, port)]
+    if scenario.mode == "window":
+        raise ValueError(f"{scenario.id}: window mode needs one load generator")
+    shares = [scenario.clients // k + (1 if i < scenario.clients % k else 0) for i in range(k)]
+    addresses = sum(math.ceil(share / PER_SOURCE) for share in shares)
+    first = 2 + (ctx.runs * 7) % max(1, 250 - addresses)
+    out = []
+    for share in shares:
+        out.append(loadgen_argv(ctx, scenario, port, share, first, detail=True))
+        first += math.ceil(share / PER_SOURCE)
+    return out
 
 
 def _follow(
@@ -396,67 +513,95 @@ def send_queues(port: int) -> dict[str, int]:
     }
 
 
+def _ready(ctx: Context, lgs: list[P.Proc], timeout: float, label: str) -> dict[str, Any]:
+    """Every load generator's ready line, summed up."""
+    lines = []
+    for lg in lgs:
+        line = _follow(ctx, lg, lambda e: e.get("event") == "ready", timeout, label)
+        assert line is not None
+        lines.append(line)
+    return {
+        "event": "ready",
+        **{key: sum(int(line[key]) for line in lines) for key in ("open", "subscribed", "failed")},
+        "seconds": max(float(line["seconds"]) for line in lines),
+    }
+
+
+def _held_rss(ctx: Context, server: Server, lgs: list[P.Proc], settle: float, label: str) -> int:
+    """The server's RSS (all its processes) once the connections have settled."""
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        _follow(ctx, lgs[0], None, 0.5, label)
+    pids = server.pids()
+    rss = [P.group_rss_kib(pids)]
+    for _ in range(3):
+        time.sleep(0.3)
+        rss.append(P.group_rss_kib(pids))
+    return max(rss)
+
+
 def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str, Any]:
     tag = f"{scenario.key}-{scenario.clients}-{kind}-{rep}"
     label = f"{kind} {scenario.id} #{rep + 1}"
     ctx.display.begin(label)
     server = start_server(ctx, kind, scenario, tag)
-    lg: P.Proc | None = None
+    lgs: list[P.Proc] = []
     sampler: P.Sampler | None = None
     try:
         time.sleep(1.0)
-        rss_base = P.proc_rss_kib(server.proc.pid)
-        lg = ctx.procs.start(
-            f"{tag}-loadgen",
-            loadgen_argv(ctx, scenario, server.port),
-            watch="stderr",
-            stdin=True,
-        )
+        started = server.pids()
+        rss_base = P.group_rss_kib(started)
+        for i, argv in enumerate(loadgen_argvs(ctx, scenario, server.port)):
+            lgs.append(ctx.procs.start(f"{tag}-loadgen{i}", argv, watch="stderr", stdin=True))
         connect_timeout = 30 + scenario.clients / 250
-        ready = _follow(ctx, lg, lambda e: e.get("event") == "ready", connect_timeout + 30, label)
-        assert ready is not None
-        stdin = lg.popen.stdin
-        assert stdin is not None
+        ready = _ready(ctx, lgs, connect_timeout + 30, label)
         result: dict[str, Any] = {
             "server": kind,
             "scenario": scenario.id,
             "rep": rep,
             "ready": ready,
+            "server_processes": server.processes,
+            "load_generators": len(lgs),
             "rss_base_kib": rss_base,
         }
-        if scenario.mode == "idle":
-            end = time.monotonic() + scenario.settle
-            while time.monotonic() < end:
-                _follow(ctx, lg, None, 0.5, label)
-            rss = [P.proc_rss_kib(server.proc.pid)]
-            for _ in range(3):
-                time.sleep(0.3)
-                rss.append(P.proc_rss_kib(server.proc.pid))
-            result["rss_kib"] = max(rss)
-            # communicate() below closes stdin: the load generator reports and exits.
-        else:
-            sampler = P.Sampler(server.proc.pid).start()
-            cpu = P.CpuWindow({"server": server.proc.pid, "pump": ctx.pump_pid})
+        if scenario.mode == "idle" or scenario.hold_rss:
+            # Before any tick: what holding the connections costs.
+            result["rss_kib"] = _held_rss(ctx, server, lgs, scenario.settle, label)
+        if scenario.mode != "idle":
+            pids = server.pids()
+            sampler = P.Sampler(pids[0], extra=pids[1:]).start()
+            cpu = P.CpuWindow({"server": pids, "pump": ctx.pump_pid})
             if scenario.mode == "window":
                 pump_mode(ctx, {"mode": "window", "window": scenario.window})
             else:
                 pump_mode(ctx, {"mode": "rate", "rate": scenario.rate})
-            stdin.write(b"go\n")
-            stdin.flush()
-            _follow(ctx, lg, None, scenario.warmup, label)
+            for lg in lgs:
+                assert lg.popen.stdin is not None
+                lg.popen.stdin.write(b"go\n")
+                lg.popen.stdin.flush()
+            _follow(ctx, lgs[0], None, scenario.warmup, label)
             cpu.begin()
             if scenario.slow:
                 # Where the slow clients' backlog sits at the end: the kernel's send queues.
-                _follow(ctx, lg, None, max(scenario.duration - 1.0, 0.0), label)
+                _follow(ctx, lgs[0], None, max(scenario.duration - 1.0, 0.0), label)
                 result["send_queues"] = send_queues(server.port)
-            _follow(ctx, lg, None, scenario.duration + 60, label)
+            for lg in lgs:
+                _follow(ctx, lg, None, scenario.duration + 60, label)
             pump = pump_mode(ctx, {"mode": "idle"})
             sampler.stop()
             result["pump"] = pump
             result["cpu_window"] = cpu
-        out, _ = lg.popen.communicate(timeout=60)
-        report = json.loads(out.decode().strip().splitlines()[-1])
+        # communicate() closes stdin: an idle load generator reports and exits.
+        reports = []
+        for lg in lgs:
+            out, _ = lg.popen.communicate(timeout=60)
+            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+        report = loadgens.merge(reports)
         result["loadgen"] = report
+        # Did the server survive it whole (no process died or was replaced)?
+        ended = set(server.pids())
+        result["alive"] = server.proc.alive()
+        result["processes_lost"] = len(set(started) - ended)
         if isinstance(result.get("cpu_window"), P.CpuWindow):
             window: P.CpuWindow = result.pop("cpu_window")
             measured = report["phases"].get("measure", {})
@@ -478,7 +623,7 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
             sampler.stop()
         with contextlib.suppress(Exception):
             pump_mode(ctx, {"mode": "idle"})
-        if lg is not None:
+        for lg in lgs:
             ctx.procs.stop(lg)
         ctx.procs.stop(server.proc)
 
@@ -495,12 +640,21 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
         "open": lg["open"],
         "failed": lg["failed"],
         "connect_s": round(lg["connect_seconds"], 2),
+        "accepts_per_s": round(lg["open"] / lg["connect_seconds"]) if lg["connect_seconds"] else 0,
+        "server_processes": result.get("server_processes", 1),
+        "load_generators": result.get("load_generators", 1),
+        "alive": result.get("alive", True),
+        "processes_lost": result.get("processes_lost", 0),
+        "refused_http": lg.get("fail_status", {}),
+        "refused_eof": lg.get("fail_eof", 0),
+        "refused_errno": lg.get("fail_errno", {}),
     }
-    if scenario.mode == "idle":
+    if "rss_kib" in result:
         held = max(lg["open"], 1)
         m["rss_base_mib"] = round(result["rss_base_kib"] / 1024, 1)
         m["rss_mib"] = round(result["rss_kib"] / 1024, 1)
         m["kib_per_conn"] = round((result["rss_kib"] - result["rss_base_kib"]) / held, 2)
+    if scenario.mode == "idle":
         return m
     measure = lg["phases"].get("measure", {})
     readers = max(lg["expected_readers"], 1) if not scenario.deflate else max(lg["open"], 1)
@@ -532,6 +686,12 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
             "disconnects": measure.get("disconnects", 0),
             "loadgen_cpu": round(measure.get("cpu_util", 0.0), 3),
             "server_cpu": result.get("cpu", {}).get("server", 0.0),
+            # The server's CPU (every process of it) per delivered message, in us.
+            "cpu_us_per_msg": round(
+                result.get("cpu", {}).get("server", 0.0) * 1e6 / measure["msgs_per_s"], 2
+            )
+            if measure.get("msgs_per_s")
+            else 0.0,
             "pump_cpu": result.get("cpu", {}).get("pump", 0.0),
             "other_cpu": result.get("cpu", {}).get("other", 0.0),
             "core0_busy": result.get("cpu", {}).get("cpu0_busy", 0.0),
@@ -579,10 +739,18 @@ def summary_line(scenario: Scenario, m: dict[str, Any]) -> str:
         )
     text = (
         f"{m['msgs_per_s']:,} msg/s, latency p50 {m['latency_p50_ms']:.1f} / "
-        f"p99 {m['latency_p99_ms']:.1f} ms, completion p99 {m['completion_p99_ms']:.1f} ms, "
+        f"p99 {m['latency_p99_ms']:.1f} ms, completion p50 {m['completion_p50_ms']:.1f} / "
+        f"p99 {m['completion_p99_ms']:.1f} ms, {m['cpu_us_per_msg']:.2f} us CPU/msg, "
         f"cpu server {m['server_cpu']:.2f} loadgen {m['loadgen_cpu']:.2f} "
         f"other {m['other_cpu']:.2f}; core0 {m['core0_busy']:.2f} core1 {m['core1_busy']:.2f}"
     )
+    if "kib_per_conn" in m:
+        text += f"; {m['open']:,} open ({m['accepts_per_s']:,}/s), {m['kib_per_conn']:.2f} KiB/conn"
+    if m["failed"] or not m["alive"] or m["processes_lost"]:
+        text += (
+            f"; refused {m['failed']:,} (HTTP {m['refused_http']}, closed {m['refused_eof']}, "
+            f"errors {m['refused_errno']}); alive {m['alive']}, lost {m['processes_lost']}"
+        )
     if "slow_msgs_per_s" in m:
         text += (
             f"; slow phase {m['slow_msgs_per_s']:,}/{m['slow_demand_msgs_per_s']:,} msg/s, "
@@ -663,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="*", default=[], help="scenario keys to run (e.g. saturation idle)"
     )
     parser.add_argument("--servers", nargs="*", default=list(SERVERS), choices=SERVERS)
+    parser.add_argument(
+        "--clients", nargs="*", type=int, default=[], help="only scenarios with these client counts"
+    )
     parser.add_argument("--plain", action="store_true", help="plain progress lines")
     parser.add_argument(
         "--gateway-ref",
@@ -700,16 +871,27 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = plan(args.quick, int(info["fd_hard_limit"]))
     if args.only:
         scenarios = [s for s in scenarios if s.key in args.only]
+    if args.clients:
+        scenarios = [s for s in scenarios if s.clients in args.clients]
     command = shlex.join(
         ["python", "-m", "bench.fanout", *(argv if argv is not None else sys.argv[1:])]
     )
-    total = sum(s.repeats for s in scenarios) * len(args.servers)
+    fd_limit = int(info["fd_hard_limit"])
+
+    def servers_of(scenario: Scenario) -> list[str]:
+        return [kind for kind in args.servers if scenario.runs_on(kind)]
+
+    total = sum(s.repeats * len(servers_of(s)) for s in scenarios)
+    need_redis = "gateway" in args.servers and any(
+        (s.processes or processes_for(s.clients, fd_limit)) > 1 for s in scenarios
+    )
     gateway_src: Path | None = None
     gateway_source = f"working tree ({git_commit()})"
     if args.gateway_ref:
         gateway_src, sha = export_ref(args.gateway_ref)
         gateway_source = f"commit {sha} (git archive of src/)"
     loadgen = build_loadgen()
+    floor = build_floor()
     if "node" in args.servers:
         install_reference()
     procs = P.Procs(BUILD / "logs")
@@ -727,7 +909,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{describe(steering)}; logs in {BUILD / 'logs'}"
         )
         try:
-            with pump_process(procs) as (pump, pump_port, feedback_port):
+            with (
+                pump_process(procs) as (pump, pump_port, feedback_port),
+                contextlib.ExitStack() as stack,
+            ):
                 ctx = Context(
                     procs,
                     loadgen,
@@ -737,10 +922,13 @@ def main(argv: list[str] | None = None) -> int:
                     pump.pid,
                     display,
                     gateway_src,
+                    floor=floor,
+                    fd_limit=fd_limit,
+                    redis=stack.enter_context(own_redis(procs)) if need_redis else None,
                 )
                 for scenario in scenarios:
                     for rep in range(scenario.repeats):
-                        for kind in args.servers:
+                        for kind in servers_of(scenario):
                             try:
                                 runs.append(run_once(ctx, scenario, kind, rep))
                             except (TimeoutError, RuntimeError, OSError, ValueError) as exc:

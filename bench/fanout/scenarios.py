@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Mode = Literal["window", "rate", "idle"]
+# Compression and slow consumers are about what the gateway and the seed's server
+# do with them; the floor does neither.
+NOT_FLOOR = ("gateway", "node")
 
 MIB = 1024 * 1024
 SUBSCRIBE = (
@@ -30,12 +33,18 @@ class Scenario:
     slow_after: float = 0.0
     slow_rcvbuf: int = 0  # SO_RCVBUF of the slow connections (0: the kernel's default)
     outbox_max_bytes: int = 64 * MIB  # the gateway's HLGATEWAY_OUTBOX_MAX_BYTES
-    settle: float = 3.0  # idle: seconds held before RSS is read
+    settle: float = 3.0  # idle (and hold_rss): seconds held before RSS is read
     repeats: int = 1
+    hold_rss: bool = False  # also read the RSS per connection before the first tick
+    processes: int = 0  # server processes (0: as many as the open-file limit needs)
+    servers: tuple[str, ...] = ()  # the servers that run it (empty: all of them)
 
     @property
     def id(self) -> str:
         return f"{self.key}@{self.clients}"
+
+    def runs_on(self, server: str) -> bool:
+        return not self.servers or server in self.servers
 
     @property
     def subscribe(self) -> str:
@@ -46,10 +55,12 @@ class Scenario:
 
 
 def plan(quick: bool, fd_limit: int) -> list[Scenario]:
-    """The full run (~15 min) or the quick one (~3 min).
+    """The full run (~35 min) or the quick one (~4 min).
 
     `fd_limit` is the hard RLIMIT_NOFILE: one process cannot hold more sockets than
-    that, so the "20k" idle scenario holds as many as fit (20,000 where allowed).
+    that, so the "20k" idle scenario holds as many as fit (20,000 where allowed);
+    50k and 100k clients are served by several processes of each server, and
+    `limit` offers one process 1,000 more clients than it may hold.
     """
     big = min(20_000, fd_limit - 100)
     repeats = 1 if quick else 3
@@ -76,6 +87,7 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
                 deflate=True,
                 duration=sat_secs,
                 repeats=repeats,
+                servers=NOT_FLOOR,
             )
         )
     if not quick:
@@ -89,9 +101,10 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
                 deflate=True,
                 duration=sat_secs,
                 repeats=repeats,
+                servers=NOT_FLOOR,
             )
         )
-    for n in (1000, 10_000) if quick else (1000, 5000, 10_000):
+    for n in (1000, 10_000) if quick else (1000, 5000, 10_000, 50_000, 100_000):
         out.append(
             Scenario(
                 "rate-1",
@@ -101,6 +114,7 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
                 rate=1.0,
                 duration=8.0 if quick else 20.0,
                 outbox_max_bytes=4 * MIB,
+                hold_rss=True,
             )
         )
     if not quick:
@@ -128,6 +142,20 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
                 outbox_max_bytes=4 * MIB,
             )
         )
+    if not quick:
+        out.append(
+            Scenario(
+                "limit",
+                "One process offered 1,000 more clients than it may hold open files, 1 tick/s",
+                fd_limit + 1000,
+                "rate",
+                rate=1.0,
+                duration=10.0,
+                outbox_max_bytes=4 * MIB,
+                hold_rss=True,
+                processes=1,
+            )
+        )
     out.append(
         Scenario(
             "slow",
@@ -141,6 +169,7 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
             slow_after=4.0 if quick else 5.0,
             slow_rcvbuf=4096,
             outbox_max_bytes=128 * 1024,
+            servers=NOT_FLOOR,
         )
     )
     return out

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hlgateway.simulator import SimConfig, Simulator
-from tests.helpers import GatewayProcess, free_port
+from tests.helpers import GatewayProcess, eventually, free_port
 from tests.notifier.fakebot import Failure, FakeBotApi
 from tests.notifier.process import NotifierProcess
 
@@ -69,14 +69,6 @@ class Report:
 
 def _prefix(f: dict[str, Any]) -> str:
     return f"{'Bought' if f['side'] == 'B' else 'Sold'} {f['sz']} {f['coin']} @ {f['px']}"
-
-
-async def _until(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def _kill_in_window(bot: FakeBotApi, notifier: NotifierProcess, rng: random.Random) -> None:
@@ -138,13 +130,13 @@ async def run(
     async def up() -> None:
         polls = bot.polls
         await notifier.start()
-        await _until(lambda: bot.polls > polls, 30)
+        await eventually(lambda: bot.polls > polls, 30, every=0.05)
 
     try:
         await up()
         for chat, wallet in watches.items():
             bot.say(chat, f"/watch {wallet} chat{chat}")
-        await _until(lambda: all(bot.texts(c) for c in chat_ids), 30)
+        await eventually(lambda: all(bot.texts(c) for c in chat_ids), 30, every=0.05)
         end = time.monotonic() + seconds
         n = 0
         while time.monotonic() < end:
@@ -216,7 +208,7 @@ async def run(
             return all(len(unique_lines(c)[0]) >= len(expected[c]) for c in chat_ids)
 
         try:
-            await _until(settled, 60)
+            await eventually(settled, 60, every=0.05)
         except TimeoutError:
             report.examples.append("did not settle within 60 s")
         await notifier.terminate()

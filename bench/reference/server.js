@@ -15,19 +15,24 @@
 //    "data":{"symbol":S,"bids":[[px,sz]..],"asks":[[px,sz]..],"timestamp":<l2Book time>},
 //    "timestamp":Date.now()}
 // Not from the seed: logging is off (the seed's logger.info per connection would only slow it
-// down), and upstream reconnects are a plain 1 s retry.
+// down), upstream reconnects are a plain 1 s retry, and `--cluster N` runs N copies of the
+// server behind Node's own `cluster` module (the primary accepts and hands each connection to
+// a worker in turn; each worker has its own upstream connection): only for more connections
+// than one process may hold open files (RLIMIT_NOFILE), the seed having no answer for that.
 //
 // Usage: node server.js --port 0 --upstream ws://127.0.0.1:PORT/ws [--coin BTC] [--depth 1]
-//        [--compress]            (JWT_SECRET from the environment)
-// Prints {"event":"ready","port":P} on stdout once listening and subscribed upstream.
+//        [--compress] [--cluster N]   (JWT_SECRET from the environment)
+// Prints {"event":"ready","port":P} on stdout once listening and subscribed upstream (with
+// --cluster: once every worker is).
 'use strict';
 
+const cluster = require('cluster');
 const http = require('http');
 const WebSocket = require('ws');
 const jwt = require('jsonwebtoken');
 
 function parseArgs(argv) {
-  const args = { port: 0, host: '127.0.0.1', upstream: null, coin: 'BTC', depth: 1, compress: false };
+  const args = { port: 0, host: '127.0.0.1', upstream: null, coin: 'BTC', depth: 1, compress: false, cluster: 1 };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--compress') args.compress = true;
@@ -36,6 +41,7 @@ function parseArgs(argv) {
     else if (a === '--upstream') args.upstream = argv[++i];
     else if (a === '--coin') args.coin = argv[++i];
     else if (a === '--depth') args.depth = Number(argv[++i]);
+    else if (a === '--cluster') args.cluster = Number(argv[++i]);
     else throw new Error(`unknown argument ${a}`);
   }
   if (!args.upstream) throw new Error('--upstream is required');
@@ -297,9 +303,36 @@ class HyperliquidFeed {
   }
 }
 
+function primary(args) {
+  // Round-robin hand-off by the primary (Node's default on Linux); a fixed port is needed.
+  if (!args.port) throw new Error('--cluster needs a fixed --port');
+  let ready = 0;
+  for (let i = 0; i < args.cluster; i++) {
+    const worker = cluster.fork();
+    worker.on('message', (msg) => {
+      if (msg === 'ready' && ++ready === args.cluster) {
+        process.stdout.write(`${JSON.stringify({ event: 'ready', port: args.port, workers: args.cluster })}\n`);
+      }
+    });
+  }
+  cluster.on('exit', (worker, code, signal) => {
+    console.error(`worker ${worker.process.pid} exited (${code ?? signal})`);
+  });
+  const stop = () => {
+    for (const worker of Object.values(cluster.workers)) worker.process.kill('SIGTERM');
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
 function main() {
   const args = parseArgs(process.argv);
   if (!process.env.JWT_SECRET) throw new Error('JWT_SECRET is required');
+  if (args.cluster > 1 && cluster.isPrimary) {
+    primary(args);
+    return;
+  }
   const server = http.createServer((req, res) => {
     res.writeHead(404);
     res.end();
@@ -309,7 +342,8 @@ function main() {
     const port = server.address().port;
     // eslint-disable-next-line no-new
     new HyperliquidFeed(args.upstream, args.coin, args.depth, wsServer, () => {
-      process.stdout.write(`${JSON.stringify({ event: 'ready', port })}\n`);
+      if (cluster.isWorker) process.send('ready');
+      else process.stdout.write(`${JSON.stringify({ event: 'ready', port })}\n`);
     });
   });
   const stop = () => {

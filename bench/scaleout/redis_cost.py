@@ -26,6 +26,7 @@ from hlgateway.broker.redis import RedisBroker
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import ORDERBOOK, Catalog, Topic, room_topic
 from hlgateway.protocol.markets import Markets
+from tests.helpers import eventually
 
 
 def message(topic: Topic, n: int) -> bytes:
@@ -55,11 +56,11 @@ async def measure(url: str, redis_pid: int, topic: Topic, count: int, nodes: int
         publisher.publish(topic, message(topic, n))
         if n % 1000 == 999:
             await asyncio.sleep(0)
-    deadline = time.monotonic() + 300
-    while min(got, default=count) < count or publisher.stats().published < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError("publications did not all arrive")
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: min(got, default=count) >= count and publisher.stats().published >= count,
+        300,
+        every=0.01,
+    )
     wall, cpu = time.monotonic() - t0, P.proc_cpu_seconds(redis_pid) - cpu0
     for broker in (publisher, *receivers):
         await broker.stop()

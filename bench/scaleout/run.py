@@ -61,6 +61,7 @@ from bench.fanout.run import (
     pump_mode,
     pump_process,
     summary_line,
+    wait_gateway,
 )
 from bench.fanout.run import gateway_env as fanout_gateway_env
 from bench.fanout.scenarios import Scenario
@@ -145,20 +146,8 @@ def start_gateway(
     argv += ["--upstream", f"ws://127.0.0.1:{ctx.pump_port}/ws", *(extra or [])]
     proc = ctx.procs.start(tag, P.pinned(argv, core), env=gateway_env(scenario, broker))
     proc.wait_line("hlgateway is up", timeout=60)
-    wait_healthy(port)
+    wait_gateway(port, 1)
     return proc, port
-
-
-def wait_healthy(port: int, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError, ValueError):
-            health: dict[str, Any] = _http_json(f"http://127.0.0.1:{port}/health")
-            if health.get("upstream", {}).get("marketsLoaded"):
-                return health
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gateway on {port}: not ready after {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -41,10 +41,16 @@ class Principal:
     role: str | None = None
     wallets: frozenset[str] = field(default_factory=frozenset)  # lower-cased
     expires_at: int | None = None  # Unix ms
+    trade: bool = False  # the `trade` claim: may relay signed actions (`post`)
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def may_trade(self) -> bool:
+        """Order entry's permission: the `trade` claim, or the admin role."""
+        return self.trade or self.is_admin
 
     def owns_wallet(self, wallet: str) -> bool:
         return wallet.lower() in self.wallets
@@ -97,6 +103,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         # One shared empty set: most tokens name no wallet, and each set costs 216 bytes.
         wallets=frozenset(w.lower() for w in wallets_claim) if wallets_claim else NO_WALLETS,
         expires_at=int(exp * 1000) if isinstance(exp, int | float) else None,
+        trade=claims.get("trade") is True,
     )
 
 
@@ -109,6 +116,7 @@ def issue_token(
     wallets: list[str] | None = None,
     ttl_seconds: int = 3600,
     algorithm: str = "HS256",
+    trade: bool = False,
 ) -> str:
     """Sign a token for local use (`hlgateway token`, the demo token, tests)."""
     now = int(time.time())
@@ -120,6 +128,8 @@ def issue_token(
     }
     if role:
         claims["role"] = role
+    if trade:
+        claims["trade"] = True
     if wallets:
         for wallet in wallets:
             if not WALLET_RE.match(wallet):

@@ -20,8 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
+
+from hlgateway.claims import token_user, unverified_claims
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
@@ -137,6 +140,9 @@ class Settings:
     new_connections_per_minute: Count = 10  # per client IP
     max_connections_per_ip: Count = 100  # open at once
     max_connections_per_user: Count = 20  # open at once
+    # WebSockets this process holds at once; more get HTTP 503 (0: the open-file
+    # limit less a reserve, server/capacity.py).
+    max_connections: Count = 0
     message_rate: Rate = 20.0  # client messages/s per connection
     message_burst: Positive = 100  # token bucket size
     handshake_timeout: Seconds = 10.0  # the TLS handshake
@@ -167,11 +173,21 @@ class Settings:
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
     node_name: str | None = None  # this node in /health and in its upstream leases
+    # Order entry (docs/trading.md): `post` relays clients' signed actions.
+    post_rate: Rate = 10.0  # posts/s per user (0: unlimited) ...
+    post_burst: Positive = 20  # ... in bursts of up to this many
+    post_user_in_flight: Positive = 20  # one user's posts awaiting Hyperliquid's answer
+    post_max_in_flight: Positive = 100  # Hyperliquid's limit of posts in flight per IP
+    post_timeout: Seconds = 10.0  # no answer by then: err (the action's fate unknown)
+    post_allow: tuple[str, ...] = ()  # more action types, by name (e.g. withdraw3,usdSend)
+    post_keep_messages: Count = 200  # of the 2000 messages/min, left to the data links
+    post_keep_weight: Count = 300  # of the 1200 REST weight/min, left to the data side
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
-# Fields that are not settings of their own.
+# Fields that are not settings of their own; tables of the config file beside the gateway's.
 _NOT_SETTINGS = frozenset({"auth", "extra"})
+_TABLES = frozenset({"auth", "notifier"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -276,18 +292,22 @@ def _auth_values(
     return values
 
 
-def _settings_values(
+def _section_values(
+    cls: type,
+    env_of: Callable[[str], str],
     env: Mapping[str, str],
     table: Mapping[str, Any],
     source: str,
     overrides: Mapping[str, object],
     problems: list[str],
 ) -> dict[str, Any]:
-    hints = _hints(Settings)
-    names = setting_names()
+    """The fields of `cls` given by `table` (a TOML table), the environment (`env_of`
+    names a field's variable) and `overrides` (flags), each over the one before."""
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_SETTINGS]
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key == "auth":
+        if key in _TABLES:
             continue
         if key not in names:
             problems.append(f"{source} {key}: unknown setting")
@@ -296,9 +316,9 @@ def _settings_values(
         if converted is not None:
             values[key] = converted
     for name in names:
-        raw = _env(env, env_name(name))
+        raw = _env(env, env_of(name))
         if raw is not None:
-            converted = _convert(raw, hints[name], env_name(name), problems)
+            converted = _convert(raw, hints[name], env_of(name), problems)
             if converted is not None:
                 values[name] = converted
     for name, value in overrides.items():
@@ -308,6 +328,16 @@ def _settings_values(
         if converted is not None:
             values[name] = converted
     return values
+
+
+def _settings_values(
+    env: Mapping[str, str],
+    table: Mapping[str, Any],
+    source: str,
+    overrides: Mapping[str, object],
+    problems: list[str],
+) -> dict[str, Any]:
+    return _section_values(Settings, env_name, env, table, source, overrides, problems)
 
 
 def load_settings(
@@ -412,3 +442,159 @@ def check_security_settings(settings: Settings) -> None:
     problems = settings_problems(settings)
     if problems:
         raise SettingsError(problems)
+
+
+# -- the notifier (`hlgateway notifier`, docs/notifier.md) ------------------------------
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    """The Telegram notifier's settings, typed like the gateway's: flags over the
+    environment (`HLGATEWAY_NOTIFIER_` + the field name, or the name in NOTIFIER_ENV)
+    over the config file's `[notifier]` table over these defaults."""
+
+    gateway: str = "ws://127.0.0.1:8080/ws"  # the gateway's WebSocket URL
+    database: str | None = None  # sqlite:///path, a file path, postgresql://...
+    info_url: str | None = None  # the exchange's info API; default: the gateway names it
+    telegram_api: str | None = None  # another Bot API server (default api.telegram.org)
+    bot_token: str | None = None  # TELEGRAM_BOT_TOKEN, from @BotFather
+    token: str | None = None  # HLGATEWAY_NOTIFIER_TOKEN: an admin token for the gateway
+    jwt_secret: str | None = None  # JWT_SECRET: or sign its own admin tokens with it
+    coalesce_ms: Count = 700  # fills of a chat within this window share a message
+    poll_timeout: Annotated[int, msgspec.Meta(ge=1, le=50)] = 25  # getUpdates, s
+    dashboard_url: str | None = None  # /dashboard's page; default the gateway's own
+    webhook_url: str | None = None  # receive updates here instead of long polling
+    webhook_listen: str = "0.0.0.0:8443"  # HOST:PORT of the webhook server
+    webhook_secret: str | None = None  # TELEGRAM_WEBHOOK_SECRET (random when unset)
+    max_watches: Positive = 10  # per chat
+    max_alerts: Positive = 20  # per chat
+    wallets_per_connection: Positive = 30  # 3 subscriptions each (the gateway allows 100)
+    feed_capacity: Positive = 1000  # gateway events waiting before a stream is paused
+    log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL, shared with the gateway
+
+    @property
+    def database_url(self) -> str:
+        return self.database or default_notifier_database()
+
+    @property
+    def webhook_address(self) -> tuple[str, int]:
+        host, _, port = self.webhook_listen.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
+# NotifierSettings fields whose variable is not HLGATEWAY_NOTIFIER_<NAME>: the names
+# Telegram's and JWT tools' documentation use, and the gateway's log level.
+NOTIFIER_ENV = {
+    "bot_token": "TELEGRAM_BOT_TOKEN",
+    "webhook_secret": "TELEGRAM_WEBHOOK_SECRET",
+    "token": "HLGATEWAY_NOTIFIER_TOKEN",
+    "jwt_secret": "JWT_SECRET",
+    "log_level": "HLGATEWAY_LOG_LEVEL",
+}
+
+
+def notifier_env_name(name: str) -> str:
+    return NOTIFIER_ENV.get(name) or f"HLGATEWAY_NOTIFIER_{name.upper()}"
+
+
+def notifier_setting_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(NotifierSettings)]
+
+
+def default_notifier_database() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "hlgateway" / "notifier.db")
+
+
+def notifier_configured(
+    env: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> bool:
+    """Is there anything for `hlgateway notifier` (a `[notifier]` table, a bot token,
+    an HLGATEWAY_NOTIFIER_* variable)? `check-config` checks its settings then."""
+    env = os.environ if env is None else env
+    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
+    if path is not None and read_config_file(path).get("notifier"):
+        return True
+    own = {notifier_env_name(n) for n in notifier_setting_names()} - {"JWT_SECRET"}
+    own -= {"HLGATEWAY_LOG_LEVEL"}
+    return any(_env(env, name) is not None for name in own)
+
+
+def load_notifier_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    dev_secret: Callable[[], str | None] | None = None,
+    **overrides: object,
+) -> NotifierSettings:
+    """Flags (`overrides`) over the environment over `config_file`'s `[notifier]` table
+    (or HLGATEWAY_CONFIG's). Without a token or a JWT secret, `[auth] secret` of the file,
+    then `dev_secret`. Raises SettingsError naming every bad setting."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
+    file: dict[str, Any] = read_config_file(path) if path is not None else {}
+    source = f"{path}: [notifier]" if path is not None else ""
+    table = file.get("notifier", {})
+    if not isinstance(table, dict):
+        problems.append(f"{source} expected a table")
+        table = {}
+    values = _section_values(
+        NotifierSettings, notifier_env_name, env, table, source, overrides, problems
+    )
+    if not values.get("token") and not values.get("jwt_secret"):
+        auth = file.get("auth")
+        secret = auth.get("secret") if isinstance(auth, dict) else None
+        values["jwt_secret"] = secret if isinstance(secret, str) and secret else None
+        if values["jwt_secret"] is None and dev_secret is not None:
+            values["jwt_secret"] = dev_secret()
+    settings = NotifierSettings(**values)
+    problems += notifier_problems(settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def notifier_problems(settings: NotifierSettings) -> list[str]:
+    """What keeps these notifier settings from working (secrets never quoted)."""
+    problems: list[str] = []
+
+    def name(field_name: str) -> str:
+        return f"{field_name.replace('_', '-')} ({notifier_env_name(field_name)})"
+
+    if not settings.bot_token:
+        problems.append("TELEGRAM_BOT_TOKEN is required: the bot's token, from @BotFather")
+    if not settings.token and not settings.jwt_secret:
+        problems.append(
+            "set HLGATEWAY_NOTIFIER_TOKEN (an admin token of the gateway) or JWT_SECRET "
+            "(to sign one)"
+        )
+    if settings.token:
+        claims = unverified_claims(settings.token)
+        if claims is None:
+            problems.append("HLGATEWAY_NOTIFIER_TOKEN is not a JWT")
+        elif token_user(claims) is None:
+            problems.append("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
+    if (
+        urlsplit(settings.gateway).scheme not in ("ws", "wss")
+        or not urlsplit(settings.gateway).netloc
+    ):
+        problems.append(f"{name('gateway')}: a ws:// or wss:// URL, got {settings.gateway!r}")
+    for field_name in ("info_url", "telegram_api", "dashboard_url", "webhook_url"):
+        value = getattr(settings, field_name)
+        parts = urlsplit(value) if value else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            problems.append(f"{name(field_name)}: an http(s):// URL, got {value!r}")
+    database = settings.database or ""
+    scheme = database.partition("://")[0] if "://" in database else ""
+    if scheme not in ("", "sqlite", "postgres", "postgresql"):
+        problems.append(
+            f"{name('database')}: sqlite:///path, a file path or postgresql://..., "
+            f"got a {scheme}:// URL"
+        )
+    port = settings.webhook_listen.rpartition(":")[2]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        problems.append(f"{name('webhook_listen')}: HOST:PORT, got {settings.webhook_listen!r}")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        problems.append(f"{name('log_level')}: one of {', '.join(LOG_LEVELS)}")
+    return problems

@@ -17,19 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from hlgateway.auth import TokenVerifier
 from hlgateway.broker import Broker
+from hlgateway.broker.base import BrokerStats
+from hlgateway.broker.coordination import CoordinationStats
 from hlgateway.broker.engines import open_broker
 from hlgateway.config import Settings
 from hlgateway.directory import UserDirectory
 from hlgateway.directory_sync import DirectorySync
 from hlgateway.hub import Hub
-from hlgateway.metrics import BrokerCounts, Metrics, UpstreamCounts
+from hlgateway.metrics import Metrics, UpstreamCounts
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import Catalog, Topic, room_topic
 from hlgateway.protocol.errors import ProtocolError
 from hlgateway.publisher import Publisher
+from hlgateway.server import delivery
+from hlgateway.server.capacity import connection_capacity
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
 from hlgateway.session import SessionLimits
+from hlgateway.trading.policy import PostLimits, PostPolicy
+from hlgateway.trading.relay import PostRelay
 from hlgateway.upstream import wire
+from hlgateway.upstream.exchange import ExchangeClient
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
@@ -95,6 +102,24 @@ class Gateway:
             refresh=settings.directory_refresh,
         )
         self.catalog = Catalog(self.upstream.markets, self.directory)
+        # Order entry: clients' signed actions, relayed (docs/trading.md).
+        self.relay = PostRelay(
+            ExchangeClient(
+                self.upstream,
+                timeout=settings.post_timeout,
+                keep_messages=settings.post_keep_messages,
+                keep_weight=settings.post_keep_weight,
+            ),
+            PostPolicy(
+                PostLimits(
+                    rate=settings.post_rate,
+                    burst=settings.post_burst,
+                    user_in_flight=settings.post_user_in_flight,
+                    max_in_flight=settings.post_max_in_flight,
+                    also_allowed=frozenset(settings.post_allow),
+                )
+            ),
+        )
         self.limits = SessionLimits(
             max_subscriptions=settings.max_subscriptions,
             max_rooms=settings.max_rooms,
@@ -105,6 +130,8 @@ class Gateway:
             market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
+        # WebSockets held at once before upgrades are refused (server/capacity.py).
+        self.capacity = connection_capacity(settings.max_connections)
         self.shutting_down = False
         self._drained: asyncio.Event | None = None  # set when the last connection ends (shutdown)
         self._sweeper: asyncio.Task[None] | None = None
@@ -205,8 +232,11 @@ class Gateway:
             else "degraded",
             "websocket": {
                 "clients": len(self.connections),
+                "capacity": self.capacity,
                 "subscriptions": self.hub.subscription_count,
                 "topics": self.hub.topic_count,
+                # Which delivery loops run (server/delivery.py): "c" or "python".
+                "deliveryLoops": "c" if delivery.SPEEDUPS else "python",
             },
             "upstream": {**upstream, "wallets": self.feeds.wallets.modes_summary()},
             "node": self.node,
@@ -248,23 +278,12 @@ class Gateway:
         )
 
     @property
-    def broker_counts(self) -> BrokerCounts:
-        stats = self.broker.stats()
-        leases = self.coordinator.stats()
-        return BrokerCounts(
-            degraded=stats.degraded,
-            queued=stats.queued,
-            published=stats.published,
-            received=stats.received,
-            gaps=stats.gaps,
-            gaps_lost=stats.gaps_lost,
-            refused=stats.refused,
-            dropped_while_away=stats.dropped_while_away,
-            disconnects=stats.disconnects,
-            leases_held=leases.held,
-            leases_gained=leases.gained,
-            leases_lost=leases.lost,
-        )
+    def broker_stats(self) -> BrokerStats:
+        return self.broker.stats()
+
+    @property
+    def coordination_stats(self) -> CoordinationStats:
+        return self.coordinator.stats()
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Say goodbye to every client, close with 1001, drain for at most `drain_seconds`."""
@@ -285,6 +304,7 @@ class Gateway:
         await self.coordinator.stop()
         self.hub.clear()
         await self.feeds.wallets.stop()
+        await self.relay.stop()  # posts still in flight are answered err (fate unknown)
         await self.upstream.stop()
         await self.broker.stop()
         await self.directory_sync.stop()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from hlgateway.protocol.channels import Topic
+from hlgateway.server.delivery import publish
 from hlgateway.websocket.frames import Frame
 
 
@@ -154,9 +155,7 @@ class Hub:
         members = self._subscribers.get(topic)
         if not members:
             return 0
-        for subscriber in list(members):
-            subscriber.deliver(frame)
-        return len(members)
+        return publish(members, frame)
 
     # -- queries ----------------------------------------------------------
     def topics_of(self, subscriber: Subscriber) -> Iterable[Topic]:

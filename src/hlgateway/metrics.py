@@ -1,26 +1,31 @@
 """`/metrics` in Prometheus' text format, with the standard client library.
 
 Counting is per message and per topic, never per client: a data frame adds
-its subscriber count to `messages_out` once. Gauges (connections, queue bytes)
-are read when Prometheus scrapes, through `GatewayStats`: the few counts they
-show, not the gateway itself.
+its subscriber count to `messages_out` once. Everything else is read when
+Prometheus scrapes, through `GatewayStats` (the few counts shown, not the
+gateway itself): levels as gauges, counts since start as counters (`_total`),
+units in the names (`_bytes`, `_seconds`). `promtool check metrics` passes on
+the output (tests/deploy/test_monitoring.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hlgateway.websocket.frames import Frame
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
+
+    from hlgateway.broker.base import BrokerStats
+    from hlgateway.broker.coordination import CoordinationStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,26 +55,8 @@ class UpstreamCounts:
     rest_failures: int = 0
 
 
-@dataclass(frozen=True)
-class BrokerCounts:
-    """The shared broker's state and counts since start (all 0 with the memory engine)."""
-
-    degraded: bool = False  # Redis is away: this node serves only what it can alone
-    queued: int = 0  # publications not yet answered by Redis (waiting, or written)
-    published: int = 0
-    received: int = 0  # PUB/SUB messages for topics this node wants
-    gaps: int = 0  # offsets PUB/SUB skipped, fetched from the history
-    gaps_lost: int = 0  # skipped offsets the history no longer had
-    refused: int = 0  # publications Redis refused for good
-    dropped_while_away: int = 0  # publications dropped over the bound while Redis was away
-    disconnects: int = 0
-    leases_held: int = 0  # upstream streams this node feeds for the whole gateway
-    leases_gained: int = 0
-    leases_lost: int = 0
-
-
 class GatewayStats(Protocol):
-    """What the gauges read at each scrape (the Gateway provides it)."""
+    """What /metrics reads at each scrape (the Gateway provides it)."""
 
     @property
     def connection_count(self) -> int: ...
@@ -84,115 +71,163 @@ class GatewayStats(Protocol):
     @property
     def upstream_counts(self) -> UpstreamCounts: ...
     @property
-    def broker_counts(self) -> BrokerCounts: ...
+    def broker_stats(self) -> BrokerStats: ...
+    @property
+    def coordination_stats(self) -> CoordinationStats: ...
 
 
-class _GatewayGauges(Collector):
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """One scrape's look at the gateway: each source read once."""
+
+    gateway: GatewayStats
+    outbox: OutboxCounts
+    upstream: UpstreamCounts
+    broker: BrokerStats
+    leases: CoordinationStats
+
+    @classmethod
+    def of(cls, src: GatewayStats) -> _Reading:
+        return cls(
+            src,
+            src.outbox_stats,
+            src.upstream_counts,
+            src.broker_stats,
+            src.coordination_stats,
+        )
+
+
+Read = Callable[[_Reading], float]
+
+# Levels: what is there now.
+GAUGES: tuple[tuple[str, str, Read], ...] = (
+    ("hlgateway_connections", "Open client connections", lambda r: r.gateway.connection_count),
+    ("hlgateway_subscriptions", "Client subscriptions", lambda r: r.gateway.subscription_count),
+    ("hlgateway_topics", "Distinct topics with subscribers", lambda r: r.gateway.topic_count),
+    (
+        "hlgateway_upstream_subscriptions",
+        "Upstream subscriptions",
+        lambda r: r.gateway.upstream_subscription_count,
+    ),
+    (
+        "hlgateway_queue_bytes",
+        "Bytes waiting in client output queues",
+        lambda r: r.outbox.queued_bytes,
+    ),
+    (
+        "hlgateway_upstream_degraded",
+        "1 while an upstream link that should be up is down (or markets are not loaded)",
+        lambda r: int(r.upstream.degraded),
+    ),
+    ("hlgateway_upstream_links", "Upstream WebSocket links open", lambda r: r.upstream.links_open),
+    ("hlgateway_broker_degraded", "1 while Redis is away", lambda r: int(r.broker.degraded)),
+    (
+        "hlgateway_broker_queued",
+        "Publications not yet answered by Redis",
+        lambda r: r.broker.queued,
+    ),
+    (
+        "hlgateway_leases_held",
+        "Upstream streams this node feeds for every node",
+        lambda r: r.leases.held,
+    ),
+)
+
+# Counts since the process started: counters (`_total`), so that rate() and
+# increase() see a restart's reset as one.
+COUNTERS: tuple[tuple[str, str, Read], ...] = (
+    (
+        "hlgateway_conflated_frames",
+        "Superseded snapshot frames dropped for lagging clients",
+        lambda r: r.outbox.conflated,
+    ),
+    (
+        "hlgateway_dropped_frames",
+        "Frames dropped with a closed or slow client",
+        lambda r: r.outbox.dropped,
+    ),
+    (
+        "hlgateway_slow_consumer_closes",
+        "Clients closed with 4008",
+        lambda r: r.outbox.slow_consumers,
+    ),
+    ("hlgateway_upstream_reconnects", "Upstream link reconnects", lambda r: r.upstream.reconnects),
+    (
+        "hlgateway_fills_recovered",
+        "Fills the live stream missed that were recovered over REST",
+        lambda r: r.upstream.fills_recovered,
+    ),
+    (
+        "hlgateway_wallet_recoveries",
+        "Wallet gap recoveries over REST",
+        lambda r: r.upstream.wallet_recoveries,
+    ),
+    (
+        "hlgateway_rest_failures",
+        "Failed REST calls to the upstream",
+        lambda r: r.upstream.rest_failures,
+    ),
+    ("hlgateway_broker_published", "Publications to Redis", lambda r: r.broker.published),
+    (
+        "hlgateway_broker_received",
+        "Messages received from Redis for wanted topics",
+        lambda r: r.broker.received,
+    ),
+    (
+        "hlgateway_broker_gaps",
+        "Offsets PUB/SUB skipped, fetched from the history",
+        lambda r: r.broker.gaps,
+    ),
+    (
+        "hlgateway_broker_gaps_lost",
+        "Skipped offsets the history no longer had",
+        lambda r: r.broker.gaps_lost,
+    ),
+    (
+        "hlgateway_broker_publish_refused",
+        "Publications Redis refused for good",
+        lambda r: r.broker.refused,
+    ),
+    (
+        "hlgateway_broker_dropped_while_away",
+        "Publications dropped over the bound while Redis was away",
+        lambda r: r.broker.dropped_while_away,
+    ),
+    (
+        "hlgateway_broker_disconnects",
+        "Connections to Redis lost",
+        lambda r: r.broker.disconnects,
+    ),
+    (
+        "hlgateway_broker_read_failures",
+        "Reads that failed and answered live data only",
+        lambda r: r.broker.read_failures,
+    ),
+    (
+        "hlgateway_broker_rewound",
+        "Streams found behind what this node had seen (Redis lost writes): new epoch",
+        lambda r: r.broker.rewound,
+    ),
+    (
+        "hlgateway_broker_new_epochs",
+        "Times a delivered stream went on in a new epoch on this node",
+        lambda r: r.broker.new_epochs,
+    ),
+    ("hlgateway_leases_gained", "Upstream leases taken", lambda r: r.leases.gained),
+    ("hlgateway_leases_lost", "Upstream leases lost", lambda r: r.leases.lost),
+)
+
+
+class _GatewayCollector(Collector):
     def __init__(self, source: GatewayStats) -> None:
         self._source = source
 
     def collect(self) -> Iterable[Metric]:
-        src = self._source
-        stats = src.outbox_stats
-        upstream = src.upstream_counts
-        broker = src.broker_counts
-        for name, doc, value in (
-            ("hlgateway_connections", "Open client connections", src.connection_count),
-            ("hlgateway_subscriptions", "Client subscriptions", src.subscription_count),
-            ("hlgateway_topics", "Distinct topics with subscribers", src.topic_count),
-            (
-                "hlgateway_upstream_subscriptions",
-                "Upstream subscriptions",
-                src.upstream_subscription_count,
-            ),
-            ("hlgateway_queue_bytes", "Bytes waiting in client output queues", stats.queued_bytes),
-            (
-                "hlgateway_conflated",
-                "Superseded snapshot frames dropped for lagging clients",
-                stats.conflated,
-            ),
-            (
-                "hlgateway_dropped_frames",
-                "Frames dropped with a closed or slow client",
-                stats.dropped,
-            ),
-            ("hlgateway_slow_consumer_closes", "Clients closed with 4008", stats.slow_consumers),
-            (
-                "hlgateway_upstream_degraded",
-                "1 while an upstream link that should be up is down (or markets are not loaded)",
-                int(upstream.degraded),
-            ),
-            (
-                "hlgateway_upstream_links",
-                "Upstream WebSocket links open",
-                upstream.links_open,
-            ),
-            (
-                "hlgateway_upstream_reconnects",
-                "Upstream link reconnects since start",
-                upstream.reconnects,
-            ),
-            (
-                "hlgateway_fills_recovered",
-                "Fills the live stream missed that were recovered over REST, since start",
-                upstream.fills_recovered,
-            ),
-            (
-                "hlgateway_wallet_recoveries",
-                "Wallet gap recoveries over REST, since start",
-                upstream.wallet_recoveries,
-            ),
-            (
-                "hlgateway_rest_failures",
-                "Failed REST calls to the upstream, since start",
-                upstream.rest_failures,
-            ),
-            ("hlgateway_broker_degraded", "1 while Redis is away", int(broker.degraded)),
-            (
-                "hlgateway_broker_queued",
-                "Publications not yet answered by Redis",
-                broker.queued,
-            ),
-            ("hlgateway_broker_published", "Publications to Redis, since start", broker.published),
-            (
-                "hlgateway_broker_received",
-                "Messages received from Redis for wanted topics, since start",
-                broker.received,
-            ),
-            (
-                "hlgateway_broker_gaps",
-                "Offsets PUB/SUB skipped, fetched from the history, since start",
-                broker.gaps,
-            ),
-            (
-                "hlgateway_broker_gaps_lost",
-                "Skipped offsets the history no longer had, since start",
-                broker.gaps_lost,
-            ),
-            (
-                "hlgateway_broker_publish_refused",
-                "Publications Redis refused for good, since start",
-                broker.refused,
-            ),
-            (
-                "hlgateway_broker_dropped_while_away",
-                "Publications dropped over the bound while Redis was away, since start",
-                broker.dropped_while_away,
-            ),
-            (
-                "hlgateway_broker_disconnects",
-                "Connections to Redis lost, since start",
-                broker.disconnects,
-            ),
-            (
-                "hlgateway_leases_held",
-                "Upstream streams this node feeds for every node",
-                broker.leases_held,
-            ),
-            ("hlgateway_leases_gained", "Upstream leases taken, since start", broker.leases_gained),
-            ("hlgateway_leases_lost", "Upstream leases lost, since start", broker.leases_lost),
-        ):
-            yield GaugeMetricFamily(name, doc, value=value)
+        reading = _Reading.of(self._source)
+        for name, doc, read in GAUGES:
+            yield GaugeMetricFamily(name, doc, value=read(reading))
+        for name, doc, read in COUNTERS:
+            yield CounterMetricFamily(name, doc, value=read(reading))
 
 
 class Metrics:
@@ -205,7 +240,7 @@ class Metrics:
             registry=self.registry,
         )
         self.bytes_out = Counter(
-            "hlgateway_bytes_out",
+            "hlgateway_messages_out_bytes",
             "Data message bytes written to clients (JSON, before compression)",
             ["channel"],
             registry=self.registry,
@@ -216,7 +251,7 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
-        self.registry.register(_GatewayGauges(source))
+        self.registry.register(_GatewayCollector(source))
 
     def count(self, channel: str, subscribers: int, size: int) -> None:
         if subscribers:

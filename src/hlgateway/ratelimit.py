@@ -1,9 +1,11 @@
 """Rate limits as plain objects with an injected clock (sans I/O).
 
-`TokenBucket` meters one connection's messages; `SlidingWindow` counts events
-per key (new connections per client IP) over a trailing window. Neither sleeps
-or schedules anything: the caller asks, with the time the clock gives, and
-acts on the answer. Tests drive them with a fake clock.
+`TokenBucket` meters one connection's messages, and the upstream REST weight
+(upstream/limits.py waits on it); `KeyedWindow` counts events per key (new
+connections per client IP) over a trailing window, `SlidingWindow` one stream of
+events (upstream messages). None sleeps or schedules anything: the caller asks,
+with the time the clock gives, and acts on the answer. Tests drive them with a
+fake clock.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class TokenBucket:
     def enabled(self) -> bool:
         return self.rate > 0
 
-    def take(self, cost: float = 1.0) -> bool:
-        """Spend `cost` tokens if there are that many; False (and nothing spent) if not."""
+    def take(self, cost: float = 1.0, *, keep: float = 0.0) -> bool:
+        """Spend `cost` tokens if that leaves at least `keep`; False (nothing spent) if not."""
         if not self.enabled:
             return True
         now = self._clock()
@@ -43,13 +45,19 @@ class TokenBucket:
         self._stamp = now
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        if self._tokens >= cost:
+        if self._tokens - cost >= keep:
             self._tokens -= cost
             return True
         return False
 
+    def available(self) -> float:
+        """The tokens there now."""
+        if self.enabled:
+            self.take(0.0)  # refills
+        return self._tokens
+
     def retry_after(self, cost: float = 1.0) -> float:
-        """Seconds until `cost` tokens are there (0 if they are now)."""
+        """Seconds until `cost` tokens are there (0 if they are now), as of the last take."""
         if not self.enabled:
             return 0.0
         missing = cost - self._tokens

@@ -26,9 +26,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hlgateway.auth import Principal, TokenError, TokenVerifier
-from hlgateway.broker import Broker, MemoryBroker, Position, Replay
+from hlgateway.broker import Broker, MemoryBroker, Replay
 from hlgateway.hub import Hub, Subscriber
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import (
@@ -47,14 +48,18 @@ from hlgateway.protocol.messages import (
     JoinRoom,
     LeaveRoom,
     Ping,
+    Post,
     RequestId,
-    Since,
     Subscribe,
     Unsubscribe,
     decode,
 )
 from hlgateway.ratelimit import TokenBucket
+from hlgateway.trading.policy import refusal_counts
 from hlgateway.websocket.frames import DEFAULT_THRESHOLD, Frame
+
+if TYPE_CHECKING:
+    from hlgateway.trading.relay import PostRelay
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,7 @@ class Session:
         "_limits",
         "_on_verdict",
         "_out",
+        "_relay",
         "_threshold",
         "_verifier",
         "_waiting",
@@ -118,8 +124,10 @@ class Session:
         broker: Broker | None = None,
         compression_threshold: int = DEFAULT_THRESHOLD,
         on_verdict: Callable[[Close], None] | None = None,
+        relay: PostRelay | None = None,
     ) -> None:
         self.client_id = client_id
+        self._relay = relay  # order entry (`post`); None: not offered
         self.principal = principal
         self._catalog = catalog
         self._hub = hub
@@ -147,9 +155,12 @@ class Session:
         """Unix ms at which the current token runs out (None: never)."""
         return self.principal.expires_at
 
-    def welcome(self) -> None:
+    def welcome(self, info_url: str | None = None) -> None:
+        """The first message. `info_url`: the exchange's info API this gateway reads, for
+        clients that reload what a stream could not replay (the notifier does)."""
         user = {"id": self.principal.user_id, "username": self.principal.username}
-        self._send(encoding.message("welcome", clientId=self.client_id, user=user))
+        extra = {"infoUrl": info_url} if info_url else {}
+        self._send(encoding.message("welcome", clientId=self.client_id, user=user, **extra))
 
     def handle(self, raw: str | bytes) -> Close | None:
         """Process one client frame. Never raises for bad input."""
@@ -169,6 +180,10 @@ class Session:
         try:
             self._dispatch(msg)
         except ProtocolError as exc:
+            if isinstance(msg, Post) and not refusal_counts(exc.code):
+                self.stats["postsRateLimited"] += 1
+                self._send(encoding.error(exc.code, exc.message, msg.id))
+                return None
             channel = msg.channel if isinstance(msg, Subscribe | Unsubscribe) else None
             params = msg.params if isinstance(msg, Subscribe | Unsubscribe) else None
             return self._fail(exc.code, exc.message, msg.id, channel, params)
@@ -222,6 +237,8 @@ class Session:
                 self._leave(room, rid)
             case Auth(token=token, id=rid):
                 self._auth(token, rid)
+            case Post():
+                self._post(msg)
 
     def _subscribe(self, msg: Subscribe) -> None:
         try:
@@ -253,14 +270,14 @@ class Session:
 
     # -- joining a topic: replay, then live ---------------------------------
     def _join_topic(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
-        replay = self._broker.read_now(topic, _position(msg.since))
+        replay = self._broker.read_now(topic, msg.since)
         if replay is None:
             self._wait(lambda: self._join_topic_async(topic, msg), msg)
             return
         self._attach(topic, replay, msg)
 
     async def _join_topic_async(self, topic: Topic, msg: Subscribe | JoinRoom) -> None:
-        replay = await self._broker.read(topic, _position(msg.since))
+        replay = await self._broker.read(topic, msg.since)
         # No await from here on: attached in the turn the replay was taken (broker contract).
         self._attach(topic, replay, msg)
 
@@ -364,6 +381,18 @@ class Session:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"Not in room {room[:64]!r}")
         self._reply("room_left", rid, room=room)
 
+    def _post(self, msg: Post) -> None:
+        """Relay a signed `/exchange` body; `post_result` comes when Hyperliquid answers."""
+        if msg.id is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "A post needs an id")
+        if self._relay is None:
+            raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, "Order entry is not available")
+        self._relay.submit(self.principal, msg.id, bytes(msg.request), self._post_answer)
+
+    def _post_answer(self, payload: bytes) -> None:
+        if not self.closed:  # a client that left learns nothing; the log has it
+            self._send(payload)
+
     def _auth(self, token: str, rid: RequestId) -> None:
         # The reply names why, never the token itself.
         try:
@@ -448,7 +477,3 @@ class Session:
         return self._fail(
             ErrorCode.RATE_LIMITED, f"Too many messages; retry in {wait:.1f} s", rid, channel
         )
-
-
-def _position(since: Since | None) -> Position | None:
-    return Position(since.offset, since.epoch) if since is not None else None

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hlgateway.broker.base import Position, Retention
+from hlgateway.broker.base import Retention
 from hlgateway.broker.history import StreamHistory
+from hlgateway.protocol.positions import Position
 
 # (kind, value): publish after `value` seconds, or read since `value` (an offset).
 steps = st.lists(

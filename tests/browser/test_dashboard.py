@@ -14,7 +14,7 @@ from playwright.async_api import Page
 from hlgateway.auth import issue_token
 from hlgateway.cli import DEMO_USER, DEMO_WALLET
 from hlgateway.notifier.database import open_database
-from hlgateway.notifier.store import Store
+from hlgateway.notifier.repository import Repository
 from hlgateway.telegram.webapp import sign
 from tests.browser.conftest import PHONE, Browser, gateway_process, screenshot
 from tests.helpers import SECRET, Client, GatewayProcess, admin_token
@@ -289,11 +289,11 @@ async def test_inside_telegram_the_chat_sees_its_watched_wallet(
     """The Mini App: Telegram's signed initData in the fragment logs the page in."""
     bot, chat = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11", 279058397
     database = tmp_path / "notifier.db"
-    store = Store(open_database(str(database)))
-    await store.open()
-    async with store.db.transaction() as tx:
-        await Store.add_watch(tx, chat, DEMO_WALLET, "demo", int(time.time() * 1000))
-    await store.close()
+    repo = Repository(open_database(str(database)))
+    await repo.open()
+    async with repo.transaction() as t:
+        await t.watches.add(chat, DEMO_WALLET, "demo", int(time.time() * 1000))
+    await repo.close()
     gateway = gateway_process(
         tmp_path,
         HLGATEWAY_TELEGRAM_BOT_TOKEN=bot,

@@ -148,6 +148,39 @@ async def test_duplicates_dropped_gap_healed_with_since(scripted: ScriptedGatewa
         assert [m.offset for m in events.of("data")] == [6, 7, 8, 9, 10, 11]
 
 
+async def test_rewind_asks_for_a_replay_on_the_same_subscription(
+    scripted: ScriptedGateway,
+) -> None:
+    """An application that dropped messages it could not keep (the notifier's paused
+    feed) rewinds to where it stopped: the subscription stays, a subscribe with `since`
+    goes out, what comes before the replay is dropped, and the replay is delivered."""
+    async with GatewayClient(scripted.url, "t", backoff=FAST) as client:
+        events = Recorder(client, "data", "unsubscribed")
+        sub = client.user_fills("alice")
+        peer = await scripted.peer()
+        req = await peer.recv("subscribe")
+        await peer.send(type="subscribed", id=req["id"], channel="user_fills", params=USER,
+                        offset=0, epoch="E")  # fmt: skip
+        for n in (1, 2, 3, 4):
+            await peer.fill(n)
+        assert await offsets(sub, 4) == [1, 2, 3, 4]
+        client.rewind(sub, Position(2, "E"))  # 3 and 4 were dropped by the application
+        again = await peer.recv()
+        assert again["type"] == "subscribe" and again["since"] == {"offset": 2, "epoch": "E"}
+        await peer.fill(5)  # queued before the replay: dropped, the replay brings it
+        await peer.send(type="subscribed", id=again["id"], channel="user_fills", params=USER,
+                        offset=5, epoch="E", recovered=True)  # fmt: skip
+        for n in (3, 4, 5, 6):
+            await peer.fill(n)
+        assert await offsets(sub, 4) == [3, 4, 5, 6]
+        assert [m.offset for m in events.of("data")] == [1, 2, 3, 4, 3, 4, 5, 6]
+        assert events.of("unsubscribed") == []
+        other = client.user_fills("bob")
+        await other.unsubscribe()
+        with pytest.raises(ValueError):
+            client.rewind(other, Position(1, "E"))
+
+
 async def test_reconnect_sends_since_and_not_recovered_is_a_resync(
     scripted: ScriptedGateway,
 ) -> None:

@@ -7,7 +7,8 @@ import random
 import msgspec
 import pytest
 
-from hlgateway.client.positions import Cursor, Joined, Position, Verdict, as_position
+from hlgateway.client.positions import Cursor, Joined, Verdict, as_position
+from hlgateway.protocol.positions import Position
 
 
 def test_fresh_join_starts_at_the_head_and_delivers_the_next() -> None:

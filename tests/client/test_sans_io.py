@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 
+from hlgateway.claims import unverified_claims
 from hlgateway.client import messages as m
 from hlgateway.client.errors import SendQueueFull
 from hlgateway.client.requests import Requests
@@ -41,6 +43,11 @@ def test_token_expiry_is_read_without_verifying() -> None:
     assert exp is not None and abs(exp - (time.time() + 120)) < 5
     assert token_expiry("not.a.jwt") is None
     assert token_expiry("plain") is None
+    # Signed with a key the client does not have, expired, for another audience: still read.
+    other = jwt.encode({"id": "u", "exp": 1, "aud": "x"}, "k" * 64, algorithm="HS512")
+    assert token_expiry(other) == 1.0
+    assert unverified_claims(other) == {"id": "u", "exp": 1, "aud": "x"}
+    assert token_expiry(jwt.encode({"exp": "soon"}, "k" * 40, algorithm="HS256")) is None
 
 
 def test_refresh_delay() -> None:

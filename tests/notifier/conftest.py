@@ -13,12 +13,12 @@ import psycopg
 import pytest
 
 from hlgateway.client import Backoff
+from hlgateway.config import NotifierSettings
 from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import GatewayFeed
-from hlgateway.notifier.history import FillHistory
 from hlgateway.notifier.pacing import Limits
-from hlgateway.notifier.service import Notifier, Options
-from hlgateway.notifier.store import Store
+from hlgateway.notifier.repository import Repository
+from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import SimConfig, Simulator
 from tests.helpers import GatewayProcess, admin_token, free_port
@@ -105,25 +105,35 @@ async def make_notifier(
     made: list[Notifier] = []
 
     def make(database: str, **options: Any) -> Notifier:
+        """A notifier on the fake Bot API and the gateway; `options`: NotifierSettings
+        fields (the info API is the simulator's unless `info_url` says otherwise),
+        `limits` (pacing) and `capacity` (the feed's inbox)."""
         feed = GatewayFeed(
             gateway.ws,
             admin_token(ttl_seconds=3600),
             "root",
             wallets_per_connection=options.pop("wallets_per_connection", 30),
+            capacity=options.pop("capacity", 1000),
             backoff=Backoff(0.1, max_delay=0.5),
         )
         limits = options.pop("limits", Limits())
+        settings = NotifierSettings(
+            gateway=gateway.ws,
+            info_url=options.pop("info_url", sim.http_url + "/info"),
+            coalesce_ms=options.pop("coalesce_ms", 300),
+            **options,
+        )
         notifier = Notifier(
-            Store(open_database(database)),
+            Repository(open_database(database)),
             TelegramApi(fakebot.token, fakebot.url, poll_timeout=1),
             feed,
-            FillHistory(sim.http_url + "/info"),
-            Options(coalesce_ms=options.pop("coalesce_ms", 300), limits=limits, **options),
+            settings,
+            limits,
         )
         made.append(notifier)
         return notifier
 
     yield make
     for notifier in made:
-        if not notifier._stopping:
+        if not notifier.stopping:
             await notifier.stop(grace=1.0)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from hlgateway.notifier.database import open_database
-from hlgateway.notifier.feed import Account, Fills, GatewayFeed
+from hlgateway.notifier.events import Account, Fills
+from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.pacing import Limits
-from hlgateway.notifier.service import Notifier, Options
-from hlgateway.notifier.store import Store
+from hlgateway.notifier.repository import Repository
+from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
 from tests.helpers import eventually, free_port
@@ -40,7 +40,7 @@ def fill_lines(bot: FakeBotApi, chat: int) -> list[str]:
 
 
 async def watch_since(notifier: Notifier, chat: int, wallet: str) -> int:
-    async with notifier.store.db.transaction() as tx:
+    async with notifier.repo.db.transaction() as tx:
         value = await tx.scalar(
             "SELECT since_ms FROM watches WHERE chat_id = ? AND wallet = ?", (chat, wallet)
         )
@@ -97,7 +97,7 @@ async def test_commands_answer_and_bad_input_is_refused_clearly(
 ) -> None:
     notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
     await notifier.start()
-    await eventually(lambda: "BTC" in notifier.prices, 10)
+    await eventually(lambda: "BTC" in notifier.state.prices, 10)
     script = [
         ("/help", "/watch <0x wallet> [label]"),
         ("/watch 0xnothex", "Not a wallet address: 0xnothex"),
@@ -198,11 +198,12 @@ async def test_blocked_chat_is_switched_off(
     await eventually(lambda: any(s.status == 403 for s in fakebot.sent), 20)
 
     async def switched_off() -> bool:
-        async with notifier.store.db.transaction() as tx:
-            return await Store.watchers(tx, WALLET) == []
+        async with notifier.repo.transaction() as t:
+            return await t.watches.watchers(WALLET) == []
 
-    await eventually_async(switched_off, 10)
-    assert await notifier.store.pending_messages() == []
+    await eventually(switched_off, 10)
+    async with notifier.repo.transaction() as t:
+        assert await t.outbox.pending() == []
 
 
 async def test_migrated_group_follows_the_new_id(
@@ -215,8 +216,8 @@ async def test_migrated_group_follows_the_new_id(
     fakebot.say(group, f"/watch@hl_test_bot {WALLET} desk", chat_type="group")
     await eventually_text(fakebot, supergroup, "Watching")
     await eventually(lambda: len(fill_lines(fakebot, supergroup)) >= 1, 20)
-    async with notifier.store.db.transaction() as tx:
-        assert [w.chat_id for w in await Store.watchers(tx, WALLET)] == [supergroup]
+    async with notifier.repo.transaction() as t:
+        assert [w.chat_id for w in await t.watches.watchers(WALLET)] == [supergroup]
 
 
 async def test_rates_kept_per_chat_and_across_the_bot(
@@ -240,13 +241,13 @@ async def test_rates_kept_per_chat_and_across_the_bot(
     # The busy chat's fills keep coming: stop first, so that no request is between the fake
     # accepting it and the notifier recording it when the two are compared.
     await notifier.stop()
-    store = Store(open_database(sqlite_url))
-    await store.open()
-    async with store.db.transaction() as tx:
+    repo = Repository(open_database(sqlite_url))
+    await repo.open()
+    async with repo.db.transaction() as tx:
         rows = await tx.fetchall(
             "SELECT chat_id, attempted_ms FROM messages WHERE state = 'sent' ORDER BY attempted_ms"
         )
-    await store.close()
+    await repo.close()
     starts = [int(at) for _, at in rows]
     assert len(starts) == len([s for s in fakebot.sent if s.status == 200])
     busiest = max(sum(1 for u in starts if t <= u < t + 1000) for t in starts)
@@ -255,14 +256,6 @@ async def test_rates_kept_per_chat_and_across_the_bot(
     assert len(mine) >= 2
     assert min(b - a for a, b in itertools.pairwise(mine)) >= 1000
     assert not fakebot.violations
-
-
-async def eventually_async(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def test_wallets_spread_over_connections_each_delivered(
@@ -307,8 +300,8 @@ async def test_a_burst_of_200_fills_is_a_few_messages_and_a_replay_adds_none(
     await eventually_text(fakebot, CHAT, "Watching")
     since = await watch_since(notifier, CHAT, quiet)
     event = burst(quiet, 200, 1_000_000, since + 1)
-    notifier.feed.queue.put_nowait(event)
-    notifier.feed.queue.put_nowait(event)  # the same fills again (a replay)
+    assert notifier.feed.offer(event)
+    assert notifier.feed.offer(event)  # the same fills again (a replay)
 
     def bursts() -> list[str]:
         return [line for line in fill_lines(fakebot, CHAT) if " BURST @ " in line]
@@ -316,16 +309,16 @@ async def test_a_burst_of_200_fills_is_a_few_messages_and_a_replay_adds_none(
     await eventually(lambda: len(bursts()) >= 200, 30)
 
     async def claimed_and_sent() -> bool:
-        async with notifier.store.db.transaction() as tx:
+        async with notifier.repo.db.transaction() as tx:
             waiting = await tx.scalar(
                 "SELECT COUNT(*) FROM lines l LEFT JOIN messages m ON m.id = l.message_id "
                 "WHERE l.text LIKE '% BURST</b> @%' AND (m.id IS NULL OR m.state <> 'sent')"
             )
-        return waiting == 0 and notifier.feed.queue.empty()
+        return bool(waiting == 0 and len(notifier.feed.inbox) == 0)
 
-    await eventually_async(claimed_and_sent, 20)
+    await eventually(claimed_and_sent, 20)
     assert len(bursts()) == 200  # the replay made nothing
-    async with notifier.store.db.transaction() as tx:
+    async with notifier.repo.db.transaction() as tx:
         made = await tx.scalar("SELECT COUNT(*) FROM lines WHERE text LIKE '% BURST</b> @%'")
     assert made == 200
     messages = [t for t in fakebot.texts(CHAT) if " BURST @ " in t]
@@ -343,8 +336,8 @@ async def test_muted_chat_gets_its_fills_when_the_mute_ends(
     fakebot.say(CHAT, "/mute 10")
     await eventually_text(fakebot, CHAT, "Muted for 10 min")
     since = await watch_since(notifier, CHAT, quiet)
-    await notifier.handle_event(burst(quiet, 3, 5, since + 1))
-    async with notifier.store.db.transaction() as tx:  # held: made, not packed
+    await notifier.consumer.handle(burst(quiet, 3, 5, since + 1))
+    async with notifier.repo.db.transaction() as tx:  # held: made, not packed
         held = await tx.scalar(
             "SELECT COUNT(*) FROM lines WHERE message_id IS NULL AND text LIKE '% BURST</b> @%'"
         )
@@ -361,11 +354,13 @@ async def test_liquidation_warning_once_per_tier(tmp_path: Path) -> None:
     quiet = "0x" + "d6" * 20
     feed = GatewayFeed("ws://127.0.0.1:9/ws", "unused", "root")
     notifier = Notifier(
-        Store(open_database(str(tmp_path / "n.db"))), TelegramApi("1:x", "http://127.0.0.1:9"), feed
+        Repository(open_database(str(tmp_path / "n.db"))),
+        TelegramApi("1:x", "http://127.0.0.1:9"),
+        feed,
     )
-    await notifier.store.open()
-    async with notifier.store.db.transaction() as tx:
-        await Store.add_watch(tx, CHAT, quiet, "<lev>", 0)
+    await notifier.repo.open()
+    async with notifier.repo.transaction() as t:
+        await t.watches.add(CHAT, quiet, "<lev>", 0)
 
     def account(liq: float) -> Account:
         position = {
@@ -382,12 +377,12 @@ async def test_liquidation_warning_once_per_tier(tmp_path: Path) -> None:
 
     # 30 %, 15 %, 14 %, 9 %, 4.5 %, 9 %, no position, 15 %
     for liq in (70.0, 85.0, 86.0, 91.0, 95.5, 91.0):
-        await notifier.handle_event(account(liq))
-    await notifier.handle_event(Account(quiet, {"wallet": quiet, "positions": []}))
-    await notifier.handle_event(account(85.0))
-    async with notifier.store.db.transaction() as tx:
+        await notifier.consumer.handle(account(liq))
+    await notifier.consumer.handle(Account(quiet, {"wallet": quiet, "positions": []}))
+    await notifier.consumer.handle(account(85.0))
+    async with notifier.repo.db.transaction() as tx:
         lines = [str(r[0]) for r in await tx.fetchall("SELECT text FROM lines ORDER BY id")]
-    await notifier.store.close()
+    await notifier.repo.close()
     assert [visible_text(line).split("under ")[1] for line in lines] == [
         "20%)",
         "10%)",
@@ -406,7 +401,7 @@ async def test_webhook_mode_handles_each_update_once_and_checks_the_secret(
         sqlite_url,
         limits=FAST_CHAT,
         webhook_url=url,
-        webhook_listen=("127.0.0.1", port),
+        webhook_listen=f"127.0.0.1:{port}",
         webhook_secret="s3cret",
     )
     await notifier.start()
@@ -423,7 +418,7 @@ async def test_webhook_mode_handles_each_update_once_and_checks_the_secret(
         async with http.post(url, data=b"[1]", headers=headers) as resp:
             assert resp.status == 400
     await eventually_text(fakebot, CHAT, "/watch <0x wallet>")
-    async with notifier.store.db.transaction() as tx:
+    async with notifier.repo.db.transaction() as tx:
         replies = await tx.scalar("SELECT COUNT(*) FROM messages WHERE chat_id = ?", (CHAT,))
     assert replies == 1
 
@@ -433,10 +428,10 @@ async def test_commands_are_answered_while_the_gateway_is_away(
 ) -> None:
     feed = GatewayFeed(f"ws://127.0.0.1:{free_port()}/ws", "unused", "root")
     notifier = Notifier(
-        Store(open_database(str(tmp_path / "n.db"))),
+        Repository(open_database(str(tmp_path / "n.db"))),
         TelegramApi(fakebot.token, fakebot.url, poll_timeout=1),
         feed,
-        options=Options(limits=FAST_CHAT),
+        limits=FAST_CHAT,
     )
     await notifier.start()
     try:
@@ -445,3 +440,28 @@ async def test_commands_are_answered_while_the_gateway_is_away(
         assert WALLET in feed.watching()
     finally:
         await notifier.stop(grace=1.0)
+
+
+async def test_without_an_info_url_the_notifier_learns_it_from_the_gateway(
+    make_notifier: NotifierFactory,
+    fakebot: FakeBotApi,
+    sim: Simulator,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first subscribe of a wallet is a gap (what came since /watch): reloaded from
+    the info API that the gateway names in its welcome."""
+    notifier = make_notifier(sqlite_url, info_url=None, limits=FAST_CHAT)
+    asked: list[str] = []
+    real = notifier.history.fills_since
+
+    async def noted(info_url: str, wallet: str, start_ms: int) -> list[dict[str, Any]]:
+        asked.append(info_url)
+        return await real(info_url, wallet, start_ms)
+
+    monkeypatch.setattr(notifier.history, "fills_since", noted)
+    await notifier.start()
+    fakebot.say(CHAT, f"/watch {WALLET}")
+    await eventually(lambda: bool(asked), 20)
+    assert asked == [sim.http_url + "/info"] == [notifier.feed.info_url]
+    await eventually(lambda: len(fill_lines(fakebot, CHAT)) >= 2, 30)

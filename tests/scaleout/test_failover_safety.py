@@ -23,8 +23,9 @@ import redis.asyncio as aioredis
 from bench.sentinel.group import SentinelGroup
 from hlgateway.broker import Position, Retention
 from hlgateway.broker.redis import RedisBroker
+from tests.helpers import eventually as until
 from tests.scaleout.conftest import OwnRedis
-from tests.scaleout.test_redis_broker import PRICES_TOPIC, ROOM, Node, message, until
+from tests.scaleout.test_redis_broker import PRICES_TOPIC, ROOM, Node, message
 
 RETENTION = Retention(size=50, ttl=600, max_size=100)
 

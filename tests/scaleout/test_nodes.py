@@ -151,14 +151,17 @@ async def _more_data(listener: Listener) -> None:
 
 async def _sole_holder(procs: list[GatewayProcess]) -> GatewayProcess:
     """The one node holding the stream's lease, once there is exactly one."""
-    deadline = time.monotonic() + TAKEOVER_BOUND
-    while True:
-        found = await holders(procs)
-        if len(found) == 1:
-            return found[0]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no single lease holder: {found}")
-        await asyncio.sleep(0.2)
+    found: list[GatewayProcess] = []
+
+    async def one() -> bool:
+        found[:] = await holders(procs)
+        return len(found) == 1
+
+    try:
+        await eventually(one, TAKEOVER_BOUND, every=0.2)
+    except TimeoutError:
+        raise TimeoutError(f"no single lease holder: {found}") from None
+    return found[0]
 
 
 async def test_every_node_restarted_clients_recover_from_redis_history(

@@ -41,15 +41,11 @@ def message(topic: Topic, data: object) -> bytes:
     return encoding.data_frame(encoding.data_head(topic.channel, topic.params_json), data)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    await eventually(condition, timeout)
-
-
 async def published(node: Node, send: Callable[[], None]) -> None:
     """Send, and wait until the node's broker wrote it to Redis."""
     done = node.broker.stats().published + 1
     send()
-    await until(lambda: node.broker.stats().published == done)
+    await eventually(lambda: node.broker.stats().published == done)
 
 
 @pytest.fixture
@@ -73,7 +69,7 @@ async def test_a_publication_reaches_only_the_nodes_that_want_the_topic(
     assert replay.position is not None and replay.position.offset == 0
     for n in range(3):
         a.broker.publish(ROOM, message(ROOM, {"n": n}))
-    await until(lambda: len(b.offsets(ROOM)) == 3)
+    await eventually(lambda: len(b.offsets(ROOM)) == 3)
     assert b.offsets(ROOM) == [1, 2, 3]
     got = b.messages(ROOM)
     assert [m["data"] for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
@@ -88,14 +84,14 @@ async def test_a_subscriber_recovers_from_history_in_redis(nodes: tuple[Node, No
     epoch = first.position.epoch
     for n in range(4):
         a.broker.publish(ROOM, message(ROOM, {"n": n}))
-    await until(lambda: a.broker.stats().published == 4)
+    await eventually(lambda: a.broker.stats().published == 4)
     replay = await b.broker.read(ROOM, Position(1, epoch))
     b.broker.demand(ROOM)
     assert replay.recovered and replay.position == Position(4, epoch)
     assert [p.offset for p in replay.publications] == [2, 3, 4]
     assert [json.loads(p.payload)["offset"] for p in replay.publications] == [2, 3, 4]
     a.broker.publish(ROOM, message(ROOM, {"n": 4}))
-    await until(lambda: b.offsets(ROOM) == [5])
+    await eventually(lambda: b.offsets(ROOM) == [5])
     # Another epoch, or an offset this stream never reached: live only.
     assert not (await b.broker.read(ROOM, Position(1, "other"))).recovered
     assert not (await b.broker.read(ROOM, Position(99, epoch))).recovered
@@ -107,7 +103,7 @@ async def test_history_is_trimmed_by_the_retention_settings(nodes: tuple[Node, N
     assert first.position is not None
     for n in range(12):
         a.broker.publish(ROOM, message(ROOM, {"n": n}))
-    await until(lambda: a.broker.stats().published == 12)
+    await eventually(lambda: a.broker.stats().published == 12)
     # max_size 8: offsets 5..12 are kept, 4 and before are gone.
     kept = await b.broker.read(ROOM, Position(4, first.position.epoch))
     assert kept.recovered and [p.offset for p in kept.publications] == list(range(5, 13))
@@ -132,7 +128,7 @@ async def test_the_shared_ledger_publishes_each_item_once_whichever_node_sends_i
     for node, items in sends:
         send = functools.partial(node.broker.publish_items, ROOM, prefix, items, suffix, 60)
         await published(node, send)
-    await until(lambda: len(b.offsets(ROOM)) == 3)
+    await eventually(lambda: len(b.offsets(ROOM)) == 3)
     assert [m["data"] for m in b.messages(ROOM)] == [
         {"fills": [1, 2]},
         {"fills": [3]},
@@ -149,7 +145,7 @@ async def test_a_snapshot_topic_gives_its_latest_value_to_a_subscriber_on_any_no
     a.broker.demand(PRICES_TOPIC)
     a.broker.publish(PRICES_TOPIC, message(PRICES_TOPIC, {"BTC": 1}))
     a.broker.publish(PRICES_TOPIC, message(PRICES_TOPIC, {"BTC": 2}))
-    await until(lambda: len(a.got) == 2)
+    await eventually(lambda: len(a.got) == 2)
     replay = await b.broker.read(PRICES_TOPIC, Position(3, "ignored"))
     assert replay.position is None and not replay.recovered
     assert [json.loads(p.payload)["data"] for p in replay.publications] == [{"BTC": 2}]
@@ -163,12 +159,12 @@ async def test_a_flushed_redis_gives_a_new_epoch_and_no_recovery(
     before = await b.broker.read(ROOM, None)
     b.broker.demand(ROOM)
     a.broker.publish(ROOM, message(ROOM, {"n": 0}))
-    await until(lambda: b.offsets(ROOM) == [1])
+    await eventually(lambda: b.offsets(ROOM) == [1])
     client = aioredis.Redis.from_url(redis_url)
     await client.flushdb()
     await client.aclose()
     a.broker.publish(ROOM, message(ROOM, {"n": 1}))
-    await until(lambda: b.offsets(ROOM) == [1, 1])
+    await eventually(lambda: b.offsets(ROOM) == [1, 1])
     after = b.messages(ROOM)[-1]
     assert before.position is not None and after["epoch"] != before.position.epoch
     replay = await a.broker.read(ROOM, Position(1, before.position.epoch))
@@ -185,7 +181,7 @@ async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
     await b.broker.read(ROOM, None)
     b.broker.demand(ROOM)
     a.broker.publish(ROOM, message(ROOM, {"n": 0}))
-    await until(lambda: b.offsets(ROOM) == [1])
+    await eventually(lambda: b.offsets(ROOM) == [1])
     # Offsets 2 and 3 are written past b's subscription, straight into Redis.
     keys = a.broker.keys(ROOM)
     for n in (1, 2):
@@ -195,7 +191,7 @@ async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
             scripts.PUBLISH, [keys.meta, keys.stream], [*args, f"q{n}", message(ROOM, {"n": n})]
         )
     a.broker.publish(ROOM, message(ROOM, {"n": 3}))
-    await until(lambda: len(b.offsets(ROOM)) == 4)
+    await eventually(lambda: len(b.offsets(ROOM)) == 4)
     assert b.offsets(ROOM) == [1, 2, 3, 4]
     assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(4)]
 
@@ -209,7 +205,7 @@ async def test_a_subscribed_node_answers_joins_at_once_from_what_it_holds(
     await b.broker.read(ROOM, None)
     b.broker.demand(ROOM)
     a.broker.publish(ROOM, message(ROOM, {"n": 0}))
-    await until(lambda: b.offsets(ROOM) == [1])
+    await eventually(lambda: b.offsets(ROOM) == [1])
     now = b.broker.read_now(ROOM, None)
     assert now is not None and now.position is not None and now.position.offset == 1
     same = b.broker.read_now(ROOM, now.position)
@@ -218,7 +214,7 @@ async def test_a_subscribed_node_answers_joins_at_once_from_what_it_holds(
     await b.broker.read(PRICES_TOPIC, None)
     b.broker.demand(PRICES_TOPIC)
     a.broker.publish(PRICES_TOPIC, message(PRICES_TOPIC, {"BTC": 3}))
-    await until(lambda: any(t == PRICES_TOPIC for t, _, _ in b.got))
+    await eventually(lambda: any(t == PRICES_TOPIC for t, _, _ in b.got))
     latest = b.broker.read_now(PRICES_TOPIC, None)
     assert latest is not None
     assert [json.loads(p.payload)["data"] for p in latest.publications] == [{"BTC": 3}]
@@ -258,7 +254,7 @@ async def test_a_publication_redis_refuses_for_good_is_counted_and_the_rest_go(
     await a.broker.shard.client.set(a.broker.keys(broken).meta, "not a hash")
     a.broker.publish(broken, message(broken, {"n": 0}))
     a.broker.publish(ROOM, message(ROOM, {"n": 1}))
-    await until(lambda: b.offsets(ROOM) == [1])
+    await eventually(lambda: b.offsets(ROOM) == [1])
     assert a.broker.stats().refused == 1
     assert a.broker.stats().published == 1
     assert a.broker.connected and a.broker.stats().disconnects == 0
@@ -277,12 +273,12 @@ async def test_flushed_scripts_are_loaded_again_and_nothing_is_lost_or_repeated(
         await b.broker.read(ROOM, None)
         b.broker.demand(ROOM)
         a.broker.publish(ROOM, message(ROOM, {"n": 0}))
-        await until(lambda: b.offsets(ROOM) == [1])
+        await eventually(lambda: b.offsets(ROOM) == [1])
         assert a.broker.shard.client is not None
         await a.broker.shard.client.script_flush()
         for n in (1, 2):
             a.broker.publish(ROOM, message(ROOM, {"n": n}))
-        await until(lambda: len(b.offsets(ROOM)) >= 3)
+        await eventually(lambda: len(b.offsets(ROOM)) >= 3)
         assert b.offsets(ROOM) == [1, 2, 3]
         assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(3)]
         assert a.broker.stats().disconnects >= 1 and a.broker.connected
@@ -308,9 +304,9 @@ async def test_gateways_on_two_databases_of_one_redis_do_not_hear_each_other(
             node.broker.demand(ROOM)
         one.broker.publish(ROOM, message(ROOM, {"from": "one"}))
         two.broker.publish(ROOM, message(ROOM, {"from": "two"}))
-        await until(lambda: one.offsets(ROOM) == [1] and two.offsets(ROOM) == [1])
+        await eventually(lambda: one.offsets(ROOM) == [1] and two.offsets(ROOM) == [1])
         await published(one, functools.partial(one.broker.publish, ROOM, message(ROOM, {})))
-        await until(lambda: one.offsets(ROOM) == [1, 2])
+        await eventually(lambda: one.offsets(ROOM) == [1, 2])
         assert [m["data"] for m in one.messages(ROOM)] == [{"from": "one"}, {}]
         assert [m["data"] for m in two.messages(ROOM)] == [{"from": "two"}]
     finally:
@@ -332,7 +328,7 @@ async def test_killed_publish_and_pubsub_connections_are_replaced_and_nothing_is
         await b.broker.read(ROOM, None)
         b.broker.demand(ROOM)
         a.broker.publish(ROOM, message(ROOM, {"n": 0}))
-        await until(lambda: b.offsets(ROOM) == [1])
+        await eventually(lambda: b.offsets(ROOM) == [1])
         lean = [
             c for c in await admin.client_list() if c["name"].startswith(("hlgw-pub-", "hlgw-sub-"))
         ]
@@ -341,11 +337,11 @@ async def test_killed_publish_and_pubsub_connections_are_replaced_and_nothing_is
             await admin.client_kill_filter(_id=client["id"])
         for n in (1, 2, 3):
             a.broker.publish(ROOM, message(ROOM, {"n": n}))
-        await until(lambda: len(b.offsets(ROOM)) >= 4, timeout=10)
+        await eventually(lambda: len(b.offsets(ROOM)) >= 4, timeout=10)
         assert b.offsets(ROOM) == [1, 2, 3, 4]
         assert [m["data"] for m in b.messages(ROOM)] == [{"n": n} for n in range(4)]
         assert a.broker.stats().disconnects >= 1 and b.broker.stats().disconnects >= 1
-        await until(lambda: a.broker.connected and b.broker.connected)
+        await eventually(lambda: a.broker.connected and b.broker.connected)
     finally:
         await admin.aclose()
         await a.broker.stop()
@@ -365,7 +361,7 @@ async def test_two_nodes_over_tls(tmp_path: Path) -> None:
         replay = await b.broker.read(ROOM, None)
         b.broker.demand(ROOM)
         a.broker.publish(ROOM, message(ROOM, {"n": 0}))
-        await until(lambda: b.offsets(ROOM) == [1])
+        await eventually(lambda: b.offsets(ROOM) == [1])
         again = await a.broker.read(ROOM, replay.position)
         assert again.recovered and [p.offset for p in again.publications] == [1]
     finally:

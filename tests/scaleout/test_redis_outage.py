@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
 from hlgateway.simulator import Simulator
-from tests.helpers import Client, admin_token, alice_token
+from tests.helpers import Client, admin_token, alice_token, eventually
 from tests.scaleout.conftest import OwnRedis
 from tests.scaleout.support import health, node, publish_room
 
@@ -52,7 +50,7 @@ async def test_redis_stopped_and_started_under_load(
                 states[name] = await health(proc)
             return all(s["status"] == "degraded" for s in states.values())
 
-        await _until(degraded)
+        await eventually(degraded, 30, every=0.2, ignoring=(aiohttp.ClientError,))
         assert all(s["broker"]["status"] == "degraded" for s in states.values())  # type: ignore[index]
         # The nodes keep their clients meanwhile.
         pong = await client.request({"type": "ping"})
@@ -64,7 +62,7 @@ async def test_redis_stopped_and_started_under_load(
             states = [await health(p) for p in (a, b)]
             return all(s["status"] == "healthy" for s in states)
 
-        await _until(healthy)
+        await eventually(healthy, 30, every=0.2, ignoring=(aiohttp.ClientError,))
         # Live data flows again, in the restarted Redis's new epoch.
         fresh = await client.recv_until(
             lambda m: (
@@ -89,14 +87,3 @@ async def test_redis_stopped_and_started_under_load(
         await client.close()
         await a.kill()
         await b.kill()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(aiohttp.ClientError):
-            if await check():
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.2)

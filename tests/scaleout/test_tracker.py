@@ -3,8 +3,9 @@ catch buffer merged by offset (sans I/O: publications are handed in by hand)."""
 
 from __future__ import annotations
 
-from hlgateway.broker.base import Position, Publication
+from hlgateway.broker.base import Publication
 from hlgateway.broker.tracker import Stored, StreamTracker
+from hlgateway.protocol.positions import Position
 
 
 def pub(offset: int) -> Publication:

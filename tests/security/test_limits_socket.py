@@ -47,6 +47,30 @@ async def test_open_connections_per_ip(edge_server: MakeServer) -> None:
     assert (await srv.health())["limits"]["connectionsRefused"]["openConnectionsPerIp"] == 1
 
 
+async def test_a_full_process_answers_503_with_retry_after(edge_server: MakeServer) -> None:
+    # HLGATEWAY_MAX_CONNECTIONS: the clients one process holds (server/capacity.py).
+    srv = await edge_server(max_connections=2, max_connections_per_ip=0)
+    first = await Client.connect(srv.ws, alice_token())
+    second = await Client.connect(srv.ws, bob_token())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{srv.ws}?token={alice_token()}",
+            headers={"Connection": "Upgrade", "Upgrade": "websocket"},
+        ) as resp,
+    ):
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+        assert "server full" in await resp.text()
+    # The two held are served on as before.
+    await second.request({"type": "ping"})
+    await first.close()
+    await eventually(lambda: len(srv.gateway.connections) < 2)
+    assert await handshake_status(srv.ws) == 101
+    await second.close()
+    assert (await srv.health())["limits"]["connectionsRefused"]["serverFull"] == 1
+
+
 async def test_open_connections_per_user_close_with_1008(edge_server: MakeServer) -> None:
     srv = await edge_server(max_connections_per_user=1)
     first = await Client.connect(srv.ws, alice_token())

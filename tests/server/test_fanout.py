@@ -206,11 +206,11 @@ async def test_metrics(server: GatewayServer) -> None:
             "hlgateway_connections 1.0",
             "hlgateway_subscriptions 1.0",
             'hlgateway_messages_out_total{channel="orderbook"}',
-            'hlgateway_bytes_out_total{channel="orderbook"}',
+            'hlgateway_messages_out_bytes_total{channel="orderbook"}',
             "hlgateway_delivery_latency_seconds_bucket",
             "hlgateway_queue_bytes",
-            "hlgateway_conflated",
-            "hlgateway_slow_consumer_closes",
+            "hlgateway_conflated_frames_total",
+            "hlgateway_slow_consumer_closes_total",
         ):
             assert name in text, name
         assert admin_token() not in text

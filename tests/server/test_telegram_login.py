@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from hlgateway.notifier.database import open_database
-from hlgateway.notifier.store import Store
+from hlgateway.notifier.repository import Repository
 from hlgateway.simulator import Simulator
 from hlgateway.telegram.webapp import sign
 from tests.conftest import sim_endpoint
@@ -34,11 +34,11 @@ def init_data(user_id: int = WATCHER, bot: str = BOT, age: float = 5) -> str:
 
 
 async def watches(path: Path) -> None:
-    store = Store(open_database(str(path)))
-    await store.open()
-    async with store.db.transaction() as tx:
-        await Store.add_watch(tx, WATCHER, ALICE_WALLET, "main", int(time.time() * 1000))
-    await store.close()
+    repo = Repository(open_database(str(path)))
+    await repo.open()
+    async with repo.transaction() as t:
+        await t.watches.add(WATCHER, ALICE_WALLET, "main", int(time.time() * 1000))
+    await repo.close()
 
 
 @pytest.fixture

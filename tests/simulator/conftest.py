@@ -101,15 +101,6 @@ async def csim() -> AsyncIterator[Simulator]:
         await simulator.stop()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def control(
     session: aiohttp.ClientSession,
     sim: Simulator,

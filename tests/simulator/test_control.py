@@ -19,6 +19,7 @@ import pytest
 from hlgateway.cli import build_parser
 from hlgateway.simulator import Simulator
 from hlgateway.simulator.chaos import GARBAGE_FRAMES
+from tests.helpers import eventually
 
 from .conftest import (
     CONTROL,
@@ -31,7 +32,6 @@ from .conftest import (
     recv,
     recv_until,
     subscribe,
-    wait_for,
 )
 
 
@@ -118,7 +118,7 @@ async def test_drop_one_link_then_all(csim: Simulator, session: aiohttp.ClientSe
     async with session.ws_connect(csim.ws_url) as three:
         await subscribe(three, {"type": "allMids"})
         assert csim.drop_connections() == 1  # the old name still works
-    await wait_for(lambda: csim.connection_count() == 0)
+    await eventually(lambda: csim.connection_count() == 0)
     assert csim.stats()["drops"]["control"] == 3
 
 
@@ -321,7 +321,7 @@ async def test_restart_drops_refuses_recovers_and_the_world_carries_on(
         assert again["data"]["isSnapshot"] is True
         assert again["data"]["fills"][:before] == snapshot["data"]["fills"]
         assert csim.world.now_ms > model_ms
-    await wait_for(lambda: csim.connection_count() == 0)
+    await eventually(lambda: csim.connection_count() == 0)
     assert csim.restart(0)["dropped"] == 0
     async with session.ws_connect(csim.ws_url):  # down for 0 s: straight back
         pass
@@ -397,10 +397,10 @@ async def test_flow_continues_during_the_track_grace(
         await subscribe(ws, {"type": "userFills", "user": USER})
         await recv_until(ws, channel("userFills"))
         await subscribe(ws, {"type": "orderUpdates", "user": USER})
-    await wait_for(lambda: csim.connection_count() == 0)
+    await eventually(lambda: csim.connection_count() == 0)
     left = csim.ledger(USER)
     # Nobody subscribes now, yet the wallet keeps trading and the ledger keeps it all.
-    await wait_for(lambda: len(csim.ledger(USER)["fills"]) >= len(left["fills"]) + 2, timeout=8)
+    await eventually(lambda: len(csim.ledger(USER)["fills"]) >= len(left["fills"]) + 2, timeout=8)
     during = csim.ledger(USER)
     assert during["tracked"] is True
     assert during["orders"][: len(left["orders"])] == left["orders"]
@@ -420,9 +420,9 @@ async def test_tracking_stops_after_the_grace(session: aiohttp.ClientSession) ->
     try:
         async with session.ws_connect(sim.ws_url) as ws:
             await subscribe(ws, {"type": "orderUpdates", "user": USER})
-        await wait_for(lambda: sim.connection_count() == 0)
+        await eventually(lambda: sim.connection_count() == 0)
         assert sim.ledger(USER)["tracked"] is True
-        await wait_for(lambda: not sim.ledger(USER)["tracked"])
+        await eventually(lambda: not sim.ledger(USER)["tracked"])
         assert sim.world.accounts.tracked_users() == []
     finally:
         await sim.stop()
@@ -436,7 +436,7 @@ async def test_rest_reflects_the_ledger(session: aiohttp.ClientSession) -> None:
             await subscribe(ws, {"type": "orderUpdates", "user": USER})
             await recv_until(ws, channel("orderUpdates"))
         # The wallet trades on through the grace, then stops: a still ledger to check.
-        await wait_for(lambda: not sim.ledger(USER)["tracked"])
+        await eventually(lambda: not sim.ledger(USER)["tracked"])
         ledger = await ok(session, sim, "GET", f"ledger?user={USER}")
 
         async def info(body: dict[str, Any]) -> Any:
@@ -483,7 +483,7 @@ async def test_stats(csim: Simulator, session: aiohttp.ClientSession) -> None:
     assert stats == csim.stats()
     assert set(stats) == {
         "connections", "drops", "restarts", "refusals", "stalls", "garbage",
-        "limitErrors", "trackedUsers",
+        "limitErrors", "actions", "trackedUsers",
     }  # fmt: skip
     assert stats["connections"] == {
         "accepted": 0,

@@ -12,8 +12,9 @@ import pytest
 
 from hlgateway.ratelimit import SlidingWindow
 from hlgateway.simulator import SimConfig, Simulator
+from tests.helpers import eventually
 
-from .conftest import FAST, USER, channel, recv_until, subscribe, wait_for
+from .conftest import FAST, USER, channel, recv_until, subscribe
 
 
 @asynccontextmanager
@@ -75,7 +76,7 @@ async def test_open_connections_per_ip(session: aiohttp.ClientSession) -> None:
         await second.send_json({"method": "ping"})
         await recv_until(second, channel("pong"))
         await first.close()
-        await wait_for(lambda: sim.connection_count() == 1)
+        await eventually(lambda: sim.connection_count() == 1)
         third = await session.ws_connect(sim.ws_url)
         assert sim.connection_count() == 2
         await third.close()
@@ -87,7 +88,7 @@ async def test_new_connections_per_minute_per_ip(session: aiohttp.ClientSession)
         for _ in range(3):
             ws = await session.ws_connect(sim.ws_url)
             await ws.close()
-        await wait_for(lambda: sim.connection_count() == 0)
+        await eventually(lambda: sim.connection_count() == 0)
         # Nothing is open, but three upgrades in the last minute is the budget.
         assert await handshake_status(session, sim) == 429
         stats = sim.stats()["connections"]
@@ -130,7 +131,7 @@ async def test_closing_a_connection_frees_its_share(session: aiohttp.ClientSessi
             text = await error_for(two, sub_msg({"type": "orderUpdates", "user": other}))
             assert text == "Cannot track more than 1 total users."
             await one.close()
-            await wait_for(lambda: sim.connection_count() == 1)
+            await eventually(lambda: sim.connection_count() == 1)
             await subscribe(two, {"type": "orderUpdates", "user": other})
 
 

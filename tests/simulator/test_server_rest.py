@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 
 from hlgateway.simulator import Simulator
+from tests.helpers import eventually
 
-from .conftest import FAST, USER, USER_LOWER, channel, info, recv_until, subscribe, wait_for
+from .conftest import FAST, USER, USER_LOWER, channel, info, recv_until, subscribe
 
 FRONTEND_KEYS = {
     "coin", "side", "limitPx", "sz", "oid", "timestamp", "triggerCondition", "isTrigger",
@@ -174,7 +175,7 @@ async def test_rest_queries_can_count_as_watching(session: aiohttp.ClientSession
         await info(session, sim, {"type": "allMids", "user": other})  # not a user request
         assert sim.world.accounts.wallet(other) is None
         # Polling stops: the grace runs out and so does the flow.
-        await wait_for(lambda: sim.world.accounts.tracked_users() == [])
+        await eventually(lambda: sim.world.accounts.tracked_users() == [])
     finally:
         await sim.stop()
 

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from hlgateway.simulator import Simulator
+from tests.helpers import eventually
 
 from .conftest import (
     FAST,
@@ -21,7 +22,6 @@ from .conftest import (
     recv,
     recv_until,
     subscribe,
-    wait_for,
 )
 
 WS_FILL_KEYS = {
@@ -325,11 +325,11 @@ async def _connections_are_cleaned_up(sim: Simulator, session: aiohttp.ClientSes
     assert len(sim.active_subscriptions()) == 3
     assert USER_LOWER in sim.world.accounts.tracked_users()
     await first.close()
-    await wait_for(lambda: sim.connection_count() == 1)
+    await eventually(lambda: sim.connection_count() == 1)
     assert sim.active_subscriptions() == [{"type": "orderUpdates", "user": USER_LOWER}]
     assert USER_LOWER in sim.world.accounts.tracked_users()
     await second.close()
-    await wait_for(lambda: sim.connection_count() == 0)
+    await eventually(lambda: sim.connection_count() == 0)
     assert sim.active_subscriptions() == []
     assert sim.world.accounts.tracked_users() == []
 
@@ -366,7 +366,7 @@ async def test_drop_connections_cuts_links(sim: Simulator, session: aiohttp.Clie
     assert sim.drop_connections() == 1
     kind = await recv_until_closed(ws)
     assert kind in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
-    await wait_for(lambda: sim.connection_count() == 0)
+    await eventually(lambda: sim.connection_count() == 0)
 
 
 async def test_limits(session: aiohttp.ClientSession) -> None:
@@ -409,7 +409,7 @@ async def test_idle_connections_are_dropped(session: aiohttp.ClientSession) -> N
     try:
         ws = await session.ws_connect(sim.ws_url)
         await recv_until_closed(ws)
-        await wait_for(lambda: sim.connection_count() == 0)
+        await eventually(lambda: sim.connection_count() == 0)
         # A subscribed connection keeps receiving data and so stays up.
         busy = await session.ws_connect(sim.ws_url)
         await subscribe(busy, {"type": "allMids"})
@@ -497,6 +497,6 @@ async def test_garbage_never_breaks_the_server(
         await recv_until(ws, channel("l2Book"))
     async with session.get(sim.http_url + "/ws") as resp:  # not an upgrade request
         assert resp.status == 400
-    await wait_for(lambda: sim.connection_count() == 0)
+    await eventually(lambda: sim.connection_count() == 0)
     # Every bad input took a handled path, none an unexpected exception.
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

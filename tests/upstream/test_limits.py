@@ -28,3 +28,13 @@ async def test_weight_budget_waits_for_refill() -> None:
     now[0] = 1.0  # one second later: 20 weight back
     await asyncio.wait_for(waiter, 2)
     assert budget.spent == 1220
+
+
+def test_weight_budget_try_take_never_waits_and_leaves_what_it_must_keep() -> None:
+    now = [0.0]
+    budget = WeightBudget(1200, clock=lambda: now[0])  # 20 weight per second
+    assert budget.try_take(1000, keep=200)
+    assert not budget.try_take(1, keep=200)  # 200 left: all of it kept
+    assert budget.available() == 200 and budget.spent == 1000
+    now[0] = 1.0  # 20 back
+    assert budget.try_take(20, keep=200) and budget.spent == 1020

@@ -1,6 +1,7 @@
 """Brokers: the engines behind fan-out and history (memory; Redis for scale-out)."""
 
-from hlgateway.broker.base import Broker, Position, Publication, Replay, Retention, Sink
+from hlgateway.broker.base import Broker, Publication, Replay, Retention, Sink
 from hlgateway.broker.memory import MemoryBroker
+from hlgateway.protocol.positions import Position
 
 __all__ = ["Broker", "MemoryBroker", "Position", "Publication", "Replay", "Retention", "Sink"]

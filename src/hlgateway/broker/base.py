@@ -37,17 +37,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.positions import Position
 
 if TYPE_CHECKING:
     from hlgateway.broker.coordination import Coordinator, FeedControl
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a lossless stream is: the offset of its last message in an epoch."""
-
-    offset: int
-    epoch: str
 
 
 @dataclass(frozen=True, slots=True)

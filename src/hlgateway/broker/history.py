@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from hlgateway.broker.base import Position, Publication, Retention
+from hlgateway.broker.base import Publication, Retention
+from hlgateway.protocol.positions import Position
 
 
 class StreamHistory:

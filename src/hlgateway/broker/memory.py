@@ -13,18 +13,11 @@ import secrets
 import time
 from collections.abc import Callable
 
-from hlgateway.broker.base import (
-    Broker,
-    BrokerStats,
-    Position,
-    Publication,
-    Replay,
-    Retention,
-    with_position,
-)
+from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Retention, with_position
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.positions import Position
 
 
 class MemoryBroker(Broker):

@@ -57,23 +57,17 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.broker import scripts
-from hlgateway.broker.base import (
-    Broker,
-    BrokerStats,
-    Position,
-    Publication,
-    Replay,
-    Retention,
-    with_position,
-)
+from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Retention, with_position
 from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard, evalsha
 from hlgateway.broker.replicated import Entry, ReplicatedLane
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
 from hlgateway.broker.topics import topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
 from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.positions import Position
 
 if TYPE_CHECKING:
     from hlgateway.broker.coordination import Coordinator, FeedControl
@@ -127,7 +121,9 @@ class RedisBroker(Broker):
         # A stream nobody wants is forgotten this long after its last publication
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
-        self._backoff = backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        self._reconnect = reconnect.Reconnect(
+            backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
+        )
         self.shard = RedisShard(url, self.node)
         self._db = self.shard.db
         # With replicas to wait for, lossless publications take their own lane.
@@ -220,24 +216,25 @@ class RedisBroker(Broker):
         self._acks.clear()
 
     async def _supervise(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                attempt = 0
-                log.info("broker: connected to %s as node %s", self.shard.where, self.node)
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except UNAVAILABLE as exc:
-                log.warning("broker: Redis unavailable (%s); serving degraded", exc)
-            except Exception:
-                log.exception("broker: unexpected error; reconnecting")
-            if self.connected:
-                self._counts["disconnects"] += 1
-            await self._close()
-            attempt += 1
-            await asyncio.sleep(self._backoff.delay(attempt))
+        await reconnect.Supervisor(self._connection).run()  # for ever: stop() cancels it
+
+    async def _connection(self) -> reconnect.Retry | reconnect.GiveUp:
+        """One connection to Redis, from connect to its loss."""
+        try:
+            await self._connect()
+            self._reconnect.connected()
+            log.info("broker: connected to %s as node %s", self.shard.where, self.node)
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except UNAVAILABLE as exc:
+            log.warning("broker: Redis unavailable (%s); serving degraded", exc)
+        except Exception:
+            log.exception("broker: unexpected error; reconnecting")
+        if self.connected:
+            self._counts["disconnects"] += 1
+        await self._close()
+        return self._reconnect.ended()
 
     async def _connect(self) -> None:
         shard = self.shard

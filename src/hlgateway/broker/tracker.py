@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hlgateway.broker.base import Position, Publication, Replay
+from hlgateway.broker.base import Publication, Replay
+from hlgateway.protocol.positions import Position
 
 
 @dataclass(slots=True)

@@ -12,11 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hlgateway.auth import WALLET_RE, issue_token
-from hlgateway.config import CONFIG_ENV, Settings, SettingsError, load_settings
+from hlgateway.config import (
+    CONFIG_ENV,
+    NotifierSettings,
+    Settings,
+    SettingsError,
+    load_notifier_settings,
+    load_settings,
+    notifier_configured,
+)
 
 DEMO_USER = "demo"
 # A fixed, valid-looking address so the demo token and the simulator agree across runs.
 DEMO_WALLET = "0x" + hashlib.sha256(b"hlgateway demo wallet").hexdigest()[:40]
+TRADER_USER = "trader"  # the simulator's funded account, in `serve`'s banner
 
 
 def dev_secret_path() -> Path:
@@ -102,8 +111,10 @@ def _serve(args: argparse.Namespace) -> int:
                 f"demo user '{DEMO_USER}', wallet {DEMO_WALLET}; token (24 h):",
                 f"  {token}",
                 f"connect: {ws_url}?token={token}",
-                "more tokens: hlgateway token --user ID [--role admin] [--wallet 0x..]",
+                "more tokens: hlgateway token --user ID [--role admin] [--wallet 0x..] [--trade]",
             ]
+            if settings.upstream == "sim":
+                lines += _trading_lines(auth.secret, settings.sim_seed)
         print("\n".join(lines), flush=True)
 
     if settings.workers > 1:
@@ -114,8 +125,23 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings, None if settings.reuse_port else banner)
 
 
-def _bad_settings(exc: SettingsError) -> int:
-    print(f"hlgateway: {len(exc.problems)} bad setting(s):", file=sys.stderr)
+def _trading_lines(secret: str, seed: int) -> list[str]:
+    """The embedded simulator's funded account, and a token that may trade it."""
+    from hlgateway.simulator.local_account import WARNING, local_account
+
+    account = local_account(seed)
+    token = issue_token(
+        secret, TRADER_USER, wallets=[account.address], ttl_seconds=24 * 3600, trade=True
+    )
+    return [
+        f"trading on the simulator: account {account.address}, key {account.key}",
+        f"  ({WARNING})",
+        f"user '{TRADER_USER}' may trade it (post); token (24 h): {token}",
+    ]
+
+
+def _bad_settings(exc: SettingsError, what: str = "hlgateway") -> int:
+    print(f"{what}: {len(exc.problems)} bad setting(s):", file=sys.stderr)
     for problem in exc.problems:
         print(f"  - {problem}", file=sys.stderr)
     return 2
@@ -140,6 +166,22 @@ def _check_config(args: argparse.Namespace) -> int:
     )
     if placeholder:
         print("no JWT secret or public key configured: `serve` would use the local dev secret")
+    return _check_notifier(args)
+
+
+def _check_notifier(args: argparse.Namespace) -> int:
+    """The notifier's settings (the `[notifier]` table, its variables), when there are any."""
+    try:
+        if not notifier_configured(os.environ, args.config):
+            print("notifier: not configured (no [notifier] table, no TELEGRAM_BOT_TOKEN)")
+            return 0
+        notifier = _load_notifier(args)
+    except SettingsError as exc:
+        return _bad_settings(exc, "hlgateway notifier")
+    print(
+        f"notifier config OK: gateway {notifier.gateway}, database {notifier.database_url}, "
+        f"info API {notifier.info_url or 'from the gateway'}"
+    )
     return 0
 
 
@@ -178,6 +220,7 @@ def _token(args: argparse.Namespace) -> int:
             role=args.role,
             wallets=args.wallet or None,
             ttl_seconds=args.ttl,
+            trade=args.trade,
         )
     )
     return 0
@@ -200,7 +243,23 @@ def _watch(args: argparse.Namespace) -> int:
 def _notifier(args: argparse.Namespace) -> int:
     from hlgateway.notifier.runner import run
 
-    return run(args, lambda: dev_secret(create=False))
+    try:
+        settings = _load_notifier(args)
+    except SettingsError as exc:
+        return _bad_settings(exc, "hlgateway notifier")
+    return run(settings)
+
+
+def _load_notifier(args: argparse.Namespace) -> NotifierSettings:
+    """The notifier's settings from its flags, the environment and the config file."""
+    flags = "gateway database info_url telegram_api coalesce_ms dashboard_url poll_timeout"
+    flags += " webhook_url webhook_listen"
+    return load_notifier_settings(
+        os.environ,
+        config_file=args.config,
+        dev_secret=lambda: dev_secret(create=False),
+        **{name: getattr(args, name, None) for name in flags.split()},
+    )
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--wallet", action="append", default=[], help="wallet the user may read (repeatable)"
     )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument(
+        "--trade",
+        action="store_true",
+        help="the trade permission: may relay signed orders with `post` (docs/trading.md)",
+    )
     token.set_defaults(func=_token)
 
     from hlgateway.cli.watch import add_arguments as watch_arguments
@@ -287,10 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         "notifier", help="the Telegram bot: fills of watched wallets, alerts (docs/notifier.md)"
     )
     notifier.add_argument(
-        "--gateway", default="ws://127.0.0.1:8080/ws", help="the gateway's WebSocket URL"
+        "--gateway",
+        help="the gateway's WebSocket URL (HLGATEWAY_NOTIFIER_GATEWAY, "
+        "default ws://127.0.0.1:8080/ws)",
     )
     notifier.add_argument(
-        "--telegram-api", help="Bot API server base URL (default https://api.telegram.org)"
+        "--telegram-api",
+        help="Bot API server base URL (HLGATEWAY_NOTIFIER_TELEGRAM_API, "
+        "default https://api.telegram.org)",
     )
     notifier.add_argument(
         "--database",
@@ -299,24 +367,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument(
         "--info-url",
-        help="the exchange's info API, to reload fills a gateway restart lost "
-        "(e.g. https://api.hyperliquid.xyz/info)",
+        help="the exchange's info API, to reload fills a stream missed "
+        "(HLGATEWAY_NOTIFIER_INFO_URL; default: the one the gateway names)",
     )
     notifier.add_argument(
-        "--coalesce-ms", type=int, default=700, help="fills within this window share a message"
+        "--coalesce-ms",
+        type=int,
+        help="fills within this window share a message (HLGATEWAY_NOTIFIER_COALESCE_MS, "
+        "default 700)",
     )
     notifier.add_argument(
         "--dashboard-url",
         help="the dashboard that /dashboard opens inside Telegram (an https URL of the gateway; "
-        "default: the gateway's own address)",
+        "HLGATEWAY_NOTIFIER_DASHBOARD_URL, default: the gateway's own address)",
     )
-    notifier.add_argument("--poll-timeout", type=int, default=25, help="getUpdates long poll, s")
+    notifier.add_argument(
+        "--poll-timeout",
+        type=int,
+        help="getUpdates long poll, s (HLGATEWAY_NOTIFIER_POLL_TIMEOUT, default 25)",
+    )
     notifier.add_argument(
         "--webhook-url",
-        help="receive updates by webhook at this public https URL instead of long polling",
+        help="receive updates by webhook at this public https URL instead of long polling "
+        "(HLGATEWAY_NOTIFIER_WEBHOOK_URL)",
     )
     notifier.add_argument(
-        "--webhook-listen", default="0.0.0.0:8443", help="HOST:PORT the webhook server listens on"
+        "--webhook-listen",
+        help="HOST:PORT the webhook server listens on (HLGATEWAY_NOTIFIER_WEBHOOK_LISTEN, "
+        "default 0.0.0.0:8443)",
+    )
+    notifier.add_argument(
+        "--config", help=f"TOML settings file, its [notifier] table ({CONFIG_ENV})"
     )
     notifier.set_defaults(func=_notifier)
     return parser

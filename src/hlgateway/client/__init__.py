@@ -48,6 +48,7 @@ from hlgateway.client.messages import (
     OrderBook,
     OrderUpdate,
     Pong,
+    PostResult,
     PriceQuote,
     PricesData,
     RoomJoined,
@@ -62,11 +63,12 @@ from hlgateway.client.messages import (
     Unsubscribed,
     Welcome,
 )
-from hlgateway.client.positions import Position, Recovered, Resync
+from hlgateway.client.positions import Recovered, Resync
 from hlgateway.client.reconnect import ReconnectPolicy, Retry, Stop
 from hlgateway.client.refusals import is_transient
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import TokenProvider, TokenSource
+from hlgateway.protocol.positions import Position
 
 __all__ = [
     "AccountPosition",
@@ -93,6 +95,7 @@ __all__ = [
     "OrderUpdate",
     "Pong",
     "Position",
+    "PostResult",
     "PriceQuote",
     "PricesData",
     "ReconnectAttemptsExhausted",

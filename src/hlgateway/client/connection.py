@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.client import messages as m
 from hlgateway.client.errors import (
@@ -43,15 +44,7 @@ from hlgateway.client.errors import (
     SubscriptionRefused,
 )
 from hlgateway.client.events import EventEmitter, Handler
-from hlgateway.client.positions import (
-    Joined,
-    Position,
-    Recovered,
-    Resync,
-    Since,
-    Verdict,
-    as_position,
-)
+from hlgateway.client.positions import Joined, Recovered, Resync, Since, Verdict, as_position
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
 from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
@@ -59,8 +52,13 @@ from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
 from hlgateway.client.tokens import Tokens, TokenSource, refresh_delay, token_expiry
+from hlgateway.protocol.positions import Position
+from hlgateway.reconnect import Supervisor
 
 log = logging.getLogger("hlgateway.client")
+
+# A post's answer waits for Hyperliquid (the gateway gives up after its own 10 s).
+POST_TIMEOUT = 15.0
 
 
 class LinkState(StrEnum):
@@ -183,7 +181,9 @@ class GatewayClient:
         self._refresh_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retries: set[asyncio.TimerHandle] = set()
-        self._wake = asyncio.Event()
+        self._supervisor: Supervisor[Stop] = Supervisor(
+            self._next_link, stopping=lambda: self._closing, on_retry=self._waiting
+        )
         self._changed = asyncio.Event()
         self._closing = False
         self._fresh_token = False  # the policy asked for a new token on the next attempt
@@ -249,7 +249,7 @@ class GatewayClient:
             return
         self._close_started = True
         self._closing = True
-        self._wake.set()
+        self._supervisor.wake()
         link = self._link
         if link is not None:
             link.close_code, link.close_reason = 1000, "Client closing"
@@ -275,7 +275,7 @@ class GatewayClient:
         """Drop the current link and connect again at once (to the URL source's next URL)."""
         if self._closing:
             return
-        self._wake.set()  # while waiting: no more waiting
+        self._supervisor.wake()  # while waiting: no more waiting
         link = self._link
         if link is not None:
             self._policy.failover()
@@ -410,6 +410,20 @@ class GatewayClient:
         pending = self._request(dict(msg), "request")
         return await self._await(pending, timeout)
 
+    async def post(self, request: m.Json, timeout: float | None = None) -> m.PostResult:
+        """Relay a signed `/exchange` body through the gateway (docs/trading.md).
+
+        Returns the gateway's `post_result`: Hyperliquid's answer as it came. A
+        refusal (FORBIDDEN, INVALID_PARAMS, RATE_LIMITED) raises RequestFailed and
+        nothing was sent. ConnectionLost (the link dropped after the post was
+        written) means the outcome is unknown: look the order up by its cloid before
+        sending it again. `request` goes out with its keys in the order given.
+        """
+        wait = POST_TIMEOUT if timeout is None else timeout
+        reply = await self._await(self._request({"type": "post", "request": request}, "post"), wait)
+        assert isinstance(reply, m.PostResult)
+        return reply
+
     async def ping(self, timeout: float | None = None) -> float:
         """Application-level ping; returns the round trip in seconds."""
         pending = self._request({"type": "ping"}, "ping")
@@ -454,33 +468,32 @@ class GatewayClient:
     # -- the run loop -----------------------------------------------------------
     async def _run(self) -> None:
         try:
-            while not self._closing:
-                url = self._urls.next_url()
-                self.url = url
-                self._set_state(LinkState.CONNECTING)
-                decision = await self._attempt(url)
-                if self._closing:
-                    break
-                if isinstance(decision, Stop):
-                    if isinstance(decision.error, ReconnectAttemptsExhausted):
-                        self._events.emit("maxReconnectAttemptsReached", decision.error)
-                    self._stop(decision.error)
-                    return
-                self._fresh_token = decision.fresh_token
-                if decision.failover:
-                    continue  # straight to the next URL
-                self._set_state(LinkState.WAITING)
-                self._events.emit(
-                    "reconnecting",
-                    Reconnecting(decision.attempt, decision.after, self._last_reason),
-                )
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(decision.after):
-                        await self._wake.wait()
+            stop = await self._supervisor.run()
+            if stop is not None:
+                if isinstance(stop.error, ReconnectAttemptsExhausted):
+                    self._events.emit("maxReconnectAttemptsReached", stop.error)
+                self._stop(stop.error)
         except Exception as exc:  # a bug: do not die silently
             log.exception("gateway client stopped")
             self._stop(ClientClosed(f"internal error: {exc!r}"))
+
+    async def _next_link(self) -> Decision:
+        url = self._urls.next_url()
+        self.url = url
+        self._set_state(LinkState.CONNECTING)
+        decision = await self._attempt(url)
+        if isinstance(decision, Retry):
+            self._fresh_token = decision.fresh_token
+        return decision
+
+    def _waiting(self, decision: reconnect.Retry) -> None:
+        assert isinstance(decision, Retry)
+        if decision.failover:
+            return  # straight to the next URL
+        self._set_state(LinkState.WAITING)
+        self._events.emit(
+            "reconnecting", Reconnecting(decision.attempt, decision.after, self._last_reason)
+        )
 
     async def _attempt(self, url: str) -> Decision:
         """One link from connect to drop, and the policy's decision about the next."""
@@ -527,7 +540,7 @@ class GatewayClient:
             self._link = None
             self._lost(link)
         if self._closing:
-            return Retry(0.0, False, 0, "closing")
+            return Retry(0.0, 0, "closing")
         if not link.welcomed and not token_refused(link.close_code, link.close_reason):
             self._urls.report_failure(link.url)
         return self._policy.on_closed(link.close_code, link.close_reason, link.welcomed)
@@ -654,6 +667,22 @@ class GatewayClient:
         log.info("gap in %s %s after %s: healing", entry.channel, entry.params, position)
         self._send_subscribe(link, entry)
 
+    def rewind(self, sub: Subscription[Any], position: Since) -> None:
+        """Have the lossless stream of `sub` replayed after `position`: for an application
+        that dropped what it could not keep up with (and stored where it stopped). The
+        subscription stays, and the gateway keeps feeding it: asked again with `since`
+        (now, or on the next link), it replays what followed, or cannot (a `Resync`).
+        Messages after `position` that come before the replay are dropped here."""
+        entry = self._registry.holding(sub)
+        if entry is None:
+            raise ValueError(f"{sub!r} is not subscribed")
+        entry.cursor.rewind(as_position(position))
+        link = self._link
+        if link is not None and link.welcomed and not entry.in_flight:
+            self._send_subscribe(link, entry)
+        # In flight: what its reply brings after `position` is a gap, which heals the
+        # same way. Link down: the reconnect subscribes with `since` this position.
+
     def _retry_later(self, link: _Link, entry: Entry[Subscription[Any]], delay: float) -> None:
         def retry() -> None:
             self._retries.discard(handle)
@@ -724,6 +753,8 @@ class GatewayClient:
                 self._events.emit("authenticated", msg)
             case m.Shutdown():
                 self._events.emit("shutdown", msg)
+            case m.PostResult():
+                self._events.emit("post_result", msg)
             case m.UnknownMessage():
                 self._events.emit("message", msg)
         if pending is not None and pending.future is not None and not pending.future.done():

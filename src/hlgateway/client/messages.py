@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 
-from hlgateway.client.positions import Position
 from hlgateway.protocol.payloads import (
     PAYLOAD_TYPES,
     AccountPosition,
@@ -29,6 +28,7 @@ from hlgateway.protocol.payloads import (
     Trade,
     TradesData,
 )
+from hlgateway.protocol.positions import Position
 
 Json = dict[str, Any]
 RequestId = str | int
@@ -64,6 +64,7 @@ class _Server(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 class Welcome(_Server, tag="welcome", frozen=True):
     clientId: str
     user: Json
+    infoUrl: str | None = None  # the exchange's info API the gateway reads (v3)
 
 
 class Subscribed(_Server, tag="subscribed", frozen=True):
@@ -137,6 +138,29 @@ class Shutdown(_Server, tag="shutdown", frozen=True):
     message: str = ""
 
 
+class PostResult(_Server, tag="post_result", frozen=True):
+    """Hyperliquid's answer to a relayed `post`, as it came: `status` ok or err, and
+    `response` (an object, or the reason as text). An `err` whose answer was lost
+    says so: the action's fate is unknown, look it up by its cloid."""
+
+    status: str
+    response: Any
+    id: RequestId | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def statuses(self) -> list[Any]:
+        """The per-order (or per-cancel) entries of an `ok` order/cancel answer."""
+        if not self.ok or not isinstance(self.response, dict):
+            return []
+        data = self.response.get("data")
+        statuses = data.get("statuses") if isinstance(data, dict) else None
+        return list(statuses) if isinstance(statuses, list) else []
+
+
 class UnknownMessage(msgspec.Struct, frozen=True):
     """A message type this client does not know; `raw` is the whole object."""
 
@@ -155,6 +179,7 @@ ServerMessage = (
     | RoomLeft
     | Authenticated
     | Shutdown
+    | PostResult
     | UnknownMessage
 )
 
@@ -169,6 +194,7 @@ _decoder = msgspec.json.Decoder(
     | RoomLeft
     | Authenticated
     | Shutdown
+    | PostResult
 )
 _encoder = msgspec.json.Encoder()
 

@@ -27,18 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import msgspec
-
-
-class Position(msgspec.Struct, frozen=True):
-    """A place in a lossless stream: the offset of the last message received, and its epoch.
-
-    Store it with what you did with the message; hand it back as `since=` to resume.
-    """
-
-    offset: int
-    epoch: str
-
+from hlgateway.protocol.positions import Position
 
 # What `since=` takes: a Position, or the wire's {"offset": N, "epoch": E}.
 Since = Position | Mapping[str, Any]
@@ -140,6 +129,11 @@ class Cursor:
         self.healing = True
         self.gaps += 1
         return Verdict.HEAL
+
+    def rewind(self, position: Position) -> None:
+        """Back to `position`: what came after it is wanted again (a replay is asked for)."""
+        self.position = position
+        self.healing = False
 
     def disconnected(self) -> None:
         """The link dropped: the reconnect's subscribe with `since` heals whatever is missing."""

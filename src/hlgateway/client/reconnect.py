@@ -14,7 +14,10 @@ answers `Retry(after, fresh_token)` or `Stop(error)`:
 - otherwise wait the backoff's delay for this attempt; once past its
   `max_attempts`, stop (`ReconnectAttemptsExhausted`).
 
-A `welcome` resets the attempt count: only failures in a row count.
+A `welcome` resets the attempt count: only failures in a row count. The counting
+and the backoff are the gateway's one `Reconnect` policy (hlgateway/reconnect.py);
+this class adds the client's rules above, and `GatewayClient` runs it in the one
+`Supervisor` loop.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.client.errors import (
     AuthenticationFailed,
@@ -38,11 +42,8 @@ _PASSING_HTTP = frozenset({408, 429})
 
 
 @dataclass(frozen=True, slots=True)
-class Retry:
-    after: float  # seconds
-    fresh_token: bool  # ask the token provider for a new token first
-    attempt: int  # consecutive failed attempts
-    reason: str
+class Retry(reconnect.Retry):
+    fresh_token: bool = False  # ask the token provider for a new token first
     failover: bool = False  # asked for, not a failure: straight to the next URL
 
 
@@ -62,7 +63,7 @@ def handshake_refused(http_status: int | None) -> bool:
     return http_status is not None and 400 <= http_status < 500 and http_status not in _PASSING_HTTP
 
 
-class ReconnectPolicy:
+class ReconnectPolicy(reconnect.Reconnect):
     def __init__(
         self,
         backoff: Backoff,
@@ -71,12 +72,10 @@ class ReconnectPolicy:
         max_handshake_refusals: int = 3,
         rng: random.Random | None = None,
     ) -> None:
-        self.backoff = backoff
+        super().__init__(backoff, rng)
         self.has_provider = has_provider
         self.max_handshake_refusals = max_handshake_refusals
-        self.attempt = 0  # consecutive failed attempts
         self.handshake_refusals = 0  # consecutive HTTP 4xx answers to the upgrade
-        self._rng = rng
         self._failover = False
 
     def failover(self) -> None:
@@ -84,7 +83,7 @@ class ReconnectPolicy:
         self._failover = True
 
     def on_welcome(self) -> None:
-        self.attempt = 0
+        self.connected()
         self.handshake_refusals = 0
         self._failover = False
 
@@ -98,7 +97,7 @@ class ReconnectPolicy:
         """A link ended (or never came up: `welcomed` False, `code` None when no socket)."""
         if self._failover:
             self._failover = False
-            return Retry(0.0, False, self.attempt, reason or "failover", failover=True)
+            return Retry(0.0, self.attempt, reason or "failover", failover=True)
         fresh = False
         if token_refused(code, reason):
             if not self.has_provider:
@@ -107,7 +106,7 @@ class ReconnectPolicy:
             if welcomed and code == TOKEN_EXPIRED_CLOSE:
                 # A healthy link outlived its token: back at once with a fresh one.
                 self.attempt = 1
-                return Retry(0.0, True, self.attempt, reason)
+                return Retry(0.0, self.attempt, reason, fresh_token=True)
         if handshake_refused(http_status):
             self.handshake_refusals += 1
             if self.handshake_refusals >= self.max_handshake_refusals:
@@ -121,9 +120,9 @@ class ReconnectPolicy:
                 )
         elif welcomed or http_status is not None:
             self.handshake_refusals = 0
-        self.attempt += 1
-        if self.backoff.exhausted(self.attempt):
+        decision = self.ended(reason)
+        if isinstance(decision, reconnect.GiveUp):
             return Stop(
-                ReconnectAttemptsExhausted(f"gave up after {self.attempt - 1} reconnect attempts")
+                ReconnectAttemptsExhausted(f"gave up after {decision.attempts} reconnect attempts")
             )
-        return Retry(self.backoff.delay(self.attempt, self._rng), fresh, self.attempt, reason)
+        return Retry(decision.after, decision.attempt, reason, fresh_token=fresh)

@@ -28,7 +28,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from hlgateway.client.positions import Cursor, Position
+from hlgateway.client.positions import Cursor
+from hlgateway.protocol.positions import Position
 
 ROOM = "room"
 # Channels whose every message is a full snapshot: the latest one is all that a
@@ -184,6 +185,10 @@ class Registry(Generic[H]):
                     return None
                 return entry if entry.live else None
         return None
+
+    def holding(self, handle: H) -> Entry[H] | None:
+        """The entry `handle` belongs to, if it is still subscribed."""
+        return next((e for e in self._entries.values() if handle in e.handles), None)
 
     def route(self, channel: str, params: Json | None) -> Entry[H] | None:
         """The entry a data message (carrying canonical params) belongs to."""

@@ -26,7 +26,8 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from hlgateway.client.errors import ClientClosed
 from hlgateway.client.messages import DataMessage, Json
-from hlgateway.client.positions import Position, Resync
+from hlgateway.client.positions import Resync
+from hlgateway.protocol.positions import Position
 
 Item = DataMessage | Resync
 T_co = TypeVar("T_co", covariant=True)  # DataMessage (snapshot streams) or Item (lossless ones)

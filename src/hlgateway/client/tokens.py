@@ -8,11 +8,10 @@ current one expires (then sent as `{"type":"auth","token":...}`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import inspect
-import json
 from collections.abc import Awaitable, Callable
+
+from hlgateway.claims import unverified_claims
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 TokenSource = str | TokenProvider
@@ -20,15 +19,8 @@ TokenSource = str | TokenProvider
 
 def token_expiry(token: str) -> float | None:
     """The `exp` claim (Unix seconds) of a JWT, read without verifying it; None if absent."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    body = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(body))
-    except (binascii.Error, ValueError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    claims = unverified_claims(token)
+    exp = claims.get("exp") if claims is not None else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
     return float(exp)

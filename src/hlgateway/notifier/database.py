@@ -22,6 +22,8 @@ import psycopg
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
+# What a database that is away (or locked, or restarting) raises: worth trying again.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error, OSError)
 
 
 class Tx(ABC):

@@ -98,3 +98,50 @@ def take_first(lines: list[str], limit: int = MAX_MESSAGE) -> int:
         if size > limit:
             return max(count, 1)
     return len(lines)
+
+
+def positions_text(
+    watches: Iterable[tuple[str, str | None]], accounts: dict[str, dict[str, Any]]
+) -> str:
+    """/positions: each watched wallet (wallet, label) with its account's open positions."""
+    out: list[str] = []
+    for wallet, label in watches:
+        name = esc(label or short_wallet(wallet))
+        state = accounts.get(wallet)
+        if state is None:
+            out.append(f"<b>{name}</b>: no account data yet")
+            continue
+        positions = [p for p in state.get("positions") or [] if p.get("size")]
+        out.append(
+            f"<b>{name}</b>: account {esc(number(state.get('accountValue')))}"
+            + ("" if positions else ", no open positions")
+        )
+        for p in positions:
+            size = p.get("size")
+            numeric = isinstance(size, int | float)
+            side = "long" if numeric and size > 0 else "short"
+            amount = esc(number(abs(size) if numeric else size))
+            liq = p.get("liquidationPrice")
+            out.append(
+                f"  {esc(p.get('symbol'))} {side} {amount}"
+                f" @ {esc(number(p.get('entryPrice')))}"
+                f" · uPnL {esc(number(p.get('unrealizedPnl')))}"
+                + (f" · liq {esc(number(liq))}" if liq else "")
+            )
+    return "\n".join(out)
+
+
+def liquidation_line(symbol: str, who: str, distance: Decimal, liquidation: Any, under: str) -> str:
+    return (
+        f"⚠️ <b>{esc(symbol)}</b> position of <i>{esc(who)}</i>"
+        f" is {distance * 100:.1f}% from liquidation (liq {esc(number(liquidation))};"
+        f" under {under})"
+    )
+
+
+def alert_line(symbol: str, above: bool, price: Decimal, direction: str, level: Decimal) -> str:
+    verb = "reached" if above else "fell to"
+    return (
+        f"🔔 <b>{esc(symbol)}</b> {verb} {esc(number(str(price)))}"
+        f" ({esc(direction)} {esc(str(level))})"
+    )

@@ -1,7 +1,8 @@
 """The fills a stream lost, from the exchange's info API (`userFillsByTime`).
 
-Needed only when the gateway cannot replay (`recovered: false`: the gateway
-restarted with in-memory history, or the gap is older than it keeps). The
+Needed when a stream starts without a replay: the first subscribe of a wallet
+(what came between /watch and the subscription), and `recovered: false` (the
+gateway lost its history, or the gap is older than it keeps). The
 fills come back in the gateway's `user_fills` shape, with the exchange's own
 decimal strings for sizes and prices. Pages of 2,000 are followed.
 """
@@ -32,8 +33,9 @@ def to_gateway_fill(raw: dict[str, Any], wallet: str) -> dict[str, Any]:
 
 
 class FillHistory:
-    def __init__(self, info_url: str, session: aiohttp.ClientSession | None = None) -> None:
-        self.info_url = info_url
+    """`fills_since` against an info API URL (given, or learned from the gateway)."""
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
         self._own = session is None
 
@@ -42,7 +44,7 @@ class FillHistory:
             await self._session.close()
             self._session = None
 
-    async def fills_since(self, wallet: str, start_ms: int) -> list[dict[str, Any]]:
+    async def fills_since(self, info_url: str, wallet: str, start_ms: int) -> list[dict[str, Any]]:
         """Every fill of `wallet` at or after `start_ms`, oldest first."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
@@ -52,7 +54,7 @@ class FillHistory:
         while True:
             body = {"type": "userFillsByTime", "user": wallet, "startTime": start}
             timeout = aiohttp.ClientTimeout(total=15)
-            async with self._session.post(self.info_url, json=body, timeout=timeout) as resp:
+            async with self._session.post(info_url, json=body, timeout=timeout) as resp:
                 resp.raise_for_status()
                 page: list[dict[str, Any]] = await resp.json()
             fresh = [f for f in page if f["tid"] not in seen]

@@ -1,30 +1,26 @@
-"""`hlgateway notifier`: build the notifier from flags and environment, run it until
-SIGTERM/SIGINT, and stop cleanly (requests in flight finish and are recorded)."""
+"""`hlgateway notifier`: build the notifier from its settings (config.NotifierSettings),
+run it until SIGTERM/SIGINT, and stop cleanly (requests in flight finish and are
+recorded)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
+import dataclasses
 import logging
-import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from hlgateway.auth import issue_token
+from hlgateway.claims import token_user, unverified_claims
 from hlgateway.client import Backoff
 from hlgateway.client.tokens import TokenSource
+from hlgateway.config import NotifierSettings, SettingsError
+from hlgateway.migrations import SchemaError
 from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import GatewayFeed
-from hlgateway.notifier.history import FillHistory
-from hlgateway.notifier.service import Notifier, Options
-from hlgateway.notifier.store import Store
+from hlgateway.notifier.repository import Repository
+from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
 
 log = logging.getLogger("hlgateway.notifier")
@@ -32,42 +28,18 @@ log = logging.getLogger("hlgateway.notifier")
 SERVICE_USER = "notifier"
 
 
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message says which."""
-
-
-def default_database() -> str:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return str(Path(state) / "hlgateway" / "notifier.db")
-
-
-def token_user(token: str) -> str:
-    """The user id (`id`, else `sub`) of a JWT, read without verifying it."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise ConfigError("HLGATEWAY_NOTIFIER_TOKEN is not a JWT")
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        raise ConfigError("HLGATEWAY_NOTIFIER_TOKEN is not a JWT") from None
-    user = claims.get("id", claims.get("sub")) if isinstance(claims, dict) else None
-    if user is None:
-        raise ConfigError("HLGATEWAY_NOTIFIER_TOKEN has no id/sub claim")
-    return str(user)
-
-
-def gateway_credentials(
-    env: dict[str, str] | os._Environ[str], dev_secret: Callable[[], str | None]
-) -> tuple[TokenSource, str]:
+def gateway_credentials(settings: NotifierSettings) -> tuple[TokenSource, str]:
     """(token or token provider, service user id)."""
-    fixed = env.get("HLGATEWAY_NOTIFIER_TOKEN")
-    if fixed:
-        return fixed, token_user(fixed)
-    secret = env.get("JWT_SECRET") or dev_secret()
-    if not secret:
-        raise ConfigError(
-            "set HLGATEWAY_NOTIFIER_TOKEN (an admin token) or JWT_SECRET (to sign one)"
-        )
+    if settings.token:
+        # Whose token it is, read without verifying (the gateway verifies it).
+        claims = unverified_claims(settings.token)
+        user = token_user(claims) if claims is not None else None
+        if user is None:  # load_notifier_settings refuses this; a caller's own settings may not
+            raise SettingsError("HLGATEWAY_NOTIFIER_TOKEN: a JWT with an id or sub claim")
+        return settings.token, user
+    secret = settings.jwt_secret
+    if not secret:  # load_notifier_settings refuses this; a caller's own settings may not
+        raise SettingsError("set HLGATEWAY_NOTIFIER_TOKEN or JWT_SECRET")
 
     def mint() -> str:
         return issue_token(secret, SERVICE_USER, role="admin", ttl_seconds=3600)
@@ -75,38 +47,23 @@ def gateway_credentials(
     return mint, SERVICE_USER
 
 
-def build(
-    args: Any, env: dict[str, str] | os._Environ[str], dev_secret: Callable[[], str | None]
-) -> Notifier:
-    bot_token = env.get("TELEGRAM_BOT_TOKEN")
-    if not bot_token:
-        raise ConfigError("set TELEGRAM_BOT_TOKEN (from @BotFather)")
-    token, user = gateway_credentials(env, dev_secret)
-    database = args.database or env.get("HLGATEWAY_NOTIFIER_DATABASE") or default_database()
-    feed = GatewayFeed(args.gateway, token, user, backoff=Backoff(initial=0.2, max_delay=5.0))
-    history = FillHistory(args.info_url) if args.info_url else None
-    webhook: dict[str, Any] = {}
-    if args.webhook_url:
-        host, _, port = args.webhook_listen.rpartition(":")
-        if not port.isdigit():
-            raise ConfigError("--webhook-listen must be HOST:PORT")
-        webhook = {
-            "webhook_url": args.webhook_url,
-            "webhook_listen": (host or "0.0.0.0", int(port)),
-            "webhook_secret": env.get("TELEGRAM_WEBHOOK_SECRET") or secrets.token_urlsafe(32),
-        }
-    options = Options(
-        coalesce_ms=args.coalesce_ms,
-        dashboard_url=args.dashboard_url or dashboard_of(args.gateway),
-        **webhook,
+def build(settings: NotifierSettings) -> Notifier:
+    bot_token = settings.bot_token
+    if bot_token is None:
+        raise SettingsError("TELEGRAM_BOT_TOKEN is required")
+    if settings.webhook_url and not settings.webhook_secret:
+        settings = dataclasses.replace(settings, webhook_secret=secrets.token_urlsafe(32))
+    token, user = gateway_credentials(settings)
+    feed = GatewayFeed(
+        settings.gateway,
+        token,
+        user,
+        wallets_per_connection=settings.wallets_per_connection,
+        capacity=settings.feed_capacity,
+        backoff=Backoff(initial=0.2, max_delay=5.0),
     )
-    return Notifier(
-        Store(open_database(database)),
-        TelegramApi(bot_token, args.telegram_api, poll_timeout=args.poll_timeout),
-        feed,
-        history,
-        options,
-    )
+    api = TelegramApi(bot_token, settings.telegram_api, settings.poll_timeout)
+    return Notifier(Repository(open_database(settings.database_url)), api, feed, settings)
 
 
 async def serve(notifier: Notifier) -> int:
@@ -118,8 +75,12 @@ async def serve(notifier: Notifier) -> int:
     stopper = loop.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
-    if runner in done and runner.exception() is not None:
-        log.error("notifier failed", exc_info=runner.exception())
+    error = runner.exception() if runner in done else None
+    if isinstance(error, SchemaError):
+        print(f"hlgateway notifier: {error}", file=sys.stderr, flush=True)
+        code = 2
+    elif error is not None:
+        log.error("notifier failed", exc_info=error)
         code = 1
     stopper.cancel()
     runner.cancel()
@@ -128,22 +89,10 @@ async def serve(notifier: Notifier) -> int:
     return code
 
 
-def run(args: Any, dev_secret: Callable[[], str | None]) -> int:
+def run(settings: NotifierSettings) -> int:
     logging.basicConfig(
-        level=os.environ.get("HLGATEWAY_LOG_LEVEL", "INFO").upper(),
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        notifier = build(args, os.environ, dev_secret)
-    except ConfigError as exc:
-        print(f"hlgateway notifier: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return asyncio.run(serve(notifier))
-
-
-def dashboard_of(gateway: str) -> str:
-    """The dashboard of the gateway at WebSocket URL `gateway`: ws://h:p/ws -> http://h:p/."""
-    parts = urlsplit(gateway)
-    scheme = "https" if parts.scheme == "wss" else "http"
-    return urlunsplit((scheme, parts.netloc, "/", "", ""))
+    return asyncio.run(serve(build(settings)))

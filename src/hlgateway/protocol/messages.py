@@ -7,28 +7,22 @@ recovered (best effort) so that even an error reply echoes it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
+from hlgateway.protocol.positions import Position
 
 # A request id is a string or a number; replies echo it as given.
 RequestId = str | int | float | None
-
-
-class Since(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where a client stopped on a lossless stream: resume after this offset."""
-
-    offset: Annotated[int, msgspec.Meta(ge=0)]
-    epoch: Annotated[str, msgspec.Meta(max_length=64)]
 
 
 class Subscribe(msgspec.Struct, tag_field="type", tag="subscribe", frozen=True):
     channel: str
     params: dict[str, Any] | None = None
     id: RequestId = None
-    since: Since | None = None
+    since: Position | None = None  # where the client stopped: resume after it
 
 
 class Unsubscribe(msgspec.Struct, tag_field="type", tag="unsubscribe", frozen=True):
@@ -44,7 +38,7 @@ class Ping(msgspec.Struct, tag_field="type", tag="ping", frozen=True):
 class JoinRoom(msgspec.Struct, tag_field="type", tag="join_room", frozen=True):
     room: str
     id: RequestId = None
-    since: Since | None = None
+    since: Position | None = None  # where the client stopped: resume after it
 
 
 class LeaveRoom(msgspec.Struct, tag_field="type", tag="leave_room", frozen=True):
@@ -57,9 +51,18 @@ class Auth(msgspec.Struct, tag_field="type", tag="auth", frozen=True):
     id: RequestId = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping | JoinRoom | LeaveRoom | Auth
+class Post(msgspec.Struct, tag_field="type", tag="post", frozen=True):
+    """A signed `/exchange` body to relay; kept as the exact bytes the client sent."""
 
-KNOWN_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "join_room", "leave_room", "auth"})
+    request: msgspec.Raw
+    id: RequestId = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | JoinRoom | LeaveRoom | Auth | Post
+
+KNOWN_TYPES = frozenset(
+    {"subscribe", "unsubscribe", "ping", "join_room", "leave_room", "auth", "post"}
+)
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _loose = msgspec.json.Decoder()

@@ -1,5 +1,5 @@
 """HTTP routes: the dashboard (`/`, `/assets/*`), `/health`, `/metrics`, `/client.js`,
-and the admin API (room publish, overview).
+the admin API (room publish, overview), and `/api/trading` (what clients sign for).
 
 `/ws` never reaches aiohttp: the accept path answers the WebSocket
 handshake itself (server/accept/request_head.py, server/accept/admit.py).
@@ -23,6 +23,7 @@ from hlgateway.server import guest, telegram_login
 from hlgateway.server.accept.admit import bearer_token
 from hlgateway.server.accept.defences import Edge
 from hlgateway.server.admin import overview
+from hlgateway.trading.requests import RELAYED
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,27 @@ async def telegram_session(request: web.Request) -> web.Response:
 
 async def _close_chat_wallets(app: web.Application) -> None:
     await app[CHAT_WALLETS].close()
+
+
+async def trading_info(request: web.Request) -> web.Response:
+    """What a client needs to sign for this gateway's upstream: the network, and the
+    asset index of every perp (an order names its coin by it). No secret in it."""
+    gateway = request.app[GATEWAY]
+    endpoint = gateway.upstream.endpoint
+    policy = gateway.relay.policy
+    body = {
+        "network": endpoint.name,
+        "mainnet": endpoint.mainnet,
+        "assets": {name: index for index, name in enumerate(gateway.upstream.markets.names)},
+        "relayed": sorted(policy.limits.also_allowed | RELAYED),
+        "limits": {
+            "rate": policy.limits.rate,
+            "burst": policy.limits.burst,
+            "userInFlight": policy.limits.user_in_flight,
+            "maxInFlight": policy.limits.max_in_flight,
+        },
+    }
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-cache"})
 
 
 async def publish_to_room(request: web.Request) -> web.Response:
@@ -192,6 +214,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/client.js", client_js)
     app.router.add_post("/api/rooms/{room}/publish", publish_to_room)
+    app.router.add_get("/api/trading", trading_info)
     app.router.add_get("/api/admin/overview", admin_overview)
     app.router.add_post("/api/guest-token", issue_guest_token)
     app.router.add_post("/api/telegram/session", telegram_session)

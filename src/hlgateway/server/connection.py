@@ -102,6 +102,7 @@ class Connection(asyncio.Protocol):
             broker=gateway.broker,
             compression_threshold=settings.compression_threshold,
             on_verdict=self._on_verdict,
+            relay=gateway.relay,
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False
@@ -117,7 +118,7 @@ class Connection(asyncio.Protocol):
             self.session.principal.user_id,
             extra=self._log_context(),
         )
-        self.session.welcome()
+        self.session.welcome(self._gateway.upstream.endpoint.info_url)
         if pending:
             self.data_received(pending)
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from hlgateway.protocol.errors import CloseCode
+from hlgateway.server.delivery import OutboxCore, direct_fd, flush_all, register
 from hlgateway.websocket.closing import Closing, Step
 from hlgateway.websocket.control import close_frame
 from hlgateway.websocket.frames import Frame
@@ -85,7 +86,9 @@ class FlushScheduler:
     """
 
     def __init__(self, on_flushed: Callable[[list[Frame]], None] | None = None) -> None:
-        self._dirty: dict[Outbox, None] = {}
+        # The outboxes to flush at the end of this loop turn, in the order they were
+        # marked. The C delivery loop adds to it directly once mark() has scheduled.
+        self.dirty: dict[Outbox, None] = {}
         self._scheduled = False
         self._on_flushed = on_flushed
         self._published: list[Frame] = []
@@ -95,39 +98,28 @@ class FlushScheduler:
             self._published.append(frame)
 
     def mark(self, outbox: Outbox) -> None:
-        self._dirty[outbox] = None
+        self.dirty[outbox] = None
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_all)
 
     def _flush_all(self) -> None:
         self._scheduled = False
-        dirty, self._dirty = self._dirty, {}
-        for outbox in dirty:
-            outbox.flush()
+        dirty, self.dirty = self.dirty, {}
+        flush_all(dirty)
         if self._published:
             frames, self._published = self._published, []
             if self._on_flushed is not None:
                 self._on_flushed(frames)
 
 
-class Outbox:
+class Outbox(OutboxCore):
+    # Besides OutboxCore's fields (server/delivery.py): those the loops need.
     __slots__ = (
-        "_blocked_since",
         "_buffer_limit",
-        "_bytes",
         "_clock",
         "_deadline",
-        "_frames",
-        "_max_bytes",
-        "_replays",
-        "_retry",
-        "_scheduler",
-        "_stats",
-        "_transport",
-        "_wbits",
         "_write_timeout",
-        "closing",
         "overflowed",
     )
 
@@ -145,6 +137,7 @@ class Outbox:
         clock: Clock | None = None,
     ) -> None:
         self._transport = transport
+        self._fd = direct_fd(transport)
         self._scheduler = scheduler
         self._stats = stats
         self._max_bytes = max_bytes
@@ -156,11 +149,11 @@ class Outbox:
         # Nothing, one frame, or a list once a second frame waits: a client that
         # keeps up allocates nothing per message (no garbage for the cycle
         # collector at 10k deliveries a tick), and an idle one holds nothing.
-        self._frames: Frame | list[Frame | _Replay] | None = None
+        self._frames = None  # items of a list: Frame | _Replay
         self._bytes = 0
         self._replays = 0  # replays queued: flush paces the writes while any is
-        self._blocked_since: float | None = None
-        self._retry: Timer | None = None
+        self._blocked_since = None
+        self._retry = None
         self._deadline: Timer | None = None
         self.overflowed = False
 
@@ -401,3 +394,7 @@ class Outbox:
             self._retry = None
         self._cancel_deadline()
         self._discard()
+
+
+# The C delivery loops take the common case of exactly these classes (not subclasses).
+register(Outbox, FlushScheduler)

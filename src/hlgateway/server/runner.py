@@ -20,6 +20,7 @@ from hlgateway.server import redact
 from hlgateway.server.accept.listener import GuardedSite, listen
 from hlgateway.server.access_log import RedactingAccessLogger
 from hlgateway.server.app import build_app
+from hlgateway.server.capacity import raise_open_files_limit
 from hlgateway.upstream.networks import Endpoint, endpoint_for
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT. `banner` receives the gateway's ws URL once it listens."""
     redact.install()  # no token reaches a log line, whoever logs it
+    raise_open_files_limit()  # before the Gateway sizes its capacity from it
     parent: int | None = None
     if settings.reuse_port:  # a worker of --workers
         _die_with_parent()

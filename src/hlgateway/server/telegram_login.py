@@ -19,8 +19,8 @@ import msgspec
 from aiohttp import web
 
 from hlgateway.config import Settings
-from hlgateway.notifier.database import Database, open_database
-from hlgateway.notifier.store import Store
+from hlgateway.notifier.database import open_database
+from hlgateway.notifier.repository import Repository
 from hlgateway.server.signing import can_sign, sign
 from hlgateway.telegram.webapp import InitDataError, validate
 
@@ -38,23 +38,22 @@ class ChatWallets:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._db: Database | None = None
+        self._repo: Repository | None = None
 
     async def of(self, chat_id: int) -> list[str]:
-        if self._db is None:
-            db = open_database(self._url)
-            await db.open()
-            self._db = db
-        async with self._db.transaction() as tx:
-            active, _, _ = await Store.chat_settings(tx, chat_id)
-            if not active:
+        if self._repo is None:
+            repo = Repository(open_database(self._url))
+            await repo.connect()  # the notifier owns its schema: read, never migrate
+            self._repo = repo
+        async with self._repo.transaction() as t:
+            if not await t.chats.is_active(chat_id):
                 return []
-            return [row.wallet for row in await Store.watches_of(tx, chat_id)]
+            return [row.wallet for row in await t.watches.of_chat(chat_id)]
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._repo is not None:
+            await self._repo.close()
+            self._repo = None
 
 
 def enabled(settings: Settings) -> bool:

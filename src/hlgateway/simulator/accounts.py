@@ -18,7 +18,16 @@ from typing import Literal
 from hlgateway.simulator.market import MarketModel, Side
 from hlgateway.simulator.rng import derive_hash, derive_int, derive_rng
 
-OrderStatus = Literal["open", "filled", "canceled"]
+OrderStatus = Literal[
+    "open",
+    "filled",
+    "canceled",
+    # Orders placed through /exchange (simulator/matching.py) reach these too.
+    "triggered",
+    "selfTradeCanceled",
+    "reduceOnlyCanceled",
+    "scheduledCancel",
+]
 
 ZERO = Decimal(0)
 USD = Decimal("1e-6")
@@ -32,6 +41,7 @@ MAX_ORDER_LOG = 20_000
 MAX_ORDERS = 10_000
 # Above this notional a wallet mostly trades its position back down.
 POSITION_CAP = Decimal(5_000)
+DEFAULT_MANUAL_LEVERAGE = 20  # Hyperliquid's default cross leverage (capped per coin)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,12 @@ class OrderUpdate:
     cloid: str | None
     status: OrderStatus
     status_timestamp: int
+    # How the order was placed (the demo flow places plain Gtc limit orders).
+    tif: str | None = "Gtc"  # None: a trigger order
+    reduce_only: bool = False
+    trigger_px: Decimal | None = None
+    trigger_condition: str = "N/A"  # Hyperliquid's text, e.g. "Price below 3000"
+    is_market: bool = False  # a trigger order that executes as a market order
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ class AccountView:
 
 
 @dataclass
-class _Order:
+class LiveOrder:
     oid: int
     coin: str
     side: Side
@@ -118,6 +134,11 @@ class _Order:
     sz: Decimal
     timestamp: int
     cloid: str | None
+    tif: str | None = "Gtc"
+    reduce_only: bool = False
+    trigger_px: Decimal | None = None
+    trigger_condition: str = "N/A"
+    is_market: bool = False
 
     def update(self, status: OrderStatus, at_ms: int) -> OrderUpdate:
         return OrderUpdate(
@@ -131,6 +152,11 @@ class _Order:
             cloid=self.cloid,
             status=status,
             status_timestamp=at_ms,
+            tif=self.tif,
+            reduce_only=self.reduce_only,
+            trigger_px=self.trigger_px,
+            trigger_condition=self.trigger_condition,
+            is_market=self.is_market,
         )
 
 
@@ -153,13 +179,16 @@ class Wallet:
     favourites: tuple[str, ...]
     next_tid: int
     tracked: bool = False
+    # Trades only through /exchange (a funded account with a key): no invented flow.
+    manual: bool = False
+    leverages: dict[str, int] = field(default_factory=dict)  # per coin (updateLeverage)
     tracked_since_ms: int = 0  # first tracking; earlier events are invented pre-history
     next_event_ms: int = 0
     last_fill_ms: int = 0
     funding_hour: int = 0
     positions: dict[str, _Position] = field(default_factory=dict)
     funding_all_time: dict[str, Decimal] = field(default_factory=dict)
-    live_orders: dict[int, _Order] = field(default_factory=dict)
+    live_orders: dict[int, LiveOrder] = field(default_factory=dict)
     fill_log: list[Fill] = field(default_factory=list)
     order_log: list[OrderUpdate] = field(default_factory=list)
     latest: dict[int, OrderUpdate] = field(default_factory=dict)
@@ -179,6 +208,9 @@ class Wallet:
 
     def open_orders(self) -> list[OrderUpdate]:
         return [self.latest[oid] for oid in self.live_orders]
+
+    def leverage_for(self, coin: str, max_leverage: int) -> int:
+        return min(self.leverages.get(coin, self.leverage), max_leverage)
 
     def find_order(self, oid_or_cloid: int | str) -> OrderUpdate | None:
         if isinstance(oid_or_cloid, str):
@@ -227,6 +259,9 @@ class AccountsEngine:
         """Start generating flow for ``user``; the first time, invent some history."""
         address = user.lower()
         wallet = self._wallets.get(address)
+        if wallet is not None and wallet.manual:
+            wallet.tracked = True  # watched, but it trades only what its owner sends
+            return wallet
         if wallet is not None:
             if not wallet.tracked:
                 wallet.tracked = True
@@ -247,6 +282,33 @@ class AccountsEngine:
             self._run_event(wallet, due, [], [])
         return wallet
 
+    def fund(self, user: str, usd: Decimal, now_ms: int) -> Wallet:
+        """A manual account (one that trades through /exchange) holding ``usd`` more.
+
+        An unknown address becomes a manual account; a demo wallet that gets funds
+        keeps its flow.
+        """
+        address = user.lower()
+        wallet = self._wallets.get(address)
+        if wallet is None:
+            wallet = self._new_wallet(address)
+            wallet.balance = ZERO
+            wallet.leverage = DEFAULT_MANUAL_LEVERAGE
+            wallet.manual = True
+            wallet.tracked_since_ms = now_ms
+            wallet.funding_hour = now_ms // HOUR_MS
+            self._wallets[address] = wallet
+        wallet.balance += usd
+        return wallet
+
+    def manual_wallets(self) -> list[Wallet]:
+        return [w for w in self._wallets.values() if w.manual]
+
+    def next_oid(self) -> int:
+        oid = self._next_oid
+        self._next_oid += 1
+        return oid
+
     def untrack(self, user: str) -> None:
         wallet = self._wallets.get(user.lower())
         if wallet is not None:
@@ -256,7 +318,7 @@ class AccountsEngine:
     def step(self, now_ms: int) -> list[WalletActivity]:
         """Run every event due at or before ``now_ms``, in (time, address) order."""
         pending: dict[str, tuple[list[OrderUpdate], list[Fill]]] = {}
-        tracked = [w for w in self._wallets.values() if w.tracked]
+        tracked = [w for w in self._wallets.values() if w.tracked and not w.manual]
         while True:
             due = [(self._due_ms(w), w.address, w) for w in tracked]
             due = [item for item in due if item[0] <= now_ms]
@@ -265,8 +327,9 @@ class AccountsEngine:
             at_ms, address, wallet = min(due, key=lambda item: (item[0], item[1]))
             updates, fills = pending.setdefault(address, ([], []))
             self._run_event(wallet, at_ms, updates, fills)
-        for wallet in tracked:
-            self._accrue_funding(wallet, now_ms)
+        for wallet in self._wallets.values():
+            if wallet.tracked or wallet.manual:
+                self._accrue_funding(wallet, now_ms)
         return [
             WalletActivity(user=user, order_updates=tuple(updates), fills=tuple(fills))
             for user, (updates, fills) in pending.items()
@@ -287,7 +350,7 @@ class AccountsEngine:
             mark = market.mark_px(coin)
             value = abs(pos.szi) * mark
             upnl = pos.szi * (mark - pos.entry_px)
-            leverage = min(wallet.leverage, spec.max_leverage)
+            leverage = wallet.leverage_for(coin, spec.max_leverage)
             rows.append((coin, pos, mark, value, upnl, leverage, spec.max_leverage))
         account_value = wallet.balance + sum((row[4] for row in rows), ZERO)
         maintenance = sum((row[3] / row[6] / 2 for row in rows), ZERO)
@@ -395,7 +458,7 @@ class AccountsEngine:
 
     def _place(
         self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], *, marketable: bool
-    ) -> _Order:
+    ) -> LiveOrder:
         rng = wallet.rng
         market = self._market
         coin = rng.choice(wallet.favourites)
@@ -414,7 +477,7 @@ class AccountsEngine:
         lots = max(2, int(notional / (px * spec.lot)))
         size = spec.lot * lots
         cloid = f"0x{rng.getrandbits(128):032x}" if rng.random() < 0.5 else None
-        order = _Order(
+        order = LiveOrder(
             oid=self._next_oid,
             coin=coin,
             side=side,
@@ -440,11 +503,41 @@ class AccountsEngine:
                 return reducing
         return "B" if rng.random() < 0.5 else "A"
 
-    def _fill(
-        self, wallet: Wallet, order: _Order, size: Decimal, at_ms: int, *, crossed: bool = False
+    def execute(
+        self,
+        wallet: Wallet,
+        order: LiveOrder,
+        size: Decimal,
+        px: Decimal,
+        at_ms: int,
+        crossed: bool,
     ) -> tuple[OrderUpdate, Fill]:
-        """Execute ``size`` of ``order`` at its limit price."""
-        px = order.limit_px
+        """Execute ``size`` of ``order`` at ``px``: position, fees and balance move."""
+        return self._fill(wallet, order, size, at_ms, crossed=crossed, px=px)
+
+    def record(self, wallet: Wallet, update: OrderUpdate, updates: list[OrderUpdate]) -> None:
+        """Keep ``update`` in ``wallet``'s history and append it to ``updates``."""
+        self._record(wallet, update, updates)
+
+    def keep_fill(self, wallet: Wallet, fill: Fill, fills: list[Fill]) -> None:
+        """Keep ``fill`` in ``wallet``'s history and append it to ``fills``."""
+        wallet.fill_log.append(fill)
+        if len(wallet.fill_log) > MAX_FILLS * 11 // 10:
+            del wallet.fill_log[: len(wallet.fill_log) - MAX_FILLS]
+        fills.append(fill)
+
+    def _fill(
+        self,
+        wallet: Wallet,
+        order: LiveOrder,
+        size: Decimal,
+        at_ms: int,
+        *,
+        crossed: bool = False,
+        px: Decimal | None = None,
+    ) -> tuple[OrderUpdate, Fill]:
+        """Execute ``size`` of ``order`` at ``px`` (default: its limit price)."""
+        px = order.limit_px if px is None else px
         pos = wallet.positions.setdefault(order.coin, _Position())
         start = pos.szi
         signed = size if order.side == "B" else -size
@@ -500,10 +593,7 @@ class AccountsEngine:
         fills: list[Fill],
     ) -> None:
         self._record(wallet, update, updates)
-        wallet.fill_log.append(fill)
-        if len(wallet.fill_log) > MAX_FILLS * 11 // 10:
-            del wallet.fill_log[: len(wallet.fill_log) - MAX_FILLS]
-        fills.append(fill)
+        self.keep_fill(wallet, fill, fills)
 
     @staticmethod
     def _record(wallet: Wallet, update: OrderUpdate, updates: list[OrderUpdate]) -> None:
@@ -558,4 +648,6 @@ def legal_transition(previous: OrderStatus | None, current: OrderStatus) -> bool
     """Which status sequences the simulator may emit for one oid."""
     if previous is None:
         return current == "open"
+    if previous == "triggered":  # a triggered order executes or is canceled
+        return current in ("open", "filled", "canceled")
     return previous == "open"

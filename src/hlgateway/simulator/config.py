@@ -36,6 +36,11 @@ class SimConfig:
     # The userFills snapshot holds the wallet's most recent fills, up to this many
     # (oldest first), like Hyperliquid's (its REST userFills also answers at most 2000).
     snapshot_fills: int = 2000
+    # /exchange: the local account (local_account.py) starts with this many USD, and
+    # signatures are checked as for this network (the SDK signs as testnet for any
+    # URL but mainnet's).
+    local_account_usd: float = 100_000.0
+    mainnet: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -62,6 +67,8 @@ class SimConfig:
         for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"SimConfig.{name} must be at least 1, got {value!r}")
+        if self.local_account_usd < 0:
+            raise ValueError("SimConfig.local_account_usd must be >= 0")
         if self.history < 0 or self.trades_replay < 0 or self.trade_rate < 0:
             raise ValueError("SimConfig.history, trade_rate and trades_replay must be >= 0")
         if not self.track_grace >= 0:

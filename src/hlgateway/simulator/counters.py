@@ -25,6 +25,17 @@ class Counters:
         self.limit_subscriptions = 0
         self.limit_users = 0
         self.limit_messages = 0
+        self.actions_ok = 0  # /exchange answers with status ok
+        self.actions_err = 0  # ... with status err
+        self.actions_malformed = 0  # ... refused before reading (HTTP 4xx)
+
+    def count_action(self, http_status: int, body: Any) -> None:
+        if http_status != 200:
+            self.actions_malformed += 1
+        elif isinstance(body, dict) and body.get("status") == "ok":
+            self.actions_ok += 1
+        else:
+            self.actions_err += 1
 
     def report(self, open_links: int, tracked_users: int) -> dict[str, Any]:
         """The counters as ``/control/stats`` answers them."""
@@ -55,6 +66,11 @@ class Counters:
                 "subscriptions": self.limit_subscriptions,
                 "users": self.limit_users,
                 "messages": self.limit_messages,
+            },
+            "actions": {
+                "ok": self.actions_ok,
+                "err": self.actions_err,
+                "malformed": self.actions_malformed,
             },
             "trackedUsers": tracked_users,
         }

@@ -19,6 +19,7 @@ from typing import Any
 from hlgateway.simulator import wire
 from hlgateway.simulator.accounts import WalletActivity
 from hlgateway.simulator.connection import Connection
+from hlgateway.simulator.exchange import ExchangeResult
 from hlgateway.simulator.market import Trade, aggregate_book
 from hlgateway.simulator.state import SimState
 from hlgateway.simulator.subscriptions import Subscription
@@ -60,40 +61,14 @@ class Fanout:
         return [(c, s) for c in self._state.connections.values() for s in c.subs_of(kind)]
 
     def _push_trades(self, trades: Iterable[Trade]) -> None:
-        by_coin: dict[str, list[dict[str, Any]]] = {}
-        for t in trades:
-            by_coin.setdefault(t.coin, []).append(wire.trade(t))
-        if not by_coin:
-            return
-        frames = {coin: wire.dump(wire.frame("trades", rows)) for coin, rows in by_coin.items()}
-        for conn, sub in self._subscribers("trades"):
-            if sub.coin in frames:
-                conn.push(sub, frames[sub.coin])
+        push_trades(self._state, trades)
 
     def _push_activities(self, activities: Iterable[WalletActivity]) -> None:
-        for act in activities:
-            frames: dict[str, str] = {}
-            if act.order_updates:
-                updates = [wire.order_update(u) for u in act.order_updates]
-                frames["orderUpdates"] = wire.dump(wire.frame("orderUpdates", updates))
-            if act.fills:
-                fills = [wire.fill(f) for f in act.fills]
-                frames["userFills"] = wire.dump(
-                    wire.frame("userFills", {"user": act.user, "fills": fills})
-                )
-                frames["userEvents"] = wire.dump(wire.frame("user", {"fills": fills}))
-            states: dict[str, tuple[str, str]] = {}
-            for conn in list(self._state.connections.values()):
-                for sub in conn.subs.values():
-                    if sub.user != act.user:
-                        continue
-                    if sub.kind in frames:
-                        conn.push(sub, frames[sub.kind])
-                    elif sub.kind == "clearinghouseState" and act.fills and not conn.withhold(sub):
-                        push_state(self._state.world, conn, act.user, states)
+        push_activities(self._state, activities)
 
     def _push_books(self) -> None:
-        market = self._state.world.market
+        world = self._state.world
+        market = world.market
         subs = [(c, s) for c in self._state.connections.values() for s in c.subs.values()]
         if not subs:
             return
@@ -114,11 +89,11 @@ class Fanout:
             elif sub.kind == "l2Book" and sub.coin is not None:
                 key = (sub.coin, sub.n_sig_figs, sub.mantissa)
                 if key not in books:
-                    book = aggregate_book(market.book(sub.coin), sub.n_sig_figs, sub.mantissa)
+                    book = aggregate_book(world.book(sub.coin), sub.n_sig_figs, sub.mantissa)
                     books[key] = wire.dump(wire.frame("l2Book", wire.l2_book(book)))
                 conn.send(books[key])
             elif sub.kind == "bbo" and sub.coin is not None:
-                data = wire.bbo(market.book(sub.coin))
+                data = wire.bbo(world.book(sub.coin))
                 best = wire.dump(data["bbo"])
                 if conn.bbo_sent.get(sub.key) != best:  # bbo is pushed only on change
                     conn.bbo_sent[sub.key] = best
@@ -145,6 +120,50 @@ class Fanout:
                 log.info("dropping connection %d: nothing sent for %.0f s", conn.id, limit)
                 self._state.counters.dropped_idle += 1
                 self._state.cut(conn)
+
+
+def push_result(state: SimState, result: ExchangeResult) -> None:
+    """What an /exchange action changed goes out at once, not at the next tick."""
+    push_trades(state, result.trades)
+    push_activities(state, result.activities)
+
+
+def push_trades(state: SimState, trades: Iterable[Trade]) -> None:
+    """Send new trades to every ``trades`` subscriber of their coin (one frame per coin)."""
+    by_coin: dict[str, list[dict[str, Any]]] = {}
+    for t in trades:
+        by_coin.setdefault(t.coin, []).append(wire.trade(t))
+    if not by_coin:
+        return
+    frames = {coin: wire.dump(wire.frame("trades", rows)) for coin, rows in by_coin.items()}
+    for conn in list(state.connections.values()):
+        for sub in conn.subs_of("trades"):
+            if sub.coin in frames:
+                conn.push(sub, frames[sub.coin])
+
+
+def push_activities(state: SimState, activities: Iterable[WalletActivity]) -> None:
+    """Send each wallet's order updates and fills to its user streams, and its new state."""
+    for act in activities:
+        frames: dict[str, str] = {}
+        if act.order_updates:
+            updates = [wire.order_update(u) for u in act.order_updates]
+            frames["orderUpdates"] = wire.dump(wire.frame("orderUpdates", updates))
+        if act.fills:
+            fills = [wire.fill(f) for f in act.fills]
+            frames["userFills"] = wire.dump(
+                wire.frame("userFills", {"user": act.user, "fills": fills})
+            )
+            frames["userEvents"] = wire.dump(wire.frame("user", {"fills": fills}))
+        states: dict[str, tuple[str, str]] = {}
+        for conn in list(state.connections.values()):
+            for sub in conn.subs.values():
+                if sub.user != act.user:
+                    continue
+                if sub.kind in frames:
+                    conn.push(sub, frames[sub.kind])
+                elif sub.kind == "clearinghouseState" and act.fills and not conn.withhold(sub):
+                    push_state(state.world, conn, act.user, states)
 
 
 def push_state(

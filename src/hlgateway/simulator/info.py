@@ -91,7 +91,7 @@ def _l2_book(world: SimWorld, body: dict[str, Any]) -> Any:
         raise _reject("invalid value for field `mantissa`")
     if world.market.spec(coin) is None:
         return None
-    return wire.l2_book(aggregate_book(world.market.book(coin), n_sig_figs, mantissa))
+    return wire.l2_book(aggregate_book(world.book(coin), n_sig_figs, mantissa))
 
 
 def _meta_and_asset_ctxs(world: SimWorld, body: dict[str, Any]) -> Any:

@@ -288,6 +288,31 @@ class MarketModel:
     def funding_rate(self, coin: str) -> Decimal:
         return self.ctx(coin).funding
 
+    def record_trade(
+        self, coin: str, side: Side, px: Decimal, sz: Decimal, time: int, users: tuple[str, str]
+    ) -> Trade:
+        """A trade of an order placed through /exchange: on the tape like any other.
+
+        It draws nothing from the coin's random stream, so the market's own path
+        is the same whether or not anyone trades.
+        """
+        state = self._coins[coin]
+        state.next_tid += 1
+        trade = Trade(
+            coin=coin,
+            side=side,
+            px=px,
+            sz=sz,
+            time=time,
+            tid=state.next_tid,
+            hash=derive_hash(self._seed, "trade", coin, state.next_tid),
+            users=users,
+        )
+        state.day_ntl += px * sz
+        state.day_base += sz
+        state.trades.append(trade)
+        return trade
+
     # -- internals -----------------------------------------------------------
     def _walk(self, state: _CoinState) -> None:
         dt = self._tick_ms / 1000.0

@@ -1,7 +1,8 @@
-"""The simulator's ``POST /info``: Hyperliquid's REST info endpoint over HTTP.
+"""The simulator's ``POST /info`` and ``POST /exchange``: Hyperliquid's REST API over HTTP.
 
-The answers are ``info.handle_info``'s (sans I/O); here are the HTTP side of
-it (Hyperliquid's status codes and error texts) and wallet tracking by query.
+The answers are ``info.handle_info``'s and ``Exchange.handle``'s (sans I/O);
+here are the HTTP side of them (Hyperliquid's status codes and error texts),
+wallet tracking by query, and pushing what an action changed to the streams.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import msgspec
 from aiohttp import web
 
+from hlgateway.simulator.fanout import push_result
 from hlgateway.simulator.info import InfoError, handle_info
 from hlgateway.simulator.state import SimState
 
@@ -39,3 +41,27 @@ class InfoEndpoint:
             log.exception("info request failed: %.200r", raw)
             return web.Response(status=500, text="internal error")
         return web.Response(body=_encode(result), content_type="application/json")
+
+
+class ExchangeEndpoint:
+    def __init__(self, state: SimState) -> None:
+        self._state = state
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = _decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            return web.Response(status=400, text="Failed to parse the request body as JSON")
+        state = self._state
+        try:
+            result = state.world.exchange.handle(body, state.action_now_ms())
+        except Exception:  # never the signature or anything else of the body in the log
+            log.exception("exchange request failed")
+            return web.Response(status=500, text="internal error")
+        state.counters.count_action(result.status, result.body)
+        if result.status != 200:
+            return web.Response(status=result.status, text=str(result.body))
+        response = web.Response(body=_encode(result.body), content_type="application/json")
+        push_result(state, result)
+        return response

@@ -1,11 +1,12 @@
-"""aiohttp server speaking Hyperliquid's ``/ws`` and ``/info`` protocol: the wiring.
+"""aiohttp server speaking Hyperliquid's ``/ws``, ``/info`` and ``/exchange``: the wiring.
 
 The parts, one concept each:
 - ``state``: the live state all sides share (model, links, budgets, tracking,
   counters, the clock mapping loop time onto model time);
 - ``websocket``: ``GET /ws``, a reader and a writer per link, Hyperliquid's
   per-IP limits (``ClientBudget``) enforced across all of an IP's links;
-- ``rest``: ``POST /info``;
+- ``rest``: ``POST /info`` and ``POST /exchange`` (signed actions: ``exchange``,
+  orders resting and matching in the book: ``matching``);
 - ``fanout``: the clock task that advances the model and pushes to links;
 - ``chaos`` (and ``ledger``, ``counters``): the chaos operations (drop, stall,
   garbage, refuse, restart) and inspection, served over ``/control/*`` with
@@ -24,6 +25,7 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -34,7 +36,8 @@ from hlgateway.simulator.connection import CLOSE_TIMEOUT
 from hlgateway.simulator.control import control_handler
 from hlgateway.simulator.fanout import Fanout
 from hlgateway.simulator.ledger import wallet_ledger
-from hlgateway.simulator.rest import InfoEndpoint
+from hlgateway.simulator.local_account import WARNING, LocalAccount, local_account
+from hlgateway.simulator.rest import ExchangeEndpoint, InfoEndpoint
 from hlgateway.simulator.state import SimState
 from hlgateway.simulator.websocket import WebSocketSide
 from hlgateway.simulator.world import SimWorld
@@ -59,6 +62,16 @@ class Simulator:
     def config(self) -> SimConfig:
         return self._config
 
+    @property
+    def local_account(self) -> LocalAccount:
+        """The funded account whose key is printed for trading on the simulator."""
+        return local_account(self._config.seed)
+
+    def fund(self, user: str, usd: float) -> None:
+        """Give ``user`` ``usd`` simulated dollars: it can then trade through /exchange."""
+        world = self.world
+        world.accounts.fund(user, Decimal(repr(usd)), world.now_ms)
+
     # -- lifecycle -----------------------------------------------------------
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
@@ -76,11 +89,16 @@ class Simulator:
             max_fill_gap_ms=max(1, round(cfg.max_fill_gap * 1000)),
             history_ms=round(cfg.history * 1000),
             trade_rate=cfg.trade_rate,
+            mainnet=cfg.mainnet,
         )
+        if cfg.local_account_usd > 0:
+            usd = Decimal(repr(cfg.local_account_usd))
+            world.accounts.fund(self.local_account.address, usd, epoch_ms)
         self._state.begin(asyncio.get_running_loop(), world, epoch_ms)
         app = web.Application(client_max_size=1 << 20)
         app.router.add_get("/ws", WebSocketSide(self._state).handle)
         app.router.add_post("/info", InfoEndpoint(self._state).handle)
+        app.router.add_post("/exchange", ExchangeEndpoint(self._state).handle)
         if cfg.control:
 
             async def handle_control(request: web.Request) -> web.StreamResponse:
@@ -221,6 +239,15 @@ async def run_simulator(host: str, port: int, config: SimConfig) -> None:
     await sim.start(host, port)
     log.info("Hyperliquid simulator listening on %s (ws: %s)", sim.http_url, sim.ws_url)
     print(f"Hyperliquid simulator listening on {sim.http_url} (ws: {sim.ws_url})", flush=True)
+    if config.local_account_usd > 0:
+        account = sim.local_account
+        print(
+            f"funded local account {account.address} (${config.local_account_usd:,.0f})\n"
+            f"  key {account.key}\n"
+            f"  ({WARNING}; signatures are checked as "
+            f"{'mainnet' if config.mainnet else 'testnet'}: the SDK signs so for any other URL)",
+            flush=True,
+        )
     if config.control:
         print(f"control API: {sim.http_url}/control/ (links, drop, stall, ...)", flush=True)
     try:

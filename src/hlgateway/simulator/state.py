@@ -58,6 +58,10 @@ class SimState:
     def model_now_ms(self) -> int:
         return self.loop_to_ms(self.now())
 
+    def action_now_ms(self) -> int:
+        """When an /exchange action happens: now, never before the model's last tick."""
+        return max(self.model_now_ms(), self.world.now_ms)
+
     def loop_to_ms(self, loop_time: float) -> int:
         """A loop time on the model clock (epoch ms; the wall clock unless start_ms is set)."""
         return self._epoch_ms + int((loop_time - self._t0) * 1000)

@@ -4,10 +4,10 @@ Each link owns a reader (the request handler) and a writer task draining its
 outbound queue (``Connection``). Upgrades are refused as Hyperliquid would
 (per-IP connection count and rate, 503 while refusing or restarting); then
 each client message is rate limited per IP and answered: ping, subscribe and
-unsubscribe (with the per-IP subscription and user limits), and ``post`` info
-requests. A subscribe's ack and its snapshot are queued without yielding, so
-no pushed update overtakes them. Bad input gets Hyperliquid's error text and
-never takes the simulator down.
+unsubscribe (with the per-IP subscription and user limits), and ``post``
+requests (info, and signed actions for ``exchange.py``). A subscribe's ack and
+its snapshot are queued without yielding, so no pushed update overtakes them.
+Bad input gets Hyperliquid's error text and never takes the simulator down.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from hlgateway.simulator import wire
 from hlgateway.simulator.connection import CLOSE_TIMEOUT, Connection
-from hlgateway.simulator.fanout import push_state
+from hlgateway.simulator.fanout import push_result, push_state
 from hlgateway.simulator.info import InfoError, handle_info
 from hlgateway.simulator.limits import ClientBudget
 from hlgateway.simulator.market import aggregate_book
@@ -242,8 +242,18 @@ class WebSocketSide:
                 }
             except InfoError as exc:
                 response = {"type": "error", "payload": exc.message}
-        elif kind == "action":
-            response = {"type": "error", "payload": "Actions are not supported by the simulator"}
+        elif kind == "action" and isinstance(payload, dict):
+            state = self._state
+            result = state.world.exchange.handle(payload, state.action_now_ms())
+            state.counters.count_action(result.status, result.body)
+            if result.status == 200:
+                response = {"type": "action", "payload": result.body}
+            else:
+                response = {"type": "error", "payload": str(result.body)}
+            # The answer first, then what the action changed (as Hyperliquid's order).
+            conn.send(wire.dump(wire.frame("post", {"id": req_id, "response": response})))
+            push_result(state, result)
+            return
         else:
             conn.send(bad)
             return
@@ -255,10 +265,10 @@ class WebSocketSide:
         if sub.kind == "allMids":
             conn.send(wire.dump(wire.frame("allMids", {"mids": wire.mids(market.mids())})))
         elif sub.kind == "l2Book" and sub.coin is not None:
-            book = aggregate_book(market.book(sub.coin), sub.n_sig_figs, sub.mantissa)
+            book = aggregate_book(world.book(sub.coin), sub.n_sig_figs, sub.mantissa)
             conn.send(wire.dump(wire.frame("l2Book", wire.l2_book(book))))
         elif sub.kind == "bbo" and sub.coin is not None:
-            data = wire.bbo(market.book(sub.coin))
+            data = wire.bbo(world.book(sub.coin))
             conn.bbo_sent[sub.key] = wire.dump(data["bbo"])
             conn.send(wire.dump(wire.frame("bbo", data)))
         elif sub.kind == "trades" and sub.coin is not None:

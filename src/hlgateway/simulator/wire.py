@@ -208,6 +208,15 @@ def open_order(u: OrderUpdate) -> Json:
     return row
 
 
+def order_type(u: OrderUpdate) -> str:
+    """Hyperliquid's orderType text: Limit, or Stop/Take Profit Market/Limit."""
+    if u.trigger_px is None:
+        return "Limit"
+    above = u.trigger_condition.startswith("Price above")
+    take_profit = above != (u.side == "B")  # tp sells fire above, tp buys below
+    return f"{'Take Profit' if take_profit else 'Stop'} {'Market' if u.is_market else 'Limit'}"
+
+
 def frontend_order(u: OrderUpdate) -> Json:
     return {
         "coin": u.coin,
@@ -216,15 +225,15 @@ def frontend_order(u: OrderUpdate) -> Json:
         "sz": num(u.sz),
         "oid": u.oid,
         "timestamp": u.timestamp,
-        "triggerCondition": "N/A",
-        "isTrigger": False,
-        "triggerPx": "0.0",
+        "triggerCondition": u.trigger_condition,
+        "isTrigger": u.trigger_px is not None,
+        "triggerPx": "0.0" if u.trigger_px is None else num(u.trigger_px),
         "children": [],
         "isPositionTpsl": False,
-        "reduceOnly": False,
-        "orderType": "Limit",
+        "reduceOnly": u.reduce_only,
+        "orderType": order_type(u),
         "origSz": num(u.orig_sz),
-        "tif": "Gtc",
+        "tif": u.tif,
         "cloid": u.cloid,
     }
 

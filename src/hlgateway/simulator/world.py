@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hlgateway.simulator.accounts import AccountsEngine, Fill, OrderUpdate, WalletActivity
-from hlgateway.simulator.market import DEFAULT_COINS, CoinSpec, MarketModel, Trade
+from hlgateway.simulator.exchange import Exchange
+from hlgateway.simulator.market import DEFAULT_COINS, Book, CoinSpec, MarketModel, Trade
+from hlgateway.simulator.matching import Matcher
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class SimWorld:
         history_ms: int = 30_000,
         trade_rate: float = 2.0,
         coins: Sequence[CoinSpec] = DEFAULT_COINS,
+        mainnet: bool = False,
     ) -> None:
         self.market = MarketModel(
             seed, start_ms, tick_ms=tick_ms, coins=coins, trade_rate=trade_rate
@@ -42,6 +45,13 @@ class SimWorld:
             max_fill_gap_ms=max_fill_gap_ms,
             history_ms=history_ms,
         )
+        # Orders that accounts place through /exchange, and the endpoint itself.
+        self.matcher = Matcher(self.market, self.accounts)
+        self.exchange = Exchange(self.market, self.accounts, self.matcher, mainnet=mainnet)
+
+    def book(self, coin: str) -> Book:
+        """The book clients see: the market's, with resting /exchange orders in it."""
+        return self.matcher.book(coin)
 
     @property
     def now_ms(self) -> int:
@@ -51,8 +61,13 @@ class SimWorld:
         trades: list[Trade] = []
         merged: dict[str, tuple[list[OrderUpdate], list[Fill]]] = {}
         for _ in range(self.market.skip_backlog(now_ms)):
-            trades.extend(self.market.advance_tick())
-            for activity in self.accounts.step(self.market.now_ms):
+            tick_trades = self.market.advance_tick()
+            trades.extend(tick_trades)
+            activities = self.accounts.step(self.market.now_ms)
+            # Resting /exchange orders meet the tick's trades and the moved book.
+            events = self.matcher.step(self.market.now_ms, tick_trades)
+            trades.extend(events.trades)
+            for activity in [*activities, *events.activities()]:
                 updates, fills = merged.setdefault(activity.user, ([], []))
                 updates.extend(activity.order_updates)
                 fills.extend(activity.fills)

@@ -6,7 +6,7 @@
 // - subscriptions keyed by channel + params (two `orderbook` subscriptions both come back),
 //   re-keyed to the gateway's canonical params when it confirms them, restored after `welcome`;
 // - a bounded queue of what is sent while disconnected (maxQueueSize);
-// - replies matched by `id`: subscribe() and ping() return promises;
+// - replies matched by `id`: subscribe(), ping() and post() (order entry) return promises;
 // - no reconnect after close 1008 (token refused) or 4001 (token expired) unless the token is a
 //   provider function that can give a fresh one; with a provider, `auth` refreshes the token
 //   before it expires;
@@ -25,8 +25,8 @@
 //
 // Events: connected, welcome, disconnected, reconnecting, maxReconnectAttemptsReached,
 // subscribed, unsubscribed, data, data:<channel>, error, pong, authenticated, authFailed,
-// handshakeRefused, recovered, resync, shutdown, room_joined, room_left, message (an unknown
-// type), closed. `data:<channel>` handlers get (data, params, meta) where meta is
+// handshakeRefused, recovered, resync, shutdown, room_joined, room_left, post_result, message
+// (an unknown type), closed. `data:<channel>` handlers get (data, params, meta) where meta is
 // {offset, epoch, position} on lossless streams; `data` handlers get {channel, params, data,
 // offset, epoch, position}. Store `position` and pass it back as subscribe(c, p, {since}).
 
@@ -380,6 +380,10 @@ export class TradingWebSocket {
         break;
       case 'shutdown':
         this.emit('shutdown', message);
+        break;
+      case 'post_result':
+        if (pending) pending.resolve(message);
+        this.emit('post_result', message);
         break;
       default:
         if (pending) pending.resolve(message);
@@ -755,6 +759,17 @@ export class TradingWebSocket {
   latest(channel, params = {}) {
     const message = this._latest.get(this.createSubscriptionKey(channel, params));
     return message ? message.data : undefined;
+  }
+
+  /**
+   * Relay a signed Hyperliquid /exchange body (docs/trading.md). Resolves to the gateway's
+   * post_result, {status: 'ok'|'err', response}: Hyperliquid's answer as it came. A refusal
+   * (FORBIDDEN, INVALID_PARAMS, RATE_LIMITED) rejects with RequestFailedError: nothing was sent.
+   * A connection lost before the answer rejects too: the action's fate is then unknown, so look
+   * the order up by its cloid before sending it again. Keys go out in the order given.
+   */
+  post(request) {
+    return this._request({ type: 'post', request }, 'post');
   }
 
   /** Round trip in ms (a promise); queued while disconnected. */

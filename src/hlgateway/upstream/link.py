@@ -6,7 +6,7 @@ knows a link is dead three ways: the socket closes; a ping goes unanswered for
 `pong_timeout` (a silent half-open link); or a stream that is normally busy
 (allMids, l2Book) goes quiet for `stale_after` and stays quiet after a
 resubscribe (a stuck feed). A dead link reconnects with capped exponential
-backoff and full jitter, forever. Frames are parsed here and handed on as
+backoff and full jitter, forever (hlgateway/reconnect.py). Frames are parsed here and handed on as
 normalized events.
 
 The decisions (what to send on connect, when a ping is due, when a stream is
@@ -30,6 +30,7 @@ import aiohttp
 import msgspec
 
 from hlgateway.backoff import Backoff
+from hlgateway.reconnect import GiveUp, Reconnect, Retry, Supervisor
 from hlgateway.upstream import wire
 
 log = logging.getLogger(__name__)
@@ -198,10 +199,9 @@ class Link:
         self._ping_interval = ping_interval
         self._pong_timeout = pong_timeout
         self._stale_after = stale_after
-        self._backoff = backoff
+        self._reconnect = Reconnect(backoff, rng)
         self._clock = clock
         self._wall_ms = wall_ms
-        self._rng = rng
         self._connect_gate = connect_gate
         self._send_gate = send_gate
         self._ssl = ssl
@@ -272,6 +272,14 @@ class Link:
             ages[name] = None if last is None else round(now - last, 3)
         return ages
 
+    def send_text(self, text: str) -> bool:
+        """Send a frame as it is (a signed `post`: never re-encoded); False if not connected."""
+        transport = self._transport
+        if transport is None or transport.closed or self.state is not LinkState.CONNECTED:
+            return False
+        transport.send(text)
+        return True
+
     def _send(self, obj: dict[str, Any]) -> None:
         # Only while connected: a new connection replays `wanted` itself.
         transport = self._transport
@@ -303,29 +311,33 @@ class Link:
             transport.abort()
 
     async def _run(self) -> None:
-        attempt = 0
-        while not self._stopping:
-            self._set_state(LinkState.CONNECTING)
-            await self._connect_gate()
-            try:
-                timeout = aiohttp.ClientWSTimeout(ws_close=2)
-                async with self._session.ws_connect(
-                    self.url, autoping=True, max_msg_size=0, timeout=timeout, ssl=self._ssl
-                ) as ws:
-                    attempt = 0
-                    await self._serve(ws)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("upstream link %d: %s", self.index, exc.__class__.__name__)
-            finally:
-                self._ws = None
-                self.disconnected()
-            if self._stopping:
-                break
-            self._set_state(LinkState.DISCONNECTED)
-            self.reconnects += 1
-            # Full jitter: spread reconnects of many links (and many gateways) apart.
-            attempt += 1
-            await asyncio.sleep(self._backoff.delay(attempt, self._rng))
+        # Full jitter (LinkTiming's backoff): reconnects of many links (and many
+        # gateways) spread apart. No max_attempts: a link comes back for ever.
+        await Supervisor(
+            self._connection, stopping=lambda: self._stopping, on_retry=self._down
+        ).run()
+
+    async def _connection(self) -> Retry | GiveUp:
+        """One connection, from connect to its end."""
+        self._set_state(LinkState.CONNECTING)
+        await self._connect_gate()
+        try:
+            timeout = aiohttp.ClientWSTimeout(ws_close=2)
+            async with self._session.ws_connect(
+                self.url, autoping=True, max_msg_size=0, timeout=timeout, ssl=self._ssl
+            ) as ws:
+                self._reconnect.connected()
+                await self._serve(ws)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("upstream link %d: %s", self.index, exc.__class__.__name__)
+        finally:
+            self._ws = None
+            self.disconnected()
+        return self._reconnect.ended()
+
+    def _down(self, _: Retry) -> None:
+        self._set_state(LinkState.DISCONNECTED)
+        self.reconnects += 1
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws

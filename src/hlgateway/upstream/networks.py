@@ -16,6 +16,21 @@ class Endpoint:
     def host(self) -> str:
         return urlsplit(self.ws_url).netloc
 
+    @property
+    def exchange_url(self) -> str:
+        """REST `/exchange`, beside `/info` (signed actions: order entry's fallback)."""
+        base = self.info_url[: -len("/info")] if self.info_url.endswith("/info") else self.info_url
+        return base + "/exchange"
+
+    @property
+    def mainnet(self) -> bool:
+        """Whether actions for this upstream are signed for Hyperliquid's mainnet.
+
+        Only mainnet itself (at any host): testnet, the simulator and custom URLs
+        check signatures as a non-mainnet chain, as the SDK signs for them.
+        """
+        return self.name == "mainnet"
+
 
 MAINNET = Endpoint("mainnet", "wss://api.hyperliquid.xyz/ws", "https://api.hyperliquid.xyz/info")
 TESTNET = Endpoint(

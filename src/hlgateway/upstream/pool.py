@@ -20,7 +20,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,9 @@ from hlgateway.upstream.rest import InfoClient, RestError
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Link, wire.Event], None]
+LinkStateSink = Callable[[Link, LinkState], None]
 StatusSink = Callable[[str], None]
+Gate = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Upstream:
             ssl.create_default_context(cafile=ca_file) if ca_file else True
         )
         self._links: list[Link] = []
+        self.post_link: Link | None = None  # order entry's own link (upstream/exchange.py)
         self._refs: dict[str, int] = {}
         self._placement: dict[str, Link] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -124,7 +127,8 @@ class Upstream:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        await asyncio.gather(*(link.stop() for link in self._links))
+        links = [*self._links, *([self.post_link] if self.post_link is not None else [])]
+        await asyncio.gather(*(link.stop() for link in links))
         if self._session is not None:
             await self._session.close()
 
@@ -164,28 +168,70 @@ class Upstream:
         ]
         if candidates:
             return min(candidates, key=lambda link: len(link.wanted))
-        if len(self._links) >= self.limits.max_links or self._session is None:
+        if self._link_count() >= self.limits.max_links or self._session is None:
             raise ProtocolError(
                 ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream capacity reached; try again later"
             )
+        link = self._new_link(
+            len(self._links), self._on_event, self._link_state, self._messages.take
+        )
+        self._links.append(link)
+        link.start()
+        return link
+
+    def _new_link(
+        self, index: int, on_event: EventSink, on_state: LinkStateSink, send_gate: Gate
+    ) -> Link:
+        assert self._session is not None
         t = self.timing
-        link = Link(
-            len(self._links),
+        return Link(
+            index,
             self.endpoint.ws_url,
             self._session,
-            self._on_event,
-            self._link_state,
+            on_event,
+            on_state,
             ping_interval=t.ping_interval,
             pong_timeout=t.pong_timeout,
             stale_after=t.stale_after,
             backoff=t.backoff,
             connect_gate=self._connect_gate,
-            send_gate=self._messages.take,
+            send_gate=send_gate,
             ssl=self._ssl,
         )
-        self._links.append(link)
-        link.start()
-        return link
+
+    def _link_count(self) -> int:
+        return len(self._links) + (self.post_link is not None)
+
+    def open_post_link(self, on_event: EventSink, on_state: LinkStateSink) -> Link | None:
+        """Order entry's own link, opened on first use; None when no link is left.
+
+        It carries posts and pings only: a post never waits in a send queue behind
+        market data's subscribes, nor its answer behind market data's frames. It
+        counts toward Hyperliquid's connection limit like any link.
+        """
+        if self.post_link is not None:
+            return self.post_link
+        if self._link_count() >= self.limits.max_links or self._session is None:
+            return None
+
+        async def count(self: Upstream = self) -> None:
+            self._messages.count_now()  # its pings count; posts took their slot already
+
+        self.post_link = self._new_link(-1, on_event, on_state, count)
+        self.post_link.start()
+        return self.post_link
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP session of REST calls (started with the upstream)."""
+        if self._session is None:
+            raise RuntimeError("upstream not started")
+        return self._session
+
+    @property
+    def messages(self) -> MessageRate:
+        """Messages sent per minute across every link (Hyperliquid's per-IP count)."""
+        return self._messages
 
     async def _connect_gate(self) -> None:
         # Hyperliquid allows 30 new connections a minute per IP: wait our turn.
@@ -258,6 +304,13 @@ class Upstream:
                 }
                 for link in self._links
             ],
+            "postLink": None
+            if self.post_link is None
+            else {
+                "state": self.post_link.state.value,
+                "reconnects": self.post_link.reconnects,
+                "pongTimeouts": self.post_link.pong_timeouts,
+            },
         }
 
     # -- REST -------------------------------------------------------------

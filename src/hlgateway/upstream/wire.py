@@ -194,13 +194,51 @@ class UpstreamError(msgspec.Struct, frozen=True):
     text: str
 
 
+class PostAnswer(msgspec.Struct, frozen=True):
+    """Hyperliquid's answer to a WebSocket `post`: its `type` and `payload` untouched."""
+
+    id: int
+    kind: str  # action | info | error
+    payload: bytes  # JSON, as it came
+
+
+class _PostResponse(msgspec.Struct):
+    type: str
+    payload: msgspec.Raw
+
+
+class _Post(msgspec.Struct):
+    id: int
+    response: _PostResponse
+
+
+class ActionAnswer(msgspec.Struct, frozen=True):
+    """`/exchange`'s answer: `status` and, untouched, `response`."""
+
+    status: str
+    response: msgspec.Raw
+
+
+_action_answer = msgspec.json.Decoder(ActionAnswer)
+
+
+def parse_action_answer(body: bytes) -> ActionAnswer:
+    """An `/exchange` answer (REST body, or a post answer's payload)."""
+    try:
+        return _action_answer.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise WireError(str(exc)) from None
+
+
 class AssetContext(msgspec.Struct, frozen=True):
     prev_day_px: float | None
     day_ntl_vlm: float
     mark_px: float | None
 
 
-Event = Mids | Book | Trades | Fills | OrderUpdates | Account | Ack | Pong | UpstreamError
+Event = (
+    Mids | Book | Trades | Fills | OrderUpdates | Account | Ack | Pong | UpstreamError | PostAnswer
+)
 
 _envelope = msgspec.json.Decoder(Envelope)
 _decoders: dict[str, msgspec.json.Decoder[Any]] = {
@@ -212,6 +250,7 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     "clearinghouseState": msgspec.json.Decoder(_ClearinghouseMsg),
     "subscriptionResponse": msgspec.json.Decoder(_SubscriptionResponse),
     "error": msgspec.json.Decoder(str),
+    "post": msgspec.json.Decoder(_Post),
 }
 
 
@@ -268,6 +307,8 @@ def _normalize(channel: str, p: Any) -> Event:
         return _account(p)
     if channel == "subscriptionResponse":
         return Ack(p.method, p.subscription)
+    if channel == "post":
+        return PostAnswer(p.id, p.response.type, bytes(p.response.payload))
     return UpstreamError(str(p))
 
 

@@ -1,6 +1,6 @@
 """Who may open a WebSocket, decided from the request head, cheapest check first.
 
-shutting down (503), Origin (403), per-IP admission (429 with Retry-After), a
+shutting down or full (503), Origin (403), per-IP admission (429 with Retry-After), a
 valid handshake (405/400/426); then the 101, and only then the token and
 the per-user limit, refused with a 1008 close so that browsers can read why
 (they cannot read an HTTP error's body on a failed upgrade).
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from hlgateway.auth import Principal, TokenError
 from hlgateway.server.accept.client_counts import client_ip
+from hlgateway.server.capacity import RETRY_AFTER
 from hlgateway.websocket.handshake import (
     Deflate,
     HandshakeError,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOO_MANY_CONNECTIONS = "Too many connections"
+SERVER_FULL = "server full"
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -91,6 +93,11 @@ def admit(head: RequestHead, peer: str | None, gateway: Gateway, edge: Edge) -> 
     settings = gateway.settings
     if gateway.shutting_down:
         raise HandshakeError(503, "shutting down")
+    if len(gateway.connections) >= gateway.capacity:
+        # Before the process runs out of open files (server/capacity.py).
+        edge.stats["serverFull"] += 1
+        log.info("connection refused: %d connections open (the capacity)", gateway.capacity)
+        raise HandshakeError(503, SERVER_FULL, (("Retry-After", str(RETRY_AFTER)),))
     origin = head.get("origin")
     if not origin_allowed(
         origin, head.host, settings.allowed_origins, settings.allow_missing_origin

@@ -114,6 +114,7 @@ class Edge:
                 "origin": s["originRefused"],
                 "missingOrigin": s["missingOriginRefused"],
                 "unauthenticated": s["tokenRefused"],
+                "serverFull": s["serverFull"],
             },
             "connectionsCut": {
                 "slowRequestHeads": s["slowRequestHeads"],

@@ -1,0 +1,621 @@
+"""Orders placed through ``/exchange``, resting in and matching against the simulated book.
+
+The market model's book is synthetic: rebuilt every tick around a fair price.
+Orders that accounts place through ``/exchange`` live beside it:
+
+- a taker sweeps the best prices first; other accounts' resting orders go
+  ahead of synthetic liquidity at the same price (they were there first), and
+  synthetic liquidity it took stays taken for the rest of the tick; its own
+  resting orders that it would cross are canceled first (``selfTradeCanceled``:
+  Hyperliquid's self-trade prevention expires the maker);
+- a resting order fills, as maker and at its own price, when the market trades
+  through it: a public trade of the other side at or beyond its price (up to
+  that trade's size), or the synthetic book crossing it after a move;
+- trigger orders (TP/SL) wait off the book until the mark price reaches their
+  trigger, then execute as a market order (bounded by their limit price) or
+  rest as a limit order;
+- a scheduled cancel (the dead man's switch) cancels every open order at its
+  time.
+
+``book(coin)`` is what ``l2Book`` shows: the synthetic levels less what was
+taken this tick, plus the resting orders. Every fill and status transition goes
+through the accounts engine, so REST and the streams see them exactly as they
+see the demo wallets'. Sans I/O: the caller passes the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from hlgateway.simulator.accounts import (
+    PX_PRECISION,
+    ZERO,
+    AccountsEngine,
+    Fill,
+    LiveOrder,
+    OrderStatus,
+    OrderUpdate,
+    Wallet,
+    WalletActivity,
+)
+from hlgateway.simulator.actions import OrderSpec
+from hlgateway.simulator.market import (
+    BOOK_DEPTH,
+    MAX_PERP_DECIMALS,
+    MAX_SIG_FIGS,
+    Book,
+    CoinSpec,
+    Level,
+    MarketModel,
+    Side,
+    Trade,
+)
+from hlgateway.simulator.rng import derive_address
+from hlgateway.simulator.wire import num
+
+MIN_NOTIONAL = Decimal(10)
+SCHEDULE_MIN_DELAY_MS = 5_000
+SCHEDULE_TRIGGERS_PER_DAY = 10
+DAY_MS = 86_400_000
+
+Status = dict[str, object] | str  # one entry of an order response's "statuses"
+
+
+class OrderRefused(Exception):
+    """An order or cancel Hyperliquid refuses with an error status; the text is its answer."""
+
+
+@dataclass
+class Events:
+    """What one request or one tick changed: per wallet, in emission order, and the tape."""
+
+    updates: dict[str, list[OrderUpdate]] = field(default_factory=dict)
+    fills: dict[str, list[Fill]] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+
+    def updates_of(self, user: str) -> list[OrderUpdate]:
+        self.fills.setdefault(user, [])
+        return self.updates.setdefault(user, [])
+
+    def fills_of(self, user: str) -> list[Fill]:
+        self.updates.setdefault(user, [])
+        return self.fills.setdefault(user, [])
+
+    def activities(self) -> list[WalletActivity]:
+        return [
+            WalletActivity(user=user, order_updates=tuple(updates), fills=tuple(self.fills[user]))
+            for user, updates in self.updates.items()
+            if updates or self.fills[user]
+        ]
+
+
+def trigger_is_above(is_buy: bool, tpsl: str) -> bool:
+    """Whether a trigger fires when the mark rises to it (else when it falls to it).
+
+    Take-profit sells and stop-loss buys fire above; stop-loss sells and take-profit
+    buys fire below.
+    """
+    return (tpsl == "tp") != is_buy
+
+
+def order_problem(spec: OrderSpec, coin: CoinSpec) -> str | None:
+    """Hyperliquid's answer to an order that is malformed for its coin, or None."""
+    if spec.sz <= 0 or not _on_lot(spec.sz, coin):
+        return "Order has invalid size."
+    prices = [spec.px] + ([spec.trigger.px] if spec.trigger is not None else [])
+    for px in prices:
+        if px <= 0 or not _valid_price(px, coin):
+            return "Price must be divisible by tick size."
+    if not spec.reduce_only and spec.px * spec.sz < MIN_NOTIONAL:
+        return "Order must have minimum value of $10."
+    return None
+
+
+def _on_lot(sz: Decimal, coin: CoinSpec) -> bool:
+    return (sz / coin.lot) == (sz / coin.lot).to_integral_value()
+
+
+def _valid_price(px: Decimal, coin: CoinSpec) -> bool:
+    """At most 6 - szDecimals decimals, and 5 significant figures unless an integer."""
+    exponent = px.normalize().as_tuple().exponent
+    decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    if decimals > MAX_PERP_DECIMALS - coin.sz_decimals:
+        return False
+    if px == px.to_integral_value():
+        return True
+    digits = len(px.normalize().as_tuple().digits)
+    return digits <= MAX_SIG_FIGS
+
+
+class Matcher:
+    def __init__(self, market: MarketModel, accounts: AccountsEngine) -> None:
+        self._market = market
+        self._accounts = accounts
+        self._resting: dict[str, list[tuple[str, int]]] = {}  # coin -> (user, oid), by arrival
+        self._triggers: dict[str, list[tuple[str, int]]] = {}
+        self._schedules: dict[str, int] = {}  # user -> when its open orders get canceled
+        self._triggered_today: dict[str, tuple[int, int]] = {}  # user -> (day, count)
+        self._taken: dict[tuple[str, Side, Decimal], Decimal] = {}  # synthetic size taken
+        self._taken_tick = -1
+        self._liquidity = derive_address(market.seed, "trader", 0)  # the book's counterparty
+
+    # -- what clients see ------------------------------------------------------
+    def book(self, coin: str) -> Book:
+        """The synthetic book less what takers took this tick, plus resting orders."""
+        synthetic = self._market.book(coin)
+        self._fresh_tick()
+        resting = self._resting.get(coin)
+        if not resting and not self._taken:
+            return synthetic
+        bids = self._merge(coin, "A", synthetic.bids, descending=True)
+        asks = self._merge(coin, "B", synthetic.asks, descending=False)
+        return Book(coin=coin, time=synthetic.time, bids=bids, asks=asks)
+
+    def _merge(
+        self, coin: str, taker: Side, levels: tuple[Level, ...], *, descending: bool
+    ) -> tuple[Level, ...]:
+        by_px: dict[Decimal, tuple[Decimal, int]] = {}
+        for level in levels:
+            left = level.sz - self._taken.get((coin, taker, level.px), ZERO)
+            if left > 0:
+                by_px[level.px] = (left, level.n)
+        for order in self._resting_orders(coin, "B" if taker == "A" else "A"):
+            sz, n = by_px.get(order.limit_px, (ZERO, 0))
+            by_px[order.limit_px] = (sz + order.sz, n + 1)
+        ordered = sorted(by_px, reverse=descending)[:BOOK_DEPTH]
+        return tuple(Level(px=px, sz=by_px[px][0], n=by_px[px][1]) for px in ordered)
+
+    def best(self, coin: str, side: Side, *, excluding: str | None = None) -> Decimal | None:
+        """The best price a taker on ``side`` would meet (others' orders and the book)."""
+        self._fresh_tick()
+        taker = side
+        synthetic = self._market.book(coin)
+        levels = synthetic.asks if side == "B" else synthetic.bids
+        best: Decimal | None = None
+        for level in levels:
+            if level.sz - self._taken.get((coin, taker, level.px), ZERO) > 0:
+                best = level.px
+                break
+        for order in self._resting_orders(coin, "A" if side == "B" else "B"):
+            if order.address == excluding:
+                continue
+            if best is None or (order.limit_px < best if side == "B" else order.limit_px > best):
+                best = order.limit_px
+        return best
+
+    # -- placing ---------------------------------------------------------------
+    def place(
+        self, wallet: Wallet, spec: OrderSpec, coin: CoinSpec, at_ms: int, events: Events
+    ) -> Status:
+        """Place one order; answer its entry of the response's ``statuses``."""
+        try:
+            size = self._check(wallet, spec, coin, at_ms, replacing=None)
+        except OrderRefused as exc:
+            return {"error": f"{exc} asset={spec.asset}"}
+        return self._enter(wallet, spec, size, coin, at_ms, events)
+
+    def _check(
+        self,
+        wallet: Wallet,
+        spec: OrderSpec,
+        coin: CoinSpec,
+        at_ms: int,
+        *,
+        replacing: LiveOrder | None,
+    ) -> Decimal:
+        """Everything that can refuse an order, before anything changes; its size."""
+        problem = order_problem(spec, coin)
+        if problem is not None:
+            raise OrderRefused(problem)
+        if spec.cloid is not None:
+            known = wallet.cloids.get(spec.cloid)
+            if known is not None and (replacing is None or known != replacing.oid):
+                raise OrderRefused(f"Duplicate cloid: already used by order {known}.")
+        if spec.trigger is not None:
+            return spec.sz  # checked again when it triggers
+        side: Side = "B" if spec.is_buy else "A"
+        size = spec.sz
+        if spec.reduce_only:
+            size = self._reducible(wallet, coin.name, side, size)
+        elif not self._margin_ok(wallet, coin, side, size, spec.px, at_ms, replacing):
+            raise OrderRefused("Insufficient margin to place order.")
+        best = self.best(coin.name, side, excluding=wallet.address)
+        crosses = best is not None and (best <= spec.px if spec.is_buy else best >= spec.px)
+        if spec.tif == "Alo" and crosses:
+            bid, ask = self.best(coin.name, "A"), self.best(coin.name, "B")
+            bbo = f"{'-' if bid is None else num(bid)}@{'-' if ask is None else num(ask)}"
+            raise OrderRefused(f"Post only order would have immediately matched, bbo was {bbo}.")
+        if spec.tif == "Ioc" and not crosses:
+            raise OrderRefused("Order could not immediately match against any resting orders.")
+        return size
+
+    def _enter(
+        self,
+        wallet: Wallet,
+        spec: OrderSpec,
+        size: Decimal,
+        coin: CoinSpec,
+        at_ms: int,
+        events: Events,
+    ) -> Status:
+        """A checked order goes live: it takes what it crosses, then rests (or waits)."""
+        order = LiveOrder(
+            oid=self._accounts.next_oid(),
+            coin=coin.name,
+            side="B" if spec.is_buy else "A",
+            limit_px=spec.px,
+            orig_sz=size,
+            sz=size,
+            timestamp=at_ms,
+            cloid=spec.cloid,
+            tif=spec.tif,
+            reduce_only=spec.reduce_only,
+        )
+        if spec.trigger is not None:
+            above = trigger_is_above(spec.is_buy, spec.trigger.tpsl)
+            order.trigger_px = spec.trigger.px
+            order.is_market = spec.trigger.is_market
+            order.trigger_condition = (
+                f"Price {'above' if above else 'below'} {num(spec.trigger.px)}"
+            )
+        wallet.live_orders[order.oid] = order
+        if spec.cloid is not None:
+            wallet.cloids[spec.cloid] = order.oid
+        self._accounts.record(
+            wallet, order.update("open", at_ms), events.updates_of(wallet.address)
+        )
+        if spec.trigger is not None:
+            self._triggers.setdefault(coin.name, []).append((wallet.address, order.oid))
+            return _resting(order)
+        filled, notional = self._take(wallet, order, at_ms, events)
+        if order.sz > 0 and order.tif == "Ioc":
+            self._finish(wallet, order, "canceled", at_ms, events)
+        elif order.sz > 0:
+            self._resting.setdefault(coin.name, []).append((wallet.address, order.oid))
+            return _resting(order)
+        return _filled(order, filled, notional)
+
+    def _reducible(self, wallet: Wallet, coin: str, side: Side, size: Decimal) -> Decimal:
+        """A reduce-only order's size, clipped to the position it reduces."""
+        pos = wallet.positions.get(coin)
+        szi = ZERO if pos is None else pos.szi
+        if szi == 0 or (szi > 0) == (side == "B"):
+            raise OrderRefused("Reduce only order would increase position.")
+        return min(size, abs(szi))
+
+    def _margin_ok(
+        self,
+        wallet: Wallet,
+        coin: CoinSpec,
+        side: Side,
+        size: Decimal,
+        px: Decimal,
+        at_ms: int,
+        replacing: LiveOrder | None,
+    ) -> bool:
+        pos = wallet.positions.get(coin.name)
+        szi = ZERO if pos is None else pos.szi
+        reduces = szi != 0 and (szi > 0) != (side == "B")
+        opening = size - (min(size, abs(szi)) if reduces else ZERO)
+        if opening <= 0:
+            return True
+        needed = opening * px / wallet.leverage_for(coin.name, coin.max_leverage)
+        view = self._accounts.account_view(wallet.address, at_ms)
+        reserved = self._reserved(wallet, replacing)
+        return needed <= view.account_value - view.total_margin_used - reserved
+
+    def _reserved(self, wallet: Wallet, replacing: LiveOrder | None) -> Decimal:
+        """Margin held by resting orders that would open positions (but ``replacing``)."""
+        total = ZERO
+        for order in wallet.live_orders.values():
+            spec = self._market.spec(order.coin)
+            if order.reduce_only or order.tif is None or spec is None or order is replacing:
+                continue
+            total += order.sz * order.limit_px / wallet.leverage_for(order.coin, spec.max_leverage)
+        return total
+
+    # -- taking liquidity ----------------------------------------------------------
+    def _take(
+        self, wallet: Wallet, order: LiveOrder, at_ms: int, events: Events
+    ) -> tuple[Decimal, Decimal]:
+        """Sweep what ``order`` crosses, best price first; (size filled, notional)."""
+        self._fresh_tick()
+        buying = order.side == "B"
+        self._expire_own_makers(wallet, order, at_ms, events)
+        filled = notional = ZERO
+        last: OrderUpdate | None = None
+        book = self._market.book(order.coin)
+        levels = book.asks if buying else book.bids
+        while order.sz > 0:
+            maker = self._best_maker(wallet, order)
+            level = next(
+                (
+                    lvl
+                    for lvl in levels
+                    if self._synthetic_left(order, lvl) > 0 and _crosses(order, lvl.px)
+                ),
+                None,
+            )
+            use_maker = maker is not None and (
+                level is None
+                or (maker[1].limit_px <= level.px if buying else maker[1].limit_px >= level.px)
+            )
+            if use_maker:
+                assert maker is not None
+                maker_wallet, maker_order = maker
+                px = maker_order.limit_px
+                size = min(order.sz, maker_order.sz)
+                self._maker_fill(maker_wallet, maker_order, size, at_ms, events)
+                counterparty = maker_wallet.address
+            elif level is not None:
+                px = level.px
+                size = min(order.sz, self._synthetic_left(order, level))
+                key = (order.coin, order.side, px)
+                self._taken[key] = self._taken.get(key, ZERO) + size
+                counterparty = self._liquidity
+            else:
+                break
+            last, fill = self._accounts.execute(wallet, order, size, px, at_ms, crossed=True)
+            self._accounts.keep_fill(wallet, fill, events.fills_of(wallet.address))
+            filled += size
+            notional += size * px
+            users = (wallet.address, counterparty) if buying else (counterparty, wallet.address)
+            events.trades.append(
+                self._market.record_trade(order.coin, order.side, px, size, at_ms, users)
+            )
+        if last is not None and (last.status == "filled" or order.tif != "Ioc"):
+            self._accounts.record(wallet, last, events.updates_of(wallet.address))
+        if filled:
+            self._after_fill(wallet, order.coin, at_ms, events)
+        return filled, notional
+
+    def _synthetic_left(self, order: LiveOrder, level: Level) -> Decimal:
+        return level.sz - self._taken.get((order.coin, order.side, level.px), ZERO)
+
+    def _best_maker(self, owner: Wallet, taker: LiveOrder) -> tuple[Wallet, LiveOrder] | None:
+        best: tuple[Wallet, LiveOrder] | None = None
+        other: Side = "A" if taker.side == "B" else "B"
+        for wallet, order in self._resting_entries(taker.coin, other):
+            if wallet is owner or not _crosses(taker, order.limit_px):
+                continue
+            if best is None or (
+                order.limit_px < best[1].limit_px
+                if taker.side == "B"
+                else order.limit_px > best[1].limit_px
+            ):
+                best = (wallet, order)
+        return best
+
+    def _expire_own_makers(
+        self, wallet: Wallet, taker: LiveOrder, at_ms: int, events: Events
+    ) -> None:
+        other: Side = "A" if taker.side == "B" else "B"
+        for owner, order in list(self._resting_entries(taker.coin, other)):
+            if owner is wallet and _crosses(taker, order.limit_px):
+                self._finish(wallet, order, "selfTradeCanceled", at_ms, events)
+
+    def _maker_fill(
+        self, wallet: Wallet, order: LiveOrder, size: Decimal, at_ms: int, events: Events
+    ) -> None:
+        update, fill = self._accounts.execute(wallet, order, size, order.limit_px, at_ms, False)
+        self._accounts.record(wallet, update, events.updates_of(wallet.address))
+        self._accounts.keep_fill(wallet, fill, events.fills_of(wallet.address))
+        if update.status == "filled":
+            self._unlist(order)
+        self._after_fill(wallet, order.coin, at_ms, events)
+
+    def _after_fill(self, wallet: Wallet, coin: str, at_ms: int, events: Events) -> None:
+        """A closed position takes its resting reduce-only orders with it."""
+        pos = wallet.positions.get(coin)
+        if pos is not None and pos.szi != 0:
+            return
+        for owner, order in list(self._resting_entries(coin, None)):
+            if owner is wallet and order.reduce_only:
+                self._finish(wallet, order, "reduceOnlyCanceled", at_ms, events)
+
+    # -- canceling and modifying ------------------------------------------------
+    def find_open(self, wallet: Wallet, coin: str, key: int | str) -> LiveOrder | None:
+        oid = wallet.cloids.get(key) if isinstance(key, str) else key
+        order = None if oid is None else wallet.live_orders.get(oid)
+        return order if order is not None and order.coin == coin else None
+
+    def cancel(
+        self, wallet: Wallet, coin: str, key: int | str, at_ms: int, events: Events
+    ) -> Status:
+        order = self.find_open(wallet, coin, key)
+        if order is None:
+            return {"error": "Order was never placed, already canceled, or filled."}
+        self._finish(wallet, order, "canceled", at_ms, events)
+        return "success"
+
+    def modify(
+        self,
+        wallet: Wallet,
+        key: int | str,
+        spec: OrderSpec,
+        coin: CoinSpec,
+        at_ms: int,
+        events: Events,
+    ) -> Status:
+        """Cancel the open order ``key`` and place ``spec`` in its stead (a new oid)."""
+        order = self.find_open(wallet, coin.name, key)
+        if order is None:
+            return {"error": "Cannot modify canceled or filled order"}
+        try:
+            size = self._check(wallet, spec, coin, at_ms, replacing=order)
+        except OrderRefused as exc:
+            return {"error": f"{exc} asset={spec.asset}"}  # the order stays as it was
+        self._finish(wallet, order, "canceled", at_ms, events)
+        return self._enter(wallet, spec, size, coin, at_ms, events)
+
+    def schedule_cancel(self, wallet: Wallet, when: int | None, now_ms: int) -> str | None:
+        """Set or clear ``wallet``'s dead man's switch; an error text, or None."""
+        if when is None:
+            self._schedules.pop(wallet.address, None)
+            return None
+        if when < now_ms + SCHEDULE_MIN_DELAY_MS:
+            return "Scheduled cancel time too early, must be at least 5 seconds after current time"
+        day, count = self._triggered_today.get(wallet.address, (now_ms // DAY_MS, 0))
+        if day == now_ms // DAY_MS and count >= SCHEDULE_TRIGGERS_PER_DAY:
+            return "Too many scheduled cancel triggers today (at most 10 per day)"
+        self._schedules[wallet.address] = when
+        return None
+
+    def _finish(
+        self, wallet: Wallet, order: LiveOrder, status: OrderStatus, at_ms: int, events: Events
+    ) -> None:
+        """End an open order with ``status`` (a cancel of some kind)."""
+        wallet.live_orders.pop(order.oid, None)
+        self._unlist(order)
+        self._accounts.record(
+            wallet, order.update(status, at_ms), events.updates_of(wallet.address)
+        )
+
+    def _unlist(self, order: LiveOrder) -> None:
+        for table in (self._resting, self._triggers):
+            entries = table.get(order.coin)
+            if entries:
+                table[order.coin] = [(u, oid) for u, oid in entries if oid != order.oid]
+
+    # -- the clock -------------------------------------------------------------
+    def step(self, now_ms: int, trades: list[Trade]) -> Events:
+        """One tick: the market traded (``trades``) and moved; fill, trigger, cancel."""
+        events = Events()
+        self._fresh_tick()
+        for trade in trades:
+            self._hit_by(trade, now_ms, events)
+        for coin in list(self._resting):
+            self._crossed_by_book(coin, now_ms, events)
+        for coin in list(self._triggers):
+            self._fire_triggers(coin, now_ms, events)
+        for user, when in list(self._schedules.items()):
+            if when <= now_ms:
+                self._run_schedule(user, now_ms, events)
+        return events
+
+    def _hit_by(self, trade: Trade, now_ms: int, events: Events) -> None:
+        """A public trade reaches the resting orders it traded through, best first."""
+        maker_side: Side = "B" if trade.side == "A" else "A"
+        left = trade.sz
+        entries = [
+            (w, o)
+            for w, o in self._resting_entries(trade.coin, maker_side)
+            if (o.limit_px >= trade.px if maker_side == "B" else o.limit_px <= trade.px)
+        ]
+        entries.sort(key=lambda e: -e[1].limit_px if maker_side == "B" else e[1].limit_px)
+        for wallet, order in entries:
+            if left <= 0:
+                break
+            size = min(left, order.sz)
+            left -= size
+            self._maker_fill(wallet, order, size, now_ms, events)
+
+    def _crossed_by_book(self, coin: str, now_ms: int, events: Events) -> None:
+        """The synthetic market moved through a resting order: it fills in full."""
+        book = self._market.book(coin)
+        best_bid = book.bids[0].px if book.bids else None
+        best_ask = book.asks[0].px if book.asks else None
+        for wallet, order in list(self._resting_entries(coin, None)):
+            crossed = (
+                best_ask is not None and order.limit_px >= best_ask
+                if order.side == "B"
+                else best_bid is not None and order.limit_px <= best_bid
+            )
+            if crossed and order.sz > 0:
+                self._maker_fill(wallet, order, order.sz, now_ms, events)
+
+    def _fire_triggers(self, coin: str, now_ms: int, events: Events) -> None:
+        mark = self._market.mark_px(coin)
+        spec = self._market.spec(coin)
+        assert spec is not None
+        for wallet, order in list(self._trigger_entries(coin)):
+            assert order.trigger_px is not None
+            above = order.trigger_condition.startswith("Price above")
+            if not (mark >= order.trigger_px if above else mark <= order.trigger_px):
+                continue
+            self._unlist(order)
+            self._accounts.record(
+                wallet, order.update("triggered", now_ms), events.updates_of(wallet.address)
+            )
+            if order.reduce_only:
+                try:
+                    order.sz = min(order.sz, self._reducible(wallet, coin, order.side, order.sz))
+                except OrderRefused:
+                    self._finish(wallet, order, "canceled", now_ms, events)
+                    continue
+            order.tif = "Ioc" if order.is_market else "Gtc"
+            self._take(wallet, order, now_ms, events)
+            if order.sz > 0 and order.tif == "Ioc":
+                self._finish(wallet, order, "canceled", now_ms, events)
+            elif order.sz > 0:
+                self._resting.setdefault(coin, []).append((wallet.address, order.oid))
+
+    def _run_schedule(self, user: str, now_ms: int, events: Events) -> None:
+        del self._schedules[user]
+        wallet = self._accounts.wallet(user)
+        if wallet is None:
+            return
+        day, count = self._triggered_today.get(user, (now_ms // DAY_MS, 0))
+        if day != now_ms // DAY_MS:
+            day, count = now_ms // DAY_MS, 0
+        self._triggered_today[user] = (day, count + 1)
+        for order in list(wallet.live_orders.values()):
+            self._finish(wallet, order, "scheduledCancel", now_ms, events)
+
+    # -- bookkeeping -----------------------------------------------------------
+    def _fresh_tick(self) -> None:
+        """Synthetic liquidity taken in an earlier tick is back: the book was rebuilt."""
+        if self._taken_tick != self._market.now_ms:
+            self._taken.clear()
+            self._taken_tick = self._market.now_ms
+
+    def _resting_entries(self, coin: str, side: Side | None) -> Iterator[tuple[Wallet, LiveOrder]]:
+        for user, oid in list(self._resting.get(coin, ())):
+            wallet = self._accounts.wallet(user)
+            order = None if wallet is None else wallet.live_orders.get(oid)
+            if wallet is None or order is None:
+                continue
+            if side is None or order.side == side:
+                yield wallet, order
+
+    def _resting_orders(self, coin: str, side: Side) -> Iterator[_Placed]:
+        for wallet, order in self._resting_entries(coin, side):
+            yield _Placed(wallet.address, order.limit_px, order.sz)
+
+    def _trigger_entries(self, coin: str) -> Iterator[tuple[Wallet, LiveOrder]]:
+        for user, oid in list(self._triggers.get(coin, ())):
+            wallet = self._accounts.wallet(user)
+            order = None if wallet is None else wallet.live_orders.get(oid)
+            if wallet is not None and order is not None:
+                yield wallet, order
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    address: str
+    limit_px: Decimal
+    sz: Decimal
+
+
+def _crosses(order: LiveOrder, px: Decimal) -> bool:
+    return px <= order.limit_px if order.side == "B" else px >= order.limit_px
+
+
+def _resting(order: LiveOrder) -> Status:
+    body: dict[str, object] = {"oid": order.oid}
+    if order.cloid is not None:
+        body["cloid"] = order.cloid
+    return {"resting": body}
+
+
+def _filled(order: LiveOrder, size: Decimal, notional: Decimal) -> Status:
+    body: dict[str, object] = {
+        "totalSz": num(size),
+        "avgPx": num((notional / size).quantize(PX_PRECISION).normalize()),
+        "oid": order.oid,
+    }
+    if order.cloid is not None:
+        body["cloid"] = order.cloid
+    return {"filled": body}
