@@ -59,3 +59,12 @@ def test_without_replicas_up_the_rounds_go_for_a_while_then_the_sentinels_are_as
     assert wait.answered(0) == (Decision.WAIT, True)
     # The replica is back and acknowledges: committed as usual.
     assert wait.answered(1) == (Decision.COMMIT, False)
+
+
+def test_a_replica_that_acknowledges_again_ends_the_rounds_without_it_at_once() -> None:
+    wait = ReplicaWait(1, Clock())
+    wait.answered(0)
+    wait.told(0)
+    assert wait.degraded
+    assert wait.answered(1) == (Decision.COMMIT, False)
+    assert not wait.degraded and wait.timeout_ms() == WAIT_TIMEOUT_MS

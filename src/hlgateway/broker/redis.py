@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 PREFIX = "hlgw"
 KEEP_FLOOR_MS = 60_000  # must match publish.lua's floor
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
+AWAY_WAIT = 5.0  # a reader coming back with `since` waits this long for Redis to return
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away (per connection)
 IN_FLIGHT = 1024  # publications written and not yet answered
@@ -632,7 +633,16 @@ class RedisBroker(Broker):
         if not (topic.lossless or topic.snapshot):
             return Replay(None)
         if not self.connected:
-            return self._unavailable(topic)
+            if since is None or not topic.lossless:
+                return self._unavailable(topic)
+            tracker = self._trackers.get(topic)
+            if (
+                tracker is not None
+                and not tracker.fetching
+                and since == Position(tracker.offset, tracker.epoch or "")
+            ):
+                return Replay(since, True)  # nothing missed: what follows comes live
+            return None  # read() waits a while for Redis (a failover takes seconds)
         if self.keys(topic).channel not in self._subscribed:
             return None
         # Subscribed already: what this node holds is as good as what Redis has.
@@ -665,6 +675,15 @@ class RedisBroker(Broker):
             return answer
         self._reading[topic] += 1
         try:
+            if not self.connected:
+                # Redis is away, a client comes back with `since`: a failover or a
+                # restart takes seconds. Rather than telling it at once that its
+                # place is lost (`recovered: false`), wait a while for Redis.
+                try:
+                    async with asyncio.timeout(AWAY_WAIT):
+                        await self._up.wait()
+                except TimeoutError:
+                    return self._unavailable(topic)
             async with asyncio.timeout(READ_TIMEOUT):
                 return await self._read(topic, since)
         except UNAVAILABLE as exc:

@@ -125,15 +125,61 @@ class RedisShard:
 
     async def replicas_up(self) -> tuple[bool, int | None]:
         """Whether the server in use is still the primary the sentinels name, and
-        how many of its replicas they see up (None without Sentinel: nobody to
-        ask, and the server is taken as the primary). Raises if no sentinel answers."""
-        if self.target.sentinel is None or self.primary is None:
+        how many of its replicas could have the writes now: seen up, and in sync
+        with it. None when that cannot be told: without Sentinel, no sentinel
+        giving its view, or a failover of this primary in progress (the replica
+        being promoted may still count as one of them)."""
+        group = self.target.sentinel
+        if group is None or self.primary is None:
             return True, None
         if await self.ask_sentinels() != self.primary:
             return False, None
         assert self._sentinel is not None
-        up = await self._sentinel.discover_slaves(self.target.sentinel.master)
-        return True, len(up)
+        host, port = self.primary
+        for sentinel in self._sentinel.sentinels:
+            try:
+                state: Any = await sentinel.sentinel_master(group.master)
+                replicas: Any = await sentinel.sentinel_slaves(group.master)
+            except UNAVAILABLE:
+                continue
+            if "failover_in_progress" in state["flags"] or (state["ip"], state["port"]) != (
+                host,
+                port,
+            ):
+                return True, None
+            for replica in replicas:
+                if _moving(replica, host, port) and not await self._replaced(replica):
+                    return True, None  # a replica promoted, or following another primary
+            return True, sum(1 for r in replicas if _in_sync(r, host, port))
+        return True, None
+
+    async def _replaced(self, replica: dict[str, Any]) -> bool:
+        """Whether a replica that reports itself a primary is the primary this one
+        was promoted from, not yet turned into its replica by the sentinels (after
+        a manual failover the old primary takes ~10 s to be): its replication id
+        is the one this server took over (`master_replid2`). A replica promoted
+        away from this server instead took over this server's id: a failover under
+        way. (Asked only when the replicas are late: two INFO replication.)"""
+        if replica.get("role-reported") != "master":
+            return False
+        client = self._client()
+        other = aioredis.Redis(
+            host=replica["ip"],
+            port=replica["port"],
+            username=self.target.username,
+            password=self.target.password,
+            socket_timeout=SENTINEL_TIMEOUT,
+            socket_connect_timeout=SENTINEL_TIMEOUT,
+        )
+        try:
+            mine: Any = await client.info("replication")
+            theirs: Any = await other.info("replication")
+        except UNAVAILABLE:
+            return False
+        finally:
+            await other.aclose()
+        took_over = mine.get("master_replid2")
+        return bool(took_over) and took_over == theirs.get("master_replid")
 
     # -- connecting -------------------------------------------------------------
     async def connect(self, on_push: Push) -> None:
@@ -253,6 +299,30 @@ class RedisShard:
         # The server turned into a replica under us (a failover): every
         # connection goes, and the engine finds the new primary.
         self.fail(f"{self.where} was demoted to a replica (READONLY)")
+
+
+def _down(replica: dict[str, Any]) -> bool:
+    return bool(replica["is_sdown"] or replica["is_odown"] or replica["is_disconnected"])
+
+
+def _moving(replica: dict[str, Any], host: str, port: int) -> bool:
+    """A replica of host:port, as a sentinel sees it, that is up and says it is a
+    primary, or follows another one: a failover is under way, whatever the
+    sentinel's flags say yet."""
+    if _down(replica):
+        return False
+    following = (replica.get("master-host"), replica.get("master-port"))
+    return replica.get("role-reported") != "slave" or following != (host, port)
+
+
+def _in_sync(replica: dict[str, Any], host: str, port: int) -> bool:
+    """A replica, as a sentinel sees it, that follows host:port and is in sync."""
+    return (
+        not _down(replica)
+        and replica.get("role-reported") == "slave"
+        and replica.get("master-link-status") == "ok"
+        and (replica.get("master-host"), replica.get("master-port")) == (host, port)
+    )
 
 
 def evalsha(pipe: Pipeline, script: Script, keys: list[bytes | str], args: list[Any]) -> None:

@@ -117,6 +117,7 @@ class ReplicaWait:
         round, and whether to ask the sentinels now."""
         if acked >= self.min_replicas:
             self.late = 0
+            self._down_until = float("-inf")  # enough replicas are back
             return Decision.COMMIT, False
         self.late += 1
         self.timeouts += 1
