@@ -25,24 +25,19 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from tests.helpers import eventually, free_port
+
 MASTER_NAME = "hlgw"
 KINDS = ("kill", "manual", "lagging")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -94,15 +89,11 @@ async def _answers(client: aioredis.Redis) -> bool:
         return False
 
 
-async def _until(check: object, timeout: float, what: str) -> None:
-    """Until the coroutine function `check` returns true; TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():  # type: ignore[operator]
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    try:
+        await eventually(check, timeout, every=0.05)
+    except TimeoutError:
+        raise TimeoutError(what) from None
 
 
 class SentinelGroup:
@@ -124,6 +115,7 @@ class SentinelGroup:
         self.servers = [self._data_server(free_port()) for _ in range(1 + replicas)]
         self.sentinels = [Server(free_port(), []) for _ in range(sentinels)]
         self.failovers = 0
+        self.switched = 0.0  # the last failover: seconds until the sentinels named the new primary
 
     def url(self, db: int = 0, **options: str | int) -> str:
         """The `--broker` URL of this group (docs/scaling.md, "Redis Sentinel")."""
@@ -281,6 +273,7 @@ class SentinelGroup:
         group has settled again, with every server running."""
         old = await self.primary()
         replica = next(s for s in self.servers if s is not old and s.running)
+        begin = time.monotonic()
         if kind == "manual":
             client = self.sentinels[self.failovers % len(self.sentinels)].client()
             try:
@@ -297,6 +290,7 @@ class SentinelGroup:
         else:
             raise ValueError(f"unknown failover kind {kind!r}")
         new = await self._switched(old)
+        self.switched = time.monotonic() - begin
         if not old.running:
             # Back as a replica of the new primary (empty: no persistence).
             index = self.servers.index(old)
