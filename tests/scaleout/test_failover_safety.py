@@ -13,6 +13,7 @@ defences, tested here on redis-servers of the tests' own:
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -185,3 +186,37 @@ async def test_a_lossless_publication_is_seen_only_once_a_replica_has_it() -> No
             await raw.aclose()
             await a.broker.stop()
             await b.broker.stop()
+
+
+async def test_a_client_coming_back_while_redis_is_away_waits_for_it(
+    pair: tuple[Node, Node], own_redis: OwnRedis
+) -> None:
+    """During a failover Redis is away for seconds: a client coming back with
+    `since` is not told at once that its place is lost."""
+    a, b = pair
+    joined = await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    assert joined.position is not None
+    epoch = joined.position.epoch
+    for n in range(3):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: b.offsets(ROOM) == [1, 2, 3])
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        # Redis turns the nodes away (as a server not yet promoted would), keeping its data.
+        await admin.config_set("requirepass", "away")
+        await admin.client_kill_filter(_type="normal")
+        await admin.client_kill_filter(_type="pubsub")
+        await until(lambda: not b.broker.connected)
+        # Exactly where this node's delivery is: nothing was missed, recovered at once.
+        now = b.broker.read_now(ROOM, Position(3, epoch))
+        assert now is not None and now.recovered and now.publications == []
+        # Behind it: the history is in Redis, so the read waits for Redis.
+        assert b.broker.read_now(ROOM, Position(1, epoch)) is None
+        behind = asyncio.ensure_future(b.broker.read(ROOM, Position(1, epoch)))
+        await admin.config_set("requirepass", "")
+        replay = await behind
+        assert replay.recovered and [p.offset for p in replay.publications] == [2, 3]
+    finally:
+        await admin.config_set("requirepass", "")
+        await admin.aclose()
