@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,6 +14,19 @@ from tests.helpers import ChildProcess, GatewayServer, make_settings
 FAST_SIM = SimConfig(
     seed=7, book_interval=0.2, order_interval=0.3, max_fill_gap=1.5, track_rest_queries=True
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user's state directory (the dev secret, the durable engine's default state
+    directories) is a temporary one for the whole run, for every process it starts."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before
 
 
 @pytest.fixture(autouse=True)

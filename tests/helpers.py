@@ -57,7 +57,8 @@ def admin_token(**kw: Any) -> str:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    base = Settings(auth=AuthSettings(secret=SECRET), host="127.0.0.1", port=0)
+    """In-process gateways start from nothing (in memory) unless a test gives a state_dir."""
+    base = Settings(auth=AuthSettings(secret=SECRET), host="127.0.0.1", port=0, state_dir="none")
     return replace(base, **overrides)
 
 
@@ -256,7 +257,8 @@ class GatewayProcess(ChildProcess):
 
     Extra `args` go to `serve`; `env` on top of JWT_SECRET (and WARNING logs, unless
     given); with `log_file` its stderr (the logs) is kept there; with `ssl_context`
-    it is reached over TLS.
+    it is reached over TLS. `state_dir`: where it keeps its state; in memory
+    ("none") unless a test gives a directory (or "" for the default one).
     """
 
     def __init__(
@@ -265,13 +267,14 @@ class GatewayProcess(ChildProcess):
         *args: str,
         log_file: Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        state_dir: str | Path = "none",
         **env: str,
     ) -> None:
         self.port = port
         self.log_file = log_file
         self._args = args
         self._ssl = ssl_context
-        self._env = env
+        self._env = env if "--broker" in args else {"HLGATEWAY_STATE_DIR": str(state_dir), **env}
         self.proc: asyncio.subprocess.Process | None = None
         self.http = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         self.ws = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}/ws"

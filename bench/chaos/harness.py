@@ -1,7 +1,8 @@
-"""Chaos run: continuous order flow while the simulator drops, stalls, garbles
-and refuses upstream links; a client connected to the gateway throughout must
-receive every fill and order transition in the simulator's ledger exactly once,
-in order per wallet.
+"""Chaos run: continuous order flow (perp and spot) and cashflows while the
+simulator drops, stalls, garbles and refuses upstream links; a client connected
+to the gateway throughout must receive every fill, order transition and ledger
+event (deposit, withdrawal, liquidation, funding payment) in the simulator's
+ledger exactly once, fills in order per wallet.
 
 Used by the test suite (a bounded run) and by `python -m bench.chaos` (longer).
 Everything runs in one process on 127.0.0.1: simulator, gateway, client.
@@ -104,6 +105,10 @@ async def run_chaos(
             idle_timeout=60.0,
             # Raised on both sides (see the gateway's settings below).
             max_new_connections_per_minute=100_000,
+            # Cashflows often enough that every fault can hit one in flight.
+            funding_interval=2.0,
+            transfer_interval=1.0,
+            liquidation_interval=6.0,
         )
     )
     await sim.start("127.0.0.1", 0)
@@ -111,6 +116,7 @@ async def run_chaos(
         auth=AuthSettings(secret=SECRET),
         host="127.0.0.1",
         port=0,
+        state_dir="none",  # upstream faults, not restarts: the in-memory engine
         upstream_ping_interval=0.5,
         upstream_pong_timeout=1.0,
         upstream_stale_after=1.0,
@@ -133,7 +139,7 @@ async def run_chaos(
         ws = await session.ws_connect(f"ws://127.0.0.1:{port}/ws?token={token}")
         receiver = _Receiver(ws)
         reader = asyncio.get_running_loop().create_task(receiver.run())
-        for channel in ("user_fills", "user_orders"):
+        for channel in ("user_fills", "user_orders", "user_ledger"):
             await _request(
                 ws, {"type": "subscribe", "channel": channel, "params": {"userId": "chaos"}}
             )

@@ -23,7 +23,11 @@ Control: `POST /bench/mode` `{"mode":"idle"|"rate"|"window","rate":R,"window":W}
 (rate mode takes an optional `"count":K`: K ticks, then idle),
 `GET /bench/stats`. The first stdout line is `{"event":"ready","port":P,"feedback_port":F}`.
 
-Run: `python -m bench.fanout.pump [--port 0] [--coin BTC]`.
+With `--channel trades` it pushes one trade a tick on Hyperliquid's `trades`
+channel instead (unique `tid` and `time`), a lossless stream for the gateway:
+offsets, history, the durable engine's store.
+
+Run: `python -m bench.fanout.pump [--port 0] [--coin BTC] [--channel l2Book|trades]`.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class Stats:
 class Pump:
     coin: str = "BTC"
     seed: int = 0
+    channel: str = "l2Book"  # or "trades"
     world: SimWorld = field(init=False)
     subscribers: dict[web.WebSocketResponse, None] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
@@ -112,6 +117,12 @@ class Pump:
 
     # -- frames --------------------------------------------------------------
     def frame(self, ts: int) -> str:
+        if self.channel == "trades":
+            coin = _encode(self.coin).decode()
+            return (
+                f'{{"channel":"trades","data":[{{"coin":{coin},"side":"B","px":"97012.5",'
+                f'"sz":"0.0123","time":{ts},"hash":"0x{ts:064x}","tid":{ts}}}]}}'
+            )
         levels = self._levels[self._book]
         self._book = (self._book + 1) % BOOKS
         return b"".join((self._prefix, str(ts).encode(), b',"levels":', levels, b"}}")).decode()
@@ -279,7 +290,7 @@ async def _on_request(pump: Pump, ws: web.WebSocketResponse, text: str) -> None:
     sub = msg.get("subscription")
     if not isinstance(sub, dict):
         return
-    if sub.get("type") == "l2Book" and sub.get("coin") == pump.coin:
+    if sub.get("type") == pump.channel and sub.get("coin") == pump.coin:
         if method == "subscribe":
             pump.subscribers[ws] = None
         else:
@@ -289,8 +300,8 @@ async def _on_request(pump: Pump, ws: web.WebSocketResponse, text: str) -> None:
     await ws.send_str(_encode(ack).decode())
 
 
-async def serve(host: str, port: int, feedback_port: int, coin: str) -> None:
-    pump = Pump(coin=coin)
+async def serve(host: str, port: int, feedback_port: int, coin: str, channel: str) -> None:
+    pump = Pump(coin=coin, channel=channel)
     runner = web.AppRunner(build_app(pump), access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -322,11 +333,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--feedback-port", type=int, default=0)
     parser.add_argument("--coin", default="BTC")
+    parser.add_argument("--channel", choices=["l2Book", "trades"], default="l2Book")
     args = parser.parse_args(argv)
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(args.host, args.port, args.feedback_port, args.coin))
+        runner.run(serve(args.host, args.port, args.feedback_port, args.coin, args.channel))
 
 
 if __name__ == "__main__":

@@ -304,6 +304,8 @@ def gateway_env(scenario: Scenario) -> dict[str, str]:
         "HLGATEWAY_HANDSHAKE_TIMEOUT": "60",
         "HLGATEWAY_OUTBOX_MAX_BYTES": str(scenario.outbox_max_bytes),
         "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
+        # Fan-out, not restarts: the in-memory engine (bench.durable compares the two).
+        "HLGATEWAY_STATE_DIR": "none",
     }
 
 
@@ -788,8 +790,8 @@ def slug(label: str) -> str:
 
 
 @contextlib.contextmanager
-def pump_process(procs: P.Procs) -> Iterator[tuple[P.Proc, int, int]]:
-    argv = [sys.executable, "-m", "bench.fanout.pump", "--port", "0"]
+def pump_process(procs: P.Procs, channel: str = "l2Book") -> Iterator[tuple[P.Proc, int, int]]:
+    argv = [sys.executable, "-m", "bench.fanout.pump", "--port", "0", "--channel", channel]
     proc = procs.start("pump", P.pinned(argv, CLIENT_CORE), cwd=ROOT)
     ready = json.loads(proc.wait_line('"event": "ready"', timeout=60))
     try:

@@ -14,6 +14,8 @@ MIB = 1024 * 1024
 SUBSCRIBE = (
     '{{"type":"subscribe","channel":"orderbook","params":{{"depth":{depth},"symbol":"BTC"}}}}'
 )
+# A lossless stream (offsets, history): the pump's `--channel trades`, one trade a tick.
+SUBSCRIBE_TRADES = '{"type":"subscribe","channel":"trades","params":{"symbol":"BTC"}}'
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Scenario:
     hold_rss: bool = False  # also read the RSS per connection before the first tick
     processes: int = 0  # server processes (0: as many as the open-file limit needs)
     servers: tuple[str, ...] = ()  # the servers that run it (empty: all of them)
+    channel: str = "orderbook"  # or "trades" (a lossless stream), with the pump's --channel
 
     @property
     def id(self) -> str:
@@ -48,6 +51,8 @@ class Scenario:
 
     @property
     def subscribe(self) -> str:
+        if self.channel == "trades":
+            return SUBSCRIBE_TRADES
         return SUBSCRIBE.format(depth=self.depth)
 
     def as_dict(self) -> dict[str, Any]:

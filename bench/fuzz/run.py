@@ -205,6 +205,7 @@ async def run(
         "JWT_SECRET": SECRET,
         "HLGATEWAY_LOG_LEVEL": "WARNING",
         "HLGATEWAY_SIM_SEED": str(seed),
+        "HLGATEWAY_STATE_DIR": "none",  # a fresh gateway for each run
         # One source address makes every fuzz connection: per-IP limits would
         # refuse most of them and the frames would never reach the parser.
         "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0",

@@ -30,6 +30,9 @@ from tests.notifier.process import NotifierProcess
 
 WALLETS = ["0x" + "c7" * 20, "0x" + "c8" * 20]
 FAULTS = ("kill9", "sigterm", "gateway", "429", "kill9_in_window")
+# `--gateway-kills N`: only this fault, N times: kill -9 of the gateway, down DOWN_S.
+GATEWAY_KILL = "gateway_kill9"
+DOWN_S = (1.0, 20.0)
 WINDOW_KILL_MS = 10.0  # kill9_in_window: kill within this long after Telegram's accept
 
 
@@ -53,6 +56,8 @@ class Report:
     requests_429: int = 0
     resyncs: int = 0  # streams the gateway could not replay (a reload filled them)
     reloads_with_fills: int = 0
+    gateway_down_s: float = 0.0  # in all, over the gateway kills
+    info_url: str = "given"  # or "learned from the gateway" (started as docs/notifier.md)
     violations_of_retry_after: int = 0
     window_ms_p50: float = 0.0
     window_ms_p99: float = 0.0
@@ -94,7 +99,11 @@ async def run(
     chats: int = 4,
     seed: int = 3,
     progress: Callable[[str], None] = lambda _: None,
+    gateway_kills: int = 0,
 ) -> Report:
+    """`seconds` of the faults in turn; or, with `gateway_kills`, that many kill -9s of
+    the gateway (each down 1-20 s) and nothing else, the notifier started exactly as
+    docs/notifier.md shows (no --info-url: it learns the info API from the gateway)."""
     rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="notifier-chaos-"))
     sim = Simulator(
@@ -114,15 +123,17 @@ async def run(
     gateway = GatewayProcess(port, "--upstream", sim.ws_url, log_file=work / "gateway.log")
     await gateway.start()
     db = work / "notifier.db"
+    documented = gateway_kills > 0
     notifier = NotifierProcess(
         gateway.ws,
         bot.url,
         bot.token,
         f"sqlite:///{db}",
-        sim.http_url + "/info",
+        None if documented else sim.http_url + "/info",
         work / "notifier.log",
+        as_documented=documented,
     )
-    report = Report(chats=chats)
+    report = Report(chats=chats, info_url="learned from the gateway" if documented else "given")
     chat_ids = list(range(5001, 5001 + chats))
     watches = {chat: WALLETS[n % len(WALLETS)] for n, chat in enumerate(chat_ids)}
     started = time.monotonic()
@@ -139,9 +150,16 @@ async def run(
         await eventually(lambda: all(bot.texts(c) for c in chat_ids), 30, every=0.05)
         end = time.monotonic() + seconds
         n = 0
-        while time.monotonic() < end:
+        while (
+            (report.faults.get(GATEWAY_KILL, 0) < gateway_kills)
+            if documented
+            else (time.monotonic() < end)
+        ):
             await asyncio.sleep(rng.uniform(3.0, 6.0))
-            kind = FAULTS[n % len(FAULTS)] if n < len(FAULTS) else rng.choice(FAULTS)
+            if documented:
+                kind = GATEWAY_KILL
+            else:
+                kind = FAULTS[n % len(FAULTS)] if n < len(FAULTS) else rng.choice(FAULTS)
             n += 1
             report.faults[kind] = report.faults.get(kind, 0) + 1
             progress(f"{time.monotonic() - started:5.1f}s fault {n}: {kind}")
@@ -159,6 +177,15 @@ async def run(
                 await notifier.terminate()
                 await asyncio.sleep(rng.uniform(0.2, 2.0))
                 await up()
+            elif kind == GATEWAY_KILL:
+                await gateway.kill()
+                down = rng.uniform(*DOWN_S)
+                report.gateway_down_s = round(report.gateway_down_s + down, 1)
+                await asyncio.sleep(down)
+                gateway = GatewayProcess(
+                    port, "--upstream", sim.ws_url, log_file=work / f"gateway{n}.log"
+                )
+                await gateway.start()
             elif kind == "gateway":
                 await gateway.terminate()
                 await asyncio.sleep(rng.uniform(0.5, 2.0))

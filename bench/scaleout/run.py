@@ -13,7 +13,9 @@ on 127.0.0.1; a redis-server of the benchmark's own, never the machine's):
   port (SO_REUSEPORT), the clients spread over them by the kernel, placed by
   the scheduler;
 - `workers-2-pinned`: the same with worker i pinned to core i (the load
-  generator, the pump and Redis stay on core 1).
+  generator, the pump and Redis stay on core 1);
+- `durable-1`: one gateway process with its state on disk (the default engine,
+  a fresh state directory each run), beside `memory-1` (bench.durable compares them).
 
 Measured per run: delivered messages/s, latency (load generator's clock minus
 the pump's send time) p50/p99, the first receipt of each tick p50/p99 (the way
@@ -70,7 +72,7 @@ from bench.table import write_section
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "bench" / "scaleout" / "build"
-TOPOLOGIES = ("memory-1", "redis-1", "redis-2", "workers-2", "workers-2-pinned")
+TOPOLOGIES = ("memory-1", "redis-1", "redis-2", "workers-2", "workers-2-pinned", "durable-1")
 DEFAULT_TOPOLOGIES = ("memory-1", "redis-1", "redis-2", "workers-2")
 
 
@@ -191,6 +193,11 @@ def start_topology(
     url, redis_pid = redis
     if name == "memory-1":
         proc, port = start_gateway(ctx, f"{tag}-gw", scenario, None, SERVER_CORE)
+        return Topology(name, port, {"gateway": proc.pid}, [proc])
+    if name == "durable-1":
+        state = tempfile.mkdtemp(prefix="hlgw-bench-state-")
+        extra = ["--state-dir", state]
+        proc, port = start_gateway(ctx, f"{tag}-gw", scenario, None, SERVER_CORE, extra=extra)
         return Topology(name, port, {"gateway": proc.pid}, [proc])
     flush(url)
     if name == "redis-1":

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from hlgateway.claims import token_user, unverified_claims
+from hlgateway.notifier.vault import VaultError, load_master_key
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
@@ -167,8 +168,12 @@ class Settings:
     telegram_database: str | None = None  # the notifier's database: which wallets a chat watches
     telegram_login_max_age: Seconds = 3600.0  # initData older than this is refused
     telegram_token_ttl: Seconds = 900.0  # lifetime of the token a Telegram login gets
+    # Durable state (docs/operations.md "The state directory"): streams, history and the
+    # upstream's delivery positions survive a restart. None: the user's state directory,
+    # one per listening address; "none": in memory only (tests, benchmarks).
+    state_dir: str | None = None  # --state-dir
     # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
-    # --broker: redis://HOST:PORT/DB or redis+sentinel://... (default: one process, memory)
+    # --broker: redis://HOST:PORT/DB or redis+sentinel://... (default: one process, durable)
     broker: str | None = None
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
@@ -263,6 +268,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: not valid TOML: {exc}") from None
 
 
+def _file_of(env: Mapping[str, str], config_file: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The config file (`config_file`, else HLGATEWAY_CONFIG) read, and how problems name it."""
+    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
+    if path is None:
+        return {}, ""
+    return read_config_file(path), f"{path}:"
+
+
+def _table(file: Mapping[str, Any], name: str, source: str, problems: list[str]) -> dict[str, Any]:
+    """The `[name]` table of a config file (empty when absent)."""
+    table = file.get(name, {})
+    if not isinstance(table, dict):
+        problems.append(f"{source} {name}: expected a table")
+        return {}
+    return table
+
+
 def _auth_values(
     env: Mapping[str, str], table: Mapping[str, Any], source: str, problems: list[str]
 ) -> dict[str, Any]:
@@ -354,13 +376,8 @@ def load_settings(
     """
     env = os.environ if env is None else env
     problems: list[str] = []
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    table: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = f"{path}:" if path is not None else ""
-    auth_table = table.get("auth", {})
-    if not isinstance(auth_table, dict):
-        problems.append(f"{source} auth: expected a table")
-        auth_table = {}
+    table, source = _file_of(env, config_file)
+    auth_table = _table(table, "auth", source, problems)
     auth_values = _auth_values(env, auth_table, source, problems)
     if dev_secret is not None and not (auth_values.get("secret") or auth_values.get("public_key")):
         auth_values["secret"] = dev_secret()
@@ -425,6 +442,15 @@ def settings_problems(settings: Settings) -> list[str]:
 
     if settings.broker is not None and (wrong := redis_url.problem(settings.broker)):
         problems.append(f"{_both('broker')}: {wrong}")
+    if (
+        settings.broker is not None
+        and settings.state_dir is not None
+        and settings.state_dir.strip().lower() not in ("", "none")
+    ):
+        problems.append(
+            f"{_both('state_dir')} and {_both('broker')}: with a broker the state lives in "
+            "Redis and no state directory is used; drop one of them"
+        )
     if settings.workers > 1 and settings.broker is None:
         problems.append(
             "--workers N needs --broker redis://HOST:PORT/DB: the workers share one gateway's "
@@ -468,9 +494,15 @@ class NotifierSettings:
     webhook_secret: str | None = None  # TELEGRAM_WEBHOOK_SECRET (random when unset)
     max_watches: Positive = 10  # per chat
     max_alerts: Positive = 20  # per chat
-    wallets_per_connection: Positive = 30  # 3 subscriptions each (the gateway allows 100)
+    wallets_per_connection: Positive = 25  # 4 subscriptions each (the gateway allows 100)
     feed_capacity: Positive = 1000  # gateway events waiting before a stream is paused
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL, shared with the gateway
+    # Trading (docs/notifier.md "Trading"): off without a key to seal agent keys with.
+    key: str | None = None  # 32 bytes, base64 or hex: seals the agent keys (AES-GCM)
+    key_file: str | None = None  # ... or a file holding it
+    trade_max_notional: Annotated[float, msgspec.Meta(gt=0)] = 10_000.0  # USDC per order
+    trade_daily_orders: Positive = 50  # confirmed orders per chat per UTC day
+    confirm_seconds: Annotated[int, msgspec.Meta(ge=5, le=300)] = 30  # a preview lives this long
 
     @property
     def database_url(self) -> str:
@@ -512,8 +544,7 @@ def notifier_configured(
     """Is there anything for `hlgateway notifier` (a `[notifier]` table, a bot token,
     an HLGATEWAY_NOTIFIER_* variable)? `check-config` checks its settings then."""
     env = os.environ if env is None else env
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    if path is not None and read_config_file(path).get("notifier"):
+    if _file_of(env, config_file)[0].get("notifier"):
         return True
     own = {notifier_env_name(n) for n in notifier_setting_names()} - {"JWT_SECRET"}
     own -= {"HLGATEWAY_LOG_LEVEL"}
@@ -532,15 +563,10 @@ def load_notifier_settings(
     then `dev_secret`. Raises SettingsError naming every bad setting."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    file: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = f"{path}: [notifier]" if path is not None else ""
-    table = file.get("notifier", {})
-    if not isinstance(table, dict):
-        problems.append(f"{source} expected a table")
-        table = {}
+    file, source = _file_of(env, config_file)
+    table = _table(file, "notifier", source, problems)
     values = _section_values(
-        NotifierSettings, notifier_env_name, env, table, source, overrides, problems
+        NotifierSettings, notifier_env_name, env, table, f"{source} [notifier]", overrides, problems
     )
     if not values.get("token") and not values.get("jwt_secret"):
         auth = file.get("auth")
@@ -597,4 +623,8 @@ def notifier_problems(settings: NotifierSettings) -> list[str]:
         problems.append(f"{name('webhook_listen')}: HOST:PORT, got {settings.webhook_listen!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{name('log_level')}: one of {', '.join(LOG_LEVELS)}")
+    try:
+        load_master_key(settings.key, settings.key_file)
+    except VaultError as exc:
+        problems.append(f"{name('key')}: {exc}")
     return problems

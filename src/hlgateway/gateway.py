@@ -119,6 +119,7 @@ class Gateway:
                     also_allowed=frozenset(settings.post_allow),
                 )
             ),
+            self._observe_post,
         )
         self.limits = SessionLimits(
             max_subscriptions=settings.max_subscriptions,
@@ -141,6 +142,11 @@ class Gateway:
     def on_first(self, topic: Topic) -> None:
         self.coordinator.want(topic)  # may refuse the topic (ProtocolError)
         self.broker.demand(topic)
+
+    def _observe_post(self, outcome: str, seconds: float | None) -> None:
+        self.metrics.posts.labels(outcome).inc()
+        if seconds is not None:
+            self.metrics.post_seconds.observe(seconds)
 
     def on_last(self, topic: Topic) -> None:
         self.broker.drop(topic)
@@ -243,6 +249,10 @@ class Gateway:
             "leases": self.coordinator.stats().health(),
             "broker": self.broker.stats().health(),
             "history": {"lingeringTopics": self.hub.lingering_count},
+            "trading": {
+                "postsInFlight": self.relay.policy.in_flight,
+                "posts": dict(self.relay.stats),
+            },
             "directory": self.directory_sync.health(),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
@@ -303,7 +313,7 @@ class Gateway:
             self._sweeper.cancel()
         await self.coordinator.stop()
         self.hub.clear()
-        await self.feeds.wallets.stop()
+        await self.feeds.stop()
         await self.relay.stop()  # posts still in flight are answered err (fate unknown)
         await self.upstream.stop()
         await self.broker.stop()

@@ -120,10 +120,14 @@ GAUGES: tuple[tuple[str, str, Read], ...] = (
         lambda r: int(r.upstream.degraded),
     ),
     ("hlgateway_upstream_links", "Upstream WebSocket links open", lambda r: r.upstream.links_open),
-    ("hlgateway_broker_degraded", "1 while Redis is away", lambda r: int(r.broker.degraded)),
+    (
+        "hlgateway_broker_degraded",
+        "1 while the broker's store (Redis, or the state directory) cannot be written",
+        lambda r: int(r.broker.degraded),
+    ),
     (
         "hlgateway_broker_queued",
-        "Publications not yet answered by Redis",
+        "Lossless publications not yet stored (Redis, or the state directory)",
         lambda r: r.broker.queued,
     ),
     (
@@ -167,7 +171,11 @@ COUNTERS: tuple[tuple[str, str, Read], ...] = (
         "Failed REST calls to the upstream",
         lambda r: r.upstream.rest_failures,
     ),
-    ("hlgateway_broker_published", "Publications to Redis", lambda r: r.broker.published),
+    (
+        "hlgateway_broker_published",
+        "Publications stored (Redis, or the state directory)",
+        lambda r: r.broker.published,
+    ),
     (
         "hlgateway_broker_received",
         "Messages received from Redis for wanted topics",
@@ -190,13 +198,18 @@ COUNTERS: tuple[tuple[str, str, Read], ...] = (
     ),
     (
         "hlgateway_broker_dropped_while_away",
-        "Publications dropped over the bound while Redis was away",
+        "Publications dropped over the bound while the store could not be written",
         lambda r: r.broker.dropped_while_away,
     ),
     (
         "hlgateway_broker_disconnects",
         "Connections to Redis lost",
         lambda r: r.broker.disconnects,
+    ),
+    (
+        "hlgateway_broker_write_failures",
+        "Writes to the state directory that failed (durable engine; retried)",
+        lambda r: r.broker.write_failures,
     ),
     (
         "hlgateway_broker_read_failures",
@@ -249,6 +262,19 @@ class Metrics:
             "hlgateway_delivery_latency_seconds",
             "From the upstream message to the last subscriber's socket write",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        # Order entry: each relayed post once, by how it ended (ok, err, or the refusal's code).
+        self.posts = Counter(
+            "hlgateway_posts",
+            "Posts (signed orders) by outcome: ok, err, or the refusal's code",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.post_seconds = Histogram(
+            "hlgateway_post_seconds",
+            "From a post's arrival to its post_result (Hyperliquid's answer relayed)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
             registry=self.registry,
         )
         self.registry.register(_GatewayCollector(source))

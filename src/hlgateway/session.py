@@ -100,6 +100,7 @@ class Session:
         "_out",
         "_relay",
         "_threshold",
+        "_urgent",
         "_verifier",
         "_waiting",
         "client_id",
@@ -125,9 +126,13 @@ class Session:
         compression_threshold: int = DEFAULT_THRESHOLD,
         on_verdict: Callable[[Close], None] | None = None,
         relay: PostRelay | None = None,
+        urgent: Callable[[], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self._relay = relay  # order entry (`post`); None: not offered
+        # Writes the output now: a post's answer does not wait for the loop turn's flush
+        # (which may be writing a market tick to thousands of clients).
+        self._urgent = urgent
         self.principal = principal
         self._catalog = catalog
         self._hub = hub
@@ -392,6 +397,8 @@ class Session:
     def _post_answer(self, payload: bytes) -> None:
         if not self.closed:  # a client that left learns nothing; the log has it
             self._send(payload)
+            if self._urgent is not None:
+                self._urgent()
 
     def _auth(self, token: str, rid: RequestId) -> None:
         # The reply names why, never the token itself.

@@ -102,3 +102,42 @@ def test_upkeep_forgets_quiet_streams_nobody_wants() -> None:
     fresh = broker.read_now(quiet, Position(1, old_epoch))
     assert not fresh.recovered and fresh.position is not None
     assert fresh.position.epoch != old_epoch and fresh.position.offset == 0
+
+
+def test_each_item_is_published_once_per_stream_while_its_ledger_keeps_it() -> None:
+    clock = Clock()
+    broker = MemoryBroker(Retention(size=10, ttl=60, max_size=10), clock)
+    got = bound(broker)
+    room = room_topic("desk")
+    broker.demand(room)
+    prefix, suffix = b'{"type":"data","data":[', b"]}"
+    broker.publish_items(room, prefix, [("a", b"1"), ("b", b"2")], suffix, 30)
+    # A feed started again where the stream was delivered to re-reads "b".
+    broker.publish_items(room, prefix, [("b", b"2"), ("c", b"3")], suffix, 30)
+    broker.publish_items(room, prefix, [("c", b"3")], suffix, 30)  # nothing new: nothing sent
+    assert [(m["data"], o) for _, m, o in got] == [([1, 2], 1), ([3], 2)]
+    clock.now = 31  # "a" left the ledger with its expiry
+    broker.publish_items(room, prefix, [("a", b"1")], suffix, 30)
+    assert got[-1][1]["data"] == [1]
+
+
+def test_a_wallet_stream_starts_again_where_it_was_delivered_to() -> None:
+    clock = Clock()
+    broker = MemoryBroker(Retention(size=10, ttl=60, max_size=10), clock)
+    wallet = "0x" + "a1" * 20
+    fills = CATALOG.resolve(
+        "user_fills", {"userId": "u"}, Principal("u", wallets=frozenset({wallet}))
+    )
+    assert broker.starts(fills) == {}
+    broker.delivered("user_fills", wallet, 5_000)
+    broker.delivered("user_fills", wallet, 4_000)  # never backwards
+    assert broker.starts(fills) == {wallet: 5_000}
+    assert broker.starts(room_topic("desk")) == {}  # no wallets, no positions
+    broker.demand(fills)
+    clock.now = 200.0
+    broker.upkeep()
+    assert broker.starts(fills) == {wallet: 5_000}  # wanted: kept
+    broker.drop(fills)
+    clock.now = 400.0
+    broker.upkeep()
+    assert broker.starts(fills) == {}  # nobody wants it, quiet for the window: forgotten

@@ -5,8 +5,11 @@ from __future__ import annotations
 import shutil
 import time
 
+import eth_account
 import pytest
+from hyperliquid.utils.signing import sign_l1_action
 
+from hlgateway.simulator import Simulator
 from tests.client.support import NodeDriver, PortGateway
 from tests.helpers import ALICE_WALLET, SECRET, alice_token, free_port, token
 
@@ -125,3 +128,49 @@ async def test_send_queue_is_bounded(gateway: PortGateway) -> None:
         assert not full["ok"] and full["name"] == "SendQueueFullError"
     finally:
         await node.stop()
+
+
+async def test_post_relays_a_signed_order_and_resolves_to_the_answer(
+    gateway: PortGateway, simulator: Simulator
+) -> None:
+    """The JS client's post(): keys go out in the order given (the signature covers them),
+    the promise resolves to post_result; a refusal rejects with the code."""
+    account = eth_account.Account.from_key(simulator.local_account.key)
+    px = round(float(simulator.world.market.mid("ETH")) * 0.9, 1)
+    action = {
+        "type": "order",
+        "orders": [
+            {
+                "a": 1,
+                "b": True,
+                "p": f"{px:g}",
+                "s": "0.2",
+                "r": False,
+                "t": {"limit": {"tif": "Gtc"}},
+            }
+        ],
+        "grouping": "na",
+    }
+    nonce = time.time_ns() // 1_000_000
+    request = {
+        "action": action,
+        "nonce": nonce,
+        "signature": sign_l1_action(account, action, None, nonce, None, False),
+    }
+    trader = token("trader", wallets=[account.address], trade=True)
+    node = await NodeDriver.start(gateway.http, gateway.ws, {"token": trader})
+    reader = await NodeDriver.start(gateway.http, gateway.ws, {"token": alice_token()})
+    try:
+        await node.event("welcome")
+        node.tell(op="post", request=request)
+        answer = await node.event("result", op="post")
+        assert answer["ok"] and answer["value"]["type"] == "post_result"
+        assert answer["value"]["status"] == "ok"
+        assert "resting" in answer["value"]["response"]["data"]["statuses"][0]
+        await reader.event("welcome")
+        reader.tell(op="post", request=request)
+        refused = await reader.event("result", op="post")
+        assert (refused["ok"], refused["code"]) == (False, "FORBIDDEN")
+    finally:
+        await node.stop()
+        await reader.stop()

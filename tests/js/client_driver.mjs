@@ -85,6 +85,7 @@ lines.on('line', (line) => {
       case 'subscribe': results('subscribe', client.subscribe(cmd.channel, cmd.params || {}, { since: cmd.since })); break;
       case 'unsubscribe': results('unsubscribe', client.unsubscribe(cmd.channel, cmd.params || {})); break;
       case 'ping': results('ping', client.ping()); break;
+      case 'post': results('post', client.post(cmd.request)); break;
       case 'send': client.send(cmd.message); report('result', { op: 'send', ok: true }); break;
       case 'keys': report('keys', { keys: [...client.subscriptions.keys()] }); break;
       case 'close': client.close(); report('result', { op: 'close', ok: true }); break;

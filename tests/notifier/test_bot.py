@@ -17,6 +17,7 @@ from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
+from hlgateway.simulator.listing import Listing
 from tests.helpers import eventually, free_port
 from tests.notifier.conftest import NotifierFactory
 from tests.notifier.fakebot import Failure, FakeBotApi, visible_text
@@ -25,9 +26,13 @@ WALLET = "0x" + "d1" * 20
 CHAT = 1001
 
 
+# The gateway names spot pairs BASE/QUOTE (Hyperliquid's `@107` is HYPE/USDC).
+PAIRS = {pair.coin: pair.display_name for pair in Listing().pairs}
+
+
 def fill_prefix(f: dict[str, Any]) -> str:
     verb = "Bought" if f["side"] == "B" else "Sold"
-    return f"{verb} {f['sz']} {f['coin']} @ {f['px']}"
+    return f"{verb} {f['sz']} {PAIRS.get(f['coin'], f['coin'])} @ {f['px']}"
 
 
 def fill_lines(bot: FakeBotApi, chat: int) -> list[str]:
@@ -455,9 +460,11 @@ async def test_without_an_info_url_the_notifier_learns_it_from_the_gateway(
     asked: list[str] = []
     real = notifier.history.fills_since
 
-    async def noted(info_url: str, wallet: str, start_ms: int) -> list[dict[str, Any]]:
+    async def noted(
+        info_url: str, wallet: str, start_ms: int, names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         asked.append(info_url)
-        return await real(info_url, wallet, start_ms)
+        return await real(info_url, wallet, start_ms, names)
 
     monkeypatch.setattr(notifier.history, "fills_since", noted)
     await notifier.start()

@@ -43,6 +43,7 @@ def test_each_worker_gets_its_share_of_the_per_ip_budgets() -> None:
     assert shares["HLGATEWAY_UPSTREAM_MAX_WALLETS"] == str(
         max(1, settings.upstream_max_wallets // 4)
     )
+    assert shares["HLGATEWAY_POST_MAX_IN_FLIGHT"] == str(settings.post_max_in_flight // 4)
     assert all(int(v) >= 1 for v in shares.values())
 
 

@@ -109,7 +109,7 @@ BAD_INPUT = [
     ('{"type":42,"id":"e1"}', "INVALID_MESSAGE"),
     ('{"type":"subscribe","channel":7,"id":"e1"}', "INVALID_MESSAGE"),
     ('{"type":"teleport","id":"e1"}', "UNKNOWN_TYPE"),
-    ('{"type":"subscribe","channel":"candles","id":"e1"}', "UNKNOWN_CHANNEL"),
+    ('{"type":"subscribe","channel":"klines","id":"e1"}', "UNKNOWN_CHANNEL"),
     (
         '{"type":"subscribe","channel":"orderbook","params":{"symbol":"BTC","depth":99},"id":"e1"}',
         "INVALID_PARAMS",

@@ -184,3 +184,46 @@ async def test_admin_reads_a_user_by_id_alone(simulator: Simulator) -> None:
         await admin.close()
     finally:
         await srv.stop()
+
+
+async def test_a_stream_unsubscribed_and_recovered_later_misses_nothing_meanwhile(
+    simulator: Simulator,
+) -> None:
+    """An unsubscribe ends the feed at once; the stream's history stays for the window.
+    A client that comes back with `since` then gets `recovered: true` and the fills of
+    the time no feed ran too: the feed starts again where the wallet's stream had been
+    delivered to, not at the resubscribe."""
+    srv = GatewayServer(sim_endpoint(simulator), make_settings())
+    await srv.start()
+    client = await Client.connect(srv.ws, alice_token())
+    unsubscribe = {"type": "unsubscribe", "channel": "user_fills", "params": {"userId": "alice"}}
+    try:
+        await client.recv()
+        await client.request(dict(FILLS))
+        await client.recv_until(lambda m: len(fill_ids(data(client.seen, "user_fills"))) >= 1)
+        await client.request(dict(unsubscribe))
+        before = data(client.seen, "user_fills")
+        first = before[0]["data"]["fills"][0]["timestamp"]
+        stopped = time.time() * 1000
+
+        def fills_since(ms: float) -> list[int]:
+            fills = simulator.ledger(ALICE_WALLET)["fills"]
+            return [f["tid"] for f in fills if f["time"] > ms]
+
+        await eventually(lambda: bool(fills_since(stopped + 200)), 20)
+        client.seen.clear()
+        reply = await client.request({**FILLS, "since": since(before)})
+        assert reply["recovered"] is True and reply["epoch"] == before[-1]["epoch"]
+        expected = fills_since(first - 1)  # from the first delivered, through the gap
+        got: list[int] = []
+
+        def received() -> bool:
+            got[:] = fill_ids(before) + fill_ids(data(client.seen, "user_fills"))
+            return set(expected) <= set(got)
+
+        await client.recv_until(lambda m: received())
+        assert [tid for tid in got if tid in expected] == expected  # each once, in order
+        assert len(got) == len(set(got))
+    finally:
+        await client.close()
+        await srv.stop()

@@ -240,6 +240,17 @@ async def test_agents_act_for_the_account_that_approved_them(
         second.address.lower(): "",
         named.address.lower(): "desk",
     }
+    # Whose agent an address is, as the info API says it (userRole, extraAgents).
+    role = await info(session, sim, {"type": "userRole", "user": second.address})
+    assert role == {"role": "agent", "data": {"user": trader.address.lower()}}
+    assert await info(session, sim, {"type": "userRole", "user": first.address}) == {
+        "role": "missing"  # retired
+    }
+    assert await info(session, sim, {"type": "userRole", "user": trader.address}) == {
+        "role": "user"
+    }
+    (extra,) = await info(session, sim, {"type": "extraAgents", "user": trader.address})
+    assert (extra["name"], extra["address"]) == ("desk", named.address.lower())
     # An agent signs trading actions only: a transfer it signs is a stranger's.
     nonce = Nonce.next()
     send: Body = {"destination": trader.address, "amount": "1", "time": nonce, "type": "usdSend"}
@@ -247,6 +258,12 @@ async def test_agents_act_for_the_account_that_approved_them(
     _, answer = await post(session, sim, {"action": send, "nonce": nonce, "signature": signature})
     assert answer["response"] == f"User or API Wallet {second.address.lower()} does not exist."
     assert row["oid"]
+
+
+async def info(session: aiohttp.ClientSession, sim: Simulator, body: Body) -> Any:
+    async with session.post(sim.http_url + "/info", json=body) as resp:
+        assert resp.status == 200
+        return await resp.json()
 
 
 async def test_transfers_move_simulated_dollars(
@@ -305,3 +322,32 @@ async def test_ws_post_answers_then_streams_the_order(
         }
     stats = sim.stats()["actions"]
     assert stats == {"ok": 1, "err": 0, "malformed": 1}
+
+
+async def test_modify_and_schedule_cancel_answer_as_hyperliquid_does(
+    sim: Simulator, session: aiohttp.ClientSession, trader: LocalAccount
+) -> None:
+    px = await far_bid(session, sim)
+    placed = await ok(session, sim, signed(trader, order_action(px)))
+    oid = placed["response"]["data"]["statuses"][0]["resting"]["oid"]
+    wire = order_action(px - 1)["orders"][0]
+    # `modify` (one order) answers "default"; an unknown oid is an error of the action.
+    modified = await ok(session, sim, signed(trader, {"type": "modify", "oid": oid, "order": wire}))
+    assert modified == {"status": "ok", "response": {"type": "default"}}
+    _, answer = await post(
+        session, sim, signed(trader, {"type": "modify", "oid": oid, "order": wire})
+    )
+    assert answer == {"status": "err", "response": "Cannot modify canceled or filled order"}
+    (row,) = await open_orders(session, sim, trader.address)
+    assert row["oid"] != oid and row["limitPx"] == f"{px - 1:.1f}"
+    # The dead man's switch: at least 5 s ahead, or unset.
+    now = Nonce.next()
+    _, early = await post(
+        session, sim, signed(trader, {"type": "scheduleCancel", "time": now + 1000})
+    )
+    assert early["status"] == "err" and "at least 5 seconds" in early["response"]
+    scheduled = await ok(
+        session, sim, signed(trader, {"type": "scheduleCancel", "time": now + 60_000})
+    )
+    assert scheduled == {"status": "ok", "response": {"type": "default"}}
+    assert await ok(session, sim, signed(trader, {"type": "scheduleCancel"})) == scheduled

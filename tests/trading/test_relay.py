@@ -86,7 +86,11 @@ async def trading(server: GatewayServer, trader: LocalAccount) -> AsyncIterator[
 
 
 async def test_a_post_is_relayed_and_answered_as_hyperliquid_answers(
-    trading: Client, simulator: Simulator, trader: LocalAccount, caplog: pytest.LogCaptureFixture
+    trading: Client,
+    server: GatewayServer,
+    simulator: Simulator,
+    trader: LocalAccount,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="hlgateway.trading")
     request = signed(trader, order_action(far_bid(simulator), cloid="0x" + "0f" * 16))
@@ -103,6 +107,9 @@ async def test_a_post_is_relayed_and_answered_as_hyperliquid_answers(
     assert f"action=order nonce={request['nonce']}" in lines[0] and "status=ok" in lines[0]
     signature = request["signature"]
     assert signature["r"][2:] not in caplog.text and signature["s"][2:] not in caplog.text
+    metrics = server.gateway.metrics.render().decode()
+    assert 'hlgateway_posts_total{outcome="ok"} 1.0' in metrics
+    assert "hlgateway_post_seconds_count 1.0" in metrics
 
 
 async def test_hyperliquids_refusals_come_back_as_they_are(
@@ -250,10 +257,16 @@ async def test_one_users_flood_is_refused_at_once_and_does_not_starve_another(
         await server.stop()
 
 
-def post_link_id(simulator: Simulator) -> int:
-    """The gateway's order-entry link at the simulator: the one with no subscriptions."""
-    (link,) = [link for link in simulator.links() if not link["subscriptions"]]
-    return int(link["id"])
+async def post_link_id(server: GatewayServer, simulator: Simulator) -> int:
+    """The gateway's order-entry link at the simulator, found by its local port."""
+    link = server.gateway.upstream.post_link
+    assert link is not None
+    await eventually(lambda: link.state.value == "connected")
+    ws = link._ws  # the aiohttp client socket of the connection that is up
+    assert ws is not None
+    port = ws.get_extra_info("sockname")[1]
+    (found,) = [entry for entry in simulator.links() if entry["port"] == port]
+    return int(found["id"])
 
 
 async def test_a_link_lost_during_a_post_answers_err_and_the_order_is_found_by_cloid(
@@ -267,8 +280,7 @@ async def test_a_link_lost_during_a_post_answers_err_and_the_order_is_found_by_c
         )
         px = far_bid(simulator)
         assert (await post(client, signed(trader, order_action(px))))["status"] == "ok"
-        await eventually(lambda: len(simulator.links()) >= 2)
-        link = post_link_id(simulator)
+        link = await post_link_id(server, simulator)
         # The simulator executes the next post but its answer is withheld; then the link drops.
         simulator.stall({}, 30.0, link=link, silence_pongs=True)
         cloid = "0x" + "1c" * 16
@@ -330,7 +342,7 @@ async def test_the_in_flight_limit_refuses_at_once(
         await client.recv_type("welcome")
         px = far_bid(simulator)
         assert (await post(client, signed(trader, order_action(px))))["status"] == "ok"
-        simulator.stall({}, 30.0, link=post_link_id(simulator), silence_pongs=True)
+        simulator.stall({}, 30.0, link=await post_link_id(server, simulator), silence_pongs=True)
         for i in range(3):
             request = signed(trader, order_action(px))
             await client.send({"type": "post", "id": f"p{i}", "request": request})

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hlgateway.backoff import Backoff
-from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS
+from hlgateway.protocol.channels import USER_FILLS, USER_LEDGER, USER_ORDERS
 from hlgateway.upstream import wire
 from hlgateway.upstream.rest import RestError
 from hlgateway.upstream.wallets import GAP_MARGIN_MS, WalletFeeds
@@ -23,6 +23,14 @@ W = "0x" + "ab" * 20
 
 def fill(tid: int, oid: int, size: float, ts: int) -> wire.Fill:
     return wire.Fill(tid, oid, "BTC", "buy", 100.0, size, 0.01, 0.0, ts, W)
+
+
+def deposit(n: int, ts: int) -> wire.LedgerEvent:
+    return wire.ledger_event(ts, f"0x{n:064x}", {"type": "deposit", "usdc": f"{n}.0"}, W)
+
+
+def funding(coin: str, ts: int) -> wire.LedgerEvent:
+    return wire.funding_event(ts, coin, "-0.5", "1.0", "0.0001", W)
 
 
 def order(oid: int, status: str, remaining: float, ts: int, amount: float = 1.0) -> wire.Order:
@@ -36,6 +44,7 @@ class FakeRest:
     def __init__(self) -> None:
         self.fills: list[wire.Fill] = []
         self.history: list[wire.HistoricalOrder] = []
+        self.ledger: list[wire.LedgerEvent] = []
         self.calls: list[tuple[str, int | None]] = []
         self.release: asyncio.Event | None = None
         self.failures = 0  # the next calls that fail
@@ -60,6 +69,11 @@ class FakeRest:
     async def account(self, user: str) -> wire.Account:
         raise AssertionError("not asked in these tests")
 
+    async def ledger_since(self, user: str, start_ms: int) -> list[wire.LedgerEvent]:
+        self.calls.append(("ledger", start_ms))
+        await self._turn()
+        return [e for e in self.ledger if e.time >= start_ms]
+
 
 class Emitted:
     def __init__(self) -> None:
@@ -73,6 +87,9 @@ class Emitted:
 
     def emit_account(self, account: wire.Account) -> None:
         self.log.append(("account",))
+
+    def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None:
+        self.log.append(("ledger", [e.id for e in events]))
 
 
 class Upstream:
@@ -246,3 +263,82 @@ async def test_wallets_beyond_the_websocket_limit_are_polled(extra: int) -> None
     assert [h.feeds.mode_of(w) for w in wallets] == ["ws", "ws"] + ["poll"] * extra
     assert len(h.upstream.subscriptions) == 2
     assert h.feeds.modes_summary()["restPolled"] == extra
+
+
+LEDGER_ACKS = (
+    {"type": "userNonFundingLedgerUpdates", "user": W},
+    {"type": "userFundings", "user": W},
+)
+
+
+def entries(stream: str, snapshot: bool, *events: wire.LedgerEvent) -> wire.LedgerEntries:
+    return wire.LedgerEntries(W, stream, snapshot, list(events))
+
+
+async def test_ledger_streams_each_prime_then_deliver_every_event_once() -> None:
+    h = Harness()
+    h.feeds.attach(USER_LEDGER, W)
+    assert h.upstream.subscriptions == list(LEDGER_ACKS)
+    for ack in LEDGER_ACKS:
+        h.feeds.on_ack(ack, gap_from_ms=None)
+    assert not h.feeds.recovering()  # first subscribes: their snapshots cover it
+    # Each stream's first snapshot: only what happened from the topic's start (1_000).
+    h.feeds.on_ledger(
+        entries("userNonFundingLedgerUpdates", True, deposit(1, 900), deposit(2, 1_100))
+    )
+    h.feeds.on_ledger(entries("userFundings", True, funding("BTC", 800), funding("ETH", 1_200)))
+    assert h.out.log == [
+        ("ledger", [deposit(2, 1_100).id]),
+        ("ledger", [funding("ETH", 1_200).id]),
+    ]
+    # A later snapshot (a resubscribe) and live frames: only what is new.
+    h.feeds.on_ledger(
+        entries("userNonFundingLedgerUpdates", True, deposit(2, 1_100), deposit(3, 1_300))
+    )
+    h.feeds.on_ledger(entries("userFundings", False, funding("ETH", 1_200), funding("SOL", 1_400)))
+    assert h.out.log[2:] == [
+        ("ledger", [deposit(3, 1_300).id]),
+        ("ledger", [funding("SOL", 1_400).id]),
+    ]
+
+
+async def test_a_gap_in_the_ledger_is_read_from_rest_before_the_held_live_events() -> None:
+    h = Harness()
+    h.feeds.attach(USER_LEDGER, W)
+    for ack in LEDGER_ACKS:
+        h.feeds.on_ack(ack, gap_from_ms=None)
+    h.feeds.on_ledger(entries("userNonFundingLedgerUpdates", True, deposit(1, 1_100)))
+    # The link dropped at 5_000; a deposit and a funding payment happened meanwhile.
+    h.rest.release = asyncio.Event()
+    h.rest.ledger = [deposit(1, 1_100), deposit(2, 5_500), funding("BTC", 6_000)]
+    h.feeds.on_ack(LEDGER_ACKS[0], gap_from_ms=5_000)
+    await asyncio.sleep(0)
+    assert h.feeds.recovering()
+    h.feeds.on_ledger(entries("userNonFundingLedgerUpdates", True, deposit(2, 5_500)))
+    h.feeds.on_ledger(entries("userNonFundingLedgerUpdates", False, deposit(3, 7_000)))
+    assert h.out.log == [("ledger", [deposit(1, 1_100).id])]  # held
+    h.rest.release.set()
+    await h.settle()
+    assert h.out.log[1:] == [
+        ("ledger", [deposit(2, 5_500).id, funding("BTC", 6_000).id]),
+        ("ledger", [deposit(3, 7_000).id]),
+    ]
+    assert h.rest.calls == [("ledger", 1_100 - GAP_MARGIN_MS)]
+    assert h.feeds.ledger_recovered == 2
+
+
+async def test_a_polled_wallets_ledger_comes_from_rest_once() -> None:
+    h = Harness()
+    h.feeds.max_ws_wallets = 0
+    h.rest.ledger = [deposit(1, 900), deposit(2, 1_200)]
+    h.feeds.attach(USER_LEDGER, W)
+    assert h.feeds.mode_of(W) == "poll" and h.upstream.subscriptions == []
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert h.out.log == [("ledger", [deposit(2, 1_200).id])]
+    h.rest.ledger.append(funding("BTC", 1_300))
+    h.now_ms = 2_000
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert h.out.log == [("ledger", [deposit(2, 1_200).id]), ("ledger", [funding("BTC", 1_300).id])]
+    await h.feeds.stop()

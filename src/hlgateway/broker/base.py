@@ -9,8 +9,9 @@ What an engine keeps depends on the topic's kind (protocol/channels.py):
 - lossless streams (trades, user orders and fills, rooms) get an `offset` and
   an `epoch` spliced into every payload, and a bounded history that `read`
   serves to a client coming back with `since`;
-- snapshot streams (prices, books, accounts) keep their latest payload, which
-  `read` serves to every new subscriber;
+- snapshot streams (prices, books, accounts, candles...) keep their latest
+  payload, which `read` serves to every new subscriber (or, for an update that
+  is not a whole snapshot, the whole one published beside it: `retained`);
 - notices (`system`) are passed on and not kept.
 
 The memory and Redis engines are two modules behind this interface
@@ -110,6 +111,7 @@ class BrokerStats:
     read_failures: int = 0  # reads that failed and answered live data only
     rewound: int = 0  # streams found behind what this node had seen (lost writes): new epoch
     new_epochs: int = 0  # times a delivered stream went on in a new epoch on this node
+    write_failures: int = 0  # writes to the store that failed (retried)
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def health(self) -> dict[str, Any]:
@@ -125,6 +127,7 @@ class BrokerStats:
             "readFailures": self.read_failures,
             "rewound": self.rewound,
             "newEpochs": self.new_epochs,
+            "commitFailures": self.write_failures,
         }
         return {
             "engine": self.engine,
@@ -138,6 +141,11 @@ class BrokerStats:
 def node_name() -> str:
     """A node name unique in a fleet: host, process and a little randomness."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class EngineStartError(RuntimeError):
+    """The engine cannot start as configured (a state directory held by another
+    process, a store of a newer schema); the message says why and what to do."""
 
 
 def with_position(payload: bytes, offset: int, epoch: str) -> bytes:
@@ -167,9 +175,14 @@ class Broker(ABC):
         """Disconnect from the backing service, if any."""
 
     @abstractmethod
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         """Position (lossless), keep, and deliver a complete data message to every
-        node that wants the topic. Never blocks; never re-encodes per node."""
+        node that wants the topic. Never blocks; never re-encodes per node.
+
+        `retained`, for a snapshot stream: what to keep for new subscribers instead
+        of `payload`, when `payload` is an update that is not a whole snapshot (a
+        `candles` update carries the current candle; a new subscriber gets the last
+        500). Subscribers already there get `payload` only."""
 
     def publish_items(
         self,

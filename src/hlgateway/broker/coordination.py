@@ -95,9 +95,11 @@ class LocalCoordinator(Coordinator):
         self,
         feeds: FeedControl,
         starts: Callable[[Topic], Mapping[str, int]] = lambda _: {},
+        on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self._feeds = feeds
-        self._starts = starts
+        self._starts = starts  # the engine's: where each wallet's feed starts
+        self._on_stop = on_stop  # the engine's: what it does once feeding stops
         self._feeding: dict[Topic, None] = {}
         self._stopped = False
 
@@ -114,6 +116,7 @@ class LocalCoordinator(Coordinator):
 
     async def stop(self) -> None:
         self._stopped = True
+        self._on_stop()
         feeding, self._feeding = self._feeding, {}
         for topic in feeding:
             self._feeds.on_last(topic)

@@ -30,10 +30,16 @@ import msgspec
 from hlgateway.broker import scripts
 from hlgateway.broker.coordination import CoordinationStats, Coordinator, FeedControl
 from hlgateway.broker.leases import Command, Event, Lease, LeaseTiming
-from hlgateway.broker.redis import PREFIX, RedisBroker
+from hlgateway.broker.redis import PREFIX, WANTED_KEY, RedisBroker, position_key
 from hlgateway.broker.redis_shard import UNAVAILABLE, evalsha
 from hlgateway.broker.topics import decode_topic, encode_topic, topic_id
-from hlgateway.protocol.channels import MARKET_CHANNELS, USER_CHANNELS, Topic
+from hlgateway.protocol.channels import (
+    MARKET_CHANNELS,
+    USER_CHANNELS,
+    USER_FILLS,
+    USER_ORDERS,
+    Topic,
+)
 from hlgateway.protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,8 @@ class LeaseCoordinator(Coordinator):
         self.timing = timing or LeaseTiming()
         self._clock = clock
         self._local: dict[Topic, None] = {}
+        self._unwanted: set[Topic] = set()  # lossless topics let go of here: off the wanted set
+        self._stopped = False
         self._fresh: set[Topic] = set()  # local demand not yet written
         self._demanded: set[Topic] = set()  # every node's, as last read
         self._leases: dict[Topic, Lease] = {}
@@ -97,9 +105,14 @@ class LeaseCoordinator(Coordinator):
         self._wake.set()
 
     def unwant(self, topic: Topic) -> None:
-        # Its demand in Redis expires by itself (other nodes may want it too).
+        # Its demand in Redis expires by itself (other nodes may want it too). Off the
+        # set a restarted fleet resumes (another node that wants it puts it back), but
+        # not at a shutdown: what is wanted then is what the next start resumes.
         self._local.pop(topic, None)
         self._fresh.discard(topic)
+        if topic.lossless and not self._stopped:
+            self._unwanted.add(topic)
+            self._wake.set()
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -107,6 +120,7 @@ class LeaseCoordinator(Coordinator):
 
     async def stop(self) -> None:
         """Stop feeding and give the leases back, so others take over at once."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -143,34 +157,50 @@ class LeaseCoordinator(Coordinator):
         now = self._clock()
         broker = self._broker
         fresh, self._fresh = self._fresh, set()
+        unwanted, self._unwanted = self._unwanted, set()
         try:
-            if broker.connected and (fresh or now - self._last_refresh >= DEMAND_REFRESH):
-                await self._write_demand(now)
+            if broker.connected and (
+                fresh or unwanted or now - self._last_refresh >= DEMAND_REFRESH
+            ):
+                await self._write_demand(now, unwanted)
             if broker.connected and (fresh or now - self._last_scan >= SCAN_EVERY):
                 await self._scan(now)
         except BaseException:
             self._fresh |= fresh  # written next time
+            self._unwanted |= unwanted
             raise
         await self._drive(self._clock())
 
-    async def _write_demand(self, now: float) -> None:
+    async def _write_demand(self, now: float, unwanted: set[Topic] | None = None) -> None:
         topics = list(self._local)
         self._last_refresh = now
-        if not topics:
+        gone = [encode_topic(t) for t in unwanted or () if t not in self._local]
+        if not topics and not gone:
             return
         wall_ms = time.time_ns() // 1_000_000
         expiry = wall_ms + int(DEMAND_TTL * 1000)
         keep_ms = int(DEMAND_TTL * 2000)
+        # Lossless topics stay in the wanted set for the linger window after the last
+        # node that wanted them went: what a fleet restarted after dying resumes.
+        linger_ms = int(self._broker.retention.ttl * 1000)
+        lossless = {encode_topic(t): wall_ms + linger_ms for t in topics if t.lossless}
 
         def write(pipe: Any) -> None:
-            pipe.zadd(DEMAND_KEY, {encode_topic(t): expiry for t in topics})
-            # Entries expire by score, pruned by the next scan; the key itself goes
-            # once no node has refreshed it, not kept forever after the fleet stops.
-            pipe.pexpire(DEMAND_KEY, keep_ms)
+            if topics:
+                pipe.zadd(DEMAND_KEY, {encode_topic(t): expiry for t in topics})
+                # Entries expire by score, pruned by the next scan; the key itself goes
+                # once no node has refreshed it, not kept forever after the fleet stops.
+                pipe.pexpire(DEMAND_KEY, keep_ms)
             for topic in topics:
-                # The topic's first demand anywhere: where a new holder starts.
+                # The topic's first demand anywhere: where a new holder starts when no
+                # position of its wallets was kept.
                 pipe.set(start_key(topic), wall_ms, nx=True, px=keep_ms)
                 pipe.pexpire(start_key(topic), keep_ms)
+            if gone:
+                pipe.zrem(WANTED_KEY, *gone)
+            if lossless:
+                pipe.zadd(WANTED_KEY, lossless)
+                pipe.pexpire(WANTED_KEY, linger_ms)
 
         await self._broker.shard.pipeline(write)
 
@@ -242,17 +272,26 @@ class LeaseCoordinator(Coordinator):
         return [bool(result) for result in await self._broker.shard.pipeline(build)]
 
     async def _start_feeds(self, topics: list[Topic]) -> None:
+        """Each wallet's feed starts where its stream was delivered to (by whichever node
+        fed it last, before a handover or the death of every node); without such a
+        position, from the topic's first demand; without that, from now. The shared
+        ledger drops what was published before."""
         wall_ms = time.time_ns() // 1_000_000
-        keys = [start_key(t) for t in topics]
-        starts: list[Any]
+        keys: list[str | bytes] = [start_key(t) for t in topics]
+        positioned = [t for t in topics if t.channel in (USER_FILLS, USER_ORDERS)]
+        wallets = [(t.channel, w) for t in positioned for w in t.wallets]
+        keys += [position_key(channel, wallet) for channel, wallet in wallets]
+        stored: list[Any]
         try:
-            starts = await self._broker.shard.command(lambda client: client.mget(keys))
+            stored = await self._broker.shard.command(lambda client: client.mget(keys))
         except UNAVAILABLE:
-            starts = [None] * len(topics)
+            stored = [None] * len(keys)
+        starts, found = stored[: len(topics)], stored[len(topics) :]
+        positions = {key: int(ms) for key, ms in zip(wallets, found, strict=True) if ms is not None}
         for topic, start in zip(topics, starts, strict=True):
-            # The feed never reaches further back than its ledgers remember.
-            since = int(start) if start is not None else wall_ms
-            self._start_feed(topic, {wallet: since for wallet in topic.wallets})
+            first = int(start) if start is not None else wall_ms
+            since = {w: positions.get((topic.channel, w), first) for w in topic.wallets}
+            self._start_feed(topic, since)
 
     def _start_feed(self, topic: Topic, since: dict[str, int]) -> None:
         if topic in self.feeding:

@@ -56,6 +56,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
+import msgspec
 
 from hlgateway import reconnect
 from hlgateway.backoff import Backoff
@@ -64,7 +65,7 @@ from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Rete
 from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard, evalsha
 from hlgateway.broker.replicated import Entry, ReplicatedLane
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
-from hlgateway.broker.topics import topic_id
+from hlgateway.broker.topics import decode_topic, topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
 from hlgateway.protocol.channels import Topic
 from hlgateway.protocol.positions import Position
@@ -82,7 +83,24 @@ CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it 
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away (per connection)
 IN_FLIGHT = 1024  # publications written and not yet answered
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
+# A snapshot-stream message that is an update, not the whole snapshot (candles):
+# its PUB/SUB payload starts with this byte (a data message starts with `{`).
+UPDATE_MARK = b"~"
 UNAVAILABLE_EPOCH = "unavailable"
+# What the fleet wants, kept past the death of every node (a sorted set of topic
+# specs scored by expiry: the linger window after the last node that wanted them):
+# a node starting finds there what to feed again (`resume`).
+WANTED_KEY = f"{PREFIX}:wanted"
+POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that moved
+POSITION_KEEP_MS = 24 * 3600 * 1000  # as far back as a feed may start (its ledgers' memory)
+# A queue entry that writes a delivery position (its key as the prefix, its ms as the
+# keep): on the publishing connection, after the publications it covers.
+POSITION = Topic("position", b"{}")
+
+
+def position_key(channel: str, wallet: str) -> bytes:
+    """Where a wallet's user stream (`channel`) was delivered up to, by whichever node."""
+    return f"{PREFIX}:pos:{channel}:{wallet}".encode()
 
 
 def new_epoch() -> str:
@@ -104,6 +122,8 @@ class _Keys:
         self.channel = f"{PREFIX}:{db}:{tid}".encode()
 
 
+# (topic, prefix or snapshot payload, items, suffix or the snapshot to retain if
+# another, ledger keep ms): one publication (or a delivery position: POSITION).
 _Entry = Entry
 
 
@@ -132,7 +152,7 @@ class RedisBroker(Broker):
         if self.shard.min_replicas > 0:
             self._lane = ReplicatedLane(
                 self.shard.min_replicas,
-                store=functools.partial(self._lossless_command, commit=False),
+                store=self._stored_command,
                 commit=self._commit_command,
                 committed=self._known,
                 refused=self._refused,
@@ -164,6 +184,9 @@ class RedisBroker(Broker):
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_refresh = 0.0
+        self._positions: dict[tuple[str, str], int] = {}  # delivered up to (this node's feeds)
+        self._moved: set[tuple[str, str]] = set()  # positions not yet written
+        self._last_positions = 0.0
         self._counts: collections.Counter[str] = collections.Counter()
 
     # -- keys ---------------------------------------------------------------
@@ -361,17 +384,17 @@ class RedisBroker(Broker):
         self._seen[topic] = (epoch, offset, time.monotonic())
 
     # -- publishing -----------------------------------------------------------
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         if topic.lossless:
             unique = f"u{self._unique_prefix}{next(self._unique)}"
             self._enqueue(topic, b"", [(unique, payload)], b"", int(UNIQUE_KEEP * 1000))
         elif topic.snapshot:
             if not self.connected:
                 # Keep serving this node's subscribers while Redis is away.
-                self._latest[topic] = payload
+                self._latest[topic] = payload if retained is None else retained
                 self._deliver(topic, payload, 0)
                 return
-            self._enqueue(topic, payload, [], b"", 0)
+            self._enqueue(topic, payload, [], retained or b"", 0)
         else:
             # Notices (`system`) are about this node: they stay on it.
             self._deliver(topic, payload, 0)
@@ -395,7 +418,8 @@ class RedisBroker(Broker):
         suffix: bytes,
         keep_ms: int,
     ) -> None:
-        if self._lane is not None and topic.lossless:
+        if self._lane is not None and (topic.lossless or topic is POSITION):
+            # A delivery position goes with the publications it covers, after them.
             self._lane.enqueue((topic, prefix, items, suffix, keep_ms))
             return
         queue = self._queue
@@ -425,12 +449,20 @@ class RedisBroker(Broker):
         for _ in range(count):
             entry = queue.popleft()
             in_flight.append(entry)
-            topic, prefix = entry[0], entry[1]
+            topic, prefix, _, suffix, _ = entry
+            if topic is POSITION:
+                chunks.append(self._position_command(entry))
+                replies.append(self._answered)
+                continue
+            keys = self.keys(topic)
             if topic.lossless:
                 chunks.append(self._lossless_command(entry, commit=True))
                 replies.append(self._answered)
+            elif suffix:  # an update, with the snapshot to retain as `suffix`
+                chunks.append(encode("SET", keys.latest, suffix, "PX", ttl_ms))
+                chunks.append(encode("PUBLISH", keys.channel, UPDATE_MARK + prefix))
+                replies += (self._answered_part, self._answered)
             else:  # a snapshot: its payload travels as `prefix`
-                keys = self.keys(topic)
                 chunks.append(encode("SET", keys.latest, prefix, "PX", ttl_ms))
                 chunks.append(encode("PUBLISH", keys.channel, prefix))
                 replies += (self._answered_part, self._answered)
@@ -463,6 +495,18 @@ class RedisBroker(Broker):
             args += (item_id, item)
         return encode(*args)
 
+    def _position_command(self, entry: _Entry) -> bytes:
+        """A delivery position (POSITION): its key as the prefix, its ms as the keep."""
+        return encode("SET", entry[1], entry[4], "PX", POSITION_KEEP_MS)
+
+    def _stored_command(self, entry: _Entry) -> bytes:
+        """What the replicated lane writes for an entry: a lossless publication
+        stored (committed once the replicas have it), or a delivery position,
+        which must follow the publications it covers."""
+        if entry[0] is POSITION:
+            return self._position_command(entry)
+        return self._lossless_command(entry, commit=False)
+
     def _commit_command(self, topic: Topic, upto: int) -> bytes:
         keys = self.keys(topic)
         return encode("EVALSHA", scripts.COMMIT.sha, 2, keys.meta, keys.stream, keys.channel, upto)
@@ -481,7 +525,7 @@ class RedisBroker(Broker):
             return  # retried on the next connection
         if self._in_flight:
             entry = self._in_flight.popleft()
-            if not refused:
+            if not refused and entry[0] is not POSITION:
                 self._counts["published"] += 1
                 if isinstance(reply, list) and reply[1]:  # a lossless stream's head
                     self._known(entry[0], reply[1].decode(), int(reply[0]))
@@ -521,7 +565,15 @@ class RedisBroker(Broker):
             return
         self._counts["received"] += 1
         if not topic.lossless:
-            self._latest[topic] = data
+            if data.startswith(UPDATE_MARK):
+                # Not a whole snapshot: what a new subscriber needs is in Redis now
+                # (set just before), so the next read fetches it. A read already
+                # waiting on that GET may get the snapshot before this update: the
+                # next update (a candle's whole current state) makes up for it.
+                data = data[len(UPDATE_MARK) :]
+                self._latest.pop(topic, None)
+            else:
+                self._latest[topic] = data
             self._deliver(topic, data, 0)
             return
         tracker = self._trackers.get(topic)
@@ -750,8 +802,15 @@ class RedisBroker(Broker):
 
     # -- upkeep -------------------------------------------------------------------
     def upkeep(self) -> None:
-        """Keep the history of wanted streams from expiring while they are quiet."""
+        """Keep the history of wanted streams from expiring while they are quiet; write
+        the delivery positions that moved."""
         now = time.monotonic()
+        if self._moved and now - self._last_positions >= POSITIONS_EVERY:
+            self._last_positions = now
+            for channel, wallet in self._moved:
+                time_ms = self._positions[(channel, wallet)]
+                self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
+            self._moved.clear()
         every = min(30.0, self.retention.ttl / 3)
         if not self.connected or now - self._last_refresh < every:
             return
@@ -776,6 +835,45 @@ class RedisBroker(Broker):
 
         with contextlib.suppress(*UNAVAILABLE):
             await self.shard.pipeline(build)
+
+    # -- restarts: what was wanted, where each wallet was delivered to --------------------
+    def delivered(self, channel: str, wallet: str, time_ms: int) -> None:
+        # Written once a second, on the publishing connection after the publications
+        # it covers: a position that lags only makes a new holder read a little more
+        # again (the shared ledger drops it); one ahead of them could lose events.
+        key = (channel, wallet)
+        known = self._positions.get(key)
+        if known is None:
+            # Where the feed started: at once (a new holder would start from the
+            # topic's first demand, or from now once that is forgotten).
+            self._positions[key] = time_ms
+            self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
+        elif known < time_ms:
+            self._positions[key] = time_ms
+            self._moved.add(key)
+
+    async def resume(self) -> list[Topic]:
+        """What the fleet wanted lately (kept in Redis past the death of every node)."""
+        if not self.connected:
+            return []
+        wall_ms = time.time_ns() // 1_000_000
+
+        def read(pipe: Any) -> None:
+            pipe.zremrangebyscore(WANTED_KEY, "-inf", wall_ms)
+            pipe.zrangebyscore(WANTED_KEY, wall_ms, "+inf")
+
+        try:
+            _, members = await self.shard.pipeline(read)
+        except UNAVAILABLE as exc:
+            log.warning("broker: what the fleet wanted could not be read: %s", exc)
+            return []
+        topics = []
+        for raw in members:
+            try:
+                topics.append(decode_topic(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("broker: a malformed wanted topic was ignored")
+        return topics
 
     # -- coordination and state -----------------------------------------------------
     def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:

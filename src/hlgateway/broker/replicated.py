@@ -64,19 +64,21 @@ WAIT_TIMEOUT_MS = 1000  # how long a round waits for the replicas before the sen
 SHORT_WAIT_MS = 10  # ... while the sentinels see too few replicas up (they may come back)
 TRUST_FOR = 5.0  # seconds the sentinels' "too few replicas up" holds before they are asked again
 
-# (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication.
+# (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication
+# (broker/redis.py says more: a snapshot's suffix, delivery positions).
 Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
 
 
 class Round:
     """Publications stored together, waited for together, committed together."""
 
-    __slots__ = ("commits", "entries", "heads")
+    __slots__ = ("commits", "entries", "heads", "publications")
 
     def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
         self.heads: dict[Topic, int] = {}  # each stream's head after its stores
         self.commits = 0  # commit answers still awaited
+        self.publications = 0  # entries that were publications (not plain writes)
 
 
 class Decision(enum.Enum):
@@ -226,6 +228,9 @@ class ReplicatedLane:
         if isinstance(reply, hiredis.ReplyError):
             self._refused(reply, self.connection)  # retried on a new connection, or dropped
             return
+        if not isinstance(reply, list):
+            return  # a plain write that rides along (a delivery position): nothing to commit
+        round_.publications += 1
         head, epoch = int(reply[0]), reply[1]
         if epoch:  # else nothing stored and no stream: nothing to commit
             round_.heads[topic] = max(head, round_.heads.get(topic, 0))
@@ -279,6 +284,6 @@ class ReplicatedLane:
     def _done(self, round_: Round) -> None:
         if self._rounds and self._rounds[0] is round_:
             self._rounds.popleft()
-            self.published += len(round_.entries)
+            self.published += round_.publications
         if self.queue:
             self.schedule()

@@ -70,6 +70,7 @@ def _load(args: argparse.Namespace, dev: Callable[[], str | None] | None) -> Set
         log_format=args.log_format,
         broker=args.broker,
         workers=args.workers,
+        state_dir=args.state_dir,
     )
 
 
@@ -243,6 +244,11 @@ def _watch(args: argparse.Namespace) -> int:
 def _notifier(args: argparse.Namespace) -> int:
     from hlgateway.notifier.runner import run
 
+    if args.new_key:
+        from hlgateway.notifier.vault import new_master_key
+
+        print(new_master_key())  # for HLGATEWAY_NOTIFIER_KEY (or a key file)
+        return 0
     try:
         settings = _load_notifier(args)
     except SettingsError as exc:
@@ -272,10 +278,16 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         help="text lines or one JSON object a line (HLGATEWAY_LOG_FORMAT, default text)",
     )
     parser.add_argument(
+        "--state-dir",
+        help="where streams, history and delivery positions survive a restart "
+        "(HLGATEWAY_STATE_DIR; default: the user's state directory, one per listening "
+        "address; none: in memory only); unused with --broker",
+    )
+    parser.add_argument(
         "--broker",
         help="redis://HOST:PORT/DB, or redis+sentinel://HOST:PORT,.../MASTER/DB for a Redis "
         "Sentinel group: join every node sharing that Redis into one gateway "
-        "(HLGATEWAY_BROKER; default: one process, in-memory)",
+        "(HLGATEWAY_BROKER; default: one process, durable state on disk)",
     )
     parser.add_argument(
         "--workers",
@@ -398,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument(
         "--config", help=f"TOML settings file, its [notifier] table ({CONFIG_ENV})"
+    )
+    notifier.add_argument(
+        "--new-key",
+        action="store_true",
+        help="print a fresh key to seal agent keys with (HLGATEWAY_NOTIFIER_KEY) and exit",
     )
     notifier.set_defaults(func=_notifier)
     return parser

@@ -14,8 +14,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from hlgateway.broker import EngineStartError
 from hlgateway.config import Settings
 from hlgateway.gateway import Gateway
+from hlgateway.migrations import SchemaError
 from hlgateway.server import redact
 from hlgateway.server.accept.listener import GuardedSite, listen
 from hlgateway.server.access_log import RedactingAccessLogger
@@ -134,7 +136,11 @@ def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         runner = asyncio.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(settings, banner=banner))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runner(serve(settings, banner=banner))
+    except (EngineStartError, SchemaError) as exc:
+        print(f"hlgateway: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.flush()
     return 0

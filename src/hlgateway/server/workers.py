@@ -54,7 +54,7 @@ def worker_command(settings: Settings, upstream: str) -> list[str]:
 def budget_shares(settings: Settings) -> dict[str, str]:
     """Hyperliquid's limits are per IP, and the workers share this machine's IP:
     each gets its share. A worker whose share is spent leaves a stream's lease
-    to another (upstream/ownership.py)."""
+    to another (broker/ownership.py)."""
     n = settings.workers
     shares = {
         "UPSTREAM_MAX_LINKS": settings.upstream_max_links,
@@ -63,6 +63,11 @@ def budget_shares(settings: Settings) -> dict[str, str]:
         "UPSTREAM_MAX_MESSAGES": settings.upstream_max_messages,
         "UPSTREAM_MAX_WALLETS": settings.upstream_max_wallets,
         "UPSTREAM_REST_WEIGHT": settings.upstream_rest_weight,
+        # Order entry: Hyperliquid's 100 posts in flight are per IP too, and so are the
+        # budgets' reserves for the data side.
+        "POST_MAX_IN_FLIGHT": settings.post_max_in_flight,
+        "POST_KEEP_MESSAGES": settings.post_keep_messages,
+        "POST_KEEP_WEIGHT": settings.post_keep_weight,
     }
     return {f"HLGATEWAY_{name}": str(max(1, total // n)) for name, total in shares.items()}
 

@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-fill-gap", type=float, default=SimConfig.max_fill_gap)
     parser.add_argument("--track-grace", type=float, default=SimConfig.track_grace)
     parser.add_argument("--control", action="store_true", help="serve the /control/* API")
+    parser.add_argument(
+        "--max-messages-per-minute",
+        type=int,
+        default=SimConfig.max_messages_per_minute,
+        help="Hyperliquid's per-IP message limit (raise it for benchmarks from one IP)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = SimConfig(
@@ -29,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         max_fill_gap=args.max_fill_gap,
         track_grace=args.track_grace,
         control=args.control,
+        max_messages_per_minute=args.max_messages_per_minute,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_simulator(args.host, args.port, config))

@@ -36,6 +36,12 @@ class SimConfig:
     # The userFills snapshot holds the wallet's most recent fills, up to this many
     # (oldest first), like Hyperliquid's (its REST userFills also answers at most 2000).
     snapshot_fills: int = 2000
+    # A wallet's cashflows: funding settles every funding_interval (Hyperliquid: an
+    # hour); a deposit or withdrawal comes every transfer_interval on average, and a
+    # liquidation of its open perp positions every liquidation_interval on average.
+    funding_interval: float = 3600.0
+    transfer_interval: float = 120.0
+    liquidation_interval: float = 900.0
     # /exchange: the local account (local_account.py) starts with this many USD, and
     # signatures are checked as for this network (the SDK signs as testnet for any
     # URL but mainnet's).
@@ -50,6 +56,9 @@ class SimConfig:
             "ctx_interval": self.ctx_interval,
             "tick": self.tick,
             "idle_timeout": self.idle_timeout,
+            "funding_interval": self.funding_interval,
+            "transfer_interval": self.transfer_interval,
+            "liquidation_interval": self.liquidation_interval,
         }
         for name, value in positive.items():
             if not value > 0:

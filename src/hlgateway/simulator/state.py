@@ -36,12 +36,18 @@ class SimState:
         self._epoch_ms = 0
         self._t0 = 0.0
 
-    def begin(self, loop: asyncio.AbstractEventLoop, world: SimWorld, epoch_ms: int) -> None:
-        """Start the clock: loop time now is ``epoch_ms`` on the model clock."""
+    def begin(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        world: SimWorld,
+        epoch_ms: int,
+        t0: float | None = None,
+    ) -> None:
+        """Start the clock: loop time ``t0`` (default: now) is ``epoch_ms`` on the model clock."""
         self._loop = loop
         self._world = world
         self._epoch_ms = epoch_ms
-        self._t0 = loop.time()
+        self._t0 = loop.time() if t0 is None else t0
 
     @property
     def world(self) -> SimWorld:

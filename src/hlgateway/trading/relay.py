@@ -2,14 +2,14 @@
 
 `submit` decides at once (permission, allowed action, limits, Hyperliquid's
 budget) and raises the refusal for the session to answer; an admitted post is
-sent in a task of its own, so a client's later messages (and its other posts)
-never wait for an answer. Each post is logged once when it ends: user, action,
-nonce, status, route, time; never the signature or the body.
+sent at once and answered from the frame that brings Hyperliquid's answer, so a
+client's later messages (and its other posts) never wait for an answer. Each
+post is logged once when it ends: user, action, nonce, status, route, time;
+never the signature or the body.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -21,10 +21,9 @@ from hlgateway.auth import Principal
 from hlgateway.protocol import encoding
 from hlgateway.protocol.errors import ProtocolError
 from hlgateway.protocol.messages import RequestId
-from hlgateway.trading.policy import PostPolicy, RateLimited, Ticket
+from hlgateway.trading.policy import PostPolicy, RateLimited
 from hlgateway.trading.requests import PostRequest, parse_request
 from hlgateway.upstream.exchange import UNKNOWN_FATE, ExchangeClient, NoRoom, Outcome
-from hlgateway.upstream.link import Link
 
 log = logging.getLogger("hlgateway.trading")
 
@@ -32,17 +31,30 @@ Reply = Callable[[bytes], None]
 SHUTTING_DOWN = f"The gateway is shutting down; {UNKNOWN_FATE}"
 
 
+Observe = Callable[[str, float | None], None]  # (outcome, seconds to the answer or None)
+
+
+def _ignore(outcome: str, seconds: float | None) -> None:
+    return None
+
+
 class PostRelay:
-    def __init__(self, client: ExchangeClient, policy: PostPolicy) -> None:
+    def __init__(
+        self, client: ExchangeClient, policy: PostPolicy, observe: Observe = _ignore
+    ) -> None:
         self.client = client
         self.policy = policy
-        self.stats: Counter[str] = Counter()  # posts by outcome: ok, err, and refusal codes
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats: Counter[str] = Counter()  # posts by outcome and route, refusals by code
+        self._observe = observe  # the metrics' side
 
     def submit(
         self, principal: Principal, request_id: RequestId, body: bytes, reply: Reply
     ) -> None:
-        """Relay one post, or raise the ProtocolError that refuses it (nothing sent)."""
+        """Relay one post, or raise the ProtocolError that refuses it (nothing sent).
+
+        `reply` gets the `post_result` once, when Hyperliquid answers (or the answer is
+        known to be lost); the client's later messages do not wait for it.
+        """
         started = time.monotonic()
         request: PostRequest | None = None
         try:
@@ -56,36 +68,13 @@ class PostRelay:
                 raise RateLimited(f"{exc}; retry shortly") from None
         except ProtocolError as exc:
             self.stats[exc.code.value] += 1
+            self._observe(exc.code.value, None)
             self._log(principal, request, exc.code.value, "refused", started)
             raise
-        task = asyncio.get_running_loop().create_task(
-            self._relay(principal, request_id, request, route, ticket, reply, started)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        admitted = request
 
-    async def _relay(
-        self,
-        principal: Principal,
-        request_id: RequestId,
-        request: PostRequest,
-        route: Link | None,
-        ticket: Ticket,
-        reply: Reply,
-        started: float,
-    ) -> None:
-        via = "rest" if route is None else "ws"
-        try:
-            outcome = await self.client.send(route, request.body)
-        except asyncio.CancelledError:
-            outcome = Outcome("err", encoding.encode(SHUTTING_DOWN), via)
-            raise
-        except Exception:
-            log.exception("post from user %s failed", principal.user_id)
-            outcome = Outcome("err", encoding.encode(f"Internal error; {UNKNOWN_FATE}"), via)
-        finally:
+        def answered(outcome: Outcome) -> None:
             self.policy.release(ticket)
-            # Answered even when the gateway stops: the client must know it is unknown.
             self.stats[outcome.status] += 1
             self.stats[f"via_{outcome.via}"] += 1
             reply(
@@ -96,7 +85,10 @@ class PostRelay:
                     response=msgspec.Raw(outcome.response),
                 )
             )
-            self._log(principal, request, outcome.status, outcome.via, started)
+            self._observe(outcome.status, time.monotonic() - started)
+            self._log(principal, admitted, outcome.status, outcome.via, started)
+
+        self.client.send(route, body, answered)
 
     def _log(
         self,
@@ -121,8 +113,5 @@ class PostRelay:
         )
 
     async def stop(self) -> None:
-        """Answer what is still in flight (`err`: the gateway stops) and end."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Answer what is still in flight: `err`, the gateway stops (its fate unknown)."""
+        self.client.stop(SHUTTING_DOWN)

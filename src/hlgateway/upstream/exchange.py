@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -58,7 +59,23 @@ def _reason(text: str) -> bytes:
     return _encode(text)
 
 
+Done = Callable[[Outcome], None]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    done: Done
+    timer: asyncio.TimerHandle
+
+
 class ExchangeClient:
+    """Sends posts; each one's `done` is called exactly once with its outcome.
+
+    Over the link, `done` runs straight from the frame that answers it (or from the
+    link's loss, or the deadline): no task per post, no hop through the event loop
+    between Hyperliquid's answer and the client's `post_result`.
+    """
+
     def __init__(
         self,
         upstream: Upstream,
@@ -72,13 +89,14 @@ class ExchangeClient:
         self._keep_messages = keep_messages  # of the minute's messages, left to data links
         self._keep_weight = keep_weight  # of the REST weight budget, left to the data side
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._pending: dict[int, _Waiting] = {}
+        self._rest: dict[asyncio.Task[Outcome], Done] = {}
         self.late_answers = 0
 
     @property
     def in_flight(self) -> int:
-        """Posts sent on the link and not answered yet."""
-        return len(self._pending)
+        """Posts sent and not answered yet."""
+        return len(self._pending) + len(self._rest)
 
     def link(self) -> Link | None:
         """Order entry's upstream link, opened on first use."""
@@ -101,30 +119,54 @@ class ExchangeClient:
             return None
         raise NoRoom("Hyperliquid's per-IP budget for this gateway has no room for a post now")
 
-    async def send(self, route: Link | None, body: bytes) -> Outcome:
-        """Send one signed request the way `reserve` chose; its answer, or `err` saying why
-        there is none."""
+    def send(self, route: Link | None, body: bytes, done: Done) -> None:
+        """Send one signed request the way `reserve` chose; `done` gets its answer, or
+        `err` saying why there is none."""
         if route is None:
-            return await self._over_rest(body)
-        return await self._over_ws(route, body)
-
-    async def _over_ws(self, link: Link, body: bytes) -> Outcome:
+            task = asyncio.get_running_loop().create_task(self._over_rest(body))
+            self._rest[task] = done
+            task.add_done_callback(self._rest_done)
+            return
         post_id = next(self._ids)
         frame = b'{"method":"post","id":%d,"request":{"type":"action","payload":%b}}' % (
             post_id,
             body,
         )
-        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[post_id] = answer
-        if not link.send_text(frame.decode()):
-            del self._pending[post_id]
-            return Outcome("err", _reason(LINK_LOST), "ws")
-        try:
-            return await asyncio.wait_for(answer, self.timeout)
-        except TimeoutError:
-            return Outcome("err", _reason(NO_ANSWER.format(self.timeout)), "ws")
-        finally:
-            self._pending.pop(post_id, None)
+        timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, post_id)
+        self._pending[post_id] = _Waiting(done, timer)
+        if not route.send_text(frame.decode()):
+            self._answer(post_id, Outcome("err", _reason(LINK_LOST), "ws"))
+
+    def stop(self, why: str) -> None:
+        """Answer every post still in flight with `err` (`why`), and forget them."""
+        for post_id in list(self._pending):
+            self._answer(post_id, Outcome("err", _reason(why), "ws"))
+        for task, done in list(self._rest.items()):
+            del self._rest[task]
+            task.cancel()
+            done(Outcome("err", _reason(why), "rest"))
+
+    def _answer(self, post_id: int, outcome: Outcome) -> bool:
+        waiting = self._pending.pop(post_id, None)
+        if waiting is None:
+            return False
+        waiting.timer.cancel()
+        waiting.done(outcome)
+        return True
+
+    def _expire(self, post_id: int) -> None:
+        self._answer(post_id, Outcome("err", _reason(NO_ANSWER.format(self.timeout)), "ws"))
+
+    def _rest_done(self, task: asyncio.Task[Outcome]) -> None:
+        done = self._rest.pop(task, None)
+        if done is None or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("REST post failed: %r", exc)
+            done(Outcome("err", _reason(f"Internal error; {UNKNOWN_FATE}"), "rest"))
+        else:
+            done(task.result())
 
     async def _over_rest(self, body: bytes) -> Outcome:
         session = self._upstream.http
@@ -145,30 +187,22 @@ class ExchangeClient:
         try:
             answer = wire.parse_action_answer(text)
         except wire.WireError:
-            return Outcome(
-                "err", _reason(f"Hyperliquid answered something unreadable: {text[:200]!r}"), "rest"
-            )
+            unreadable = f"Hyperliquid answered something unreadable: {text[:200]!r}"
+            return Outcome("err", _reason(unreadable), "rest")
         return Outcome(answer.status, bytes(answer.response), "rest")
 
     # -- the link's side -------------------------------------------------------------
     def _on_event(self, link: Link, event: wire.Event) -> None:
         if not isinstance(event, wire.PostAnswer):
             return
-        answer = self._pending.pop(event.id, None)
-        if answer is None or answer.done():
-            self.late_answers += 1  # its post was already answered err (timeout)
+        if not self._answer(event.id, _outcome(event)):
+            self.late_answers += 1  # its post was already answered err (deadline)
             log.warning("upstream post %d answered after its deadline", event.id)
-            return
-        answer.set_result(_outcome(event))
 
     def _on_state(self, link: Link, state: LinkState) -> None:
-        if state is LinkState.CONNECTED or not self._pending:
-            return
-        lost = list(self._pending.values())
-        self._pending.clear()
-        for answer in lost:
-            if not answer.done():
-                answer.set_result(Outcome("err", _reason(LINK_LOST), "ws"))
+        if state is not LinkState.CONNECTED:
+            for post_id in list(self._pending):
+                self._answer(post_id, Outcome("err", _reason(LINK_LOST), "ws"))
 
 
 def _outcome(event: wire.PostAnswer) -> Outcome:

@@ -1,9 +1,10 @@
 """Hyperliquid's REST `/info`, typed, inside the weight budget.
 
 Weights follow Hyperliquid's rate-limit table: l2Book, allMids and
-clearinghouseState weigh 2; most other info requests 20; userFillsByTime and
-historicalOrders 20 plus a share per returned item (we budget the base weight
-and keep pages small enough for that to be close).
+clearinghouseState weigh 2; most other info requests 20; userFillsByTime,
+historicalOrders and the ledger requests 20 plus a share per returned item (we
+budget the base weight and keep pages small enough for that to be close);
+candleSnapshot 20 plus one per 60 candles (we ask for 500 at most).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import msgspec
 from hlgateway.upstream import wire
 from hlgateway.upstream.limits import WeightBudget
 
-WEIGHTS = {"l2Book": 2, "allMids": 2, "clearinghouseState": 2}
+WEIGHTS = {"l2Book": 2, "allMids": 2, "clearinghouseState": 2, "candleSnapshot": 29}
 DEFAULT_WEIGHT = 20
-PAGE = 2000  # Hyperliquid returns at most this many fills or orders per call
+PAGE = 2000  # Hyperliquid returns at most this many fills, orders or ledger rows per call
+LEDGER_STREAMS = ("userNonFundingLedgerUpdates", "userFunding")
 
 
 class RestError(Exception):
@@ -41,12 +43,59 @@ class InfoClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise RestError(f"{payload.get('type')}: {exc.__class__.__name__}") from None
 
-    async def meta_and_contexts(self) -> tuple[list[str], dict[str, wire.AssetContext]]:
-        body = await self.post({"type": "metaAndAssetCtxs"})
+    async def meta_and_contexts(self, dex: str = "", first_asset: int = 0) -> wire.Listing:
+        """The perps of the main dex (`""`) or of a builder dex, with their contexts."""
+        body = await self.post({"type": "metaAndAssetCtxs", **({"dex": dex} if dex else {})})
         try:
-            return wire.parse_meta_and_ctxs(body)
+            return wire.parse_meta_and_ctxs(body, first_asset)
         except wire.WireError as exc:
             raise RestError(f"metaAndAssetCtxs: {exc}") from None
+
+    async def spot_meta_and_contexts(self) -> wire.Listing:
+        body = await self.post({"type": "spotMetaAndAssetCtxs"})
+        try:
+            return wire.parse_spot_meta_and_ctxs(body)
+        except wire.WireError as exc:
+            raise RestError(f"spotMetaAndAssetCtxs: {exc}") from None
+
+    async def perp_dexs(self) -> list[str]:
+        body = await self.post({"type": "perpDexs"})
+        try:
+            return wire.parse_perp_dexs(body)
+        except wire.WireError as exc:
+            raise RestError(f"perpDexs: {exc}") from None
+
+    async def candles(
+        self, coin: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[wire.Candle]:
+        req = {"coin": coin, "interval": interval, "startTime": start_ms, "endTime": end_ms}
+        body = await self.post({"type": "candleSnapshot", "req": req})
+        try:
+            return wire.parse_candles(body)
+        except wire.WireError as exc:
+            raise RestError(f"candleSnapshot: {exc}") from None
+
+    async def ledger_since(self, user: str, start_ms: int) -> list[wire.LedgerEvent]:
+        """Every ledger event of `user` from `start_ms` on (non-funding updates and
+        funding payments), oldest first (pages through both)."""
+        events: list[wire.LedgerEvent] = []
+        for stream in LEDGER_STREAMS:
+            seen: set[str] = set()
+            start = start_ms
+            while True:
+                body = await self.post({"type": stream, "user": user, "startTime": start})
+                try:
+                    page = wire.parse_rest_ledger(body, user)
+                except wire.WireError as exc:
+                    raise RestError(f"{stream}: {exc}") from None
+                fresh = [e for e in page if e.id not in seen]
+                seen.update(e.id for e in fresh)
+                events += fresh
+                if len(page) < PAGE or not fresh:
+                    break
+                start = max(e.time for e in page)
+        events.sort(key=lambda e: (e.time, e.id))
+        return events
 
     async def fills_since(self, user: str, start_ms: int) -> list[wire.Fill]:
         """Every fill of `user` from `start_ms` on, oldest first (pages through)."""

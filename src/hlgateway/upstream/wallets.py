@@ -1,13 +1,14 @@
 """Each wallet's user streams, delivered exactly once across upstream gaps.
 
 A wallet is served one of two ways, chosen when its first user topic starts:
-- `ws`: its userFills / orderUpdates / clearinghouseState subscriptions on the
+- `ws`: its userFills / orderUpdates / clearinghouseState subscriptions (and,
+  for `user_ledger`, userNonFundingLedgerUpdates and userFundings) on the
   upstream links (Hyperliquid tracks at most 10 users per IP this way);
 - `poll`: REST polling within the weight budget, for wallets beyond that limit.
 
 Either way the same ledgers decide what is new. After a gap (a reconnect, or
-the first subscribe) the missed order transitions and fills are rebuilt from
-REST before live updates, which are held meanwhile, are let through.
+the first subscribe) the missed order transitions, fills and ledger events are
+rebuilt from REST before live updates, which are held meanwhile, are let through.
 
 REST (`WalletRest`), the clock and the retry sleep are injected, so tests
 drive the holds and retries with a fake REST and no waiting.
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hlgateway.backoff import Backoff
-from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
+from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_LEDGER, USER_ORDERS
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.upstream import wire
-from hlgateway.upstream.ledgers import FillLedger, OrderLedger
+from hlgateway.upstream.ledgers import EventLedger, FillLedger, OrderLedger
 from hlgateway.upstream.recovery import rebuild_orders
 from hlgateway.upstream.rest import RestError
 
@@ -39,10 +40,14 @@ RECOVERY_RETRY = Backoff.full_jitter(0.5, 10.0)
 # when a link died, and clock differences between us and the exchange.
 GAP_MARGIN_MS = 2_000
 
-STREAM_OF_CHANNEL = {
-    USER_FILLS: "userFills",
-    USER_ORDERS: "orderUpdates",
-    ACCOUNT_UPDATES: "clearinghouseState",
+LEDGER_STREAMS = ("userNonFundingLedgerUpdates", "userFundings")
+# The streams whose (re)subscribe may need what was missed read from REST.
+RECOVERED_STREAMS = frozenset({"userFills", "orderUpdates", *LEDGER_STREAMS})
+STREAMS_OF_CHANNEL: dict[str, tuple[str, ...]] = {
+    USER_FILLS: ("userFills",),
+    USER_ORDERS: ("orderUpdates",),
+    ACCOUNT_UPDATES: ("clearinghouseState",),
+    USER_LEDGER: LEDGER_STREAMS,
 }
 
 
@@ -50,6 +55,7 @@ class Emitter(Protocol):
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None: ...
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None: ...
     def emit_account(self, account: wire.Account) -> None: ...
+    def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None: ...
 
 
 class Subscriber(Protocol):
@@ -63,10 +69,14 @@ class WalletRest(Protocol):
     async def fills_since(self, user: str, start_ms: int) -> list[wire.Fill]: ...
     async def historical_orders(self, user: str) -> list[wire.HistoricalOrder]: ...
     async def account(self, user: str) -> wire.Account: ...
+    async def ledger_since(self, user: str, start_ms: int) -> list[wire.LedgerEvent]: ...
 
 
-def subscription_for(channel: str, wallet: str) -> dict[str, Any]:
-    stream = STREAM_OF_CHANNEL[channel]
+def subscriptions_for(channel: str, wallet: str) -> list[dict[str, Any]]:
+    return [_subscription(stream, wallet) for stream in STREAMS_OF_CHANNEL[channel]]
+
+
+def _subscription(stream: str, wallet: str) -> dict[str, Any]:
     if stream == "userFills":
         return {"type": stream, "user": wallet, "aggregateByTime": False}
     return {"type": stream, "user": wallet}
@@ -81,11 +91,14 @@ class WalletState:
     channels: set[str] = field(default_factory=set)
     fills: FillLedger = field(default_factory=FillLedger)
     orders: OrderLedger = field(default_factory=OrderLedger)
+    ledger: EventLedger = field(default_factory=EventLedger)
     acked: set[str] = field(default_factory=set)  # streams acked at least once
     holding_fills: int = 0  # recoveries running; live fills wait meanwhile
     holding_orders: int = 0
+    holding_ledger: int = 0
     held_fills: list[wire.Fills] = field(default_factory=list)
     held_orders: list[wire.Order] = field(default_factory=list)
+    held_ledger: list[wire.LedgerEntries] = field(default_factory=list)
     last_account: wire.Account | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -116,11 +129,12 @@ class WalletFeeds:
         self.recoveries = 0
         self.rest_failures = 0
         self.fills_recovered = 0
+        self.ledger_recovered = 0
 
     # -- topics -----------------------------------------------------------
     def attach(self, channel: str, wallet: str, since_ms: int | None = None) -> int | None:
         """A topic of `channel` for `wallet` starts (first subscriber); returns
-        where a stream of events (fills, orders) delivers from.
+        where a stream of events (fills, orders, ledger) delivers from.
 
         `since_ms`: deliver from then on (default: now). A node taking over a
         stream from another (scale-out), or started again where it had stopped,
@@ -143,17 +157,30 @@ class WalletFeeds:
         elif channel == USER_ORDERS:
             state.orders = OrderLedger()
             state.orders_since_ms = start
+        elif channel == USER_LEDGER:
+            state.ledger = EventLedger(since_ms=start)
         if state.mode == "ws":
+            acquired: list[dict[str, Any]] = []
             try:
-                self._upstream.acquire(subscription_for(channel, wallet))
+                for subscription in subscriptions_for(channel, wallet):
+                    self._upstream.acquire(subscription)
+                    acquired.append(subscription)
             except Exception:
+                for subscription in acquired:
+                    self._upstream.release(subscription)
                 if not state.channels:
                     del self._wallets[wallet]  # refused: leave no trace
                 raise
+            if since_ms is not None and channel == USER_FILLS:
+                # Started where an earlier feed stopped (a restart, a handover): the
+                # fills since then come from REST first, in order, and what arrives
+                # live meanwhile (the snapshot too) waits behind them.
+                state.holding_fills += 1
+                self._spawn(state, self._recover_fills(state, start, floor_ms=start))
         else:
             self._ensure_poller()
         state.channels.add(channel)
-        return start if channel in (USER_FILLS, USER_ORDERS) else None
+        return start if channel in (USER_FILLS, USER_ORDERS, USER_LEDGER) else None
 
     def detach(self, channel: str, wallet: str) -> None:
         state = self._wallets.get(wallet)
@@ -161,8 +188,9 @@ class WalletFeeds:
             return
         state.channels.discard(channel)
         if state.mode == "ws":
-            self._upstream.release(subscription_for(channel, wallet))
-        state.acked.discard(STREAM_OF_CHANNEL[channel])
+            for subscription in subscriptions_for(channel, wallet):
+                self._upstream.release(subscription)
+        state.acked.difference_update(STREAMS_OF_CHANNEL[channel])
         if not state.channels:
             for task in state.tasks:
                 task.cancel()
@@ -180,7 +208,9 @@ class WalletFeeds:
 
     def recovering(self) -> bool:
         """True while any wallet is rebuilding a gap from REST."""
-        return any(s.holding_orders or s.holding_fills for s in self._wallets.values())
+        return any(
+            s.holding_orders or s.holding_fills or s.holding_ledger for s in self._wallets.values()
+        )
 
     def mode_of(self, wallet: str) -> str | None:
         state = self._wallets.get(wallet)
@@ -216,6 +246,15 @@ class WalletFeeds:
             else:
                 self._deliver_order(state, order)
 
+    def on_ledger(self, event: wire.LedgerEntries) -> None:
+        state = self._wallets.get(event.wallet)
+        if state is None or USER_LEDGER not in state.channels:
+            return
+        if state.holding_ledger:
+            state.held_ledger.append(event)
+            return
+        self._deliver_ledger(state, event.events, event.stream if event.is_snapshot else None)
+
     def on_account(self, account: wire.Account) -> None:
         state = self._wallets.get(account.wallet)
         if state is not None and ACCOUNT_UPDATES in state.channels:
@@ -226,13 +265,20 @@ class WalletFeeds:
         """A user stream is (re)subscribed upstream: recover what it may have missed."""
         stream = subscription.get("type")
         user = subscription.get("user")
-        if not isinstance(user, str) or stream not in ("userFills", "orderUpdates"):
+        if not isinstance(user, str) or stream not in RECOVERED_STREAMS:
             return
         state = self._wallets.get(user.lower())
         if state is None or state.mode != "ws":
             return
         first = stream not in state.acked
         state.acked.add(stream)
+        if stream in LEDGER_STREAMS:
+            if not first and gap_from_ms is not None:
+                # Like fills: the snapshot covers recent entries, REST a longer outage.
+                state.holding_ledger += 1
+                since = min(gap_from_ms, state.ledger.last_time)
+                self._spawn(state, self._recover_ledger(state, since))
+            return
         if stream == "orderUpdates":
             # No snapshot on this stream: the first subscribe has a gap too,
             # from the topic's start to the ack.
@@ -250,10 +296,24 @@ class WalletFeeds:
             self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
 
     # -- delivery ---------------------------------------------------------
-    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], snapshot: bool) -> int:
-        fresh = state.fills.accept(fills, snapshot)
+    def _deliver_fills(
+        self,
+        state: WalletState,
+        fills: list[wire.Fill],
+        snapshot: bool,
+        floor_ms: int | None = None,
+    ) -> int:
+        fresh = state.fills.accept(fills, snapshot, floor_ms)
         if fresh:
             self._emit.emit_fills(state.wallet, fresh)
+        return len(fresh)
+
+    def _deliver_ledger(
+        self, state: WalletState, events: list[wire.LedgerEvent], snapshot_of: str | None
+    ) -> int:
+        fresh = state.ledger.accept(events, snapshot_of)
+        if fresh:
+            self._emit.emit_ledger(state.wallet, fresh)
         return len(fresh)
 
     def _deliver_order(self, state: WalletState, order: wire.Order) -> None:
@@ -308,8 +368,11 @@ class WalletFeeds:
         history = await rest.historical_orders(wallet)
         return history, fills
 
-    async def _recover_fills(self, state: WalletState, since_ms: int) -> None:
-        """Fetch fills from `since_ms`; the caller took the hold (`holding_fills`)."""
+    async def _recover_fills(
+        self, state: WalletState, since_ms: int, floor_ms: int | None = None
+    ) -> None:
+        """Fetch fills from `since_ms` (none older than `floor_ms`); the caller took
+        the hold (`holding_fills`)."""
         try:
             rest = self._rest
             fills = await self._with_retries(
@@ -319,13 +382,32 @@ class WalletFeeds:
             )
             self.recoveries += 1
             # Fills the live stream missed and REST brought back (a metric).
-            self.fills_recovered += self._deliver_fills(state, fills, False)
+            self.fills_recovered += self._deliver_fills(state, fills, False, floor_ms)
         finally:
             state.holding_fills -= 1
             if not state.holding_fills:
                 held, state.held_fills = state.held_fills, []
                 for event in held:
                     self._deliver_fills(state, event.fills, event.is_snapshot)
+
+    async def _recover_ledger(self, state: WalletState, since_ms: int) -> None:
+        """Fetch ledger events from `since_ms`; the caller took the hold (`holding_ledger`)."""
+        try:
+            rest = self._rest
+            events = await self._with_retries(
+                "ledger recovery",
+                state,
+                lambda: _require(rest()).ledger_since(state.wallet, since_ms - GAP_MARGIN_MS),
+            )
+            self.recoveries += 1
+            self.ledger_recovered += self._deliver_ledger(state, events, None)
+        finally:
+            state.holding_ledger -= 1
+            if not state.holding_ledger:
+                held, state.held_ledger = state.held_ledger, []
+                for entries in held:
+                    snapshot_of = entries.stream if entries.is_snapshot else None
+                    self._deliver_ledger(state, entries.events, snapshot_of)
 
     # -- polling ----------------------------------------------------------
     def _ensure_poller(self) -> None:
@@ -364,6 +446,17 @@ class WalletFeeds:
                     order_since = state.orders_since_ms if first else since
                     for order in rebuild_orders(state.orders, order_since, history, fills):
                         self._deliver_order(state, order)
+            if USER_LEDGER in state.channels:
+                since = state.ledger.since_ms or started
+                if not first:
+                    # The margin never reaches back before the topic's start: the
+                    # first poll answered what there was, and older is not news.
+                    since = max(state.last_poll_ms - GAP_MARGIN_MS, since)
+                events = await rest.ledger_since(state.wallet, since)
+                # The first poll primes like a snapshot: only events from the start on.
+                priming = not state.ledger.primed
+                state.ledger.primed.update(LEDGER_STREAMS[:-1])
+                self._deliver_ledger(state, events, LEDGER_STREAMS[-1] if priming else None)
             if ACCOUNT_UPDATES in state.channels:
                 account = await rest.account(state.wallet)
                 if state.last_account is None or _account_changed(state.last_account, account):

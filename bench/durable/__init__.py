@@ -1,0 +1,1 @@
+"""The durable engine measured beside the memory engine (`python -m bench.durable`)."""
