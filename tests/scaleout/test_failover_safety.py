@@ -220,3 +220,61 @@ async def test_a_client_coming_back_while_redis_is_away_waits_for_it(
     finally:
         await admin.config_set("requirepass", "")
         await admin.aclose()
+
+
+async def test_a_commit_lost_at_a_failover_is_made_again_by_a_witness(
+    pair: tuple[Node, Node], own_redis: OwnRedis
+) -> None:
+    """The replica had the entries (they are stored before their commit, and waited
+    for), not their last commit: a client coming back with one of them is answered
+    from the history once a node that published or delivered it commits it again."""
+    a, b = pair
+    joined = await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    assert joined.position is not None
+    epoch = joined.position.epoch
+    for n in range(5):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: b.offsets(ROOM) == [1, 2, 3, 4, 5])
+    raw = aioredis.Redis.from_url(own_redis.url)
+    fresh = Node(RedisBroker(own_redis.url, RETENTION, node="fresh"))  # a witness of nothing
+    await fresh.broker.start()
+    try:
+        await raw.hset(a.broker.keys(ROOM).meta, "c", 3)  # the commit of 4 and 5 was lost
+        back = asyncio.ensure_future(fresh.broker.read(ROOM, Position(5, epoch)))
+        a.broker.shard.fail("a failover (test)")
+        replay = await back
+        assert replay.recovered and replay.position == Position(5, epoch)
+        assert a.broker.stats().recommitted == 1 and a.broker.stats().rewound == 0
+        assert await raw.hget(a.broker.keys(ROOM).meta, "c") == b"5"
+        # Published again by the commit, passed on once: b had them already.
+        a.broker.publish(ROOM, message(ROOM, {"n": 5}))
+        await until(lambda: len(b.offsets(ROOM)) == 6)
+        assert b.offsets(ROOM) == [1, 2, 3, 4, 5, 6]
+    finally:
+        await raw.aclose()
+        await fresh.broker.stop()
+
+
+async def test_a_node_replays_what_it_delivered_even_if_the_commit_of_it_was_lost(
+    pair: tuple[Node, Node], own_redis: OwnRedis
+) -> None:
+    """b passed 4 and 5 on; Redis (a new primary) has them stored, its committed
+    head at 3. A client coming back to b from 3 or 4 gets them: b saw them committed."""
+    a, b = pair
+    joined = await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    assert joined.position is not None
+    epoch = joined.position.epoch
+    for n in range(5):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: b.offsets(ROOM) == [1, 2, 3, 4, 5])
+    raw = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await raw.hset(a.broker.keys(ROOM).meta, "c", 3)
+        for since, offsets in ((4, [5]), (3, [4, 5])):
+            replay = await b.broker.read(ROOM, Position(since, epoch))
+            assert replay.recovered and replay.position == Position(5, epoch)
+            assert [p.offset for p in replay.publications] == offsets
+    finally:
+        await raw.aclose()

@@ -166,3 +166,18 @@ def test_a_position_below_the_epochs_base_is_not_recovered() -> None:
     catch = tracker.open_catch()
     replay = tracker.resolve(catch, Stored("F", 12, [pub(11), pub(12)], base=8), Position(5, "F"))
     assert not replay.recovered and replay.position == Position(12, "F")
+
+
+def test_what_this_node_passed_on_counts_as_reached_beyond_the_stores_committed_head() -> None:
+    """A failover lost the commit of 4 and 5, not the entries (read.lua gives them up
+    to what this node passed on): a client coming back from 4 is recovered."""
+    tracker = StreamTracker()
+    for offset in range(1, 6):
+        tracker.receive("e", pub(offset))
+    catch = tracker.open_catch()
+    replay = tracker.resolve(catch, Stored("e", 3, [pub(4), pub(5)], top=5), Position(4, "e"))
+    assert replay.recovered and offsets(replay.publications) == [5]
+    assert replay.position == Position(5, "e")
+    catch = tracker.open_catch()
+    beyond = tracker.resolve(catch, Stored("e", 3, [pub(4), pub(5)], top=5), Position(6, "e"))
+    assert not beyond.recovered  # never delivered here, never committed: not a position

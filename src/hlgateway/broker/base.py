@@ -111,6 +111,7 @@ class BrokerStats:
     read_failures: int = 0  # reads that failed and answered live data only
     rewound: int = 0  # streams found behind what this node had seen (lost writes): new epoch
     new_epochs: int = 0  # times a delivered stream went on in a new epoch on this node
+    recommitted: int = 0  # streams whose commits a failover lost (not their entries): made again
     write_failures: int = 0  # writes to the store that failed (retried)
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -127,6 +128,7 @@ class BrokerStats:
             "readFailures": self.read_failures,
             "rewound": self.rewound,
             "newEpochs": self.new_epochs,
+            "recommitted": self.recommitted,
             "commitFailures": self.write_failures,
         }
         return {

@@ -78,7 +78,8 @@ log = logging.getLogger(__name__)
 PREFIX = "hlgw"
 KEEP_FLOOR_MS = 60_000  # must match publish.lua's floor
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
-AWAY_WAIT = 5.0  # a reader coming back with `since` waits this long for Redis to return
+AWAY_WAIT = 10.0  # a reader coming back with `since` waits this long for Redis to return
+COMMIT_WAIT = 3.0  # ... for a commit lost at a failover to be made again (verify.lua)
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away (per connection)
 IN_FLIGHT = 1024  # publications written and not yet answered
@@ -142,10 +143,13 @@ class RedisBroker(Broker):
         # A stream nobody wants is forgotten this long after its last publication
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
-        self._reconnect = reconnect.Reconnect(
-            backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
-        )
         self.shard = RedisShard(url, self.node)
+        # With Sentinel a failed connect only asks the sentinels again (cheap), and a
+        # failover is over in seconds: come back within a second of it.
+        longest = 1.0 if self.shard.target.sentinel is not None else 5.0
+        self._reconnect = reconnect.Reconnect(
+            backoff or Backoff(initial=0.1, decay=2.0, max_delay=longest)
+        )
         self._db = self.shard.db
         # With replicas to wait for, lossless publications take their own lane.
         self._lane: ReplicatedLane | None = None
@@ -166,6 +170,7 @@ class RedisBroker(Broker):
         self._own = f"{PREFIX}:{self._db}:node:{self.node}".encode()
         self.connected = False
         self._up = asyncio.Event()
+        self._checked = asyncio.Event()  # connected, and the streams checked (verify)
         self._keys: dict[Topic, _Keys] = {}
         self._by_channel: dict[bytes, Topic] = {}
         self._subscribed: set[bytes] = set()
@@ -217,6 +222,7 @@ class RedisBroker(Broker):
         self.connected = False
         self._writing = False
         self._up.clear()
+        self._checked.clear()
         # Not known to be done: again after reconnecting, first and in order. A
         # lossless item's ledger id keeps a retried publication from repeating.
         self._queue.extendleft(reversed(self._in_flight))
@@ -282,6 +288,7 @@ class RedisBroker(Broker):
         # Before anything is written: did the streams go backwards while away?
         await self._verify()
         self._writing = True
+        self._checked.set()
         self._schedule_flush()  # what waited while Redis was away goes first
         if self._lane is not None:
             assert self.shard.lossless is not None
@@ -329,15 +336,18 @@ class RedisBroker(Broker):
         ]
         if not checks:
             return
-        keys = [_Keys(topic_id(topic), self._db).meta for topic, _, _ in checks]
+        keys = [_Keys(topic_id(topic), self._db) for topic, _, _ in checks]
 
         def build(pipe: Any) -> None:
-            for meta, (_, epoch, offset) in zip(keys, checks, strict=True):
-                evalsha(pipe, scripts.VERIFY, [meta], [epoch, offset, new_epoch()])
+            for k, (_, epoch, offset) in zip(keys, checks, strict=True):
+                args = [epoch, offset, new_epoch(), k.channel]
+                evalsha(pipe, scripts.VERIFY, [k.meta, k.stream], args)
 
         results = await self.shard.pipeline(build)
-        for (topic, epoch, offset), fenced in zip(checks, results, strict=True):
-            if fenced:
+        for (topic, epoch, offset), outcome in zip(checks, results, strict=True):
+            if outcome == 2:
+                self._counts["recommitted"] += 1
+            elif outcome == 1:
                 self._counts["rewound"] += 1
                 self._seen.pop(topic, None)
                 log.warning(
@@ -606,7 +616,7 @@ class RedisBroker(Broker):
         tracker = self._trackers.get(topic)
         following = tracker.epoch if tracker is not None and tracker.epoch is not None else ""
         try:
-            stored = await self._stored(topic, after, following)
+            stored = await self._stored(topic, after, following, rebase=True)
         except UNAVAILABLE as exc:
             log.warning("broker: fetching a gap failed: %s", exc)
         tracker = self._trackers.get(topic)
@@ -620,21 +630,31 @@ class RedisBroker(Broker):
         if tracker.epochs > epochs:
             self._counts["newEpochs"] += tracker.epochs - epochs
 
-    async def _stored(self, topic: Topic, after: int | None, following: str = "") -> Stored:
+    async def _stored(
+        self,
+        topic: Topic,
+        after: int | None,
+        following: str = "",
+        delivered: int = 0,
+        *,
+        rebase: bool = False,
+    ) -> Stored:
         """The stream's epoch, committed head, base, and entries after `after`
-        (None: none); from the base when `following` names another epoch."""
+        (None: none); up to `delivered` (what this node passed on in `following`)
+        when the commit of that was lost; if `following` names another epoch,
+        none, or with `rebase` the current epoch's from its base (read.lua)."""
         keys = self.keys(topic)
-        epoch_raw, head, entries, base = await self.shard.run(
-            scripts.READ,
-            [keys.meta, keys.stream],
-            [new_epoch(), -1 if after is None else after, self._keep_ms, following],
+        after_arg = -1 if after is None else after
+        args = [new_epoch(), after_arg, self._keep_ms, following, delivered, int(rebase)]
+        epoch_raw, head, entries, base, top = await self.shard.run(
+            scripts.READ, [keys.meta, keys.stream], args
         )
         epoch = epoch_raw.decode()
         publications = []
         for entry_id, fields in entries:
             offset = int(entry_id.split(b"-", 1)[0])
             publications.append(Publication(offset, with_position(fields[1], offset, epoch)))
-        return Stored(epoch, int(head), publications, int(base))
+        return Stored(epoch, int(head), publications, int(base), max(int(top), int(head)))
 
     # -- demand -----------------------------------------------------------------
     def demand(self, topic: Topic) -> None:
@@ -727,13 +747,14 @@ class RedisBroker(Broker):
             return answer
         self._reading[topic] += 1
         try:
-            if not self.connected:
-                # Redis is away, a client comes back with `since`: a failover or a
-                # restart takes seconds. Rather than telling it at once that its
-                # place is lost (`recovered: false`), wait a while for Redis.
+            if not self._checked.is_set():
+                # Redis is away (or just back, its streams not checked yet), a
+                # client comes back with `since`: a failover or a restart takes
+                # seconds. Rather than telling it at once that its place is lost
+                # (`recovered: false`), wait a while for Redis.
                 try:
                     async with asyncio.timeout(AWAY_WAIT):
-                        await self._up.wait()
+                        await self._checked.wait()
                 except TimeoutError:
                     return self._unavailable(topic)
             async with asyncio.timeout(READ_TIMEOUT):
@@ -767,7 +788,13 @@ class RedisBroker(Broker):
         tracker = self._trackers[topic]
         catch = tracker.open_catch()
         try:
-            stored = await self._stored(topic, None if since is None else since.offset)
+            # Up to what this node passed on (the replay is cut there), even if its
+            # commit was lost at a failover.
+            following, delivered = tracker.epoch or "", tracker.offset
+            after = None if since is None else since.offset
+            stored = await self._stored(topic, after, following, delivered)
+            if since is not None and await self._recommitted(topic, tracker, stored, since):
+                stored = await self._stored(topic, after, tracker.epoch or "", tracker.offset)
             # What was published before the read is on its way live (or being
             # fetched): wait for it, so that the replay reaches the head it read.
             if tracker.epoch == stored.epoch and tracker.offset < stored.head:
@@ -787,6 +814,28 @@ class RedisBroker(Broker):
         key = self.keys(topic).latest
         stored = await self.shard.command(lambda client: client.get(key))
         return stored if isinstance(stored, bytes) else None
+
+    async def _recommitted(
+        self, topic: Topic, tracker: StreamTracker, stored: Stored, since: Position
+    ) -> bool:
+        """A client comes back with an offset Redis has stored but not committed:
+        it was committed before a failover, and the commit was lost, not the
+        entry; the node that published or delivered it commits it again when it
+        reconnects (verify.lua), which the live delivery shows here. Wait a while
+        for that (True: read again) rather than answer `recovered: false`."""
+        if not (since.epoch == stored.epoch and stored.head < since.offset <= stored.top):
+            return False
+        progress = self._progress.setdefault(topic, asyncio.Event())
+        try:
+            async with asyncio.timeout(COMMIT_WAIT):
+                while tracker.epoch in (None, stored.epoch) and tracker.offset < since.offset:
+                    progress.clear()
+                    await progress.wait()
+        except TimeoutError:
+            pass  # read again: recovered if the commit came meanwhile, else not
+        finally:
+            self._progress.pop(topic, None)
+        return True
 
     async def _caught_up(self, topic: Topic, tracker: StreamTracker, stored: Stored) -> None:
         progress = self._progress.setdefault(topic, asyncio.Event())
@@ -914,5 +963,6 @@ class RedisBroker(Broker):
             read_failures=counts["readFailures"],
             rewound=counts["rewound"],
             new_epochs=counts["newEpochs"],
+            recommitted=counts["recommitted"],
             details=details,
         )

@@ -53,6 +53,7 @@ COMMAND_TIMEOUT = 5.0  # waiting for a pooled connection
 KEEPALIVE = 2.0  # seconds between liveness probes on the two lean connections
 STALL = 10.0  # a reply awaited longer than this: the connection is dead
 SENTINEL_TIMEOUT = 1.0  # per sentinel asked
+FOLLOW_EVERY = 3.0  # seconds between checks that the sentinels still name the primary in use
 
 # What a lost or unusable Redis raises, whichever connection noticed.
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
@@ -236,11 +237,31 @@ class RedisShard:
             conn.fail(RespError(reason))
 
     async def watch(self) -> None:
-        """Probe the lean connections until one fails or stalls; raise why."""
+        """Probe the lean connections until one fails or stalls, or (with Sentinel)
+        until the sentinels name another primary; raise why."""
         conns = self.connections
         assert self.pub is not None and self.sub is not None, "connect() first"
+        follow = None
+        if self.target.sentinel is not None:
+            follow = asyncio.ensure_future(self._follow_sentinels())
+        try:
+            await self._watch(conns, follow)
+        finally:
+            if follow is not None:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await follow
+
+    async def _watch(
+        self, conns: tuple[RespConnection, ...], follow: asyncio.Future[str] | None
+    ) -> None:
+        waited: set[asyncio.Future[Any]] = {conn.closed for conn in conns}
+        if follow is not None:
+            waited.add(follow)
         while True:
-            await asyncio.wait({conn.closed for conn in conns}, timeout=KEEPALIVE)
+            await asyncio.wait(waited, timeout=KEEPALIVE)
+            if follow is not None and follow.done():
+                raise RespError(follow.result())
             for conn in conns:
                 if conn.closed.done():
                     conn.closed.result()  # raises why
@@ -248,6 +269,51 @@ class RedisShard:
                 if conn.stalled(STALL):
                     raise RespError(f"Redis has not answered for {STALL:.0f} s")
                 conn.ping()
+
+    async def _follow_sentinels(self) -> str:
+        """Until the sentinels name another primary than the one in use; why.
+
+        A node that does not write would not notice a failover by itself: after a
+        `SENTINEL FAILOVER` the old primary goes on answering, as a primary, until
+        the sentinels turn it into a replica (seconds later), and meanwhile nothing
+        published through the new one reaches it. So a node listens to the
+        sentinels' `+switch-master` announcement (one sentinel at a time, the next
+        if it goes), and asks them every FOLLOW_EVERY seconds besides, in case an
+        announcement was missed."""
+        group = self.target.sentinel
+        assert group is not None and self.primary is not None
+        options: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT}
+        if group.password is not None:
+            options.update(username=group.username, password=group.password)
+        index = 0
+        while True:
+            host, port = group.addresses[index % len(group.addresses)]
+            index += 1
+            sentinel = aioredis.Redis(host=host, port=port, **options)
+            pubsub = sentinel.pubsub()
+            try:
+                await pubsub.subscribe("+switch-master")
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=FOLLOW_EVERY
+                    )
+                    if message is not None:
+                        # "<master> <old ip> <old port> <new ip> <new port>"
+                        fields = str(message["data"], "utf-8", "replace").split()
+                        if len(fields) == 5 and fields[0] == group.master:
+                            named = (fields[3], int(fields[4]))
+                            if named != self.primary:
+                                return f"the sentinels switched to {named[0]}:{named[1]}"
+                    elif await self.ask_sentinels() != self.primary:
+                        return "the sentinels name another primary"
+            except UNAVAILABLE as exc:
+                log.debug("broker: sentinel %s:%d: %s", host, port, exc)
+                await asyncio.sleep(SENTINEL_TIMEOUT)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await sentinel.aclose()
 
     # -- commands ---------------------------------------------------------------
     def _client(self) -> aioredis.Redis:

@@ -41,6 +41,7 @@ class Stored:
     head: int
     entries: list[Publication] = field(default_factory=list)
     base: int = 0
+    top: int = 0  # the last offset stored, committed or not (at least `head`)
 
 
 @dataclass(slots=True)
@@ -186,7 +187,10 @@ class StreamTracker:
         position = Position(self.offset, stored.epoch)
         if since is None:
             return Replay(position)
-        if since.epoch != stored.epoch or not stored.base <= since.offset <= stored.head:
+        # What this node passed on counts as reached, even beyond the store's
+        # committed head (its commit lost at a failover, the entries not: read.lua).
+        reached = max(stored.head, self.offset)
+        if since.epoch != stored.epoch or not stored.base <= since.offset <= reached:
             return Replay(position, False)
         merged: dict[int, Publication] = {}
         for publication in stored.entries:
