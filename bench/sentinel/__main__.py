@@ -31,8 +31,9 @@ def report(command: str, results: list[SentinelReport], load: tuple[str, str]) -
         f"load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}",
         "",
         "Two `hlgateway serve --broker redis+sentinel://...` processes on a Sentinel group of",
-        "the run's own (a primary, a replica, three sentinels; down-after 1 s), the simulator",
-        "trading three wallets (an order event every ~0.2 s each, a fill at least every 0.8 s);",
+        "the run's own (a primary, a replica, three sentinels; down-after 2 s), the simulator",
+        "trading three wallets (an order event every ~0.2 s each, a fill at least every 0.8 s,",
+        "funding, transfers and liquidations on user_ledger);",
         "raw clients (docs/protocol.md) that leave every 0.5-4 s and come back to either node",
         "with `since`, and a Python SDK client on node b throughout. Failovers in turn: `kill`",
         "(the primary SIGKILLed), `manual` (`SENTINEL FAILOVER`: the old primary keeps",
@@ -57,7 +58,10 @@ def report(command: str, results: list[SentinelReport], load: tuple[str, str]) -
     row("fills duplicated", [total("fills_duplicated", r) for r in results])
     row("order transitions lost", [total("transitions_lost", r) for r in results])
     row("order transitions duplicated", [total("transitions_duplicated", r) for r in results])
+    row("ledger events lost", [total("events_lost", r) for r in results])
+    row("ledger events duplicated", [total("events_duplicated", r) for r in results])
     row("wallets out of order", [total("out_of_order_wallets", r) for r in results])
+    row("items published twice in the streams", [r.republished for r in results])
     row("**wrong replays**", [r.wrong_replays for r in results])
     row("... offsets naming two contents", [r.conflicts for r in results])
     row("... offsets skipped or repeated in an epoch", [r.broken_replays for r in results])
@@ -81,6 +85,13 @@ def report(command: str, results: list[SentinelReport], load: tuple[str, str]) -
         "failover (fills and order events come several times a second otherwise)."
     )
     for r in results:
+        if r.not_recovered_examples:
+            examples = r.not_recovered_examples[:5]
+            lines.append(f"recovered: false (min_replicas={r.min_replicas}): {examples}")
+        if r.republished_examples:
+            lines.append(
+                f"published twice (min_replicas={r.min_replicas}): {r.republished_examples}"
+            )
         if r.conflict_examples:
             lines.append(f"conflicts (min_replicas={r.min_replicas}): {r.conflict_examples}")
     return "\n".join(lines)

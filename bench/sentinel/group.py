@@ -3,8 +3,10 @@
 Every server is a `redis-server` process on a free port of 127.0.0.1, without
 persistence, in a temporary directory removed at `stop()`; the sentinels run
 `redis-server <config> --sentinel` with short timings, so that a failover takes
-a few seconds. Used by the socket tests (tests/scaleout/test_sentinel.py) and
-by the failover run (`python -m bench.sentinel`).
+a few seconds (down-after 2 s: with 1 s, on a loaded machine, the sentinels took
+a just-promoted primary for down and failed over again, to the old primary that
+had just come back empty, and every key was gone). Used by the socket tests
+(tests/scaleout/test_sentinel.py) and by the failover run (`python -m bench.sentinel`).
 
 Failovers, as they happen in production:
 - `kill`: the primary dies (SIGKILL); the sentinels notice it down after
@@ -102,7 +104,7 @@ class SentinelGroup:
         replicas: int = 1,
         sentinels: int = 3,
         *,
-        down_after_ms: int = 1000,
+        down_after_ms: int = 2000,
         failover_timeout_ms: int = 4000,
         password: str | None = None,
     ) -> None:
@@ -131,6 +133,7 @@ class SentinelGroup:
             "redis-server",
             *("--port", str(port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+            *("--logfile", str(workdir / "redis.log")),
             # A replica that (re)joins syncs at once (the default waits 5 s for others).
             *("--repl-diskless-sync-delay", "0"),
         ]
@@ -168,6 +171,7 @@ class SentinelGroup:
                 f"port {sentinel.port}",
                 "bind 127.0.0.1",
                 f"dir {self.dir}",
+                f"logfile {self.dir / f'sentinel-{sentinel.port}.log'}",
                 "sentinel resolve-hostnames no",
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {primary.port} 2",
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}",
@@ -202,9 +206,9 @@ class SentinelGroup:
         finally:
             await client.aclose()
 
-    async def primary(self) -> Server:
-        """The data server the sentinels name as the primary."""
-        client = self.sentinels[0].client()
+    async def primary(self, sentinel: Server | None = None) -> Server:
+        """The data server a sentinel (the first, unless named) names as the primary."""
+        client = (sentinel or self.sentinels[0]).client()
         try:
             address: Any = await client.sentinel_get_master_addr_by_name(MASTER_NAME)
             port = address[1]
@@ -238,6 +242,7 @@ class SentinelGroup:
         """Until every sentinel names `primary`, sees every running replica of it and
         the other sentinels, and the replicas are in sync: ready for the next failover."""
         replicas = sum(1 for s in self.servers if s is not primary and s.running)
+        seen: list[str] = ["nothing yet"]
 
         async def agreed() -> bool:
             for sentinel in self.sentinels:
@@ -245,10 +250,19 @@ class SentinelGroup:
                 try:
                     state: Any = await client.sentinel_master(MASTER_NAME)
                     known: Any = await client.sentinel_slaves(MASTER_NAME)
-                except (aioredis.RedisError, OSError):
+                except (aioredis.RedisError, OSError) as exc:
+                    seen[0] = f"sentinel {sentinel.port}: {exc!r}"
                     return False
                 finally:
                     await client.aclose()
+                seen[0] = (
+                    f"sentinel {sentinel.port}: master {state['port']} {state['flags']}, "
+                    f"{state['num-other-sentinels']} other sentinels, replicas "
+                    + ", ".join(
+                        f"{r['port']} {r['flags']} {r['master-link-status']}->{r['master-port']}"
+                        for r in known
+                    )
+                )
                 if int(state["port"]) != primary.port or state["flags"] != "master":
                     return False
                 if int(state["num-other-sentinels"]) < len(self.sentinels) - 1:
@@ -264,7 +278,12 @@ class SentinelGroup:
                     return False
             return await self.role(primary) == "master"
 
-        await _until(agreed, 60, f"the sentinels did not settle on {primary.address}")
+        try:
+            await _until(agreed, 60, "")
+        except TimeoutError:
+            raise TimeoutError(
+                f"the sentinels did not settle on {primary.address}: {seen[0]}"
+            ) from None
         await self._synced(primary)
 
     # -- failovers ----------------------------------------------------------------------
@@ -301,12 +320,17 @@ class SentinelGroup:
         return old, new
 
     async def _switched(self, old: Server) -> Server:
+        """The new primary, once every sentinel names it (a server that comes back
+        before a sentinel heard of the failover would confuse it)."""
         found: list[Server] = []
 
         async def moved() -> bool:
             try:
-                primary = await self.primary()
+                named = [await self.primary(sentinel) for sentinel in self.sentinels]
             except (aioredis.RedisError, OSError, StopIteration):
+                return False
+            primary = named[0]
+            if any(other is not primary for other in named):
                 return False
             if primary is old or await self.role(primary) != "master":
                 return False

@@ -4,7 +4,8 @@ One run: a Sentinel group of our own (bench/sentinel/group.py: a primary, a
 replica, three sentinels), two `hlgateway serve --broker redis+sentinel://...`
 processes, the simulator trading three wallets fast, and clients:
 
-- `raw` clients written from docs/protocol.md, which leave again and again and
+- `raw` clients written from docs/protocol.md (user_fills, user_orders and
+  user_ledger of the three wallets), which leave again and again and
   come back to either node with `since` (as bench/recovery's, but leaving by
   themselves: the gateways are not cut here, Redis is);
 - one Python SDK client (`GatewayClient`) that stays on node B throughout: the
@@ -13,8 +14,9 @@ processes, the simulator trading three wallets fast, and clients:
 Then failovers, one after another, of the kinds of group.py in turn (the primary
 killed; `SENTINEL FAILOVER`; the primary killed while its replica lags, so the
 new primary lacks the last writes), each once the group settled from the last.
-At the end every client must have every fill and order transition of the
-simulator's ledger in the window exactly once, fills in order; and no client may
+At the end every client must have every fill, order transition and ledger event
+(funding, transfers, liquidations) of the simulator's ledger in the window
+exactly once, fills in order; and no client may
 have been handed a wrong replay:
 - `conflicts`: an (epoch, offset) of a stream given with two different contents
   (to one client or two: one offset names one message, whoever asks);
@@ -68,11 +70,24 @@ def gateway(name: str, upstream: str, broker: str, logs: Path) -> GatewayProcess
     )
 
 
+def _items(msg: dict[str, Any]) -> list[str]:
+    """The ids of the fills, order transitions or ledger events a message carries."""
+    data = msg["data"]
+    if msg["channel"] == "user_fills":
+        return [f"{f['wallet']}:{f['id']}" for f in data["fills"]]
+    if msg["channel"] == "user_ledger":
+        return [f"{e['wallet']}:{e['id']}" for e in data["events"]]
+    order = data["order"]
+    return [f"{order['wallet']}:{order['id']}:{order['status']}:{order['remaining']}"]
+
+
 class Witness:
-    """Every (stream, epoch, offset) any client was given, and what it named."""
+    """Every (stream, epoch, offset) any client was given, and what it named; and
+    every item (a fill, a transition, a ledger event), at which positions."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str, int], bytes] = {}
+        self._where: dict[tuple[str, str], set[tuple[str, int]]] = {}
         self.conflicts = 0
         self.examples: list[str] = []
 
@@ -84,6 +99,12 @@ class Witness:
             self.conflicts += 1
             if len(self.examples) < 3:
                 self.examples.append(f"{key}: {known[:80]!r} then {content[:80]!r}")
+        for item in _items(msg):
+            self._where.setdefault((msg["channel"], item), set()).add(key[1:])
+
+    def republished(self) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        """Items given at two positions or more: published twice in the streams."""
+        return {k: sorted(v) for k, v in self._where.items() if len(v) > 1}
 
 
 @dataclass
@@ -94,6 +115,7 @@ class Replays:
     not_recovered: int = 0
     broken: int = 0  # a message of the same epoch that does not follow the last offset
     new_epochs: int = 0  # live data went on in a new epoch (history lost: reload)
+    examples: list[str] = field(default_factory=list)  # `recovered: false` answers
 
 
 class Leaving:
@@ -163,6 +185,11 @@ class Leaving:
                     else:
                         if asked is not None:
                             self.replays.not_recovered += 1
+                            if len(self.replays.examples) < 5:
+                                self.replays.examples.append(
+                                    f"{channel} since {asked['offset']}/{asked['epoch']}: "
+                                    f"head {msg['offset']}/{msg['epoch']} at {url}"
+                                )
                         # Live from the head: what comes next is the head's successor.
                         positions[channel] = {"offset": msg["offset"], "epoch": msg["epoch"]}
                         expect[channel] = (msg["epoch"], msg["offset"] + 1)
@@ -218,6 +245,9 @@ class SentinelReport:
     ledgers: list[LedgerCheck] = field(default_factory=list)
     conflicts: int = 0
     conflict_examples: list[str] = field(default_factory=list)
+    not_recovered_examples: list[str] = field(default_factory=list)
+    republished: int = 0  # items found at two positions of the streams (published twice)
+    republished_examples: list[str] = field(default_factory=list)
     broken_replays: int = 0
     new_epochs: int = 0
     recovered: int = 0
@@ -260,7 +290,17 @@ async def run_failovers(
     flow after the group settled from each."""
     report = SentinelReport(min_replicas=min_replicas, clients=clients + 1)
     say = progress or (lambda _: None)
-    sim = Simulator(SimConfig(seed=seed, order_interval=0.2, max_fill_gap=0.8, idle_timeout=600))
+    sim = Simulator(
+        SimConfig(
+            seed=seed,
+            order_interval=0.2,
+            max_fill_gap=0.8,
+            idle_timeout=600,
+            funding_interval=2.0,
+            transfer_interval=1.0,
+            liquidation_interval=6.0,
+        )
+    )
     await sim.start("127.0.0.1", 0)
     logs = Path(tempfile.mkdtemp(prefix="hlgw-bench-sentinel-"))
     group = SentinelGroup()
@@ -313,9 +353,13 @@ async def run_failovers(
         report.seconds = round(time.monotonic() - started, 1)
         report.ledgers = [LedgerCheck.of(expected, r.got) for r in everyone]
         report.conflicts, report.conflict_examples = witness.conflicts, witness.examples
+        twice = witness.republished()
+        report.republished = len(twice)
+        report.republished_examples = [f"{k}: {v}" for k, v in list(twice.items())[:5]]
         for client in leaving:
             report.broken_replays += client.replays.broken
             report.new_epochs += client.replays.new_epochs
+            report.not_recovered_examples += client.replays.examples
             report.recovered += client.replays.recovered
             report.not_recovered += client.replays.not_recovered
         report.reconnects = sum(r.connections for r in everyone)
