@@ -278,3 +278,40 @@ async def test_a_node_replays_what_it_delivered_even_if_the_commit_of_it_was_los
             assert [p.offset for p in replay.publications] == offsets
     finally:
         await raw.aclose()
+
+
+async def test_a_read_that_redis_going_away_cut_short_is_made_again(
+    pair: tuple[Node, Node], own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's read is in flight when the primary goes (a failover): it is made
+    again once Redis is back (and its streams checked), not answered `recovered: false`."""
+    a, b = pair
+    joined = await b.broker.read(ROOM, None)
+    b.broker.demand(ROOM)
+    assert joined.position is not None
+    epoch = joined.position.epoch
+    for n in range(5):
+        a.broker.publish(ROOM, message(ROOM, {"n": n}))
+    await until(lambda: b.offsets(ROOM) == [1, 2, 3, 4, 5])
+    fresh = Node(RedisBroker(own_redis.url, RETENTION, node="fresh"))
+    await fresh.broker.start()
+    shard = fresh.broker.shard
+    run = shard.run
+    calls = 0
+
+    async def cut_once(script: Any, keys: Any, args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the history read: the connections go under it
+            shard.fail("a failover (test)")
+            raise ConnectionError("Redis connection lost")
+        return await run(script, keys, args)
+
+    monkeypatch.setattr(shard, "run", cut_once)
+    try:
+        replay = await fresh.broker.read(ROOM, Position(3, epoch))
+        assert replay.recovered and [p.offset for p in replay.publications] == [4, 5]
+        assert calls == 2 and fresh.broker.stats().read_failures == 0
+        assert fresh.broker.stats().disconnects == 1
+    finally:
+        await fresh.broker.stop()

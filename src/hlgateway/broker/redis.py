@@ -171,6 +171,8 @@ class RedisBroker(Broker):
         self.connected = False
         self._up = asyncio.Event()
         self._checked = asyncio.Event()  # connected, and the streams checked (verify)
+        # Resolved at the next such check (a reader whose read a failover cut short).
+        self._next_check: asyncio.Future[None] | None = None
         self._keys: dict[Topic, _Keys] = {}
         self._by_channel: dict[bytes, Topic] = {}
         self._subscribed: set[bytes] = set()
@@ -289,6 +291,9 @@ class RedisBroker(Broker):
         await self._verify()
         self._writing = True
         self._checked.set()
+        if self._next_check is not None and not self._next_check.done():
+            self._next_check.set_result(None)
+        self._next_check = None
         self._schedule_flush()  # what waited while Redis was away goes first
         if self._lane is not None:
             assert self.shard.lossless is not None
@@ -747,22 +752,38 @@ class RedisBroker(Broker):
             return answer
         self._reading[topic] += 1
         try:
-            if not self._checked.is_set():
-                # Redis is away (or just back, its streams not checked yet), a
-                # client comes back with `since`: a failover or a restart takes
-                # seconds. Rather than telling it at once that its place is lost
-                # (`recovered: false`), wait a while for Redis.
+            # A read that Redis's going away cut short (a failover under way) is
+            # made once more, once Redis is back.
+            for attempt in (1, 2):
+                if not self._checked.is_set():
+                    # Redis is away (or just back, its streams not checked yet), a
+                    # client comes back with `since`: a failover or a restart takes
+                    # seconds. Rather than telling it at once that its place is
+                    # lost (`recovered: false`), wait a while for Redis.
+                    try:
+                        async with asyncio.timeout(AWAY_WAIT):
+                            await self._checked.wait()
+                    except TimeoutError:
+                        return self._unavailable(topic)
+                if self._next_check is None:
+                    self._next_check = asyncio.get_running_loop().create_future()
+                next_check = self._next_check
                 try:
-                    async with asyncio.timeout(AWAY_WAIT):
-                        await self._checked.wait()
-                except TimeoutError:
-                    return self._unavailable(topic)
-            async with asyncio.timeout(READ_TIMEOUT):
-                return await self._read(topic, since)
-        except UNAVAILABLE as exc:
-            log.warning("broker: a read failed (%s); live data only", exc)
-            self._counts["readFailures"] += 1
-            return self._unavailable(topic)
+                    async with asyncio.timeout(READ_TIMEOUT):
+                        return await self._read(topic, since)
+                except UNAVAILABLE as exc:
+                    failure = exc
+                if attempt == 1 and since is not None:
+                    # Once Redis is back (and its streams checked), read again.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(AWAY_WAIT):
+                            await asyncio.shield(next_check)
+                    if next_check.done():
+                        continue
+                log.warning("broker: a read failed (%s); live data only", failure)
+                self._counts["readFailures"] += 1
+                return self._unavailable(topic)
+            raise AssertionError("unreachable")
         finally:
             self._reading[topic] -= 1
             # After the caller attached (it does so in this very turn): keep the
