@@ -55,10 +55,11 @@ class Deliveries:
 
 class Expected:
     """The ledger's fills, transitions and ledger events of `wallets` between `start`
-    and `cutoff` (ms). `events=False`: the client does not subscribe to `user_ledger`."""
+    and `cutoff` (ms). Ledger events only with `events=True`, for a client subscribed
+    to `user_ledger` (a wallet's deposits come whatever it reads)."""
 
     def __init__(
-        self, sim: Simulator, wallets: list[str], start: int, cutoff: int, events: bool = True
+        self, sim: Simulator, wallets: list[str], start: int, cutoff: int, events: bool = False
     ) -> None:
         self.start, self.cutoff = start, cutoff
         ledgers = {w: sim.ledger(w) for w in wallets}

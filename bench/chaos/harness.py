@@ -105,6 +105,7 @@ async def run_chaos(
             idle_timeout=60.0,
             # Raised on both sides (see the gateway's settings below).
             max_new_connections_per_minute=100_000,
+            rest_weight_per_minute=1_000_000,
             # Cashflows often enough that every fault can hit one in flight.
             funding_interval=2.0,
             transfer_interval=1.0,
@@ -163,7 +164,7 @@ async def run_chaos(
         # client to have everything up to that cut.
         await eventually(lambda: _healthy(gateway), 30)
         cutoff = int(time.time() * 1000) - 500
-        expected = Expected(sim, WALLETS, window_start, cutoff)
+        expected = Expected(sim, WALLETS, window_start, cutoff, events=True)
         # Late is not lost: a loaded machine may still be recovering; wait for it (bounded).
         with contextlib.suppress(TimeoutError):  # at most a minute: what is missing is the result
             await eventually(lambda: expected.received_by(receiver.got), 60)

@@ -231,7 +231,7 @@ async def run_recovery(
                 progress(f"reconnect {n + 1}/{reconnects}")
         await eventually(is_back(back), 30)
         cutoff = int(time.time() * 1000) - 500
-        expected = Expected(sim, WALLETS, window_start, cutoff)
+        expected = Expected(sim, WALLETS, window_start, cutoff, events=True)
         with contextlib.suppress(TimeoutError):  # at most a minute: what is missing is the result
             await eventually(lambda: expected.received_by(received.got), 60)
         report.seconds = round(time.monotonic() - started, 1)

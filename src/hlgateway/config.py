@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -131,9 +132,13 @@ class Settings:
     upstream_max_new_links: Positive = 30  # per minute
     upstream_max_wallets: Count = 10  # on WS; more are polled
     upstream_rest_weight: Positive = 1200  # per minute
-    upstream_poll_interval: Seconds = 5.0
+    upstream_poll_interval: Seconds = 5.0  # the shortest; longer as the REST budget needs
+    upstream_max_poll_interval: Seconds = 30.0  # accepted latency of a polled wallet
     upstream_ca_file: str | None = None  # extra CA for wss/https
     upstream_host: str | None = None  # mainnet/testnet at another host
+    # The local address every upstream connection (WebSocket and REST) leaves from:
+    # Hyperliquid's limits are per IP, so a node with its own address has its own budget.
+    upstream_source_address: str | None = None
     context_refresh: Seconds = 10.0  # for 24 h change/volume
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object a line
@@ -434,6 +439,10 @@ def settings_problems(settings: Settings) -> list[str]:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             problems.append(f"{_both('trusted_proxies')}: not an address or CIDR block: {entry!r}")
+    if settings.upstream_source_address is not None:
+        problem = source_address_problem(settings.upstream_source_address)
+        if problem is not None:
+            problems.append(f"{_both('upstream_source_address')}: {problem}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
     if not 1 <= settings.history_size <= settings.history_max:
@@ -458,9 +467,29 @@ def settings_problems(settings: Settings) -> list[str]:
         )
     if not TABLE_RE.fullmatch(settings.directory_table):
         problems.append(f"{_both('directory_table')}: a table name ([schema.]name)")
+    if settings.upstream_max_poll_interval < settings.upstream_poll_interval:
+        problems.append(
+            f"{_both('upstream_max_poll_interval')}: shorter than {_both('upstream_poll_interval')}"
+        )
     if settings.heartbeat_timeout < settings.heartbeat_interval:
         problems.append(f"{_both('heartbeat_timeout')}: shorter than {_both('heartbeat_interval')}")
     return problems
+
+
+def source_address_problem(address: str) -> str | None:
+    """Why upstream connections could not leave from `address`, or None if they can."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"not an IP address: {address!r}"
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    # Binding a throwaway socket is the one sure test that the address is this machine's.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as exc:
+            return f"not an address of this machine ({exc.strerror or exc})"
+    return None
 
 
 def check_security_settings(settings: Settings) -> None:

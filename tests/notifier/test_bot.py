@@ -102,7 +102,7 @@ async def test_commands_answer_and_bad_input_is_refused_clearly(
 ) -> None:
     notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
     await notifier.start()
-    await eventually(lambda: "BTC" in notifier.state.prices, 10)
+    await eventually(lambda: {"BTC", "HYPE/USDC", "xyz:XYZ100"} <= set(notifier.state.prices), 10)
     script = [
         ("/help", "/watch <0x wallet> [label]"),
         ("/watch 0xnothex", "Not a wallet address: 0xnothex"),
@@ -111,10 +111,13 @@ async def test_commands_answer_and_bad_input_is_refused_clearly(
         ("/alert NOPE above 5", "Unknown symbol: NOPE"),
         ("/alert BTC above 1", "Alert set: BTC above 1"),
         ("/alerts", "1. BTC above 1"),
+        # Markets spelled their own way, typed in any case; neither fires.
+        ("/alert xyz:xyz100 above 100000000", "Alert set: xyz:XYZ100 above 100000000"),
+        ("/alert hype/usdc below 0.0001", "Alert set: HYPE/USDC below 0.0001"),
         ("/mute 5", "Muted for 5 min"),
         ("/unmute", "Unmuted."),
         ("/orders on", "Order events on."),
-        ("/delalert 3", "No alert 3"),
+        ("/delalert 9", "No alert 9"),
         ("hello", "Send /help"),
     ]
     for n, (text, expected) in enumerate(script, start=1):

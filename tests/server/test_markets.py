@@ -8,6 +8,7 @@ Spot pairs by `BASE/QUOTE` and `@N`, builder-dex perps, the new channels
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.helpers import (
     Client,
     GatewayServer,
     alice_token,
+    eventually,
     make_settings,
 )
 
@@ -238,3 +240,60 @@ async def test_liquidation_fills_carry_their_marker(cashflow_server: GatewayServ
             assert fill["crossed"] is True
     finally:
         await client.close()
+
+
+async def test_a_ledger_unsubscribed_and_recovered_later_misses_nothing_meanwhile() -> None:
+    """As for fills: the stream's feed starts again where the wallet's ledger had been
+    delivered to, so a client back with `since` gets the events of the time no feed
+    ran, each once."""
+    sim = Simulator(CASHFLOW_SIM)
+    await sim.start("127.0.0.1", 0)
+    srv = GatewayServer(sim_endpoint(sim), make_settings())
+    await srv.start()
+    client = await Client.connect(srv.ws, alice_token())
+    request = {"channel": "user_ledger", "params": {"userId": "alice"}}
+
+    def ids(messages: list[dict[str, Any]]) -> list[str]:
+        return [
+            e["id"]
+            for m in messages
+            if m["type"] == "data" and m["channel"] == "user_ledger"
+            for e in m["data"]["events"]
+            if e["wallet"] == ALICE_WALLET and e["kind"] != "funding"
+        ]
+
+    def updates_since(ms: float) -> list[str]:
+        updates = sim.ledger(ALICE_WALLET)["ledgerUpdates"]
+        return [f"{u['hash']}:{u['delta']['type']}" for u in updates if u["time"] > ms]
+
+    try:
+        await client.recv()
+        await client.request({"type": "subscribe", **request})
+        await client.recv_until(lambda m: bool(ids(client.seen)))
+        await client.request({"type": "unsubscribe", **request})
+        before = [m for m in client.seen if m.get("channel") == "user_ledger" and "offset" in m]
+        before = [m for m in before if m["type"] == "data"]
+        first = min(
+            e["time"] for m in before for e in m["data"]["events"] if e["wallet"] == ALICE_WALLET
+        )
+        stopped = time.time() * 1000
+        await eventually(lambda: len(updates_since(stopped + 200)) >= 2, 20)
+        delivered = ids(client.seen)
+        client.seen.clear()
+        since = {"offset": before[-1]["offset"], "epoch": before[-1]["epoch"]}
+        reply = await client.request({"type": "subscribe", **request, "since": since})
+        assert reply["recovered"] is True
+        expected = updates_since(first - 1)
+        got: list[str] = []
+
+        def received() -> bool:
+            got[:] = delivered + ids(client.seen)
+            return set(expected) <= set(got)
+
+        await client.recv_until(lambda m: received(), timeout=20)
+        assert [i for i in got if i in expected] == expected  # each once, in order
+        assert len(got) == len(set(got))
+    finally:
+        await client.close()
+        await srv.stop()
+        await sim.stop()

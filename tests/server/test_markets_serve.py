@@ -1,11 +1,13 @@
 """The issue's check, on `hlgateway serve` itself (a process, its embedded simulator):
 one raw client subscribed to prices of a spot pair by both its names, a perp and a
 builder-dex perp, to candles and the asset context of BTC and HYPE/USDC, and to the
-demo wallet's fills and ledger."""
+demo wallet's fills and ledger. The gateway runs as `serve` runs by default: on the
+durable engine, in a state directory."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +18,8 @@ from tests.helpers import SECRET, Client, GatewayProcess, free_port
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[GatewayProcess]:
-    proc = GatewayProcess(free_port())
+async def serve(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    proc = GatewayProcess(free_port(), state_dir=tmp_path / "state")
     await proc.start()
     yield proc
     await proc.terminate()
@@ -47,6 +49,7 @@ async def test_a_raw_client_gets_every_kind_of_market_and_the_demo_wallet(
             ("prices", "BTC,HYPE/USDC,xyz:XYZ100"),
             ("candles", "BTC"),
             ("candles", "HYPE/USDC"),
+            ("candle update", "BTC"),
             ("asset_context", "BTC"),
             ("asset_context", "HYPE/USDC"),
             ("user_fills", DEMO_WALLET),
@@ -62,6 +65,9 @@ async def test_a_raw_client_gets_every_kind_of_market_and_the_demo_wallet(
             elif channel == "candles":
                 assert len(data["candles"]) in (1, 500)
                 seen.add((channel, data["symbol"]))
+                if len(data["candles"]) == 1:  # an update after the 500
+                    assert (channel, data["symbol"]) in seen
+                    seen.add(("candle update", data["symbol"]))
             elif channel == "asset_context":
                 assert data["markPrice"] > 0
                 assert ("funding" in data) == (data["symbol"] == "BTC")

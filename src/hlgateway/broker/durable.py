@@ -291,6 +291,7 @@ class DurableBroker(MemoryBroker):
         if topic.lossless:
             self._enqueue((self._record(topic), payload, [], None))
         else:
+            # A snapshot stream's update (candles) keeps the whole snapshot beside it.
             super().publish(topic, payload, retained)
 
     def publish_items(

@@ -20,10 +20,10 @@ from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Rete
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
 from hlgateway.broker.ledger import ItemLedger
-from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS, Topic
+from hlgateway.protocol.channels import USER_FILLS, USER_LEDGER, USER_ORDERS, Topic
 from hlgateway.protocol.positions import Position
 
-POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS})
+POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS, USER_LEDGER})
 FORGET_POSITIONS_EVERY = 60.0  # seconds between sweeps of positions nobody feeds
 
 

@@ -70,6 +70,7 @@ def _load(args: argparse.Namespace, dev: Callable[[], str | None] | None) -> Set
         log_format=args.log_format,
         broker=args.broker,
         workers=args.workers,
+        upstream_source_address=args.upstream_source_address,
         state_dir=args.state_dir,
     )
 
@@ -163,7 +164,9 @@ def _check_config(args: argparse.Namespace) -> int:
     where = args.config or os.environ.get(CONFIG_ENV)
     print(
         f"config OK{f' ({where})' if where else ''}: {settings.host}:{settings.port}, "
-        f"upstream {settings.upstream}, logs {settings.log_format}"
+        f"upstream {settings.upstream}"
+        + (f" from {settings.upstream_source_address}" if settings.upstream_source_address else "")
+        + f", logs {settings.log_format}"
     )
     if placeholder:
         print("no JWT secret or public key configured: `serve` would use the local dev secret")
@@ -294,6 +297,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="N processes on one port (SO_REUSEPORT), to use N cores; needs --broker "
         "(HLGATEWAY_WORKERS, default 1)",
+    )
+    parser.add_argument(
+        "--upstream-source-address",
+        metavar="IP",
+        help="a local address every upstream connection leaves from: Hyperliquid's limits "
+        "are per IP, so each node with its own address adds capacity "
+        "(HLGATEWAY_UPSTREAM_SOURCE_ADDRESS; default: the system's choice)",
     )
 
 

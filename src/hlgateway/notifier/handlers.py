@@ -9,6 +9,7 @@ follow the commit (subscribing a wallet, the alerts held in memory) goes through
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from hlgateway.notifier import commands as c
@@ -97,20 +98,31 @@ def position_buttons(account: dict[str, object]) -> list[list[tuple[str, str]]] 
 @router.command(c.Alert)
 async def alert(ctx: Context, cmd: c.Alert) -> None:
     prices, limit = ctx.state.prices, ctx.settings.max_alerts
+    # The command's symbol is upper-cased; the market's own spelling is kept
+    # (kPEPE, xyz:XYZ100, HYPE/USDC).
+    symbol = _market_symbol(cmd.symbol, prices)
     if not prices:
         await ctx.reply("Prices are not in yet; try again in a moment.")
-    elif cmd.symbol not in prices:
+    elif symbol is None:
         await ctx.reply(f"Unknown symbol: {cmd.symbol}")
     elif len(await ctx.t.alerts.of_chat(ctx.chat)) >= limit:
         await ctx.reply(f"Too many alerts (at most {limit}).")
     else:
-        alert_id = await ctx.t.alerts.add(ctx.chat, cmd.symbol, cmd.direction.value, str(cmd.price))
-        new = PriceAlert(alert_id, ctx.chat, cmd.symbol, cmd.direction, cmd.price)
+        alert_id = await ctx.t.alerts.add(ctx.chat, symbol, cmd.direction.value, str(cmd.price))
+        new = PriceAlert(alert_id, ctx.chat, symbol, cmd.direction, cmd.price)
         ctx.later(lambda: ctx.state.alerts.__setitem__(alert_id, new))
         await ctx.reply(
-            f"Alert set: {cmd.symbol} {cmd.direction.value} {cmd.price}"
-            f" (now {number(str(prices[cmd.symbol]))})."
+            f"Alert set: {symbol} {cmd.direction.value} {cmd.price}"
+            f" (now {number(str(prices[symbol]))})."
         )
+
+
+def _market_symbol(typed: str, prices: Mapping[str, object]) -> str | None:
+    """The market `typed` names, matched as typed or else ignoring case."""
+    if typed in prices:
+        return typed
+    folded = typed.casefold()
+    return next((s for s in prices if s.casefold() == folded), None)
 
 
 @router.command(c.Alerts)

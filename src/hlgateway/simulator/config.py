@@ -24,6 +24,8 @@ class SimConfig:
     max_users: int = 10  # distinct users across the IP's user-specific subscriptions
     max_subscriptions: int = 1000  # subscriptions across the IP's connections
     max_messages_per_minute: int = 2000  # client messages, sliding 60 s window
+    # REST /info weight per IP, sliding 60 s (Hyperliquid's weights); over it, HTTP 429.
+    rest_weight_per_minute: int = 1200
     idle_timeout: float = 60.0  # drop a connection nothing was sent to for this long
     max_pending_frames: int = 10_000  # outbound backlog before a slow client is dropped
     # A wallet keeps trading for this long after its last subscription went away, so
@@ -71,6 +73,7 @@ class SimConfig:
             "max_users": self.max_users,
             "max_subscriptions": self.max_subscriptions,
             "max_messages_per_minute": self.max_messages_per_minute,
+            "rest_weight_per_minute": self.rest_weight_per_minute,
             "max_pending_frames": self.max_pending_frames,
         }
         for name, value in counts.items():

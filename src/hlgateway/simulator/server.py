@@ -234,6 +234,10 @@ class Simulator:
         """Every fill and orderUpdates transition produced for ``user`` (``ledger``)."""
         return wallet_ledger(self.world, user)
 
+    def rest_usage(self) -> dict[str, dict[str, int]]:
+        """REST weight per client IP: ``{ip: {lastMinute, total, refused}}``."""
+        return self._state.rest_usage()
+
     def stats(self) -> dict[str, Any]:
         """Counters since start (see the report in ``control``'s docstring)."""
         return self._state.counters.report(

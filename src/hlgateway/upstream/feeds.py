@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from hlgateway.backoff import Backoff
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
     ASSET_CONTEXT,
@@ -49,10 +50,11 @@ from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
 from hlgateway.upstream.candles import CandleSeries, snapshot_window
 from hlgateway.upstream.ledgers import TradeLedger
-from hlgateway.upstream.link import Link
+from hlgateway.upstream.link import Link, subscription_key
+from hlgateway.upstream.polling import PollBudget, poll_weight
 from hlgateway.upstream.pool import Upstream
 from hlgateway.upstream.rest import RestError
-from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
+from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds, subscriptions_for
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def _mids_dexes(topic: Topic, markets: Markets) -> list[str]:
 
 class Feeds:
     def __init__(
-        self, upstream: Upstream, publisher: Publisher, poll_interval: float = 5.0
+        self, upstream: Upstream, publisher: Publisher, poll_budget: PollBudget | None = None
     ) -> None:
         self._upstream = upstream
         self._markets = upstream.markets
@@ -148,17 +150,24 @@ class Feeds:
             self,
             lambda: upstream.rest,
             max_ws_wallets=upstream.limits.max_ws_wallets,
-            poll_interval=poll_interval,
+            poll_budget=poll_budget
+            or PollBudget(
+                upstream.limits.rest_weight_per_minute,
+                reserved=lambda: upstream.context_weight_per_minute,
+            ),
             retry=Backoff.full_jitter(
                 0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
             ),
         )
 
     # -- the coordinator's feed control (broker/coordination.py) -----------
-    def on_first(self, topic: Topic, since: Mapping[str, int] | None = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         """Start feeding `topic`; each wallet's user streams deliver from
         `since[wallet]` (exchange time, ms; default: now), never further back
-        than the exactly-once ledgers remember."""
+        than the exactly-once ledgers remember. `placed`: the fleet chose this
+        node by capacity (WalletFeeds.attach)."""
         acquired: list[dict[str, Any]] = []
         attached: list[str] = []
         floor = now_ms() - int(LEDGER_KEEP * 1000) + 60_000
@@ -171,7 +180,10 @@ class Feeds:
                 if key not in self._user:
                     start = since.get(wallet) if since is not None else None
                     start = self.wallets.attach(
-                        topic.channel, wallet, None if start is None else max(start, floor)
+                        topic.channel,
+                        wallet,
+                        None if start is None else max(start, floor),
+                        placed=placed,
                     )
                     self._user[key] = {}
                     attached.append(wallet)
@@ -200,6 +212,32 @@ class Feeds:
         elif topic.snapshot:
             # After the subscriber's `subscribed` reply, which is sent in this same step.
             asyncio.get_running_loop().call_soon(self._prime, topic)
+
+    def capacity(self) -> NodeCapacity:
+        """What this node's upstream can feed: its address's budgets (placement)."""
+        wallets = self.wallets
+        budget = wallets.schedule.budget
+        return NodeCapacity(
+            ws_slots=wallets.max_ws_wallets,
+            subscriptions=self._upstream.limits.max_subscriptions,
+            poll_rate=budget.rate,
+            max_poll_interval=budget.max_interval,
+        )
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        """What feeding `topic` costs a node (placement): its upstream subscriptions,
+        its wallets, and what polling one of them weighs."""
+        if topic.wallets:
+            subscriptions = frozenset(
+                subscription_key(subscription)
+                for wallet in topic.wallets
+                for subscription in subscriptions_for(topic.channel, wallet)
+            )
+            return Stream(
+                key, frozenset(topic.wallets), subscriptions, poll_weight({topic.channel})
+            )
+        keys = frozenset(subscription_key(s) for s in upstream_subscriptions(topic, self._markets))
+        return Stream(key, subscriptions=keys)
 
     def _prime(self, topic: Topic) -> None:
         """A new snapshot topic's first value, from what the upstream last said."""

@@ -41,7 +41,7 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
 from hlgateway.upstream.link import Link, LinkState, subscription_key
 from hlgateway.upstream.networks import Endpoint
-from hlgateway.upstream.rest import InfoClient, RestError
+from hlgateway.upstream.rest import InfoClient, RestError, info_weight
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,12 @@ class Upstream:
         context_refresh: float = 10.0,
         dex_refresh: float = 60.0,
         ca_file: str | None = None,
+        source_address: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Every connection (links and REST share one session) leaves from this
+        # address: the per-IP limits Hyperliquid counts are this address's.
+        self.source_address = source_address
         self.markets = Markets()
         self.contexts: dict[str, wire.AssetContext] = {}  # by canonical symbol
         self.limits = limits
@@ -120,13 +124,16 @@ class Upstream:
         self._status = "idle"
         self._new_links = SlidingWindow(limits.max_new_links_per_minute, 60.0)
         self._messages = MessageRate(limits.max_messages_per_minute)
-        self.budget = WeightBudget(limits.rest_weight_per_minute)
+        # A call counts a second longer here than at the exchange: it is counted when
+        # sent and there when received, and a full window must never be full there first.
+        self.budget = WeightBudget(limits.rest_weight_per_minute, window=61.0)
         self.markets_loaded = asyncio.Event()
         self.degraded_since: float | None = None
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=self._ssl)
+        local = (self.source_address, 0) if self.source_address else None
+        connector = aiohttp.TCPConnector(ssl=self._ssl, local_addr=local)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=15), connector=connector
         )
@@ -249,6 +256,14 @@ class Upstream:
         await wait_turn(self._new_links)
 
     @property
+    def context_weight_per_minute(self) -> float:
+        """REST weight the market list and contexts take a minute: what polling
+        cannot have (upstream/polling.py). Grows with the builder dexes listed."""
+        listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
+        dexes = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * len(self._dex_listings)
+        return listing * 60.0 / self._context_refresh + dexes * 60.0 / self._dex_refresh
+
+    @property
     def subscription_count(self) -> int:
         return len(self._refs)
 
@@ -286,6 +301,7 @@ class Upstream:
             "status": self.status,
             "network": self.endpoint.name,
             "host": self.endpoint.host,
+            "sourceAddress": self.source_address,
             "marketsLoaded": self.markets.loaded,
             "degradedSince": self.degraded_since,
             "subscriptions": len(self._refs),
@@ -295,6 +311,8 @@ class Upstream:
                 "messagesLastMinute": self._messages.used(),
                 "newLinksLastMinute": self._new_links.count(now),
                 "restWeightAvailable": round(self.budget.available()),
+                "restWeightLastMinute": round(self.budget.used()),
+                "restWeightPerMinute": round(self.budget.capacity),
             },
             "links": [
                 {

@@ -2,9 +2,10 @@
 
 Weights follow Hyperliquid's rate-limit table: l2Book, allMids and
 clearinghouseState weigh 2; most other info requests 20; userFillsByTime,
-historicalOrders and the ledger requests 20 plus a share per returned item (we
-budget the base weight and keep pages small enough for that to be close);
-candleSnapshot 20 plus one per 60 candles (we ask for 500 at most).
+historicalOrders and the ledger requests 20 plus one per 20 items answered (a
+call waits for its base weight in the budget; what the items add is charged
+when the answer is read); candleSnapshot 20 plus one per 60 candles (we ask for
+500 at most, budgeted as 29).
 """
 
 from __future__ import annotations
@@ -19,8 +20,20 @@ from hlgateway.upstream.limits import WeightBudget
 
 WEIGHTS = {"l2Book": 2, "allMids": 2, "clearinghouseState": 2, "candleSnapshot": 29}
 DEFAULT_WEIGHT = 20
+# Requests charged one more unit of weight per this many items they answer.
+PER_ITEM = frozenset(
+    {"userFillsByTime", "historicalOrders", "userFills", "userFunding"}
+    | {"userNonFundingLedgerUpdates"}
+)
+ITEMS_PER_WEIGHT = 20
 PAGE = 2000  # Hyperliquid returns at most this many fills, orders or ledger rows per call
 LEDGER_STREAMS = ("userNonFundingLedgerUpdates", "userFunding")
+
+
+def info_weight(kind: str, items: int = 0) -> int:
+    """What Hyperliquid charges an /info request of `kind` that answered `items` items."""
+    base = WEIGHTS.get(kind, DEFAULT_WEIGHT)
+    return base + items // ITEMS_PER_WEIGHT if kind in PER_ITEM else base
 
 
 class RestError(Exception):
@@ -34,7 +47,7 @@ class InfoClient:
         self.budget = budget
 
     async def post(self, payload: dict[str, Any]) -> bytes:
-        await self.budget.take(WEIGHTS.get(str(payload.get("type")), DEFAULT_WEIGHT))
+        await self.budget.take(info_weight(str(payload.get("type"))))
         try:
             async with self._session.post(self.url, json=payload) as resp:
                 if resp.status != 200:
@@ -88,6 +101,7 @@ class InfoClient:
                     page = wire.parse_rest_ledger(body, user)
                 except wire.WireError as exc:
                     raise RestError(f"{stream}: {exc}") from None
+                self._charge_items(stream, len(page))
                 fresh = [e for e in page if e.id not in seen]
                 seen.update(e.id for e in fresh)
                 events += fresh
@@ -108,6 +122,7 @@ class InfoClient:
                 page = wire.parse_rest_fills(body, user)
             except wire.WireError as exc:
                 raise RestError(f"userFillsByTime: {exc}") from None
+            self._charge_items("userFillsByTime", len(page))
             fresh = [f for f in page if f.id not in seen]
             seen.update(f.id for f in fresh)
             fills += fresh
@@ -119,9 +134,14 @@ class InfoClient:
     async def historical_orders(self, user: str) -> list[wire.HistoricalOrder]:
         body = await self.post({"type": "historicalOrders", "user": user})
         try:
-            return wire.parse_historical_orders(body, user)
+            orders = wire.parse_historical_orders(body, user)
         except wire.WireError as exc:
             raise RestError(f"historicalOrders: {exc}") from None
+        self._charge_items("historicalOrders", len(orders))
+        return orders
+
+    def _charge_items(self, kind: str, items: int) -> None:
+        self.budget.charge(info_weight(kind, items) - info_weight(kind))
 
     async def account(self, user: str) -> wire.Account:
         body = await self.post({"type": "clearinghouseState", "user": user})
