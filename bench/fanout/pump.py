@@ -24,8 +24,9 @@ Control: `POST /bench/mode` `{"mode":"idle"|"rate"|"window","rate":R,"window":W}
 `GET /bench/stats`. The first stdout line is `{"event":"ready","port":P,"feedback_port":F}`.
 
 With `--channel trades` it pushes one trade a tick on Hyperliquid's `trades`
-channel instead (unique `tid` and `time`), a lossless stream for the gateway:
-offsets, history, the durable engine's store.
+channel instead (each with its own `tid`; in window mode several may share a
+ms, so that one client can saturate the gateway), a lossless stream for the
+gateway: offsets, history, the durable engine's store.
 
 Run: `python -m bench.fanout.pump [--port 0] [--coin BTC] [--channel l2Book|trades]`.
 """
@@ -105,6 +106,7 @@ class Pump:
     _inflight: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
     _last_ts: int = 0
     _book: int = 0
+    _tid: int = 0  # trades: every trade's own id (several may share a ms)
 
     def __post_init__(self) -> None:
         self.world = SimWorld(self.seed, now_ms())
@@ -119,9 +121,10 @@ class Pump:
     def frame(self, ts: int) -> str:
         if self.channel == "trades":
             coin = _encode(self.coin).decode()
+            self._tid += 1
             return (
                 f'{{"channel":"trades","data":[{{"coin":{coin},"side":"B","px":"97012.5",'
-                f'"sz":"0.0123","time":{ts},"hash":"0x{ts:064x}","tid":{ts}}}]}}'
+                f'"sz":"0.0123","time":{ts},"hash":"0x{self._tid:064x}","tid":{self._tid}}}]}}'
             )
         levels = self._levels[self._book]
         self._book = (self._book + 1) % BOOKS
@@ -215,7 +218,8 @@ class Pump:
                     self.stats.timeouts += 1
                 continue
             ts = now_ms()
-            if ts <= self._last_ts:  # at most one tick per ms: wait for the next ms
+            if ts <= self._last_ts and self.channel != "trades":
+                # At most one book per ms (its time names it); trades have ids of their own.
                 await asyncio.sleep(0.0005)
                 continue
             inflight.append((ts, time.monotonic()))
