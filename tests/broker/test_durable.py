@@ -451,3 +451,41 @@ async def test_snapshots_are_not_kept_and_go_out_at_once(tmp_path: Path, clock: 
     again = await Node(tmp_path, clock).start()
     assert again.broker.read_now(PRICES_TOPIC, None).publications == []
     await again.broker.stop()
+
+
+async def test_a_store_that_goes_bad_while_running_is_replaced_from_memory(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that turns out corrupt at run time (not a full disk: that is waited
+    out) is moved aside and a new one is written from what memory holds: the same
+    epochs and offsets, so clients notice nothing."""
+    node = await Node(tmp_path, clock).start()
+    epoch = node.broker.read_now(ROOM, None).position
+    assert epoch is not None
+    node.broker.demand(ROOM)
+    node.broker.publish(ROOM, message(ROOM, {"n": 0}))
+    await turn()
+    real_write = Store.write
+    failures = [0]
+
+    def write(store: Store, batch: object) -> None:
+        if failures[0] < 3:
+            failures[0] += 1
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        real_write(store, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write", write)
+    node.broker.publish(ROOM, message(ROOM, {"n": 1}))
+    await eventually(lambda: len(node.got) == 2)
+    monkeypatch.undo()
+    assert node.offsets(ROOM) == [1, 2]
+    assert len(moved_aside(tmp_path)) == 1
+    node.kill()
+    again = await Node(tmp_path, clock).start()
+    replay = again.broker.read_now(ROOM, Position(0, epoch.epoch))
+    assert replay.recovered and [json.loads(p.payload)["data"] for p in replay.publications] == [
+        {"n": 0},
+        {"n": 1},
+    ]
+    assert await again.broker.resume() == [ROOM]
+    await again.broker.stop()
