@@ -24,9 +24,8 @@ Control: `POST /bench/mode` `{"mode":"idle"|"rate"|"window","rate":R,"window":W}
 `GET /bench/stats`. The first stdout line is `{"event":"ready","port":P,"feedback_port":F}`.
 
 With `--channel trades` it pushes one trade a tick on Hyperliquid's `trades`
-channel instead (each with its own `tid`; in window mode several may share a
-ms, so that one client can saturate the gateway), a lossless stream for the
-gateway: offsets, history, the durable engine's store.
+channel instead (each with its own `tid`), a lossless stream for the gateway:
+offsets, history, the durable engine's store.
 
 Run: `python -m bench.fanout.pump [--port 0] [--coin BTC] [--channel l2Book|trades]`.
 """
@@ -218,8 +217,7 @@ class Pump:
                     self.stats.timeouts += 1
                 continue
             ts = now_ms()
-            if ts <= self._last_ts and self.channel != "trades":
-                # At most one book per ms (its time names it); trades have ids of their own.
+            if ts <= self._last_ts:  # at most one tick per ms: wait for the next ms
                 await asyncio.sleep(0.0005)
                 continue
             inflight.append((ts, time.monotonic()))
