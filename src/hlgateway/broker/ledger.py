@@ -36,6 +36,11 @@ class ItemLedger:
             self.items.popitem(last=False)
         return True
 
+    def trim(self) -> None:
+        """Back to CAPACITY after items were put in directly (a start rebuilding it)."""
+        while len(self.items) > CAPACITY:
+            self.items.popitem(last=False)
+
     def forget(self, item: str) -> None:
         """An item whose publication was dropped (never stored): not published after all."""
         self.items.pop(item, None)
