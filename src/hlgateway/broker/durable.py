@@ -424,6 +424,8 @@ class DurableBroker(MemoryBroker):
             record.stream.append(positioned, now, place)
             if sink is not None:
                 sink(record.topic, positioned, offset)
+        if out and self._flush is not None:
+            self._flush()  # held back a turn already: out now, not at the end of this one
 
     def _low(self, moved: list[StreamHistory], after: int) -> int:
         """The oldest frame still needed once the `moved` streams left theirs."""
