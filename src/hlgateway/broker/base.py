@@ -157,7 +157,7 @@ class Broker(ABC):
 
     def __init__(self, node: str | None = None) -> None:
         self._sink: Sink | None = None
-        self._flush: Callable[[], None] | None = None
+        self._write_out: Callable[[], None] | None = None
         self.node = node or node_name()  # this node in /health and in upstream leases
 
     def bind(self, sink: Sink, flush: Callable[[], None] | None = None) -> None:
@@ -166,7 +166,7 @@ class Broker(ABC):
         turn (an engine that holds publications back a turn, until they are stored,
         calls it after handing over such a batch)."""
         self._sink = sink
-        self._flush = flush
+        self._write_out = flush
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to the backing service, if any."""

@@ -8,7 +8,7 @@ exactly-once ledger, each wallet's delivery position and what was wanted:
 - **Publications wait for their commit.** A lossless publication is queued; once
   per loop turn the queue is positioned (offsets assigned in order), appended
   to the store's log in one transaction with everything else of that turn
-  (its ledger items ride on its row; positions, demand), and only then appended
+  (its ledger item ids ride on its entry; positions, demand), and only then appended
   to the in-memory history and handed to the hub. So no client is ever given
   an offset that the store does not hold: a killed process loses nothing it
   answered. Snapshots and notices are not kept and go out at once, as with the
@@ -111,7 +111,7 @@ class DurableBroker(MemoryBroker):
         self._store: Store | None = None
         self._stored: dict[Topic, _Stored] = {}  # every lossless stream (as _streams)
         self._next_stream = 1
-        self._next_seq = 1  # the log's next row
+        self._next_seq = 1  # the log's next frame
         self._disk_low = 1  # no frame below this one is left in the log
         # The frames on disk, oldest first, with how many entries each holds.
         self._frames: collections.deque[tuple[int, int]] = collections.deque()
@@ -424,8 +424,8 @@ class DurableBroker(MemoryBroker):
             record.stream.append(positioned, now, place)
             if sink is not None:
                 sink(record.topic, positioned, offset)
-        if out and self._flush is not None:
-            self._flush()  # held back a turn already: out now, not at the end of this one
+        if out and self._write_out is not None:
+            self._write_out()  # held back a turn already: out now, not at the end of this one
 
     def _low(self, moved: list[StreamHistory], after: int) -> int:
         """The oldest frame still needed once the `moved` streams left theirs."""
