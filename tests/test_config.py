@@ -112,6 +112,21 @@ def test_every_bad_setting_is_named_at_once(tmp_path: Path) -> None:
     assert len(caught.value.problems) == 11
 
 
+def test_the_upstream_source_address_must_be_an_address_of_this_machine() -> None:
+    assert load_settings(SECRET).upstream_source_address is None
+    env = {**SECRET, env_name("upstream_source_address"): "127.0.0.2"}
+    assert load_settings(env).upstream_source_address == "127.0.0.2"
+    for bad, reason in (
+        ("10.0.0.300", "not an IP address"),
+        ("192.0.2.1", "not an address of this machine"),  # TEST-NET-1: never local
+    ):
+        with pytest.raises(SettingsError, match=reason) as caught:
+            load_settings({**SECRET, env_name("upstream_source_address"): bad})
+        assert "HLGATEWAY_UPSTREAM_SOURCE_ADDRESS" in str(caught.value)
+    with pytest.raises(SettingsError, match="upstream_max_poll_interval"):
+        load_settings(SECRET, upstream_poll_interval=10, upstream_max_poll_interval=5)
+
+
 @pytest.mark.parametrize(
     "text", ["port = [", "[auth]\nalgorithms = 3\n", "auth = 1\n", "port = 70000\n"]
 )
@@ -153,6 +168,12 @@ async def test_check_config_command(tmp_path: Path) -> None:
         "check-config", "--state-dir", str(tmp_path), "--broker", "redis://h:1/0", env=env
     )
     assert code == 2 and "no state directory is used" in err
+    code, out, _ = await run_cli(
+        "check-config", "--config", str(good), "--upstream-source-address", "127.0.0.3", env=env
+    )
+    assert code == 0 and "from 127.0.0.3" in out
+    code, _, err = await run_cli("check-config", "--upstream-source-address", "192.0.2.1", env=env)
+    assert code == 2 and "HLGATEWAY_UPSTREAM_SOURCE_ADDRESS" in err and "not an address" in err
     bad = tmp_path / "bad.toml"
     bad.write_text('port = "x"\nmax_rooms = -1\n')
     code, _, err = await run_cli(

@@ -97,6 +97,30 @@ def test_gauges_read_the_stats_at_each_scrape() -> None:
     assert fourth["hlgateway_leases_gained_total"] == 7
     assert fourth["hlgateway_leases_lost_total"] == 1
     assert fourth["hlgateway_broker_published_total"] == 0
+    stats.upstream_counts = UpstreamCounts(
+        wallets_websocket=10,
+        wallets_polled=3,
+        poll_interval=7.9,
+        poll_lag=0.5,
+        wallets_over_latency=1,
+        rest_weight_used=900,
+        rest_weight_limit=1200,
+    )
+    stats.coordination_stats = CoordinationStats(
+        "leases", fleet={"websocket": 30, "polled": 10, "overLatency": 2, "unplaced": 1}
+    )
+    fifth = scrape(metrics)
+    assert fifth["hlgateway_upstream_wallets[websocket]"] == 10
+    assert fifth["hlgateway_upstream_wallets[polled]"] == 3
+    assert fifth["hlgateway_upstream_poll_interval_seconds"] == 7.9
+    assert fifth["hlgateway_upstream_poll_lag_seconds"] == 0.5
+    assert fifth["hlgateway_upstream_wallets_over_latency"] == 1
+    assert fifth["hlgateway_upstream_rest_weight_used"] == 900
+    assert fifth["hlgateway_upstream_rest_weight_limit"] == 1200
+    assert fifth["hlgateway_fleet_wallets[websocket]"] == 30
+    assert fifth["hlgateway_fleet_wallets[polled]"] == 10
+    assert fifth["hlgateway_fleet_wallets_over_latency"] == 2
+    assert fifth["hlgateway_fleet_unplaced_streams"] == 1
 
 
 # Every count "since start" the sources keep, and the counter it is exported as.

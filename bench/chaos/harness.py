@@ -1,7 +1,8 @@
-"""Chaos run: continuous order flow while the simulator drops, stalls, garbles
-and refuses upstream links; a client connected to the gateway throughout must
-receive every fill and order transition in the simulator's ledger exactly once,
-in order per wallet.
+"""Chaos run: continuous order flow (perp and spot) and cashflows while the
+simulator drops, stalls, garbles and refuses upstream links; a client connected
+to the gateway throughout must receive every fill, order transition and ledger
+event (deposit, withdrawal, liquidation, funding payment) in the simulator's
+ledger exactly once, fills in order per wallet.
 
 Used by the test suite (a bounded run) and by `python -m bench.chaos` (longer).
 Everything runs in one process on 127.0.0.1: simulator, gateway, client.
@@ -104,6 +105,11 @@ async def run_chaos(
             idle_timeout=60.0,
             # Raised on both sides (see the gateway's settings below).
             max_new_connections_per_minute=100_000,
+            rest_weight_per_minute=1_000_000,
+            # Cashflows often enough that every fault can hit one in flight.
+            funding_interval=2.0,
+            transfer_interval=1.0,
+            liquidation_interval=6.0,
         )
     )
     await sim.start("127.0.0.1", 0)
@@ -134,7 +140,7 @@ async def run_chaos(
         ws = await session.ws_connect(f"ws://127.0.0.1:{port}/ws?token={token}")
         receiver = _Receiver(ws)
         reader = asyncio.get_running_loop().create_task(receiver.run())
-        for channel in ("user_fills", "user_orders"):
+        for channel in ("user_fills", "user_orders", "user_ledger"):
             await _request(
                 ws, {"type": "subscribe", "channel": channel, "params": {"userId": "chaos"}}
             )
@@ -158,7 +164,7 @@ async def run_chaos(
         # client to have everything up to that cut.
         await eventually(lambda: _healthy(gateway), 30)
         cutoff = int(time.time() * 1000) - 500
-        expected = Expected(sim, WALLETS, window_start, cutoff)
+        expected = Expected(sim, WALLETS, window_start, cutoff, events=True)
         # Late is not lost: a loaded machine may still be recovering; wait for it (bounded).
         with contextlib.suppress(TimeoutError):  # at most a minute: what is missing is the result
             await eventually(lambda: expected.received_by(receiver.got), 60)

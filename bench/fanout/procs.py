@@ -94,6 +94,18 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def _started(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":  # a zombie is gone already
+        return None
+    return int(fields[19])
+
+
 def group_cpu_seconds(pids: Sequence[int]) -> float:
     return sum(proc_cpu_seconds(pid) for pid in pids)
 
@@ -206,7 +218,12 @@ class Procs:
         self._procs.append(proc)
         return proc
 
-    def stop(self, proc: Proc, timeout: float = 5.0) -> None:
+    def stop(self, proc: Proc, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; then whatever the process had started
+        and left behind (a supervisor's workers) is killed too. Returns how many of
+        those were still there."""
+        # (pid, start time): a pid reused by someone else's process is never killed.
+        below = [(pid, _started(pid)) for pid in tree(proc.pid)[1:]] if proc.alive() else []
         if proc.alive():
             with contextlib.suppress(ProcessLookupError):
                 proc.popen.send_signal(signal.SIGTERM)
@@ -216,12 +233,20 @@ class Procs:
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.kill()
                 proc.popen.wait(timeout=5)
+        left = 0
+        for pid, started in below:
+            if started is None or _started(pid) != started:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                left += 1
         for stream in (proc.popen.stdin, proc.popen.stdout, proc.popen.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
         if proc in self._procs:
             self._procs.remove(proc)
+        return left
 
     def stop_all(self) -> None:
         for proc in reversed(list(self._procs)):

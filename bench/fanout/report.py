@@ -20,7 +20,8 @@ from bench.fanout.steering import describe
 NOTES_BEGIN = "<!-- notes:begin -->"
 NOTES_END = "<!-- notes:end -->"
 OTHER_BEGIN = "<!-- other:begin: the sections below are kept as they are -->"
-SERVER_NAMES = {"gateway": "gateway", "node": "Node ws"}
+SERVER_NAMES = {"gateway": "gateway", "node": "Node ws", "floor": "C floor"}
+SERVERS = ("gateway", "node", "floor")
 
 Results = dict[str, Any]
 
@@ -133,6 +134,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                 verdict(None if held is None else held >= n) + ("" if n >= 20_000 else " (at n)"),
             )
         )
+    rows += floor_targets(results)
     for scenario_id in _ids(results, "saturation-deflate") + _ids(
         results, "saturation-deflate-d20"
     ):
@@ -143,6 +145,65 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                 f"compression on ({scenario_id}): >= 3x Node with compression on",
                 _ratio_text(r),
                 verdict(None if r is None else r >= 3),
+            )
+        )
+    return rows
+
+
+def floor_targets(results: Results) -> list[tuple[str, str, str]]:
+    """Issue 24's targets: near the C floor at 10k clients, and 100k on one box."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+    gw, node, floor = (_agg(results, "rate-1@10000", s) for s in SERVERS)
+    if gw and floor:
+        r = _ratio(gw.get("completion_p99_ms"), floor.get("completion_p99_ms"))
+        rows.append(
+            (
+                "10k clients, 1 tick/s: gateway completion p99 <= 1.5x the C floor's",
+                f"{_num(gw.get('completion_p99_ms'), 1)} / "
+                f"{_num(floor.get('completion_p99_ms'), 1)} ms = {_ratio_text(r)}",
+                verdict(None if r is None else r <= 1.5),
+            )
+        )
+        r = _ratio(gw.get("cpu_us_per_msg"), floor.get("cpu_us_per_msg"))
+        rows.append(
+            (
+                "10k clients, 1 tick/s: gateway CPU per delivered message <= 1.5x the floor's",
+                f"{_num(gw.get('cpu_us_per_msg'), 2)} / {_num(floor.get('cpu_us_per_msg'), 2)} "
+                f"us = {_ratio_text(r)}",
+                verdict(None if r is None else r <= 1.5),
+            )
+        )
+    if gw and node:
+        r = _ratio(gw.get("completion_p99_ms"), node.get("completion_p99_ms"))
+        rows.append(
+            (
+                "10k clients, 1 tick/s: gateway completion p99 <= 0.4x Node's",
+                f"{_num(gw.get('completion_p99_ms'), 1)} / "
+                f"{_num(node.get('completion_p99_ms'), 1)} ms = {_ratio_text(r)}",
+                verdict(None if r is None else r <= 0.4),
+            )
+        )
+    box = _agg(results, "rate-1@100000", "gateway")
+    if box:
+        kib, p99 = box.get("kib_per_conn"), box.get("completion_p99_ms")
+        held = box.get("open", 0)
+        rows.append(
+            (
+                "100,000 authenticated connections on one box: < 4 KiB each",
+                f"{_num(held)} held, {_num(kib, 2)} KiB",
+                verdict(None if kib is None else kib < 4 and held >= 100_000),
+            )
+        )
+        complete = box.get("ticks_complete", 0)
+        rows.append(
+            (
+                "100,000 connections, 1 tick/s to all: completion p99 < 2 s",
+                f"{_num(p99, 1)} ms ({_num(complete)} ticks complete)",
+                verdict(None if p99 is None else p99 < 2000 and complete > 0),
             )
         )
     return rows
@@ -203,7 +264,7 @@ def _rate_rows(results: Results) -> list[list[str]]:
     rows: list[list[str]] = []
     for key in ("rate-1", "rate-10"):
         for scenario_id in _ids(results, key):
-            for server in ("gateway", "node"):
+            for server in SERVERS:
                 m = _agg(results, scenario_id, server)
                 if m is None:
                     continue
@@ -249,7 +310,7 @@ RATE_HEADER = [
 def _idle_rows(results: Results) -> list[list[str]]:
     rows: list[list[str]] = []
     for scenario_id in _ids(results, "idle"):
-        for server in ("gateway", "node"):
+        for server in SERVERS:
             m = _agg(results, scenario_id, server)
             if m is None:
                 continue
@@ -309,6 +370,120 @@ SLOW_HEADER = [
 ]
 
 
+def _processes(m: dict[str, Any], server: str) -> str:
+    n = m.get("server_processes", 1)
+    if n <= 1:
+        return "1"
+    kind = {"gateway": "workers + Redis", "node": "cluster workers", "floor": "processes"}
+    return f"{n} {kind[server]}"
+
+
+def _floor_rows(results: Results) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for scenario_id in _ids(results, "rate-1"):
+        gw, node, floor = (_agg(results, scenario_id, s) or {} for s in SERVERS)
+        if not gw and not floor:
+            continue
+
+        def cell(m: dict[str, Any]) -> str:
+            if not m:
+                return "-"
+            return f"{_num(m.get('completion_p50_ms'), 1)} / {_num(m.get('completion_p99_ms'), 1)}"
+
+        rows.append(
+            [
+                scenario_id,
+                cell(gw),
+                cell(node),
+                cell(floor),
+                f"{_num(gw.get('cpu_us_per_msg'), 2)} / {_num(node.get('cpu_us_per_msg'), 2)} / "
+                f"{_num(floor.get('cpu_us_per_msg'), 2)}",
+                _ratio_text(_ratio(gw.get("completion_p99_ms"), floor.get("completion_p99_ms"))),
+                _ratio_text(_ratio(gw.get("completion_p99_ms"), node.get("completion_p99_ms"))),
+                _ratio_text(_ratio(gw.get("cpu_us_per_msg"), floor.get("cpu_us_per_msg"))),
+                f"{_num(gw.get('msgs_per_s'))} / {_num(node.get('msgs_per_s'))} / "
+                f"{_num(floor.get('msgs_per_s'))} of {_num(gw.get('demand_msgs_per_s'))}",
+                " / ".join(
+                    _processes(m, s) if m else "-"
+                    for m, s in zip((gw, node, floor), SERVERS, strict=True)
+                ),
+                f"{_num(gw.get('loadgen_cpu'), 2)} / {_num(node.get('loadgen_cpu'), 2)} / "
+                f"{_num(floor.get('loadgen_cpu'), 2)}",
+                f"{_num(gw.get('other_cpu'), 2)} / {_num(node.get('other_cpu'), 2)} / "
+                f"{_num(floor.get('other_cpu'), 2)}",
+                f"{_num(gw.get('backlog_drops'))} / {_num(node.get('backlog_drops'))} / "
+                f"{_num(floor.get('backlog_drops'))}",
+            ]
+        )
+    return rows
+
+
+FLOOR_HEADER = [
+    "scenario@clients",
+    "gateway completion p50 / p99 ms",
+    "Node completion p50 / p99 ms",
+    "C floor completion p50 / p99 ms",
+    "CPU us per delivered message gw / Node / floor",
+    "gw/floor p99",
+    "gw/Node p99",
+    "gw/floor CPU",
+    "msg/s gw / Node / floor",
+    "processes gw / Node / floor",
+    "loadgen CPU gw / Node / floor",
+    "other CPU gw / Node / floor",
+    "backlog drops gw / Node / floor",
+]
+
+
+def _box_rows(results: Results) -> list[list[str]]:
+    rows: list[list[str]] = []
+    ids = [i for i in _ids(results, "rate-1") if _scenario(results, i).get("clients", 0) >= 50_000]
+    for scenario_id in ids + _ids(results, "limit"):
+        for server in SERVERS:
+            m = _agg(results, scenario_id, server)
+            if m is None:
+                continue
+            refused = m.get("refused_http") or {}
+            rows.append(
+                [
+                    scenario_id,
+                    SERVER_NAMES[server],
+                    _processes(m, server),
+                    f"{_num(m.get('open'))} / {_num(m.get('clients'))}",
+                    _num(m.get("accepts_per_s")),
+                    _num(m.get("kib_per_conn"), 2),
+                    f"{_num(m.get('completion_p50_ms'), 1)} / "
+                    f"{_num(m.get('completion_p99_ms'), 1)}",
+                    f"{_num(m.get('msgs_per_s'))} / {_num(m.get('demand_msgs_per_s'))}",
+                    ", ".join(f"HTTP {k}: {v:,}" for k, v in sorted(refused.items()))
+                    + (f"{', ' if refused else ''}closed: {m['refused_eof']:,}")
+                    + "".join(
+                        f", {k}: {v:,}" for k, v in sorted((m.get("refused_errno") or {}).items())
+                    )
+                    if m.get("failed")
+                    else "0",
+                    "yes"
+                    if m.get("alive", True) and not m.get("processes_lost")
+                    else f"**no** ({m.get('processes_lost', 0)} processes lost)",
+                ]
+            )
+    return rows
+
+
+BOX_HEADER = [
+    "scenario@clients",
+    "server",
+    "processes",
+    "open / asked",
+    "accepted per s",
+    "KiB per connection",
+    "completion p50 / p99 ms",
+    "msg/s got / sent",
+    "refused (how)",
+    "survived",
+]
+
+
 def design_section(results: Results, image_prefix: str) -> str:
     m = results["machine"]
     placement = results.get("placement", {})
@@ -360,6 +535,26 @@ def design_section(results: Results, image_prefix: str) -> str:
         ),
         "",
         f"![saturation]({image_prefix}-saturation.png)",
+        "",
+        "### 1 tick/s beside the C floor",
+        "",
+        "The C floor (bench/fanout/floor.c) does for each tick what no server can avoid: one "
+        "prepared frame, one `send()` per client. Completion: per tick, the last client's "
+        "receipt minus the first's; CPU per delivered message: the server's CPU (every process "
+        "of it, Redis included for the gateway's workers) over the measured window per message "
+        "the clients received, in microseconds.",
+        "",
+        _table(FLOOR_HEADER, _floor_rows(results)),
+        "",
+        "### One box: many connections, and one process at its open-file limit",
+        "",
+        "Past one process's open files (RLIMIT_NOFILE) each server runs as several processes "
+        "on one port and the clients come from several load generators. KiB per connection: "
+        "the RSS of all of the server's processes once every client is connected and "
+        "subscribed, less the same before the first, per connection (kernel socket buffers are "
+        "not in it). `limit`: one process offered more clients than it may hold.",
+        "",
+        _table(BOX_HEADER, _box_rows(results)),
         "",
         "### Fixed rate: latency (pump send -> client receipt) and broadcast completion",
         "",
@@ -519,8 +714,8 @@ def console_table(results: Results) -> str:
     rows: list[str] = []
     for scenario in results.get("scenarios", []):
         scenario_id = scenario["id"]
-        gw, node = (_agg(results, scenario_id, s) for s in ("gateway", "node"))
-        if gw is None and node is None:
+        gw, node, floor = (_agg(results, scenario_id, s) for s in SERVERS)
+        if gw is None and node is None and floor is None:
             continue
         if scenario["mode"] == "idle":
             key, unit = "kib_per_conn", "KiB/conn"
@@ -528,17 +723,22 @@ def console_table(results: Results) -> str:
             key, unit = "msgs_per_s", "msg/s"
         g = gw.get(key) if gw else None
         n = node.get(key) if node else None
-        line = f"{scenario_id:<28} {unit:<9} gateway {_num(g, 1):>12}  node {_num(n, 1):>12}"
+        f = floor.get(key) if floor else None
+        line = (
+            f"{scenario_id:<28} {unit:<9} gateway {_num(g, 1):>12}  node {_num(n, 1):>12}"
+            f"  floor {_num(f, 1):>12}"
+        )
         r = _ratio(g, n)
         if r is not None:
             line += f"  gateway/node {r:5.2f}x"
         if scenario["mode"] != "idle":
             extra = []
-            for name, m in (("gw", gw), ("node", node)):
+            for name, m in (("gw", gw), ("node", node), ("floor", floor)):
                 if m:
                     extra.append(
                         f"{name}: p99 {_num(m.get('latency_p99_ms'), 1)} ms, completion p99 "
-                        f"{_num(m.get('completion_p99_ms'), 1)} ms, loadgen cpu "
+                        f"{_num(m.get('completion_p99_ms'), 1)} ms, "
+                        f"{_num(m.get('cpu_us_per_msg'), 2)} us CPU/msg, loadgen cpu "
                         f"{_num(m.get('loadgen_cpu'), 2)}, other cpu {_num(m.get('other_cpu'), 2)}"
                     )
             line += "\n    " + "; ".join(extra)

@@ -45,7 +45,7 @@ from typing import Any
 from bench.fanout import loadgens
 from bench.fanout import procs as P
 from bench.fanout.scenarios import MIB, Scenario, plan
-from bench.fanout.steering import describe, steer_receives
+from bench.fanout.steering import backlog_drops, describe, steer_receives, still_applied
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "fanout"
@@ -262,6 +262,7 @@ class Context:
     floor: Path | None = None  # the floor server's binary
     fd_limit: int = 20_000  # the hard RLIMIT_NOFILE: what one process may hold
     redis: tuple[str, int] | None = None  # the gateway workers' broker (url, pid), if needed
+    steering: dict[str, Any] | None = None  # what steer_receives applied for the run
 
 
 @dataclass
@@ -296,7 +297,7 @@ def gateway_env(scenario: Scenario) -> dict[str, str]:
     return {
         **os.environ,
         "JWT_SECRET": SECRET,
-        "HLGATEWAY_LOG_LEVEL": "WARNING",
+        "HLGATEWAY_LOG_LEVEL": os.environ.get("BENCH_GATEWAY_LOG_LEVEL", "WARNING"),
         # The abuse limits would refuse one IP's thousands of connections.
         "HLGATEWAY_NEW_CONNECTIONS_PER_MINUTE": "0",
         "HLGATEWAY_MAX_CONNECTIONS_PER_IP": "0",
@@ -553,6 +554,11 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
         time.sleep(1.0)
         started = server.pids()
         rss_base = P.group_rss_kib(started)
+        if scenario.mode == "rate" and scenario.rate <= 1:
+            # Clients join a server that is already broadcasting, as they would in
+            # production: its book snapshot is there for each new subscriber (with
+            # --workers and no snapshot yet, each would be a Redis read).
+            pump_mode(ctx, {"mode": "rate", "rate": scenario.rate})
         for i, argv in enumerate(loadgen_argvs(ctx, scenario, server.port)):
             lgs.append(ctx.procs.start(f"{tag}-loadgen{i}", argv, watch="stderr", stdin=True))
         connect_timeout = 30 + scenario.clients / 250
@@ -583,12 +589,15 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
                 lg.popen.stdin.flush()
             _follow(ctx, lgs[0], None, scenario.warmup, label)
             cpu.begin()
+            drops = backlog_drops()
             if scenario.slow:
                 # Where the slow clients' backlog sits at the end: the kernel's send queues.
                 _follow(ctx, lgs[0], None, max(scenario.duration - 1.0, 0.0), label)
                 result["send_queues"] = send_queues(server.port)
             for lg in lgs:
                 _follow(ctx, lg, None, scenario.duration + 60, label)
+            result["backlog_drops"] = backlog_drops() - drops
+            result["steering_intact"] = still_applied(ctx.steering or {})
             pump = pump_mode(ctx, {"mode": "idle"})
             sampler.stop()
             result["pump"] = pump
@@ -627,7 +636,10 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
             pump_mode(ctx, {"mode": "idle"})
         for lg in lgs:
             ctx.procs.stop(lg)
-        ctx.procs.stop(server.proc)
+        # A supervisor drains its workers first (HLGATEWAY_SHUTDOWN_TIMEOUT 2 s, + 10).
+        left = ctx.procs.stop(server.proc, timeout=20.0 if server.processes > 1 else 5.0)
+        if left:
+            ctx.display.note(f"{label}: {left} processes of the server had to be killed")
 
 
 # -- metrics -------------------------------------------------------------------------
@@ -701,6 +713,10 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
             "core1_busy": result.get("cpu", {}).get("cpu1_busy", 0.0),
             "server_rss_max_mib": round(result.get("rss_max_kib", 0) / 1024, 1),
             "pump_timeouts": result.get("pump", {}).get("timeouts", 0),
+            # Packets the receiving core's backlog dropped (TCP resends them 200+ ms later).
+            "backlog_drops": result.get("backlog_drops", 0),
+            # False: another run on the machine changed the receive steering meanwhile.
+            "steering_intact": result.get("steering_intact", True),
             "pump_late_sends": result.get("pump", {}).get("late_sends", 0),
             "deflate_negotiated": lg["deflate_negotiated"],
             "close_codes": lg["close_codes"],
@@ -748,6 +764,10 @@ def summary_line(scenario: Scenario, m: dict[str, Any]) -> str:
     )
     if "kib_per_conn" in m:
         text += f"; {m['open']:,} open ({m['accepts_per_s']:,}/s), {m['kib_per_conn']:.2f} KiB/conn"
+    if not m.get("steering_intact", True):
+        text += "; **receive steering changed by something else during the run**"
+    if m.get("backlog_drops"):
+        text += f"; {m['backlog_drops']:,} packets dropped by the backlog"
     if m["failed"] or not m["alive"] or m["processes_lost"]:
         text += (
             f"; refused {m['failed']:,} (HTTP {m['refused_http']}, closed {m['refused_eof']}, "
@@ -927,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                     floor=floor,
                     fd_limit=fd_limit,
                     redis=stack.enter_context(own_redis(procs)) if need_redis else None,
+                    steering=steering,
                 )
                 for scenario in scenarios:
                     for rep in range(scenario.repeats):

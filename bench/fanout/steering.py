@@ -22,7 +22,11 @@ from typing import Any
 
 RPS_CPUS = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
 BACKLOG = Path("/proc/sys/net/core/netdev_max_backlog")
-BACKLOG_NEEDED = 50_000  # packets: more than the largest broadcast (20k clients) with room
+# Packets: more than the largest broadcast (100k clients) with room. The sending core
+# fills the receiving core's backlog faster than it is drained (a send costs less than a
+# receive), so about half a broadcast can wait there at once.
+BACKLOG_NEEDED = 250_000
+SOFTNET_STAT = Path("/proc/net/softnet_stat")
 
 
 def _read(path: Path) -> str | None:
@@ -64,6 +68,29 @@ def steer_receives(client_core: int, enabled: bool = True) -> Iterator[dict[str,
     finally:
         _write(RPS_CPUS, old_rps)
         _write(BACKLOG, old_backlog)
+
+
+def still_applied(info: dict[str, Any]) -> bool:
+    """Whether what `steer_receives` applied is still in place (another run on the
+    machine may have restored its own values meanwhile: the measurement is then
+    not what it says)."""
+    if not info.get("applied"):
+        return True
+    return _read(RPS_CPUS) == info["rps_cpus"] and _read(BACKLOG) == str(info["netdev_max_backlog"])
+
+
+def backlog_drops() -> int:
+    """Packets dropped so far because a CPU's backlog was full (all CPUs; 0 if unknown).
+
+    A drop is a packet TCP sends again 200 ms or more later: a run with drops in
+    its measured window measures the retransmission timer, not the server.
+    """
+    try:
+        per_cpu = SOFTNET_STAT.read_text().splitlines()
+    except OSError:
+        return 0
+    # One line per CPU; the second column (hex) counts the drops.
+    return sum(int(line.split()[1], 16) for line in per_cpu if len(line.split()) > 1)
 
 
 def describe(info: dict[str, Any]) -> str:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import re
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +29,13 @@ from hlgateway.simulator import SimConfig, Simulator
 from tests.helpers import GatewayProcess, eventually, free_port
 from tests.notifier.fakebot import Failure, FakeBotApi
 from tests.notifier.process import NotifierProcess
+from tests.notifier.test_bot import PAIRS, fill_prefix
 
 WALLETS = ["0x" + "c7" * 20, "0x" + "c8" * 20]
 FAULTS = ("kill9", "sigterm", "gateway", "429", "kill9_in_window")
+# `--gateway-kills N`: only this fault, N times: kill -9 of the gateway, down DOWN_S.
+GATEWAY_KILL = "gateway_kill9"
+DOWN_S = (1.0, 20.0)
 WINDOW_KILL_MS = 10.0  # kill9_in_window: kill within this long after Telegram's accept
 
 
@@ -53,6 +59,11 @@ class Report:
     requests_429: int = 0
     resyncs: int = 0  # streams the gateway could not replay (a reload filled them)
     reloads_with_fills: int = 0
+    gateway_down_s: float = 0.0  # in all, over the gateway kills
+    # Spot fills the chat saw under Hyperliquid's raw name (@107 for HYPE/USDC): the gateway
+    # published them so (its downtime fills, before its market names are loaded).
+    raw_spot_names: int = 0
+    info_url: str = "given"  # or "learned from the gateway" (started as docs/notifier.md)
     violations_of_retry_after: int = 0
     window_ms_p50: float = 0.0
     window_ms_p99: float = 0.0
@@ -67,8 +78,17 @@ class Report:
         return asdict(self)
 
 
-def _prefix(f: dict[str, Any]) -> str:
-    return f"{'Bought' if f['side'] == 'B' else 'Sold'} {f['sz']} {f['coin']} @ {f['px']}"
+_prefix = fill_prefix  # as the chat reads it (spot pairs by name)
+RAW_SPOT = re.compile(r" (@\d+) @ ")
+
+
+def _named(line: str) -> str:
+    """A fill line with a spot pair under Hyperliquid's raw name (`@107`) compared under
+    the gateway's (HYPE/USDC); they are counted apart (`raw_spot_names`)."""
+    found = RAW_SPOT.search(line)
+    if found is None:
+        return line
+    return line.replace(found.group(0), f" {PAIRS.get(found.group(1), found.group(1))} @ ")
 
 
 async def _kill_in_window(bot: FakeBotApi, notifier: NotifierProcess, rng: random.Random) -> None:
@@ -94,7 +114,11 @@ async def run(
     chats: int = 4,
     seed: int = 3,
     progress: Callable[[str], None] = lambda _: None,
+    gateway_kills: int = 0,
 ) -> Report:
+    """`seconds` of the faults in turn; or, with `gateway_kills`, that many kill -9s of
+    the gateway (each down 1-20 s) and nothing else, the notifier started exactly as
+    docs/notifier.md shows (no --info-url: it learns the info API from the gateway)."""
     rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="notifier-chaos-"))
     sim = Simulator(
@@ -111,18 +135,25 @@ async def run(
     bot = FakeBotApi()
     await bot.start()
     port = free_port()
-    gateway = GatewayProcess(port, "--upstream", sim.ws_url, log_file=work / "gateway.log")
+    # With --gateway-kills the gateway runs as `hlgateway serve` does by default: durable,
+    # its state in a directory (here the run's own); the chaos run keeps it in memory.
+    state = work / "gateway-state" if gateway_kills else "none"
+    gateway = GatewayProcess(
+        port, "--upstream", sim.ws_url, log_file=work / "gateway.log", state_dir=state
+    )
     await gateway.start()
     db = work / "notifier.db"
+    documented = gateway_kills > 0
     notifier = NotifierProcess(
         gateway.ws,
         bot.url,
         bot.token,
         f"sqlite:///{db}",
-        sim.http_url + "/info",
+        None if documented else sim.http_url + "/info",
         work / "notifier.log",
+        as_documented=documented,
     )
-    report = Report(chats=chats)
+    report = Report(chats=chats, info_url="learned from the gateway" if documented else "given")
     chat_ids = list(range(5001, 5001 + chats))
     watches = {chat: WALLETS[n % len(WALLETS)] for n, chat in enumerate(chat_ids)}
     started = time.monotonic()
@@ -139,9 +170,16 @@ async def run(
         await eventually(lambda: all(bot.texts(c) for c in chat_ids), 30, every=0.05)
         end = time.monotonic() + seconds
         n = 0
-        while time.monotonic() < end:
+        while (
+            (report.faults.get(GATEWAY_KILL, 0) < gateway_kills)
+            if documented
+            else (time.monotonic() < end)
+        ):
             await asyncio.sleep(rng.uniform(3.0, 6.0))
-            kind = FAULTS[n % len(FAULTS)] if n < len(FAULTS) else rng.choice(FAULTS)
+            if documented:
+                kind = GATEWAY_KILL
+            else:
+                kind = FAULTS[n % len(FAULTS)] if n < len(FAULTS) else rng.choice(FAULTS)
             n += 1
             report.faults[kind] = report.faults.get(kind, 0) + 1
             progress(f"{time.monotonic() - started:5.1f}s fault {n}: {kind}")
@@ -159,6 +197,19 @@ async def run(
                 await notifier.terminate()
                 await asyncio.sleep(rng.uniform(0.2, 2.0))
                 await up()
+            elif kind == GATEWAY_KILL:
+                await gateway.kill()
+                down = rng.uniform(*DOWN_S)
+                report.gateway_down_s = round(report.gateway_down_s + down, 1)
+                await asyncio.sleep(down)
+                gateway = GatewayProcess(
+                    port,
+                    "--upstream",
+                    sim.ws_url,
+                    log_file=work / f"gateway{n}.log",
+                    state_dir=state,
+                )
+                await gateway.start()
             elif kind == "gateway":
                 await gateway.terminate()
                 await asyncio.sleep(rng.uniform(0.5, 2.0))
@@ -188,7 +239,7 @@ async def run(
             out = []
             for text in bot.texts(chat):
                 found = [
-                    ln.split(" · ")[0]
+                    _named(ln.split(" · ")[0])
                     for ln in text.split("\n")
                     if ln.startswith(("Bought", "Sold"))
                 ]
@@ -223,6 +274,13 @@ async def run(
                 )
             ]
 
+        report.raw_spot_names = sum(
+            1
+            for c in chat_ids
+            for text in bot.texts(c)
+            for ln in text.split("\n")
+            if ln.startswith(("Bought", "Sold")) and RAW_SPOT.search(ln.split(" · ")[0])
+        )
         for chat in chat_ids:
             messages = lines_of(chat)
             lines, repeats = unique_lines(chat)
@@ -230,14 +288,22 @@ async def run(
             report.fills_repeated += sum(len(messages[i]) for i in repeats)
             report.fills_expected += len(expected[chat])
             report.fills_delivered += len(lines)
-            if lines[: len(expected[chat])] != expected[chat]:
-                missing = len(expected[chat]) - sum(
-                    1 for a, b in zip(lines, expected[chat], strict=False) if a == b
-                )
-                report.fills_lost += max(0, missing)
-                report.examples.append(f"chat {chat}: delivered != ledger prefix")
+            # Lost: in the ledger up to the cut-off, and never delivered (counted as a
+            # multiset: one sweep may make equal lines). Order: separately.
+            missing = Counter(expected[chat]) - Counter(lines)
+            report.fills_lost += sum(missing.values())
+            if missing:
+                report.examples.append(f"chat {chat}: lost {list(missing.elements())[:3]}")
             if lines != full[chat][: len(lines)]:
                 report.out_of_order_chats += 1
+                at = next(
+                    i for i, (a, b) in enumerate(zip(lines, full[chat], strict=False)) if a != b
+                )
+                report.examples.append(
+                    f"chat {chat}: line {at} is {lines[at]!r}, the ledger has {full[chat][at]!r}"
+                    f" there (then {full[chat][at + 1 : at + 4]}; delivered next "
+                    f"{lines[at + 1 : at + 4]})"
+                )
             report.messages += len(bot.delivered(chat))
             times = [s.at for s in bot.sent if s.chat_id == chat]
             gaps = [b - a for a, b in itertools.pairwise(times)]

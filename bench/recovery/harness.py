@@ -1,12 +1,13 @@
 """Forced client reconnects against the simulator's ledger.
 
 One process on 127.0.0.1: simulator, gateway, and a client of a given kind
-subscribed to user_fills and user_orders of three busy wallets. Again and again
+subscribed to user_fills, user_orders and user_ledger of three busy wallets
+(perp and spot fills, deposits, withdrawals, liquidations, funding payments). Again and again
 the gateway cuts the client off - a reset with no close frame, a 4008 slow
 consumer close, or a 1001 going-away - and the client stays away for a while
-before it comes back. At the end every fill and order transition the simulator
-produced in the window must have reached the client exactly once, fills in
-order per wallet, and every stream's offsets must run without a gap.
+before it comes back. At the end every fill, order transition and ledger
+event the simulator produced in the window must have reached the client exactly
+once, fills in order per wallet, and every stream's offsets must run without a gap.
 
 Client kinds share one interface (`ClientKind`): `raw` is a WebSocket client
 written from the protocol document alone (it keeps positions and sends `since`
@@ -40,7 +41,7 @@ from tests.helpers import eventually
 SECRET = "recovery-secret-recovery-secret-recovery!"
 USER = "bot"
 WALLETS = ["0x" + "d1" * 20, "0x" + "d2" * 20, "0x" + "d3" * 20]
-CHANNELS = ("user_fills", "user_orders")
+CHANNELS = ("user_fills", "user_orders", "user_ledger")
 CUTS = ("reset", "slow_consumer", "going_away")
 
 
@@ -178,7 +179,16 @@ async def run_recovery(
 ) -> RecoveryReport:
     rng = random.Random(seed)
     sim = Simulator(
-        SimConfig(seed=seed, control=True, order_interval=0.2, max_fill_gap=0.8, idle_timeout=600)
+        SimConfig(
+            seed=seed,
+            control=True,
+            order_interval=0.2,
+            max_fill_gap=0.8,
+            idle_timeout=600,
+            funding_interval=2.0,
+            transfer_interval=1.0,
+            liquidation_interval=6.0,
+        )
     )
     await sim.start("127.0.0.1", 0)
     settings = Settings(
@@ -221,7 +231,7 @@ async def run_recovery(
                 progress(f"reconnect {n + 1}/{reconnects}")
         await eventually(is_back(back), 30)
         cutoff = int(time.time() * 1000) - 500
-        expected = Expected(sim, WALLETS, window_start, cutoff)
+        expected = Expected(sim, WALLETS, window_start, cutoff, events=True)
         with contextlib.suppress(TimeoutError):  # at most a minute: what is missing is the result
             await eventually(lambda: expected.received_by(received.got), 60)
         report.seconds = round(time.monotonic() - started, 1)

@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from hlgateway.claims import token_user, unverified_claims
+from hlgateway.notifier.vault import VaultError, load_master_key
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
@@ -130,9 +132,13 @@ class Settings:
     upstream_max_new_links: Positive = 30  # per minute
     upstream_max_wallets: Count = 10  # on WS; more are polled
     upstream_rest_weight: Positive = 1200  # per minute
-    upstream_poll_interval: Seconds = 5.0
+    upstream_poll_interval: Seconds = 5.0  # the shortest; longer as the REST budget needs
+    upstream_max_poll_interval: Seconds = 30.0  # accepted latency of a polled wallet
     upstream_ca_file: str | None = None  # extra CA for wss/https
     upstream_host: str | None = None  # mainnet/testnet at another host
+    # The local address every upstream connection (WebSocket and REST) leaves from:
+    # Hyperliquid's limits are per IP, so a node with its own address has its own budget.
+    upstream_source_address: str | None = None
     context_refresh: Seconds = 10.0  # for 24 h change/volume
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object a line
@@ -266,6 +272,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: not valid TOML: {exc}") from None
 
 
+def _file_of(env: Mapping[str, str], config_file: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The config file (`config_file`, else HLGATEWAY_CONFIG) read, and how problems name it."""
+    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
+    if path is None:
+        return {}, ""
+    return read_config_file(path), f"{path}:"
+
+
+def _table(file: Mapping[str, Any], name: str, source: str, problems: list[str]) -> dict[str, Any]:
+    """The `[name]` table of a config file (empty when absent)."""
+    table = file.get(name, {})
+    if not isinstance(table, dict):
+        problems.append(f"{source} {name}: expected a table")
+        return {}
+    return table
+
+
 def _auth_values(
     env: Mapping[str, str], table: Mapping[str, Any], source: str, problems: list[str]
 ) -> dict[str, Any]:
@@ -357,13 +380,8 @@ def load_settings(
     """
     env = os.environ if env is None else env
     problems: list[str] = []
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    table: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = f"{path}:" if path is not None else ""
-    auth_table = table.get("auth", {})
-    if not isinstance(auth_table, dict):
-        problems.append(f"{source} auth: expected a table")
-        auth_table = {}
+    table, source = _file_of(env, config_file)
+    auth_table = _table(table, "auth", source, problems)
     auth_values = _auth_values(env, auth_table, source, problems)
     if dev_secret is not None and not (auth_values.get("secret") or auth_values.get("public_key")):
         auth_values["secret"] = dev_secret()
@@ -420,6 +438,10 @@ def settings_problems(settings: Settings) -> list[str]:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             problems.append(f"{_both('trusted_proxies')}: not an address or CIDR block: {entry!r}")
+    if settings.upstream_source_address is not None:
+        problem = source_address_problem(settings.upstream_source_address)
+        if problem is not None:
+            problems.append(f"{_both('upstream_source_address')}: {problem}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
     if not 1 <= settings.history_size <= settings.history_max:
@@ -446,9 +468,29 @@ def settings_problems(settings: Settings) -> list[str]:
         )
     if not TABLE_RE.fullmatch(settings.directory_table):
         problems.append(f"{_both('directory_table')}: a table name ([schema.]name)")
+    if settings.upstream_max_poll_interval < settings.upstream_poll_interval:
+        problems.append(
+            f"{_both('upstream_max_poll_interval')}: shorter than {_both('upstream_poll_interval')}"
+        )
     if settings.heartbeat_timeout < settings.heartbeat_interval:
         problems.append(f"{_both('heartbeat_timeout')}: shorter than {_both('heartbeat_interval')}")
     return problems
+
+
+def source_address_problem(address: str) -> str | None:
+    """Why upstream connections could not leave from `address`, or None if they can."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"not an IP address: {address!r}"
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    # Binding a throwaway socket is the one sure test that the address is this machine's.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as exc:
+            return f"not an address of this machine ({exc.strerror or exc})"
+    return None
 
 
 def check_security_settings(settings: Settings) -> None:
@@ -482,9 +524,15 @@ class NotifierSettings:
     webhook_secret: str | None = None  # TELEGRAM_WEBHOOK_SECRET (random when unset)
     max_watches: Positive = 10  # per chat
     max_alerts: Positive = 20  # per chat
-    wallets_per_connection: Positive = 30  # 3 subscriptions each (the gateway allows 100)
+    wallets_per_connection: Positive = 25  # 4 subscriptions each (the gateway allows 100)
     feed_capacity: Positive = 1000  # gateway events waiting before a stream is paused
     log_level: str = "INFO"  # HLGATEWAY_LOG_LEVEL, shared with the gateway
+    # Trading (docs/notifier.md "Trading"): off without a key to seal agent keys with.
+    key: str | None = None  # 32 bytes, base64 or hex: seals the agent keys (AES-GCM)
+    key_file: str | None = None  # ... or a file holding it
+    trade_max_notional: Annotated[float, msgspec.Meta(gt=0)] = 10_000.0  # USDC per order
+    trade_daily_orders: Positive = 50  # confirmed orders per chat per UTC day
+    confirm_seconds: Annotated[int, msgspec.Meta(ge=5, le=300)] = 30  # a preview lives this long
 
     @property
     def database_url(self) -> str:
@@ -526,8 +574,7 @@ def notifier_configured(
     """Is there anything for `hlgateway notifier` (a `[notifier]` table, a bot token,
     an HLGATEWAY_NOTIFIER_* variable)? `check-config` checks its settings then."""
     env = os.environ if env is None else env
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    if path is not None and read_config_file(path).get("notifier"):
+    if _file_of(env, config_file)[0].get("notifier"):
         return True
     own = {notifier_env_name(n) for n in notifier_setting_names()} - {"JWT_SECRET"}
     own -= {"HLGATEWAY_LOG_LEVEL"}
@@ -546,15 +593,10 @@ def load_notifier_settings(
     then `dev_secret`. Raises SettingsError naming every bad setting."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    path = config_file if config_file is not None else _env(env, CONFIG_ENV)
-    file: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = f"{path}: [notifier]" if path is not None else ""
-    table = file.get("notifier", {})
-    if not isinstance(table, dict):
-        problems.append(f"{source} expected a table")
-        table = {}
+    file, source = _file_of(env, config_file)
+    table = _table(file, "notifier", source, problems)
     values = _section_values(
-        NotifierSettings, notifier_env_name, env, table, source, overrides, problems
+        NotifierSettings, notifier_env_name, env, table, f"{source} [notifier]", overrides, problems
     )
     if not values.get("token") and not values.get("jwt_secret"):
         auth = file.get("auth")
@@ -611,4 +653,8 @@ def notifier_problems(settings: NotifierSettings) -> list[str]:
         problems.append(f"{name('webhook_listen')}: HOST:PORT, got {settings.webhook_listen!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{name('log_level')}: one of {', '.join(LOG_LEVELS)}")
+    try:
+        load_master_key(settings.key, settings.key_file)
+    except VaultError as exc:
+        problems.append(f"{name('key')}: {exc}")
     return problems

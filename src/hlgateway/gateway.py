@@ -32,6 +32,7 @@ from hlgateway.publisher import Publisher
 from hlgateway.server import delivery
 from hlgateway.server.capacity import connection_capacity
 from hlgateway.server.outbox import FlushScheduler, OutboxStats
+from hlgateway.server.timing_wheel import TimingWheel
 from hlgateway.session import SessionLimits
 from hlgateway.trading.policy import PostLimits, PostPolicy
 from hlgateway.trading.relay import PostRelay
@@ -40,6 +41,7 @@ from hlgateway.upstream.exchange import ExchangeClient
 from hlgateway.upstream.feeds import Feeds
 from hlgateway.upstream.link import Link
 from hlgateway.upstream.networks import Endpoint
+from hlgateway.upstream.polling import PollBudget
 from hlgateway.upstream.pool import LinkTiming, Upstream, UpstreamLimits
 from hlgateway.websocket.frames import Frame
 
@@ -86,8 +88,18 @@ class Gateway:
             ),
             context_refresh=settings.context_refresh,
             ca_file=settings.upstream_ca_file,
+            source_address=settings.upstream_source_address,
         )
-        self.feeds = Feeds(self.upstream, self.publisher, settings.upstream_poll_interval)
+        self.feeds = Feeds(
+            self.upstream,
+            self.publisher,
+            PollBudget(
+                weight_per_minute=settings.upstream_rest_weight,
+                reserved=lambda: self.upstream.context_weight_per_minute,
+                min_interval=settings.upstream_poll_interval,
+                max_interval=settings.upstream_max_poll_interval,
+            ),
+        )
         # Which node feeds each upstream stream is the engine's answer: alone,
         # this node feeds whatever its clients want; nodes sharing a Redis hold
         # a lease per stream.
@@ -131,6 +143,10 @@ class Gateway:
             market_wait=settings.market_wait,
         )
         self.connections: dict[str, Connection] = {}
+        # When each connection next needs the sweeper (ping, silence, token expiry).
+        self._wheel = TimingWheel(
+            max(0.02, min(1.0, settings.heartbeat_interval / 4)), time.monotonic()
+        )
         # WebSockets held at once before upgrades are refused (server/capacity.py).
         self.capacity = connection_capacity(settings.max_connections)
         self.shutting_down = False
@@ -191,28 +207,43 @@ class Gateway:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """One task for every connection's heartbeat and token expiry."""
-        settings = self.settings
-        tick = max(0.02, min(1.0, settings.heartbeat_interval / 4))
+        """One task for every connection's heartbeat and token expiry: each tick, the
+        connections the wheel says are due (a ping, a silence, an expiry), not all."""
         upkept = time.monotonic()
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(self._wheel.resolution)
             now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
             self.hub.expire()
             if now - upkept >= 1.0:
                 upkept = now
                 self.broker.upkeep()
-            batch = list(self.connections.values())
-            for start in range(0, len(batch), SWEEP_SLICE):
+            due = self._wheel.due(now)
+            for start in range(0, len(due), SWEEP_SLICE):
                 if start:
-                    # Sweeping 10k connections takes ~20 ms: in slices, so that a
-                    # broadcast arriving meanwhile is not held up behind all of it.
+                    # In slices, so that a broadcast arriving meanwhile is not held
+                    # up behind all of them (10k connections due at once: ~20 ms).
                     await asyncio.sleep(0)
-                for connection in batch[start : start + SWEEP_SLICE]:
+                for tick, client_id in due[start : start + SWEEP_SLICE]:
+                    connection = self.connections.get(client_id)
+                    if connection is None or connection.due_tick != tick:
+                        continue  # gone, or filed again (for an earlier time) since
                     connection.sweep(now, wall_ms)
+                    if client_id in self.connections:
+                        self.reschedule(connection, now, wall_ms)
 
     def register(self, connection: Connection) -> None:
         self.connections[connection.client_id] = connection
+        self.reschedule(connection)
+
+    def reschedule(
+        self, connection: Connection, now: float | None = None, wall_ms: int | None = None
+    ) -> None:
+        """File the connection in the sweeper's wheel for when it is next due."""
+        if now is None or wall_ms is None:
+            now, wall_ms = time.monotonic(), time.time_ns() // 1_000_000
+        connection.due_tick = self._wheel.file(
+            connection.client_id, connection.next_due(now, wall_ms)
+        )
 
     def unregister(self, connection: Connection) -> None:
         self.connections.pop(connection.client_id, None)
@@ -278,6 +309,8 @@ class Gateway:
     def upstream_counts(self) -> UpstreamCounts:
         links = self.upstream.health()["links"]
         wallets = self.feeds.wallets
+        modes = wallets.modes_summary()
+        budget = self.upstream.budget
         return UpstreamCounts(
             degraded=self.upstream.status not in ("connected", "idle"),
             links_open=sum(1 for link in links if link["state"] == "connected"),
@@ -285,6 +318,14 @@ class Gateway:
             fills_recovered=wallets.fills_recovered,
             wallet_recoveries=wallets.recoveries,
             rest_failures=wallets.rest_failures,
+            wallets_websocket=modes["websocket"],
+            wallets_polled=modes["restPolled"],
+            # Unbounded (no budget for polling at all) reads as -1: never a number that looks fine.
+            poll_interval=modes["pollIntervalSeconds"] or -1.0,
+            poll_lag=modes["pollLagSeconds"],
+            wallets_over_latency=modes["overLatency"],
+            rest_weight_used=budget.used(),
+            rest_weight_limit=budget.capacity,
         )
 
     @property
@@ -313,7 +354,7 @@ class Gateway:
             self._sweeper.cancel()
         await self.coordinator.stop()
         self.hub.clear()
-        await self.feeds.wallets.stop()
+        await self.feeds.stop()
         await self.relay.stop()  # posts still in flight are answered err (fate unknown)
         await self.upstream.stop()
         await self.broker.stop()

@@ -53,6 +53,13 @@ class UpstreamCounts:
     fills_recovered: int = 0  # fills the live stream missed, brought back over REST
     wallet_recoveries: int = 0
     rest_failures: int = 0
+    wallets_websocket: int = 0  # wallets on this node's upstream WebSocket user streams
+    wallets_polled: int = 0  # wallets this node polls over REST
+    poll_interval: float = 0.0  # seconds between two polls of each polled wallet
+    poll_lag: float = 0.0  # how far the most overdue poll is behind that plan
+    wallets_over_latency: int = 0  # polled wallets beyond the accepted poll interval
+    rest_weight_used: float = 0.0  # REST weight spent in the last minute
+    rest_weight_limit: float = 0.0  # per minute
 
 
 class GatewayStats(Protocol):
@@ -134,6 +141,71 @@ GAUGES: tuple[tuple[str, str, Read], ...] = (
         "hlgateway_leases_held",
         "Upstream streams this node feeds for every node",
         lambda r: r.leases.held,
+    ),
+    (
+        "hlgateway_upstream_poll_interval_seconds",
+        "Seconds between two REST polls of each polled wallet (what the budget allows)",
+        lambda r: r.upstream.poll_interval,
+    ),
+    (
+        "hlgateway_upstream_poll_lag_seconds",
+        "How far the most overdue wallet poll is behind the poll interval",
+        lambda r: r.upstream.poll_lag,
+    ),
+    (
+        "hlgateway_upstream_wallets_over_latency",
+        "Polled wallets beyond HLGATEWAY_UPSTREAM_MAX_POLL_INTERVAL on this node",
+        lambda r: r.upstream.wallets_over_latency,
+    ),
+    (
+        "hlgateway_upstream_rest_weight_used",
+        "REST weight spent in the last minute",
+        lambda r: r.upstream.rest_weight_used,
+    ),
+    (
+        "hlgateway_upstream_rest_weight_limit",
+        "REST weight this node may spend per minute",
+        lambda r: r.upstream.rest_weight_limit,
+    ),
+    (
+        "hlgateway_fleet_wallets_over_latency",
+        "Wallets the fleet can poll only beyond HLGATEWAY_UPSTREAM_MAX_POLL_INTERVAL (placement)",
+        lambda r: _fleet(r, "overLatency"),
+    ),
+    (
+        "hlgateway_fleet_unplaced_streams",
+        "Demanded upstream streams no node of the fleet can take (placement)",
+        lambda r: _fleet(r, "unplaced"),
+    ),
+)
+
+
+def _fleet(reading: _Reading, key: str) -> float:
+    """The whole fleet as the last placement saw it (every node the same; 0 without one)."""
+    fleet = reading.leases.fleet or {}
+    value = fleet.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+# Levels by a label: wallets by how they are served, on this node and fleet-wide.
+LABELLED: tuple[tuple[str, str, str, dict[str, Read]], ...] = (
+    (
+        "hlgateway_upstream_wallets",
+        "Wallets this node serves, by how",
+        "mode",
+        {
+            "websocket": lambda r: r.upstream.wallets_websocket,
+            "polled": lambda r: r.upstream.wallets_polled,
+        },
+    ),
+    (
+        "hlgateway_fleet_wallets",
+        "Wallets the whole fleet serves, by how (placement)",
+        "mode",
+        {
+            "websocket": lambda r: _fleet(r, "websocket"),
+            "polled": lambda r: _fleet(r, "polled"),
+        },
     ),
 )
 
@@ -231,6 +303,11 @@ class _GatewayCollector(Collector):
             yield GaugeMetricFamily(name, doc, value=read(reading))
         for name, doc, read in COUNTERS:
             yield CounterMetricFamily(name, doc, value=read(reading))
+        for name, doc, label, reads in LABELLED:
+            family = GaugeMetricFamily(name, doc, labels=[label])
+            for value, read in reads.items():
+                family.add_metric([value], read(reading))
+            yield family
 
 
 class Metrics:

@@ -38,6 +38,15 @@ class Publisher:
         else:
             self._send(topic, data)
 
+    def publish_update(self, topic: Topic, update: Any, whole: Any) -> None:
+        """Publish `update` to the topic's subscribers, and keep `whole` for its new
+        subscribers (a snapshot stream whose updates are not whole snapshots:
+        candles). Not throttled: such topics take no throttle."""
+        head = self._head(topic)
+        self._broker.publish(
+            topic, encoding.data_frame(head, update), encoding.data_frame(head, whole)
+        )
+
     def publish_items(
         self,
         topic: Topic,
@@ -49,9 +58,7 @@ class Publisher:
         """Publish `{**fields, key: [items...]}` with each item at most once per
         topic across every node (the broker's shared exactly-once ledger):
         `items` are (id, item) pairs. Each item is encoded once, here."""
-        head = self._heads.get(topic)
-        if head is None:
-            head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
+        head = self._head(topic)
         opening = encoding.encode(fields)[:-1]
         prefix = b"".join((head, opening, b"," if fields else b"", encoding.encode(key), b":["))
         suffix = b']},"timestamp":%d}' % encoding.now_ms()
@@ -60,9 +67,7 @@ class Publisher:
 
     def publish_once(self, topic: Topic, data: Any, item_id: str, keep: float) -> None:
         """Publish one message at most once per topic across every node, by `item_id`."""
-        head = self._heads.get(topic)
-        if head is None:
-            head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
+        head = self._head(topic)
         payload = encoding.data_frame(head, data)
         self._broker.publish_items(topic, b"", [(item_id, payload)], b"", keep)
 
@@ -82,11 +87,14 @@ class Publisher:
         if throttle is not None and throttle.timer is not None:
             throttle.timer.cancel()
 
-    def _send(self, topic: Topic, data: Any) -> None:
+    def _head(self, topic: Topic) -> bytes:
         head = self._heads.get(topic)
         if head is None:
             head = self._heads[topic] = encoding.data_head(topic.channel, topic.params_json)
-        self._broker.publish(topic, encoding.data_frame(head, data))
+        return head
+
+    def _send(self, topic: Topic, data: Any) -> None:
+        self._broker.publish(topic, encoding.data_frame(self._head(topic), data))
 
     def _throttled(self, topic: Topic, data: Any) -> None:
         # At most one message per interval, always with the latest data: only

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bench.fanout import pump as pump_mod
 from bench.fanout.run import build_loadgen
@@ -31,25 +29,6 @@ TICKS = 40
 RATE = 25.0
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
-
-
-@pytest.fixture
-async def pump() -> AsyncIterator[tuple[pump_mod.Pump, int, int]]:
-    p = pump_mod.Pump()
-    runner = web.AppRunner(pump_mod.build_app(p), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: pump_mod._Feedback(p), local_addr=("127.0.0.1", 0)
-    )
-    clock = loop.create_task(p.run())
-    yield p, port, transport.get_extra_info("sockname")[1]
-    clock.cancel()
-    transport.close()
-    await runner.cleanup()
 
 
 async def _python_client(url: str, subscribed: asyncio.Event, counts: list[int]) -> None:

@@ -29,8 +29,11 @@ def test_applied_and_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(steering, "RPS_CPUS", rps)
     monkeypatch.setattr(steering, "BACKLOG", backlog)
     with steering.steer_receives(1) as info:
-        assert (rps.read_text(), backlog.read_text()) == ("2\n", "50000\n")
+        assert (rps.read_text(), backlog.read_text()) == ("2\n", "250000\n")
         assert info["applied"] and "RPS mask 2" in steering.describe(info)
+        assert steering.still_applied(info)
+        rps.write_text("0\n")  # another run on the machine restores its own value
+        assert not steering.still_applied(info)
     assert (rps.read_text(), backlog.read_text()) == ("0\n", "1000\n")
 
 

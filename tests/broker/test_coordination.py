@@ -8,6 +8,7 @@ import pytest
 
 from hlgateway.broker import MemoryBroker
 from hlgateway.broker.coordination import LocalCoordinator
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.protocol.channels import USER_FILLS, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
@@ -22,13 +23,21 @@ class Feeds:
         self.stopped: list[Topic] = []
         self.refuse: set[Topic] = set()
 
-    def on_first(self, topic: Topic, since: Mapping[str, int] | None = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         if topic in self.refuse:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, "budget spent")
         self.started.append((topic, since))
 
     def on_last(self, topic: Topic) -> None:
         self.stopped.append(topic)
+
+    def capacity(self) -> NodeCapacity:
+        return NodeCapacity()
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        return Stream(key, frozenset(topic.wallets))
 
 
 def test_each_wanted_topic_is_fed_once_until_unwanted() -> None:

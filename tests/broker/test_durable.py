@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from hlgateway.broker import Position, Retention
 from hlgateway.broker import durable as durable_module
 from hlgateway.broker.durable import DurableBroker
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.broker.statedir import StateDirInUse
 from hlgateway.broker.store import (
     DB_FILE,
@@ -25,7 +27,7 @@ from hlgateway.broker.store import (
 )
 from hlgateway.migrations import Migration, SchemaTooNew
 from hlgateway.protocol import encoding
-from hlgateway.protocol.channels import PRICES, USER_FILLS, Topic, room_topic
+from hlgateway.protocol.channels import CANDLES, PRICES, USER_FILLS, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
 from tests.helpers import eventually
 
@@ -33,6 +35,9 @@ WALLET = "0x" + "a1" * 20
 ROOM = room_topic("desk")
 FILLS = make_topic(USER_FILLS, {"userId": "alice", "wallet": WALLET}, wallets=(WALLET,))
 PRICES_TOPIC = make_topic(PRICES, {"symbols": ["BTC"]}, symbols=("BTC",))
+CANDLES_TOPIC = make_topic(
+    CANDLES, {"interval": "1m", "symbol": "HYPE/USDC"}, symbols=("HYPE/USDC",)
+)
 
 
 class Clock:
@@ -108,6 +113,21 @@ async def test_a_publication_reaches_subscribers_only_once_it_is_stored(
     await turn()
     assert node.offsets(ROOM) == [1]
     assert len(logged(sqlite3.connect(tmp_path / DB_FILE))) == 1
+    await node.broker.stop()
+
+
+async def test_a_snapshot_update_is_delivered_and_the_whole_one_kept(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """`publish(topic, update, retained)` (candles): subscribers get the update, new
+    subscribers the whole snapshot, as with the memory engine."""
+    node = await Node(tmp_path, clock).start()
+    node.broker.demand(PRICES_TOPIC)
+    update, whole = message(PRICES_TOPIC, {"n": 1}), message(PRICES_TOPIC, {"all": [1]})
+    node.broker.publish(PRICES_TOPIC, update, whole)
+    assert node.data(PRICES_TOPIC) == [{"n": 1}]
+    replay = node.broker.read_now(PRICES_TOPIC, None)
+    assert [p.payload for p in replay.publications] == [whole]
     await node.broker.stop()
 
 
@@ -216,11 +236,19 @@ class _Feeds:
     def __init__(self) -> None:
         self.since: list[object] = []
 
-    def on_first(self, topic: Topic, since: object = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         self.since.append(since)
 
     def on_last(self, topic: Topic) -> None:
         pass
+
+    def capacity(self) -> NodeCapacity:
+        return NodeCapacity()
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        return Stream(key, frozenset(topic.wallets))
 
 
 async def test_a_graceful_stop_keeps_what_was_wanted_when_it_began(
@@ -502,3 +530,19 @@ async def test_a_store_that_goes_bad_while_running_is_replaced_from_memory(
     ]
     assert await again.broker.resume() == [ROOM]
     await again.broker.stop()
+
+async def test_a_candle_update_keeps_the_whole_snapshot_for_new_subscribers(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The engine honours `retained`: subscribers hear the one changed candle, a new
+    subscriber reads the whole series published beside it."""
+    node = await Node(tmp_path, clock).start()
+    node.broker.demand(CANDLES_TOPIC)
+    update = message(CANDLES_TOPIC, {"candles": [{"t": 2}]})
+    whole = message(CANDLES_TOPIC, {"candles": [{"t": 1}, {"t": 2}]})
+    node.broker.publish(CANDLES_TOPIC, update, whole)
+    await turn()
+    assert node.data(CANDLES_TOPIC) == [{"candles": [{"t": 2}]}]
+    latest = node.broker.read_now(CANDLES_TOPIC, None).publications
+    assert [json.loads(p.payload)["data"] for p in latest] == [{"candles": [{"t": 1}, {"t": 2}]}]
+    await node.broker.stop()

@@ -114,6 +114,43 @@ async def test_book_sorted_of_the_chosen_depth_with_spread_chart_and_trades(
     assert browser.errors == []
 
 
+async def test_a_spot_markets_candles_with_an_interval_picker(
+    browser: Browser, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    page = await open_markets(browser, gateway)
+    # Every kind of market is listed; the kind filter keeps one.
+    await page.wait_for_selector("#markets tr[data-symbol='HYPE/USDC'][data-kind='spot']")
+    await page.wait_for_selector("#markets tr[data-symbol='xyz:XYZ100'][data-kind='dex-perp']")
+    await page.select_option("#market-kind", "spot")
+    spot = await texts(page, "#markets tbody td.symbol")
+    assert set(spot) == {"PURR/USDC", "HYPE/USDC", "UBTC/USDC"}
+    await page.click("#markets tr[data-symbol='HYPE/USDC']")
+    await page.wait_for_selector("#view-market:not([hidden])")
+    assert page.url.endswith("#market/HYPE%2FUSDC")
+    assert await page.locator("#market-symbol").input_value() == "HYPE/USDC"
+
+    async def candles_drawn(interval: str) -> None:
+        # The last 500 candles of that interval, drawn: some pixel is not transparent.
+        await page.wait_for_function(
+            """i => { const c = document.getElementById('candle-chart');
+                 if (c.dataset.interval !== i || Number(c.dataset.candles) < 500) return false;
+                 return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                   .some(v => v !== 0); }""",
+            arg=interval,
+            timeout=20_000,
+        )
+
+    await candles_drawn("1m")
+    await screenshot(page, "market-candles", tmp_path)
+    for interval in ("1h", "1d", "1m"):
+        await page.select_option("#candle-interval", interval)
+        await candles_drawn(interval)
+    # The pair's book and trades tape are there too.
+    await page.wait_for_selector("#book-bids tr")
+    await page.wait_for_selector("#trades tr", timeout=20_000)
+    assert browser.errors == []
+
+
 async def test_login_from_the_address_shows_the_demo_account(
     browser: Browser, gateway: GatewayProcess, tmp_path: Path
 ) -> None:

@@ -50,6 +50,14 @@ def text_of(view: WatchView) -> str:
             ("user_fills", {"userId": "a", "wallet": "0xab"}),
         ),
         (("account", "--user", "a"), ("account_updates", {"userId": "a"})),
+        (("ledger", "--user", "a"), ("user_ledger", {"userId": "a"})),
+        (("candles", "HYPE/USDC"), ("candles", {"symbol": "HYPE/USDC", "interval": "1m"})),
+        (
+            ("candles", "@107", "--interval", "1h"),
+            ("candles", {"symbol": "@107", "interval": "1h"}),
+        ),
+        (("context", "BTC"), ("asset_context", {"symbol": "BTC"})),
+        (("bbo", "xyz:XYZ100"), ("bbo", {"symbol": "xyz:XYZ100"})),
     ],
 )
 def test_command_lines(argv: tuple[str, ...], expected: tuple[str, dict[str, object]]) -> None:
@@ -268,3 +276,42 @@ async def test_watch_in_a_pipe_prints_plain_lines(gateway: PortGateway) -> None:
     books = [line for line in lines if "  orderbook BTC bid " in line]
     assert books and all("spread" in line for line in books)
     assert "\x1b[" not in out.decode()  # no terminal control sequences in a pipe
+
+
+def test_candles_context_and_ledger_views() -> None:
+    candles = WatchView("candles", {"symbol": "HYPE/USDC", "interval": "1m"}, "ws://x/ws")
+    assert "waiting for the candles" in text_of(candles)
+
+    def candle(t: int, close: float) -> dict[str, object]:
+        return {"t": t, "T": t + 59_999, "open": 41.0, "high": 42.0, "low": 40.5,
+                "close": close, "volume": 12.5, "trades": 3}  # fmt: skip
+
+    whole = {
+        "symbol": "HYPE/USDC",
+        "interval": "1m",
+        "candles": [candle(0, 41.2), candle(60_000, 41.3)],
+    }
+    candles.on_data(DataMessage(channel="candles", params={}, data=whole, timestamp=1))
+    update = {"symbol": "HYPE/USDC", "interval": "1m", "candles": [candle(60_000, 41.33)]}
+    candles.on_data(DataMessage(channel="candles", params={}, data=update, timestamp=2))
+    shown = text_of(candles)
+    assert "HYPE/USDC 1m  (2 candles)" in shown and "41.33" in shown and "41.3 " not in shown
+
+    context = WatchView("asset_context", {"symbol": "BTC"}, "ws://x/ws")
+    ctx = {"symbol": "BTC", "markPrice": 97000.5, "midPrice": 97000.0, "oraclePrice": 96990.0,
+           "funding": 0.0000125, "premium": 0.0001, "openInterest": 1234.5, "dayVolume": 2e9,
+           "prevDayPrice": 95000.0, "timestamp": 1}  # fmt: skip
+    context.on_data(DataMessage(channel="asset_context", params={}, data=ctx, timestamp=1))
+    shown = text_of(context)
+    assert "oraclePrice" in shown and "0.0000125" in shown and "circulatingSupply" not in shown
+
+    lines: list[str] = []
+    ledger = WatchView("user_ledger", {"userId": "a"}, "ws://x/ws", echo=lines.append)
+    event = {"id": "0xab:withdraw", "kind": "withdraw", "time": 1, "amount": -250.0,
+             "token": "USDC", "wallet": "0xab", "raw": {"type": "withdraw"}}  # fmt: skip
+    ledger.on_data(
+        DataMessage(channel="user_ledger", params={}, data={"events": [event]}, timestamp=1,
+                    offset=3, epoch="E")
+    )  # fmt: skip
+    assert lines[0].endswith("ledger withdraw -250 USDC id 0xab:withdraw 0xab (offset 3)")
+    assert "withdraw" in text_of(ledger) and "-250" in text_of(ledger)

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 const source = readFileSync(new URL('../../src/hlgateway/static/client.js', import.meta.url));
 const {
   StreamCursor, TradingWebSocket, isTransientRefusal, isHandshakeRefusal, handshakeStatus, healthUrl,
+  gatewayUrl, mergeCandles, CANDLE_INTERVALS,
 } = await import('data:text/javascript;base64,' + source.toString('base64'));
 
 // -- the cursor ----------------------------------------------------------------------------
@@ -36,6 +37,19 @@ test('not recovered and new epochs resync; the old epoch is behind', () => {
   assert.equal(c.onData(6, 'OLD'), 'duplicate');
   assert.equal(c.onData(1, 'NEWER'), 'newEpoch');
   assert.equal(c.onJoined(null, null, undefined), 'untracked');
+});
+
+test('candles: updates fold into the series; the market list URL', () => {
+  const whole = { symbol: 'HYPE/USDC', interval: '1m', candles: [{ t: 1, close: 1 }, { t: 2, close: 2 }] };
+  const merged = mergeCandles(whole, { symbol: 'HYPE/USDC', interval: '1m', candles: [{ t: 2, close: 3 }] });
+  assert.deepEqual(merged.candles, [{ t: 1, close: 1 }, { t: 2, close: 3 }]);
+  const next = mergeCandles(merged, { symbol: 'HYPE/USDC', interval: '1m', candles: [{ t: 3, close: 4 }] });
+  assert.deepEqual(next.candles.map((c) => c.t), [1, 2, 3]);
+  const long = { candles: Array.from({ length: 500 }, (_, i) => ({ t: i })) };
+  assert.equal(mergeCandles(long, { candles: [{ t: 500 }] }).candles[0].t, 1);
+  assert.deepEqual(mergeCandles(null, whole), whole);
+  assert.equal(CANDLE_INTERVALS.length, 14);
+  assert.equal(gatewayUrl('wss://gw.example/ws?token=x', '/api/markets'), 'https://gw.example/api/markets');
 });
 
 test('refusal classes and handshake statuses', () => {

@@ -1,8 +1,9 @@
 """A fake Telegram Bot API server of the tests' own (aiohttp, real HTTP).
 
-getMe, getUpdates (long polling), sendMessage. Every request is recorded with
-its arrival time. Tests put user messages in (`say`) and errors on demand
-(`fail`: 429 with retry_after, 403, a group migration). sendMessage checks the
+getMe, getUpdates (long polling), sendMessage, editMessageText, deleteMessage,
+answerCallbackQuery. Every request is recorded with its arrival time. Tests put
+user messages in (`say`), button presses (`press`) and errors on demand (`fail`:
+429 with retry_after, 403, a group migration). sendMessage checks the
 HTML the way Telegram does (allowed tags, balanced, every `<`, `>` and `&`
 escaped, at most 4,096 characters of text) and answers 400 otherwise, and it
 notes every request that came to a chat while a 429 it answered still held.
@@ -71,6 +72,16 @@ class Sent:
 
 
 @dataclass
+class Edit:
+    at: float
+    chat_id: int
+    message_id: int
+    text: str
+    visible: str
+    markup: Any
+
+
+@dataclass
 class Failure:
     status: int  # 429, 403, 400 (migrate)
     retry_after: int = 0
@@ -89,6 +100,9 @@ class FakeBotApi:
     forbidden: set[int] = field(default_factory=set)
     updates: list[dict[str, Any]] = field(default_factory=list)
     polls: int = 0
+    edits: list[Edit] = field(default_factory=list)
+    deleted: list[tuple[int, int]] = field(default_factory=list)  # (chat, message id)
+    answers: list[tuple[str, str | None]] = field(default_factory=list)  # (query id, text)
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -98,6 +112,7 @@ class FakeBotApi:
         self.on_accept: Callable[[Sent], None] | None = None
         self._next_update = 1
         self._next_message = 1
+        self._forced: list[dict[str, Any]] = []  # replayed updates, delivered whatever the offset
         self.port = 0
 
     # -- for tests ---------------------------------------------------------------
@@ -126,6 +141,48 @@ class FakeBotApi:
                 "text": text,
             },
         }
+
+    def press(self, chat_id: int, message_id: int, data: str) -> int:
+        """The user presses a button (callback data `data`) under one of our messages."""
+        update_id = self._next_update
+        self._next_update += 1
+        self.updates.append(
+            {
+                "update_id": update_id,
+                "callback_query": {
+                    "id": f"q{update_id}",
+                    "from": {"id": abs(chat_id), "is_bot": False, "first_name": "U"},
+                    "chat_instance": str(chat_id),
+                    "message": {
+                        "message_id": message_id,
+                        "date": int(time.time()),
+                        "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+                        "text": "",
+                    },
+                    "data": data,
+                },
+            }
+        )
+        self._new_update.set()
+        return update_id
+
+    def replay(self, update_id: int) -> None:
+        """Telegram delivers an update again, even below the offset the bot asked from
+        (a retried callback): the bot must see that it handled it already."""
+        (update,) = [u for u in self.updates if u["update_id"] == update_id]
+        self._forced.append(update)
+        self._new_update.set()
+
+    def with_buttons(self, chat_id: int) -> list[Sent]:
+        """Our messages to `chat_id` that carry callback buttons."""
+        return [s for s in self.delivered(chat_id) if s.markup and _callbacks(s.markup)]
+
+    def current(self, chat_id: int, message_id: int) -> str:
+        """What a message of ours shows now (its last edit)."""
+        edited = [e for e in self.edits if (e.chat_id, e.message_id) == (chat_id, message_id)]
+        if edited:
+            return edited[-1].visible
+        return next(s.visible for s in self.delivered(chat_id) if s.message_id == message_id)
 
     def fail(self, chat_id: int, failure: Failure) -> None:
         self.failures.setdefault(chat_id, []).append(failure)
@@ -166,6 +223,14 @@ class FakeBotApi:
             return await self._get_updates(params)
         if method == "sendMessage":
             return self._send_message(now, params)
+        if method == "editMessageText":
+            return self._edit(now, params)
+        if method == "deleteMessage":
+            self.deleted.append((int(params["chat_id"]), int(params["message_id"])))
+            return _ok(True)
+        if method == "answerCallbackQuery":
+            self.answers.append((str(params["callback_query_id"]), params.get("text")))
+            return _ok(True)
         if method == "setWebhook":
             self.webhook = (str(params["url"]), str(params.get("secret_token", "")))
             return _ok(True)
@@ -183,11 +248,35 @@ class FakeBotApi:
         deadline = time.monotonic() + min(timeout, 5.0)
         while True:
             ready = [u for u in self.updates if u["update_id"] >= offset]
+            if self._forced:
+                ready = [*self._forced, *ready]
+                self._forced.clear()
             if ready or time.monotonic() >= deadline:
                 return _ok(ready[: int(params.get("limit") or 100)])
             self._new_update.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+
+    def _edit(self, now: float, params: dict[str, Any]) -> web.Response:
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        text = str(params.get("text", ""))
+        if not any(s.message_id == message_id for s in self.delivered(chat_id)):
+            return _error(400, "Bad Request: message to edit not found")
+        try:
+            visible = visible_text(text) if params.get("parse_mode") == "HTML" else text
+        except BadHtml as exc:
+            return _error(400, f"Bad Request: can't parse entities: {exc}")
+        markup = params.get("reply_markup")
+        markup = json.loads(markup) if isinstance(markup, str) else markup
+        self.edits.append(Edit(now, chat_id, message_id, text, visible, markup))
+        return _ok(
+            {
+                "message_id": message_id,
+                "date": int(now),
+                "chat": {"id": chat_id, "type": "private"},
+                "text": visible,
+            }
+        )
 
     def _send_message(self, now: float, params: dict[str, Any]) -> web.Response:
         chat_id = int(params["chat_id"])
@@ -255,6 +344,17 @@ async def _params(request: web.Request) -> dict[str, Any]:
     for key, value in form.items():
         out[key] = value if isinstance(value, str) else str(value)
     return out
+
+
+def _callbacks(markup: Any) -> list[str]:
+    rows = markup.get("inline_keyboard", []) if isinstance(markup, dict) else []
+    return [b["callback_data"] for row in rows for b in row if "callback_data" in b]
+
+
+def buttons_of(sent: Sent) -> dict[str, str]:
+    """label -> callback data of a message's buttons."""
+    rows = sent.markup.get("inline_keyboard", []) if isinstance(sent.markup, dict) else []
+    return {b["text"]: b["callback_data"] for row in rows for b in row if "callback_data" in b}
 
 
 def _ok(result: Any) -> web.Response:

@@ -17,6 +17,7 @@ from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
 from hlgateway.simulator import Simulator
+from hlgateway.simulator.listing import Listing
 from tests.helpers import eventually, free_port
 from tests.notifier.conftest import NotifierFactory
 from tests.notifier.fakebot import Failure, FakeBotApi, visible_text
@@ -25,9 +26,13 @@ WALLET = "0x" + "d1" * 20
 CHAT = 1001
 
 
+# The gateway names spot pairs BASE/QUOTE (Hyperliquid's `@107` is HYPE/USDC).
+PAIRS = {pair.coin: pair.display_name for pair in Listing().pairs}
+
+
 def fill_prefix(f: dict[str, Any]) -> str:
     verb = "Bought" if f["side"] == "B" else "Sold"
-    return f"{verb} {f['sz']} {f['coin']} @ {f['px']}"
+    return f"{verb} {f['sz']} {PAIRS.get(f['coin'], f['coin'])} @ {f['px']}"
 
 
 def fill_lines(bot: FakeBotApi, chat: int) -> list[str]:
@@ -97,7 +102,7 @@ async def test_commands_answer_and_bad_input_is_refused_clearly(
 ) -> None:
     notifier = make_notifier(sqlite_url, limits=FAST_CHAT)
     await notifier.start()
-    await eventually(lambda: "BTC" in notifier.state.prices, 10)
+    await eventually(lambda: {"BTC", "HYPE/USDC", "xyz:XYZ100"} <= set(notifier.state.prices), 10)
     script = [
         ("/help", "/watch <0x wallet> [label]"),
         ("/watch 0xnothex", "Not a wallet address: 0xnothex"),
@@ -106,10 +111,13 @@ async def test_commands_answer_and_bad_input_is_refused_clearly(
         ("/alert NOPE above 5", "Unknown symbol: NOPE"),
         ("/alert BTC above 1", "Alert set: BTC above 1"),
         ("/alerts", "1. BTC above 1"),
+        # Markets spelled their own way, typed in any case; neither fires.
+        ("/alert xyz:xyz100 above 100000000", "Alert set: xyz:XYZ100 above 100000000"),
+        ("/alert hype/usdc below 0.0001", "Alert set: HYPE/USDC below 0.0001"),
         ("/mute 5", "Muted for 5 min"),
         ("/unmute", "Unmuted."),
         ("/orders on", "Order events on."),
-        ("/delalert 3", "No alert 3"),
+        ("/delalert 9", "No alert 9"),
         ("hello", "Send /help"),
     ]
     for n, (text, expected) in enumerate(script, start=1):
@@ -455,9 +463,11 @@ async def test_without_an_info_url_the_notifier_learns_it_from_the_gateway(
     asked: list[str] = []
     real = notifier.history.fills_since
 
-    async def noted(info_url: str, wallet: str, start_ms: int) -> list[dict[str, Any]]:
+    async def noted(
+        info_url: str, wallet: str, start_ms: int, names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         asked.append(info_url)
-        return await real(info_url, wallet, start_ms)
+        return await real(info_url, wallet, start_ms, names)
 
     monkeypatch.setattr(notifier.history, "fills_since", noted)
     await notifier.start()

@@ -33,6 +33,8 @@ def test_watch_with_label_keeps_the_label_as_typed() -> None:
         ("/mute 0", "Usage: /mute"),
         ("/mute 99999999", "Usage: /mute"),
         ("/orders maybe", "Usage: /orders"),
+        ("/ledger", "Usage: /ledger"),
+        ("/ledger yes", "Usage: /ledger"),
         ("/frobnicate", "Unknown command /frobnicate"),
     ],
 )
@@ -49,6 +51,8 @@ def test_the_rest() -> None:
     assert c.parse("/delalert 2") == c.DelAlert(2)
     assert c.parse("/mute 30") == c.Mute(30)
     assert c.parse("/orders ON") == c.Orders(True)
+    assert c.parse("/ledger on") == c.Ledger(True) and c.parse("/ledger Off") == c.Ledger(False)
+    assert "/ledger on|off" in c.HELP
     assert c.parse("hello") == c.NotACommand()
     assert c.parse("/help@hl_test_bot", "hl_test_bot") == c.Help()
     assert c.parse("/help@other_bot", "hl_test_bot") == c.NotACommand()

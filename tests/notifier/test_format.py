@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from hlgateway.notifier.format import MAX_MESSAGE, esc, fill_line, number, pack, take_first
+from hlgateway.notifier.format import (
+    MAX_MESSAGE,
+    esc,
+    fill_line,
+    ledger_line,
+    number,
+    pack,
+    take_first,
+)
 from tests.notifier.fakebot import BadHtml, visible_text
 
 FILL = {
@@ -37,6 +45,30 @@ def test_fill_line_reads_as_the_exchange_reports_it() -> None:
     line = fill_line(FILL, "<b>_*[x]")
     shown = visible_text(line)
     assert shown == "Bought 0.00001 BTC @ 43250.5 · fee 0.0123 USDC · PnL -1.5 · <b>_*[x]"
+
+
+def test_a_spot_fill_names_its_pair_and_the_fee_token() -> None:
+    spot = {**FILL, "symbol": "HYPE/USDC", "market": "spot", "price": 41.33, "size": 12.5,
+            "fee": 0.005625, "feeToken": "HYPE", "closedPnl": 0.0}  # fmt: skip
+    shown = visible_text(fill_line(spot, "desk"))
+    assert shown == "Bought 12.5 HYPE/USDC @ 41.33 · fee 0.005625 HYPE · desk"
+
+
+def test_ledger_lines_for_deposits_withdrawals_and_liquidations() -> None:
+    wallet = "0x" + "ab" * 20
+    deposit = {"id": "0x1:deposit", "kind": "deposit", "time": 1, "amount": 2500.0,
+               "token": "USDC", "wallet": wallet, "raw": {"type": "deposit"}}  # fmt: skip
+    assert visible_text(ledger_line(deposit, "<b>me") or "") == "Deposit 2500.0 USDC · <b>me"
+    withdraw = {**deposit, "kind": "withdraw", "amount": -199999.0, "fee": 1.0}
+    shown = visible_text(ledger_line(withdraw, None) or "")
+    assert shown == "Withdrawal 199999.0 USDC (fee 1.0) · 0xabab…abab"
+    liquidation = {**deposit, "kind": "liquidation", "amount": 713779.9733,
+                   "raw": {"type": "liquidation", "liquidatedPositions": [
+                       {"coin": "TRUMP", "szi": "-12511.7"}]}}  # fmt: skip
+    shown = visible_text(ledger_line(liquidation, "x") or "")
+    assert shown == "⚠️ Liquidated: TRUMP -12511.7 · notional 713779.9733 USDC · x"
+    assert ledger_line({**deposit, "kind": "funding"}, None) is None
+    assert ledger_line({**deposit, "kind": "transfer"}, None) is None
 
 
 def test_fill_line_sold_without_label_shows_the_short_wallet_and_no_zero_pnl() -> None:

@@ -26,7 +26,7 @@ def test_lossless_events_are_bounded_and_refused_beyond() -> None:
     inbox = Inbox(capacity=3)
     assert all(inbox.offer(fills(n)) for n in range(3))
     assert not inbox.offer(fills(3))  # refused: nothing of it is kept
-    assert not inbox.offer(OrderEvent(W, {"action": "created"}, Position(9, "e")))
+    assert not inbox.offer(fills(4))
     # Control events and snapshots are always taken.
     assert inbox.offer(Gap(W, "user_fills"))
     assert inbox.offer(Refused(V, "user_fills", "FORBIDDEN", "no"))
@@ -34,6 +34,20 @@ def test_lossless_events_are_bounded_and_refused_beyond() -> None:
     assert (inbox.lossless, inbox.refused) == (3, 2)
     assert [e for e in drain(inbox) if isinstance(e, Fills)] == [fills(n) for n in range(3)]
     assert inbox.lossless == 0 and len(inbox) == 0
+
+
+def test_a_full_inbox_still_takes_one_event_of_a_stream_with_none_waiting() -> None:
+    """A busy stream's replay cannot starve another: each stream may always have one."""
+    inbox = Inbox(capacity=2)
+    assert inbox.offer(fills(1)) and inbox.offer(fills(2))
+    other = Fills(V, [{"id": 9, "timestamp": 9}], Position(1, "e"))
+    orders = OrderEvent(W, {"action": "created"}, Position(1, "e"))
+    assert inbox.offer(other)  # V has nothing waiting
+    assert inbox.offer(orders)  # nor have W's orders
+    assert not inbox.offer(Fills(V, [], Position(2, "e")))  # V has one now
+    assert not inbox.offer(fills(3))
+    assert drain(inbox) == [fills(1), fills(2), other, orders]
+    assert inbox.offer(Fills(V, [], Position(2, "e")))
 
 
 def test_room_again_once_well_below_capacity() -> None:
@@ -82,6 +96,10 @@ def test_a_long_outage_costs_bounded_memory() -> None:
         inbox.offer(fills(n))
     assert len(inbox) == 10 + 1 + 2  # the lossless events, one prices, one account each
     assert inbox.refused == 10_000 - 10
+    for n in range(100):  # many streams: one more each, at most
+        inbox.offer(Fills(f"0x{n:040x}", [], Position(1, "e")))
+        inbox.offer(Fills(f"0x{n:040x}", [], Position(2, "e")))
+    assert inbox.lossless == 10 + 100
 
 
 def test_capacity_must_be_positive() -> None:

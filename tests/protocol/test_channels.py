@@ -50,7 +50,12 @@ def test_defaults_are_filled_and_keys_sorted(catalog: Catalog) -> None:
 @pytest.mark.parametrize(
     ("channel", "params", "code"),
     [
-        ("candles", {}, ErrorCode.UNKNOWN_CHANNEL),
+        ("klines", {}, ErrorCode.UNKNOWN_CHANNEL),
+        ("candles", {"symbol": "BTC"}, ErrorCode.INVALID_PARAMS),
+        ("candles", {"symbol": "BTC", "interval": "2m"}, ErrorCode.INVALID_PARAMS),
+        ("bbo", {}, ErrorCode.INVALID_PARAMS),
+        ("asset_context", {"symbol": "BTC", "depth": 1}, ErrorCode.INVALID_PARAMS),
+        ("user_ledger", {}, ErrorCode.INVALID_PARAMS),
         ("prices", {"symbols": ["DOGEZILLA"]}, ErrorCode.INVALID_PARAMS),
         ("prices", {"symbols": "BTC"}, ErrorCode.INVALID_PARAMS),
         ("prices", {"throttle": -1}, ErrorCode.INVALID_PARAMS),

@@ -14,8 +14,13 @@ from tests.helpers import GatewayProcess, free_port
 
 
 def node(
-    upstream: str, broker: str, log_dir: Path, name: str, port: int | None = None
+    upstream: str, broker: str, log_dir: Path, name: str, port: int | None = None, **env: str
 ) -> GatewayProcess:
+    environment: dict[str, Any] = {
+        "HLGATEWAY_NODE_NAME": name,
+        "HLGATEWAY_LOG_LEVEL": "INFO",
+        **env,
+    }
     return GatewayProcess(
         port or free_port(),
         "--upstream",
@@ -23,8 +28,7 @@ def node(
         "--broker",
         broker,
         log_file=log_dir / f"{name}.log",
-        HLGATEWAY_NODE_NAME=name,
-        HLGATEWAY_LOG_LEVEL="INFO",
+        **environment,
     )
 
 

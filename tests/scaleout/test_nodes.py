@@ -217,3 +217,38 @@ async def test_a_flushed_redis_means_a_new_epoch_and_recovered_false(
             assert (await health(proc))["status"] == "healthy"
     finally:
         await client.close()
+
+
+async def test_candles_and_the_ledger_across_nodes(
+    fleet: list[GatewayProcess], simulator: Simulator
+) -> None:
+    """A candles topic is fed on one node; its updates reach clients of every node, and
+    a later subscriber on any node gets the whole series first (Redis keeps it beside
+    the last update). The user ledger is one lossless stream for all nodes."""
+    a, b, _ = fleet
+    first = await Client.connect(a.ws, alice_token())
+    late = await Client.connect(b.ws, alice_token())
+    try:
+        await first.recv()
+        await late.recv()
+        params = {"symbol": "@107", "interval": "1m"}
+        reply = await first.request({"type": "subscribe", "channel": "candles", "params": params})
+        assert reply["type"] == "subscribed", reply
+        whole = await first.data("candles", timeout=20)
+        assert len(whole["data"]["candles"]) == 500
+        update = await first.data("candles", timeout=20)  # the current candle moved
+        assert len(update["data"]["candles"]) == 1
+        reply = await late.request({"type": "subscribe", "channel": "candles", "params": params})
+        assert reply["params"] == {"interval": "1m", "symbol": "HYPE/USDC"}
+        seen = await late.data("candles", timeout=20)
+        assert len(seen["data"]["candles"]) == 500
+        assert seen["data"]["candles"][-1]["t"] >= update["data"]["candles"][0]["t"]
+        await eventually(lambda: len(_upstream_subs(simulator, "candle")) == 1, 10)
+
+        ledger = {"userId": "alice", "wallet": ALICE_WALLET}
+        one = await first.request({"type": "subscribe", "channel": "user_ledger", "params": ledger})
+        two = await late.request({"type": "subscribe", "channel": "user_ledger", "params": ledger})
+        assert one["epoch"] == two["epoch"]
+    finally:
+        await first.close()
+        await late.close()

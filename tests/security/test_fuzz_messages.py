@@ -57,11 +57,17 @@ channels = st.sampled_from(
         "system",
         "room",
         "candles",
+        "bbo",
+        "asset_context",
+        "user_ledger",
+        "klines",
         "",
     ]
 )
 params = st.dictionaries(
-    st.sampled_from(["symbols", "symbol", "depth", "throttle", "userId", "wallet", "x"]),
+    st.sampled_from(
+        ["symbols", "symbol", "depth", "throttle", "userId", "wallet", "interval", "x"]
+    ),
     hostile,
     max_size=4,
 )

@@ -109,7 +109,7 @@ BAD_INPUT = [
     ('{"type":42,"id":"e1"}', "INVALID_MESSAGE"),
     ('{"type":"subscribe","channel":7,"id":"e1"}', "INVALID_MESSAGE"),
     ('{"type":"teleport","id":"e1"}', "UNKNOWN_TYPE"),
-    ('{"type":"subscribe","channel":"candles","id":"e1"}', "UNKNOWN_CHANNEL"),
+    ('{"type":"subscribe","channel":"klines","id":"e1"}', "UNKNOWN_CHANNEL"),
     (
         '{"type":"subscribe","channel":"orderbook","params":{"symbol":"BTC","depth":99},"id":"e1"}',
         "INVALID_PARAMS",
@@ -184,6 +184,17 @@ async def test_token_expiry_closes_with_4001_unless_refreshed(server: GatewaySer
     assert (await refreshed.request({"type": "ping"}))["type"] == "pong"
     await lapsing.close()
     await refreshed.close()
+
+
+async def test_a_refresh_to_an_earlier_expiry_closes_then(server: GatewayServer) -> None:
+    # The sweeper visits a connection when it is due (server/timing_wheel.py): a refreshed
+    # token that expires sooner than the first must move that visit earlier.
+    client = await Client.connect(server.ws, alice_token(ttl_seconds=600))
+    await client.recv()
+    reply = await client.request({"type": "auth", "token": alice_token(ttl_seconds=1)})
+    assert reply["type"] == "authenticated"
+    assert await client.closed(timeout=5) == (4001, "Token expired")
+    await client.close()
 
 
 async def test_heartbeat_drops_a_client_that_never_answers(simulator: Simulator) -> None:

@@ -150,9 +150,10 @@ async def test_outage_is_visible_in_health_and_on_system(
     assert "l2Book:btc" in link["streamAgeSeconds"]
 
 
-async def test_chaos_every_fill_and_transition_exactly_once() -> None:
+async def test_chaos_every_fill_transition_and_ledger_event_exactly_once() -> None:
     report = await run_chaos(faults=21, interval=1.0)
     assert report.faults >= 20
     assert report.ledger.fills_produced > 20 and report.ledger.transitions_produced > 40
+    assert report.ledger.spot_fills > 0 and report.ledger.events_produced > 10
     assert report.ok(), report.as_dict()
     assert report.pong_timeouts >= 1

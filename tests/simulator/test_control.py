@@ -337,6 +337,8 @@ async def test_ledger_equals_what_a_subscriber_received(
         "trackedSince": None,
         "fills": [],
         "orders": [],
+        "fundings": [],
+        "ledgerUpdates": [],
     }
     async with session.ws_connect(csim.ws_url) as ws:
         # orderUpdates first: it starts tracking, so it sees every live transition.

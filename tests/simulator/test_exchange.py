@@ -240,6 +240,17 @@ async def test_agents_act_for_the_account_that_approved_them(
         second.address.lower(): "",
         named.address.lower(): "desk",
     }
+    # Whose agent an address is, as the info API says it (userRole, extraAgents).
+    role = await info(session, sim, {"type": "userRole", "user": second.address})
+    assert role == {"role": "agent", "data": {"user": trader.address.lower()}}
+    assert await info(session, sim, {"type": "userRole", "user": first.address}) == {
+        "role": "missing"  # retired
+    }
+    assert await info(session, sim, {"type": "userRole", "user": trader.address}) == {
+        "role": "user"
+    }
+    (extra,) = await info(session, sim, {"type": "extraAgents", "user": trader.address})
+    assert (extra["name"], extra["address"]) == ("desk", named.address.lower())
     # An agent signs trading actions only: a transfer it signs is a stranger's.
     nonce = Nonce.next()
     send: Body = {"destination": trader.address, "amount": "1", "time": nonce, "type": "usdSend"}
@@ -247,6 +258,12 @@ async def test_agents_act_for_the_account_that_approved_them(
     _, answer = await post(session, sim, {"action": send, "nonce": nonce, "signature": signature})
     assert answer["response"] == f"User or API Wallet {second.address.lower()} does not exist."
     assert row["oid"]
+
+
+async def info(session: aiohttp.ClientSession, sim: Simulator, body: Body) -> Any:
+    async with session.post(sim.http_url + "/info", json=body) as resp:
+        assert resp.status == 200
+        return await resp.json()
 
 
 async def test_transfers_move_simulated_dollars(

@@ -53,7 +53,7 @@ class Simulate:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         try:
-            assert self.proc.wait(timeout=10) == 0
+            assert self.proc.wait(timeout=60) == 0
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()

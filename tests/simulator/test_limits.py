@@ -12,6 +12,7 @@ import pytest
 
 from hlgateway.ratelimit import SlidingWindow
 from hlgateway.simulator import SimConfig, Simulator
+from hlgateway.simulator.limits import info_weight
 from tests.helpers import eventually
 
 from .conftest import FAST, USER, channel, recv_until, subscribe
@@ -50,6 +51,7 @@ def test_defaults_are_hyperliquids() -> None:
     assert (cfg.max_connections, cfg.max_new_connections_per_minute) == (10, 30)
     assert (cfg.max_subscriptions, cfg.max_users, cfg.max_messages_per_minute) == (1000, 10, 2000)
     assert cfg.idle_timeout == 60.0 and cfg.track_grace == 120.0 and cfg.control is False
+    assert cfg.rest_weight_per_minute == 1200
     with pytest.raises(ValueError, match="max_connections"):
         SimConfig(max_connections=0)
     with pytest.raises(ValueError, match="max_new_connections_per_minute"):
@@ -158,3 +160,59 @@ async def test_limit_checks_ignore_plain_http(session: aiohttp.ClientSession) ->
         ws = await session.ws_connect(sim.ws_url)
         assert await handshake_status(session, sim) == 429
         await ws.close()
+
+
+@asynccontextmanager
+async def from_address(address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client whose connections leave from `address` (127.0.0.x: another IP here)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as client:
+        yield client
+
+
+async def test_each_client_address_has_its_own_budgets() -> None:
+    user1, user2, user3 = ("0x" + f"{i:02x}" * 20 for i in (1, 2, 3))
+    async with (
+        running(max_users=1, max_connections=1) as sim,
+        from_address("127.0.0.2") as a,
+        from_address("127.0.0.3") as b,
+    ):
+        one = await a.ws_connect(sim.ws_url)
+        assert await handshake_status(a, sim) == 429  # 127.0.0.2 has its one link
+        two = await b.ws_connect(sim.ws_url)  # 127.0.0.3 has one of its own
+        await subscribe(one, {"type": "userFills", "user": user1})
+        await subscribe(two, {"type": "userFills", "user": user2})  # its own user, too
+        text = await error_for(one, sub_msg({"type": "orderUpdates", "user": user3}))
+        assert text == "Cannot track more than 1 total users."
+        assert sorted(link["remote"] for link in sim.links()) == ["127.0.0.2", "127.0.0.3"]
+        await one.close()
+        await two.close()
+
+
+async def test_rest_weight_per_address() -> None:
+    async def info(client: aiohttp.ClientSession, sim: Simulator) -> int:
+        async with client.post(sim.http_url + "/info", json={"type": "metaAndAssetCtxs"}) as r:
+            await r.read()
+            return r.status
+
+    async with (
+        running(rest_weight_per_minute=50) as sim,
+        from_address("127.0.0.2") as a,
+        from_address("127.0.0.3") as b,
+    ):
+        # 20 each: the third starts under the limit (40), the fourth finds it spent.
+        assert [await info(a, sim) for _ in range(4)] == [200, 200, 200, 429]
+        assert await info(b, sim) == 200  # another address, another budget
+        assert sim.rest_usage() == {
+            "127.0.0.2": {"lastMinute": 60, "total": 60, "refused": 1},
+            "127.0.0.3": {"lastMinute": 20, "total": 20, "refused": 0},
+        }
+
+
+def test_info_weights_are_hyperliquids() -> None:
+    assert [info_weight(k, None) for k in ("l2Book", "allMids", "clearinghouseState")] == [2] * 3
+    assert info_weight("metaAndAssetCtxs", []) == 20 and info_weight("userRole", {}) == 60
+    # One more per 20 items answered, for the requests that answer lists of history.
+    assert info_weight("historicalOrders", [{}] * 45) == 22
+    assert info_weight("userFillsByTime", [{}] * 19) == 20
+    assert info_weight("metaAndAssetCtxs", [{}] * 45) == 20

@@ -84,7 +84,8 @@ def test_equivalent_subscriptions_share_a_key() -> None:
         "allMids",
         {},
         {"type": "nope"},
-        {"type": "candle", "coin": "BTC", "interval": "1m"},
+        {"type": "candle", "coin": "BTC", "interval": "2m"},
+        {"type": "candle", "coin": "BTC"},
         {"type": "trades"},
         {"type": "trades", "coin": "KPEPE"},
         {"type": "trades", "coin": 5},
@@ -95,8 +96,9 @@ def test_equivalent_subscriptions_share_a_key() -> None:
         {"type": "userFills", "user": "0x123"},
         {"type": "userFills", "user": "0x" + "zz" * 20},
         {"type": "userFills", "user": "0x" + "ab" * 20, "aggregateByTime": 1},
-        {"type": "clearinghouseState", "user": "0x" + "ab" * 20, "dex": "xyz"},
-        {"type": "allMids", "dex": "xyz"},
+        {"type": "clearinghouseState", "user": "0x" + "ab" * 20, "dex": "nope"},
+        {"type": "allMids", "dex": "nope"},
+        {"type": "allMids", "dex": 1},
     ],
 )
 def test_invalid_subscriptions(raw: Any) -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ WS_FILL_KEYS = {
     "coin", "px", "sz", "side", "time", "startPosition", "dir", "closedPnl",
     "hash", "oid", "crossed", "fee", "tid", "feeToken", "twapId",
 }  # fmt: skip
+OPTIONAL_FILL_KEYS = {"builderFee", "liquidation"}  # only when they apply
 
 
 class SimThread:
@@ -168,7 +170,7 @@ def test_sdk_subscriptions_receive_well_formed_data(sim_thread: SimThread) -> No
     for msg in fills_msgs:
         assert msg["data"]["user"] == USER_LOWER
         for fill in msg["data"]["fills"]:
-            assert set(fill) == WS_FILL_KEYS
+            assert WS_FILL_KEYS <= set(fill) <= WS_FILL_KEYS | OPTIONAL_FILL_KEYS
             assert is_number_string(fill["px"]) and is_number_string(fill["fee"])
 
     for msg in snapshot["orderUpdates"]:
@@ -181,9 +183,13 @@ def test_sdk_subscriptions_receive_well_formed_data(sim_thread: SimThread) -> No
             )
 
 
-def test_module_entry_point_serves_until_interrupted() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_module_entry_point_serves_until_interrupted(stop: signal.Signals) -> None:
+    # Started as a shell starts a background job (`&`, nohup, CI runners): with
+    # SIGINT ignored, so that no KeyboardInterrupt can be what stops it.
+    ignoring_sigint = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hlgateway.simulator", "--port", "0", "--seed", "3"],
+        [*ignoring_sigint, "-m", "hlgateway.simulator", "--port", "0", "--seed", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -201,10 +207,86 @@ def test_module_entry_point_serves_until_interrupted() -> None:
         )
         with urllib.request.urlopen(request, timeout=5) as resp:
             assert b'"BTC"' in resp.read()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         # Generous: on a loaded machine the interpreter alone can take seconds to wind down.
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sdk_reads_spot_and_builder_dex_markets(sim_thread: SimThread) -> None:
+    # perp_dexs makes the SDK call perpDexs and meta(dex=...) and number the assets.
+    info = Info(sim_thread.sim.http_url, skip_ws=True, perp_dexs=["", "xyz"])
+    assert info.name_to_asset("HYPE/USDC") == info.name_to_asset("@107") == 10_107
+    assert info.name_to_asset("PURR/USDC") == 10_000
+    assert info.name_to_asset("xyz:XYZ100") == 110_000
+    assert info.name_to_asset("xyz:TSLA") == 110_001
+    assert set(info.all_mids(dex="xyz")) == {"xyz:XYZ100", "xyz:TSLA"}
+    spot_meta, ctxs = info.spot_meta_and_asset_ctxs()
+    assert {c["coin"] for c in ctxs} == {u["name"] for u in spot_meta["universe"]}
+    hype = info.spot_asset_ctx("HYPE", "USDC") if hasattr(info, "spot_asset_ctx") else None
+    assert hype is None or hype["coin"] == "@107"
+    book = info.l2_snapshot("HYPE/USDC")
+    assert book["coin"] == "@107" and float(book["levels"][0][0]["px"]) > 0
+    now = int(time.time() * 1000)
+    candles = info.candles_snapshot("HYPE/USDC", "1h", now - 10 * 3_600_000, now)
+    assert len(candles) >= 9 and all(c["s"] == "@107" and c["i"] == "1h" for c in candles)
+    assert all(is_number_string(c[k]) for c in candles for k in ("o", "h", "l", "c", "v"))
+    dex_state = info.user_state(USER, dex="xyz")
+    assert dex_state["assetPositions"] == []
+    assert info.user_funding_history(USER, 0) == []
+    assert info.user_non_funding_ledger_updates(USER, 0) == []
+    assert info.spot_user_state(USER) == {"balances": []}
+
+
+def test_sdk_subscribes_to_candles_contexts_and_cashflows(sim_thread: SimThread) -> None:
+    received: dict[str, list[Any]] = defaultdict(list)
+    cond = threading.Condition()
+
+    def collect(name: str) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            with cond:
+                received[name].append(msg)
+                cond.notify_all()
+
+        return callback
+
+    info = Info(sim_thread.sim.http_url)
+    try:
+        # Names are the SDK's: it maps HYPE/USDC to @107 itself.
+        info.subscribe({"type": "candle", "coin": "HYPE/USDC", "interval": "1m"}, collect("candle"))
+        info.subscribe({"type": "bbo", "coin": "BTC"}, collect("bbo"))
+        info.subscribe({"type": "activeAssetCtx", "coin": "HYPE/USDC"}, collect("spotCtx"))
+        info.subscribe({"type": "activeAssetCtx", "coin": "ETH"}, collect("perpCtx"))
+        info.subscribe({"type": "userFundings", "user": USER}, collect("userFundings"))
+        info.subscribe({"type": "userNonFundingLedgerUpdates", "user": USER}, collect("userLedger"))
+        wanted = {
+            "candle": 2,
+            "bbo": 1,
+            "spotCtx": 2,
+            "perpCtx": 2,
+            "userFundings": 1,
+            "userLedger": 1,
+        }
+        with cond:
+            done = cond.wait_for(
+                lambda: all(len(received[k]) >= n for k, n in wanted.items()), timeout=8
+            )
+            snapshot = {k: list(v) for k, v in received.items()}
+        assert done, {k: len(v) for k, v in snapshot.items()}
+    finally:
+        info.disconnect_websocket()
+        assert info.ws_manager is not None
+        info.ws_manager.join(5)
+
+    for msg in snapshot["candle"]:
+        assert msg["channel"] == "candle" and msg["data"]["s"] == "@107"
+        assert is_number_string(msg["data"]["c"]) and isinstance(msg["data"]["n"], int)
+    bbo = snapshot["bbo"][0]["data"]
+    assert bbo["coin"] == "BTC" and float(bbo["bbo"][0]["px"]) < float(bbo["bbo"][1]["px"])
+    assert all(m["channel"] == "activeSpotAssetCtx" for m in snapshot["spotCtx"])
+    assert all(m["channel"] == "activeAssetCtx" for m in snapshot["perpCtx"])
+    assert snapshot["userFundings"][0]["data"]["isSnapshot"] is True
+    assert snapshot["userLedger"][0]["data"]["user"] == USER_LOWER

@@ -38,7 +38,10 @@ async def test_market_endpoints(sim: Simulator, session: aiohttp.ClientSession) 
         assert set(pair["tokens"]) <= token_index
 
     mids = await info(session, sim, {"type": "allMids"})
-    assert set(mids) == set(names) and all(isinstance(v, str) for v in mids.values())
+    pairs = {pair["name"] for pair in spot["universe"]}
+    assert {"PURR/USDC", "@107"} <= pairs
+    # The main dex's mids: its perps and every spot pair (not the builder dexes').
+    assert set(mids) == set(names) | pairs and all(isinstance(v, str) for v in mids.values())
 
     book = await info(session, sim, {"type": "l2Book", "coin": "kPEPE"})
     assert book["coin"] == "kPEPE" and len(book["levels"]) == 2
@@ -50,7 +53,8 @@ async def test_market_endpoints(sim: Simulator, session: aiohttp.ClientSession) 
     meta2, ctxs = await info(session, sim, {"type": "metaAndAssetCtxs"})
     assert meta2 == meta and len(ctxs) == len(names)
     assert all(isinstance(ctx["markPx"], str) for ctx in ctxs)
-    assert await info(session, sim, {"type": "perpDexs"}) == [None]
+    dexes = await info(session, sim, {"type": "perpDexs"})
+    assert dexes[0] is None and [d["name"] for d in dexes[1:]] == ["xyz"]
 
 
 async def test_account_endpoints(sim: Simulator, session: aiohttp.ClientSession) -> None:
@@ -120,8 +124,8 @@ async def test_account_endpoints(sim: Simulator, session: aiohttp.ClientSession)
 
 async def test_bad_requests(sim: Simulator, session: aiohttp.ClientSession) -> None:
     prefix = "Failed to deserialize the JSON body into the target type"
-    status, text = await post(session, sim, b'{"type":"candleSnapshot"}')
-    assert status == 422 and text == prefix + ": unknown variant `candleSnapshot`"
+    status, text = await post(session, sim, b'{"type":"vaultDetails"}')
+    assert status == 422 and text == prefix + ": unknown variant `vaultDetails`"
     for body in (
         b"[]",
         b"{}",

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from hlgateway.backoff import Backoff
-from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS
+from hlgateway.protocol.channels import USER_FILLS, USER_LEDGER, USER_ORDERS
+from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.upstream import wire
+from hlgateway.upstream.polling import PollBudget
 from hlgateway.upstream.rest import RestError
 from hlgateway.upstream.wallets import GAP_MARGIN_MS, WalletFeeds
 
@@ -23,6 +25,14 @@ W = "0x" + "ab" * 20
 
 def fill(tid: int, oid: int, size: float, ts: int) -> wire.Fill:
     return wire.Fill(tid, oid, "BTC", "buy", 100.0, size, 0.01, 0.0, ts, W)
+
+
+def deposit(n: int, ts: int) -> wire.LedgerEvent:
+    return wire.ledger_event(ts, f"0x{n:064x}", {"type": "deposit", "usdc": f"{n}.0"}, W)
+
+
+def funding(coin: str, ts: int) -> wire.LedgerEvent:
+    return wire.funding_event(ts, coin, "-0.5", "1.0", "0.0001", W)
 
 
 def order(oid: int, status: str, remaining: float, ts: int, amount: float = 1.0) -> wire.Order:
@@ -36,6 +46,7 @@ class FakeRest:
     def __init__(self) -> None:
         self.fills: list[wire.Fill] = []
         self.history: list[wire.HistoricalOrder] = []
+        self.ledger: list[wire.LedgerEvent] = []
         self.calls: list[tuple[str, int | None]] = []
         self.release: asyncio.Event | None = None
         self.failures = 0  # the next calls that fail
@@ -60,6 +71,11 @@ class FakeRest:
     async def account(self, user: str) -> wire.Account:
         raise AssertionError("not asked in these tests")
 
+    async def ledger_since(self, user: str, start_ms: int) -> list[wire.LedgerEvent]:
+        self.calls.append(("ledger", start_ms))
+        await self._turn()
+        return [e for e in self.ledger if e.time >= start_ms]
+
 
 class Emitted:
     def __init__(self) -> None:
@@ -74,6 +90,9 @@ class Emitted:
     def emit_account(self, account: wire.Account) -> None:
         self.log.append(("account",))
 
+    def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None:
+        self.log.append(("ledger", [e.id for e in events]))
+
 
 class Upstream:
     def __init__(self) -> None:
@@ -87,17 +106,29 @@ class Upstream:
 
 
 class Harness:
-    def __init__(self, rest: FakeRest | None = None, *, started: bool = True) -> None:
+    def __init__(
+        self,
+        rest: FakeRest | None = None,
+        *,
+        started: bool = True,
+        max_ws_wallets: int = 10,
+        budget: PollBudget | None = None,
+        time_passes: bool = False,
+    ) -> None:
         self.rest = rest or FakeRest()
         self.started = started
         self.out = Emitted()
         self.upstream = Upstream()
         self.now_ms = 1_000
         self.delays: list[float] = []
+        # True: each sleep moves the clock by what it asked (the poller's turns).
+        self.time_passes = time_passes
         self.feeds = WalletFeeds(
             self.upstream,
             self.out,
             lambda: self.rest if self.started else None,
+            max_ws_wallets=max_ws_wallets,
+            poll_budget=budget,
             retry=Backoff.full_jitter(0.5, 4.0),
             clock_ms=lambda: self.now_ms,
             sleep=self._sleep,
@@ -105,6 +136,8 @@ class Harness:
 
     async def _sleep(self, seconds: float) -> None:
         self.delays.append(seconds)
+        if self.time_passes:
+            self.now_ms += round(seconds * 1000)
         await asyncio.sleep(0)  # a turn of the loop, no waiting
 
     async def settle(self) -> None:
@@ -237,8 +270,7 @@ async def test_detaching_during_a_recovery_ends_it_and_leaves_no_trace() -> None
 
 @pytest.mark.parametrize("extra", [0, 3])
 async def test_wallets_beyond_the_websocket_limit_are_polled(extra: int) -> None:
-    h = Harness()
-    h.feeds.max_ws_wallets = 2
+    h = Harness(max_ws_wallets=2)
     wallets = [f"0x{i:040x}" for i in range(2 + extra)]
     for wallet in wallets:
         h.feeds.attach(USER_FILLS, wallet)
@@ -246,3 +278,167 @@ async def test_wallets_beyond_the_websocket_limit_are_polled(extra: int) -> None
     assert [h.feeds.mode_of(w) for w in wallets] == ["ws", "ws"] + ["poll"] * extra
     assert len(h.upstream.subscriptions) == 2
     assert h.feeds.modes_summary()["restPolled"] == extra
+
+
+# A budget of 400 weight a minute: 360 after the recoveries' share, less 120 for
+# the market context: 4 weight a second for polling. 10 s accepted: 40 a round.
+SMALL = PollBudget(weight_per_minute=400, min_interval=2, max_interval=10)
+
+
+async def polls_of(h: Harness, wallet: str, count: int) -> list[int]:
+    """Run the poller until `wallet` was asked for its fills `count` times; when (ms)."""
+    times: list[int] = []
+    original = h.rest.fills_since
+
+    async def fills_since(user: str, start_ms: int) -> list[wire.Fill]:
+        if user == wallet:
+            times.append(h.now_ms)
+        return await original(user, start_ms)
+
+    h.rest.fills_since = fills_since  # type: ignore[method-assign]
+    for _ in range(10_000):
+        if len(times) >= count:
+            break
+        await asyncio.sleep(0)
+    h.rest.fills_since = original  # type: ignore[method-assign]
+    return times
+
+
+async def test_polled_wallets_are_polled_as_often_as_the_budget_allows() -> None:
+    h = Harness(max_ws_wallets=0, budget=SMALL, time_passes=True)
+    a, b = "0x" + "01" * 20, "0x" + "02" * 20
+    h.feeds.attach(USER_FILLS, a)
+    # Alone: 20 weight a round at 4 a second: every 5 s (the minimum is 2 s).
+    times = await polls_of(h, a, 3)
+    assert [t - times[0] for t in times] == [0, 5_000, 10_000]
+    assert h.feeds.modes_summary()["pollIntervalSeconds"] == 5.0
+    h.feeds.attach(USER_FILLS, b)  # polled at once, then both every 10 s
+    times = await polls_of(h, b, 3)
+    assert [t - times[0] for t in times] == [0, 10_000, 20_000]
+    summary = h.feeds.modes_summary()
+    assert summary["restPolled"] == 2 and summary["websocket"] == 0
+    assert summary["pollIntervalSeconds"] == 10.0 and summary["overLatency"] == 0
+    assert summary["pollWeightPerMinute"] == 240.0  # 4 a second: the whole share
+    await h.feeds.stop()
+
+
+async def test_a_wallet_the_budget_cannot_poll_in_time_is_refused_with_the_reason() -> None:
+    h = Harness(max_ws_wallets=1, budget=SMALL)
+    wallets = [f"0x{n:040x}" for n in range(4)]
+    h.feeds.attach(USER_FILLS, wallets[0])  # the WebSocket slot
+    h.feeds.attach(USER_FILLS, wallets[1])  # polled: 20 a round
+    h.feeds.attach(USER_FILLS, wallets[2])  # polled: 40 a round, 10 s: the most accepted
+    with pytest.raises(ProtocolError) as refused:
+        h.feeds.attach(USER_FILLS, wallets[3])
+    assert refused.value.code is ErrorCode.UPSTREAM_UNAVAILABLE
+    assert "1 on the WebSocket" in refused.value.message
+    assert "2 polled every 10 s" in refused.value.message
+    assert h.feeds.mode_of(wallets[3]) is None  # nothing kept
+    # A wallet already polled may add a channel.
+    h.feeds.attach(USER_ORDERS, wallets[1])
+    assert h.feeds.modes_summary()["overLatency"] == 1  # now 80 a round: 20 s
+    await h.feeds.stop()
+
+
+async def test_a_freed_websocket_slot_takes_the_polled_wallet_with_its_ledgers() -> None:
+    h = Harness(max_ws_wallets=1, budget=SMALL, time_passes=True)
+    first, polled = "0x" + "0a" * 20, "0x" + "0b" * 20
+    h.feeds.attach(USER_FILLS, first)
+    h.feeds.attach(USER_ORDERS, polled)
+    h.rest.history = [wire.HistoricalOrder(order(5, "open", 1.0, 1_500), created_at=1_500)]
+    await polls_of(h, polled, 1)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert h.out.log == [("order", 5, "created")]
+    last_poll = h.feeds._wallets[polled].last_poll_ms
+    h.feeds.detach(USER_FILLS, first)
+    assert h.feeds.mode_of(polled) == "ws"
+    assert h.upstream.subscriptions == [{"type": "orderUpdates", "user": polled}]
+    assert h.feeds.modes_summary()["restPolled"] == 0
+    # The first ack rebuilds from the last poll; what polling gave is not repeated.
+    h.rest.calls.clear()
+    now = h.now_ms
+    h.rest.history.append(wire.HistoricalOrder(order(6, "open", 1.0, now), created_at=now))
+    h.feeds.on_ack({"type": "orderUpdates", "user": polled}, gap_from_ms=None)
+    await h.settle()
+    assert h.rest.calls[0] == ("fills", last_poll - GAP_MARGIN_MS)
+    assert h.out.log == [("order", 5, "created"), ("order", 6, "created")]
+
+
+LEDGER_ACKS = (
+    {"type": "userNonFundingLedgerUpdates", "user": W},
+    {"type": "userFundings", "user": W},
+)
+
+
+def entries(stream: str, snapshot: bool, *events: wire.LedgerEvent) -> wire.LedgerEntries:
+    return wire.LedgerEntries(W, stream, snapshot, list(events))
+
+
+async def test_ledger_streams_each_prime_then_deliver_every_event_once() -> None:
+    h = Harness()
+    h.feeds.attach(USER_LEDGER, W)
+    assert h.upstream.subscriptions == list(LEDGER_ACKS)
+    for ack in LEDGER_ACKS:
+        h.feeds.on_ack(ack, gap_from_ms=None)
+    assert not h.feeds.recovering()  # first subscribes: their snapshots cover it
+    # Each stream's first snapshot: only what happened from the topic's start (1_000).
+    h.feeds.on_ledger(
+        entries("userNonFundingLedgerUpdates", True, deposit(1, 900), deposit(2, 1_100))
+    )
+    h.feeds.on_ledger(entries("userFundings", True, funding("BTC", 800), funding("ETH", 1_200)))
+    assert h.out.log == [
+        ("ledger", [deposit(2, 1_100).id]),
+        ("ledger", [funding("ETH", 1_200).id]),
+    ]
+    # A later snapshot (a resubscribe) and live frames: only what is new.
+    h.feeds.on_ledger(
+        entries("userNonFundingLedgerUpdates", True, deposit(2, 1_100), deposit(3, 1_300))
+    )
+    h.feeds.on_ledger(entries("userFundings", False, funding("ETH", 1_200), funding("SOL", 1_400)))
+    assert h.out.log[2:] == [
+        ("ledger", [deposit(3, 1_300).id]),
+        ("ledger", [funding("SOL", 1_400).id]),
+    ]
+
+
+async def test_a_gap_in_the_ledger_is_read_from_rest_before_the_held_live_events() -> None:
+    h = Harness()
+    h.feeds.attach(USER_LEDGER, W)
+    for ack in LEDGER_ACKS:
+        h.feeds.on_ack(ack, gap_from_ms=None)
+    h.feeds.on_ledger(entries("userNonFundingLedgerUpdates", True, deposit(1, 1_100)))
+    # The link dropped at 5_000; a deposit and a funding payment happened meanwhile.
+    h.rest.release = asyncio.Event()
+    h.rest.ledger = [deposit(1, 1_100), deposit(2, 5_500), funding("BTC", 6_000)]
+    h.feeds.on_ack(LEDGER_ACKS[0], gap_from_ms=5_000)
+    await asyncio.sleep(0)
+    assert h.feeds.recovering()
+    h.feeds.on_ledger(entries("userNonFundingLedgerUpdates", True, deposit(2, 5_500)))
+    h.feeds.on_ledger(entries("userNonFundingLedgerUpdates", False, deposit(3, 7_000)))
+    assert h.out.log == [("ledger", [deposit(1, 1_100).id])]  # held
+    h.rest.release.set()
+    await h.settle()
+    assert h.out.log[1:] == [
+        ("ledger", [deposit(2, 5_500).id, funding("BTC", 6_000).id]),
+        ("ledger", [deposit(3, 7_000).id]),
+    ]
+    assert h.rest.calls == [("ledger", 1_100 - GAP_MARGIN_MS)]
+    assert h.feeds.ledger_recovered == 2
+
+
+async def test_a_polled_wallets_ledger_comes_from_rest_once() -> None:
+    h = Harness()
+    h.feeds.max_ws_wallets = 0
+    h.rest.ledger = [deposit(1, 900), deposit(2, 1_200)]
+    h.feeds.attach(USER_LEDGER, W)
+    assert h.feeds.mode_of(W) == "poll" and h.upstream.subscriptions == []
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert h.out.log == [("ledger", [deposit(2, 1_200).id])]
+    h.rest.ledger.append(funding("BTC", 1_300))
+    h.now_ms = 7_000  # its next turn: one poll interval (5 s) after the first
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert h.out.log == [("ledger", [deposit(2, 1_200).id]), ("ledger", [funding("BTC", 1_300).id])]
+    await h.feeds.stop()

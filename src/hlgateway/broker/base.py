@@ -9,8 +9,9 @@ What an engine keeps depends on the topic's kind (protocol/channels.py):
 - lossless streams (trades, user orders and fills, rooms) get an `offset` and
   an `epoch` spliced into every payload, and a bounded history that `read`
   serves to a client coming back with `since`;
-- snapshot streams (prices, books, accounts) keep their latest payload, which
-  `read` serves to every new subscriber;
+- snapshot streams (prices, books, accounts, candles...) keep their latest
+  payload, which `read` serves to every new subscriber (or, for an update that
+  is not a whole snapshot, the whole one published beside it: `retained`);
 - notices (`system`) are passed on and not kept.
 
 The memory and Redis engines are two modules behind this interface
@@ -175,9 +176,14 @@ class Broker(ABC):
         """Disconnect from the backing service, if any."""
 
     @abstractmethod
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         """Position (lossless), keep, and deliver a complete data message to every
-        node that wants the topic. Never blocks; never re-encodes per node."""
+        node that wants the topic. Never blocks; never re-encodes per node.
+
+        `retained`, for a snapshot stream: what to keep for new subscribers instead
+        of `payload`, when `payload` is an update that is not a whole snapshot (a
+        `candles` update carries the current candle; a new subscriber gets the last
+        500). Subscribers already there get `payload` only."""
 
     def publish_items(
         self,

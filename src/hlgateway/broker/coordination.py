@@ -26,19 +26,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.protocol.channels import Topic
 
 
 class FeedControl(Protocol):
     """What a coordinator drives: the node's upstream feeds (upstream/feeds.py)."""
 
-    def on_first(self, topic: Topic, since: Mapping[str, int] | None = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         """Start feeding `topic`; each wallet's user streams deliver from
         `since[wallet]` (the exchange's time, ms), the others from now. Raises
-        ProtocolError when the upstream refuses (its budget is spent)."""
+        ProtocolError when the upstream refuses (its budget is spent). `placed`:
+        the fleet put it here by every node's capacity (broker/placement.py), so
+        a wallet polled beyond the accepted latency is served late, not refused."""
 
     def on_last(self, topic: Topic) -> None:
         """Stop feeding `topic`."""
+
+    def capacity(self) -> NodeCapacity:
+        """What this node's upstream can feed (its address's budgets)."""
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        """What feeding `topic` costs a node, as placement counts it (`key`: its id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,10 @@ class CoordinationStats:
     local_demand: int = 0  # topics this node's clients want
     gained: int = 0  # streams this node started feeding for the gateway, since start
     lost: int = 0  # streams it stopped feeding (released, lost, or refused)
+    # The whole fleet as the last placement saw it (broker/placement.py): its
+    # wallets on WebSockets and polled, and those it cannot serve in time; None
+    # without a placement (one node alone, or no placer yet).
+    fleet: Mapping[str, Any] | None = None
 
     def health(self) -> dict[str, Any]:
         if self.mode == "alone":
@@ -64,6 +79,7 @@ class CoordinationStats:
             "localDemand": self.local_demand,
             "gained": self.gained,
             "lost": self.lost,
+            "fleet": self.fleet,
         }
 
 

@@ -298,11 +298,12 @@ class DurableBroker(MemoryBroker):
         return record
 
     # -- publishing ------------------------------------------------------------------
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         if topic.lossless:
             self._enqueue((self._record(topic), payload, [], None))
         else:
-            super().publish(topic, payload)
+            # A snapshot stream's update (candles) keeps the whole snapshot beside it.
+            super().publish(topic, payload, retained)
 
     def publish_items(
         self,

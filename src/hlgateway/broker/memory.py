@@ -20,10 +20,10 @@ from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Rete
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
 from hlgateway.broker.ledger import ItemLedger
-from hlgateway.protocol.channels import USER_FILLS, USER_ORDERS, Topic
+from hlgateway.protocol.channels import USER_FILLS, USER_LEDGER, USER_ORDERS, Topic
 from hlgateway.protocol.positions import Position
 
-POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS})
+POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS, USER_LEDGER})
 FORGET_POSITIONS_EVERY = 60.0  # seconds between sweeps of positions nobody feeds
 
 
@@ -47,7 +47,7 @@ class MemoryBroker(Broker):
         self._last_forget_positions = clock()
 
     # -- publishing -------------------------------------------------------
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         offset = 0
         if topic.lossless:
             stream = self._stream(topic)
@@ -57,7 +57,7 @@ class MemoryBroker(Broker):
         elif topic.snapshot:
             if topic not in self._wanted:
                 return
-            self._latest[topic] = payload
+            self._latest[topic] = payload if retained is None else retained
         if self._sink is not None:
             self._sink(topic, payload, offset)
 

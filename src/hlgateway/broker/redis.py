@@ -73,6 +73,9 @@ CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it 
 MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
 IN_FLIGHT = 1024  # publications written and not yet answered
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
+# A snapshot-stream message that is an update, not the whole snapshot (candles):
+# its PUB/SUB payload starts with this byte (a data message starts with `{`).
+UPDATE_MARK = b"~"
 UNAVAILABLE_EPOCH = "unavailable"
 # What the fleet wants, kept past the death of every node (a sorted set of topic
 # specs scored by expiry: the linger window after the last node that wanted them):
@@ -109,7 +112,8 @@ class _Keys:
         self.channel = f"{PREFIX}:{db}:{tid}".encode()
 
 
-# (topic, prefix or snapshot payload, items, suffix, ledger keep ms): one publication.
+# (topic, prefix or snapshot payload, items, suffix or the snapshot to retain if
+# another, ledger keep ms): one publication.
 _Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
 
 
@@ -275,17 +279,17 @@ class RedisBroker(Broker):
         return len(self._queue) + len(self._in_flight)
 
     # -- publishing -----------------------------------------------------------
-    def publish(self, topic: Topic, payload: bytes) -> None:
+    def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
         if topic.lossless:
             unique = f"u{self._unique_prefix}{next(self._unique)}"
             self._enqueue(topic, b"", [(unique, payload)], b"", int(UNIQUE_KEEP * 1000))
         elif topic.snapshot:
             if not self.connected:
                 # Keep serving this node's subscribers while Redis is away.
-                self._latest[topic] = payload
+                self._latest[topic] = payload if retained is None else retained
                 self._deliver(topic, payload, 0)
                 return
-            self._enqueue(topic, payload, [], b"", 0)
+            self._enqueue(topic, payload, [], retained or b"", 0)
         else:
             # Notices (`system`) are about this node: they stay on it.
             self._deliver(topic, payload, 0)
@@ -364,6 +368,10 @@ class RedisBroker(Broker):
                     args += (item_id, item)
                 chunks.append(encode(*args))
                 replies.append(self._answered)
+            elif suffix:  # an update, with the snapshot to retain as `suffix`
+                chunks.append(encode("SET", keys.latest, suffix, "PX", ttl_ms))
+                chunks.append(encode("PUBLISH", keys.channel, UPDATE_MARK + prefix))
+                replies += (self._answered_part, self._answered)
             else:  # a snapshot: its payload travels as `prefix`
                 chunks.append(encode("SET", keys.latest, prefix, "PX", ttl_ms))
                 chunks.append(encode("PUBLISH", keys.channel, prefix))
@@ -422,7 +430,15 @@ class RedisBroker(Broker):
             return
         self._counts["received"] += 1
         if not topic.lossless:
-            self._latest[topic] = data
+            if data.startswith(UPDATE_MARK):
+                # Not a whole snapshot: what a new subscriber needs is in Redis now
+                # (set just before), so the next read fetches it. A read already
+                # waiting on that GET may get the snapshot before this update: the
+                # next update (a candle's whole current state) makes up for it.
+                data = data[len(UPDATE_MARK) :]
+                self._latest.pop(topic, None)
+            else:
+                self._latest[topic] = data
             self._deliver(topic, data, 0)
             return
         tracker = self._trackers.get(topic)

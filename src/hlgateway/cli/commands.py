@@ -70,6 +70,7 @@ def _load(args: argparse.Namespace, dev: Callable[[], str | None] | None) -> Set
         log_format=args.log_format,
         broker=args.broker,
         workers=args.workers,
+        upstream_source_address=args.upstream_source_address,
         state_dir=args.state_dir,
     )
 
@@ -173,7 +174,9 @@ def _check_config(args: argparse.Namespace) -> int:
     where = args.config or os.environ.get(CONFIG_ENV)
     print(
         f"config OK{f' ({where})' if where else ''}: {settings.host}:{settings.port}, "
-        f"upstream {settings.upstream}, logs {settings.log_format}, state {_state_of(settings)}"
+        f"upstream {settings.upstream}"
+        + (f" from {settings.upstream_source_address}" if settings.upstream_source_address else "")
+        + f", logs {settings.log_format}, state {_state_of(settings)}"
     )
     if placeholder:
         print("no JWT secret or public key configured: `serve` would use the local dev secret")
@@ -254,6 +257,11 @@ def _watch(args: argparse.Namespace) -> int:
 def _notifier(args: argparse.Namespace) -> int:
     from hlgateway.notifier.runner import run
 
+    if args.new_key:
+        from hlgateway.notifier.vault import new_master_key
+
+        print(new_master_key())  # for HLGATEWAY_NOTIFIER_KEY (or a key file)
+        return 0
     try:
         settings = _load_notifier(args)
     except SettingsError as exc:
@@ -298,6 +306,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="N processes on one port (SO_REUSEPORT), to use N cores; needs --broker "
         "(HLGATEWAY_WORKERS, default 1)",
+    )
+    parser.add_argument(
+        "--upstream-source-address",
+        metavar="IP",
+        help="a local address every upstream connection leaves from: Hyperliquid's limits "
+        "are per IP, so each node with its own address adds capacity "
+        "(HLGATEWAY_UPSTREAM_SOURCE_ADDRESS; default: the system's choice)",
     )
 
 
@@ -414,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument(
         "--config", help=f"TOML settings file, its [notifier] table ({CONFIG_ENV})"
+    )
+    notifier.add_argument(
+        "--new-key",
+        action="store_true",
+        help="print a fresh key to seal agent keys with (HLGATEWAY_NOTIFIER_KEY) and exit",
     )
     notifier.set_defaults(func=_notifier)
     return parser

@@ -1,10 +1,13 @@
 """`hlgateway watch`: a live terminal view of one channel, through `GatewayClient`.
 
 ```
-hlgateway watch prices BTC ETH
+hlgateway watch prices BTC ETH HYPE/USDC
 hlgateway watch orderbook BTC --depth 10
 hlgateway watch trades SOL
-hlgateway watch orders|fills|account --user ID [--wallet 0x..]
+hlgateway watch candles HYPE/USDC --interval 1h
+hlgateway watch context BTC            (asset context: mark, oracle, funding, OI)
+hlgateway watch bbo xyz:XYZ100
+hlgateway watch orders|fills|account|ledger --user ID [--wallet 0x..]
 ```
 
 The header shows the link (connected, reconnecting, ...), how many times it came
@@ -55,6 +58,7 @@ from hlgateway.client import (
     Subscription,
     SubscriptionRefused,
 )
+from hlgateway.client.registry import latest_candles
 from hlgateway.client.tokens import TokenSource
 
 # watch's names for the channels
@@ -62,11 +66,17 @@ CHANNELS = {
     "prices": "prices",
     "orderbook": "orderbook",
     "trades": "trades",
+    "candles": "candles",
+    "context": "asset_context",
+    "bbo": "bbo",
     "orders": "user_orders",
     "fills": "user_fills",
     "account": "account_updates",
+    "ledger": "user_ledger",
 }
-USER_VIEWS = ("orders", "fills", "account")
+USER_VIEWS = ("orders", "fills", "account", "ledger")
+SYMBOL_VIEWS = ("orderbook", "trades", "candles", "context", "bbo")
+CANDLES_SHOWN = 20
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 KEEP = 20  # rows of trades, orders, fills
 
@@ -75,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("view", choices=list(CHANNELS), help="what to watch")
     parser.add_argument("symbols", nargs="*", help="symbols (prices: any number, else one)")
     parser.add_argument("--depth", type=int, help="orderbook levels (default 10)")
-    parser.add_argument("--user", help="user id for orders, fills, account")
+    parser.add_argument(
+        "--interval", default="1m", help="candles: 1m 3m 5m 15m 30m 1h 2h 4h 8h 12h 1d 3d 1w 1M"
+    )
+    parser.add_argument("--user", help="user id for orders, fills, account, ledger")
     parser.add_argument("--wallet", help="one of the user's wallets (default: all of them)")
     parser.add_argument(
         "--url", default=os.environ.get("HLGATEWAY_URL", DEFAULT_URL), help="gateway WebSocket"
@@ -94,13 +107,15 @@ def subscription_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     symbols: list[str] = list(args.symbols)
     if view == "prices":
         return "prices", {"symbols": symbols} if symbols else {}
-    if view in ("orderbook", "trades"):
+    if view in SYMBOL_VIEWS:
         if len(symbols) != 1:
             raise ValueError(f"watch {view} takes one symbol")
         params: dict[str, Any] = {"symbol": symbols[0]}
         if view == "orderbook" and args.depth is not None:
             params["depth"] = args.depth
-        return view, params
+        if view == "candles":
+            params["interval"] = getattr(args, "interval", None) or "1m"
+        return CHANNELS[view], params
     if not args.user:
         raise ValueError(f"watch {view} needs --user ID")
     if symbols:
@@ -128,6 +143,7 @@ class WatchView:
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
     book: dict[str, Any] | None = None
     account: dict[str, Any] | None = None
+    latest: dict[str, Any] | None = None  # candles (the folded series), context, bbo
     rows: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP))
     log: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=6))
     recovered: int = 0  # breaks the gateway replayed in full
@@ -175,6 +191,13 @@ class WatchView:
             self.book = data
         elif self.channel == "account_updates":
             self.account = data
+        elif self.channel == "candles":
+            self.latest = latest_candles(self.latest, data) if self.latest else data
+        elif self.channel in ("asset_context", "bbo"):
+            self.latest = data
+        elif self.channel == "user_ledger":
+            for event in data.get("events", []):
+                self.rows.appendleft(event)
         elif self.channel == "trades":
             for trade in data.get("trades", []):
                 self.rows.appendleft(trade)
@@ -292,6 +315,37 @@ def _body(view: WatchView) -> RenderableType:
                 str(o.get("status")),
             )
         return table
+    if view.channel == "candles":
+        return _candles(view.latest)
+    if view.channel == "asset_context":
+        return _context(view.latest)
+    if view.channel == "bbo":
+        table = Table("symbol", "bid size", "bid", "ask", "ask size", "time")
+        b = view.latest
+        if b is not None:
+            bid, ask = b.get("bid") or (None, None), b.get("ask") or (None, None)
+            table.add_row(
+                str(b.get("symbol")),
+                _num(bid[1]),
+                Text(_num(bid[0], 6), style="green"),
+                Text(_num(ask[0], 6), style="red"),
+                _num(ask[1]),
+                _clock(b.get("timestamp")),
+            )
+        return table
+    if view.channel == "user_ledger":
+        table = Table("time", "kind", "amount", "token", "detail", "wallet")
+        for e in view.rows:
+            amount = e.get("amount") or 0.0
+            table.add_row(
+                _clock(e.get("time")),
+                str(e.get("kind")),
+                Text(_num(amount, 2), style="green" if amount >= 0 else "red"),
+                str(e.get("token")),
+                str(e.get("symbol") or (e.get("raw") or {}).get("type", "")),
+                str(e.get("wallet", ""))[:10] + "..",
+            )
+        return table
     if view.channel == "user_fills":
         table = Table("time", "symbol", "side", "price", "size", "fee", "pnl", "wallet")
         for f in view.rows:
@@ -307,6 +361,43 @@ def _body(view: WatchView) -> RenderableType:
             )
         return table
     return _account(view.account)
+
+
+def _candles(series: dict[str, Any] | None) -> RenderableType:
+    if not series:
+        return Text("waiting for the candles", style="dim")
+    candles = series.get("candles", [])
+    table = Table(
+        "open time", "open", "high", "low", "close", "volume", "trades",
+        title=f"{series.get('symbol')} {series.get('interval')}  ({len(candles)} candles)",
+    )  # fmt: skip
+    for c in candles[-CANDLES_SHOWN:]:
+        up = (c.get("close") or 0) >= (c.get("open") or 0)
+        table.add_row(
+            _clock(c.get("t")),
+            _num(c.get("open"), 6),
+            _num(c.get("high"), 6),
+            _num(c.get("low"), 6),
+            Text(_num(c.get("close"), 6), style="green" if up else "red"),
+            _num(c.get("volume")),
+            str(c.get("trades")),
+        )
+    return table
+
+
+def _context(ctx: dict[str, Any] | None) -> RenderableType:
+    if ctx is None:
+        return Text("waiting for the context", style="dim")
+    table = Table("field", "value", title=str(ctx.get("symbol")))
+    for key in (
+        "markPrice", "midPrice", "oraclePrice", "funding", "premium", "openInterest",
+        "dayVolume", "prevDayPrice", "circulatingSupply",
+    ):  # fmt: skip
+        if key in ctx:
+            places = 8 if key in ("funding", "premium") else 6
+            table.add_row(key, _num(ctx[key], places))
+    table.add_row("time", _clock(ctx.get("timestamp")))
+    return table
 
 
 def _book_title(book: dict[str, Any] | None) -> str:
@@ -379,6 +470,30 @@ def lines_of(msg: DataMessage) -> list[str]:
             f"order {data.get('action')} {o.get('symbol')} {o.get('side')} "
             f"{_num(o.get('amount'))} @ {_num(o.get('price'), 6)} left {_num(o.get('remaining'))} "
             f"{o.get('status')} id {o.get('id')}{at}"
+        ]
+    if channel == "candles" and isinstance(data, dict):
+        return [
+            f"candle {data.get('symbol')} {data.get('interval')} {_clock(c.get('t'))} "
+            f"o {_num(c.get('open'), 6)} h {_num(c.get('high'), 6)} l {_num(c.get('low'), 6)} "
+            f"c {_num(c.get('close'), 6)} v {_num(c.get('volume'))} n {c.get('trades')}"
+            for c in data.get("candles", [])[-CANDLES_SHOWN:]
+        ]
+    if channel == "asset_context" and isinstance(data, dict):
+        fields = "  ".join(
+            f"{k} {_num(v, 8)}" for k, v in data.items() if k not in ("symbol", "timestamp")
+        )
+        return [f"context {data.get('symbol')} {fields}"]
+    if channel == "bbo" and isinstance(data, dict):
+        bid, ask = data.get("bid") or (None, None), data.get("ask") or (None, None)
+        return [
+            f"bbo {data.get('symbol')} bid {_num(bid[0], 6)} x {_num(bid[1])}"
+            f"  ask {_num(ask[0], 6)} x {_num(ask[1])}"
+        ]
+    if channel == "user_ledger" and isinstance(data, dict):
+        return [
+            f"ledger {e.get('kind')} {_num(e.get('amount'), 6)} {e.get('token')} "
+            f"{e.get('symbol') or ''} id {e.get('id')} {e.get('wallet', '')}{at}".replace("  ", " ")
+            for e in data.get("events", [])
         ]
     if channel == "account_updates" and isinstance(data, dict):
         return [

@@ -9,7 +9,7 @@ async with GatewayClient("ws://127.0.0.1:8080/ws", token) as client:
         print(update.data)
 ```
 
-Lossless streams (`user_orders`, `user_fills`, `trades`, rooms) resume where they
+Lossless streams (`user_orders`, `user_fills`, `user_ledger`, `trades`, rooms) resume where they
 stopped after every reconnect; when they cannot, the iterator yields a `Resync`
 (and the `resync` event fires) so the application reloads its state.
 
@@ -39,11 +39,18 @@ from hlgateway.client.manager import ConnectionManager, NoServers, Server, Serve
 from hlgateway.client.messages import (
     AccountPosition,
     AccountState,
+    AssetContext,
     Authenticated,
+    Bbo,
+    Candle,
+    CandlesData,
     DataMessage,
     ErrorMessage,
     Fill,
+    FillLiquidation,
     FillsData,
+    LedgerData,
+    LedgerEvent,
     Order,
     OrderBook,
     OrderUpdate,
@@ -73,9 +80,13 @@ from hlgateway.protocol.positions import Position
 __all__ = [
     "AccountPosition",
     "AccountState",
+    "AssetContext",
     "Authenticated",
     "AuthenticationFailed",
     "Backoff",
+    "Bbo",
+    "Candle",
+    "CandlesData",
     "ClientClosed",
     "ConnectionLost",
     "ConnectionManager",
@@ -83,11 +94,14 @@ __all__ = [
     "Disconnected",
     "ErrorMessage",
     "Fill",
+    "FillLiquidation",
     "FillsData",
     "GatewayClient",
     "GatewayError",
     "HandshakeRefused",
     "Item",
+    "LedgerData",
+    "LedgerEvent",
     "LinkState",
     "NoServers",
     "Order",

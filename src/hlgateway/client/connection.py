@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 
 from hlgateway import reconnect
 from hlgateway.backoff import Backoff
@@ -47,7 +48,7 @@ from hlgateway.client.events import EventEmitter, Handler
 from hlgateway.client.positions import Joined, Recovered, Resync, Since, Verdict, as_position
 from hlgateway.client.reconnect import Decision, ReconnectPolicy, Retry, Stop, token_refused
 from hlgateway.client.refusals import is_transient
-from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry
+from hlgateway.client.registry import ROOM, SNAPSHOT_CHANNELS, Entry, Registry, latest_candles
 from hlgateway.client.requests import Requests
 from hlgateway.client.sendqueue import SendQueue
 from hlgateway.client.subscription import Item, Subscription
@@ -351,6 +352,16 @@ class GatewayClient:
     ) -> Subscription[m.DataMessage]:
         return self._add("account_updates", None, None, {"userId": user_id, "wallet": wallet})
 
+    def candles(self, symbol: str, interval: str) -> Subscription[m.DataMessage]:
+        """The last 500 candles first (`CandlesData`), then each update of the current one."""
+        return self._add("candles", None, None, {"symbol": symbol, "interval": interval})
+
+    def bbo(self, symbol: str) -> Subscription[m.DataMessage]:
+        return self._add("bbo", None, None, {"symbol": symbol})
+
+    def asset_context(self, symbol: str) -> Subscription[m.DataMessage]:
+        return self._add("asset_context", None, None, {"symbol": symbol})
+
     def system(self) -> Subscription[m.DataMessage]:
         return self._add("system", None, None, {})
 
@@ -374,6 +385,16 @@ class GatewayClient:
         since: Since | None = None,
     ) -> Subscription[Item]:
         return self._add("user_fills", None, since, {"userId": user_id, "wallet": wallet})
+
+    def user_ledger(
+        self,
+        user_id: str,
+        wallet: str | None = None,
+        *,
+        since: Since | None = None,
+    ) -> Subscription[Item]:
+        """Deposits, withdrawals, transfers, liquidations, funding: each event once."""
+        return self._add("user_ledger", None, since, {"userId": user_id, "wallet": wallet})
 
     def room(self, name: str, *, since: Since | None = None) -> Subscription[Item]:
         """Join a room (`join_room`); its messages arrive as data on channel `room`."""
@@ -826,7 +847,10 @@ class GatewayClient:
     def _data(self, msg: m.DataMessage) -> None:
         entry = self._registry.route(msg.channel, msg.params)
         if entry is not None:
-            if entry.channel in SNAPSHOT_CHANNELS:
+            if entry.channel == "candles" and entry.latest is not None:
+                data = latest_candles(entry.latest.data, msg.data)
+                entry.latest = msgspec.structs.replace(msg, data=data)
+            elif entry.channel in SNAPSHOT_CHANNELS:
                 entry.latest = msg
             previous = entry.cursor.position
             verdict = entry.cursor.on_data(msg.offset, msg.epoch)

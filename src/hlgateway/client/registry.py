@@ -33,8 +33,24 @@ from hlgateway.protocol.positions import Position
 
 ROOM = "room"
 # Channels whose every message is a full snapshot: the latest one is all that a
-# late joiner of an entry needs.
-SNAPSHOT_CHANNELS = frozenset({"prices", "orderbook", "account_updates"})
+# late joiner of an entry needs. (`candles` too, once its updates are folded into
+# the last whole series: `latest_candles`.)
+SNAPSHOT_CHANNELS = frozenset(
+    {"prices", "orderbook", "account_updates", "bbo", "asset_context", "candles"}
+)
+CANDLES_KEPT = 500
+
+
+def latest_candles(whole: Any, update: Any) -> Any:
+    """A `candles` series (the data of the first message) with an update folded in:
+    a candle replaces the one that opened at the same time, or comes after."""
+    if not isinstance(whole, dict) or not isinstance(update, dict):
+        return update
+    by_open = {c["t"]: c for c in whole.get("candles", ())}
+    by_open.update({c["t"]: c for c in update.get("candles", ())})
+    series = [by_open[t] for t in sorted(by_open)][-CANDLES_KEPT:]
+    return {**update, "candles": series}
+
 
 Json = dict[str, Any]
 SubKey = tuple[str, str]

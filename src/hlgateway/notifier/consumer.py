@@ -20,19 +20,23 @@ from hlgateway.client import Position
 from hlgateway.notifier.alerts import Direction, liquidation_distance, tier_percent, tier_step
 from hlgateway.notifier.events import (
     FILLS,
+    LEDGER,
     ORDERS,
     Account,
     FeedEvent,
     Fills,
     Gap,
+    LedgerEvents,
     OrderEvent,
     Prices,
     Refused,
 )
 from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.format import (
+    LEDGER_KINDS,
     alert_line,
     fill_line,
+    ledger_line,
     liquidation_line,
     order_line,
     short_wallet,
@@ -90,6 +94,10 @@ class Consumer:
             case Gap(wallet=wallet, channel=channel):
                 if channel == FILLS:
                     await self.reload(wallet)
+                elif channel == LEDGER:
+                    await self.reload_ledger(wallet)
+            case LedgerEvents():
+                await self.ledger(event.wallet, event.events, event.position)
             case OrderEvent():
                 await self.order(event)
             case Account():
@@ -154,8 +162,9 @@ class Consumer:
         start = since
         if stream is not None and stream.last_fill_ms is not None:
             start = max(start, stream.last_fill_ms - RELOAD_MARGIN_MS)
+        names = await self.history.market_names(self.feed.url)
         fills = await retrying(
-            lambda: self.history.fills_since(info_url, wallet, start),
+            lambda: self.history.fills_since(info_url, wallet, start, names),
             Reconnect(RELOAD_RETRY),
             failed=lambda exc: log.warning("reloading fills of %s failed (%s)", wallet, exc),
         )
@@ -165,6 +174,69 @@ class Consumer:
         made = await self.fills(wallet, fills, None)
         if made:
             log.info("reloaded %d fill notification(s) for %s", made, wallet)
+
+    async def ledger(
+        self, wallet: str, events: list[dict[str, Any]], position: Position | None
+    ) -> int:
+        """Deposits, withdrawals and liquidations of `wallet` for every chat with
+        /ledger on, each (chat, event id) once. Returns the number of lines made."""
+        made = 0
+        now = self.now_ms()
+        async with self.repo.transaction() as t:
+            watchers = [w for w in await t.watches.watchers(wallet) if w.ledger_since is not None]
+            newest: int | None = None
+            for event in events:
+                event_id, when = event.get("id"), event.get("time")
+                if not isinstance(event_id, str) or not isinstance(when, int):
+                    log.warning("ledger event without an id/time ignored: %r", event)
+                    continue
+                newest = when if newest is None else max(newest, when)
+                if event.get("kind") not in LEDGER_KINDS:
+                    continue
+                for w in watchers:
+                    since = w.ledger_since or 0
+                    if when < since or not await t.outbox.claim_event(w.chat_id, wallet, event_id):
+                        continue
+                    line = ledger_line(event, w.label)
+                    if line is not None:
+                        await t.outbox.add_line(w.chat_id, line, now)
+                        made += 1
+            await t.streams.set(
+                wallet,
+                LEDGER,
+                position.epoch if position else None,
+                position.offset if position else None,
+                newest,
+            )
+        return made
+
+    async def reload_ledger(self, wallet: str) -> None:
+        """The ledger stream of `wallet` (re)started without a replay: read what it may
+        have missed from the exchange (the same ids the gateway gives; claims drop
+        what was seen)."""
+        info_url = self.info_url or self.feed.info_url
+        if info_url is None:
+            log.warning("ledger of %s restarted without replay; no info API to reload from", wallet)
+            return
+        async with self.repo.transaction() as t:
+            stream = await t.streams.get(wallet, LEDGER)
+            starts = [w.ledger_since for w in await t.watches.watchers(wallet) if w.ledger_since]
+        if not starts:
+            return
+        start = min(starts)
+        if stream is not None and stream.last_fill_ms is not None:
+            start = max(start, stream.last_fill_ms - RELOAD_MARGIN_MS)
+        events = await retrying(
+            lambda: self.history.ledger_since(info_url, wallet, start),
+            Reconnect(RELOAD_RETRY),
+            failed=lambda exc: log.warning("reloading the ledger of %s failed (%s)", wallet, exc),
+        )
+        if isinstance(events, GiveUp):
+            log.error("could not reload the ledger of %s since %d", wallet, start)
+            return
+        made = await self.ledger(wallet, events, None)
+        if made:
+            log.info("reloaded %d ledger notification(s) for %s", made, wallet)
 
     async def order(self, event: OrderEvent) -> None:
         action = event.update.get("action")

@@ -1,6 +1,6 @@
 """What the gateway tells the notifier, as plain events (`feed.py` makes them).
 
-Lossless streams (`user_fills`, `user_orders`) carry their position (offset,
+Lossless streams (`user_fills`, `user_orders`, `user_ledger`) carry their position (offset,
 epoch) so that what they make can be stored with it; snapshots (`prices`,
 `account_updates`) carry only the latest state; `Gap` and `Refused` are about
 the subscriptions themselves.
@@ -17,7 +17,8 @@ FILLS = "user_fills"
 ORDERS = "user_orders"
 ACCOUNT = "account_updates"
 PRICES = "prices"
-LOSSLESS = (FILLS, ORDERS)
+LEDGER = "user_ledger"  # read only for wallets a chat with /ledger on watches
+LOSSLESS = (FILLS, ORDERS, LEDGER)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class Fills:
 class OrderEvent:
     wallet: str
     update: dict[str, Any]
+    position: Position | None
+
+
+@dataclass(frozen=True)
+class LedgerEvents:
+    wallet: str
+    events: list[dict[str, Any]]
     position: Position | None
 
 
@@ -61,4 +69,4 @@ class Refused:
     message: str
 
 
-FeedEvent = Fills | OrderEvent | Account | Prices | Gap | Refused
+FeedEvent = Fills | OrderEvent | LedgerEvents | Account | Prices | Gap | Refused

@@ -1,7 +1,8 @@
 """The gateway side of the notifier, in one place: what it subscribes and what it hears.
 
 The notifier reads every watched wallet's `user_fills` and `user_orders`
-(lossless streams, with positions) and `account_updates`, plus `prices`, as a
+(lossless streams, with positions) and `account_updates`, and `user_ledger` of
+the wallets that a chat with `/ledger on` watches (`want_ledger`), plus `prices`, as a
 service (an admin token) naming each wallet: `{"userId": <service user>,
 "wallet": W}`. What arrives goes into a bounded, conflating `Inbox`, in the
 order the gateway sent it, and `next()` hands it to the consumer. The gateway
@@ -39,6 +40,7 @@ from hlgateway.client.tokens import TokenSource
 from hlgateway.notifier.events import (
     ACCOUNT,
     FILLS,
+    LEDGER,
     LOSSLESS,
     ORDERS,
     PRICES,
@@ -46,6 +48,7 @@ from hlgateway.notifier.events import (
     FeedEvent,
     Fills,
     Gap,
+    LedgerEvents,
     OrderEvent,
     Prices,
     Refused,
@@ -55,6 +58,8 @@ from hlgateway.notifier.inbox import Inbox
 log = logging.getLogger("hlgateway.notifier.feed")
 
 StreamKey = tuple[str, str]  # (channel, wallet)
+# Every watched wallet's streams; `user_ledger` only on demand (want_ledger).
+WATCHED = (FILLS, ORDERS, ACCOUNT)
 
 
 @dataclass(eq=False)
@@ -73,7 +78,7 @@ class GatewayFeed:
         url: str,
         token: TokenSource,
         service_user: str,
-        wallets_per_connection: int = 30,
+        wallets_per_connection: int = 25,
         capacity: int = 1000,
         **client_options: Any,
     ) -> None:
@@ -153,12 +158,27 @@ class GatewayFeed:
 
     def watch(self, wallet: str, since: dict[str, Position | None] | None = None) -> None:
         """Read `wallet`'s streams; `since` gives a stored position per lossless channel."""
-        for channel in (*LOSSLESS, ACCOUNT):
+        for channel in WATCHED:
             key = (channel, wallet)
             if key not in self._streams:
                 stream = _Stream(position=(since or {}).get(channel))
                 self._streams[key] = stream
                 self._subscribe(key, stream)
+
+    async def want_ledger(self, wallet: str, on: bool, since: Position | None = None) -> None:
+        """Read (or stop reading) `wallet`'s `user_ledger`; `since`: its stored position.
+        Only for a watched wallet: unwatching ends it too."""
+        key = (LEDGER, wallet)
+        if on and key not in self._streams and (FILLS, wallet) in self._streams:
+            stream = _Stream(position=since)
+            self._streams[key] = stream
+            self._subscribe(key, stream)
+        elif not on and key in self._streams:
+            stream = self._streams.pop(key)
+            if stream.paused is not None:
+                stream.paused.cancel()
+            if stream.sub is not None:
+                await stream.sub.unsubscribe()
 
     def _subscribe(self, key: StreamKey, stream: _Stream) -> None:
         channel, wallet = key
@@ -169,7 +189,7 @@ class GatewayFeed:
         self._background(self._refusal(sub, key))
 
     async def unwatch(self, wallet: str) -> None:
-        for channel in (*LOSSLESS, ACCOUNT):
+        for channel in (*WATCHED, LEDGER):
             stream = self._streams.pop((channel, wallet), None)
             if stream is None:
                 continue
@@ -181,6 +201,10 @@ class GatewayFeed:
 
     def watching(self) -> set[str]:
         return {wallet for _, wallet in self._streams}
+
+    def reading(self, channel: str, wallet: str) -> bool:
+        """Is `channel` of `wallet` subscribed (user_ledger: only on demand)?"""
+        return (channel, wallet) in self._streams
 
     def paused(self) -> set[StreamKey]:
         return {key for key, s in self._streams.items() if s.paused is not None}
@@ -287,6 +311,8 @@ class GatewayFeed:
             event = Fills(wallet, list(data.get("fills") or []), position)
         elif msg.channel == ORDERS:
             event = OrderEvent(wallet, data, position)
+        elif msg.channel == LEDGER:
+            event = LedgerEvents(wallet, list(data.get("events") or []), position)
         else:
             return
         if self.offer(event):

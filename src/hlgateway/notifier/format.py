@@ -59,6 +59,37 @@ def fill_line(fill: dict[str, Any], label: str | None) -> str:
     return " · ".join(parts)
 
 
+# The ledger events `/ledger on` notifies (the gateway's `user_ledger` kinds).
+LEDGER_KINDS = frozenset({"deposit", "withdraw", "liquidation"})
+
+
+def ledger_line(event: dict[str, Any], label: str | None) -> str | None:
+    """A deposit, withdrawal or liquidation in HTML; None for the kinds not notified."""
+    kind = event.get("kind")
+    who = f"<i>{esc(label if label else short_wallet(str(event.get('wallet', ''))))}</i>"
+    amount = event.get("amount")
+    token = esc(event.get("token") or "USDC")
+    if kind == "deposit":
+        return f"<b>Deposit</b> {esc(number(amount))} {token} · {who}"
+    if kind == "withdraw":
+        size = abs(amount) if isinstance(amount, int | float) else amount
+        fee = event.get("fee")
+        tail = f" (fee {esc(number(fee))})" if fee not in (None, 0, 0.0) else ""
+        return f"<b>Withdrawal</b> {esc(number(size))} {token}{tail} · {who}"
+    if kind == "liquidation":
+        raw = event.get("raw") or {}
+        positions = ", ".join(
+            f"{esc(p.get('coin'))} {esc(p.get('szi'))}"
+            for p in raw.get("liquidatedPositions") or []
+            if isinstance(p, dict)
+        )
+        return (
+            f"⚠️ <b>Liquidated</b>: {positions or 'positions'}"
+            f" · notional {esc(number(amount))} {token} · {who}"
+        )
+    return None
+
+
 def order_line(update: dict[str, Any], label: str | None) -> str:
     order = update.get("order") or {}
     action = str(update.get("action", "updated"))

@@ -8,6 +8,8 @@ follow the commit (subscribing a wallet, the alerts held in memory) goes through
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from hlgateway.notifier import commands as c
@@ -43,6 +45,8 @@ async def watch(ctx: Context, cmd: c.Watch) -> None:
         await ctx.reply(f"Already watching {cmd.wallet}; label set{name}.")
     if cmd.wallet not in ctx.feed.watching():
         ctx.later(lambda: ctx.feed.watch(cmd.wallet))
+    if await ctx.t.chats.ledger(ctx.chat):
+        ctx.later(lambda: ctx.feed.want_ledger(cmd.wallet, True))
 
 
 @router.command(c.Unwatch)
@@ -53,6 +57,8 @@ async def unwatch(ctx: Context, cmd: c.Unwatch) -> None:
     await ctx.reply(f"Stopped watching {cmd.wallet}.")
     if not await ctx.t.watches.watched(cmd.wallet):
         ctx.later(lambda: ctx.feed.unwatch(cmd.wallet))
+    elif not await ctx.t.watches.ledger_wanted(cmd.wallet):
+        ctx.later(lambda: ctx.feed.want_ledger(cmd.wallet, False))
     ctx.later(lambda: ctx.state.forget_watch(ctx.chat, cmd.wallet))
 
 
@@ -72,26 +78,51 @@ async def positions(ctx: Context, cmd: c.Positions) -> None:
     if not rows:
         await ctx.reply("No wallets watched.")
         return
-    await ctx.send(positions_text([(r.wallet, r.label) for r in rows], ctx.state.accounts))
+    text = positions_text([(r.wallet, r.label) for r in rows], ctx.state.accounts)
+    agent = await ctx.t.agents.get(ctx.chat) if ctx.chat_type == "private" else None
+    account = ctx.state.accounts.get(agent.wallet) if agent is not None else None
+    await ctx.send(text, buttons=position_buttons(account) if account else None)
+
+
+def position_buttons(account: dict[str, object]) -> list[list[tuple[str, str]]] | None:
+    """A Close button for each open position of the chat's connected wallet."""
+    positions = account.get("positions")
+    rows = [
+        [(f"Close {p['symbol']}", f"close:{p['symbol']}")]
+        for p in (positions if isinstance(positions, list) else [])
+        if isinstance(p, dict) and p.get("size") and c.COIN_RE.match(str(p.get("symbol")))
+    ]
+    return rows[:20] or None
 
 
 @router.command(c.Alert)
 async def alert(ctx: Context, cmd: c.Alert) -> None:
     prices, limit = ctx.state.prices, ctx.settings.max_alerts
+    # The command's symbol is upper-cased; the market's own spelling is kept
+    # (kPEPE, xyz:XYZ100, HYPE/USDC).
+    symbol = _market_symbol(cmd.symbol, prices)
     if not prices:
         await ctx.reply("Prices are not in yet; try again in a moment.")
-    elif cmd.symbol not in prices:
+    elif symbol is None:
         await ctx.reply(f"Unknown symbol: {cmd.symbol}")
     elif len(await ctx.t.alerts.of_chat(ctx.chat)) >= limit:
         await ctx.reply(f"Too many alerts (at most {limit}).")
     else:
-        alert_id = await ctx.t.alerts.add(ctx.chat, cmd.symbol, cmd.direction.value, str(cmd.price))
-        new = PriceAlert(alert_id, ctx.chat, cmd.symbol, cmd.direction, cmd.price)
+        alert_id = await ctx.t.alerts.add(ctx.chat, symbol, cmd.direction.value, str(cmd.price))
+        new = PriceAlert(alert_id, ctx.chat, symbol, cmd.direction, cmd.price)
         ctx.later(lambda: ctx.state.alerts.__setitem__(alert_id, new))
         await ctx.reply(
-            f"Alert set: {cmd.symbol} {cmd.direction.value} {cmd.price}"
-            f" (now {number(str(prices[cmd.symbol]))})."
+            f"Alert set: {symbol} {cmd.direction.value} {cmd.price}"
+            f" (now {number(str(prices[symbol]))})."
         )
+
+
+def _market_symbol(typed: str, prices: Mapping[str, object]) -> str | None:
+    """The market `typed` names, matched as typed or else ignoring case."""
+    if typed in prices:
+        return typed
+    folded = typed.casefold()
+    return next((s for s in prices if s.casefold() == folded), None)
 
 
 @router.command(c.Alerts)
@@ -135,6 +166,21 @@ async def unmute(ctx: Context, cmd: c.Unmute) -> None:
 async def orders(ctx: Context, cmd: c.Orders) -> None:
     await ctx.t.chats.set_orders(ctx.chat, cmd.on)
     await ctx.reply("Order events on." if cmd.on else "Order events off (fills only).")
+
+
+@router.command(c.Ledger)
+async def ledger(ctx: Context, cmd: c.Ledger) -> None:
+    """Deposits, withdrawals and liquidations of the watched wallets: the gateway's
+    `user_ledger`, read only for wallets that some chat wants it of."""
+    await ctx.t.chats.set_ledger(ctx.chat, cmd.on, ctx.now_ms)
+    for row in await ctx.t.watches.of_chat(ctx.chat):
+        wanted = await ctx.t.watches.ledger_wanted(row.wallet)
+        ctx.later(functools.partial(ctx.feed.want_ledger, row.wallet, wanted))
+    await ctx.reply(
+        "Ledger events on: deposits, withdrawals and liquidations from now on."
+        if cmd.on
+        else "Ledger events off."
+    )
 
 
 @router.command(c.Dashboard)

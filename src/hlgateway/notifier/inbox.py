@@ -4,8 +4,10 @@ The events of lossless streams (fills, order updates) are kept, in order, up to
 `capacity`; one beyond it is refused (`offer` answers False) and the feed stops
 reading that stream until `has_room` again, then resumes it with `since` the
 last one taken in: the gateway replays the rest (or says it cannot, and the
-fills are reloaded). So a database outage that stops the consumer costs memory
-for `capacity` events, and nothing is lost.
+fills are reloaded). A stream with nothing waiting always gets one event in, even
+when the inbox is full, so that a busy stream's replay cannot starve a quiet one:
+the bound is `capacity` plus one per stream. So a database outage that stops the
+consumer costs bounded memory, and nothing is lost.
 
 Snapshots conflate: prices merge per symbol into one pending event, an
 account's state replaces the pending one of that wallet. They keep the place of
@@ -15,7 +17,7 @@ their first pending arrival, so the order of everything else is unchanged.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -38,6 +40,7 @@ class Inbox:
         self._order: deque[FeedEvent | _Latest] = deque()
         self._latest: dict[Hashable, FeedEvent] = {}
         self.lossless = 0  # lossless events waiting
+        self._per_stream: Counter[tuple[str, str]] = Counter()
         self.conflated = 0  # snapshots merged into a pending one
         self.refused = 0  # lossless events refused (their stream was paused)
 
@@ -57,10 +60,12 @@ class Inbox:
             case Account():
                 self._conflate(("account", event.wallet), event)
             case Fills() | OrderEvent():
-                if self.lossless >= self.capacity:
+                stream = _stream(event)
+                if self.lossless >= self.capacity and self._per_stream[stream]:
                     self.refused += 1
                     return False
                 self.lossless += 1
+                self._per_stream[stream] += 1
                 self._order.append(event)
             case _:
                 self._order.append(event)
@@ -75,6 +80,10 @@ class Inbox:
             return self._latest.pop(item.key)
         if isinstance(item, Fills | OrderEvent):
             self.lossless -= 1
+            stream = _stream(item)
+            self._per_stream[stream] -= 1
+            if not self._per_stream[stream]:
+                del self._per_stream[stream]
         return item
 
     def _conflate(self, key: Hashable, event: Prices | Account) -> None:
@@ -88,3 +97,7 @@ class Inbox:
             self._latest[key] = Prices({**pending.prices, **event.prices})
         else:
             self._latest[key] = event
+
+
+def _stream(event: Fills | OrderEvent) -> tuple[str, str]:
+    return ("fills" if isinstance(event, Fills) else "orders", event.wallet)

@@ -19,6 +19,7 @@ docs/notifier.md). The schema and its migrations are in `schema.py`.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ class Watcher:
     label: str | None
     since_ms: int
     orders: bool
+    # /ledger on (deposits, withdrawals, liquidations): since when; None when off.
+    ledger_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class StreamRow:
     last_fill_ms: int | None
 
 
+Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
+
+
 @dataclass(frozen=True)
 class Outgoing:
     id: int
@@ -57,6 +63,33 @@ class Outgoing:
     text: str
     attempts: int
     web_app_url: str | None = None  # a button that opens this Mini App
+    buttons: Buttons | None = None  # inline buttons that answer with callback data
+    edit_of: int | None = None  # this replaces the text of that message (its row id)
+    edit_telegram_id: int | None = None  # ... which Telegram knows by this id, once sent
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    wallet: str
+    agent: str  # the agent's address
+    sealed: str  # vault.Vault.seal(key, bound_to=f"{chat}|{wallet}|{agent}")
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    id: int
+    chat_id: int
+    wallet: str
+    intent: str  # JSON (preview.Intent)
+    summary: str
+    notional: str
+    created_ms: int
+    expires_ms: int
+    state: str  # pending, confirmed, placed, rejected, failed, expired, cancelled, abandoned
+    cloid: str | None
+    confirmed_ms: int | None
+    message_row: int | None
+    result: str | None
 
 
 @dataclass(frozen=True)
@@ -107,6 +140,8 @@ class Tables:
         self.outbox = Outbox(tx)
         self.alerts = Alerts(tx)
         self.tiers = Tiers(tx)
+        self.agents = Agents(tx)
+        self.previews = Previews(tx)
 
 
 class Kv:
@@ -148,6 +183,19 @@ class Chats:
     async def set_orders(self, chat_id: int, on: bool) -> None:
         await self.tx.execute("UPDATE chats SET orders = ? WHERE chat_id = ?", (int(on), chat_id))
 
+    async def set_ledger(self, chat_id: int, on: bool, now_ms: int) -> None:
+        """On from `now_ms` (what happened before is not news); turning it on again
+        while on keeps the earlier start."""
+        await self.tx.execute(
+            "UPDATE chats SET ledger_since = CASE WHEN ledger = 1 THEN ledger_since ELSE ? END, "
+            "ledger = ? WHERE chat_id = ?",
+            (now_ms, int(on), chat_id),
+        )
+
+    async def ledger(self, chat_id: int) -> bool:
+        value = await self.tx.scalar("SELECT ledger FROM chats WHERE chat_id = ?", (chat_id,))
+        return bool(value)
+
     async def hold(self, chat_id: int, until_ms: int) -> None:
         """A 429's retry_after, kept across a restart."""
         await self.tx.execute(
@@ -162,6 +210,29 @@ class Chats:
             "SELECT chat_id, held_until FROM chats WHERE held_until > ?", (now_ms,)
         )
         return {int(c): int(t) for c, t in rows}
+
+    async def set_connecting(self, chat_id: int, wallet: str | None, until_ms: int) -> None:
+        """/connect named `wallet`: its agent key is awaited until `until_ms`."""
+        await self.tx.execute(
+            "UPDATE chats SET connecting = ?, connecting_until = ? WHERE chat_id = ?",
+            (wallet, until_ms, chat_id),
+        )
+
+    async def connecting(self, chat_id: int, now_ms: int) -> str | None:
+        value = await self.tx.scalar(
+            "SELECT connecting FROM chats WHERE chat_id = ? AND connecting_until > ?",
+            (chat_id, now_ms),
+        )
+        return None if value is None else str(value)
+
+    async def set_max_notional(self, chat_id: int, usdc: str | None) -> None:
+        await self.tx.execute(
+            "UPDATE chats SET max_notional = ? WHERE chat_id = ?", (usdc, chat_id)
+        )
+
+    async def max_notional(self, chat_id: int) -> str | None:
+        value = await self.tx.scalar("SELECT max_notional FROM chats WHERE chat_id = ?", (chat_id,))
+        return None if value is None else str(value)
 
     async def deactivate(self, chat_id: int) -> None:
         """The user blocked the bot (403): stop notifying; drop what waits for it."""
@@ -178,18 +249,23 @@ class Chats:
         """A group became a supergroup with another id: everything moves along."""
         tx = self.tx
         row = await tx.fetchone(
-            "SELECT active, muted_until, orders FROM chats WHERE chat_id = ?", (old,)
+            "SELECT active, muted_until, orders, ledger, ledger_since FROM chats WHERE chat_id = ?",
+            (old,),
         )
         if row is not None:
             await tx.execute(
-                "INSERT INTO chats (chat_id, active, muted_until, orders) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (chat_id) DO NOTHING",
+                "INSERT INTO chats (chat_id, active, muted_until, orders, ledger, ledger_since) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id) DO NOTHING",
                 (new, *row),
             )
             await tx.execute("DELETE FROM chats WHERE chat_id = ?", (old,))
         for table, key in (
             ("watches", "t2.wallet = watches.wallet"),
             ("deliveries", "t2.wallet = deliveries.wallet AND t2.tid = deliveries.tid"),
+            (
+                "ledger_deliveries",
+                "t2.wallet = ledger_deliveries.wallet AND t2.event_id = ledger_deliveries.event_id",
+            ),
             (
                 "liquidation_tiers",
                 "t2.wallet = liquidation_tiers.wallet AND t2.symbol = liquidation_tiers.symbol",
@@ -243,12 +319,35 @@ class Watches:
     async def watchers(self, wallet: str) -> list[Watcher]:
         """Active chats watching `wallet`."""
         rows = await self.tx.fetchall(
-            "SELECT w.chat_id, w.label, w.since_ms, COALESCE(c.orders, 0) FROM watches w "
+            "SELECT w.chat_id, w.label, w.since_ms, COALESCE(c.orders, 0), "
+            "COALESCE(c.ledger, 0), COALESCE(c.ledger_since, 0) FROM watches w "
             "LEFT JOIN chats c ON c.chat_id = w.chat_id "
             "WHERE w.wallet = ? AND COALESCE(c.active, 1) = 1 ORDER BY w.chat_id",
             (wallet,),
         )
-        return [Watcher(int(r[0]), r[1], int(r[2]), bool(r[3])) for r in rows]
+        return [
+            Watcher(
+                int(r[0]), r[1], int(r[2]), bool(r[3]), max(int(r[2]), int(r[5])) if r[4] else None
+            )
+            for r in rows
+        ]
+
+    async def ledger_wanted(self, wallet: str) -> bool:
+        """Does an active chat with /ledger on watch `wallet`?"""
+        value = await self.tx.scalar(
+            "SELECT 1 FROM watches w JOIN chats c ON c.chat_id = w.chat_id "
+            "WHERE w.wallet = ? AND c.active = 1 AND c.ledger = 1 LIMIT 1",
+            (wallet,),
+        )
+        return value is not None
+
+    async def ledger_wallets(self) -> list[str]:
+        """Every wallet that an active chat with /ledger on watches."""
+        rows = await self.tx.fetchall(
+            "SELECT DISTINCT w.wallet FROM watches w JOIN chats c ON c.chat_id = w.chat_id "
+            "WHERE c.active = 1 AND c.ledger = 1 ORDER BY w.wallet"
+        )
+        return [str(r[0]) for r in rows]
 
     async def watched(self, wallet: str) -> bool:
         """Does any chat still watch `wallet`?"""
@@ -332,6 +431,17 @@ class Outbox:
             == 1
         )
 
+    async def claim_event(self, chat_id: int, wallet: str, event_id: str) -> bool:
+        """Claim ledger event `event_id` of `wallet` for `chat_id`: True the first time only."""
+        return (
+            await self.tx.execute(
+                "INSERT INTO ledger_deliveries (chat_id, wallet, event_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (chat_id, wallet, event_id) DO NOTHING",
+                (chat_id, wallet, event_id),
+            )
+            == 1
+        )
+
     async def add_line(self, chat_id: int, text: str, now_ms: int) -> None:
         await self.tx.execute(
             "INSERT INTO lines (chat_id, text, created_ms) VALUES (?, ?, ?)",
@@ -339,11 +449,28 @@ class Outbox:
         )
 
     async def add_message(
-        self, chat_id: int, text: str, now_ms: int, web_app_url: str | None = None
-    ) -> None:
-        await self.tx.execute(
-            "INSERT INTO messages (chat_id, text, created_ms, web_app_url) VALUES (?, ?, ?, ?)",
-            (chat_id, text, now_ms, web_app_url),
+        self,
+        chat_id: int,
+        text: str,
+        now_ms: int,
+        web_app_url: str | None = None,
+        buttons: Buttons | None = None,
+        edit_of: int | None = None,
+    ) -> int:
+        """Queue a message (or, with `edit_of`, a new text for an earlier one); its row id."""
+        return int(
+            await self.tx.scalar(
+                "INSERT INTO messages (chat_id, text, created_ms, web_app_url, buttons, edit_of) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    chat_id,
+                    text,
+                    now_ms,
+                    web_app_url,
+                    None if buttons is None else json.dumps(buttons),
+                    edit_of,
+                ),
+            )
         )
 
     async def pack(self, now_ms: int, window_ms: int) -> int:
@@ -396,12 +523,23 @@ class Outbox:
         in order, one at a time)."""
         skip = set(exclude)
         rows = await self.tx.fetchall(
-            "SELECT m.id, m.chat_id, m.text, m.attempts, m.web_app_url FROM messages m JOIN "
+            "SELECT m.id, m.chat_id, m.text, m.attempts, m.web_app_url, m.buttons, m.edit_of, "
+            "t.telegram_id FROM messages m JOIN "
             "(SELECT chat_id, MIN(id) AS id FROM messages WHERE state = 'pending' "
-            "GROUP BY chat_id) f ON f.id = m.id ORDER BY m.id"
+            "GROUP BY chat_id) f ON f.id = m.id LEFT JOIN messages t ON t.id = m.edit_of "
+            "ORDER BY m.id"
         )
         return [
-            Outgoing(int(r[0]), int(r[1]), str(r[2]), int(r[3]), r[4])
+            Outgoing(
+                int(r[0]),
+                int(r[1]),
+                str(r[2]),
+                int(r[3]),
+                r[4],
+                None if r[5] is None else [[(b[0], b[1]) for b in row] for row in json.loads(r[5])],
+                r[6],
+                r[7],
+            )
             for r in rows
             if r[1] not in skip
         ]
@@ -428,6 +566,10 @@ class Outbox:
             "attempts = attempts + 1 WHERE id = ?",
             (now_ms, telegram_id, message_id),
         )
+
+    async def mark_dropped(self, message_id: int) -> None:
+        """Never to be sent (an edit of a message that never went)."""
+        await self.tx.execute("UPDATE messages SET state = 'dropped' WHERE id = ?", (message_id,))
 
     async def mark_attempt(self, message_id: int, give_up: bool) -> None:
         await self.tx.execute(
@@ -486,6 +628,139 @@ class Tiers:
             "ON CONFLICT (chat_id, wallet, symbol) DO UPDATE SET tier = excluded.tier",
             (chat_id, wallet, symbol, tier),
         )
+
+
+class Agents:
+    """Each private chat's agent (API wallet): its address and its sealed key."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+
+    async def put(self, chat_id: int, row: AgentRow, now_ms: int) -> None:
+        await self.tx.execute("DELETE FROM agents WHERE chat_id = ?", (chat_id,))
+        await self.tx.execute(
+            "INSERT INTO agents (chat_id, wallet, agent, sealed, created_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (chat_id, row.wallet, row.agent, row.sealed, now_ms),
+        )
+
+    async def get(self, chat_id: int) -> AgentRow | None:
+        row = await self.tx.fetchone(
+            "SELECT wallet, agent, sealed FROM agents WHERE chat_id = ?", (chat_id,)
+        )
+        return None if row is None else AgentRow(str(row[0]), str(row[1]), str(row[2]))
+
+    async def delete(self, chat_id: int) -> bool:
+        return await self.tx.execute("DELETE FROM agents WHERE chat_id = ?", (chat_id,)) > 0
+
+
+_PREVIEW = (
+    "SELECT id, chat_id, wallet, intent, summary, notional, created_ms, expires_ms, state, "
+    "cloid, confirmed_ms, message_row, result FROM previews "
+)
+
+
+class Previews:
+    """Orders shown to a chat and waiting for Confirm, and what became of them."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+
+    async def add(
+        self,
+        chat_id: int,
+        wallet: str,
+        intent: str,
+        summary: str,
+        notional: str,
+        now_ms: int,
+        expires_ms: int,
+    ) -> int:
+        return int(
+            await self.tx.scalar(
+                "INSERT INTO previews (chat_id, wallet, intent, summary, notional, created_ms, "
+                "expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (chat_id, wallet, intent, summary, notional, now_ms, expires_ms),
+            )
+        )
+
+    async def set_message(self, preview_id: int, message_row: int) -> None:
+        await self.tx.execute(
+            "UPDATE previews SET message_row = ? WHERE id = ?", (message_row, preview_id)
+        )
+
+    async def get(self, preview_id: int) -> PreviewRow | None:
+        row = await self.tx.fetchone(_PREVIEW + "WHERE id = ?", (preview_id,))
+        return None if row is None else _preview(row)
+
+    async def confirm(self, preview_id: int, cloid: str, now_ms: int, stamp: int) -> bool:
+        """Pending and not expired at `now_ms` -> confirmed at `stamp`, once: False for
+        every later tap."""
+        changed = await self.tx.execute(
+            "UPDATE previews SET state = 'confirmed', cloid = ?, confirmed_ms = ? "
+            "WHERE id = ? AND state = 'pending' AND expires_ms >= ?",
+            (cloid, stamp, preview_id, now_ms),
+        )
+        return changed == 1
+
+    async def finish(self, preview_id: int, state: str, result: str, from_state: str) -> bool:
+        """`from_state` -> `state` with its `result`; False if it was not in `from_state`."""
+        changed = await self.tx.execute(
+            "UPDATE previews SET state = ?, result = ? WHERE id = ? AND state = ?",
+            (state, result, preview_id, from_state),
+        )
+        return changed == 1
+
+    async def due(self, now_ms: int) -> list[PreviewRow]:
+        """Pending previews whose time is up."""
+        rows = await self.tx.fetchall(
+            _PREVIEW + "WHERE state = 'pending' AND expires_ms < ? ORDER BY id", (now_ms,)
+        )
+        return [_preview(r) for r in rows]
+
+    async def next_expiry(self) -> int | None:
+        value = await self.tx.scalar("SELECT MIN(expires_ms) FROM previews WHERE state = 'pending'")
+        return None if value is None else int(value)
+
+    async def confirmed(self) -> list[PreviewRow]:
+        """Confirmed and not yet known placed or refused (a kill came in between)."""
+        rows = await self.tx.fetchall(_PREVIEW + "WHERE state = 'confirmed' ORDER BY id")
+        return [_preview(r) for r in rows]
+
+    async def last_confirmation(self, chat_id: int) -> int:
+        """The latest `confirmed_ms` of this chat (0: none): confirmations are stamped
+        after it, so that each is its order's own nonce."""
+        value = await self.tx.scalar(
+            "SELECT MAX(confirmed_ms) FROM previews WHERE chat_id = ?", (chat_id,)
+        )
+        return 0 if value is None else int(value)
+
+    async def confirmed_since(self, chat_id: int, since_ms: int) -> int:
+        """Orders this chat confirmed since `since_ms` (the daily cap counts them)."""
+        return int(
+            await self.tx.scalar(
+                "SELECT COUNT(*) FROM previews WHERE chat_id = ? AND confirmed_ms >= ?",
+                (chat_id, since_ms),
+            )
+        )
+
+
+def _preview(r: Sequence[Any]) -> PreviewRow:
+    return PreviewRow(
+        int(r[0]),
+        int(r[1]),
+        str(r[2]),
+        str(r[3]),
+        str(r[4]),
+        str(r[5]),
+        int(r[6]),
+        int(r[7]),
+        str(r[8]),
+        r[9],
+        None if r[10] is None else int(r[10]),
+        None if r[11] is None else int(r[11]),
+        r[12],
+    )
 
 
 def _alert(r: Sequence[Any]) -> AlertRow:

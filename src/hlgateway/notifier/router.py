@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hlgateway.config import NotifierSettings
 from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.format import esc
 from hlgateway.notifier.repository import Tables
 from hlgateway.notifier.state import BotState
+
+if TYPE_CHECKING:
+    from hlgateway.notifier.repository import Buttons
+    from hlgateway.notifier.trading import KeyCheck, Trading
 
 Handler = Callable[["Context", Any], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
@@ -32,15 +36,29 @@ class Context:
     state: BotState
     feed: GatewayFeed
     settings: NotifierSettings
+    trading: Trading | None = None  # None: no trading on this bot
+    prepared: KeyCheck | None = None  # what became of a key in this message (trading.py)
+    callback_id: str | None = None  # a button was pressed: answer it
     after: list[Callable[[], object]] = field(default_factory=list)
 
     async def reply(self, text: str) -> None:
         """Plain text (escaped here)."""
         await self.t.outbox.add_message(self.chat, esc(text), self.now_ms)
 
-    async def send(self, html: str, web_app_url: str | None = None) -> None:
-        """HTML the caller escaped; optionally with a button that opens a Mini App."""
-        await self.t.outbox.add_message(self.chat, html, self.now_ms, web_app_url=web_app_url)
+    async def send(
+        self, html: str, web_app_url: str | None = None, buttons: Buttons | None = None
+    ) -> int:
+        """HTML the caller escaped; optionally with a button that opens a Mini App, or
+        buttons that answer with callback data. Returns the message's row id."""
+        return await self.t.outbox.add_message(
+            self.chat, html, self.now_ms, web_app_url=web_app_url, buttons=buttons
+        )
+
+    def answer(self, text: str | None = None) -> None:
+        """Answer the pressed button (its spinner stops; `text` shows briefly)."""
+        trading, callback_id = self.trading, self.callback_id
+        if trading is not None and callback_id is not None:
+            self.later(lambda: trading.api.answer(callback_id, text))
 
     def later(self, action: Callable[[], object]) -> None:
         """Run `action` once the transaction committed (a coroutine is awaited)."""

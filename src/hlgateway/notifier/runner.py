@@ -22,6 +22,7 @@ from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.telegram import TelegramApi
+from hlgateway.notifier.vault import install_redaction
 
 log = logging.getLogger("hlgateway.notifier")
 
@@ -95,4 +96,5 @@ def run(settings: NotifierSettings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_redaction()  # nothing shaped like a private key reaches a log line
     return asyncio.run(serve(build(settings)))

@@ -82,9 +82,49 @@ async def _later_columns(tx: Tx, dialect: str) -> None:
             await tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+async def _ledger(tx: Tx, dialect: str) -> None:
+    """`/ledger on|off` per chat (off by default; `ledger_since`: when it was turned on),
+    and each chat's ledger events once."""
+    have = await columns(tx, dialect, "chats")
+    if "ledger" not in have:
+        await tx.execute("ALTER TABLE chats ADD COLUMN ledger INTEGER NOT NULL DEFAULT 0")
+    if "ledger_since" not in have:
+        await tx.execute("ALTER TABLE chats ADD COLUMN ledger_since BIGINT NOT NULL DEFAULT 0")
+    await tx.execute(
+        """CREATE TABLE IF NOT EXISTS ledger_deliveries (
+            chat_id BIGINT NOT NULL, wallet TEXT NOT NULL, event_id TEXT NOT NULL,
+            PRIMARY KEY (chat_id, wallet, event_id))"""
+    )
+
+
+async def _trading(tx: Tx, dialect: str) -> None:
+    """Trading from the chat: sealed agent keys, order previews, buttons and edits."""
+    ident = _ident(dialect)
+    for statement in (
+        """CREATE TABLE agents (
+            chat_id BIGINT PRIMARY KEY, wallet TEXT NOT NULL, agent TEXT NOT NULL,
+            sealed TEXT NOT NULL, created_ms BIGINT NOT NULL)""",
+        f"""CREATE TABLE previews (
+            id {ident}, chat_id BIGINT NOT NULL, wallet TEXT NOT NULL, intent TEXT NOT NULL,
+            summary TEXT NOT NULL, notional TEXT NOT NULL, created_ms BIGINT NOT NULL,
+            expires_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', cloid TEXT,
+            confirmed_ms BIGINT, message_row BIGINT, result TEXT)""",
+        "CREATE INDEX previews_state ON previews (state, expires_ms)",
+        "CREATE INDEX previews_chat ON previews (chat_id, confirmed_ms)",
+        "ALTER TABLE chats ADD COLUMN connecting TEXT",
+        "ALTER TABLE chats ADD COLUMN connecting_until BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE chats ADD COLUMN max_notional TEXT",
+        "ALTER TABLE messages ADD COLUMN buttons TEXT",
+        "ALTER TABLE messages ADD COLUMN edit_of BIGINT",
+    ):
+        await tx.execute(statement)
+
+
 MIGRATIONS: tuple[Migration[Step], ...] = (
     Migration(1, "the first tables", _first_tables),
     Migration(2, "attempted_ms, web_app_url, held_until where missing", _later_columns),
+    Migration(3, "chats.ledger and ledger_deliveries (/ledger on|off)", _ledger),
+    Migration(4, "trading: agents, previews, message buttons and edits", _trading),
 )
 LATEST = latest(MIGRATIONS)
 

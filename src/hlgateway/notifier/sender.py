@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ from hlgateway.notifier.pacing import Pacer
 from hlgateway.notifier.repository import Outgoing, Repository
 from hlgateway.notifier.state import BotState
 from hlgateway.notifier.telegram import Outcome, SendResult, TelegramApi
-from hlgateway.reconnect import Reconnect, Retry
+from hlgateway.reconnect import Reconnect, Retry, retrying
 
 log = logging.getLogger("hlgateway.notifier")
 
@@ -111,9 +112,23 @@ class Sender:
     async def _send(self, msg: Outgoing, started: float) -> None:
         try:
             async with self.repo.transaction() as t:
+                if msg.edit_of is not None and msg.edit_telegram_id is None:
+                    await t.outbox.mark_dropped(msg.id)  # what it edits never went
+                    return
                 await t.outbox.mark_attempted(msg.id, int(started * 1000))
-            result = await self.api.send(msg.chat_id, msg.text, msg.web_app_url)
-            await self._record(msg, result)
+            if msg.edit_telegram_id is not None:
+                result = await self.api.edit(
+                    msg.chat_id, msg.edit_telegram_id, msg.text, msg.buttons
+                )
+            else:
+                result = await self.api.send(msg.chat_id, msg.text, msg.web_app_url, msg.buttons)
+            # What Telegram answered is recorded, however long the database takes to come
+            # back: sending again instead would repeat an accepted message.
+            await retrying(
+                functools.partial(self._record, msg, result),
+                Reconnect(STORE_RETRY),
+                failed=functools.partial(_record_failed, msg.id),
+            )
         except Exception:
             log.exception("sending message %d", msg.id)
             self.pacer.hold(msg.chat_id, self.clock() + BROKEN)
@@ -154,3 +169,7 @@ class Sender:
                 self.pacer.hold(chat, self.clock() + SEND_RETRY.delay(msg.attempts + 1))
                 async with self.repo.transaction() as t:
                     await t.outbox.mark_attempt(msg.id, give_up=msg.attempts + 1 >= MAX_ATTEMPTS)
+
+
+def _record_failed(message_id: int, _: Exception) -> None:
+    log.exception("recording what became of message %d failed; retrying", message_id)

@@ -19,15 +19,19 @@ from urllib.parse import urlsplit
 from hlgateway.client import Position
 from hlgateway.config import NotifierSettings
 from hlgateway.notifier.consumer import Consumer
-from hlgateway.notifier.events import FILLS, ORDERS
+from hlgateway.notifier.events import FILLS, LEDGER, ORDERS
+from hlgateway.notifier.exchange import ExchangeInfo
 from hlgateway.notifier.feed import GatewayFeed
+from hlgateway.notifier.handlers import dashboard_of
 from hlgateway.notifier.history import FillHistory
 from hlgateway.notifier.pacing import Limits, Pacer
 from hlgateway.notifier.repository import Repository, StreamRow
 from hlgateway.notifier.sender import Sender
 from hlgateway.notifier.state import BotState
 from hlgateway.notifier.telegram import TelegramApi
+from hlgateway.notifier.trading import Trading
 from hlgateway.notifier.updates import Updates
+from hlgateway.notifier.vault import Vault, load_master_key
 from hlgateway.notifier.webhook import Webhook
 
 log = logging.getLogger("hlgateway.notifier")
@@ -51,8 +55,28 @@ class Notifier:
         self.state = BotState()
         self.history = FillHistory()
         self.sender = Sender(repo, api, Pacer(limits), self.state, self.settings.coalesce_ms, clock)
+        master = load_master_key(self.settings.key, self.settings.key_file)
+        self.trading = Trading(
+            repo,
+            api,
+            feed,
+            self.settings,
+            Vault(master) if master is not None else None,
+            ExchangeInfo(
+                dashboard_of(self.settings.gateway), lambda: self.settings.info_url or feed.info_url
+            ),
+            self.now_ms,
+            self.sender.wake,
+        )
         self.updates = Updates(
-            repo, api, feed, self.state, self.settings, self.now_ms, self.sender.wake
+            repo,
+            api,
+            feed,
+            self.state,
+            self.settings,
+            self.now_ms,
+            self.sender.wake,
+            self.trading,
         )
         self.consumer = Consumer(
             repo,
@@ -78,7 +102,9 @@ class Notifier:
             await self.state.load(t)
             fills = await t.streams.all(FILLS)
             orders = await t.streams.all(ORDERS)
+            ledgers = await t.streams.all(LEDGER)
             wallets = await t.watches.wallets()
+            ledger_wallets = await t.watches.ledger_wallets()
         await self.sender.restore()
         self.feed.start()
         await self.feed.want_prices(True)  # alerts, and to know which symbols exist
@@ -86,10 +112,13 @@ class Notifier:
             self.feed.watch(
                 wallet, {FILLS: _since(fills.get(wallet)), ORDERS: _since(orders.get(wallet))}
             )
+        for wallet in ledger_wallets:
+            await self.feed.want_ledger(wallet, True, _since(ledgers.get(wallet)))
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.consumer.run(), name="notifier-consume"),
             loop.create_task(self.sender.run(), name="notifier-send"),
+            loop.create_task(self.trading.run(), name="notifier-trading"),
         ]
         settings = self.settings
         if settings.webhook_url:
@@ -124,6 +153,7 @@ class Notifier:
         for task in self._tasks:
             task.cancel()
         await _bounded(asyncio.gather(*self._tasks, return_exceptions=True), grace)
+        await _bounded(self.trading.stop(grace), grace)
         await self.sender.drain(grace)
         await _bounded(self.feed.close(), grace)
         await _bounded(self.history.close(), grace)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update, WebAppInfo
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, WebAppInfo
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -34,6 +36,7 @@ log = logging.getLogger("hlgateway.notifier.telegram")
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 DEFAULT_API = "https://api.telegram.org"
+UPDATES = ["message", "callback_query"]
 
 
 class Outcome(StrEnum):
@@ -60,7 +63,13 @@ class Incoming:
     update_id: int
     chat_id: int | None
     chat_type: str | None
-    text: str | None
+    text: str | None  # may hold a private key: never log or echo it (vault.find_key)
+    message_id: int | None = None  # of the message (to delete it), or the one pressed
+    callback_id: str | None = None  # a button was pressed: answer this query
+    data: str | None = None  # the pressed button's callback data
+
+    def __repr__(self) -> str:  # the text stays out of any repr
+        return f"Incoming(update_id={self.update_id}, chat_id={self.chat_id})"
 
 
 class TelegramApi:
@@ -90,35 +99,78 @@ class TelegramApi:
         await self.bot.delete_webhook()
 
     async def use_webhook(self, url: str, secret: str) -> None:
-        await self.bot.set_webhook(url, secret_token=secret, allowed_updates=["message"])
+        await self.bot.set_webhook(url, secret_token=secret, allowed_updates=UPDATES)
 
     def parse_update(self, data: dict[str, object]) -> Incoming:
         """One update as a webhook delivers it."""
         return _incoming(Update.de_json(data, self.bot))
 
     async def updates(self, offset: int | None) -> list[Incoming]:
-        """One long poll (getUpdates); message updates only."""
+        """One long poll (getUpdates); messages and button presses."""
         found = await self.bot.get_updates(
             offset=offset,
             timeout=self.poll_timeout,
-            allowed_updates=["message"],
+            allowed_updates=UPDATES,
             read_timeout=self.poll_timeout + 10.0,
         )
         return [_incoming(update) for update in found]
 
-    async def send(self, chat_id: int, text: str, web_app_url: str | None = None) -> SendResult:
-        markup = None
-        if web_app_url is not None:
-            button = InlineKeyboardButton("Open the dashboard", web_app=WebAppInfo(web_app_url))
-            markup = InlineKeyboardMarkup([[button]])
-        try:
-            message = await self.bot.send_message(
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        web_app_url: str | None = None,
+        buttons: list[list[tuple[str, str]]] | None = None,
+    ) -> SendResult:
+        markup = _markup(web_app_url, buttons)
+        return await self._call(
+            self.bot.send_message(
                 chat_id,
                 text,
                 parse_mode="HTML",
                 disable_web_page_preview=True,
                 reply_markup=markup,
             )
+        )
+
+    async def edit(
+        self,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        buttons: list[list[tuple[str, str]]] | None = None,
+    ) -> SendResult:
+        """A new text (and buttons: none removes them) for a message sent earlier."""
+        return await self._call(
+            self.bot.edit_message_text(
+                text,
+                chat_id=chat_id,
+                message_id=message_id,
+                parse_mode="HTML",
+                disable_web_page_preview=True,
+                reply_markup=_markup(None, buttons),
+            )
+        )
+
+    async def delete(self, chat_id: int, message_id: int) -> bool:
+        """Delete a message now (a user's key); False if Telegram would not (too old, or
+        no right to in a group)."""
+        try:
+            return bool(await self.bot.delete_message(chat_id, message_id))
+        except TelegramError as exc:
+            log.warning("could not delete message %d in chat %d: %s", message_id, chat_id, exc)
+            return False
+
+    async def answer(self, callback_id: str, text: str | None = None) -> None:
+        """Stop the pressed button's spinner (with a short notice)."""
+        try:
+            await self.bot.answer_callback_query(callback_id, text=text)
+        except TelegramError as exc:  # too late (Telegram waits a few seconds): harmless
+            log.info("could not answer a button press: %s", exc)
+
+    async def _call(self, request: Awaitable[Any]) -> SendResult:
+        try:
+            message = await request
         except RetryAfter as exc:
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
@@ -130,16 +182,49 @@ class TelegramApi:
         except TimedOut as exc:
             return SendResult(Outcome.UNKNOWN, detail=str(exc))
         except BadRequest as exc:
+            if "message is not modified" in str(exc).lower():
+                return SendResult(Outcome.SENT)  # an edit to the text it has already
             return SendResult(Outcome.REJECTED, detail=str(exc))
         except InvalidToken:
             raise
         except (NetworkError, TelegramError) as exc:
             return SendResult(Outcome.FAILED, detail=str(exc))
-        return SendResult(Outcome.SENT, message_id=message.message_id)
+        message_id = message.message_id if isinstance(message, Message) else None
+        return SendResult(Outcome.SENT, message_id=message_id)
+
+
+def _markup(
+    web_app_url: str | None, buttons: list[list[tuple[str, str]]] | None
+) -> InlineKeyboardMarkup | None:
+    rows: list[list[InlineKeyboardButton]] = []
+    if web_app_url is not None:
+        rows.append([InlineKeyboardButton("Open the dashboard", web_app=WebAppInfo(web_app_url))])
+    for row in buttons or ():
+        rows.append([InlineKeyboardButton(label, callback_data=data) for label, data in row])
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 def _incoming(update: Update) -> Incoming:
+    query = update.callback_query
+    if query is not None:
+        pressed = query.message
+        chat = pressed.chat if pressed is not None else None
+        return Incoming(
+            update.update_id,
+            chat.id if chat is not None else None,
+            chat.type if chat is not None else None,
+            None,
+            message_id=pressed.message_id if pressed is not None else None,
+            callback_id=query.id,
+            data=query.data,
+        )
     message = update.message
     if message is None:
         return Incoming(update.update_id, None, None, None)
-    return Incoming(update.update_id, message.chat.id, message.chat.type, message.text)
+    return Incoming(
+        update.update_id,
+        message.chat.id,
+        message.chat.type,
+        message.text,
+        message_id=message.message_id,
+    )

@@ -18,11 +18,12 @@ from hlgateway.config import NotifierSettings
 from hlgateway.notifier import commands as c
 from hlgateway.notifier.database import DATABASE_ERRORS
 from hlgateway.notifier.feed import GatewayFeed
-from hlgateway.notifier.handlers import router
 from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.router import Context
 from hlgateway.notifier.state import BotState
 from hlgateway.notifier.telegram import Incoming, TelegramApi
+from hlgateway.notifier.trade_handlers import router  # the commands, trading's too
+from hlgateway.notifier.trading import Trading
 from hlgateway.reconnect import GiveUp, Reconnect, Retry, Supervisor, retrying
 
 log = logging.getLogger("hlgateway.notifier")
@@ -44,7 +45,9 @@ class Updates:
         settings: NotifierSettings,
         now_ms: Callable[[], int],
         wake: Callable[[], None],
+        trading: Trading | None = None,
     ) -> None:
+        self.trading = trading
         self.repo = repo
         self.api = api
         self.feed = feed
@@ -97,12 +100,15 @@ class Updates:
                 await t.kv.set(UPDATE_OFFSET, str(update.update_id + 1))
 
     async def _handle(self, update: Incoming) -> None:
+        # A key in the message: deleted before anything else, checked and sealed if the
+        # chat is connecting (I/O, so ahead of the transaction); the handler stores it.
+        prepared = await self.trading.prepare(update) if self.trading is not None else None
         async with self.repo.transaction() as t:
             done = await t.kv.get(UPDATE_OFFSET)
             if done is not None and update.update_id < int(done):
                 return  # handled already (a webhook retry, a poll overlap)
             ctx: Context | None = None
-            if update.chat_id is not None and update.text is not None:
+            if update.chat_id is not None and (update.text or update.data) is not None:
                 ctx = Context(
                     t,
                     update.chat_id,
@@ -111,8 +117,14 @@ class Updates:
                     self.state,
                     self.feed,
                     self.settings,
+                    self.trading,
+                    prepared,
+                    update.callback_id,
                 )
-                await self._command(ctx, update.text)
+                if update.data is not None:
+                    await self._pressed(ctx, update.data)
+                else:
+                    await self._command(ctx, update.text or "")
             await t.kv.set(UPDATE_OFFSET, str(update.update_id + 1))
         for action in ctx.after if ctx is not None else ():
             result = action()  # only once the command's effects are committed
@@ -127,7 +139,25 @@ class Updates:
                 await ctx.reply("Send /help to see what I can do.")
             return
         await ctx.t.chats.touch(ctx.chat)
+        if isinstance(command, c.TRADING):
+            if ctx.chat_type != "private":
+                await ctx.reply(
+                    "Trading works in a private chat with me only: keys and orders do not "
+                    "belong where others read."
+                )
+                return
+            off = self.trading is None or self.trading.vault is None
+            if off and not isinstance(command, c.Connect):  # /connect says why itself
+                await ctx.reply("Trading is off on this bot (no HLGATEWAY_NOTIFIER_KEY).")
+                return
         await router.dispatch(ctx, command)
+
+    async def _pressed(self, ctx: Context, data: str) -> None:
+        pressed = c.parse_button(data)
+        if isinstance(pressed, c.BadCommand) or ctx.chat_type != "private" or not ctx.trading:
+            ctx.answer("Not a button of mine.")
+            return
+        await router.dispatch(ctx, pressed)
 
 
 def _update_failed(update_id: int, _: Exception) -> None:

@@ -26,18 +26,28 @@ TRADES = "trades"
 USER_ORDERS = "user_orders"
 USER_FILLS = "user_fills"
 ACCOUNT_UPDATES = "account_updates"
+CANDLES = "candles"
+BBO = "bbo"
+ASSET_CONTEXT = "asset_context"
+USER_LEDGER = "user_ledger"
 SYSTEM = "system"
 ROOM = "room"
 
-MARKET_CHANNELS = frozenset({PRICES, ORDERBOOK, TRADES})
-USER_CHANNELS = frozenset({USER_ORDERS, USER_FILLS, ACCOUNT_UPDATES})
+MARKET_CHANNELS = frozenset({PRICES, ORDERBOOK, TRADES, CANDLES, BBO, ASSET_CONTEXT})
+USER_CHANNELS = frozenset({USER_ORDERS, USER_FILLS, ACCOUNT_UPDATES, USER_LEDGER})
 CHANNELS = MARKET_CHANNELS | USER_CHANNELS | {SYSTEM}
 # Channels whose messages are full snapshots: the latest one is all a new
-# subscriber needs, so the hub keeps it and sends it on subscribe.
-SNAPSHOT_CHANNELS = frozenset({PRICES, ORDERBOOK, ACCOUNT_UPDATES})
+# subscriber needs, so the hub keeps it and sends it on subscribe. (A candles
+# update holds the current candle only; what a new subscriber gets is the last
+# 500: the broker keeps that apart, see Publisher.publish_update.)
+SNAPSHOT_CHANNELS = frozenset({PRICES, ORDERBOOK, ACCOUNT_UPDATES, CANDLES, BBO, ASSET_CONTEXT})
 # Channels whose every message matters: positioned (offset, epoch) and kept in
 # history, so that a client coming back with `since` misses none.
-LOSSLESS_CHANNELS = frozenset({TRADES, USER_ORDERS, USER_FILLS, ROOM})
+LOSSLESS_CHANNELS = frozenset({TRADES, USER_ORDERS, USER_FILLS, USER_LEDGER, ROOM})
+# Hyperliquid's candle intervals.
+INTERVALS = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d", "3d", "1w", "1M",
+)  # fmt: skip
 
 DEFAULT_DEPTH = 10
 MAX_DEPTH = 50
@@ -61,6 +71,15 @@ class OrderbookParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class TradesParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     symbol: str
+
+
+class SymbolParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    symbol: str
+
+
+class CandlesParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    symbol: str
+    interval: str
 
 
 class UserParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -92,6 +111,12 @@ class Topic:
     @property
     def snapshot(self) -> bool:
         return self.channel in SNAPSHOT_CHANNELS
+
+    @property
+    def interval(self) -> str:
+        """A `candles` topic's interval (read from the params: a topic rebuilt from its
+        spec on another node has them, broker/topics.py)."""
+        return str(self.params.get("interval", ""))
 
     @property
     def symbol(self) -> str:
@@ -142,6 +167,18 @@ class Catalog:
             p = _convert(raw, TradesParams)
             symbol = self._symbol(p.symbol)
             return _make(TRADES, {"symbol": symbol}, symbols=(symbol,))
+        if channel in (BBO, ASSET_CONTEXT):
+            symbol = self._symbol(_convert(raw, SymbolParams).symbol)
+            return _make(channel, {"symbol": symbol}, symbols=(symbol,))
+        if channel == CANDLES:
+            c = _convert(raw, CandlesParams)
+            if c.interval not in INTERVALS:
+                raise ProtocolError(
+                    ErrorCode.INVALID_PARAMS, f"interval must be one of {' '.join(INTERVALS)}"
+                )
+            symbol = self._symbol(c.symbol)
+            params = {"interval": c.interval, "symbol": symbol}
+            return _make(CANDLES, params, symbols=(symbol,))
         if channel in USER_CHANNELS:
             return self._user(channel, _convert(raw, UserParams), principal)
         _convert(raw, NoParams)
@@ -210,6 +247,11 @@ class Catalog:
         self._require_markets()
         resolved = self.markets.resolve(symbol)
         if resolved is None:
+            delisted = self.markets.delisted(symbol)
+            if delisted is not None:
+                raise ProtocolError(
+                    ErrorCode.INVALID_PARAMS, f"Symbol delisted by the exchange: {delisted!r}"
+                )
             raise ProtocolError(ErrorCode.INVALID_PARAMS, f"Unknown symbol: {symbol[:32]!r}")
         return resolved
 

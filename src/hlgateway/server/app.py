@@ -1,5 +1,6 @@
 """HTTP routes: the dashboard (`/`, `/assets/*`), `/health`, `/metrics`, `/client.js`,
-the admin API (room publish, overview), and `/api/trading` (what clients sign for).
+the market list (`/api/markets`), the admin API (room publish, overview), and
+`/api/trading` (what clients sign for).
 
 `/ws` never reaches aiohttp: the accept path answers the WebSocket
 handshake itself (server/accept/request_head.py, server/accept/admit.py).
@@ -18,6 +19,7 @@ from aiohttp import web
 from hlgateway.auth import TokenError
 from hlgateway.gateway import Gateway
 from hlgateway.metrics import CONTENT_TYPE
+from hlgateway.protocol.encoding import now_ms
 from hlgateway.protocol.errors import ProtocolError
 from hlgateway.server import guest, telegram_login
 from hlgateway.server.accept.admit import bearer_token
@@ -36,6 +38,16 @@ async def health(request: web.Request) -> web.Response:
     body = request.app[GATEWAY].health()
     body["limits"] = request.app[EDGE].health()
     return web.json_response(body, status=200, dumps=_dumps)
+
+
+async def markets(request: web.Request) -> web.Response:
+    """Every listed market (perps, spot pairs, builder-dex perps): public, like
+    Hyperliquid's own meta; 503 until the list is loaded."""
+    listed = request.app[GATEWAY].upstream.markets
+    if not listed.loaded:
+        raise web.HTTPServiceUnavailable(text="Market list not loaded yet; try again shortly")
+    body = {"markets": [m.describe() for m in listed.all()], "timestamp": now_ms()}
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "max-age=5"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -96,14 +108,17 @@ async def _close_chat_wallets(app: web.Application) -> None:
 
 async def trading_info(request: web.Request) -> web.Response:
     """What a client needs to sign for this gateway's upstream: the network, and the
-    asset index of every perp (an order names its coin by it). No secret in it."""
+    asset number of every market (an order names its coin by it: perps from 0, spot
+    pairs from 10000, builder-dex perps from 110000). No secret in it."""
     gateway = request.app[GATEWAY]
     endpoint = gateway.upstream.endpoint
     policy = gateway.relay.policy
     body = {
         "network": endpoint.name,
         "mainnet": endpoint.mainnet,
-        "assets": {name: index for index, name in enumerate(gateway.upstream.markets.names)},
+        "assets": {
+            m.symbol: m.asset for m in gateway.upstream.markets.all() if m.asset is not None
+        },
         "relayed": sorted(policy.limits.also_allowed | RELAYED),
         "limits": {
             "rate": policy.limits.rate,
@@ -212,6 +227,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/assets/{name}", dashboard_asset)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/markets", markets)
     app.router.add_get("/client.js", client_js)
     app.router.add_post("/api/rooms/{room}/publish", publish_to_room)
     app.router.add_get("/api/trading", trading_info)

@@ -55,6 +55,7 @@ class Connection(asyncio.Protocol):
         "_reader",
         "_transport",
         "client_id",
+        "due_tick",
         "outbox",
         "session",
     )
@@ -107,6 +108,7 @@ class Connection(asyncio.Protocol):
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False
+        self.due_tick = 0  # the sweeper's wheel: the tick this connection is filed under
         self._ended = False
 
     def start(self, pending: bytes = b"") -> None:
@@ -163,7 +165,10 @@ class Connection(asyncio.Protocol):
         if not self.outbox.closing.open:
             return
         if isinstance(event, Text):
+            expires_at = self.session.expires_at
             verdict = self._handle(event.data)
+            if self.session.expires_at != expires_at and not self._ended:
+                self._gateway.reschedule(self)  # a refreshed token: its expiry moved
         elif isinstance(event, Binary):
             verdict = self.session.reject(
                 ErrorCode.INVALID_MESSAGE, "Messages must be JSON text frames"
@@ -211,7 +216,8 @@ class Connection(asyncio.Protocol):
 
     # -- driven by the gateway --------------------------------------------
     def sweep(self, now: float, wall_ms: int) -> None:
-        """Heartbeat and token expiry, driven by the gateway's one sweeper task.
+        """Heartbeat and token expiry, driven by the gateway's one sweeper task
+        when `next_due` says (server/timing_wheel.py).
 
         No timer tasks per connection: at 10k idle connections they were the
         largest part of a connection's memory.
@@ -230,6 +236,18 @@ class Connection(asyncio.Protocol):
             self._last_ping = now
             if not self._transport.is_closing():
                 self._transport.write(PING_FRAME)
+
+    def next_due(self, now: float, wall_ms: int) -> float:
+        """When `sweep` next has something to do (the caller's monotonic clock)."""
+        settings = self._gateway.settings
+        due = min(
+            self._last_ping + settings.heartbeat_interval,
+            self._last_seen + settings.heartbeat_timeout,
+        )
+        expires_at = self.session.expires_at
+        if expires_at is not None and not self._expired:
+            due = min(due, now + (expires_at - wall_ms) / 1000)
+        return due
 
     def going_away(self) -> None:
         shutdown = encoding.message("shutdown", message="Server is shutting down")

@@ -2,21 +2,30 @@
 
 Each tracked wallet places, partly fills, fills and cancels orders at random
 times drawn from its own RNG (derived from the seed and the address), and is
-forced to trade before ``max_fill_gap_ms`` elapses without a fill. Positions,
-realised PnL, fees and hourly funding move the account. Every order status
-transition and every fill is kept per wallet: REST snapshots are served from it
-and tests use it as the ledger of what the simulator actually emitted.
+forced to trade before ``max_fill_gap_ms`` elapses without a fill. It trades
+perps and, through ``spot``, spot pairs. Positions, realised PnL, fees and
+funding (every ``funding_interval_ms``, an hour like Hyperliquid's) move the
+account, and so do the deposits, withdrawals and occasional liquidations that
+``cashflows`` schedules from a second RNG of the wallet's. Every order status
+transition, fill, funding payment and ledger update is kept per wallet: REST
+snapshots are served from it and tests use it as the ledger of what the
+simulator actually emitted.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
+from hlgateway.simulator import cashflows
+from hlgateway.simulator.cashflows import CashflowSchedule, FundingPayment, LedgerUpdate
+from hlgateway.simulator.listing import Listing
 from hlgateway.simulator.market import MarketModel, Side
 from hlgateway.simulator.rng import derive_hash, derive_int, derive_rng
+from hlgateway.simulator.spot import SpotHolding, sellable, settle
 
 OrderStatus = Literal[
     "open",
@@ -41,6 +50,11 @@ MAX_ORDER_LOG = 20_000
 MAX_ORDERS = 10_000
 # Above this notional a wallet mostly trades its position back down.
 POSITION_CAP = Decimal(5_000)
+MAX_CASHFLOWS = 10_000
+# Share of fills that carry a builder fee (orders sent through a builder's frontend),
+# and that fee's rate on the notional.
+BUILDER_SHARE = 0.1
+BUILDER_FEE = Decimal("0.0001")
 DEFAULT_MANUAL_LEVERAGE = 20  # Hyperliquid's default cross leverage (capped per coin)
 
 
@@ -82,6 +96,9 @@ class Fill:
     fee: Decimal
     tid: int
     fee_token: str = "USDC"
+    builder_fee: Decimal | None = None
+    liquidation: Mapping[str, Any] | None = None  # {liquidatedUser, markPx, method}
+    twap_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,26 @@ class WalletActivity:
     user: str
     order_updates: tuple[OrderUpdate, ...]
     fills: tuple[Fill, ...]
+    fundings: tuple[FundingPayment, ...] = ()
+    ledger: tuple[LedgerUpdate, ...] = ()
+
+
+@dataclass
+class Emitted:
+    """What one wallet emits while events run: collected into a ``WalletActivity``."""
+
+    updates: list[OrderUpdate] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    fundings: list[FundingPayment] = field(default_factory=list)
+    ledger: list[LedgerUpdate] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.fills or self.fundings or self.ledger)
+
+    def activity(self, user: str) -> WalletActivity:
+        return WalletActivity(
+            user, tuple(self.updates), tuple(self.fills), tuple(self.fundings), tuple(self.ledger)
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +215,7 @@ class Wallet:
     leverage: int
     favourites: tuple[str, ...]
     next_tid: int
+    cashflows: CashflowSchedule
     tracked: bool = False
     # Trades only through /exchange (a funded account with a key): no invented flow.
     manual: bool = False
@@ -187,7 +225,10 @@ class Wallet:
     last_fill_ms: int = 0
     funding_hour: int = 0
     positions: dict[str, _Position] = field(default_factory=dict)
+    spot: dict[str, SpotHolding] = field(default_factory=dict)  # by pair coin
     funding_all_time: dict[str, Decimal] = field(default_factory=dict)
+    funding_log: list[FundingPayment] = field(default_factory=list)
+    ledger_log: list[LedgerUpdate] = field(default_factory=list)
     live_orders: dict[int, LiveOrder] = field(default_factory=dict)
     fill_log: list[Fill] = field(default_factory=list)
     order_log: list[OrderUpdate] = field(default_factory=list)
@@ -197,6 +238,14 @@ class Wallet:
     def fills(self) -> list[Fill]:
         """Fill history, oldest first."""
         return list(self.fill_log)
+
+    def fundings(self) -> list[FundingPayment]:
+        """Funding payments, oldest first."""
+        return list(self.funding_log)
+
+    def ledger_updates(self) -> list[LedgerUpdate]:
+        """Deposits, withdrawals and liquidations, oldest first."""
+        return list(self.ledger_log)
 
     def order_history(self) -> list[OrderUpdate]:
         """Every status transition emitted, oldest first."""
@@ -230,9 +279,15 @@ class AccountsEngine:
         max_fill_gap_ms: int = 10_000,
         history_ms: int = 30_000,
         max_open_orders: int = 4,
+        listing: Listing | None = None,
+        funding_interval_ms: int = HOUR_MS,
+        transfer_interval_ms: int = 120_000,
+        liquidation_interval_ms: int = 900_000,
     ) -> None:
         if order_interval_ms <= 0 or max_fill_gap_ms <= 0:
             raise ValueError("order_interval_ms and max_fill_gap_ms must be positive")
+        if min(funding_interval_ms, transfer_interval_ms, liquidation_interval_ms) <= 0:
+            raise ValueError("funding, transfer and liquidation intervals must be positive")
         if history_ms < 0 or max_open_orders < 1:
             raise ValueError("history_ms must be >= 0 and max_open_orders >= 1")
         self._market = market
@@ -244,6 +299,10 @@ class AccountsEngine:
         self._forced_gap_ms = max(1, max_fill_gap_ms - slack)
         self._history_ms = history_ms
         self._max_open_orders = max_open_orders
+        self._listing = listing if listing is not None else Listing(market.coins, (), (), ())
+        self._funding_ms = funding_interval_ms
+        self._transfer_ms = transfer_interval_ms
+        self._liquidation_ms = liquidation_interval_ms
         self._wallets: dict[str, Wallet] = {}
         # Global counter: oids are unique across wallets, like on Hyperliquid.
         self._next_oid = 10**10 + derive_int(self._seed, "oid", bits=32)
@@ -267,7 +326,8 @@ class AccountsEngine:
                 wallet.tracked = True
                 wallet.next_event_ms = now_ms + self._interval(wallet)
                 wallet.last_fill_ms = now_ms
-                wallet.funding_hour = now_ms // HOUR_MS
+                wallet.funding_hour = now_ms // self._funding_ms
+                wallet.cashflows.restart(now_ms)
             return wallet
         wallet = self._new_wallet(address)
         self._wallets[address] = wallet
@@ -276,10 +336,11 @@ class AccountsEngine:
         wallet.tracked_since_ms = now_ms
         wallet.next_event_ms = start + self._interval(wallet)
         wallet.last_fill_ms = start
-        wallet.funding_hour = now_ms // HOUR_MS
+        wallet.funding_hour = now_ms // self._funding_ms
+        wallet.cashflows.restart(start)
         # Pre-history goes straight into the ledger; it is what snapshots replay.
         while (due := self._due_ms(wallet)) <= now_ms:
-            self._run_event(wallet, due, [], [])
+            self._run_event(wallet, due, Emitted())
         return wallet
 
     def fund(self, user: str, usd: Decimal, now_ms: int) -> Wallet:
@@ -296,7 +357,7 @@ class AccountsEngine:
             wallet.leverage = DEFAULT_MANUAL_LEVERAGE
             wallet.manual = True
             wallet.tracked_since_ms = now_ms
-            wallet.funding_hour = now_ms // HOUR_MS
+            wallet.funding_hour = now_ms // self._funding_ms
             self._wallets[address] = wallet
         wallet.balance += usd
         return wallet
@@ -317,7 +378,7 @@ class AccountsEngine:
     # -- clock ---------------------------------------------------------------
     def step(self, now_ms: int) -> list[WalletActivity]:
         """Run every event due at or before ``now_ms``, in (time, address) order."""
-        pending: dict[str, tuple[list[OrderUpdate], list[Fill]]] = {}
+        pending: dict[str, Emitted] = {}
         tracked = [w for w in self._wallets.values() if w.tracked and not w.manual]
         while True:
             due = [(self._due_ms(w), w.address, w) for w in tracked]
@@ -325,19 +386,15 @@ class AccountsEngine:
             if not due:
                 break
             at_ms, address, wallet = min(due, key=lambda item: (item[0], item[1]))
-            updates, fills = pending.setdefault(address, ([], []))
-            self._run_event(wallet, at_ms, updates, fills)
+            self._run_event(wallet, at_ms, pending.setdefault(address, Emitted()))
         for wallet in self._wallets.values():
             if wallet.tracked or wallet.manual:
-                self._accrue_funding(wallet, now_ms)
-        return [
-            WalletActivity(user=user, order_updates=tuple(updates), fills=tuple(fills))
-            for user, (updates, fills) in pending.items()
-            if updates or fills
-        ]
+                self._accrue_funding(wallet, now_ms, pending.setdefault(wallet.address, Emitted()))
+        return [out.activity(user) for user, out in pending.items() if out]
 
     # -- account view --------------------------------------------------------
-    def account_view(self, user: str, now_ms: int) -> AccountView:
+    def account_view(self, user: str, now_ms: int, dex: str = "") -> AccountView:
+        """The wallet's clearinghouse on one perp dex (``""``: the main one)."""
         wallet = self._wallets.get(user.lower())
         if wallet is None:
             return AccountView(ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, (), now_ms)
@@ -345,14 +402,16 @@ class AccountsEngine:
         rows: list[tuple[str, _Position, Decimal, Decimal, Decimal, int, int]] = []
         for coin, pos in wallet.positions.items():
             spec = market.spec(coin)
-            if pos.szi == 0 or spec is None:
+            if pos.szi == 0 or spec is None or self._listing.dex_of(coin) != dex:
                 continue
             mark = market.mark_px(coin)
             value = abs(pos.szi) * mark
             upnl = pos.szi * (mark - pos.entry_px)
             leverage = wallet.leverage_for(coin, spec.max_leverage)
             rows.append((coin, pos, mark, value, upnl, leverage, spec.max_leverage))
-        account_value = wallet.balance + sum((row[4] for row in rows), ZERO)
+        # Builder dexes hold no USDC of the wallet's here: their margin is their own.
+        balance = wallet.balance if dex == "" else ZERO
+        account_value = balance + sum((row[4] for row in rows), ZERO)
         maintenance = sum((row[3] / row[6] / 2 for row in rows), ZERO)
         margin_total = sum((row[3] / row[5] for row in rows), ZERO)
         positions: list[PositionView] = []
@@ -393,25 +452,47 @@ class AccountsEngine:
     # -- internals -----------------------------------------------------------
     def _new_wallet(self, address: str) -> Wallet:
         rng = derive_rng(self._seed, "wallet", address)
-        names = [spec.name for spec in self._market.coins]
+        names = [spec.name for spec in self._listing.perps]
+        favourites = rng.sample(names, min(3, len(names)))
+        # A spot pair (and a builder-dex perp) too, drawn apart so that the perp
+        # flow stays what it was for a given seed and address.
+        extra = derive_rng(self._seed, "wallet-markets", address)
+        if self._listing.pairs:
+            favourites.append(extra.choice(self._listing.pairs).coin)
+        dex_perps = [spec.name for dex in self._listing.dexes for spec in dex.perps]
+        if dex_perps:
+            favourites.append(extra.choice(dex_perps))
+        schedule = CashflowSchedule(
+            derive_rng(self._seed, "cashflows", address), self._transfer_ms, self._liquidation_ms
+        )
         return Wallet(
             address=address,
             rng=rng,
             balance=Decimal(rng.randint(10_000, 100_000)),
             leverage=rng.choice((3, 5, 10, 20)),
-            favourites=tuple(rng.sample(names, min(3, len(names)))),
+            favourites=tuple(favourites),
             next_tid=10**14 + derive_int(self._seed, "fill-tid", address, bits=46),
+            cashflows=schedule,
         )
 
     def _interval(self, wallet: Wallet) -> int:
         return max(20, round(wallet.rng.expovariate(1.0 / self._order_interval_ms)))
 
     def _due_ms(self, wallet: Wallet) -> int:
-        return min(wallet.next_event_ms, wallet.last_fill_ms + self._forced_gap_ms)
+        return min(
+            wallet.next_event_ms,
+            wallet.last_fill_ms + self._forced_gap_ms,
+            wallet.cashflows.due_ms,
+        )
 
-    def _run_event(
-        self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], fills: list[Fill]
-    ) -> None:
+    def _run_event(self, wallet: Wallet, at_ms: int, out: Emitted) -> None:
+        if at_ms >= wallet.cashflows.next_transfer_ms:
+            self._transfer(wallet, at_ms, out)
+            return
+        if at_ms >= wallet.cashflows.next_liquidation_ms:
+            self._liquidate(wallet, at_ms, out)
+            return
+        updates, fills = out.updates, out.fills
         if at_ms >= wallet.last_fill_ms + self._forced_gap_ms:
             self._forced_fill(wallet, at_ms, updates, fills)
             return
@@ -429,10 +510,25 @@ class AccountsEngine:
         elif roll < 0.85:
             size = order.sz
         else:
-            del wallet.live_orders[order.oid]
-            self._record(wallet, order.update("canceled", at_ms), updates)
+            self._cancel(wallet, order, at_ms, updates)
+            return
+        if not self._executable(wallet, order, size):
+            self._cancel(wallet, order, at_ms, updates)
             return
         self._emit_fill(wallet, *self._fill(wallet, order, size, at_ms), updates, fills)
+
+    def _cancel(
+        self, wallet: Wallet, order: LiveOrder, at_ms: int, updates: list[OrderUpdate]
+    ) -> None:
+        del wallet.live_orders[order.oid]
+        self._record(wallet, order.update("canceled", at_ms), updates)
+
+    def _executable(self, wallet: Wallet, order: LiveOrder, size: Decimal) -> bool:
+        """A spot sell needs the tokens: the balance may have gone since it was placed."""
+        pair = self._listing.pair(order.coin)
+        if pair is None or order.side == "B":
+            return True
+        return sellable(wallet.spot.get(order.coin), pair) >= size
 
     def _forced_fill(
         self, wallet: Wallet, at_ms: int, updates: list[OrderUpdate], fills: list[Fill]
@@ -444,6 +540,10 @@ class AccountsEngine:
             size = order.sz
             if lots >= 2 and rng.random() < 0.4:
                 size = self._lot(order.coin) * rng.randint(1, lots - 1)
+            if not self._executable(wallet, order, size):
+                self._cancel(wallet, order, at_ms, updates)
+                self._forced_fill(wallet, at_ms, updates, fills)
+                return
             result = self._fill(wallet, order, size, at_ms)
         else:
             # Nothing resting: send a marketable order that fills at once as taker.
@@ -476,6 +576,9 @@ class AccountsEngine:
         notional = Decimal(rng.randint(50, 2_000))
         lots = max(2, int(notional / (px * spec.lot)))
         size = spec.lot * lots
+        pair = self._listing.pair(coin)
+        if pair is not None and side == "A":
+            size = min(size, sellable(wallet.spot.get(coin), pair))
         cloid = f"0x{rng.getrandbits(128):032x}" if rng.random() < 0.5 else None
         order = LiveOrder(
             oid=self._next_oid,
@@ -496,6 +599,12 @@ class AccountsEngine:
 
     def _choose_side(self, wallet: Wallet, coin: str) -> Side:
         rng = wallet.rng
+        pair = self._listing.pair(coin)
+        if pair is not None:
+            # Spot: sell only what the wallet holds (two lots at least), else buy.
+            lot = Decimal(1).scaleb(-pair.base.sz_decimals)
+            can_sell = sellable(wallet.spot.get(coin), pair) >= 2 * lot
+            return "A" if can_sell and rng.random() < 0.5 else "B"
         pos = wallet.positions.get(coin)
         if pos is not None and abs(pos.szi) * self._market.mark_px(coin) > POSITION_CAP:
             reducing: Side = "A" if pos.szi > 0 else "B"
@@ -535,9 +644,13 @@ class AccountsEngine:
         *,
         crossed: bool = False,
         px: Decimal | None = None,
+        liquidation: Mapping[str, Any] | None = None,
     ) -> tuple[OrderUpdate, Fill]:
         """Execute ``size`` of ``order`` at ``px`` (default: its limit price)."""
         px = order.limit_px if px is None else px
+        pair = self._listing.pair(order.coin)
+        if pair is not None:
+            return self._spot_fill(wallet, order, size, px, at_ms, crossed)
         pos = wallet.positions.setdefault(order.coin, _Position())
         start = pos.szi
         signed = size if order.side == "B" else -size
@@ -558,9 +671,10 @@ class AccountsEngine:
         pos.szi = new
         pos.since_change = ZERO
         fee = (px * size * (TAKER_FEE if crossed else MAKER_FEE)).quantize(USD)
-        wallet.balance += closed - fee
         tid = wallet.next_tid
         wallet.next_tid += wallet.rng.randint(1, 50)
+        builder_fee = self._builder_fee(wallet, tid, px * size)
+        wallet.balance += closed - fee - (builder_fee or ZERO)
         fill = Fill(
             coin=order.coin,
             px=px,
@@ -575,14 +689,64 @@ class AccountsEngine:
             crossed=crossed,
             fee=fee,
             tid=tid,
+            builder_fee=builder_fee,
+            liquidation=liquidation,
         )
+        return self._filled(wallet, order, size, at_ms), fill
+
+    def _spot_fill(
+        self,
+        wallet: Wallet,
+        order: LiveOrder,
+        size: Decimal,
+        px: Decimal,
+        at_ms: int,
+        crossed: bool,
+    ) -> tuple[OrderUpdate, Fill]:
+        pair = self._listing.pair(order.coin)
+        assert pair is not None
+        holding = wallet.spot.setdefault(order.coin, SpotHolding())
+        rate = TAKER_FEE if crossed else MAKER_FEE
+        done = settle(holding, pair, order.side, px, size, rate)
+        tid = wallet.next_tid
+        wallet.next_tid += wallet.rng.randint(1, 50)
+        builder_fee = self._builder_fee(wallet, tid, px * size)
+        wallet.balance += done.quote_delta - (builder_fee or ZERO)
+        fill = Fill(
+            coin=order.coin,
+            px=px,
+            sz=size,
+            side=order.side,
+            time=at_ms,
+            start_position=done.start,
+            dir=done.direction,
+            closed_pnl=done.closed_pnl,
+            hash=derive_hash(self._seed, "fill", wallet.address, tid),
+            oid=order.oid,
+            crossed=crossed,
+            fee=done.fee,
+            tid=tid,
+            fee_token=done.fee_token,
+            builder_fee=builder_fee,
+        )
+        return self._filled(wallet, order, size, at_ms), fill
+
+    def _builder_fee(self, wallet: Wallet, tid: int, notional: Decimal) -> Decimal | None:
+        # Drawn from the tid, not the wallet's RNG: the order flow stays what it was.
+        draw = derive_int(self._seed, "builder", wallet.address, tid, bits=16)
+        if draw >= BUILDER_SHARE * 65_536:
+            return None
+        return (notional * BUILDER_FEE).quantize(USD)
+
+    @staticmethod
+    def _filled(wallet: Wallet, order: LiveOrder, size: Decimal, at_ms: int) -> OrderUpdate:
         order.sz -= size
         status: OrderStatus = "open"
         if order.sz == 0:
             status = "filled"
             del wallet.live_orders[order.oid]
         wallet.last_fill_ms = at_ms
-        return order.update(status, at_ms), fill
+        return order.update(status, at_ms)
 
     def _emit_fill(
         self,
@@ -605,21 +769,90 @@ class AccountsEngine:
             _forget_old_orders(wallet)
         updates.append(update)
 
-    def _accrue_funding(self, wallet: Wallet, now_ms: int) -> None:
-        """Hyperliquid settles funding on the hour; so do we."""
-        hour = now_ms // HOUR_MS
+    def _accrue_funding(self, wallet: Wallet, now_ms: int, out: Emitted) -> None:
+        """Hyperliquid settles funding on the hour (``funding_interval_ms``); so do we."""
+        hour = now_ms // self._funding_ms
         if hour <= wallet.funding_hour:
             return
         wallet.funding_hour = hour
+        market = self._market
         for coin, pos in wallet.positions.items():
             if pos.szi == 0:
                 continue
-            market = self._market
-            payment = (pos.szi * market.mark_px(coin) * market.funding_rate(coin)).quantize(USD)
+            rate = market.funding_rate(coin)
+            payment = (pos.szi * market.mark_px(coin) * rate).quantize(USD)
             wallet.balance -= payment
             pos.since_open += payment
             pos.since_change += payment
             wallet.funding_all_time[coin] = wallet.funding_all_time.get(coin, ZERO) + payment
+            record = FundingPayment(hour * self._funding_ms, coin, -payment, pos.szi, rate)
+            wallet.funding_log.append(record)
+            out.fundings.append(record)
+        _trim(wallet.funding_log)
+
+    # -- cashflows -----------------------------------------------------------
+    def _transfer(self, wallet: Wallet, at_ms: int, out: Emitted) -> None:
+        """A deposit, or a withdrawal of part of what is withdrawable."""
+        rng = wallet.cashflows.rng
+        wallet.cashflows.transfer_done(at_ms)
+        tx = derive_hash(self._seed, "transfer", wallet.address, at_ms)
+        amount = Decimal(rng.randint(100, 5_000))
+        withdrawable = self.account_view(wallet.address, at_ms).withdrawable
+        if rng.random() < 0.4 and withdrawable > amount + cashflows.WITHDRAW_FEE:
+            wallet.balance -= amount + cashflows.WITHDRAW_FEE
+            update = cashflows.withdraw(at_ms, tx, amount)
+        else:
+            wallet.balance += amount
+            update = cashflows.deposit(at_ms, tx, amount)
+        self._log_ledger(wallet, update, out)
+
+    def _liquidate(self, wallet: Wallet, at_ms: int, out: Emitted) -> None:
+        """Close every main-dex position at the mark, as a liquidation would."""
+        wallet.cashflows.liquidation_done(at_ms)
+        held = [
+            (coin, pos.szi)
+            for coin, pos in wallet.positions.items()
+            if pos.szi != 0 and self._listing.dex_of(coin) == ""
+        ]
+        if not held:
+            return
+        view = self.account_view(wallet.address, at_ms)
+        tx = derive_hash(self._seed, "liquidation", wallet.address, at_ms)
+        notional = ZERO
+        for coin, szi in held:
+            mark = self._market.mark_px(coin)
+            notional += abs(szi) * mark
+            order = LiveOrder(
+                oid=self._next_oid,
+                coin=coin,
+                side="A" if szi > 0 else "B",
+                limit_px=mark,
+                orig_sz=abs(szi),
+                sz=abs(szi),
+                timestamp=at_ms,
+                cloid=None,
+            )
+            self._next_oid += 1
+            wallet.live_orders[order.oid] = order
+            self._record(wallet, order.update("open", at_ms), out.updates)
+            marker = {"liquidatedUser": wallet.address, "markPx": mark, "method": "market"}
+            update, fill = self._fill(
+                wallet, order, abs(szi), at_ms, crossed=True, liquidation=marker
+            )
+            self._emit_fill(wallet, update, fill, out.updates, out.fills)
+        entry = cashflows.liquidation(at_ms, tx, notional.quantize(USD), view.account_value, held)
+        self._log_ledger(wallet, entry, out)
+
+    @staticmethod
+    def _log_ledger(wallet: Wallet, update: LedgerUpdate, out: Emitted) -> None:
+        wallet.ledger_log.append(update)
+        _trim(wallet.ledger_log)
+        out.ledger.append(update)
+
+
+def _trim(log: list[Any]) -> None:
+    if len(log) > MAX_CASHFLOWS * 11 // 10:
+        del log[: len(log) - MAX_CASHFLOWS]
 
 
 def _direction(start: Decimal, new: Decimal, side: Side) -> str:

@@ -24,6 +24,8 @@ class SimConfig:
     max_users: int = 10  # distinct users across the IP's user-specific subscriptions
     max_subscriptions: int = 1000  # subscriptions across the IP's connections
     max_messages_per_minute: int = 2000  # client messages, sliding 60 s window
+    # REST /info weight per IP, sliding 60 s (Hyperliquid's weights); over it, HTTP 429.
+    rest_weight_per_minute: int = 1200
     idle_timeout: float = 60.0  # drop a connection nothing was sent to for this long
     max_pending_frames: int = 10_000  # outbound backlog before a slow client is dropped
     # A wallet keeps trading for this long after its last subscription went away, so
@@ -36,6 +38,12 @@ class SimConfig:
     # The userFills snapshot holds the wallet's most recent fills, up to this many
     # (oldest first), like Hyperliquid's (its REST userFills also answers at most 2000).
     snapshot_fills: int = 2000
+    # A wallet's cashflows: funding settles every funding_interval (Hyperliquid: an
+    # hour); a deposit or withdrawal comes every transfer_interval on average, and a
+    # liquidation of its open perp positions every liquidation_interval on average.
+    funding_interval: float = 3600.0
+    transfer_interval: float = 120.0
+    liquidation_interval: float = 900.0
     # /exchange: the local account (local_account.py) starts with this many USD, and
     # signatures are checked as for this network (the SDK signs as testnet for any
     # URL but mainnet's).
@@ -50,6 +58,9 @@ class SimConfig:
             "ctx_interval": self.ctx_interval,
             "tick": self.tick,
             "idle_timeout": self.idle_timeout,
+            "funding_interval": self.funding_interval,
+            "transfer_interval": self.transfer_interval,
+            "liquidation_interval": self.liquidation_interval,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -62,6 +73,7 @@ class SimConfig:
             "max_users": self.max_users,
             "max_subscriptions": self.max_subscriptions,
             "max_messages_per_minute": self.max_messages_per_minute,
+            "rest_weight_per_minute": self.rest_weight_per_minute,
             "max_pending_frames": self.max_pending_frames,
         }
         for name, value in counts.items():

@@ -44,7 +44,8 @@ class Connection:
         self.subs: dict[str, Subscription] = {}
         self.last_sent = clock()
         self.bbo_sent: dict[str, str] = {}  # sub key -> last best levels sent
-        self.state_sent: dict[str, str] = {}  # user -> last clearinghouseState sent
+        # (user, dex) -> last clearinghouseState sent
+        self.state_sent: dict[tuple[str, str], str] = {}
         self.stalls: dict[str, float] = {}  # sub key -> loop time its stall ends
         self.silent_until = 0.0  # loop time until which nothing at all is sent
         self.detached = False

@@ -100,8 +100,12 @@ class Exchange:
         matcher: Matcher,
         *,
         mainnet: bool = False,
+        assets: Mapping[int, CoinSpec] | None = None,
     ) -> None:
         self._market = market
+        # Hyperliquid's asset numbers (builder-dex perps from 110000); by default
+        # the market's coins in listing order.
+        self._assets = dict(enumerate(market.coins)) if assets is None else dict(assets)
         self._accounts = accounts
         self._matcher = matcher
         self.mainnet = mainnet  # which network signatures are checked for
@@ -112,6 +116,11 @@ class Exchange:
         """``account``'s API wallets: address -> name ("" for the unnamed one)."""
         account = account.lower()
         return {agent: name for agent, (owner, name) in self._agents.items() if owner == account}
+
+    def owner_of(self, agent: str) -> str | None:
+        """The account that approved ``agent`` as its API wallet, if any."""
+        approved = self._agents.get(agent.lower())
+        return None if approved is None else approved[0]
 
     def handle(self, body: Any, now_ms: int) -> ExchangeResult:
         """Answer one ``/exchange`` body at model time ``now_ms``."""
@@ -174,9 +183,9 @@ class Exchange:
         return wallet, signer
 
     def _coin(self, asset: int) -> CoinSpec:
-        coins = self._market.coins
-        if 0 <= asset < len(coins):
-            return coins[asset]
+        coin = self._assets.get(asset)
+        if coin is not None:
+            return coin
         raise _Refused(f"Unknown asset: {asset} is not listed")
 
     def _check_request(self, request: Request) -> None:

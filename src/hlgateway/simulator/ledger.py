@@ -11,7 +11,8 @@ from hlgateway.simulator.world import SimWorld
 
 
 def wallet_ledger(world: SimWorld, user: str) -> dict[str, Any]:
-    """Every fill and orderUpdates transition the simulator produced for ``user``.
+    """Every fill, orderUpdates transition, funding payment and ledger update the
+    simulator produced for ``user``.
 
     Entries are oldest first and recorded whether or not anyone was subscribed.
     The invented pre-history of a wallet's first tracking is included and
@@ -28,6 +29,8 @@ def wallet_ledger(world: SimWorld, user: str) -> dict[str, Any]:
             "trackedSince": None,
             "fills": [],
             "orders": [],
+            "fundings": [],
+            "ledgerUpdates": [],
         }
     since = wallet.tracked_since_ms
     orders = []
@@ -41,4 +44,6 @@ def wallet_ledger(world: SimWorld, user: str) -> dict[str, Any]:
         "trackedSince": since,
         "fills": [wire.fill(f) for f in wallet.fills()],
         "orders": orders,
+        "fundings": [wire.ws_funding(p) for p in wallet.fundings()],
+        "ledgerUpdates": [wire.ledger_update(u) for u in wallet.ledger_updates()],
     }

@@ -23,8 +23,10 @@ from hlgateway.simulator.rng import derive_address, derive_hash, derive_int, der
 
 Side = Literal["B", "A"]
 
-# Hyperliquid perps allow at most 6 - szDecimals decimals and 5 significant figures.
+# Hyperliquid prices have at most 6 (perps) or 8 (spot) - szDecimals decimals and
+# 5 significant figures.
 MAX_PERP_DECIMALS = 6
+MAX_SPOT_DECIMALS = 8
 MAX_SIG_FIGS = 5
 BOOK_DEPTH = 20
 RECENT_TRADES = 100
@@ -41,19 +43,25 @@ TRADER_POOL = 64
 
 @dataclass(frozen=True)
 class CoinSpec:
-    """Static description of one perp, as listed in ``meta``."""
+    """Static description of one market: a perp as listed in ``meta``, or a spot pair."""
 
     name: str
     sz_decimals: int
-    max_leverage: int
+    max_leverage: int  # 0 for spot
     ref_px: float
     day_volume_usd: float
+    kind: str = "perp"  # perp | spot
+
+    @property
+    def spot(self) -> bool:
+        return self.kind == "spot"
 
     @cached_property
     def px_decimals(self) -> int:
-        # 5 significant figures at the reference price, capped by the perp decimal rule.
+        # 5 significant figures at the reference price, capped by the decimal rule.
         magnitude = math.floor(math.log10(self.ref_px))
-        return max(0, min(MAX_PERP_DECIMALS - self.sz_decimals, MAX_SIG_FIGS - 1 - magnitude))
+        max_decimals = MAX_SPOT_DECIMALS if self.spot else MAX_PERP_DECIMALS
+        return max(0, min(max_decimals - self.sz_decimals, MAX_SIG_FIGS - 1 - magnitude))
 
     @cached_property
     def tick(self) -> Decimal:
@@ -119,6 +127,17 @@ class AssetCtx:
     mark_px: Decimal
     mid_px: Decimal
     impact_pxs: tuple[Decimal, Decimal]
+    day_base_vlm: Decimal
+
+
+@dataclass(frozen=True)
+class SpotAssetCtx:
+    """A spot pair's context: no funding, oracle or open interest on spot."""
+
+    prev_day_px: Decimal
+    day_ntl_vlm: Decimal
+    mark_px: Decimal
+    mid_px: Decimal
     day_base_vlm: Decimal
 
 
@@ -282,6 +301,17 @@ class MarketModel:
             mark_px=mark,
             mid_px=mid,
             impact_pxs=(_impact_px(book.bids), _impact_px(book.asks)),
+            day_base_vlm=state.day_base,
+        )
+
+    def spot_ctx(self, coin: str) -> SpotAssetCtx:
+        state = self._coins[coin]
+        mid = self.mid(coin)
+        return SpotAssetCtx(
+            prev_day_px=state.prev_day_px,
+            day_ntl_vlm=state.day_ntl.quantize(Decimal("1e-6")),
+            mark_px=_on_grid(mid, state.spec.tick),
+            mid_px=mid,
             day_base_vlm=state.day_base,
         )
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from hlgateway.simulator.fanout import push_result
 from hlgateway.simulator.info import InfoError, handle_info
+from hlgateway.simulator.limits import info_weight
 from hlgateway.simulator.state import SimState
 
 log = logging.getLogger("hlgateway.simulator")
@@ -27,19 +28,27 @@ class InfoEndpoint:
         self._state = state
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # Hyperliquid's REST weight limit is per client IP, like its WebSocket limits.
+        budget = self._state.rest_budget(request.remote or "unknown")
+        if not budget.admit(self._state.now()):
+            limit = self._state.config.rest_weight_per_minute
+            return web.Response(status=429, text=f"Rate limited: {limit} weight per minute")
         raw = await request.read()
         try:
             body = _decode(raw)
         except (msgspec.DecodeError, RecursionError):
             return web.Response(status=400, text="Failed to parse the request body as JSON")
+        kind = body.get("type") if isinstance(body, dict) else None
         try:
             self._state.tracking.watch_query(body)
             result = handle_info(self._state.world, body)
         except InfoError as exc:
+            budget.charge(self._state.now(), info_weight(str(kind), None))
             return web.Response(status=exc.status, text=exc.message)
         except Exception:
             log.exception("info request failed: %.200r", raw)
             return web.Response(status=500, text="internal error")
+        budget.charge(self._state.now(), info_weight(str(kind), result))
         return web.Response(body=_encode(result), content_type="application/json")
 
 

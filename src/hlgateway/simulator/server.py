@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import ssl
 import time
 from collections.abc import Mapping
@@ -80,6 +81,10 @@ class Simulator:
         if self._runner is not None:
             raise RuntimeError("simulator already started")
         cfg = self._config
+        # The wall clock and the loop clock read together: building the world takes a
+        # while, and the model clock must not lag the wall clock by that much (clients
+        # compare exchange timestamps with their own clocks).
+        t0 = asyncio.get_running_loop().time()
         epoch_ms = cfg.start_ms if cfg.start_ms is not None else int(time.time() * 1000)
         world = SimWorld(
             cfg.seed,
@@ -89,12 +94,15 @@ class Simulator:
             max_fill_gap_ms=max(1, round(cfg.max_fill_gap * 1000)),
             history_ms=round(cfg.history * 1000),
             trade_rate=cfg.trade_rate,
+            funding_interval_ms=max(1, round(cfg.funding_interval * 1000)),
+            transfer_interval_ms=max(1, round(cfg.transfer_interval * 1000)),
+            liquidation_interval_ms=max(1, round(cfg.liquidation_interval * 1000)),
             mainnet=cfg.mainnet,
         )
         if cfg.local_account_usd > 0:
             usd = Decimal(repr(cfg.local_account_usd))
             world.accounts.fund(self.local_account.address, usd, epoch_ms)
-        self._state.begin(asyncio.get_running_loop(), world, epoch_ms)
+        self._state.begin(asyncio.get_running_loop(), world, epoch_ms, t0)
         app = web.Application(client_max_size=1 << 20)
         app.router.add_get("/ws", WebSocketSide(self._state).handle)
         app.router.add_post("/info", InfoEndpoint(self._state).handle)
@@ -226,6 +234,10 @@ class Simulator:
         """Every fill and orderUpdates transition produced for ``user`` (``ledger``)."""
         return wallet_ledger(self.world, user)
 
+    def rest_usage(self) -> dict[str, dict[str, int]]:
+        """REST weight per client IP: ``{ip: {lastMinute, total, refused}}``."""
+        return self._state.rest_usage()
+
     def stats(self) -> dict[str, Any]:
         """Counters since start (see the report in ``control``'s docstring)."""
         return self._state.counters.report(
@@ -250,7 +262,15 @@ async def run_simulator(host: str, port: int, config: SimConfig) -> None:
         )
     if config.control:
         print(f"control API: {sim.http_url}/control/ (links, drop, stall, ...)", flush=True)
+    # Our own handlers, as the gateway has: a process started in the background
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await sim.stop()

@@ -16,7 +16,7 @@ from hlgateway.ratelimit import SlidingWindow
 from hlgateway.simulator.config import SimConfig
 from hlgateway.simulator.connection import Connection
 from hlgateway.simulator.counters import Counters
-from hlgateway.simulator.limits import ClientBudget
+from hlgateway.simulator.limits import ClientBudget, RestBudget
 from hlgateway.simulator.tracking import Tracking
 from hlgateway.simulator.world import SimWorld
 
@@ -27,6 +27,8 @@ class SimState:
         self.counters = Counters()
         self.connections: dict[int, Connection] = {}
         self.budgets: dict[str, ClientBudget] = {}
+        # REST weight per client IP; kept for the whole run (its totals are reported).
+        self.rest_budgets: dict[str, RestBudget] = {}
         self.next_conn_id = 1
         self.refuse_until = 0.0  # loop time until which upgrades get 503
         self.generation = 0  # bumped by restart(): handshakes in flight across it are cut
@@ -36,12 +38,18 @@ class SimState:
         self._epoch_ms = 0
         self._t0 = 0.0
 
-    def begin(self, loop: asyncio.AbstractEventLoop, world: SimWorld, epoch_ms: int) -> None:
-        """Start the clock: loop time now is ``epoch_ms`` on the model clock."""
+    def begin(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        world: SimWorld,
+        epoch_ms: int,
+        t0: float | None = None,
+    ) -> None:
+        """Start the clock: loop time ``t0`` (default: now) is ``epoch_ms`` on the model clock."""
         self._loop = loop
         self._world = world
         self._epoch_ms = epoch_ms
-        self._t0 = loop.time()
+        self._t0 = loop.time() if t0 is None else t0
 
     @property
     def world(self) -> SimWorld:
@@ -78,6 +86,20 @@ class SimState:
             )
             self.budgets[ip] = budget
         return budget
+
+    def rest_budget(self, ip: str) -> RestBudget:
+        budget = self.rest_budgets.get(ip)
+        if budget is None:
+            budget = self.rest_budgets[ip] = RestBudget(self.config.rest_weight_per_minute)
+        return budget
+
+    def rest_usage(self) -> dict[str, dict[str, int]]:
+        """REST weight per client IP: the last minute's, the total, requests refused."""
+        now = self.now()
+        return {
+            ip: {"lastMinute": b.used(now), "total": b.total, "refused": b.refused}
+            for ip, b in self.rest_budgets.items()
+        }
 
     def forget_budgets(self, now: float) -> None:
         for ip, budget in list(self.budgets.items()):

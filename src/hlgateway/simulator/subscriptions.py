@@ -16,8 +16,20 @@ from typing import Any
 
 import msgspec
 
-USER_KINDS = frozenset({"userFills", "orderUpdates", "userEvents", "clearinghouseState"})
-COIN_KINDS = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx"})
+USER_KINDS = frozenset(
+    {
+        "userFills",
+        "orderUpdates",
+        "userEvents",
+        "clearinghouseState",
+        "userFundings",
+        "userNonFundingLedgerUpdates",
+    }
+)
+COIN_KINDS = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx", "candle"})
+CANDLE_INTERVALS = frozenset(
+    {"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d", "3d", "1w", "1M"}
+)
 SUPPORTED_KINDS = USER_KINDS | COIN_KINDS | {"allMids"}
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")  # a wallet address, either case
 
@@ -45,6 +57,8 @@ class Subscription:
     user: str | None = None
     n_sig_figs: int | None = None
     mantissa: int | None = None
+    interval: str | None = None  # candle
+    dex: str = ""  # allMids, clearinghouseState
 
     def normalized(self) -> dict[str, Any]:
         """A fresh copy of the normalised subscription object."""
@@ -60,7 +74,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscription:
+def parse_subscription(
+    raw: Any,
+    coin_exists: Callable[[str], bool],
+    dex_exists: Callable[[str], bool] = lambda dex: dex == "",
+) -> Subscription:
     """Validate ``raw``; raise ``SubscriptionError`` with Hyperliquid's wording if invalid."""
     invalid = SubscriptionError(f"Invalid subscription {compact_json(raw)[:MAX_ECHO]}")
     if not isinstance(raw, dict):
@@ -73,12 +91,15 @@ def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscrip
     user: str | None = None
     n_sig_figs: int | None = None
     mantissa: int | None = None
+    interval: str | None = None
+    dex = ""
 
     if kind == "allMids":
         if "dex" in raw:
-            if raw["dex"] != "":
-                raise invalid  # only the main perp dex is simulated
-            normalized["dex"] = ""
+            dex = raw["dex"]
+            if not isinstance(dex, str) or not dex_exists(dex):
+                raise invalid
+            normalized["dex"] = dex
     elif kind in COIN_KINDS:
         coin = raw.get("coin")
         # Coin names are case-sensitive on Hyperliquid ("kPEPE"); no case folding here.
@@ -98,6 +119,11 @@ def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscrip
             if not isinstance(fast, bool):
                 raise invalid
             normalized.update(nSigFigs=n_sig_figs, mantissa=mantissa, fast=fast)
+        elif kind == "candle":
+            interval = raw.get("interval")
+            if not isinstance(interval, str) or interval not in CANDLE_INTERVALS:
+                raise invalid
+            normalized["interval"] = interval
     else:
         raw_user = raw.get("user")
         if not isinstance(raw_user, str) or not ADDRESS.fullmatch(raw_user):
@@ -110,9 +136,10 @@ def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscrip
                 raise invalid
             normalized["aggregateByTime"] = aggregate
         elif kind == "clearinghouseState":
-            if raw.get("dex", "") != "":
+            dex = raw.get("dex", "")
+            if not isinstance(dex, str) or not dex_exists(dex):
                 raise invalid
-            normalized["dex"] = ""
+            normalized["dex"] = dex
 
     return Subscription(
         kind=kind,
@@ -121,4 +148,6 @@ def parse_subscription(raw: Any, coin_exists: Callable[[str], bool]) -> Subscrip
         user=user,
         n_sig_figs=n_sig_figs,
         mantissa=mantissa,
+        interval=interval,
+        dex=dex,
     )

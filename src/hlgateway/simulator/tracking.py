@@ -25,6 +25,9 @@ USER_INFO_TYPES = frozenset(
         "userFillsByTime",
         "orderStatus",
         "historicalOrders",
+        "userFunding",
+        "userNonFundingLedgerUpdates",
+        "spotClearinghouseState",
     }
 )
 

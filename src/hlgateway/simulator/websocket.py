@@ -21,7 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from hlgateway.simulator import wire
 from hlgateway.simulator.connection import CLOSE_TIMEOUT, Connection
-from hlgateway.simulator.fanout import push_result, push_state
+from hlgateway.simulator.fanout import all_mids_frame, asset_ctx_frame, push_result, push_state
 from hlgateway.simulator.info import InfoError, handle_info
 from hlgateway.simulator.limits import ClientBudget
 from hlgateway.simulator.market import aggregate_book
@@ -182,7 +182,11 @@ class WebSocketSide:
     def _parse(self, conn: Connection, raw: Any) -> Subscription | None:
         world = self._state.world
         try:
-            return parse_subscription(raw, lambda coin: world.market.spec(coin) is not None)
+            return parse_subscription(
+                raw,
+                lambda coin: world.market.spec(coin) is not None,
+                lambda dex: dex == "" or world.listing.dex(dex) is not None,
+            )
         except SubscriptionError as exc:
             conn.send(wire.error_text(str(exc)))
             return None
@@ -225,7 +229,7 @@ class WebSocketSide:
         conn.bbo_sent.pop(sub.key, None)
         conn.stalls.pop(sub.key, None)
         if sub.kind == "clearinghouseState" and sub.user is not None:
-            conn.state_sent.pop(sub.user, None)
+            conn.state_sent.pop((sub.user, sub.dex), None)
         self._state.tracking.release(sub)
         conn.send(_ack("unsubscribe", sub))
 
@@ -262,8 +266,9 @@ class WebSocketSide:
     def _send_initial(self, conn: Connection, sub: Subscription) -> None:
         world = self._state.world
         market = world.market
+        cap = self._state.config.snapshot_fills
         if sub.kind == "allMids":
-            conn.send(wire.dump(wire.frame("allMids", {"mids": wire.mids(market.mids())})))
+            conn.send(all_mids_frame(world, sub.dex))
         elif sub.kind == "l2Book" and sub.coin is not None:
             book = aggregate_book(world.book(sub.coin), sub.n_sig_figs, sub.mantissa)
             conn.send(wire.dump(wire.frame("l2Book", wire.l2_book(book))))
@@ -276,11 +281,13 @@ class WebSocketSide:
             if recent:  # an empty list would carry no coin; clients cannot route it
                 conn.send(wire.dump(wire.frame("trades", [wire.trade(t) for t in recent])))
         elif sub.kind == "activeAssetCtx" and sub.coin is not None:
-            ctx = wire.active_asset_ctx(sub.coin, market.ctx(sub.coin))
-            conn.send(wire.dump(wire.frame("activeAssetCtx", ctx)))
+            conn.send(asset_ctx_frame(world, sub.coin))
+        elif sub.kind == "candle" and sub.coin is not None and sub.interval is not None:
+            current = world.candles.current(sub.coin, sub.interval)
+            if current is not None:
+                conn.send(wire.dump(wire.frame("candle", wire.candle(current))))
         elif sub.kind == "userFills" and sub.user is not None:
             wallet = world.accounts.wallet(sub.user)
-            cap = self._state.config.snapshot_fills
             fills = [] if wallet is None else wallet.fills()[-cap:]
             snapshot = {
                 "isSnapshot": True,
@@ -288,6 +295,24 @@ class WebSocketSide:
                 "fills": [wire.fill(f) for f in fills],
             }
             conn.send(wire.dump(wire.frame("userFills", snapshot)))
+        elif sub.kind == "userFundings" and sub.user is not None:
+            wallet = world.accounts.wallet(sub.user)
+            fundings = [] if wallet is None else wallet.fundings()[-cap:]
+            data = {
+                "isSnapshot": True,
+                "user": sub.user,
+                "fundings": [wire.ws_funding(p) for p in fundings],
+            }
+            conn.send(wire.dump(wire.frame("userFundings", data)))
+        elif sub.kind == "userNonFundingLedgerUpdates" and sub.user is not None:
+            wallet = world.accounts.wallet(sub.user)
+            updates = [] if wallet is None else wallet.ledger_updates()[-cap:]
+            data = {
+                "isSnapshot": True,
+                "user": sub.user,
+                "nonFundingLedgerUpdates": [wire.ledger_update(u) for u in updates],
+            }
+            conn.send(wire.dump(wire.frame("userNonFundingLedgerUpdates", data)))
         elif sub.kind == "clearinghouseState" and sub.user is not None:
-            push_state(self._state.world, conn, sub.user, {}, force=True)
+            push_state(self._state.world, conn, sub.user, sub.dex, {}, force=True)
         # orderUpdates and userEvents have no snapshot on Hyperliquid.

@@ -12,8 +12,11 @@ from typing import Any
 
 import msgspec
 
-from hlgateway.simulator.accounts import AccountView, Fill, OrderUpdate, PositionView
-from hlgateway.simulator.market import AssetCtx, Book, CoinSpec, Level, Trade
+from hlgateway.simulator.accounts import AccountView, Fill, OrderUpdate, PositionView, Wallet
+from hlgateway.simulator.candles import Candle
+from hlgateway.simulator.cashflows import FUNDING_HASH, FundingPayment, LedgerUpdate
+from hlgateway.simulator.listing import Listing, PerpDex, SpotPair, SpotToken
+from hlgateway.simulator.market import AssetCtx, Book, CoinSpec, Level, SpotAssetCtx, Trade
 
 Json = dict[str, Any]
 
@@ -102,7 +105,41 @@ def active_asset_ctx(coin: str, ctx: AssetCtx) -> Json:
     return {"coin": coin, "ctx": asset_ctx(ctx)}
 
 
-def meta(coins: Sequence[CoinSpec]) -> Json:
+def spot_asset_ctx(pair: SpotPair, ctx: SpotAssetCtx) -> Json:
+    supply = pair.base.total_supply
+    return {
+        "prevDayPx": num(ctx.prev_day_px),
+        "dayNtlVlm": num(ctx.day_ntl_vlm),
+        "markPx": num(ctx.mark_px),
+        "midPx": num(ctx.mid_px),
+        "circulatingSupply": num(supply),
+        "coin": pair.coin,
+        "totalSupply": num(supply),
+        "dayBaseVlm": num(ctx.day_base_vlm),
+    }
+
+
+def active_spot_asset_ctx(pair: SpotPair, ctx: SpotAssetCtx) -> Json:
+    """The ``activeSpotAssetCtx`` channel's data (an ``activeAssetCtx`` subscription of a pair)."""
+    return {"coin": pair.coin, "ctx": spot_asset_ctx(pair, ctx)}
+
+
+def candle(c: Candle) -> Json:
+    return {
+        "t": c.t,
+        "T": c.T,
+        "s": c.coin,
+        "i": c.interval,
+        "o": num(c.o),
+        "c": num(c.c),
+        "h": num(c.h),
+        "l": num(c.l),
+        "v": num(c.v),
+        "n": c.n,
+    }
+
+
+def meta(coins: Sequence[CoinSpec], collateral: int = 0) -> Json:
     # One single-tier margin table per distinct max leverage, keyed by that leverage.
     tables = sorted({spec.max_leverage for spec in coins}, reverse=True)
     return {
@@ -125,7 +162,7 @@ def meta(coins: Sequence[CoinSpec]) -> Json:
             ]
             for lev in tables
         ],
-        "collateralToken": 0,
+        "collateralToken": collateral,
     }
 
 
@@ -133,38 +170,62 @@ def meta_and_asset_ctxs(coins: Sequence[CoinSpec], ctxs: Iterable[AssetCtx]) -> 
     return [meta(coins), [asset_ctx(ctx) for ctx in ctxs]]
 
 
-def _token(name: str, index: int, sz_decimals: int, wei_decimals: int, full: str) -> Json:
+def _token(token: SpotToken) -> Json:
     return {
-        "name": name,
-        "szDecimals": sz_decimals,
-        "weiDecimals": wei_decimals,
-        "index": index,
-        "tokenId": f"0x{index:032x}",
-        "isCanonical": index < 2,
+        "name": token.name,
+        "szDecimals": token.sz_decimals,
+        "weiDecimals": token.wei_decimals,
+        "index": token.index,
+        "tokenId": token.token_id,
+        "isCanonical": token.index < 2,
         "evmContract": None,
-        "fullName": full,
+        "fullName": token.full_name,
         "deployerTradingFeeShare": "0.0",
     }
 
 
-def spot_meta() -> Json:
-    """A small, valid spot universe: enough for SDKs that index it at start-up."""
+def spot_meta(listing: Listing) -> Json:
     return {
         "universe": [
-            {"tokens": [1, 0], "name": "PURR/USDC", "index": 0, "isCanonical": True},
-            {"tokens": [150, 0], "name": "@107", "index": 107, "isCanonical": False},
+            {
+                "tokens": [pair.base.index, pair.quote.index],
+                "name": pair.coin,
+                "index": pair.index,
+                "isCanonical": pair.canonical,
+            }
+            for pair in listing.pairs
         ],
-        "tokens": [
-            _token("USDC", 0, 8, 8, "USD Coin"),
-            _token("PURR", 1, 0, 5, "Purr"),
-            _token("HYPE", 150, 2, 8, "Hyperliquid"),
-        ],
+        "tokens": [_token(token) for token in listing.tokens],
     }
+
+
+def spot_meta_and_asset_ctxs(listing: Listing, ctxs: Iterable[Json]) -> list[Any]:
+    return [spot_meta(listing), list(ctxs)]
+
+
+def perp_dex(dex: PerpDex) -> Json:
+    return {
+        "name": dex.name,
+        "fullName": dex.full_name,
+        "deployer": dex.deployer,
+        "oracleUpdater": None,
+        "feeRecipient": None,
+        "assetToStreamingOiCap": [],
+        "subDeployers": [],
+        "deployerFeeScale": "1.0",
+        "lastDeployerFeeScaleChangeTime": "1970-01-01T00:00:00",
+        "assetToFundingMultiplier": [],
+    }
+
+
+def perp_dexs(listing: Listing) -> list[Json | None]:
+    """``perpDexs``: the main dex as null, then every builder dex."""
+    return [None, *(perp_dex(dex) for dex in listing.dexes)]
 
 
 # -- accounts ----------------------------------------------------------------
 def fill(f: Fill) -> Json:
-    return {
+    row: Json = {
         "coin": f.coin,
         "px": num(f.px),
         "sz": num(f.sz),
@@ -179,8 +240,50 @@ def fill(f: Fill) -> Json:
         "fee": num(f.fee),
         "tid": f.tid,
         "feeToken": f.fee_token,
-        "twapId": None,
+        "twapId": f.twap_id,
     }
+    # Present only when they apply, as on Hyperliquid.
+    if f.builder_fee is not None:
+        row["builderFee"] = num(f.builder_fee)
+    if f.liquidation is not None:
+        row["liquidation"] = {
+            k: num(v) if isinstance(v, Decimal) else v for k, v in f.liquidation.items()
+        }
+    return row
+
+
+def ws_funding(p: FundingPayment) -> Json:
+    """A ``userFundings`` entry (the WebSocket's: no hash)."""
+    return {
+        "time": p.time,
+        "coin": p.coin,
+        "usdc": num(p.usdc),
+        "szi": num(p.szi),
+        "fundingRate": num(p.funding_rate),
+        "nSamples": p.n_samples,
+    }
+
+
+def rest_funding(p: FundingPayment) -> Json:
+    """A REST ``userFunding`` entry: ``{time, hash, delta}`` with a ``funding`` delta."""
+    delta = {"type": "funding", **ws_funding(p)}
+    del delta["time"]
+    return {"time": p.time, "hash": FUNDING_HASH, "delta": delta}
+
+
+def ledger_update(u: LedgerUpdate) -> Json:
+    return {"time": u.time, "hash": u.hash, "delta": _plain(dict(u.delta))}
+
+
+def _plain(value: Any) -> Any:
+    """Decimals as Hyperliquid's number strings, all the way down."""
+    if isinstance(value, Decimal):
+        return num(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def ws_order(u: OrderUpdate) -> Json:
@@ -299,5 +402,28 @@ def clearinghouse_state(view: AccountView) -> Json:
     }
 
 
-def ws_clearinghouse_state(user: str, view: AccountView) -> Json:
-    return {"dex": "", "user": user, "clearinghouseState": clearinghouse_state(view)}
+def ws_clearinghouse_state(user: str, view: AccountView, dex: str = "") -> Json:
+    return {"dex": dex, "user": user, "clearinghouseState": clearinghouse_state(view)}
+
+
+def spot_clearinghouse_state(listing: Listing, wallet: Wallet | None) -> Json:
+    """``spotClearinghouseState``: token balances (the wallet's USDC is shared with perps here)."""
+    if wallet is None:
+        return {"balances": []}
+    balances = [
+        {"coin": "USDC", "token": 0, "hold": "0.0", "total": num(wallet.balance), "entryNtl": "0.0"}
+    ]
+    for pair in listing.pairs:
+        holding = wallet.spot.get(pair.coin)
+        if holding is None or holding.balance == 0:
+            continue
+        balances.append(
+            {
+                "coin": pair.base.name,
+                "token": pair.base.index,
+                "hold": "0.0",
+                "total": num(holding.balance),
+                "entryNtl": num((holding.balance * holding.avg_cost).quantize(Decimal("1e-6"))),
+            }
+        )
+    return {"balances": balances}

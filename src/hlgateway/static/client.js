@@ -12,7 +12,7 @@
 //   before it expires;
 // - no reconnect after the WebSocket handshake was refused (HTTP 4xx: an Origin not allowed, a
 //   wrong path) maxHandshakeRefusals times in a row: it stops and says why ('handshakeRefused');
-// - lossless streams (user_orders, user_fills, trades, rooms) keep their last position
+// - lossless streams (user_orders, user_fills, user_ledger, trades, rooms) keep their last position
 //   (offset, epoch), resubscribe with `since` after every reconnect, drop duplicates and heal
 //   gaps; when the gateway cannot replay a break, 'resync' tells the application to reload;
 // - subscribes refused for a passing reason (UPSTREAM_UNAVAILABLE, RATE_LIMITED, INTERNAL) are
@@ -34,7 +34,26 @@ const OPEN = 1;
 const TOKEN_EXPIRED = 4001;
 const POLICY = 1008;
 const TOO_MANY_ERRORS = 'Too many errors';
-const SNAPSHOT_CHANNELS = new Set(['prices', 'orderbook', 'account_updates']);
+const SNAPSHOT_CHANNELS = new Set([
+  'prices', 'orderbook', 'account_updates', 'bbo', 'asset_context', 'candles',
+]);
+// Hyperliquid's candle intervals, for the `candles` channel.
+export const CANDLE_INTERVALS = Object.freeze([
+  '1m', '3m', '5m', '15m', '30m', '1h', '2h', '4h', '8h', '12h', '1d', '3d', '1w', '1M',
+]);
+const CANDLES_KEPT = 500;
+
+/**
+ * A `candles` series (the data of its first message) with an update folded in: a candle
+ * replaces the one that opened at the same time (`t`), or comes after. No I/O.
+ */
+export function mergeCandles(whole, update) {
+  if (!whole || !Array.isArray(whole.candles)) return update;
+  const byOpen = new Map(whole.candles.map((c) => [c.t, c]));
+  for (const c of update.candles || []) byOpen.set(c.t, c);
+  const candles = [...byOpen.keys()].sort((a, b) => a - b).map((t) => byOpen.get(t));
+  return { ...update, candles: candles.slice(-CANDLES_KEPT) };
+}
 // Refusals of a subscribe that may pass: retried with backoff. Any other code is final.
 export const TRANSIENT_REFUSALS = Object.freeze(['UPSTREAM_UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
 // HTTP answers to the upgrade that a retry may not get again.
@@ -116,9 +135,14 @@ export function backoffDelay(attempt, options, random = Math.random) {
 
 /** ws://host:port/ws -> http://host:port/health (wss -> https; a path prefix is kept). */
 export function healthUrl(wsUrl) {
+  return gatewayUrl(wsUrl, '/health');
+}
+
+/** The gateway's HTTP URL of `path` (e.g. '/api/markets') for its WebSocket URL. */
+export function gatewayUrl(wsUrl, path) {
   const url = new URL(wsUrl);
   url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
-  url.pathname = url.pathname.replace(/\/ws\/?$/, '').replace(/\/$/, '') + '/health';
+  url.pathname = url.pathname.replace(/\/ws\/?$/, '').replace(/\/$/, '') + path;
   url.search = '';
   return url.toString();
 }
@@ -396,7 +420,12 @@ export class TradingWebSocket {
     const key = this.createSubscriptionKey(channel, params);
     const entry = this.subscriptions.get(key);
     if (SNAPSHOT_CHANNELS.has(channel) && entry) {
-      this._latest.set(key, message);
+      // A candles update holds the current candle: what a late joiner needs is the series.
+      const latest = this._latest.get(key);
+      const kept = channel === 'candles' && latest
+        ? { ...message, data: mergeCandles(latest.data, data) }
+        : message;
+      this._latest.set(key, kept);
     }
     const meta = {};
     if (offset !== undefined && epoch !== undefined) {
@@ -886,6 +915,31 @@ export class TradingWebSocket {
 
   subscribeToAccountUpdates(userId, wallet) {
     return this.subscribe('account_updates', { userId, wallet });
+  }
+
+  // The last 500 candles first, then each update of the current one (mergeCandles folds them).
+  subscribeToCandles(symbol, interval = '1m') {
+    return this.subscribe('candles', { symbol, interval });
+  }
+
+  subscribeToBbo(symbol) {
+    return this.subscribe('bbo', { symbol });
+  }
+
+  subscribeToAssetContext(symbol) {
+    return this.subscribe('asset_context', { symbol });
+  }
+
+  // Deposits, withdrawals, transfers, liquidations and funding payments, each once.
+  subscribeToUserLedger(userId, wallet) {
+    return this.subscribe('user_ledger', { userId, wallet });
+  }
+
+  // Every market (`GET /api/markets`): [{symbol, kind, dex, szDecimals, maxLeverage, aliases}].
+  async fetchMarkets() {
+    const resp = await globalThis.fetch(gatewayUrl(this.url, '/api/markets'));
+    if (!resp.ok) throw new Error(`markets: HTTP ${resp.status}`);
+    return (await resp.json()).markets;
   }
 
   joinRoom(room) {

@@ -3,48 +3,74 @@ when an upstream event arrives.
 
 This is the hub's listener (first subscriber starts a feed, last stops it) and
 the upstream's event sink. Work here is per topic, never per client.
+
+Topics name markets by canonical symbol (`HYPE/USDC`); Hyperliquid's streams
+and events by coin (`@107`): the market list (`Markets`) maps one to the other
+here, both ways, so that every message a client gets names the market the way
+it asked for it, fills and orders included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from hlgateway.backoff import Backoff
+from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
+    ASSET_CONTEXT,
+    BBO,
+    CANDLES,
     ORDERBOOK,
     PRICES,
     TRADES,
     USER_FILLS,
+    USER_LEDGER,
     USER_ORDERS,
     Topic,
 )
 from hlgateway.protocol.encoding import now_ms
+from hlgateway.protocol.markets import Markets
 from hlgateway.protocol.payloads import (
+    AssetContext,
+    Bbo,
+    CandlesData,
     OrderBook,
     OrderUpdate,
     PriceQuote,
 )
 from hlgateway.publisher import Publisher
 from hlgateway.upstream import wire
+from hlgateway.upstream.candles import CandleSeries, snapshot_window
 from hlgateway.upstream.ledgers import TradeLedger
-from hlgateway.upstream.link import Link
+from hlgateway.upstream.link import Link, subscription_key
+from hlgateway.upstream.polling import PollBudget, poll_weight
 from hlgateway.upstream.pool import Upstream
-from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds
+from hlgateway.upstream.rest import RestError
+from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds, subscriptions_for
 
 log = logging.getLogger(__name__)
 
-# How long the shared ledgers remember a fill or order transition, and a trade
-# (seconds): longer than any snapshot Hyperliquid re-sends on a resubscribe.
+# How long the shared ledgers remember a fill, order transition or ledger event,
+# and a trade (seconds): longer than any snapshot Hyperliquid re-sends on a
+# resubscribe.
 LEDGER_KEEP = 24 * 3600.0
 TRADE_LEDGER_KEEP = 3600.0
+# A prices topic over several dexes waits this long (s) for each dex's first allMids
+# before it publishes without one: its first message should hold every symbol.
+PRICES_WAIT = 3.0
+
+CandleKey = tuple[str, str]  # (coin, interval)
 
 
-def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
+def upstream_subscriptions(topic: Topic, markets: Markets) -> list[dict[str, Any]]:
     """The Hyperliquid market-data subscriptions a topic reads from.
 
     User channels are WalletFeeds' business (per wallet, WS or REST polling);
@@ -52,30 +78,71 @@ def upstream_subscriptions(topic: Topic) -> list[dict[str, Any]]:
     """
     channel = topic.channel
     if channel == PRICES:
-        return [{"type": "allMids"}]
+        return [_all_mids(dex) for dex in _mids_dexes(topic, markets)]
+    if not topic.symbols:
+        return []
+    coin = markets.coin_of(topic.symbol)
     if channel == ORDERBOOK:
-        return [{"type": "l2Book", "coin": topic.symbol}]
+        return [{"type": "l2Book", "coin": coin}]
     if channel == TRADES:
-        return [{"type": "trades", "coin": topic.symbol}]
+        return [{"type": "trades", "coin": coin}]
+    if channel == BBO:
+        return [{"type": "bbo", "coin": coin}]
+    if channel == ASSET_CONTEXT:
+        # A spot pair's context comes on Hyperliquid's `activeSpotAssetCtx` channel.
+        return [{"type": "activeAssetCtx", "coin": coin}]
+    if channel == CANDLES:
+        return [{"type": "candle", "coin": coin, "interval": topic.interval}]
     return []
+
+
+def _all_mids(dex: str) -> dict[str, Any]:
+    return {"type": "allMids", "dex": dex} if dex else {"type": "allMids"}
+
+
+def _mids_dexes(topic: Topic, markets: Markets) -> list[str]:
+    """The perp dexes whose allMids a prices topic reads: the main one holds its
+    perps and every spot pair; a builder dex's perps come on its own."""
+    if topic.symbols is None:
+        return ["", *markets.dexes()]
+    dexes: dict[str, None] = {}
+    for symbol in topic.symbols:
+        market = markets.get(symbol)
+        dexes[market.dex if market is not None else ""] = None
+    return list(dexes)
 
 
 class Feeds:
     def __init__(
-        self, upstream: Upstream, publisher: Publisher, poll_interval: float = 5.0
+        self, upstream: Upstream, publisher: Publisher, poll_budget: PollBudget | None = None
     ) -> None:
         self._upstream = upstream
+        self._markets = upstream.markets
         self._publisher = publisher
-        self._prices: dict[Topic, None] = {}
+        # topic -> the upstream subscriptions it acquired (released as acquired,
+        # whatever the market list says by then)
+        self._acquired: dict[Topic, list[dict[str, Any]]] = {}
+        # topic -> the coin it was started with (a later market list may not know it)
+        self._coins: dict[Topic, str] = {}
+        self._prices: dict[Topic, float] = {}  # -> when it started (loop time)
+        # by Hyperliquid coin
         self._books: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
         self._trades: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
+        self._bbos: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
+        self._contexts: defaultdict[str, dict[Topic, None]] = defaultdict(dict)
+        self._candles: defaultdict[CandleKey, dict[Topic, None]] = defaultdict(dict)
         # (channel, wallet) -> topics
         self._user: dict[tuple[str, str], dict[Topic, None]] = {}
         self._trade_ledgers: dict[str, TradeLedger] = {}
+        self._series: dict[CandleKey, CandleSeries] = {}
+        self._candle_reads: dict[CandleKey, asyncio.Task[None]] = {}
+        self._candle_retry = Backoff.full_jitter(1.0, upstream.timing.backoff_max)
         # The latest snapshot sources: a topic's first subscriber gets its value
         # from them at once instead of waiting for the next upstream message.
-        self._last_mids: wire.Mids | None = None
+        self._last_mids: dict[str, wire.Mids] = {}  # by dex
         self._last_books: dict[str, wire.Book] = {}
+        self._last_bbos: dict[str, wire.BestBidOffer] = {}
+        self._last_contexts: dict[str, wire.ContextUpdate] = {}
         self._last_accounts: dict[str, wire.Account] = {}
         self._last_status = "idle"
         self.wallets = WalletFeeds(
@@ -83,22 +150,29 @@ class Feeds:
             self,
             lambda: upstream.rest,
             max_ws_wallets=upstream.limits.max_ws_wallets,
-            poll_interval=poll_interval,
+            poll_budget=poll_budget
+            or PollBudget(
+                upstream.limits.rest_weight_per_minute,
+                reserved=lambda: upstream.context_weight_per_minute,
+            ),
             retry=Backoff.full_jitter(
                 0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
             ),
         )
 
     # -- the coordinator's feed control (broker/coordination.py) -----------
-    def on_first(self, topic: Topic, since: Mapping[str, int] | None = None) -> None:
+    def on_first(
+        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+    ) -> None:
         """Start feeding `topic`; each wallet's user streams deliver from
         `since[wallet]` (exchange time, ms; default: now), never further back
-        than the exactly-once ledgers remember."""
+        than the exactly-once ledgers remember. `placed`: the fleet chose this
+        node by capacity (WalletFeeds.attach)."""
         acquired: list[dict[str, Any]] = []
         attached: list[str] = []
         floor = now_ms() - int(LEDGER_KEEP * 1000) + 60_000
         try:
-            for subscription in upstream_subscriptions(topic):
+            for subscription in upstream_subscriptions(topic, self._markets):
                 self._upstream.acquire(subscription)
                 acquired.append(subscription)
             for wallet in topic.wallets:
@@ -106,7 +180,10 @@ class Feeds:
                 if key not in self._user:
                     start = since.get(wallet) if since is not None else None
                     start = self.wallets.attach(
-                        topic.channel, wallet, None if start is None else max(start, floor)
+                        topic.channel,
+                        wallet,
+                        None if start is None else max(start, floor),
+                        placed=placed,
                     )
                     self._user[key] = {}
                     attached.append(wallet)
@@ -121,32 +198,81 @@ class Feeds:
                 self._user.pop((topic.channel, wallet), None)
                 self.wallets.detach(topic.channel, wallet)
             raise
-        index = self._index(topic)
-        if index is not None:
-            index[topic] = None
-        if topic.snapshot:
+        self._acquired[topic] = acquired
+        if topic.symbols and topic.channel != PRICES:
+            self._coins[topic] = self._markets.coin_of(topic.symbol)
+        if topic.channel == PRICES:
+            self._prices[topic] = asyncio.get_running_loop().time()
+        else:
+            index = self._index(topic)
+            if index is not None:
+                index[topic] = None
+        if topic.channel == CANDLES:
+            self._start_series(self._candle_key(topic))
+        elif topic.snapshot:
             # After the subscriber's `subscribed` reply, which is sent in this same step.
             asyncio.get_running_loop().call_soon(self._prime, topic)
 
+    def capacity(self) -> NodeCapacity:
+        """What this node's upstream can feed: its address's budgets (placement)."""
+        wallets = self.wallets
+        budget = wallets.schedule.budget
+        return NodeCapacity(
+            ws_slots=wallets.max_ws_wallets,
+            subscriptions=self._upstream.limits.max_subscriptions,
+            poll_rate=budget.rate,
+            max_poll_interval=budget.max_interval,
+        )
+
+    def stream(self, topic: Topic, key: str) -> Stream:
+        """What feeding `topic` costs a node (placement): its upstream subscriptions,
+        its wallets, and what polling one of them weighs."""
+        if topic.wallets:
+            subscriptions = frozenset(
+                subscription_key(subscription)
+                for wallet in topic.wallets
+                for subscription in subscriptions_for(topic.channel, wallet)
+            )
+            return Stream(
+                key, frozenset(topic.wallets), subscriptions, poll_weight({topic.channel})
+            )
+        keys = frozenset(subscription_key(s) for s in upstream_subscriptions(topic, self._markets))
+        return Stream(key, subscriptions=keys)
+
     def _prime(self, topic: Topic) -> None:
         """A new snapshot topic's first value, from what the upstream last said."""
-        if topic.channel == PRICES and topic in self._prices and self._last_mids is not None:
-            self._publish_prices(topic, self._last_mids, {})
-        elif topic.channel == ORDERBOOK and topic in self._books.get(topic.symbol, ()):
-            book = self._last_books.get(topic.symbol)
-            if book is not None:
-                self._publish_book(topic, book)
-        elif topic.channel == ACCOUNT_UPDATES:
+        channel = topic.channel
+        if channel == PRICES:
+            if topic in self._prices and self._last_mids:
+                self._publish_prices(topic, {})
+        elif channel == ACCOUNT_UPDATES:
             for wallet in topic.wallets:
                 account = self._last_accounts.get(wallet)
                 if account is not None and topic in self._user.get((ACCOUNT_UPDATES, wallet), ()):
                     self._publisher.publish(topic, account)
+        elif topic in self._coins:
+            coin = self._coins[topic]
+            if channel == ORDERBOOK and topic in self._books.get(coin, ()):
+                book = self._last_books.get(coin)
+                if book is not None:
+                    self._publish_book(topic, book)
+            elif channel == BBO and topic in self._bbos.get(coin, ()):
+                bbo = self._last_bbos.get(coin)
+                if bbo is not None:
+                    self._publish_bbo(topic, bbo)
+            elif channel == ASSET_CONTEXT and topic in self._contexts.get(coin, ()):
+                context = self._last_contexts.get(coin)
+                if context is not None:
+                    self._publisher.publish(topic, _asset_context(topic.symbol, context))
 
     def on_last(self, topic: Topic) -> None:
-        index = self._index(topic)
-        if index is not None:
-            index.pop(topic, None)
-            self._prune(topic)
+        if topic.channel == PRICES:
+            self._prices.pop(topic, None)
+        else:
+            index = self._index(topic)
+            if index is not None:
+                index.pop(topic, None)
+                self._prune(topic)
         for wallet in topic.wallets:
             key = (topic.channel, wallet)
             topics = self._user.get(key)
@@ -156,32 +282,63 @@ class Feeds:
             if not topics:
                 del self._user[key]
                 self.wallets.detach(topic.channel, wallet)
-        for subscription in upstream_subscriptions(topic):
+        for subscription in self._acquired.pop(topic, ()):
             self._upstream.release(subscription)
+        self._coins.pop(topic, None)
         self._publisher.forget(topic)
         if not self._prices:
-            self._last_mids = None
-        if topic.channel == ORDERBOOK and topic.symbol not in self._books:
-            self._last_books.pop(topic.symbol, None)
+            self._last_mids.clear()
         for wallet in topic.wallets:
             if (ACCOUNT_UPDATES, wallet) not in self._user:
                 self._last_accounts.pop(wallet, None)
 
+    def _coin(self, topic: Topic) -> str:
+        coin = self._coins.get(topic)
+        return coin if coin is not None else self._markets.coin_of(topic.symbol)
+
+    def _candle_key(self, topic: Topic) -> CandleKey:
+        return self._coin(topic), topic.interval
+
     def _index(self, topic: Topic) -> dict[Topic, None] | None:
-        if topic.channel == PRICES:
-            return self._prices
-        if topic.channel == ORDERBOOK:
-            return self._books[topic.symbol]
-        if topic.channel == TRADES:
-            return self._trades[topic.symbol]
-        return None
+        channel = topic.channel
+        if channel == CANDLES:
+            return self._candles[self._candle_key(topic)]
+        by_coin = {
+            ORDERBOOK: self._books,
+            TRADES: self._trades,
+            BBO: self._bbos,
+            ASSET_CONTEXT: self._contexts,
+        }.get(channel)
+        if by_coin is None:
+            return None
+        return by_coin[self._coin(topic)]
 
     def _prune(self, topic: Topic) -> None:
-        if topic.channel == ORDERBOOK and not self._books[topic.symbol]:
-            del self._books[topic.symbol]
-        elif topic.channel == TRADES and not self._trades[topic.symbol]:
-            del self._trades[topic.symbol]
-            self._trade_ledgers.pop(topic.symbol, None)
+        channel = topic.channel
+        if channel == PRICES:
+            return
+        if channel == CANDLES:
+            key = self._candle_key(topic)
+            if not self._candles[key]:
+                del self._candles[key]
+                self._series.pop(key, None)
+                task = self._candle_reads.pop(key, None)
+                if task is not None:
+                    task.cancel()
+            return
+        coin = self._coin(topic)
+        if channel == ORDERBOOK and not self._books[coin]:
+            del self._books[coin]
+            self._last_books.pop(coin, None)
+        elif channel == TRADES and not self._trades[coin]:
+            del self._trades[coin]
+            self._trade_ledgers.pop(coin, None)
+        elif channel == BBO and not self._bbos[coin]:
+            del self._bbos[coin]
+            self._last_bbos.pop(coin, None)
+        elif channel == ASSET_CONTEXT and not self._contexts[coin]:
+            del self._contexts[coin]
+            self._last_contexts.pop(coin, None)
 
     # -- upstream events --------------------------------------------------
     def on_event(self, link: Link, event: wire.Event) -> None:
@@ -192,14 +349,23 @@ class Feeds:
                 self._on_book(event)
             case wire.Trades():
                 self._on_trades(event)
+            case wire.BestBidOffer():
+                self._on_bbo(event)
+            case wire.ContextUpdate():
+                self._on_context(event)
+            case wire.CandleUpdate():
+                self._on_candle(event)
             case wire.Fills():
                 self.wallets.on_fills(event)
             case wire.OrderUpdates():
                 self.wallets.on_orders(event)
             case wire.Account():
                 self.wallets.on_account(event)
+            case wire.LedgerEntries():
+                self.wallets.on_ledger(event)
             case wire.Ack():
                 self.wallets.on_ack(event.subscription, link.gap_from_ms)
+                self._on_ack(event.subscription, link.gap_from_ms)
 
     def on_status(self, status: str) -> None:
         """Tell `system` subscribers when the upstream goes down and comes back."""
@@ -213,17 +379,23 @@ class Feeds:
     # -- emitter for WalletFeeds ------------------------------------------
     # Ids for the broker's shared exactly-once ledger (every node, across an
     # upstream handover): a fill by (wallet, tid), an order transition by its
-    # (oid, status, remaining size), a trade by (time, tid).
+    # (oid, status, remaining size), a ledger event by its id (hash and kind;
+    # a funding payment by coin and time), a trade by (time, tid).
     # After each, the wallet's stream is delivered up to the event's time: where
     # an engine that keeps state across a restart starts it again.
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
-        items = [(f"{f.wallet}:{f.id}", f) for f in fills]
+        symbol_of = self._markets.symbol_of
+        items = [
+            (f"{f.wallet}:{f.id}", msgspec.structs.replace(f, symbol=symbol_of(f.symbol)))
+            for f in fills
+        ]
         for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
             self._publisher.publish_items(topic, {}, "fills", items, LEDGER_KEEP)
         self._publisher.delivered(USER_FILLS, wallet, max(f.timestamp for f in fills))
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
-        data = OrderUpdate(action, order)
+        named = msgspec.structs.replace(order, symbol=self._markets.symbol_of(order.symbol))
+        data = OrderUpdate(action, named)
         item_id = f"{order.id}:{order.status}:{order.remaining}"
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
             self._publisher.publish_once(topic, data, item_id, LEDGER_KEEP)
@@ -234,21 +406,47 @@ class Feeds:
         for topic in tuple(self._user.get((ACCOUNT_UPDATES, account.wallet), ())):
             self._publisher.publish(topic, account)
 
+    def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None:
+        symbol_of = self._markets.symbol_of
+        items = [
+            (
+                f"{wallet}:{e.id}",
+                e
+                if isinstance(e.symbol, msgspec.UnsetType)
+                else msgspec.structs.replace(e, symbol=symbol_of(e.symbol)),
+            )
+            for e in events
+        ]
+        for topic in tuple(self._user.get((USER_LEDGER, wallet), ())):
+            self._publisher.publish_items(topic, {}, "events", items, LEDGER_KEEP)
+        self._publisher.delivered(USER_LEDGER, wallet, max(e.time for e in events))
+
     # -- market data ------------------------------------------------------
     def _on_mids(self, event: wire.Mids) -> None:
         if not self._prices:
             return
-        self._last_mids = event
+        self._last_mids[event.dex] = event
         entries: dict[str, PriceQuote] = {}
         for topic in tuple(self._prices):
-            self._publish_prices(topic, event, entries)
+            if topic.symbols is None or event.dex in _mids_dexes(topic, self._markets):
+                self._publish_prices(topic, entries)
 
-    def _publish_prices(
-        self, topic: Topic, event: wire.Mids, entries: dict[str, PriceQuote]
-    ) -> None:
-        mids = event.mids
-        symbols = topic.symbols if topic.symbols is not None else self._upstream.markets.names
-        data = {s: self._entry(entries, s, mids[s]) for s in symbols if s in mids}
+    def _publish_prices(self, topic: Topic, entries: dict[str, PriceQuote]) -> None:
+        markets = self._markets
+        started = self._prices.get(topic)
+        waiting = started is not None and asyncio.get_running_loop().time() - started < PRICES_WAIT
+        if waiting and any(d not in self._last_mids for d in _mids_dexes(topic, markets)):
+            return  # not every dex's mids yet: the first message would miss symbols
+        symbols = topic.symbols if topic.symbols is not None else markets.names
+        data: dict[str, PriceQuote] = {}
+        for symbol in symbols:
+            market = markets.get(symbol)
+            if market is None:
+                continue
+            mids = self._last_mids.get(market.dex)
+            mid = mids.mids.get(market.coin) if mids is not None else None
+            if mid is not None:
+                data[symbol] = self._entry(entries, symbol, mid)
         if data:
             self._publisher.publish(topic, data)
 
@@ -273,7 +471,7 @@ class Feeds:
 
     def _publish_book(self, topic: Topic, event: wire.Book) -> None:
         depth = topic.depth
-        data = OrderBook(event.symbol, event.bids[:depth], event.asks[:depth], event.time)
+        data = OrderBook(topic.symbol, event.bids[:depth], event.asks[:depth], event.time)
         self._publisher.publish(topic, data)
 
     def _on_trades(self, event: wire.Trades) -> None:
@@ -287,5 +485,122 @@ class Feeds:
         items = [(f"{t.timestamp}:{t.id}", t) for t in fresh]
         for topic in tuple(topics):
             self._publisher.publish_items(
-                topic, {"symbol": event.symbol}, "trades", items, TRADE_LEDGER_KEEP
+                topic, {"symbol": topic.symbol}, "trades", items, TRADE_LEDGER_KEEP
             )
+
+    def _on_bbo(self, event: wire.BestBidOffer) -> None:
+        topics = self._bbos.get(event.coin)
+        if not topics:
+            return
+        self._last_bbos[event.coin] = event
+        for topic in tuple(topics):
+            self._publish_bbo(topic, event)
+
+    def _publish_bbo(self, topic: Topic, event: wire.BestBidOffer) -> None:
+        self._publisher.publish(topic, Bbo(topic.symbol, event.bid, event.ask, event.time))
+
+    def _on_context(self, event: wire.ContextUpdate) -> None:
+        topics = self._contexts.get(event.coin)
+        if not topics:
+            return
+        self._last_contexts[event.coin] = event
+        for topic in tuple(topics):
+            self._publisher.publish(topic, _asset_context(topic.symbol, event))
+
+    # -- candles ----------------------------------------------------------
+    def _on_candle(self, event: wire.CandleUpdate) -> None:
+        key = (event.coin, event.interval)
+        series = self._series.get(key)
+        if series is None or not series.update(event.candle):
+            return
+        self._publish_candles(key, [event.candle])
+
+    def _on_ack(self, subscription: dict[str, Any], gap_from_ms: int | None) -> None:
+        """A candle stream came back after a gap: re-read what it missed from REST."""
+        if subscription.get("type") != "candle" or gap_from_ms is None:
+            return
+        key = (str(subscription.get("coin")), str(subscription.get("interval")))
+        series = self._series.get(key)
+        if series is not None and series.ready:
+            self._read_series(key)
+
+    def _start_series(self, key: CandleKey) -> None:
+        if key in self._series:
+            return
+        self._series[key] = CandleSeries()
+        self._read_series(key)
+
+    def _read_series(self, key: CandleKey) -> None:
+        if key in self._candle_reads:
+            return
+        task = asyncio.get_running_loop().create_task(self._load_series(key))
+        self._candle_reads[key] = task
+        task.add_done_callback(lambda _: self._candle_reads.pop(key, None))
+
+    async def _load_series(self, key: CandleKey) -> None:
+        """The last 500 candles from REST (retried while it fails), then published whole."""
+        coin, interval = key
+        failures = 0
+        while True:
+            rest = self._upstream.rest
+            if rest is not None:
+                try:
+                    start, end = snapshot_window(interval, now_ms())
+                    candles = await rest.candles(coin, interval, start, end)
+                    break
+                except RestError as exc:
+                    log.warning("candles %s %s: %s; retrying", coin, interval, exc)
+            failures += 1
+            await asyncio.sleep(self._candle_retry.delay(failures))
+        series = self._series.get(key)
+        if series is None:
+            return  # nobody wants it any more
+        series.load(candles)
+        self._publish_candles(key, series.candles)
+
+    def _publish_candles(self, key: CandleKey, update: list[wire.Candle]) -> None:
+        series = self._series[key]
+        for topic in tuple(self._candles.get(key, ())):
+            whole = CandlesData(topic.symbol, topic.interval, series.candles)
+            data = (
+                whole
+                if update is series.candles
+                else CandlesData(topic.symbol, topic.interval, update)
+            )
+            self._publisher.publish_update(topic, data, whole)
+
+    async def stop(self) -> None:
+        tasks = list(self._candle_reads.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.wallets.stop()
+
+
+def _asset_context(symbol: str, c: wire.ContextUpdate) -> AssetContext:
+    if c.spot:
+        return AssetContext(
+            symbol=symbol,
+            markPrice=c.mark_px,
+            midPrice=c.mid_px,
+            dayVolume=c.day_ntl_vlm,
+            prevDayPrice=c.prev_day_px,
+            timestamp=now_ms(),
+            circulatingSupply=c.circulating_supply
+            if c.circulating_supply is not None
+            else msgspec.UNSET,
+        )
+    return AssetContext(
+        symbol=symbol,
+        markPrice=c.mark_px,
+        midPrice=c.mid_px,
+        dayVolume=c.day_ntl_vlm,
+        prevDayPrice=c.prev_day_px,
+        timestamp=now_ms(),
+        oraclePrice=c.oracle_px if c.oracle_px is not None else msgspec.UNSET,
+        funding=c.funding if c.funding is not None else msgspec.UNSET,
+        premium=c.premium,
+        openInterest=c.open_interest if c.open_interest is not None else msgspec.UNSET,
+    )

@@ -1,9 +1,11 @@
 """Exactly-once bookkeeping for the streams that must not repeat or lose events.
 
 Sans I/O. Hyperliquid re-sends a userFills snapshot on every (re)subscribe and
-replays recent trades; orderUpdates may repeat a state. These ledgers decide
-what is new, by the ids Hyperliquid guarantees unique: fills by (wallet, tid),
-trades by (time, tid) per coin, orders by (oid, status, remaining size, time).
+replays recent trades; orderUpdates may repeat a state; the ledger streams
+(userNonFundingLedgerUpdates, userFundings) re-send theirs too. These ledgers
+decide what is new, by the ids Hyperliquid guarantees unique: fills by (wallet,
+tid), trades by (time, tid) per coin, orders by (oid, status, remaining size,
+time), ledger entries by (hash, type) and funding payments by (coin, time).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from typing import TypeVar
 
-from hlgateway.upstream.wire import Fill, Order, Trade
+from hlgateway.upstream.wire import Fill, LedgerEvent, Order, Trade
 
 K = TypeVar("K", bound=Hashable)
 
@@ -74,6 +76,36 @@ class FillLedger:
         fresh.sort(key=lambda f: (f.timestamp, f.id))
         if fresh:
             self.last_time = max(self.last_time, fresh[-1].timestamp)
+        return fresh
+
+
+class EventLedger:
+    """One wallet's delivered ledger events (the ids `wire.ledger_event` gives).
+
+    Two streams feed it, each with a snapshot of its own on every (re)subscribe:
+    each stream's first snapshot primes it (only its events from `since_ms` on
+    are delivered); after that, every event not seen before is.
+    """
+
+    def __init__(self, since_ms: int = 0, capacity: int = 20_000) -> None:
+        self._seen = SeenSet(capacity)
+        self.since_ms = since_ms
+        self.primed: set[str] = set()  # streams whose first snapshot came
+        self.last_time = since_ms
+
+    def accept(
+        self, events: Iterable[LedgerEvent], snapshot_of: str | None = None
+    ) -> list[LedgerEvent]:
+        """The events not delivered before; `snapshot_of`: the stream whose snapshot this is."""
+        priming = snapshot_of is not None and snapshot_of not in self.primed
+        if snapshot_of is not None:
+            self.primed.add(snapshot_of)
+        fresh = [
+            e for e in events if self._seen.add(e.id) and not (priming and e.time < self.since_ms)
+        ]
+        fresh.sort(key=lambda e: (e.time, e.id))
+        if fresh:
+            self.last_time = max(self.last_time, fresh[-1].time)
         return fresh
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 
-from hlgateway.ratelimit import SlidingWindow, TokenBucket
+from hlgateway.ratelimit import SlidingWindow
 
 
 async def wait_turn(window: SlidingWindow, clock: Callable[[], float] = time.monotonic) -> None:
@@ -21,19 +22,79 @@ async def wait_turn(window: SlidingWindow, clock: Callable[[], float] = time.mon
 
 
 class WeightBudget:
-    """A weight budget per minute (Hyperliquid's REST limit is 1200 weight/min per IP).
+    """Hyperliquid's REST limit: at most `per_minute` weight in any 60 s (1200 per IP).
 
-    A token bucket of `per_minute` tokens refilling evenly over the minute; a
-    call of weight w waits until w tokens are there. Callers queue in arrival order.
+    A sliding window, as the exchange counts (a token bucket holding a minute's
+    worth would allow twice that in the first minute). A call of weight w waits
+    until the last minute's weight plus w fits; callers queue in arrival order.
+    Some requests cost more by what they answer (per 20 items): `charge` adds
+    that afterwards, and the calls behind it wait for it too.
     """
 
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._bucket = TokenBucket(per_minute / 60.0, per_minute, clock)
+    def __init__(
+        self,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        window: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.capacity = per_minute
+        self.window = window
+        self._clock = clock
+        self._sleep = sleep
+        self._spent: deque[tuple[float, float]] = deque()
+        self._in_window = 0.0
         self._lock = asyncio.Lock()
-        self.spent = 0.0
+        self.spent = 0.0  # since start
+
+    @property
+    def rate(self) -> float:
+        """Weight per second, sustained."""
+        return self.capacity / self.window
+
+    def _trim(self, now: float) -> None:
+        while self._spent and now - self._spent[0][0] >= self.window:
+            self._in_window -= self._spent.popleft()[1]
+        if not self._spent:
+            self._in_window = 0.0  # no float residue
+
+    def used(self) -> float:
+        """Weight spent within the last window."""
+        self._trim(self._clock())
+        return self._in_window
 
     def available(self) -> float:
-        return self._bucket.available()
+        return max(0.0, self.capacity - self.used())
+
+    def charge(self, weight: float) -> None:
+        """Count `weight` as spent now, without waiting (a cost known only afterwards)."""
+        if weight > 0:
+            self._spent.append((self._clock(), weight))
+            self._in_window += weight
+            self.spent += weight
+
+    def _wait_time(self, weight: float, now: float) -> float:
+        """Seconds until `weight` more fits in the window (0: now)."""
+        excess = self._in_window + weight - self.capacity
+        if excess <= 0 or not self._spent:
+            return 0.0
+        freed = 0.0
+        for stamp, spent in self._spent:
+            freed += spent
+            if freed >= excess:
+                return stamp + self.window - now
+        return self._spent[-1][0] + self.window - now
+
+    async def take(self, weight: float) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._trim(now)
+                wait = self._wait_time(weight, now)
+                if wait <= 0:
+                    self.charge(weight)
+                    return
+                await self._sleep(wait)
 
     def try_take(self, weight: float, *, keep: float = 0.0) -> bool:
         """Take ``weight`` now if that leaves at least ``keep``; never waits.
@@ -41,17 +102,10 @@ class WeightBudget:
         Order entry's REST fallback: it must not queue behind the data side's
         polling, and must leave it ``keep``.
         """
-        if not self._bucket.take(weight, keep=keep):
+        if self.used() + weight > self.capacity - keep:
             return False
-        self.spent += weight
+        self.charge(weight)
         return True
-
-    async def take(self, weight: float) -> None:
-        async with self._lock:
-            # The wait is computed from the bucket, not polled: nothing else refills it.
-            while not self._bucket.take(weight):  # noqa: ASYNC110
-                await asyncio.sleep(self._bucket.retry_after(weight))
-            self.spent += weight
 
 
 class MessageRate:

@@ -55,14 +55,17 @@ def subscription_key(subscription: dict[str, Any]) -> str:
 
 def stream_id(subscription: dict[str, Any]) -> StreamId:
     kind = str(subscription.get("type"))
-    return kind, str(subscription.get("coin") or subscription.get("user") or "").lower()
+    if kind == "candle":
+        return kind, f"{subscription.get('coin')},{subscription.get('interval')}".lower()
+    name = subscription.get("coin") or subscription.get("user") or subscription.get("dex") or ""
+    return kind, str(name).lower()
 
 
 def event_stream(event: wire.Event, order_wallet: str | None) -> StreamId | None:
     """Which subscription a data event belongs to (for data-age tracking)."""
     match event:
         case wire.Mids():
-            return ("allMids", "")
+            return ("allMids", event.dex.lower())
         case wire.Book():
             return ("l2Book", event.symbol.lower())
         case wire.Trades():
@@ -73,6 +76,14 @@ def event_stream(event: wire.Event, order_wallet: str | None) -> StreamId | None
             return ("orderUpdates", order_wallet or "")
         case wire.Account():
             return ("clearinghouseState", event.wallet)
+        case wire.BestBidOffer():
+            return ("bbo", event.coin.lower())
+        case wire.CandleUpdate():
+            return ("candle", f"{event.coin},{event.interval}".lower())
+        case wire.ContextUpdate():
+            return ("activeAssetCtx", event.coin.lower())
+        case wire.LedgerEntries():
+            return (event.stream, event.wallet)
     return None
 
 

@@ -1,5 +1,12 @@
 """The upstream as a whole: a small pool of links, the REST API, and market data
-that the gateway needs before anyone subscribes (the symbol list, 24 h context).
+that the gateway needs before anyone subscribes (the market list, 24 h context).
+
+The market list is every perp of the main dex, every spot pair and every perp of
+each builder-deployed dex, refreshed while running: the main dex's perps and the
+spot pairs (with their 24 h contexts) every `context_refresh` seconds, the list
+of builder dexes and their perps every `dex_refresh` seconds (one REST call per
+dex: slower, to stay well inside the weight budget). A market that disappears
+from the list is delisted: refused by name from then on.
 
 Subscriptions are reference counted by their Hyperliquid identity, so many
 topics that need the same upstream stream (every `prices` topic needs
@@ -34,7 +41,7 @@ from hlgateway.upstream import wire
 from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
 from hlgateway.upstream.link import Link, LinkState, subscription_key
 from hlgateway.upstream.networks import Endpoint
-from hlgateway.upstream.rest import InfoClient, RestError
+from hlgateway.upstream.rest import InfoClient, RestError, info_weight
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +92,24 @@ class Upstream:
         limits: UpstreamLimits = UpstreamLimits(),
         timing: LinkTiming = LinkTiming(),
         context_refresh: float = 10.0,
+        dex_refresh: float = 60.0,
         ca_file: str | None = None,
+        source_address: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Every connection (links and REST share one session) leaves from this
+        # address: the per-IP limits Hyperliquid counts are this address's.
+        self.source_address = source_address
         self.markets = Markets()
-        self.contexts: dict[str, wire.AssetContext] = {}
+        self.contexts: dict[str, wire.AssetContext] = {}  # by canonical symbol
         self.limits = limits
         self._on_event = on_event
         self._on_status = on_status
         self.timing = timing
         self._context_refresh = context_refresh
+        self._dex_refresh = dex_refresh
+        self._dex_listings: dict[str, wire.Listing] = {}
+        self._dexes_read_at = float("-inf")
         # An extra CA (a private upstream, or the simulator over TLS in tests).
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=ca_file) if ca_file else True
@@ -109,13 +124,16 @@ class Upstream:
         self._status = "idle"
         self._new_links = SlidingWindow(limits.max_new_links_per_minute, 60.0)
         self._messages = MessageRate(limits.max_messages_per_minute)
-        self.budget = WeightBudget(limits.rest_weight_per_minute)
+        # A call counts a second longer here than at the exchange: it is counted when
+        # sent and there when received, and a full window must never be full there first.
+        self.budget = WeightBudget(limits.rest_weight_per_minute, window=61.0)
         self.markets_loaded = asyncio.Event()
         self.degraded_since: float | None = None
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=self._ssl)
+        local = (self.source_address, 0) if self.source_address else None
+        connector = aiohttp.TCPConnector(ssl=self._ssl, local_addr=local)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=15), connector=connector
         )
@@ -238,6 +256,14 @@ class Upstream:
         await wait_turn(self._new_links)
 
     @property
+    def context_weight_per_minute(self) -> float:
+        """REST weight the market list and contexts take a minute: what polling
+        cannot have (upstream/polling.py). Grows with the builder dexes listed."""
+        listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
+        dexes = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * len(self._dex_listings)
+        return listing * 60.0 / self._context_refresh + dexes * 60.0 / self._dex_refresh
+
+    @property
     def subscription_count(self) -> int:
         return len(self._refs)
 
@@ -275,6 +301,7 @@ class Upstream:
             "status": self.status,
             "network": self.endpoint.name,
             "host": self.endpoint.host,
+            "sourceAddress": self.source_address,
             "marketsLoaded": self.markets.loaded,
             "degradedSince": self.degraded_since,
             "subscriptions": len(self._refs),
@@ -284,6 +311,8 @@ class Upstream:
                 "messagesLastMinute": self._messages.used(),
                 "newLinksLastMinute": self._new_links.count(now),
                 "restWeightAvailable": round(self.budget.available()),
+                "restWeightLastMinute": round(self.budget.used()),
+                "restWeightPerMinute": round(self.budget.capacity),
             },
             "links": [
                 {
@@ -315,25 +344,59 @@ class Upstream:
 
     # -- REST -------------------------------------------------------------
     async def _refresh_loop(self) -> None:
-        # The symbol list gates subscriptions; 24 h context feeds `prices`.
-        # One REST call gives both. Retries back off while it fails.
+        # The market list gates subscriptions; 24 h context feeds `prices`.
+        # Retries back off while a refresh fails; the last good list stays.
         assert self.rest is not None
         backoff = self.timing.rest_backoff
         failures = 0
         while True:
             try:
-                names, contexts = await self.rest.meta_and_contexts()
+                listing = await self._read_listing(self.rest)
                 first = not self.markets.loaded
-                self.markets.load(names)
-                self.contexts = contexts
+                known = set(self.markets.names)
+                self.markets.load(listing.markets, listing.delisted)
+                self.contexts = listing.contexts
                 self.markets_loaded.set()
                 failures = 0
                 if first:
-                    log.info("upstream %s: %d markets", self.endpoint.name, len(names))
+                    log.info("upstream %s: %d markets", self.endpoint.name, len(listing.markets))
                     self._status_changed()
+                else:
+                    self._log_changes(known)
                 await asyncio.sleep(self._context_refresh)
             except RestError as exc:
                 failures += 1
                 delay = backoff.delay(failures)
                 log.warning("upstream REST failed (%s); retry in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _read_listing(self, rest: InfoClient) -> wire.Listing:
+        """Every market and its context, contexts keyed by canonical symbol."""
+        main = await rest.meta_and_contexts()
+        spot = await rest.spot_meta_and_contexts()
+        if time.monotonic() - self._dexes_read_at >= self._dex_refresh:
+            dexes = await rest.perp_dexs()
+            listings = {
+                dex: await rest.meta_and_contexts(dex, wire.DEX_ASSETS + 10_000 * k)
+                for k, dex in enumerate(dexes)
+            }
+            self._dex_listings = listings
+            self._dexes_read_at = time.monotonic()
+        parts = [main, spot, *self._dex_listings.values()]
+        markets = [m for part in parts for m in part.markets]
+        contexts: dict[str, wire.AssetContext] = {}
+        for part in parts:
+            by_coin = {m.coin: m.symbol for m in part.markets}
+            for coin, ctx in part.contexts.items():
+                symbol = by_coin.get(coin)
+                if symbol is not None:
+                    contexts[symbol] = ctx
+        delisted = [name for part in parts for name in part.delisted]
+        return wire.Listing(markets, contexts, delisted)
+
+    def _log_changes(self, known: set[str]) -> None:
+        listed = set(self.markets.names)
+        for symbol in sorted(listed - known):
+            log.info("upstream %s: new market %s", self.endpoint.name, symbol)
+        for symbol in sorted(known - listed):
+            log.info("upstream %s: market %s delisted", self.endpoint.name, symbol)

@@ -1,13 +1,17 @@
 """Each wallet's user streams, delivered exactly once across upstream gaps.
 
 A wallet is served one of two ways, chosen when its first user topic starts:
-- `ws`: its userFills / orderUpdates / clearinghouseState subscriptions on the
+- `ws`: its userFills / orderUpdates / clearinghouseState subscriptions (and,
+  for `user_ledger`, userNonFundingLedgerUpdates and userFundings) on the
   upstream links (Hyperliquid tracks at most 10 users per IP this way);
-- `poll`: REST polling within the weight budget, for wallets beyond that limit.
+- `poll`: REST polling within the weight budget, for wallets beyond that limit,
+  each as often as the budget allows (polling.py); a wallet the budget cannot
+  poll within the accepted latency is refused (`UPSTREAM_UNAVAILABLE`). When a
+  WebSocket slot frees, the longest-polled wallet moves onto it.
 
 Either way the same ledgers decide what is new. After a gap (a reconnect, or
-the first subscribe) the missed order transitions and fills are rebuilt from
-REST before live updates, which are held meanwhile, are let through.
+the first subscribe) the missed order transitions, fills and ledger events are
+rebuilt from REST before live updates, which are held meanwhile, are let through.
 
 REST (`WalletRest`), the clock and the retry sleep are injected, so tests
 drive the holds and retries with a fake REST and no waiting.
@@ -18,15 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hlgateway.backoff import Backoff
-from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_ORDERS
+from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_LEDGER, USER_ORDERS
 from hlgateway.protocol.encoding import now_ms
+from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.upstream import wire
-from hlgateway.upstream.ledgers import FillLedger, OrderLedger
+from hlgateway.upstream.ledgers import EventLedger, FillLedger, OrderLedger
+from hlgateway.upstream.polling import PollBudget, PollSchedule, poll_weight
 from hlgateway.upstream.recovery import rebuild_orders
 from hlgateway.upstream.rest import RestError
 
@@ -39,10 +46,14 @@ RECOVERY_RETRY = Backoff.full_jitter(0.5, 10.0)
 # when a link died, and clock differences between us and the exchange.
 GAP_MARGIN_MS = 2_000
 
-STREAM_OF_CHANNEL = {
-    USER_FILLS: "userFills",
-    USER_ORDERS: "orderUpdates",
-    ACCOUNT_UPDATES: "clearinghouseState",
+LEDGER_STREAMS = ("userNonFundingLedgerUpdates", "userFundings")
+# The streams whose (re)subscribe may need what was missed read from REST.
+RECOVERED_STREAMS = frozenset({"userFills", "orderUpdates", *LEDGER_STREAMS})
+STREAMS_OF_CHANNEL: dict[str, tuple[str, ...]] = {
+    USER_FILLS: ("userFills",),
+    USER_ORDERS: ("orderUpdates",),
+    ACCOUNT_UPDATES: ("clearinghouseState",),
+    USER_LEDGER: LEDGER_STREAMS,
 }
 
 
@@ -50,6 +61,7 @@ class Emitter(Protocol):
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None: ...
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None: ...
     def emit_account(self, account: wire.Account) -> None: ...
+    def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None: ...
 
 
 class Subscriber(Protocol):
@@ -63,10 +75,14 @@ class WalletRest(Protocol):
     async def fills_since(self, user: str, start_ms: int) -> list[wire.Fill]: ...
     async def historical_orders(self, user: str) -> list[wire.HistoricalOrder]: ...
     async def account(self, user: str) -> wire.Account: ...
+    async def ledger_since(self, user: str, start_ms: int) -> list[wire.LedgerEvent]: ...
 
 
-def subscription_for(channel: str, wallet: str) -> dict[str, Any]:
-    stream = STREAM_OF_CHANNEL[channel]
+def subscriptions_for(channel: str, wallet: str) -> list[dict[str, Any]]:
+    return [_subscription(stream, wallet) for stream in STREAMS_OF_CHANNEL[channel]]
+
+
+def _subscription(stream: str, wallet: str) -> dict[str, Any]:
     if stream == "userFills":
         return {"type": stream, "user": wallet, "aggregateByTime": False}
     return {"type": stream, "user": wallet}
@@ -78,14 +94,18 @@ class WalletState:
     mode: str  # ws | poll
     orders_since_ms: int = 0  # when the wallet's user_orders topic started
     last_poll_ms: int = 0
+    promoted: bool = False  # moved from polling onto the WebSocket
     channels: set[str] = field(default_factory=set)
     fills: FillLedger = field(default_factory=FillLedger)
     orders: OrderLedger = field(default_factory=OrderLedger)
+    ledger: EventLedger = field(default_factory=EventLedger)
     acked: set[str] = field(default_factory=set)  # streams acked at least once
     holding_fills: int = 0  # recoveries running; live fills wait meanwhile
     holding_orders: int = 0
+    holding_ledger: int = 0
     held_fills: list[wire.Fills] = field(default_factory=list)
     held_orders: list[wire.Order] = field(default_factory=list)
+    held_ledger: list[wire.LedgerEntries] = field(default_factory=list)
     last_account: wire.Account | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -98,7 +118,7 @@ class WalletFeeds:
         rest: Callable[[], WalletRest | None],
         *,
         max_ws_wallets: int = 10,
-        poll_interval: float = 5.0,
+        poll_budget: PollBudget | None = None,
         retry: Backoff = RECOVERY_RETRY,
         clock_ms: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -110,27 +130,35 @@ class WalletFeeds:
         self._now_ms = clock_ms
         self._sleep = sleep
         self.max_ws_wallets = max_ws_wallets
-        self.poll_interval = poll_interval
+        self.schedule = PollSchedule(poll_budget or PollBudget())
         self._wallets: dict[str, WalletState] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a wallet is due before the poller's next turn
         self.recoveries = 0
         self.rest_failures = 0
         self.fills_recovered = 0
+        self.ledger_recovered = 0
 
     # -- topics -----------------------------------------------------------
-    def attach(self, channel: str, wallet: str, since_ms: int | None = None) -> int | None:
+    def attach(
+        self, channel: str, wallet: str, since_ms: int | None = None, *, placed: bool = False
+    ) -> int | None:
         """A topic of `channel` for `wallet` starts (first subscriber); returns
-        where a stream of events (fills, orders) delivers from.
+        where a stream of events (fills, orders, ledger) delivers from.
 
         `since_ms`: deliver from then on (default: now). A node taking over a
         stream from another (scale-out), or started again where it had stopped,
         passes where the stream had been delivered to, so that what happened
         meanwhile is delivered; the broker's ledger drops what was given before.
+        `placed`: the fleet placed it here having checked every node's capacity
+        (broker/placement.py): served even if polling it exceeds the accepted
+        latency (counted in `overLatency`), rather than refused and starved.
         """
         state = self._wallets.get(wallet)
         if state is None:
-            ws_count = sum(1 for s in self._wallets.values() if s.mode == "ws")
-            mode = "ws" if ws_count < self.max_ws_wallets else "poll"
+            mode = "ws" if self.ws_count < self.max_ws_wallets else "poll"
+            if mode == "poll" and not placed:
+                self._check_poll_capacity(channel)
             state = self._wallets[wallet] = WalletState(wallet, mode)
             if mode == "poll":
                 log.info("wallet %s served by REST polling (WS user limit reached)", wallet)
@@ -143,10 +171,17 @@ class WalletFeeds:
         elif channel == USER_ORDERS:
             state.orders = OrderLedger()
             state.orders_since_ms = start
+        elif channel == USER_LEDGER:
+            state.ledger = EventLedger(since_ms=start)
         if state.mode == "ws":
+            acquired: list[dict[str, Any]] = []
             try:
-                self._upstream.acquire(subscription_for(channel, wallet))
+                for subscription in subscriptions_for(channel, wallet):
+                    self._upstream.acquire(subscription)
+                    acquired.append(subscription)
             except Exception:
+                for subscription in acquired:
+                    self._upstream.release(subscription)
                 if not state.channels:
                     del self._wallets[wallet]  # refused: leave no trace
                 raise
@@ -156,10 +191,29 @@ class WalletFeeds:
                 # live meanwhile (the snapshot too) waits behind them.
                 state.holding_fills += 1
                 self._spawn(state, self._recover_fills(state, start, floor_ms=start))
+            state.channels.add(channel)
         else:
-            self._ensure_poller()
-        state.channels.add(channel)
-        return start if channel in (USER_FILLS, USER_ORDERS) else None
+            state.channels.add(channel)
+            self._poll(state)
+        return start if channel in (USER_FILLS, USER_ORDERS, USER_LEDGER) else None
+
+    @property
+    def ws_count(self) -> int:
+        return sum(1 for s in self._wallets.values() if s.mode == "ws")
+
+    def _check_poll_capacity(self, channel: str) -> None:
+        """Refuse a new polled wallet the budget cannot poll within the accepted latency."""
+        budget = self.schedule.budget
+        weight = self.schedule.cycle_weight + poll_weight({channel})
+        if budget.fits(weight):
+            return
+        raise ProtocolError(
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"No upstream capacity for another wallet: {self.ws_count} on the WebSocket "
+            f"(the per-IP limit) and {len(self.schedule)} polled every "
+            f"{self.schedule.interval:.0f} s; one more would exceed "
+            f"{budget.max_interval:.0f} s",
+        )
 
     def detach(self, channel: str, wallet: str) -> None:
         state = self._wallets.get(wallet)
@@ -167,26 +221,75 @@ class WalletFeeds:
             return
         state.channels.discard(channel)
         if state.mode == "ws":
-            self._upstream.release(subscription_for(channel, wallet))
-        state.acked.discard(STREAM_OF_CHANNEL[channel])
+            for subscription in subscriptions_for(channel, wallet):
+                self._upstream.release(subscription)
+        state.acked.difference_update(STREAMS_OF_CHANNEL[channel])
         if not state.channels:
             for task in state.tasks:
                 task.cancel()
             del self._wallets[wallet]
+            self.schedule.remove(wallet)
+            if state.mode == "ws":
+                self._promote()
+        elif state.mode == "poll":
+            self.schedule.estimate(wallet, poll_weight(state.channels))
 
-    def modes_summary(self) -> dict[str, int]:
-        """How many wallets are served each way (counts only: /health names no wallet)."""
+    def _promote(self) -> None:
+        """A WebSocket slot is free: move the longest-polled wallet onto it.
+
+        Its ledgers stay, so what polling delivered is not delivered again; the
+        first acks rebuild what happened since its last poll (order transitions
+        from REST; fills come with the userFills snapshot).
+        """
+        if self.ws_count >= self.max_ws_wallets:
+            return
+        state = next((s for s in self._wallets.values() if s.mode == "poll"), None)
+        if state is None:
+            return
+        acquired: list[dict[str, Any]] = []
+        try:
+            for channel in sorted(state.channels):
+                for subscription in subscriptions_for(channel, state.wallet):
+                    self._upstream.acquire(subscription)
+                    acquired.append(subscription)
+        except ProtocolError as exc:
+            for subscription in acquired:
+                self._upstream.release(subscription)
+            log.info("wallet %s stays polled: %s", state.wallet, exc.message)
+            return
+        state.mode = "ws"
+        state.promoted = True
+        self.schedule.remove(state.wallet)
+        log.info("wallet %s moved from REST polling onto the WebSocket", state.wallet)
+
+    def modes_summary(self) -> dict[str, Any]:
+        """How many wallets are served each way, and how often polled ones are polled
+        (counts only: /health names no wallet)."""
         polled = sum(1 for s in self._wallets.values() if s.mode == "poll")
+        schedule = self.schedule
+        interval = schedule.interval
+        now = self._now_ms() / 1000
         return {
             "websocket": len(self._wallets) - polled,
+            "websocketSlots": self.max_ws_wallets,
             "restPolled": polled,
+            # Every polled wallet is polled this often: the latency of its fills.
+            "pollIntervalSeconds": round(interval, 2) if math.isfinite(interval) else None,
+            "pollLagSeconds": round(schedule.lag(now), 2),
+            "pollWeightPerMinute": round(schedule.cycle_weight * 60 / interval, 1)
+            if polled and math.isfinite(interval)
+            else 0.0,
+            "maxPollIntervalSeconds": schedule.budget.max_interval,
+            "overLatency": schedule.over_latency(),
             "recoveries": self.recoveries,
             "restFailures": self.rest_failures,
         }
 
     def recovering(self) -> bool:
         """True while any wallet is rebuilding a gap from REST."""
-        return any(s.holding_orders or s.holding_fills for s in self._wallets.values())
+        return any(
+            s.holding_orders or s.holding_fills or s.holding_ledger for s in self._wallets.values()
+        )
 
     def mode_of(self, wallet: str) -> str | None:
         state = self._wallets.get(wallet)
@@ -222,6 +325,15 @@ class WalletFeeds:
             else:
                 self._deliver_order(state, order)
 
+    def on_ledger(self, event: wire.LedgerEntries) -> None:
+        state = self._wallets.get(event.wallet)
+        if state is None or USER_LEDGER not in state.channels:
+            return
+        if state.holding_ledger:
+            state.held_ledger.append(event)
+            return
+        self._deliver_ledger(state, event.events, event.stream if event.is_snapshot else None)
+
     def on_account(self, account: wire.Account) -> None:
         state = self._wallets.get(account.wallet)
         if state is not None and ACCOUNT_UPDATES in state.channels:
@@ -232,17 +344,26 @@ class WalletFeeds:
         """A user stream is (re)subscribed upstream: recover what it may have missed."""
         stream = subscription.get("type")
         user = subscription.get("user")
-        if not isinstance(user, str) or stream not in ("userFills", "orderUpdates"):
+        if not isinstance(user, str) or stream not in RECOVERED_STREAMS:
             return
         state = self._wallets.get(user.lower())
         if state is None or state.mode != "ws":
             return
         first = stream not in state.acked
         state.acked.add(stream)
+        if stream in LEDGER_STREAMS:
+            if not first and gap_from_ms is not None:
+                # Like fills: the snapshot covers recent entries, REST a longer outage.
+                state.holding_ledger += 1
+                since = min(gap_from_ms, state.ledger.last_time)
+                self._spawn(state, self._recover_ledger(state, since))
+            return
         if stream == "orderUpdates":
             # No snapshot on this stream: the first subscribe has a gap too,
             # from the topic's start to the ack.
-            if first or gap_from_ms is None:
+            if first and state.promoted and state.last_poll_ms:
+                since = state.last_poll_ms - GAP_MARGIN_MS
+            elif first or gap_from_ms is None:
                 since = state.orders_since_ms
             else:
                 since = gap_from_ms - GAP_MARGIN_MS
@@ -266,6 +387,14 @@ class WalletFeeds:
         fresh = state.fills.accept(fills, snapshot, floor_ms)
         if fresh:
             self._emit.emit_fills(state.wallet, fresh)
+        return len(fresh)
+
+    def _deliver_ledger(
+        self, state: WalletState, events: list[wire.LedgerEvent], snapshot_of: str | None
+    ) -> int:
+        fresh = state.ledger.accept(events, snapshot_of)
+        if fresh:
+            self._emit.emit_ledger(state.wallet, fresh)
         return len(fresh)
 
     def _deliver_order(self, state: WalletState, order: wire.Order) -> None:
@@ -342,32 +471,80 @@ class WalletFeeds:
                 for event in held:
                     self._deliver_fills(state, event.fills, event.is_snapshot)
 
+    async def _recover_ledger(self, state: WalletState, since_ms: int) -> None:
+        """Fetch ledger events from `since_ms`; the caller took the hold (`holding_ledger`)."""
+        try:
+            rest = self._rest
+            events = await self._with_retries(
+                "ledger recovery",
+                state,
+                lambda: _require(rest()).ledger_since(state.wallet, since_ms - GAP_MARGIN_MS),
+            )
+            self.recoveries += 1
+            self.ledger_recovered += self._deliver_ledger(state, events, None)
+        finally:
+            state.holding_ledger -= 1
+            if not state.holding_ledger:
+                held, state.held_ledger = state.held_ledger, []
+                for entries in held:
+                    snapshot_of = entries.stream if entries.is_snapshot else None
+                    self._deliver_ledger(state, entries.events, snapshot_of)
+
     # -- polling ----------------------------------------------------------
-    def _ensure_poller(self) -> None:
+    def _poll(self, state: WalletState) -> None:
+        """Put a polled wallet (or its new channel) into the schedule and the poller to work."""
+        weight = poll_weight(state.channels)
+        if state.wallet in self.schedule:
+            self.schedule.estimate(state.wallet, weight)
+        else:
+            self.schedule.add(state.wallet, weight, self._now_ms() / 1000)
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        else:
+            self._wake.set()  # it may be waiting for a later turn
 
     async def _poll_loop(self) -> None:
         while True:
-            polled = [s for s in self._wallets.values() if s.mode == "poll"]
-            if not polled:
+            if not self.schedule:
                 self._poller = None
                 return
-            for state in polled:
-                if state.wallet in self._wallets:
-                    await self._poll_once(state)
-            await self._sleep(self.poll_interval)
+            now = self._now_ms() / 1000
+            wallet = self.schedule.due(now)
+            state = self._wallets.get(wallet) if wallet is not None else None
+            if state is not None:
+                await self._poll_once(state)
+                continue
+            if wallet is not None:
+                self.schedule.remove(wallet)  # gone meanwhile
+                continue
+            next_at = self.schedule.next_at()
+            await self._nap(max(0.0, (next_at or now) - now))
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep until the next wallet's turn, or until a new wallet is due."""
+        self._wake.clear()
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     async def _poll_once(self, state: WalletState) -> None:
         rest = self._rest()
+        started_ms = self._now_ms()
         if rest is None:
+            self.schedule.failed(state.wallet, started_ms / 1000)
             return
-        started = self._now_ms()
         first = state.last_poll_ms == 0
+        fills: list[wire.Fill] = []
+        history: list[wire.HistoricalOrder] = []
+        ledger: list[wire.LedgerEvent] = []
         try:
             if USER_FILLS in state.channels or USER_ORDERS in state.channels:
                 since = (
-                    min(state.fills.since_ms or started, state.orders_since_ms or started)
+                    min(state.fills.since_ms or started_ms, state.orders_since_ms or started_ms)
                     if first
                     else state.last_poll_ms - GAP_MARGIN_MS
                 )
@@ -379,13 +556,27 @@ class WalletFeeds:
                     order_since = state.orders_since_ms if first else since
                     for order in rebuild_orders(state.orders, order_since, history, fills):
                         self._deliver_order(state, order)
+            if USER_LEDGER in state.channels:
+                since = state.ledger.since_ms or started_ms
+                if not first:
+                    # The margin never reaches back before the topic's start: the
+                    # first poll answered what there was, and older is not news.
+                    since = max(state.last_poll_ms - GAP_MARGIN_MS, since)
+                ledger = await rest.ledger_since(state.wallet, since)
+                # The first poll primes like a snapshot: only events from the start on.
+                priming = not state.ledger.primed
+                state.ledger.primed.update(LEDGER_STREAMS[:-1])
+                self._deliver_ledger(state, ledger, LEDGER_STREAMS[-1] if priming else None)
             if ACCOUNT_UPDATES in state.channels:
                 account = await rest.account(state.wallet)
                 if state.last_account is None or _account_changed(state.last_account, account):
                     self.on_account(account)
-            state.last_poll_ms = started
+            state.last_poll_ms = started_ms
+            weight = poll_weight(state.channels, len(fills), len(history), len(ledger))
+            self.schedule.polled(state.wallet, started_ms / 1000, weight)
         except RestError as exc:
             self.rest_failures += 1
+            self.schedule.failed(state.wallet, started_ms / 1000)
             log.warning("polling %s failed: %s", state.wallet, exc)
 
 

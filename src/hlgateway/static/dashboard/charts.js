@@ -133,3 +133,70 @@ export function drawDepth(canvas, bids, asks) {
   side(cb, COLORS.bid, COLORS.bidFill);
   side(ca, COLORS.ask, COLORS.askFill);
 }
+
+/**
+ * Candlesticks of a `candles` series ({t, open, high, low, close, volume}...), oldest first,
+ * with volume bars along the bottom. Shows the last `count` that fit (at least 3 px each).
+ */
+export function drawCandles(canvas, candles, interval) {
+  const { ctx, width, height } = prepare(canvas);
+  const pad = { left: 8, right: 72, top: 10, bottom: 20 };
+  const w = width - pad.left - pad.right;
+  const fit = Math.max(1, Math.floor(w / 4));
+  const shown = (candles || []).slice(-Math.min(fit, 120));
+  canvas.dataset.candles = String((candles || []).length);
+  canvas.dataset.interval = interval || '';
+  if (!shown.length) {
+    ctx.fillStyle = COLORS.text;
+    ctx.fillText('waiting for candles…', pad.left + 4, height / 2);
+    return;
+  }
+  let lo = Infinity; let hi = -Infinity; let vmax = 0;
+  for (const c of shown) {
+    if (c.low < lo) lo = c.low; if (c.high > hi) hi = c.high; if (c.volume > vmax) vmax = c.volume;
+  }
+  const span = hi - lo || Math.abs(hi) * 1e-4 || 1;
+  lo -= span * 0.05; hi += span * 0.05;
+  const volumeH = (height - pad.top - pad.bottom) * 0.18;
+  const h = height - pad.top - pad.bottom - volumeH;
+  const step = w / shown.length;
+  const body = Math.max(1, Math.min(12, step * 0.7));
+  const y = (p) => pad.top + (1 - (p - lo) / (hi - lo)) * h;
+
+  ctx.strokeStyle = COLORS.grid; ctx.fillStyle = COLORS.text; ctx.lineWidth = 1;
+  for (let i = 0; i <= 4; i += 1) {
+    const p = lo + ((hi - lo) * i) / 4;
+    const yy = Math.round(y(p)) + 0.5;
+    ctx.beginPath(); ctx.moveTo(pad.left, yy); ctx.lineTo(pad.left + w, yy); ctx.stroke();
+    ctx.fillText(formatPrice(p), pad.left + w + 6, yy + 4);
+  }
+  const daily = interval && /[dwM]$/.test(interval);
+  const label = (t) => (daily ? new Date(t).toISOString().slice(5, 10)
+    : new Date(t).toLocaleTimeString('en-GB', { hour12: false, hour: '2-digit', minute: '2-digit' }));
+  const every = Math.max(1, Math.ceil(80 / step));
+  shown.forEach((c, i) => {
+    const cx = pad.left + step * (i + 0.5);
+    const up = c.close >= c.open;
+    ctx.strokeStyle = up ? COLORS.bid : COLORS.ask;
+    ctx.fillStyle = up ? COLORS.bid : COLORS.ask;
+    ctx.beginPath(); ctx.moveTo(cx, y(c.high)); ctx.lineTo(cx, y(c.low)); ctx.stroke();
+    const top = y(Math.max(c.open, c.close));
+    ctx.fillRect(cx - body / 2, top, body, Math.max(1, y(Math.min(c.open, c.close)) - top));
+    if (vmax > 0) {
+      const vh = (c.volume / vmax) * volumeH;
+      ctx.globalAlpha = 0.35;
+      ctx.fillRect(cx - body / 2, height - pad.bottom - vh, body, vh);
+      ctx.globalAlpha = 1;
+    }
+    if (i % every === 0) {
+      ctx.fillStyle = COLORS.text;
+      ctx.fillText(label(c.t), Math.max(pad.left, Math.min(cx - 14, pad.left + w - 40)), height - 5);
+    }
+  });
+  const last = shown[shown.length - 1];
+  const ly = y(last.close);
+  ctx.fillStyle = last.close >= last.open ? COLORS.bid : COLORS.ask;
+  ctx.fillRect(pad.left + w + 2, ly - 8, pad.right - 4, 16);
+  ctx.fillStyle = '#fff';
+  ctx.fillText(formatPrice(last.close), pad.left + w + 6, ly + 4);
+}

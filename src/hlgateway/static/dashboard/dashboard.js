@@ -1,7 +1,7 @@
 // The hlgateway dashboard: markets, one market in depth, my account, admin.
 // Built on the gateway's own JavaScript client (/client.js); no framework.
-import { TradingWebSocket, tokenExpiry } from '/client.js';
-import { PriceChart, drawDepth, formatPrice } from './charts.js';
+import { TradingWebSocket, mergeCandles, tokenExpiry } from '/client.js';
+import { PriceChart, drawCandles, drawDepth, formatPrice } from './charts.js';
 
 const TOKEN_KEY = 'hlgateway.token';
 const $ = (id) => document.getElementById(id);
@@ -80,11 +80,15 @@ function row(cells) {
 const state = {
   view: 'markets',
   markets: new Map(), // symbol -> {price, change24h, volume24h, timestamp, prev}
+  kinds: new Map(), // symbol -> perp | spot | dex-perp (GET /api/markets)
+  kind: '', // the kind shown ('' for all)
   history: new Map(), // symbol -> [[ms, price]...]
   sort: { key: 'volume24h', dir: -1 },
   filter: '',
   symbol: 'BTC',
   depth: 10,
+  interval: '1m',
+  candles: null, // the `candles` series of symbol/interval: {symbol, interval, candles}
   book: null,
   trades: [],
   user: null, // {id, role, wallets} from the token in use, null for a guest
@@ -92,6 +96,7 @@ const state = {
   orders: new Map(), // id -> order (open only)
   orderUpdates: [],
   fills: [],
+  ledger: [],
   accounts: new Map(), // wallet -> account_updates data
   admin: null,
   adminPrev: null,
@@ -99,7 +104,7 @@ const state = {
 };
 
 let client = null;
-const marketSubs = { orderbook: null, trades: null };
+const marketSubs = { orderbook: null, trades: null, candles: null };
 const chart = new PriceChart($('price-chart'));
 
 // -- connection ----------------------------------------------------------------------------
@@ -153,10 +158,12 @@ function connect() {
   client.on('data:user_orders', (data) => mine === client && onOrder(data));
   client.on('data:user_fills', (data) => mine === client && onFills(data));
   client.on('data:account_updates', (data) => mine === client && onAccount(data));
+  client.on('data:candles', (data, params) => mine === client && onCandles(data, params));
+  client.on('data:user_ledger', (data) => mine === client && onLedger(data));
   client.subscribeToPrices([]).catch(() => {});
   subscribeMarket();
   if (state.user && state.user.wallets.length) {
-    for (const channel of ['user_orders', 'user_fills', 'account_updates']) {
+    for (const channel of ['user_orders', 'user_fills', 'account_updates', 'user_ledger']) {
       client.subscribe(channel, { userId: state.user.id }).catch((error) => note(error.message));
     }
   }
@@ -170,12 +177,30 @@ function subscribeMarket() {
   }
   marketSubs.orderbook = { symbol: state.symbol, depth: state.depth };
   marketSubs.trades = { symbol: state.symbol };
+  marketSubs.candles = { symbol: state.symbol, interval: state.interval };
   state.book = null;
   state.trades = [];
+  state.candles = null;
   client.subscribeToOrderBook(state.symbol, state.depth).catch(() => {});
   client.subscribeToTrades(state.symbol).catch(() => {});
+  client.subscribeToCandles(state.symbol, state.interval)
+    .catch((error) => { $('candle-note').textContent = error.message; });
   chart.reset(state.history.get(state.symbol) || []);
 }
+
+// The kind of every market (the table's filter), refreshed now and then: listings change.
+async function loadKinds() {
+  try {
+    const reply = await fetch('/api/markets');
+    if (!reply.ok) return;
+    const { markets } = await reply.json();
+    state.kinds = new Map(markets.map((m) => [m.symbol, m.kind]));
+    scheduleRender();
+  } catch (error) {
+    // the table still lists what `prices` sends; the kinds come with the next try
+  }
+}
+setInterval(loadKinds, 60000);
 
 function onWelcome(message) {
   state.welcomeUser = message.user;
@@ -267,11 +292,25 @@ function onTrades(data, params) {
   scheduleRender();
 }
 
+// A candles subscription starts with the last 500, then updates the current candle.
+function onCandles(data, params) {
+  if (params.symbol !== state.symbol || params.interval !== state.interval) return;
+  state.candles = state.candles ? mergeCandles(state.candles, data) : data;
+  $('candle-note').textContent = '';
+  scheduleRender();
+}
+
 function resetAccount() {
   state.orders.clear();
   state.orderUpdates = [];
   state.fills = [];
+  state.ledger = [];
   state.accounts.clear();
+}
+
+function onLedger({ events }) {
+  state.ledger = [...events.slice().reverse(), ...state.ledger].slice(0, 100);
+  scheduleRender();
 }
 
 function onOrder({ action, order }) {
@@ -319,11 +358,14 @@ function render() {
 
 function sortedMarkets() {
   const filter = state.filter.trim().toUpperCase();
-  const rows = [...state.markets.entries()].filter(([symbol]) => !filter || symbol.toUpperCase().includes(filter));
+  const kindOf = (symbol) => state.kinds.get(symbol) || '';
+  const rows = [...state.markets.entries()].filter(([symbol]) => (!filter || symbol.toUpperCase().includes(filter))
+    && (!state.kind || kindOf(symbol) === state.kind));
   const { key, dir } = state.sort;
+  const value = (symbol, m) => (key === 'symbol' ? symbol : key === 'kind' ? kindOf(symbol) : m[key]);
   rows.sort(([a, x], [b, y]) => {
-    const left = key === 'symbol' ? a : x[key];
-    const right = key === 'symbol' ? b : y[key];
+    const left = value(a, x);
+    const right = value(b, y);
     return (left < right ? -1 : left > right ? 1 : 0) * dir;
   });
   return rows;
@@ -337,10 +379,12 @@ function renderMarkets() {
   for (const [symbol, m] of rows) {
     let tr = existing.get(symbol);
     if (!tr) {
-      tr = row([[symbol, 'symbol'], ['', 'num price'], ['', 'num change'], ['', 'num volume']]);
+      tr = row([[symbol, 'symbol'], ['', 'num price'], ['', 'num change'], ['', 'num volume'], ['', 'kind hide-narrow']]);
       tr.dataset.symbol = symbol;
     }
-    const [, price, change, volume] = tr.cells;
+    const [, price, change, volume, kind] = tr.cells;
+    kind.textContent = state.kinds.get(symbol) || '';
+    tr.dataset.kind = kind.textContent;
     const text = formatPrice(m.price);
     if (price.textContent !== text) {
       price.textContent = text;
@@ -382,6 +426,8 @@ function renderMarket() {
   $('market-change').textContent = m ? fmtPct(m.change24h) : '';
   $('market-change').className = m ? signClass(m.change24h) : '';
   chart.draw();
+  $('candle-interval').value = state.interval;
+  drawCandles($('candle-chart'), state.candles ? state.candles.candles : [], state.interval);
   const book = state.book;
   const asks = $('book-asks'); const bids = $('book-bids');
   if (!book) {
@@ -456,6 +502,11 @@ function renderAccount() {
     [fmtTime(f.timestamp), 'muted'], [f.symbol], [f.side, f.side === 'buy' || f.side === 'B' ? 'up' : 'down'],
     [formatPrice(f.price), 'num'], [fmtNumber(f.size, 4), 'num'], [fmtNumber(f.fee, 4), 'num'],
     [fmtNumber(f.closedPnl), `num ${signClass(f.closedPnl)}`],
+  ])));
+  $('ledger-count').textContent = `(${state.ledger.length})`;
+  $('ledger').replaceChildren(...state.ledger.map((e) => row([
+    [fmtTime(e.time), 'muted'], [e.kind], [fmtNumber(e.amount, 2), `num ${e.kind === 'liquidation' ? 'down' : signClass(e.amount)}`],
+    [e.token], [e.symbol || (e.raw && e.raw.type) || '', 'muted'],
   ])));
 }
 
@@ -553,8 +604,10 @@ function show(view) {
   if (view === 'admin') pollAdmin();
 }
 
+// `#market/<symbol>`: the symbol is encoded (spot pairs are BASE/QUOTE).
 function route() {
-  const [view, symbol] = (globalThis.location.hash.slice(1) || 'markets').split('/');
+  const [view, ...rest] = (globalThis.location.hash.slice(1) || 'markets').split('/');
+  const symbol = rest.length ? decodeURIComponent(rest.join('/')) : '';
   if (view === 'market' && symbol && symbol !== state.symbol) {
     state.symbol = symbol;
     if (client) subscribeMarket();
@@ -570,10 +623,18 @@ $('markets').tHead.addEventListener('click', (event) => {
 });
 $('markets').tBodies[0].addEventListener('click', (event) => {
   const symbol = event.target.closest('tr')?.dataset.symbol;
-  if (symbol) globalThis.location.hash = `market/${symbol}`;
+  if (symbol) globalThis.location.hash = `market/${encodeURIComponent(symbol)}`;
 });
 $('market-filter').addEventListener('input', (event) => { state.filter = event.target.value; renderMarkets(); });
-$('market-symbol').addEventListener('change', (event) => { globalThis.location.hash = `market/${event.target.value}`; });
+$('market-kind').addEventListener('change', (event) => { state.kind = event.target.value; renderMarkets(); });
+$('market-symbol').addEventListener('change', (event) => {
+  globalThis.location.hash = `market/${encodeURIComponent(event.target.value)}`;
+});
+$('candle-interval').addEventListener('change', (event) => {
+  state.interval = event.target.value;
+  subscribeMarket();
+  renderMarket();
+});
 $('book-depth').addEventListener('change', (event) => {
   state.depth = Number(event.target.value);
   subscribeMarket();
@@ -605,6 +666,7 @@ $('publish').addEventListener('submit', publish);
 globalThis.addEventListener('hashchange', route);
 globalThis.addEventListener('resize', () => state.view === 'market' && renderMarket());
 
+loadKinds();
 if (telegramInitData) {
   // Log in first, then connect as that user (a refusal leaves the page on market data).
   telegramToken().catch((error) => note(error.message)).finally(() => { connect(); route(); });

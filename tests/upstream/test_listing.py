@@ -1,0 +1,78 @@
+"""The market list from its REST parts, refreshed: listings appear, delistings refuse."""
+
+from __future__ import annotations
+
+import json
+
+from hlgateway.upstream import wire
+from hlgateway.upstream.networks import Endpoint
+from hlgateway.upstream.pool import Upstream
+
+
+def meta(*names: str, delisted: tuple[str, ...] = ()) -> bytes:
+    universe = [{"name": n, "szDecimals": 2, "maxLeverage": 10} for n in names]
+    universe += [{"name": n, "szDecimals": 2, "isDelisted": True} for n in delisted]
+    ctxs = [{"prevDayPx": "10.0", "dayNtlVlm": "5.0", "markPx": "11.0"} for _ in universe]
+    return json.dumps([{"universe": universe}, ctxs]).encode()
+
+
+SPOT = json.dumps(
+    [
+        {
+            "universe": [
+                {"name": "PURR/USDC", "tokens": [1, 0], "index": 0},
+                {"name": "@107", "tokens": [150, 0], "index": 107},
+            ],
+            "tokens": [
+                {"name": "USDC", "index": 0, "szDecimals": 8},
+                {"name": "PURR", "index": 1, "szDecimals": 0},
+                {"name": "HYPE", "index": 150, "szDecimals": 2},
+            ],
+        },
+        [{"coin": "@107", "prevDayPx": "40.2", "dayNtlVlm": "74058905.5", "markPx": "41.328"}],
+    ]
+).encode()
+
+
+class FakeRest:
+    """Answers the listing's REST calls from what the test sets, counting them."""
+
+    def __init__(self) -> None:
+        self.main = meta("BTC", "ETH")
+        self.dexes: dict[str, bytes] = {"xyz": meta("xyz:XYZ100")}
+        self.calls: list[str] = []
+
+    async def meta_and_contexts(self, dex: str = "", first_asset: int = 0) -> wire.Listing:
+        self.calls.append(f"meta:{dex}")
+        body = self.dexes[dex] if dex else self.main
+        return wire.parse_meta_and_ctxs(body, first_asset)
+
+    async def spot_meta_and_contexts(self) -> wire.Listing:
+        self.calls.append("spot")
+        return wire.parse_spot_meta_and_ctxs(SPOT)
+
+    async def perp_dexs(self) -> list[str]:
+        self.calls.append("perpDexs")
+        return list(self.dexes)
+
+
+async def test_the_list_is_every_kind_and_follows_the_exchange() -> None:
+    upstream = Upstream(Endpoint("test", "ws://x/ws", "http://x/info"), on_event=lambda *_: None)
+    rest = FakeRest()
+    listing = await upstream._read_listing(rest)  # type: ignore[arg-type]
+    upstream.markets.load(listing.markets, listing.delisted)
+    assert upstream.markets.names == ("BTC", "ETH", "PURR/USDC", "HYPE/USDC", "xyz:XYZ100")
+    assert [m.asset for m in upstream.markets.all()] == [0, 1, 10_000, 10_107, 110_000]
+    assert listing.contexts["HYPE/USDC"].mark_px == 41.328  # keyed by symbol, not @107
+    assert rest.calls == ["meta:", "spot", "perpDexs", "meta:xyz"]
+
+    # The next refresh, within the dex period: the builder dexes are not read again.
+    rest.main = meta("BTC", "SOL", delisted=("ETH",))
+    rest.calls.clear()
+    listing = await upstream._read_listing(rest)  # type: ignore[arg-type]
+    upstream.markets.load(listing.markets, listing.delisted)
+    assert rest.calls == ["meta:", "spot"]
+    assert "SOL" in upstream.markets.names and upstream.markets.resolve("sol") == "SOL"
+    assert upstream.markets.resolve("ETH") is None
+    assert upstream.markets.delisted("eth") == "ETH"
+    assert upstream.markets.resolve("xyz:xyz100") == "xyz:XYZ100"  # kept from the last read
