@@ -164,11 +164,16 @@ class Broker(ABC):
 
     def __init__(self, node: str | None = None) -> None:
         self._sink: Sink | None = None
+        self._write_out: Callable[[], None] | None = None
         self.node = node or node_name()  # this node in /health and in upstream leases
 
-    def bind(self, sink: Sink) -> None:
-        """Where this node's publications are delivered (the gateway's hub)."""
+    def bind(self, sink: Sink, flush: Callable[[], None] | None = None) -> None:
+        """Where this node's publications are delivered (the gateway's hub); `flush`
+        writes out what was delivered so far without waiting for the end of the loop
+        turn (an engine that holds publications back a turn, until they are stored,
+        calls it after handing over such a batch)."""
         self._sink = sink
+        self._write_out = flush
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to the backing service, if any."""
