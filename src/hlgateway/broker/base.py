@@ -109,6 +109,9 @@ class BrokerStats:
     dropped_while_away: int = 0  # publications dropped over the bound while the store was away
     disconnects: int = 0  # connections to the store lost
     read_failures: int = 0  # reads that failed and answered live data only
+    rewound: int = 0  # streams found behind what this node had seen (lost writes): new epoch
+    new_epochs: int = 0  # times a delivered stream went on in a new epoch on this node
+    recommitted: int = 0  # streams whose commits a failover lost (not their entries): made again
     write_failures: int = 0  # writes to the store that failed (retried)
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -123,6 +126,9 @@ class BrokerStats:
             "droppedWhileAway": self.dropped_while_away,
             "disconnects": self.disconnects,
             "readFailures": self.read_failures,
+            "rewound": self.rewound,
+            "newEpochs": self.new_epochs,
+            "recommitted": self.recommitted,
             "commitFailures": self.write_failures,
         }
         return {

@@ -298,7 +298,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--broker",
-        help="redis://HOST:PORT/DB: join every node sharing that Redis into one gateway "
+        help="redis://HOST:PORT/DB, or redis+sentinel://HOST:PORT,.../MASTER/DB for a Redis "
+        "Sentinel group: join every node sharing that Redis into one gateway "
         "(HLGATEWAY_BROKER; default: one process, durable state on disk)",
     )
     parser.add_argument(
