@@ -96,6 +96,7 @@ def test_a_resting_order_joins_the_book_clients_see(world: SimWorld) -> None:
     level = next(lv for lv in book.bids if lv.px == px)
     synthetic = next((lv for lv in world.market.book("ETH").bids if lv.px == px), None)
     assert level.sz == Decimal("0.5") + (synthetic.sz if synthetic else 0)
+    assert level.n == 1 + (synthetic.n if synthetic else 0)
     assert [u.status for u in wallet_of(world, ALICE).open_orders()] == ["open"]
 
 
