@@ -481,7 +481,11 @@ class Matcher:
 
     # -- the clock -------------------------------------------------------------
     def step(self, now_ms: int, trades: list[Trade]) -> Events:
-        """One tick: the market traded (``trades``) and moved; fill, trigger, cancel."""
+        """One tick: the market traded (``trades``) and moved; fill, trigger, cancel.
+
+        Only orders placed by the tick's time meet it: a world catching up on a
+        backlog of ticks (its clock task ran late) must not fill an order with a
+        trade from before the order was placed."""
         events = Events()
         self._fresh_tick()
         for trade in trades:
@@ -501,7 +505,7 @@ class Matcher:
         left = trade.sz
         entries = [
             (w, o)
-            for w, o in self._resting_entries(trade.coin, maker_side)
+            for w, o in self._resting_entries(trade.coin, maker_side, now_ms)
             if (o.limit_px >= trade.px if maker_side == "B" else o.limit_px <= trade.px)
         ]
         entries.sort(key=lambda e: -e[1].limit_px if maker_side == "B" else e[1].limit_px)
@@ -517,7 +521,7 @@ class Matcher:
         book = self._market.book(coin)
         best_bid = book.bids[0].px if book.bids else None
         best_ask = book.asks[0].px if book.asks else None
-        for wallet, order in list(self._resting_entries(coin, None)):
+        for wallet, order in list(self._resting_entries(coin, None, now_ms)):
             crossed = (
                 best_ask is not None and order.limit_px >= best_ask
                 if order.side == "B"
@@ -530,7 +534,7 @@ class Matcher:
         mark = self._market.mark_px(coin)
         spec = self._market.spec(coin)
         assert spec is not None
-        for wallet, order in list(self._trigger_entries(coin)):
+        for wallet, order in list(self._trigger_entries(coin, now_ms)):
             assert order.trigger_px is not None
             above = order.trigger_condition.startswith("Price above")
             if not (mark >= order.trigger_px if above else mark <= order.trigger_px):
@@ -571,11 +575,16 @@ class Matcher:
             self._taken.clear()
             self._taken_tick = self._market.now_ms
 
-    def _resting_entries(self, coin: str, side: Side | None) -> Iterator[tuple[Wallet, LiveOrder]]:
+    def _resting_entries(
+        self, coin: str, side: Side | None, at_ms: int | None = None
+    ) -> Iterator[tuple[Wallet, LiveOrder]]:
+        """The resting orders of ``coin`` (one ``side``), those on the book at ``at_ms``."""
         for user, oid in list(self._resting.get(coin, ())):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
             if wallet is None or order is None:
+                continue
+            if at_ms is not None and order.timestamp > at_ms:
                 continue
             if side is None or order.side == side:
                 yield wallet, order
@@ -584,11 +593,11 @@ class Matcher:
         for wallet, order in self._resting_entries(coin, side):
             yield _Placed(wallet.address, order.limit_px, order.sz)
 
-    def _trigger_entries(self, coin: str) -> Iterator[tuple[Wallet, LiveOrder]]:
+    def _trigger_entries(self, coin: str, at_ms: int) -> Iterator[tuple[Wallet, LiveOrder]]:
         for user, oid in list(self._triggers.get(coin, ())):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
-            if wallet is not None and order is not None:
+            if wallet is not None and order is not None and order.timestamp <= at_ms:
                 yield wallet, order
 
 
