@@ -1,0 +1,137 @@
+"""Where a user stream starts, with the exchange's clock behind the gateway's.
+
+Hyperliquid stamps events with its own clock. An order placed just after a
+client's `subscribed`, before the gateway's upstream subscriptions are active,
+is only known from what is read back (the userFills snapshot, REST
+`historicalOrders` and `userFillsByTime`), and it is stamped earlier than the
+gateway's clock said the subscribe happened when the exchange's clock runs
+behind. Every transition and fill of it must arrive anyway, each once
+(docs/upstream.md, "Where a stream starts")."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import eth_account
+from eth_account.signers.local import LocalAccount
+from hyperliquid.utils.signing import (
+    order_request_to_order_wire,
+    order_wires_to_order_action,
+    sign_l1_action,
+)
+
+from hlgateway.simulator import SimConfig, Simulator
+from tests.conftest import sim_endpoint
+from tests.helpers import Client, GatewayServer, eventually, make_settings, token
+
+ETH = 1  # the simulator's perp asset id of ETH
+BEHIND = -1.5  # seconds: the exchange's clock runs this much behind the gateway's
+
+
+class Exchange:
+    """Signed /exchange requests of the simulator's funded local account."""
+
+    def __init__(self, sim: Simulator, session: aiohttp.ClientSession) -> None:
+        self._sim, self._session = sim, session
+        self.account: LocalAccount = eth_account.Account.from_key(sim.local_account.key)
+        self._nonce = 0
+
+    async def _post(self, action: dict[str, Any]) -> Any:
+        # Nonces are the wall clock, as the SDK's: within a day of the exchange's.
+        self._nonce = max(self._nonce + 1, time.time_ns() // 1_000_000)
+        signature = sign_l1_action(self.account, action, None, self._nonce, None, False)
+        body = {"action": action, "nonce": self._nonce, "signature": signature}
+        async with self._session.post(self._sim.http_url + "/exchange", json=body) as resp:
+            answer = await resp.json()
+        assert answer["status"] == "ok", answer
+        (status,) = answer["response"]["data"]["statuses"]
+        return status
+
+    async def order(self, buy: bool, size: float, px: float, tif: str = "Gtc") -> Any:
+        wire = order_request_to_order_wire(
+            {
+                "coin": "ETH",
+                "is_buy": buy,
+                "sz": size,
+                "limit_px": px,
+                "order_type": {"limit": {"tif": tif}},
+                "reduce_only": False,
+            },
+            ETH,
+        )
+        return await self._post(order_wires_to_order_action([wire]))
+
+    async def cancel(self, oid: int) -> Any:
+        return await self._post({"type": "cancel", "cancels": [{"a": ETH, "o": oid}]})
+
+
+async def test_orders_placed_before_the_upstream_streams_are_active_arrive_whole() -> None:
+    sim = Simulator(SimConfig(seed=3, book_interval=0.2, clock_offset=BEHIND))
+    await sim.start("127.0.0.1", 0)
+    srv = GatewayServer(sim_endpoint(sim), make_settings(upstream_backoff_max=0.2))
+    await srv.start()
+    session = aiohttp.ClientSession()
+    exchange = Exchange(sim, session)
+    wallet = exchange.account.address.lower()
+    client = await Client.connect(srv.ws, token("trader", wallets=[wallet]))
+    try:
+        await client.recv()
+        # No new upstream link for now: the user streams' subscriptions wait.
+        sim.refuse(60)
+        for channel in ("user_orders", "user_fills"):
+            reply = await client.request(
+                {"type": "subscribe", "channel": channel, "params": {"userId": "trader"}}
+            )
+            assert reply["type"] == "subscribed", reply
+        # Just after `subscribed`: one order that rests, one that fills at once.
+        mid = float(sim.world.market.mid("ETH"))
+        resting = (await exchange.order(True, 0.1, round(mid * 0.9, 1)))["resting"]["oid"]
+        crossed = await exchange.order(True, 0.1, round(mid * 1.05, 1), tif="Ioc")
+        assert "filled" in crossed, crossed
+
+        def upstream_streams() -> set[str]:
+            subs = sim.active_subscriptions()
+            return {s["type"] for s in subs if str(s.get("user", "")).lower() == wallet}
+
+        sim.refuse(0)
+        await eventually(lambda: {"orderUpdates", "userFills"} <= upstream_streams(), 15)
+        # Now live: a cancel and another fill, which arrive after whatever was read back.
+        assert await exchange.cancel(resting) == "success"
+        assert "filled" in await exchange.order(False, 0.1, round(mid * 0.95, 1), tif="Ioc")
+
+        def transitions() -> list[tuple[int, str, float]]:
+            return [
+                (o["id"], o["status"], round(float(o["remaining"]), 8))
+                for m in client.seen
+                if m["type"] == "data" and m["channel"] == "user_orders"
+                for o in [m["data"]["order"]]
+            ]
+
+        def fills() -> list[int]:
+            return [
+                f["id"]
+                for m in client.seen
+                if m["type"] == "data" and m["channel"] == "user_fills"
+                for f in m["data"]["fills"]
+            ]
+
+        ledger = sim.ledger(wallet)
+        assert len(ledger["fills"]) == 2
+        live_fill = max(ledger["fills"], key=lambda f: f["time"])["tid"]
+        # Fills arrive in order and transitions read back before live ones: once the
+        # live cancel and the live fill are here, everything before them is too.
+        while (resting, "canceled", 0.1) not in transitions() or live_fill not in fills():
+            await client.recv(timeout=15)
+        expected = [(o["oid"], o["status"], round(float(o["sz"]), 8)) for o in ledger["orders"]]
+        assert Counter(transitions()) == Counter(expected)
+        assert Counter(fills()) == Counter(f["tid"] for f in ledger["fills"])
+        of_resting = [status for oid, status, _ in transitions() if oid == resting]
+        assert of_resting == ["open", "canceled"]
+    finally:
+        await client.close()
+        await session.close()
+        await srv.stop()
+        await sim.stop()
