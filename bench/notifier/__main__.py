@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from bench.notifier import taps
 from bench.notifier.harness import Report, run
 from bench.table import machine, print_report, write_section
 
@@ -26,8 +27,13 @@ def main() -> int:
     parser.add_argument("--chats", type=int, default=4)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--gateway-kills", type=int, default=0)
+    parser.add_argument(
+        "--confirm-taps", type=int, default=0, help="the trading fault run (bench/notifier/taps.py)"
+    )
     parser.add_argument("--write", action="store_true", help="into docs/benchmarks.md")
     args = parser.parse_args()
+    if args.confirm_taps:
+        return taps_main(args.confirm_taps, args.seed, args.write)
     report = asyncio.run(
         run(
             args.seconds,
@@ -52,6 +58,33 @@ def main() -> int:
     if args.write:
         print(f"docs: {write_section(command, section(command, report, load))}", file=sys.stderr)
     return 0 if report.ok() else 1
+
+
+def taps_main(count: int, seed: int, write: bool) -> int:
+    result = asyncio.run(
+        taps.run(count, seed, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    )
+    command = f"python -m bench.notifier --confirm-taps {count} --seed {seed}"
+    at_end = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows = {**result.as_dict(), "load (1/5/15 min) at the end": at_end}
+    print_report(command, rows)
+    print()
+    print(json.dumps(result.as_dict()))
+    if write:
+        body = "\n".join(
+            [
+                f"## Trading from Telegram: confirm taps with faults (`{command}`)",
+                "",
+                f"Machine: {machine()}; load average at the end {at_end}."
+                ' See docs/notifier.md "Trading" for what the run does.',
+                "",
+                "| measure | value |",
+                "|---|---|",
+                *(f"| {k} | {v} |" for k, v in result.as_dict().items() if k != "examples"),
+            ]
+        )
+        print(f"docs: {write_section(command, body)}", file=sys.stderr)
+    return 0 if result.ok() else 1
 
 
 def section(command: str, report: Report, load: tuple[float, float, float]) -> str:

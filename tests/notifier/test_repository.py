@@ -168,3 +168,45 @@ async def test_alerts_and_the_kv(repo: Repository) -> None:
         await t.kv.set("k", "1")
         await t.kv.set("k", "2")
         assert await t.kv.get("k") == "2"
+
+
+async def test_agents_and_the_preview_state_machine(repo: Repository) -> None:
+    from hlgateway.notifier.repository import AgentRow
+
+    async with repo.transaction() as t:
+        await t.chats.touch(5)
+        await t.chats.set_connecting(5, W, 2_000)
+        assert await t.chats.connecting(5, 1_999) == W
+        assert await t.chats.connecting(5, 2_000) is None  # timed out
+        await t.agents.put(5, AgentRow(W, "0xagent", "v1:sealed"), 0)
+        await t.agents.put(5, AgentRow(W, "0xother", "v1:sealed2"), 1)  # replaces
+        assert await t.agents.get(5) == AgentRow(W, "0xother", "v1:sealed2")
+        pid = await t.previews.add(5, W, "{}", "<b>Buy</b>", "10.5", 1_000, 31_000)
+        message = await t.outbox.add_message(
+            5, "preview", 1_000, buttons=[[("Confirm", f"ok:{pid}"), ("Cancel", f"no:{pid}")]]
+        )
+        await t.previews.set_message(pid, message)
+        (out,) = await t.outbox.pending()
+        assert out.buttons == [[("Confirm", f"ok:{pid}"), ("Cancel", f"no:{pid}")]]
+        assert not await t.previews.confirm(pid, "0xc1", now_ms=31_001, stamp=31_001)  # late
+        assert await t.previews.confirm(pid, "0xc1", now_ms=30_000, stamp=30_000)
+        assert not await t.previews.confirm(pid, "0xc2", now_ms=30_001, stamp=30_001)  # once
+        assert await t.previews.last_confirmation(5) == 30_000
+        assert [r.id for r in await t.previews.confirmed()] == [pid]
+        assert await t.previews.confirmed_since(5, 29_999) == 1
+        assert await t.previews.finish(pid, "placed", "ok", from_state="confirmed")
+        assert not await t.previews.finish(pid, "failed", "no", from_state="confirmed")
+        row = await t.previews.get(pid)
+        assert row is not None and (row.state, row.cloid, row.message_row) == (
+            "placed",
+            "0xc1",
+            message,
+        )
+        other = await t.previews.add(5, W, "{}", "x", "1", 2_000, 3_000)
+        assert [r.id for r in await t.previews.due(3_001)] == [other]
+        assert await t.previews.next_expiry() == 3_000
+        await t.outbox.mark_sent(message, 77, 5)
+        edit = await t.outbox.add_message(5, "expired", 4_000, edit_of=message)
+        (out,) = await t.outbox.pending()
+        assert (out.id, out.edit_of, out.edit_telegram_id) == (edit, message, 77)
+        assert await t.agents.delete(5) and await t.agents.get(5) is None

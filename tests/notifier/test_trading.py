@@ -100,6 +100,14 @@ async def test_connect_buy_confirm_and_the_fill_comes_once(
     assert len(orders_with(sim, account, cloid)) == 1
     answers = [t for _, t in fakebot.answers]
     assert answers.count("Placing…") == 1 and answers.count("Already placed.") == 1
+    # Even the very same signed order sent again (as after a kill whose first send did
+    # reach the exchange) is taken once: its nonce is the confirmation's, spent already.
+    preview_id = int(confirm.split(":")[1])
+    async with notifier.repo.db.transaction() as tx:
+        await tx.execute("UPDATE previews SET state = 'confirmed' WHERE id = ?", (preview_id,))
+    await notifier.trading.place(preview_id)
+    await eventually_text(fakebot, CHAT, "Placed (order")
+    assert len(orders_with(sim, account, cloid)) == 1
     assert len(fills_of(fakebot, CHAT, "ETH")) == len(
         [f for f in sim.ledger(account)["fills"] if f["coin"] == "ETH"]
     )

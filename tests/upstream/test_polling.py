@@ -90,11 +90,16 @@ def test_paced_polls_never_spend_more_than_the_rate_in_any_minute() -> None:
         assert sum(w for t, w in spent if start <= t < start + 60) <= 16 * 60 + 20
 
 
-def test_a_failed_poll_is_retried_one_interval_later() -> None:
-    schedule = PollSchedule(PollBudget())
+def test_a_failed_poll_is_retried_a_quarter_interval_later() -> None:
+    schedule = PollSchedule(PollBudget())  # 16 a second
     schedule.add("a", 42, now=0.0)
     schedule.failed("a", started=0.0)
-    assert schedule.due(0.0) is None and schedule.next_at() == 5.0
+    assert schedule.due(0.0) is None and schedule.next_at() == 5.0  # the shortest interval
+    for n in range(10):
+        schedule.add(str(n), 42, now=0.0)  # 462 a round: every 28.9 s
+    schedule.failed("a", started=10.0)
+    assert schedule.due(10.0 + 462 / 16 / 4 - 0.01) != "a"
+    assert schedule.due(10.0 + 462 / 16 / 4) in {"a", *map(str, range(10))}
 
 
 def test_wallets_beyond_the_accepted_latency_are_counted() -> None:

@@ -42,7 +42,7 @@ import msgspec
 from hlgateway.broker import scripts
 from hlgateway.broker.coordination import CoordinationStats, Coordinator, FeedControl
 from hlgateway.broker.leases import Command, Event, Lease, LeaseTiming
-from hlgateway.broker.placement import NodeCapacity, Placer, admission
+from hlgateway.broker.placement import NodeCapacity, Placer, Stream, admission
 from hlgateway.broker.redis import PREFIX, WANTED_KEY, RedisBroker, position_key
 from hlgateway.broker.redis_shard import UNAVAILABLE, evalsha
 from hlgateway.broker.topics import decode_topic, encode_topic, topic_id
@@ -76,7 +76,7 @@ NODE_TTL = 3.0  # ... and a node not heard of for this long is gone (before its 
 PLAN_EVERY = 0.5
 PLAN_TTL = 3.0  # a plan not refreshed this long is gone: every node competes again
 PLAN_GRACE = 3.0  # a newly demanded topic waits this long for the plan to place it
-ADMIT_LAG = 1500  # ms: a plan made this long after a wallet's admission counts it
+ADMIT_PENDING = 10_000  # ms: an admitted topic no plan placed by then is not waited for
 
 FED_CHANNELS = MARKET_CHANNELS | USER_CHANNELS
 
@@ -143,9 +143,11 @@ class LeaseCoordinator(Coordinator):
         # Placement: the plan as last read (or made), the topics it has not placed
         # yet (since when), wallets admitted here that the plan does not count yet.
         self._ids: dict[Topic, str] = {}
+        self._streams: dict[Topic, Stream] = {}
         self.plan: FleetPlan | None = None
         self._unplanned: dict[Topic, float] = {}
-        self._admitted: dict[str, int] = {}  # wallet -> when admitted (wall ms)
+        # topic id -> its new wallets, when admitted (wall ms), until a plan places it
+        self._admitted: dict[str, tuple[frozenset[str], int]] = {}
         self._placer = Placer()
         self._placer_lease = Lease(PLACER_KEY, self.timing)
 
@@ -165,27 +167,37 @@ class LeaseCoordinator(Coordinator):
         plan = self.plan
         if plan is None:
             return  # no placement yet: each node refuses what it alone cannot take
-        # Wallets admitted here lately may not be in the plan yet (the placer reads
-        # the demand up to a scan late): they count as taking room until a plan
-        # made well after them. Conservative for a moment, never over the budget.
-        self._admitted = {w: at for w, at in self._admitted.items() if at > plan.at - ADMIT_LAG}
+        # Topics admitted here that the plan does not place yet (the placer reads the
+        # demand up to a scan late): their wallets take room the plan does not show.
+        wall_ms = time.time_ns() // 1_000_000
+        self._admitted = {
+            tid: (wallets, at)
+            for tid, (wallets, at) in self._admitted.items()
+            if tid not in plan.assign and wall_ms - at < ADMIT_PENDING
+        }
+        pending = {w for wallets, _ in self._admitted.values() for w in wallets}
         fed = {w for t in self._demanded for w in t.wallets}
-        new = [w for w in topic.wallets if w not in fed and w not in self._admitted]
+        new = frozenset(w for w in topic.wallets if w not in fed and w not in pending)
         if not new:
             return
-        stream = self._feeds.stream(topic, self._id(topic))
-        reason = admission(plan.nodes, len(new) + len(self._admitted), stream.poll_weight)
+        stream = self._stream(topic)
+        reason = admission(plan.nodes, len(new) + len(pending), stream.poll_weight)
         if reason is not None:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, reason)
-        wall_ms = time.time_ns() // 1_000_000
-        for wallet in new:
-            self._admitted[wallet] = wall_ms
+        self._admitted[self._id(topic)] = (new, wall_ms)
 
     def _id(self, topic: Topic) -> str:
         tid = self._ids.get(topic)
         if tid is None:
             tid = self._ids[topic] = topic_id(topic)
         return tid
+
+    def _stream(self, topic: Topic) -> Stream:
+        """What feeding `topic` costs (placement), worked out once per topic."""
+        stream = self._streams.get(topic)
+        if stream is None:
+            stream = self._streams[topic] = self._feeds.stream(topic, self._id(topic))
+        return stream
 
     def unwant(self, topic: Topic) -> None:
         # Its demand in Redis expires by itself (other nodes may want it too). Off the
@@ -322,8 +334,9 @@ class LeaseCoordinator(Coordinator):
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("ownership: a malformed demand entry was ignored")
         self._demanded = demanded
-        # Ids of topics nobody wants any more are forgotten.
+        # Ids and costs of topics nobody wants any more are forgotten.
         self._ids = {t: i for t, i in self._ids.items() if t in demanded or t in self._local}
+        self._streams = {t: c for t, c in self._streams.items() if t in self._ids}
 
     @staticmethod
     def _read_plan(raw: bytes | None) -> FleetPlan | None:
@@ -453,7 +466,7 @@ class LeaseCoordinator(Coordinator):
             for topic, holder in zip(topics, replies[3:], strict=True)
             if holder is not None
         }
-        streams = [self._feeds.stream(topic, self._id(topic)) for topic in topics]
+        streams = [self._stream(topic) for topic in topics]
         plan = self._placer.plan(now, nodes, streams, holders)
         for move in plan.moves:
             log.info("placement: %s moves from %s to %s", move.stream, move.source, move.target)

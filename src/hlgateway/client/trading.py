@@ -174,10 +174,14 @@ class Trader:
         tif: Tif = "Gtc",
         reduce_only: bool = False,
         cloid: str | None = None,
+        nonce: int | None = None,
+        expires_after: int | None = None,
     ) -> Sent:
-        """A limit order (Gtc, Ioc for a marketable one, Alo to only add liquidity)."""
+        """A limit order (Gtc, Ioc for a marketable one, Alo to only add liquidity).
+        `nonce` and `expires_after`: see `send`."""
         wire = self.order_wire(coin, is_buy, sz, px, tif=tif, reduce_only=reduce_only, cloid=cloid)
-        return await self.send(order_wires_to_order_action([wire]), cloid=wire["c"])
+        action = order_wires_to_order_action([wire])
+        return await self.send(action, cloid=wire["c"], nonce=nonce, expires_after=expires_after)
 
     async def modify(
         self,
@@ -222,14 +226,29 @@ class Trader:
             action["time"] = at_ms
         return await self.send(action)
 
-    async def send(self, action: dict[str, Any], *, cloid: str | None = None) -> Sent:
+    async def send(
+        self,
+        action: dict[str, Any],
+        *,
+        cloid: str | None = None,
+        nonce: int | None = None,
+        expires_after: int | None = None,
+    ) -> Sent:
         """Sign an L1 action with the agent key and relay it. A refusal by the gateway
-        raises RequestFailed (nothing was sent)."""
-        nonce = self.next_nonce()
-        signature = sign_l1_action(self._agent, action, self._vault, nonce, None, self._mainnet)
+        raises RequestFailed (nothing was sent).
+
+        `nonce`: the caller's own (ms), to send the very same action again safely: the
+        exchange takes a nonce once per signer. `expires_after` (ms): the exchange refuses
+        the action after it, so a copy that arrives late is never executed."""
+        nonce = self.next_nonce() if nonce is None else nonce
+        signature = sign_l1_action(
+            self._agent, action, self._vault, nonce, expires_after, self._mainnet
+        )
         request: dict[str, Any] = {"action": action, "nonce": nonce, "signature": signature}
         if self._vault is not None:
             request["vaultAddress"] = self._vault
+        if expires_after is not None:
+            request["expiresAfter"] = expires_after
         try:
             result = await self._client.post(request)
         except ConnectionLost:

@@ -693,12 +693,13 @@ class Previews:
         row = await self.tx.fetchone(_PREVIEW + "WHERE id = ?", (preview_id,))
         return None if row is None else _preview(row)
 
-    async def confirm(self, preview_id: int, cloid: str, now_ms: int) -> bool:
-        """Pending and not expired -> confirmed, once: False for every later tap."""
+    async def confirm(self, preview_id: int, cloid: str, now_ms: int, stamp: int) -> bool:
+        """Pending and not expired at `now_ms` -> confirmed at `stamp`, once: False for
+        every later tap."""
         changed = await self.tx.execute(
             "UPDATE previews SET state = 'confirmed', cloid = ?, confirmed_ms = ? "
             "WHERE id = ? AND state = 'pending' AND expires_ms >= ?",
-            (cloid, now_ms, preview_id, now_ms),
+            (cloid, stamp, preview_id, now_ms),
         )
         return changed == 1
 
@@ -725,6 +726,14 @@ class Previews:
         """Confirmed and not yet known placed or refused (a kill came in between)."""
         rows = await self.tx.fetchall(_PREVIEW + "WHERE state = 'confirmed' ORDER BY id")
         return [_preview(r) for r in rows]
+
+    async def last_confirmation(self, chat_id: int) -> int:
+        """The latest `confirmed_ms` of this chat (0: none): confirmations are stamped
+        after it, so that each is its order's own nonce."""
+        value = await self.tx.scalar(
+            "SELECT MAX(confirmed_ms) FROM previews WHERE chat_id = ?", (chat_id,)
+        )
+        return 0 if value is None else int(value)
 
     async def confirmed_since(self, chat_id: int, since_ms: int) -> int:
         """Orders this chat confirmed since `since_ms` (the daily cap counts them)."""

@@ -167,7 +167,9 @@ async def confirm(ctx: Context, cmd: c.ConfirmPreview) -> None:
         ctx.answer(ALREADY.get(row.state, f"Already {row.state}."))
         return
     cloid = cloid_for(ctx.chat, row.id, row.created_ms)
-    if not await ctx.t.previews.confirm(row.id, cloid, ctx.now_ms):
+    # The confirmation's time is also its order's nonce: unique for the chat's agent.
+    stamp = max(ctx.now_ms, await ctx.t.previews.last_confirmation(ctx.chat) + 1)
+    if not await ctx.t.previews.confirm(row.id, cloid, ctx.now_ms, stamp):
         ctx.answer("Expired: nothing was placed.")  # the expiry loop edits the message
         return
     await ctx.t.outbox.add_message(

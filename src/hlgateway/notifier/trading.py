@@ -38,13 +38,17 @@ from hlgateway.notifier.repository import AgentRow, PreviewRow, Repository
 from hlgateway.notifier.telegram import Incoming, TelegramApi
 from hlgateway.notifier.vault import Vault, find_key
 from hlgateway.reconnect import Reconnect, Retry
+from hlgateway.upstream.exchange import UNKNOWN_FATE
 
 log = logging.getLogger("hlgateway.notifier.trading")
 
 PASSING = frozenset({"RATE_LIMITED", "UPSTREAM_UNAVAILABLE", "INTERNAL"})  # nothing was sent
+STUCK_MS = 10_000  # a confirmed order not placed by then is looked up again
 # A passing refusal is sent again after 0.4, 0.8, 1.6, then every 2 s (each drawn from the
 # upper half: jitter), until the confirmation's window closes.
 PLACE_RETRY = Backoff(initial=0.4, decay=2.0, max_delay=2.0)
+# The order of an answer of unknown fate is looked for 0.5, 1, 2 and 4 s later (jittered).
+LOOKUP = Backoff(initial=0.5, decay=2.0, max_delay=4.0, max_attempts=4)
 
 
 def bound_to(chat_id: int, wallet: str, agent: str) -> str:
@@ -153,7 +157,7 @@ class Trading:
         try:
             await self._place(preview_id, recovering)
         except Exception:
-            log.exception("placing preview %d failed; it is retried at the next start", preview_id)
+            log.exception("placing preview %d failed; it is looked up again shortly", preview_id)
         finally:
             self._placing.discard(preview_id)
 
@@ -172,13 +176,7 @@ class Trading:
         policy = Reconnect(PLACE_RETRY)
         while True:
             if self.now_ms() > deadline:
-                await self._finish(
-                    row,
-                    "abandoned",
-                    f"Not placed: the confirmation's {self.settings.confirm_seconds} s passed "
-                    "before it could be sent (nothing was sent). Send the command again if you "
-                    "still want it.",
-                )
+                await self._finish(row, "abandoned", EXPIRED)
                 return
             try:
                 sent = await self._send(row, agent)
@@ -190,13 +188,26 @@ class Trading:
             retry = policy.ended()
             assert isinstance(retry, Retry)  # PLACE_RETRY never gives up: the deadline does
             await asyncio.sleep(retry.after)
-        if not sent.ok and sent.response == ANSWER_LOST:
-            # It may or may not be on the exchange: ask by its cloid in a moment.
-            await asyncio.sleep(1.0)
-            if not await self._found(row):
-                await self._finish(
-                    row, "failed", "The answer was lost and the exchange does not have it."
-                )
+        if not sent.ok and "expired" in str(sent.response).lower():
+            await self._finish(row, "abandoned", EXPIRED)
+            return
+        if not sent.ok and _ambiguous(sent):
+            # It may be on the exchange (the answer was lost, the gateway went away, or
+            # this very action was taken before: its nonce is spent): ask by its cloid, a
+            # few times while a copy may still arrive (copies are refused after its
+            # expiresAfter, and the exchange takes its nonce once).
+            looking = Reconnect(LOOKUP)
+            while isinstance(wait := looking.ended(), Retry):
+                await asyncio.sleep(wait.after)
+                if await self._found(row):
+                    return
+            spent = "Invalid nonce" in str(sent.response)
+            reason = (
+                "the exchange took this confirmation before and refused it (that answer was lost)"
+                if spent
+                else esc(sent.error)
+            )
+            await self._finish(row, "failed", f"Not placed: {reason}.")
             return
         await self._finish(row, *outcome(row, sent))
 
@@ -204,6 +215,9 @@ class Trading:
         assert self.vault is not None and row.cloid is not None
         intent = Intent.from_json(row.intent)
         await self.exchange.markets()  # asset ids and the network, to sign for
+        stamp = row.confirmed_ms or 0
+        # The same cloid, nonce and deadline at every attempt: the exchange executes this
+        # confirmation once however often it is sent, and never after its window.
         return await self.trader(row.chat_id, agent).order(
             intent.coin,
             intent.is_buy,
@@ -212,6 +226,8 @@ class Trading:
             tif=intent.tif,
             reduce_only=intent.reduce_only,
             cloid=row.cloid,
+            nonce=stamp,
+            expires_after=stamp + self.window_ms,
         )
 
     async def _found(self, row: PreviewRow) -> bool:
@@ -261,6 +277,15 @@ class Trading:
                             edit_of=row.message_row,
                         )
                 following = await t.previews.next_expiry()
+                # Confirmed, not being placed, for a while: a placement that failed on
+                # the way (the info API away) is looked up and finished here.
+                stuck = [
+                    row.id
+                    for row in await t.previews.confirmed()
+                    if row.id not in self._placing and now - (row.confirmed_ms or 0) > STUCK_MS
+                ]
+            for preview_id in stuck:
+                self.schedule(preview_id, recovering=True)
             if due:
                 self.wake()
             wait = 1.0 if following is None else max(0.05, (following - now + 1) / 1000)
@@ -271,6 +296,18 @@ class Trading:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         await self.exchange.close()
+
+
+EXPIRED = (
+    "Not placed: the confirmation's time ran out before the order reached the exchange, "
+    "which refuses it from then on. Send the command again if you still want it."
+)
+
+
+def _ambiguous(sent: Sent) -> bool:
+    """An `err` after which the order may exist: look it up by its cloid."""
+    text = str(sent.response)
+    return sent.response == ANSWER_LOST or UNKNOWN_FATE in text or "Invalid nonce" in text
 
 
 def outcome(row: PreviewRow, sent: Sent) -> tuple[str, str]:

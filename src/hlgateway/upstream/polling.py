@@ -166,10 +166,11 @@ class PollSchedule:
         entry.due = started + self.interval
 
     def failed(self, wallet: str, started: float) -> None:
-        """A poll failed: try again one interval later (its data waits for the next)."""
+        """A poll failed: try again a quarter of an interval later (at least the
+        configured interval), not a whole one: its fills already wait since the last."""
         entry = self._entries.get(wallet)
         if entry is not None:
-            entry.due = started + self.interval
+            entry.due = started + max(self.budget.min_interval, self.interval / 4)
 
     def lag(self, now: float) -> float:
         """How far behind its plan the most overdue wallet is (0: on time)."""

@@ -124,7 +124,9 @@ class Upstream:
         self._status = "idle"
         self._new_links = SlidingWindow(limits.max_new_links_per_minute, 60.0)
         self._messages = MessageRate(limits.max_messages_per_minute)
-        self.budget = WeightBudget(limits.rest_weight_per_minute)
+        # A call counts a second longer here than at the exchange: it is counted when
+        # sent and there when received, and a full window must never be full there first.
+        self.budget = WeightBudget(limits.rest_weight_per_minute, window=61.0)
         self.markets_loaded = asyncio.Event()
         self.degraded_since: float | None = None
 
