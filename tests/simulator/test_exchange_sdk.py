@@ -76,6 +76,7 @@ class Seen:
         self._lock = threading.RLock()
         self.orders: list[Answer] = []
         self.fills: list[Answer] = []
+        self.subscribed = False  # the userFills snapshot came
 
     def on_orders(self, msg: Answer) -> None:
         with self._lock:
@@ -83,6 +84,10 @@ class Seen:
 
     def on_fills(self, msg: Answer) -> None:
         if msg["data"].get("isSnapshot"):
+            # Subscribed after orderUpdates on the same socket: both are active now
+            # (orderUpdates has no snapshot, and misses what came before).
+            with self._lock:
+                self.subscribed = True
             return
         with self._lock:
             self.fills.extend(msg["data"]["fills"])
@@ -116,6 +121,7 @@ def test_sdk_exchange_trades_unchanged(simulate: Simulate) -> None:
     info.subscribe({"type": "userFills", "user": account.address}, seen.on_fills)
     exchange = Exchange(account, simulate.url)
     try:
+        seen.wait(lambda s: s.subscribed)
         mid = float(info.all_mids()["ETH"])
         low = round(mid * 0.9, 1)
 
@@ -222,6 +228,7 @@ def test_sdk_exchange_trades_a_spot_pair(simulate: Simulate) -> None:
         return {b["coin"]: b for b in state["balances"]}
 
     try:
+        seen.wait(lambda s: s.subscribed)
         pair = "HYPE/USDC"
         coin = info.name_to_coin[pair]  # the SDK resolves it to "@107", asset 10107
         assert (coin, info.name_to_asset(pair)) == ("@107", 10_107)
