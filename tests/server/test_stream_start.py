@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import eth_account
+import pytest
 from aiohttp import web
 from eth_account.signers.local import LocalAccount
 from hyperliquid.utils.signing import (
@@ -28,13 +29,13 @@ from hyperliquid.utils.signing import (
 )
 
 from hlgateway.simulator import SimConfig, Simulator
+from hlgateway.upstream.clock import CLOCK_MARGIN_MS
 from hlgateway.upstream.networks import Endpoint
 from tests.conftest import sim_endpoint
 from tests.helpers import Client, GatewayServer, eventually, make_settings, token
 
 ETH = 1  # the simulator's perp asset id of ETH
 HYPE = 10_107  # HYPE/USDC, "@107" on the wire
-BEHIND = -1.5  # seconds: the exchange's clock runs this much behind the gateway's
 
 
 class Exchange:
@@ -80,8 +81,18 @@ class Exchange:
         return await self._post({"type": "cancel", "cancels": [{"a": ETH, "o": oid}]})
 
 
-async def test_orders_placed_before_the_upstream_streams_are_active_arrive_whole() -> None:
-    sim = Simulator(SimConfig(seed=3, book_interval=0.2, clock_offset=BEHIND))
+@pytest.mark.parametrize(
+    "behind",
+    [
+        1.5,  # within the 2 s margin
+        4.0,  # beyond it: the gateway learns how far from a book it is fed first
+    ],
+)
+async def test_orders_placed_before_the_upstream_streams_are_active_arrive_whole(
+    behind: float,
+) -> None:
+    # The exchange's clock runs `behind` seconds behind the gateway's.
+    sim = Simulator(SimConfig(seed=3, book_interval=0.2, clock_offset=-behind))
     await sim.start("127.0.0.1", 0)
     srv = GatewayServer(sim_endpoint(sim), make_settings(upstream_backoff_max=0.2))
     await srv.start()
@@ -91,8 +102,15 @@ async def test_orders_placed_before_the_upstream_streams_are_active_arrive_whole
     client = await Client.connect(srv.ws, token("trader", wallets=[wallet]))
     try:
         await client.recv()
-        # No new upstream link for now: the user streams' subscriptions wait.
+        if behind > CLOCK_MARGIN_MS / 1000:
+            book = {"type": "subscribe", "channel": "orderbook", "params": {"symbol": "ETH"}}
+            assert (await client.request(book))["type"] == "subscribed"
+            await client.data("orderbook")
+            clock = srv.gateway.upstream.health()["clock"]
+            assert clock["marginMs"] >= behind * 1000 and clock["exchangeBehindAtMostMs"]
+        # No upstream link for now (the book's is cut): the user streams' subscriptions wait.
         sim.refuse(60)
+        sim.drop()
         for channel in ("user_orders", "user_fills"):
             reply = await client.request(
                 {"type": "subscribe", "channel": channel, "params": {"userId": "trader"}}

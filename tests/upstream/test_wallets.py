@@ -124,6 +124,7 @@ class Harness:
         self.out = Emitted()
         self.upstream = Upstream()
         self.now_ms = NOW
+        self.margin = CLOCK_MARGIN_MS  # what the exchange's pushed frames allow
         self.delays: list[float] = []
         # True: each sleep moves the clock by what it asked (the poller's turns).
         self.time_passes = time_passes
@@ -136,6 +137,7 @@ class Harness:
             retry=Backoff.full_jitter(0.5, 4.0),
             clock_ms=lambda: self.now_ms,
             sleep=self._sleep,
+            margin_ms=lambda: self.margin,
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -575,3 +577,17 @@ async def test_a_ledger_started_from_a_position_reads_rest_before_its_snapshot()
         ("ledger", [deposit(2, position).id, funding("BTC", 6_000).id]),
         ("ledger", [funding("ETH", 9_000).id]),
     ]
+
+
+async def test_a_clock_further_behind_than_the_margin_widens_it_for_new_streams() -> None:
+    h = Harness()
+    h.margin = 5_000  # the exchange's frames showed its clock up to 5 s behind ours
+    assert h.feeds.attach(USER_ORDERS, W) == NOW - 5_000
+    placed = NOW + 100 - 4_500  # just after the subscribe, by that clock
+    h.rest.history = [wire.HistoricalOrder(order(1, "open", 1.0, placed), created_at=placed)]
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=None)
+    await h.settle()
+    assert h.out.log == [("order", 1, "created")]
+    h.feeds.on_ack({"type": "orderUpdates", "user": W}, gap_from_ms=NOW + 60_000)
+    await h.settle()
+    assert h.rest.calls[-2] == ("fills", NOW + 60_000 - 5_000)  # gaps reach back as far

@@ -162,6 +162,7 @@ class Feeds:
             retry=Backoff.full_jitter(
                 0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
             ),
+            margin_ms=upstream.exchange_clock.margin_ms,
         )
 
     # -- the coordinator's feed control (broker/coordination.py) -----------
@@ -346,6 +347,7 @@ class Feeds:
 
     # -- upstream events --------------------------------------------------
     def on_event(self, link: Link, event: wire.Event) -> None:
+        self._clock_of(event)
         match event:
             case wire.Mids():
                 self._on_mids(event)
@@ -370,6 +372,26 @@ class Feeds:
             case wire.Ack():
                 self.wallets.on_ack(event.subscription, link.gap_from_ms)
                 self._on_ack(event.subscription, link.gap_from_ms)
+
+    def _clock_of(self, event: wire.Event) -> None:
+        """What pushed frames stamped as they happened say of the exchange's clock
+        (clock.ExchangeClock); replays and snapshots of history say nothing."""
+        match event:
+            case wire.Book() | wire.BestBidOffer():
+                stamped = event.time
+            case wire.Fills(is_snapshot=False, fills=[_, *_]):
+                stamped = max(f.timestamp for f in event.fills)
+            case wire.OrderUpdates(orders=[_, *_]):
+                stamped = max(o.timestamp for o in event.orders)
+            case _:
+                return
+        clock = self._upstream.exchange_clock
+        if clock.observe(now_ms(), stamped):
+            log.warning(
+                "the exchange's clock runs up to %d ms behind this host's: user streams now "
+                "start that much before a subscribe (check this host's clock: NTP)",
+                clock.margin_ms(),
+            )
 
     def on_status(self, status: str) -> None:
         """Tell `system` subscribers when the upstream goes down and comes back."""

@@ -35,7 +35,7 @@ from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_LEDGER
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.upstream import wire
-from hlgateway.upstream.clock import reach_back, start_from
+from hlgateway.upstream.clock import CLOCK_MARGIN_MS, reach_back, start_from
 from hlgateway.upstream.ledgers import EventLedger, FillLedger, OrderLedger
 from hlgateway.upstream.polling import PollBudget, PollSchedule, poll_weight
 from hlgateway.upstream.recovery import rebuild_orders
@@ -122,8 +122,11 @@ class WalletFeeds:
         retry: Backoff = RECOVERY_RETRY,
         clock_ms: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        margin_ms: Callable[[], int] = lambda: CLOCK_MARGIN_MS,
     ) -> None:
         self._upstream = upstream
+        # How far the exchange's clock may lag ours now (clock.ExchangeClock).
+        self._margin = margin_ms
         self._emit = emitter
         self._rest = rest
         self._retry = retry
@@ -166,7 +169,7 @@ class WalletFeeds:
         if channel in state.channels:
             return None
         # The stream's start (clock.py): history from before it is not news.
-        start = start_from(self._now_ms()) if since_ms is None else since_ms
+        start = start_from(self._now_ms(), self._margin()) if since_ms is None else since_ms
         if channel == USER_FILLS:
             state.fills = FillLedger(since_ms=start)
         elif channel == USER_ORDERS:
@@ -367,11 +370,11 @@ class WalletFeeds:
             # from the topic's start to the ack.
             start = state.orders_since_ms
             if first and state.promoted and state.last_poll_ms:
-                since = reach_back(state.last_poll_ms, start)
+                since = reach_back(state.last_poll_ms, start, self._margin())
             elif first or gap_from_ms is None:
                 since = start
             else:
-                since = reach_back(gap_from_ms, start)
+                since = reach_back(gap_from_ms, start, self._margin())
             # Hold from now, not from when the task first runs: an update arriving
             # in between would otherwise overtake the transitions being rebuilt.
             state.holding_orders += 1
@@ -453,7 +456,7 @@ class WalletFeeds:
         start (clock.py); the caller took the hold (`holding_fills`)."""
         try:
             rest = self._rest
-            since = reach_back(heard_ms, state.fills.since_ms)
+            since = reach_back(heard_ms, state.fills.since_ms, self._margin())
             fills = await self._with_retries(
                 "fill recovery",
                 state,
@@ -474,7 +477,7 @@ class WalletFeeds:
         stream's start; the caller took the hold (`holding_ledger`)."""
         try:
             rest = self._rest
-            since = reach_back(heard_ms, state.ledger.since_ms)
+            since = reach_back(heard_ms, state.ledger.since_ms, self._margin())
             events = await self._with_retries(
                 "ledger recovery",
                 state,
@@ -544,8 +547,9 @@ class WalletFeeds:
             # Each stream reads from its start, or from a margin before the last poll
             # (clock.py), never before its start: a channel added to a wallet polled
             # for others starts where it started, not at that wallet's last poll.
-            fills_from = _poll_from(state, state.fills.since_ms)
-            orders_from = _poll_from(state, state.orders_since_ms)
+            margin = self._margin()
+            fills_from = _poll_from(state, state.fills.since_ms, margin)
+            orders_from = _poll_from(state, state.orders_since_ms, margin)
             if USER_FILLS in channels or USER_ORDERS in channels:
                 since = min(
                     fills_from if USER_FILLS in channels else orders_from,
@@ -559,7 +563,7 @@ class WalletFeeds:
                     for order in rebuild_orders(state.orders, orders_from, history, fills):
                         self._deliver_order(state, order)
             if USER_LEDGER in channels:
-                since = _poll_from(state, state.ledger.since_ms)
+                since = _poll_from(state, state.ledger.since_ms, margin)
                 ledger = await rest.ledger_since(state.wallet, since)
                 self._deliver_ledger(state, ledger, live=False)
             if ACCOUNT_UPDATES in state.channels:
@@ -575,11 +579,11 @@ class WalletFeeds:
             log.warning("polling %s failed: %s", state.wallet, exc)
 
 
-def _poll_from(state: WalletState, start_ms: int) -> int:
+def _poll_from(state: WalletState, start_ms: int, margin_ms: int) -> int:
     """Where a poll of a stream starting at `start_ms` reads from."""
     if not state.last_poll_ms:
         return start_ms
-    return reach_back(state.last_poll_ms, start_ms)
+    return reach_back(state.last_poll_ms, start_ms, margin_ms)
 
 
 def _require(rest: WalletRest | None) -> WalletRest:
