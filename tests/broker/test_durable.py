@@ -531,6 +531,7 @@ async def test_a_store_that_goes_bad_while_running_is_replaced_from_memory(
     assert await again.broker.resume() == [ROOM]
     await again.broker.stop()
 
+
 async def test_a_candle_update_keeps_the_whole_snapshot_for_new_subscribers(
     tmp_path: Path, clock: Clock
 ) -> None:
