@@ -209,7 +209,7 @@ def _simulate(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        config = SimConfig(seed=args.seed, control=args.control)
+        config = SimConfig(seed=args.seed, control=args.control, clock_offset=args.clock_offset)
         asyncio.run(run_simulator(args.host, args.port, config))
     return 0
 
@@ -355,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--control",
         action="store_true",
         help="serve the /control/* chaos API (drop, stall, garbage, refuse, restart, ledger)",
+    )
+    simulate.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the exchange's clock this far from the wall clock (negative: behind), "
+        "as Hyperliquid's may be from yours",
     )
     simulate.set_defaults(func=_simulate)
 
