@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,6 +15,21 @@ from tests.helpers import ChildProcess, GatewayServer, make_settings
 FAST_SIM = SimConfig(
     seed=7, book_interval=0.2, order_interval=0.3, max_fill_gap=1.5, track_rest_queries=True
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "requires(*programs): programs the test runs (README prerequisites)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that needs a program the machine lacks fails, naming it: a skip would
+    let a run without node, redis-server or a C compiler look green."""
+    for marker in item.iter_markers("requires"):
+        missing = [name for name in marker.args if shutil.which(name) is None]
+        if missing:
+            pytest.fail(f"{', '.join(missing)} required by this test (README prerequisites)")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -70,12 +70,14 @@ class GatewayServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self) -> None:
+    async def start(self, *, markets: bool = True) -> None:
+        """Start and listen; `markets`: and wait for the upstream's market list."""
         await self.gateway.start()
         where = replace(self.gateway.settings, host="127.0.0.1", port=self.port)
         self._runner, site = await start_listening(self.gateway, where, shutdown_timeout=1)
         self.port = site.port
-        await asyncio.wait_for(self.gateway.upstream.markets_loaded.wait(), 10)
+        if markets:
+            await asyncio.wait_for(self.gateway.upstream.markets_loaded.wait(), 10)
 
     async def stop(self) -> None:
         await self.gateway.shutdown(drain_seconds=2)

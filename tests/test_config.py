@@ -157,9 +157,17 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 async def test_check_config_command(tmp_path: Path) -> None:
     good = write(tmp_path, 'port = 9000\nlog_format = "json"\n')
-    env = {"PATH": "/usr/bin:/bin", **SECRET}
+    env = {"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path / "state"), **SECRET}
     code, out, _ = await run_cli("check-config", "--config", str(good), env=env)
     assert code == 0 and "config OK" in out and "9000" in out
+    # Where `serve` would keep its state: the default directory of that address.
+    assert f"state in {tmp_path / 'state' / 'hlgateway' / 'gateway-127.0.0.1-9000'}" in out
+    code, out, _ = await run_cli("check-config", "--state-dir", "none", env=env)
+    assert code == 0 and "state in memory only" in out
+    code, _, err = await run_cli(
+        "check-config", "--state-dir", str(tmp_path), "--broker", "redis://h:1/0", env=env
+    )
+    assert code == 2 and "no state directory is used" in err
     code, out, _ = await run_cli(
         "check-config", "--config", str(good), "--upstream-source-address", "127.0.0.3", env=env
     )

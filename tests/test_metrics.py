@@ -140,6 +140,9 @@ MONOTONIC = {
     ("broker", "dropped_while_away"): "hlgateway_broker_dropped_while_away",
     ("broker", "disconnects"): "hlgateway_broker_disconnects",
     ("broker", "read_failures"): "hlgateway_broker_read_failures",
+    ("broker", "rewound"): "hlgateway_broker_rewound",
+    ("broker", "new_epochs"): "hlgateway_broker_new_epochs",
+    ("broker", "recommitted"): "hlgateway_broker_recommitted",
     ("broker", "write_failures"): "hlgateway_broker_write_failures",
     ("leases", "gained"): "hlgateway_leases_gained",
     ("leases", "lost"): "hlgateway_leases_lost",
@@ -159,7 +162,8 @@ def test_every_count_since_start_is_a_counter_and_every_level_a_gauge() -> None:
     assert typed["hlgateway_delivery_latency_seconds"] == "histogram"
     # The counts the broker and the coordinator keep are all exported (a new one must be).
     since_start = {"published", "received", "gaps", "gaps_lost", "refused"}
-    since_start |= {"dropped_while_away", "disconnects", "read_failures", "write_failures"}
+    since_start |= {"dropped_while_away", "disconnects", "read_failures", "rewound", "new_epochs"}
+    since_start |= {"write_failures", "recommitted"}
     levels = {"engine", "degraded", "streams", "retained", "queued", "details"}
     fields = {f.name for f in dataclasses.fields(BrokerStats)}
     assert fields == since_start | levels, fields - since_start - levels

@@ -116,13 +116,15 @@ async def engine_part(args: argparse.Namespace) -> str:
         f"| start-up: open, check the schema, load everything | {row['startup_seconds']} s |",
         f"| topics resumed | {row['resumed_topics']:,} |",
         f"| memory after loading (max RSS growth) | {row['max_rss_growth_mib']} MiB |",
+        f"| a `hlgateway serve` process on it: spawned to serving (health, markets) | "
+        f"{row['process_serving_seconds']} s |",
     ]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> str:
     parts = [
-        "### Durable state (`python -m bench.durable`)",
+        "# Durable state: `python -m bench.durable`",
         "",
         f"machine: {machine()}; load average at start: {load()}",
         f"command: `{command(args)}`",

@@ -255,6 +255,7 @@ async def size_and_startup(streams: int, messages: int) -> dict[str, Any]:
         resumed = len(await broker.resume())
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         await broker.stop()
+        serving = await process_start(directory)
         return {
             "streams": streams,
             "messages_per_stream": messages,
@@ -266,6 +267,26 @@ async def size_and_startup(streams: int, messages: int) -> dict[str, Any]:
             "startup_seconds": round(started, 2),
             "resumed_topics": resumed,
             "max_rss_growth_mib": round((rss1 - rss0) / 1024, 1),
+            "process_serving_seconds": round(serving, 2),
         }
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def process_start(directory: Path) -> float:
+    """Seconds from `hlgateway serve` on that state directory to its serving (/health
+    answered with the market list loaded), on the simulator; every stream's topic is
+    resumed (its wallets fed again) on the way."""
+    from hlgateway.simulator import SimConfig, Simulator
+    from tests.helpers import GatewayProcess, free_port
+
+    sim = Simulator(SimConfig(seed=5, track_rest_queries=True))
+    await sim.start("127.0.0.1", 0)
+    proc = GatewayProcess(free_port(), "--upstream", sim.ws_url, state_dir=directory)
+    try:
+        began = time.perf_counter()
+        await proc.start()
+        return time.perf_counter() - began
+    finally:
+        await proc.kill()
+        await sim.stop()

@@ -35,8 +35,8 @@ def plan(quick: bool) -> list[Scenario]:
     seconds = 3.0 if quick else 10.0
     return [
         Scenario(
-            "saturation", "Saturation, one client (the engine's cost)", 1, "window",
-            channel="trades", duration=seconds,
+            "rate-1000", "1,000 trades/s, one client (each in a loop turn of its own)", 1,
+            "rate", rate=1000.0, channel="trades", duration=seconds,
         ),
         Scenario(
             "saturation", "Saturation, 1,000 clients", 1000, "window",

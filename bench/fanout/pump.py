@@ -24,7 +24,7 @@ Control: `POST /bench/mode` `{"mode":"idle"|"rate"|"window","rate":R,"window":W}
 `GET /bench/stats`. The first stdout line is `{"event":"ready","port":P,"feedback_port":F}`.
 
 With `--channel trades` it pushes one trade a tick on Hyperliquid's `trades`
-channel instead (unique `tid` and `time`), a lossless stream for the gateway:
+channel instead (each with its own `tid`), a lossless stream for the gateway:
 offsets, history, the durable engine's store.
 
 Run: `python -m bench.fanout.pump [--port 0] [--coin BTC] [--channel l2Book|trades]`.
@@ -105,6 +105,7 @@ class Pump:
     _inflight: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
     _last_ts: int = 0
     _book: int = 0
+    _tid: int = 0  # trades: every trade's own id (several may share a ms)
 
     def __post_init__(self) -> None:
         self.world = SimWorld(self.seed, now_ms())
@@ -119,9 +120,10 @@ class Pump:
     def frame(self, ts: int) -> str:
         if self.channel == "trades":
             coin = _encode(self.coin).decode()
+            self._tid += 1
             return (
                 f'{{"channel":"trades","data":[{{"coin":{coin},"side":"B","px":"97012.5",'
-                f'"sz":"0.0123","time":{ts},"hash":"0x{ts:064x}","tid":{ts}}}]}}'
+                f'"sz":"0.0123","time":{ts},"hash":"0x{self._tid:064x}","tid":{self._tid}}}]}}'
             )
         levels = self._levels[self._book]
         self._book = (self._book + 1) % BOOKS

@@ -45,7 +45,7 @@ def main() -> int:
         f"--down {args.down[0]:g} {args.down[1]:g} --seed {args.seed}"
     )
     lines = [
-        "### Restarts under clients (`python -m bench.restarts`)",
+        "# Restarts under clients: `python -m bench.restarts`",
         "",
         f"machine: {machine()}; load average at start: "
         f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; result: "

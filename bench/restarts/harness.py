@@ -7,12 +7,13 @@ its last subscription, longer than any downtime here). One `hlgateway serve`
 with default settings (durable: its state directory is the default one, under a
 temporary XDG_STATE_HOME) reads it; clients of several kinds (a raw client
 written from docs/protocol.md, the Python `GatewayClient`; bench.recovery's
-kinds) stay subscribed to the wallet's `user_fills` and `user_orders` and come
-back by themselves with `since`. Again and again the gateway is killed with -9
-or SIGTERM (alternately), stays down 1-20 s while the wallet trades, and is
-started again on the same port and directory. At the end every fill and order
-transition the simulator produced in the window must have reached every client
-exactly once, in order, each resubscribe answered `recovered: true`, every
+kinds) stay subscribed to the wallet's `user_fills`, `user_orders` and
+`user_ledger` and come back by themselves with `since`. Again and again the
+gateway is killed with -9 or SIGTERM (alternately), stays down 1-20 s while the
+wallet trades, and is started again on the same port and directory. At the end
+every fill, order transition and ledger event (a deposit, a funding payment) the
+simulator produced in the window must have reached every client exactly once, in
+order, each resubscribe answered `recovered: true`, every
 stream in one epoch with offsets that run without a gap.
 
 `RestartingGateway` is the piece another run reuses (the notifier's, over gateway
@@ -204,7 +205,8 @@ async def run_restarts(
                 progress(f"restart {n + 1}/{restarts} ({how}, down {seconds:.1f} s)")
         await asyncio.sleep(2.0)
         cutoff = int(time.time() * 1000) - 1000
-        expected = Expected(sim, [WALLET], window_start, cutoff)
+        # The clients read user_ledger too (bench.recovery's CHANNELS): its events count.
+        expected = Expected(sim, [WALLET], window_start, cutoff, events=True)
         await eventually(lambda: all(expected.received_by(r.got) for r in received.values()), 180)
         report.seconds = round(time.monotonic() - started, 1)
         report.downtime_seconds = round(report.downtime_seconds, 1)

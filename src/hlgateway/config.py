@@ -178,7 +178,8 @@ class Settings:
     # one per listening address; "none": in memory only (tests, benchmarks).
     state_dir: str | None = None  # --state-dir
     # Scale-out (docs/scaling.md): nodes sharing a Redis act as one gateway.
-    broker: str | None = None  # --broker: redis://HOST:PORT/DB (default: one process, durable)
+    # --broker: redis://HOST:PORT/DB or redis+sentinel://... (default: one process, durable)
+    broker: str | None = None
     workers: Positive = 1  # --workers: processes on one port (needs a broker)
     reuse_port: bool = False  # set for each worker of --workers (SO_REUSEPORT)
     node_name: str | None = None  # this node in /health and in its upstream leases
@@ -446,12 +447,10 @@ def settings_problems(settings: Settings) -> list[str]:
         problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
     if not 1 <= settings.history_size <= settings.history_max:
         problems.append(f"{_both('history_size')}: must be 1..{_both('history_max')}")
-    if settings.broker is not None and urlsplit(settings.broker).scheme not in (
-        "redis",
-        "rediss",
-        "unix",
-    ):
-        problems.append(f"{_both('broker')}: a redis://HOST:PORT/DB URL")
+    from hlgateway.broker import redis_url  # the broker package needs this module first
+
+    if settings.broker is not None and (wrong := redis_url.problem(settings.broker)):
+        problems.append(f"{_both('broker')}: {wrong}")
     if (
         settings.broker is not None
         and settings.state_dir is not None

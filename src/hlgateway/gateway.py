@@ -63,10 +63,10 @@ class Gateway:
         # so that their history keeps filling for a client that comes back.
         self.hub = Hub(self, linger=settings.history_ttl)
         self.broker: Broker = open_broker(settings)
-        self.broker.bind(self._deliver)
         self.metrics = Metrics(self)
         self.outbox_stats = OutboxStats()
         self.flusher = FlushScheduler(self.metrics.observe_delivery)
+        self.broker.bind(self._deliver, self.flusher.flush_now)
         self.publisher = Publisher(self.broker)
         self.upstream = Upstream(
             endpoint,

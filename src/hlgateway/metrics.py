@@ -288,6 +288,21 @@ COUNTERS: tuple[tuple[str, str, Read], ...] = (
         "Reads that failed and answered live data only",
         lambda r: r.broker.read_failures,
     ),
+    (
+        "hlgateway_broker_rewound",
+        "Streams found behind what this node had seen (Redis lost writes): new epoch",
+        lambda r: r.broker.rewound,
+    ),
+    (
+        "hlgateway_broker_new_epochs",
+        "Times a delivered stream went on in a new epoch on this node",
+        lambda r: r.broker.new_epochs,
+    ),
+    (
+        "hlgateway_broker_recommitted",
+        "Streams whose commits Redis lost at a failover (not their entries): committed again",
+        lambda r: r.broker.recommitted,
+    ),
     ("hlgateway_leases_gained", "Upstream leases taken", lambda r: r.leases.gained),
     ("hlgateway_leases_lost", "Upstream leases lost", lambda r: r.leases.lost),
 )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -27,7 +26,7 @@ from tests.helpers import free_port
 TICKS = 20
 RATE = 25.0
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+pytestmark = pytest.mark.requires("cc")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ CLIENTS = 20
 TICKS = 40
 RATE = 25.0
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+pytestmark = pytest.mark.requires("cc")
 
 
 async def _python_client(url: str, subscribed: asyncio.Event, counts: list[int]) -> None:

@@ -22,7 +22,7 @@ async def test_forced_reconnects_lose_and_duplicate_nothing() -> None:
 @pytest.mark.parametrize("client", ["python", "js"])
 async def test_the_sdks_recover_by_themselves(client: str) -> None:
     if client == "js" and shutil.which("node") is None:
-        pytest.skip("node is required (README prerequisite)")
+        pytest.fail("node required by this test (README prerequisites)")
     report = await run_recovery(3, client=client, connected=(0.3, 0.8))
     assert report.cut_kinds == {"reset": 1, "slow_consumer": 1, "going_away": 1}
     assert report.ledger.fills_produced > 0 and report.ledger.transitions_produced > 0

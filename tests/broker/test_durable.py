@@ -16,7 +16,15 @@ from hlgateway.broker import durable as durable_module
 from hlgateway.broker.durable import DurableBroker
 from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.broker.statedir import StateDirInUse
-from hlgateway.broker.store import DB_FILE, MIGRATIONS, Step, Store, migrate, schema_version
+from hlgateway.broker.store import (
+    DB_FILE,
+    MIGRATIONS,
+    Step,
+    Store,
+    decode_frame,
+    migrate,
+    schema_version,
+)
 from hlgateway.migrations import Migration, SchemaTooNew
 from hlgateway.protocol import encoding
 from hlgateway.protocol.channels import CANDLES, PRICES, USER_FILLS, Topic, room_topic
@@ -72,6 +80,12 @@ def message(topic: Topic, data: object) -> bytes:
     return encoding.data_frame(encoding.data_head(topic.channel, topic.params_json), data)
 
 
+def logged(db: sqlite3.Connection) -> list[tuple[int, int]]:
+    """Every entry of the store's log: (stream, offset)."""
+    frames = db.execute("SELECT frame FROM log ORDER BY seq").fetchall()
+    return [(entry[0], entry[1]) for (frame,) in frames for entry in decode_frame(frame)]
+
+
 def moved_aside(directory: Path) -> list[Path]:
     return list(directory.glob(f"{DB_FILE}.unusable-*"))
 
@@ -98,8 +112,7 @@ async def test_a_publication_reaches_subscribers_only_once_it_is_stored(
     assert joining.position == first.position and joining.recovered and not joining.publications
     await turn()
     assert node.offsets(ROOM) == [1]
-    stored = sqlite3.connect(tmp_path / DB_FILE).execute("SELECT count(*) FROM log")
-    assert stored.fetchone()[0] == 1
+    assert len(logged(sqlite3.connect(tmp_path / DB_FILE))) == 1
     await node.broker.stop()
 
 
@@ -280,7 +293,7 @@ async def test_a_forgotten_stream_gets_a_new_epoch_and_its_rows_go(
     # Its old rows are dead: the next commits delete them.
     node.broker.publish(ROOM, message(ROOM, {"n": 6}))
     await turn()
-    assert db.execute("SELECT offset FROM log").fetchall() == [(1,)]
+    assert [offset for _, offset in logged(db)] == [1]
     await node.broker.stop()
     again = await Node(tmp_path, clock, retention).start()
     replay = again.broker.read_now(ROOM, Position(0, recreated.epoch))
@@ -291,8 +304,8 @@ async def test_a_forgotten_stream_gets_a_new_epoch_and_its_rows_go(
 async def test_the_log_keeps_only_what_streams_hold_and_moves_quiet_streams_forward(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A busy stream's trimmed rows go from the log; a quiet stream that holds old rows
-    back is copied forward, so the log stays about the size of what is kept."""
+    """A busy stream's trimmed entries go from the log; a quiet stream that holds old
+    frames back is copied into a new one, so the log stays about the size of what is kept."""
     monkeypatch.setattr(durable_module, "COMPACT_SLACK", 10)
     retention = Retention(size=3, ttl=1, max_size=5)
     quiet, busy = room_topic("quiet"), room_topic("busy")
@@ -307,16 +320,16 @@ async def test_the_log_keeps_only_what_streams_hold_and_moves_quiet_streams_forw
     for n in range(200):
         node.broker.publish(busy, message(busy, {"b": n}))
         await turn()
-    # The busy stream keeps its last 5; the quiet one's two old rows hold the rest back.
-    assert db.execute("SELECT count(*) FROM log").fetchone()[0] == 202
+    # The busy stream keeps its last 5; the quiet one's two old entries hold the rest back.
+    assert len(logged(db)) == 202
     clock.now += durable_module.COMPACT_EVERY
     node.broker.upkeep()
     await turn()
     node.broker.publish(busy, message(busy, {"b": 200}))
     await turn()
     assert node.broker.stats().details["compactedRows"] == 2  # the quiet stream's two rows
-    # What the streams keep (3 busy, 2 quiet), and the rows trimmed in this very turn.
-    assert db.execute("SELECT count(*) FROM log").fetchone()[0] <= 5 + 2
+    # What the streams keep (3 busy, 2 quiet), and the entries trimmed in this very turn.
+    assert len(logged(db)) <= 5 + 2
     node.kill()
     again = await Node(tmp_path, clock, retention).start()
     assert quiet_epoch is not None
@@ -478,6 +491,44 @@ async def test_snapshots_are_not_kept_and_go_out_at_once(tmp_path: Path, clock: 
     await node.broker.stop()
     again = await Node(tmp_path, clock).start()
     assert again.broker.read_now(PRICES_TOPIC, None).publications == []
+    await again.broker.stop()
+
+
+async def test_a_store_that_goes_bad_while_running_is_replaced_from_memory(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that turns out corrupt at run time (not a full disk: that is waited
+    out) is moved aside and a new one is written from what memory holds: the same
+    epochs and offsets, so clients notice nothing."""
+    node = await Node(tmp_path, clock).start()
+    epoch = node.broker.read_now(ROOM, None).position
+    assert epoch is not None
+    node.broker.demand(ROOM)
+    node.broker.publish(ROOM, message(ROOM, {"n": 0}))
+    await turn()
+    real_write = Store.write
+    failures = [0]
+
+    def write(store: Store, batch: object) -> None:
+        if failures[0] < 3:
+            failures[0] += 1
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        real_write(store, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write", write)
+    node.broker.publish(ROOM, message(ROOM, {"n": 1}))
+    await eventually(lambda: len(node.got) == 2)
+    monkeypatch.undo()
+    assert node.offsets(ROOM) == [1, 2]
+    assert len(moved_aside(tmp_path)) == 1
+    node.kill()
+    again = await Node(tmp_path, clock).start()
+    replay = again.broker.read_now(ROOM, Position(0, epoch.epoch))
+    assert replay.recovered and [json.loads(p.payload)["data"] for p in replay.publications] == [
+        {"n": 0},
+        {"n": 1},
+    ]
+    assert await again.broker.resume() == [ROOM]
     await again.broker.stop()
 
 

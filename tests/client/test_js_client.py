@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import eth_account
@@ -13,9 +12,7 @@ from hlgateway.simulator import Simulator
 from tests.client.support import NodeDriver, PortGateway
 from tests.helpers import ALICE_WALLET, SECRET, alice_token, free_port, token
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None, reason="node is required (README prerequisite)"
-)
+pytestmark = pytest.mark.requires("node")
 
 FAST = {"reconnectInterval": 50, "maxReconnectInterval": 300}
 

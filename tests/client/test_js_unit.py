@@ -4,7 +4,6 @@ its stream cursor, refusal classes, handshake refusals, over a fake transport.""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 UNIT = Path(__file__).parents[1] / "js" / "unit.test.mjs"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is required (README prerequisite)")
+@pytest.mark.requires("node")
 async def test_js_unit_tests_pass() -> None:
     proc = await asyncio.create_subprocess_exec(
         "node",

@@ -8,7 +8,6 @@ gateway's market list is not loaded yet is retried until it goes through. Python
 from __future__ import annotations
 
 import asyncio
-import shutil
 from typing import Any
 
 import pytest
@@ -36,7 +35,7 @@ from tests.helpers import (
 )
 
 FAST = Backoff(initial=0.05, decay=1.5, max_delay=0.3)
-needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is required")
+needs_node = pytest.mark.requires("node")
 SMALL_OUTBOX = {"outbox_max_bytes": 256 * 1024, "socket_buffer_bytes": 64 * 1024}
 
 

@@ -4,7 +4,6 @@ port: the Python and the JavaScript client reconnect, resubscribe everything, da
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 
 import pytest
@@ -66,7 +65,7 @@ async def test_python_client_survives_a_killed_gateway() -> None:
             await second.kill()
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is required (README prerequisite)")
+@pytest.mark.requires("node")
 async def test_js_client_survives_a_killed_gateway() -> None:
     port = free_port()
     first = GatewayProcess(port)

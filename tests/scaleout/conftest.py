@@ -17,13 +17,36 @@ import redis.asyncio as aioredis
 
 from tests.helpers import free_port
 
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('HLGATEWAY_TEST_REDIS_DB', '11')}"
+REDIS_DB = os.environ.get("HLGATEWAY_TEST_REDIS_DB", "11")
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+# Which test run holds the database (this pytest's pid): two runs on one database
+# flush each other's streams and leases, which looks like a flaky test; this makes
+# it an error that says so.
+CLAIM = "hlgw-test:run"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     client = aioredis.Redis.from_url(REDIS_URL)
+    holder = await client.get(CLAIM)
+    if holder is not None and int(holder) != os.getpid() and _running(int(holder)):
+        await client.aclose()
+        pytest.fail(
+            f"Redis database {REDIS_DB} is in use by another test run (pid {int(holder)}): "
+            "export HLGATEWAY_TEST_REDIS_DB=<a database of your own>"
+        )
     await client.flushdb()
+    await client.set(CLAIM, os.getpid(), ex=900)  # longer than any test; a killed run's expires
     yield REDIS_URL
     await client.flushdb()
     await client.aclose()
@@ -94,7 +117,7 @@ class OwnRedis:
 @pytest.fixture
 async def own_redis() -> AsyncIterator[OwnRedis]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is required (README prerequisite)")
+        pytest.fail("redis-server required by this test (README prerequisites)")
     server = OwnRedis()
     await server.start()
     yield server

@@ -186,7 +186,7 @@ async def test_a_missed_stretch_is_fetched_from_history_before_live_data(
     keys = a.broker.keys(ROOM)
     for n in (1, 2):
         args: list[bytes | str | int] = [b"hlgw:nowhere", "x", 5, 600000, 8, 60000]
-        args += [keys.ledger, b"", b"", 1]
+        args += [keys.ledger, b"", b"", 1, 1]  # committed at once, one item
         await a.broker.shard.run(
             scripts.PUBLISH, [keys.meta, keys.stream], [*args, f"q{n}", message(ROOM, {"n": n})]
         )

@@ -20,7 +20,7 @@ from hlgateway.broker.resp import (
     is_retryable,
     open_connection,
 )
-from tests.scaleout.conftest import REDIS_URL, OwnRedis
+from tests.scaleout.conftest import OwnRedis
 from tests.tls import self_signed
 
 
@@ -155,14 +155,14 @@ async def test_a_reply_nobody_asked_for_or_garbage_fails_the_connection() -> Non
         conn.closed.result()
 
 
-async def test_on_a_real_redis_the_database_of_the_url_is_selected() -> None:
-    conn = await open_connection(REDIS_URL, "hlgw-test")
+async def test_on_a_real_redis_the_database_of_the_url_is_selected(redis_url: str) -> None:
+    conn = await open_connection(redis_url, "hlgw-test")
     try:
         assert await conn.call("CLIENT", "GETNAME") == b"hlgw-test"
         assert await conn.call("SET", "hlgw-test:k", "v") == b"OK"
         assert await conn.call("GET", "hlgw-test:k") == b"v"
         # The key is in the URL's database (the tests' own), not 0.
-        db = REDIS_URL.rsplit("/", 1)[1].encode()
+        db = redis_url.rsplit("/", 1)[1].encode()
         assert (await conn.call("CLIENT", "INFO")).split(b" db=")[1].startswith(db + b" ")
         with pytest.raises(RespError, match="WRONGTYPE"):
             await conn.call("HGET", "hlgw-test:k", "f")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ class NodeClient(NodeEvents):
         self.proc.stdin.write(text.encode() + b"\n")
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is required (README prerequisite)")
+@pytest.mark.requires("node")
 async def test_seed_client_end_to_end_with_restart() -> None:
     port = free_port()
     first = GatewayProcess(port)

@@ -236,7 +236,7 @@ async def test_liquidation_fills_carry_their_marker(cashflow_server: GatewayServ
         assert marked
         for fill in marked:
             assert fill["liquidation"]["method"] == "market"
-            assert fill["liquidation"]["markPx"] > 0
+            assert fill["liquidation"]["markPrice"] > 0
             assert fill["crossed"] is True
     finally:
         await client.close()

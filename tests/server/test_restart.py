@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.ledger import Deliveries, Expected, LedgerCheck
@@ -183,4 +184,44 @@ async def test_a_corrupt_state_file_is_moved_aside_and_the_gateway_starts(
         assert state["broker"]["found"] == "unusable"
         assert "unusable" in proc.logs() and "moved aside" in proc.logs()
     finally:
+        await proc.kill()
+
+
+async def test_serve_again_on_a_new_embedded_simulator_delivers_its_fills(tmp_path: Path) -> None:
+    """`make serve`, Ctrl-C, `make serve`: the embedded simulator is another exchange
+    (the same seed), the state directory the same. The new exchange's fills from the
+    stop on (its invented history of the wallet covers the downtime) all reach the
+    client: none of their ids is one the state remembers as delivered."""
+    proc = GatewayProcess(free_port(), state_dir=tmp_path / "state")
+    await proc.start()
+    listener = Listener([proc], alice_token(), _subscribe("user_fills"))
+    listener.start()
+
+    def delivered() -> set[tuple[int, int]]:
+        return {(f["id"], f["timestamp"]) for m in list(listener.data) for f in m["data"]["fills"]}
+
+    try:
+        await asyncio.wait_for(listener.subscribed.wait(), 15)
+        await eventually(lambda: len(delivered()) >= 2, 40)
+        down = now_ms()
+        assert await proc.terminate() == 0
+        await proc.start()
+        info = f"http://{(await health(proc))['upstream']['host']}/info"
+        made: set[tuple[int, int]] = set()  # (tid, time): a tid alone may be the last run's
+
+        async def the_new_exchange_filled_twice() -> bool:
+            body = {"type": "userFills", "user": ALICE_WALLET}
+            async with aiohttp.ClientSession() as session, session.post(info, json=body) as resp:
+                resp.raise_for_status()  # 429 when asked too often: the gateway reads it too
+                made.update((f["tid"], f["time"]) for f in await resp.json() if f["time"] >= down)
+            return len(made) >= 2
+
+        await eventually(
+            the_new_exchange_filled_twice, 40, every=2, ignoring=(aiohttp.ClientResponseError,)
+        )
+        with contextlib.suppress(TimeoutError):
+            await eventually(lambda: made <= delivered(), 20)
+        assert made <= delivered(), sorted(made - delivered())
+    finally:
+        await listener.stop()
         await proc.kill()

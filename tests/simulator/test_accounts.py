@@ -132,6 +132,30 @@ def test_tids_unique_per_wallet_and_oids_unique_globally() -> None:
     assert len(first_seen) == len(owners)
 
 
+def test_a_run_started_later_with_the_same_seed_repeats_no_tid_or_oid() -> None:
+    # `make serve` again after Ctrl-C: a new simulator, the same seed, the gateway's
+    # state directory kept. Its exactly-once ledger knows the last run's tids: had the
+    # new run drawn the same ones, the gateway would have dropped its first fills.
+    ids: list[tuple[set[int], set[int], set[str]]] = []
+    for start in (START, START + 90_000):
+        world = SimWorld(1, start, tick_ms=50, order_interval_ms=200, max_fill_gap_ms=1_000)
+        world.accounts.track(ALICE, start)
+        until = start + 20_000
+        while world.now_ms < until:
+            world.step(world.now_ms + 50)
+        fills = fills_of(world, ALICE)
+        ids.append(
+            (
+                {f.tid for f in fills},
+                {u.oid for u in orders_of(world, ALICE)},
+                {f.hash for f in fills},
+            )
+        )
+    (tids, oids, hashes), (later_tids, later_oids, later_hashes) = ids
+    assert tids and later_tids and oids and later_oids
+    assert not tids & later_tids and not oids & later_oids and not hashes & later_hashes
+
+
 def test_positions_follow_fills() -> None:
     world = make_world()
     world.accounts.track(BOB, world.now_ms)

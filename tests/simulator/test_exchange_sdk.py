@@ -76,6 +76,7 @@ class Seen:
         self._lock = threading.RLock()
         self.orders: list[Answer] = []
         self.fills: list[Answer] = []
+        self.subscribed = False  # the userFills snapshot came
 
     def on_orders(self, msg: Answer) -> None:
         with self._lock:
@@ -83,6 +84,10 @@ class Seen:
 
     def on_fills(self, msg: Answer) -> None:
         if msg["data"].get("isSnapshot"):
+            # Subscribed after orderUpdates on the same socket: both are active now
+            # (orderUpdates has no snapshot, and misses what came before).
+            with self._lock:
+                self.subscribed = True
             return
         with self._lock:
             self.fills.extend(msg["data"]["fills"])
@@ -116,23 +121,23 @@ def test_sdk_exchange_trades_unchanged(simulate: Simulate) -> None:
     info.subscribe({"type": "userFills", "user": account.address}, seen.on_fills)
     exchange = Exchange(account, simulate.url)
     try:
+        seen.wait(lambda s: s.subscribed)
         mid = float(info.all_mids()["ETH"])
         low = round(mid * 0.9, 1)
 
-        # order: a resting limit order, in openOrders and in the book (at its 20th level,
-        # far enough from the mid not to fill before the test looks).
-        deepest = info.l2_snapshot("ETH")["levels"][0][-1]
-        (status,) = statuses_of(
-            exchange.order("ETH", True, 0.2, float(deepest["px"]), {"limit": {"tif": "Gtc"}})
-        )
+        # order: a resting limit order, in openOrders. Far from the mid: the simulated
+        # book moves ~14 ticks a second, so an order near it may fill before the test
+        # looks. (How a resting order joins the book is test_matching's: the book is
+        # redrawn every 100 ms model tick, so two snapshots a few requests apart are
+        # of different books, and a loaded machine makes that the rule.)
+        (status,) = statuses_of(exchange.order("ETH", True, 0.2, low, {"limit": {"tif": "Gtc"}}))
         oid = status["resting"]["oid"]
-        level = next(lv for lv in info.l2_snapshot("ETH")["levels"][0] if lv["px"] == deepest["px"])
-        assert float(level["sz"]) == pytest.approx(float(deepest["sz"]) + 0.2)
-        assert level["n"] == deepest["n"] + 1
+        (resting,) = info.open_orders(account.address)
+        assert (resting["oid"], float(resting["limitPx"]), resting["sz"]) == (oid, low, "0.2")
         assert statuses_of(exchange.cancel("ETH", oid)) == ["success"]
         seen.wait(lambda s: s.statuses(oid) == ["open", "canceled"])
 
-        # Far from the mid from here on: it rests until the test moves it.
+        # Far from the mid from here on too: it rests until the test moves it.
         (status,) = statuses_of(exchange.order("ETH", True, 0.2, low, {"limit": {"tif": "Gtc"}}))
         oid = status["resting"]["oid"]
         assert [o["oid"] for o in info.open_orders(account.address)] == [oid]
@@ -205,6 +210,71 @@ def test_sdk_exchange_trades_unchanged(simulate: Simulate) -> None:
         seen.wait(lambda s: len(s.fills) >= 4)
         rest_fills = info.user_fills(account.address)
         assert sorted(f["tid"] for f in seen.fills) == sorted(f["tid"] for f in rest_fills)
+    finally:
+        info.disconnect_websocket()
+
+
+def test_sdk_exchange_trades_a_spot_pair(simulate: Simulate) -> None:
+    account = eth_account.Account.from_key(simulate.key)
+    info = Info(simulate.url)
+    seen = Seen()
+    info.subscribe({"type": "orderUpdates", "user": account.address}, seen.on_orders)
+    info.subscribe({"type": "userFills", "user": account.address}, seen.on_fills)
+    exchange = Exchange(account, simulate.url)
+
+    def balances() -> dict[str, Answer]:
+        state = info.spot_user_state(account.address)
+        return {b["coin"]: b for b in state["balances"]}
+
+    try:
+        seen.wait(lambda s: s.subscribed)
+        pair = "HYPE/USDC"
+        coin = info.name_to_coin[pair]  # the SDK resolves it to "@107", asset 10107
+        assert (coin, info.name_to_asset(pair)) == ("@107", 10_107)
+        mid = float(info.all_mids()[coin])
+        usdc = float(balances()["USDC"]["total"])
+
+        # A resting buy far below the market holds the USDC it would pay.
+        low = round(mid * 0.8, 2)
+        (status,) = statuses_of(exchange.order(pair, True, 1.5, low, {"limit": {"tif": "Gtc"}}))
+        oid = status["resting"]["oid"]
+        assert [o["coin"] for o in info.open_orders(account.address)] == [coin]
+        assert float(balances()["USDC"]["hold"]) == pytest.approx(1.5 * low)
+        seen.wait(lambda s: s.statuses(oid) == ["open"])
+        assert statuses_of(exchange.cancel(pair, oid)) == ["success"]
+        assert balances()["USDC"]["hold"] == "0.0"
+        seen.wait(lambda s: s.statuses(oid) == ["open", "canceled"])
+
+        # market_open through the book: tokens in (less the fee, taken in HYPE), USDC out.
+        (status,) = statuses_of(exchange.market_open(pair, True, 2.0))
+        bought = status["filled"]
+        assert bought["totalSz"] == "2.0"
+        hype = balances()["HYPE"]
+        assert float(hype["total"]) == pytest.approx(2.0 * (1 - 0.00045))
+        assert float(balances()["USDC"]["total"]) == pytest.approx(
+            usdc - 2.0 * float(bought["avgPx"])
+        )
+        assert info.user_state(account.address)["assetPositions"] == []  # no perp position
+
+        # A sell cannot spend more than the balance; a market sell of part of it can.
+        (status,) = statuses_of(
+            exchange.order(pair, False, 5.0, round(mid * 1.2, 2), {"limit": {"tif": "Gtc"}})
+        )
+        assert status == {"error": "Insufficient spot balance asset=10107"}
+        (status,) = statuses_of(exchange.market_open(pair, False, 1.5))
+        sold = status["filled"]
+        assert sold["totalSz"] == "1.5"
+        assert float(balances()["HYPE"]["total"]) == pytest.approx(float(hype["total"]) - 1.5)
+        assert exchange.update_leverage(3, pair)["status"] == "err"  # leverage is for perps
+
+        # Every spot fill reached the SDK's stream, named as Hyperliquid names the pair.
+        seen.wait(lambda s: {bought["oid"], sold["oid"]} <= {f["oid"] for f in s.fills})
+        rest_fills = info.user_fills(account.address)
+        assert sorted(f["tid"] for f in seen.fills) == sorted(f["tid"] for f in rest_fills)
+        assert {f["coin"] for f in seen.fills} == {coin}
+        assert {f["dir"] for f in seen.fills} == {"Buy", "Sell"}
+        assert {f["feeToken"] for f in rest_fills} == {"HYPE", "USDC"}
+        seen.wait(lambda s: s.statuses(sold["oid"])[-1] == "filled")
     finally:
         info.disconnect_websocket()
 

@@ -9,6 +9,7 @@ import pytest
 
 from hlgateway.simulator.accounts import OrderStatus, Wallet, legal_transition
 from hlgateway.simulator.actions import OrderSpec, Tif, Trigger
+from hlgateway.simulator.market import Trade
 from hlgateway.simulator.matching import Events, Status
 from hlgateway.simulator.world import SimWorld
 
@@ -96,6 +97,7 @@ def test_a_resting_order_joins_the_book_clients_see(world: SimWorld) -> None:
     level = next(lv for lv in book.bids if lv.px == px)
     synthetic = next((lv for lv in world.market.book("ETH").bids if lv.px == px), None)
     assert level.sz == Decimal("0.5") + (synthetic.sz if synthetic else 0)
+    assert level.n == 1 + (synthetic.n if synthetic else 0)
     assert [u.status for u in wallet_of(world, ALICE).open_orders()] == ["open"]
 
 
@@ -220,6 +222,29 @@ def test_a_resting_order_fills_when_the_market_trades_through_it(world: SimWorld
     assert fills and all(f.px == bid and not f.crossed for f in fills)
     assert sum(f.sz for f in fills) == Decimal("0.05")
     assert_legal(trading, ALICE)
+
+
+def test_a_tick_from_before_an_order_was_placed_does_not_fill_it(world: SimWorld) -> None:
+    # The world's clock task ran late: the order is placed at the exchange's "now",
+    # ahead of ticks still to be processed. Those ticks' trades did not meet it.
+    bid, _ = top(world)
+    placed_at = world.now_ms + 500
+    coin = world.market.coins[ETH]
+    status = world.matcher.place(
+        wallet_of(world, ALICE), order(bid, "0.05"), coin, placed_at, Events()
+    )
+    oid = status["resting"]["oid"]  # type: ignore[index]
+
+    def sell_through(at_ms: int) -> Trade:
+        return Trade("ETH", "A", bid, Decimal("1"), at_ms, at_ms, "0x" + "0" * 64, (BOB, BOB))
+
+    earlier = placed_at - 100
+    world.matcher.step(earlier, [sell_through(earlier)])
+    assert statuses(world, ALICE)[oid] == ["open"] and not wallet_of(world, ALICE).fills()
+    world.matcher.step(placed_at + 100, [sell_through(placed_at + 100)])
+    assert statuses(world, ALICE)[oid] == ["open", "filled"]
+    (fill,) = wallet_of(world, ALICE).fills()
+    assert fill.time == placed_at + 100
 
 
 def test_a_stop_loss_triggers_on_the_mark_and_closes_the_position(world: SimWorld) -> None:

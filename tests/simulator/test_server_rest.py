@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import aiohttp
@@ -189,3 +190,16 @@ async def test_rest_queries_do_not_track_by_default(
 ) -> None:
     assert await info(session, sim, {"type": "historicalOrders", "user": USER}) == []
     assert sim.world.accounts.wallet(USER) is None
+
+
+async def test_the_exchange_clock_can_run_behind_the_wall_clock(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Hyperliquid stamps with its own clock: a client's may be ahead of it.
+    sim = Simulator(dataclasses.replace(FAST, clock_offset=-30.0))
+    await sim.start()
+    try:
+        book = await info(session, sim, {"type": "l2Book", "coin": "ETH"})
+        assert book["time"] <= time.time() * 1000 - 30_000  # never the wall clock's time
+    finally:
+        await sim.stop()

@@ -178,3 +178,51 @@ async def test_200_orders_reach_the_user_streams_exactly_once(
     assert statuses["open"] >= ORDERS and statuses["filled"] and statuses["canceled"]
     # Every order the client sent carried a cloid, and the streams show it.
     assert all(m.data["order"]["cloid"] for m in orders_seen)
+
+
+async def test_a_spot_pair_trades_through_the_gateway(
+    simulator: Simulator, gateway: GatewayServer
+) -> None:
+    """HYPE/USDC through `post`: its transitions and fills reach the user streams, named
+    as the client names the pair, and the simulator's spot balances move."""
+    account = simulator.local_account.address
+    agent_key = await approve_agent(simulator)
+    orders_seen: list[DataMessage] = []
+    fills_seen: list[DataMessage] = []
+    async with GatewayClient(gateway.ws, token("trader", wallets=[account], trade=True)) as client:
+        trader = await Trader.create(client, agent_key, gateway.http)
+        readers = [
+            asyncio.ensure_future(
+                collect(await client.user_orders("trader").confirmed(), orders_seen)
+            ),
+            asyncio.ensure_future(
+                collect(await client.user_fills("trader").confirmed(), fills_seen)
+            ),
+        ]
+        mid = float(simulator.world.market.mid("@107"))
+        rests = await trader.order("HYPE/USDC", True, 1.0, round(mid * 0.8, 2))
+        assert rests.ok and rests.error is None and rests.oid is not None, rests
+        crosses = await trader.order("HYPE/USDC", True, 0.5, round(mid * 1.05, 2), tif="Ioc")
+        assert crosses.ok and crosses.error is None, crosses
+        assert (await trader.cancel("HYPE/USDC", rests.oid)).ok
+        wallet = simulator.world.accounts.wallet(account)
+        assert wallet is not None and wallet.spot["@107"].balance > 0
+
+        def transitions() -> list[tuple[str, str]]:
+            return [(m.data["order"]["symbol"], m.data["order"]["status"]) for m in orders_seen]
+
+        await eventually(lambda: ("HYPE/USDC", "canceled") in transitions() and bool(fills_seen))
+        for reader in readers:
+            reader.cancel()
+    fills = [f for m in fills_seen for f in m.data["fills"]]
+    assert {(f["symbol"], f["market"], f["feeToken"]) for f in fills} == {
+        ("HYPE/USDC", "spot", "HYPE")
+    }
+    assert sorted(f["id"] for f in fills) == sorted(
+        f["tid"] for f in simulator.ledger(account)["fills"]
+    )
+    assert {symbol for symbol, _ in transitions()} == {"HYPE/USDC"}
+    expected = [(o["oid"], o["status"]) for o in simulator.ledger(account)["orders"]]
+    assert sorted(
+        (m.data["order"]["id"], m.data["order"]["status"]) for m in orders_seen
+    ) == sorted(expected)

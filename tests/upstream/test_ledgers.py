@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hlgateway.upstream.ledgers import FillLedger, OrderLedger, SeenSet, TradeLedger
-from hlgateway.upstream.wire import Fill, Order, Trade
+from hlgateway.upstream.ledgers import EventLedger, FillLedger, OrderLedger, SeenSet, TradeLedger
+from hlgateway.upstream.wire import Fill, LedgerEvent, Order, Trade, ledger_event
 
 W = "0x" + "1" * 40
 
@@ -12,24 +12,36 @@ def fill(tid: int, t: int = 0) -> Fill:
     return Fill(tid, 1, "BTC", "buy", 1.0, 1.0, 0.0, 0.0, t or tid, W)
 
 
-def test_first_snapshot_primes_and_later_snapshots_deliver_only_the_gap() -> None:
+def test_what_is_read_back_starts_at_the_start_and_live_pushes_pass_whole() -> None:
     ledger = FillLedger(since_ms=2)
-    # History from before the first subscriber is not news; what came after is.
-    assert ledger.accept([fill(1), fill(2)], is_snapshot=True) == [fill(2)]
-    assert ledger.accept([fill(3)], is_snapshot=False) == [fill(3)]
+    # A first snapshot is mostly history: only its fills from the start on are news.
+    assert ledger.accept([fill(1), fill(2)]) == [fill(2)]
+    assert ledger.accept([fill(3)], live=True) == [fill(3)]
     # A reconnect: the snapshot repeats history and holds what happened meanwhile.
-    assert ledger.accept([fill(5), fill(1), fill(2), fill(3), fill(4)], is_snapshot=True) == [
-        fill(4),
-        fill(5),
-    ]
-    assert ledger.accept([fill(5)], is_snapshot=False) == []
+    assert ledger.accept([fill(5), fill(1), fill(2), fill(3), fill(4)]) == [fill(4), fill(5)]
+    assert ledger.accept([fill(5)], live=True) == []
+    # A live push happened after the subscription, whatever the exchange's clock said.
+    assert ledger.accept([fill(6, t=1)], live=True) == [fill(6, t=1)]
+    assert ledger.last_time == 5
 
 
 def test_fills_sharing_a_time_are_kept_apart_by_tid() -> None:
     ledger = FillLedger(since_ms=100)
-    ledger.accept([], is_snapshot=True)
+    ledger.accept([])
     sweep = [fill(10, t=500), fill(11, t=500), fill(12, t=500)]
-    assert ledger.accept(sweep, is_snapshot=False) == sweep
+    assert ledger.accept(sweep, live=True) == sweep
+    assert ledger.accept([fill(12, t=500), fill(13, t=500)]) == [fill(13, t=500)]
+
+
+def test_ledger_events_read_back_start_at_the_start() -> None:
+    def deposit(n: int, t: int) -> LedgerEvent:
+        return ledger_event(t, f"0x{n:064x}", {"type": "deposit", "usdc": "1.0"}, W)
+
+    ledger = EventLedger(since_ms=100)
+    assert ledger.accept([deposit(1, 99), deposit(2, 100)]) == [deposit(2, 100)]
+    assert ledger.accept([deposit(2, 100), deposit(3, 150)], live=True) == [deposit(3, 150)]
+    assert ledger.accept([deposit(4, 50)], live=True) == [deposit(4, 50)]
+    assert ledger.accept([deposit(1, 99), deposit(4, 50)]) == []
 
 
 def test_trades_dedupe_replays() -> None:

@@ -158,11 +158,11 @@ def test_a_current_fill_keeps_builder_fee_twap_and_liquidation() -> None:
     assert fill.market == "spot" and fill.feeToken == "HYPE" and fill.direction == "Buy"
     assert fill.builderFee == 0.05 and fill.twapId == 5 and fill.id == 99
     assert not isinstance(fill.liquidation, msgspec.UnsetType)
-    assert fill.liquidation.markPx == 41.3 and fill.liquidation.method == "market"
+    assert fill.liquidation.markPrice == 41.3 and fill.liquidation.method == "market"
     assert fill.liquidation.liquidatedUser == "0x" + "cd" * 20
     assert fill.raw == {"somethingNew": [1, 2]}
     encoded = json.loads(msgspec.json.encode(fill))
-    assert encoded["builderFee"] == 0.05 and encoded["liquidation"]["markPx"] == 41.3
+    assert encoded["builderFee"] == 0.05 and encoded["liquidation"]["markPrice"] == 41.3
     plain = msgspec.structs.replace(
         fill, builderFee=msgspec.UNSET, twapId=msgspec.UNSET, liquidation=msgspec.UNSET
     )

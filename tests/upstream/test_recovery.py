@@ -64,3 +64,13 @@ def test_partial_fill_sizes_do_not_drift() -> None:
         ("open", 0.7),
         ("filled", 0.0),
     ]
+
+
+def test_an_orders_steps_keep_their_order_whatever_their_stamps() -> None:
+    ledger = OrderLedger()
+    # Order 9 was created at 20; its fill is stamped a little earlier (clocks of two
+    # machines of the exchange, or a simulator catching up). Order 8 came between.
+    history = [hist(9, "filled", 0.0, 19, created=20), hist(8, "open", 1.0, 19, created=19)]
+    rebuilt = rebuild_orders(ledger, 15, history, [fill(1, 9, 1.0, 19)])
+    delivered = [(o.id, a) for o in rebuilt if (a := ledger.accept(o))]
+    assert delivered == [(8, "created"), (9, "created"), (9, "filled")]

@@ -109,6 +109,9 @@ class BrokerStats:
     dropped_while_away: int = 0  # publications dropped over the bound while the store was away
     disconnects: int = 0  # connections to the store lost
     read_failures: int = 0  # reads that failed and answered live data only
+    rewound: int = 0  # streams found behind what this node had seen (lost writes): new epoch
+    new_epochs: int = 0  # times a delivered stream went on in a new epoch on this node
+    recommitted: int = 0  # streams whose commits a failover lost (not their entries): made again
     write_failures: int = 0  # writes to the store that failed (retried)
     details: Mapping[str, Any] = field(default_factory=dict)
 
@@ -123,6 +126,9 @@ class BrokerStats:
             "droppedWhileAway": self.dropped_while_away,
             "disconnects": self.disconnects,
             "readFailures": self.read_failures,
+            "rewound": self.rewound,
+            "newEpochs": self.new_epochs,
+            "recommitted": self.recommitted,
             "commitFailures": self.write_failures,
         }
         return {
@@ -158,11 +164,16 @@ class Broker(ABC):
 
     def __init__(self, node: str | None = None) -> None:
         self._sink: Sink | None = None
+        self._write_out: Callable[[], None] | None = None
         self.node = node or node_name()  # this node in /health and in upstream leases
 
-    def bind(self, sink: Sink) -> None:
-        """Where this node's publications are delivered (the gateway's hub)."""
+    def bind(self, sink: Sink, flush: Callable[[], None] | None = None) -> None:
+        """Where this node's publications are delivered (the gateway's hub); `flush`
+        writes out what was delivered so far without waiting for the end of the loop
+        turn (an engine that holds publications back a turn, until they are stored,
+        calls it after handing over such a batch)."""
         self._sink = sink
+        self._write_out = flush
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to the backing service, if any."""

@@ -8,7 +8,7 @@ exactly-once ledger, each wallet's delivery position and what was wanted:
 - **Publications wait for their commit.** A lossless publication is queued; once
   per loop turn the queue is positioned (offsets assigned in order), appended
   to the store's log in one transaction with everything else of that turn
-  (its ledger items ride on its row; positions, demand), and only then appended
+  (its ledger item ids ride on its entry; positions, demand), and only then appended
   to the in-memory history and handed to the hub. So no client is ever given
   an offset that the store does not hold: a killed process loses nothing it
   answered. Snapshots and notices are not kept and go out at once, as with the
@@ -49,16 +49,18 @@ from hlgateway.backoff import Backoff
 from hlgateway.broker.base import BrokerStats, Retention, with_position
 from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordinator
 from hlgateway.broker.history import StreamHistory
+from hlgateway.broker.ledger import CAPACITY as LEDGER_ROWS
 from hlgateway.broker.ledger import ItemLedger
 from hlgateway.broker.memory import FORGET_POSITIONS_EVERY, MemoryBroker
 from hlgateway.broker.statedir import DirectoryLock
 from hlgateway.broker.store import (
     ITEM_SEPARATOR,
     Batch,
-    LogRow,
+    Entry,
     Store,
     StoreError,
     boot_id,
+    encode_frame,
     move_aside,
 )
 from hlgateway.broker.topics import decode_topic, encode_topic
@@ -71,9 +73,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 100_000  # lossless publications kept while the store cannot be written
 POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that moved
 COMPACT_EVERY = 5.0  # seconds between looks at the log's dead rows
-COMPACT_SLACK = 50_000  # dead rows the log may hold beyond as many as it has live ones
-MOVE_BUDGET = 500  # rows copied forward by one compaction (~1.5 ms)
-DELETE_MIN = 256  # dead rows one commit may delete at least (twice what it appends, if more)
+COMPACT_SLACK = 50_000  # dead entries the log may hold beyond as many as it has live ones
+MOVE_BUDGET = 2_000  # entries copied into a new frame by one compaction
+DELETE_MIN = 256  # dead entries one commit may delete at least (twice what it appends, if more)
 
 
 class _Stored:
@@ -109,8 +111,11 @@ class DurableBroker(MemoryBroker):
         self._store: Store | None = None
         self._stored: dict[Topic, _Stored] = {}  # every lossless stream (as _streams)
         self._next_stream = 1
-        self._next_seq = 1  # the log's next row
-        self._disk_low = 1  # no row below this one is left in the log
+        self._next_seq = 1  # the log's next frame
+        self._disk_low = 1  # no frame below this one is left in the log
+        # The frames on disk, oldest first, with how many entries each holds.
+        self._frames: collections.deque[tuple[int, int]] = collections.deque()
+        self._span = 0  # entries in those frames, live or dead
         self._queue: collections.deque[_Queued] = collections.deque()
         self._batch = Batch()
         self._commit_due = False
@@ -183,29 +188,34 @@ class DurableBroker(MemoryBroker):
             except (msgspec.DecodeError, msgspec.ValidationError):
                 batch.forget.append(stored.id)
                 continue
-            rows = [] if rebooted else stored.rows
+            kept = [] if rebooted else stored.kept
             if rebooted:
                 epoch = secrets.token_hex(6)
                 batch.epochs.append((epoch, stored.id))
             else:
                 epoch = stored.epoch
-            last = rows[-1].time if rows else stored.created
             stream = StreamHistory.restored(
                 epoch,
                 self.retention,
-                rows[-1].offset if rows else 0,
-                [(row.time, row.payload, row.seq) for row in rows],
-                last,
+                kept[-1][0] if kept else 0,
+                [(when, payload, seq) for _, when, _, _, payload, seq in kept],
+                kept[-1][1] if kept else stored.created,
             )
             stream.trim(now)
             self._streams[topic] = stream
             record = self._stored[topic] = _Stored(topic, stream, stored.id)
-            for row in rows:
-                if row.items and row.expires is not None and row.expires > now:
-                    for item in row.items.split(ITEM_SEPARATOR):
-                        record.ledger.add(item, row.expires, now)
+            items = record.ledger.items
+            for _, _, expires, ids, _, _ in kept[-LEDGER_ROWS:]:
+                if ids and expires is not None and expires > now:
+                    for item in ids.split(ITEM_SEPARATOR):
+                        items[hash(item)] = expires
+            record.ledger.trim()
         if rebooted:
             self._disk_low = self._next_seq
+        else:
+            # The frames' sizes are not kept: each counts as one entry until it goes.
+            self._frames.extend((seq, 1) for seq in range(self._disk_low, self._next_seq))
+            self._span = len(self._frames)
         self._positions = dict(loaded.positions)
         for raw in loaded.demand:
             try:
@@ -220,13 +230,14 @@ class DurableBroker(MemoryBroker):
         store.write(batch)
         self._batch = Batch()
         log.info(
-            "state: %s (%s): %d streams, %d messages (log of %d rows), %d wanted topics, "
-            "%d positions",
+            "state: %s (%s): %d streams, %d messages (log: %d entries in %d frames), "
+            "%d wanted topics, %d positions",
             self.directory,
             self.found,
             len(self._streams),
             sum(len(s) for s in self._streams.values()),
-            loaded.log_rows,
+            loaded.entries,
+            loaded.frames,
             len(self._resume),
             len(self._positions),
         )
@@ -342,30 +353,48 @@ class DurableBroker(MemoryBroker):
             return
         now = self._clock()
         seq = self._next_seq
-        # Compaction first: the rows it copies forward come before this turn's.
-        moves, moved_streams, seq = self._compaction(seq) if self._compact_due else ([], [], seq)
-        # Every row below the oldest one a stream keeps is dead (this turn's come after).
-        low = self._low(moved_streams, moves, seq)
+        frames: list[tuple[int, float, bytes]] = []
+        # Compaction first: the entries it copies into a new frame come before this turn's.
+        moved: list[StreamHistory] = []
+        moved_to: int | None = None  # the frame the compaction copied entries into
+        if self._compact_due:
+            copied, moved = self._compaction(store)
+            if copied:
+                moved_to = seq
+                frames.append((seq, now, encode_frame(copied)))
+                seq += 1
+        # Every frame below the oldest one a stream keeps is dead (this turn's come after).
+        low = self._low(moved, seq)
         heads: dict[_Stored, int] = {}
-        out: list[tuple[_Stored, bytes, int, int]] = []
-        rows: list[LogRow] = []
+        out: list[tuple[_Stored, bytes, int]] = []
+        entries: list[Entry] = []
         for record, payload, ids, expires in queue:
             stream = record.stream
             offset = heads.get(record, stream.offset) + 1
             heads[record] = offset
             positioned = with_position(payload, offset, stream.epoch)
-            items = ITEM_SEPARATOR.join(ids) if ids else None
-            rows.append((seq, record.id, offset, now, expires, items, positioned))
-            out.append((record, positioned, offset, seq))
+            items = (ids[0] if len(ids) == 1 else ITEM_SEPARATOR.join(ids)) if ids else None
+            entries.append((record.id, offset, expires, items, positioned))
+            out.append((record, positioned, offset))
+        place = seq
+        if entries:
+            frames.append((seq, now, encode_frame(entries)))
             seq += 1
-        budget = max(DELETE_MIN, 2 * len(rows))
-        delete_below = min(low, self._disk_low + budget)
-        batch.log, batch.moves = rows, moves
+        # Dead frames go a few at a time: deleting is work too.
+        budget = max(DELETE_MIN, 2 * len(entries))
+        gone = 0
+        delete_below = self._disk_low
+        for frame, count in self._frames:
+            if frame >= low or gone >= budget:
+                break
+            gone += count
+            delete_below = frame + 1
+        batch.frames = frames
         batch.delete_below = delete_below if delete_below > self._disk_low else 0
         try:
             store.write(batch)
         except sqlite3.Error as exc:
-            batch.log, batch.moves, batch.delete_below = [], [], 0
+            batch.frames, batch.delete_below = [], 0
             self._failed(exc)
             return
         if self._failures:
@@ -375,26 +404,33 @@ class DurableBroker(MemoryBroker):
         self._queue = collections.deque()
         self._batch = Batch()
         self._next_seq = seq
+        while self._frames and self._frames[0][0] < delete_below:
+            self._span -= self._frames.popleft()[1]
         self._disk_low = max(self._disk_low, delete_below)
-        if moves:
-            self._counts["compactedRows"] += len(moves)
-            first = moves[0][0]
-            for stream in moved_streams:
+        if moved_to is not None:
+            self._frames.append((moved_to, sum(len(s) for s in moved)))
+            self._span += self._frames[-1][1]
+            for stream in moved:
                 assert stream.stored_at is not None
                 count = len(stream.stored_at)
                 stream.stored_at.clear()
-                stream.stored_at.extend(range(first, first + count))
-                first += count
+                stream.stored_at.extend([moved_to] * count)
+                self._counts["compactedRows"] += count
+        if entries:
+            self._frames.append((place, len(entries)))
+            self._span += len(entries)
         self._counts["published"] += len(out)
         sink = self._sink
-        for record, positioned, offset, place in out:
+        for record, positioned, offset in out:
             record.stream.append(positioned, now, place)
             if sink is not None:
                 sink(record.topic, positioned, offset)
+        if out and self._write_out is not None:
+            self._write_out()  # held back a turn already: out now, not at the end of this one
 
-    def _low(self, moved: list[StreamHistory], moves: list[tuple[int, int]], after: int) -> int:
-        """The oldest row still needed once `moves` are applied."""
-        low = moves[0][0] if moves else after
+    def _low(self, moved: list[StreamHistory], after: int) -> int:
+        """The oldest frame still needed once the `moved` streams left theirs."""
+        low = after
         skip = {id(stream) for stream in moved}
         for stream in self._streams.values():
             places = stream.stored_at
@@ -402,31 +438,42 @@ class DurableBroker(MemoryBroker):
                 low = places[0]
         return low
 
-    def _compaction(self, seq: int) -> tuple[list[tuple[int, int]], list[StreamHistory], int]:
-        """If dead rows are many, the rows of the streams holding the oldest live ones
-        (quiet streams keep old messages) are copied forward, up to MOVE_BUDGET."""
+    def _compaction(self, store: Store) -> tuple[list[Entry], list[StreamHistory]]:
+        """If dead entries are many, the entries of the streams holding the oldest frames
+        back (quiet streams keep old messages), up to MOVE_BUDGET, for a new frame."""
         live = 0
-        holding: list[tuple[int, StreamHistory]] = []
-        for stream in self._streams.values():
-            places = stream.stored_at
+        holding: list[tuple[int, _Stored]] = []
+        for record in self._stored.values():
+            places = record.stream.stored_at
             if places:
                 live += len(places)
-                holding.append((places[0], stream))
-        allowed = 2 * live + COMPACT_SLACK  # rows the log may span
+                holding.append((places[0], record))
+        if self._span <= 2 * live + COMPACT_SLACK:
+            return [], []
         holding.sort(key=lambda h: h[0])
-        head = seq
-        moves: list[tuple[int, int]] = []
-        moved: list[StreamHistory] = []
-        for first, stream in holding:
-            places = stream.stored_at
-            assert places is not None
-            if head - first <= allowed or (moves and len(moves) + len(places) > MOVE_BUDGET):
+        recent = self._next_seq - len(self._frames) // 2  # the newer half of the log stays
+        chosen: list[_Stored] = []
+        count = 0
+        for first, record in holding:
+            size = len(record.stream)
+            if first >= recent or (chosen and count + size > MOVE_BUDGET):
                 break
-            for place in places:
-                moves.append((seq, place))
-                seq += 1
-            moved.append(stream)
-        return moves, moved, seq
+            chosen.append(record)
+            count += size
+        if not chosen:
+            return [], []
+        wanted = {record.id: record.stream.first_offset for record in chosen}
+        seqs = sorted({place for r in chosen for place in r.stream.stored_at or ()})
+        copied: dict[tuple[int, int], Entry] = {}
+        for entries in store.frames(seqs).values():
+            for entry in entries:
+                kept_from = wanted.get(entry[0])
+                if kept_from is not None and entry[1] >= kept_from:
+                    copied[(entry[0], entry[1])] = entry
+        if len(copied) != count:
+            log.warning("state store: compaction found %d of %d entries", len(copied), count)
+            return [], []
+        return [copied[key] for key in sorted(copied)], [r.stream for r in chosen]
 
     def _failed(self, exc: sqlite3.Error) -> None:
         """A commit failed: nothing of it is given to anyone; try again later."""
@@ -471,30 +518,27 @@ class DurableBroker(MemoryBroker):
                 "next_stream": str(self._next_stream),
             }
         )
-        seq = 1
+        entries: list[Entry] = []
         for topic, record in self._stored.items():
-            stream, sid, ledger = record.stream, record.id, record.ledger
+            stream, sid = record.stream, record.id
             batch.new_streams.append((sid, encode_topic(topic), stream.epoch, now))
-            places: list[int] = []
             kept = stream.since(Position(stream.first_offset - 1, stream.epoch)) or []
-            for published in kept:
-                batch.log.append((seq, sid, published.offset, now, None, None, published.payload))
-                places.append(seq)
-                seq += 1
-            if kept and ledger.items:
-                # The ledger's items ride on the newest row (they only rebuild the ledger).
-                newest = batch.log[-1]
-                items = ITEM_SEPARATOR.join(ledger.items)
-                batch.log[-1] = (*newest[:4], max(ledger.items.values()), items, newest[6])
+            # The ledger's ids are not written again (memory keeps their hashes only): a
+            # restart soon after may give again what was published just before its
+            # streams' positions, as a restart without a store would.
+            entries += [(sid, p.offset, None, None, p.payload) for p in kept]
             assert stream.stored_at is not None
             stream.stored_at.clear()
-            stream.stored_at.extend(places)
+            stream.stored_at.extend([1] * len(kept))
+        batch.frames = [(1, now, encode_frame(entries))] if entries else []
         batch.positions = dict(self._positions)
         batch.demand_add = set(self._demanded.values())
         store.write(batch)
         self._store = store
-        self._next_seq = seq
+        self._next_seq = 2
         self._disk_low = 1
+        self._frames = collections.deque([(1, len(entries))] if entries else [])
+        self._span = len(entries)
         self._counts["storesReplaced"] += 1
 
     # -- demand ---------------------------------------------------------------------
@@ -601,7 +645,8 @@ class DurableBroker(MemoryBroker):
                 "retainedMessages": retained,
                 "stateBytes": store.size() if store is not None else 0,
                 "commits": store.commits if store is not None else 0,
-                "logRows": self._next_seq - self._disk_low,
+                "logFrames": len(self._frames),
+                "logEntries": self._span,
                 "compactedRows": counts["compactedRows"],
                 "positions": len(self._positions),
                 "wantedTopics": len(self._demanded),

@@ -55,6 +55,7 @@ from hlgateway.protocol.channels import (
     Topic,
 )
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
+from hlgateway.upstream.clock import start_from
 
 log = logging.getLogger(__name__)
 
@@ -522,8 +523,9 @@ class LeaseCoordinator(Coordinator):
     async def _start_feeds(self, topics: list[Topic]) -> None:
         """Each wallet's feed starts where its stream was delivered to (by whichever node
         fed it last, before a handover or the death of every node); without such a
-        position, from the topic's first demand; without that, from now. The shared
-        ledger drops what was published before."""
+        position, from the topic's first demand; without that, from now (those two less
+        the margin for the exchange's clock). The shared ledger drops what was
+        published before."""
         wall_ms = time.time_ns() // 1_000_000
         keys: list[str | bytes] = [start_key(t) for t in topics]
         positioned = [t for t in topics if t.channel in (USER_FILLS, USER_ORDERS, USER_LEDGER)]
@@ -537,7 +539,9 @@ class LeaseCoordinator(Coordinator):
         starts, found = stored[: len(topics)], stored[len(topics) :]
         positions = {key: int(ms) for key, ms in zip(wallets, found, strict=True) if ms is not None}
         for topic, start in zip(topics, starts, strict=True):
-            first = int(start) if start is not None else wall_ms
+            # A demand is a moment on our clock; a stream starts on the exchange's,
+            # a margin earlier (upstream/clock.py). A position is the exchange's own.
+            first = start_from(int(start) if start is not None else wall_ms)
             since = {w: positions.get((topic.channel, w), first) for w in topic.wallets}
             self._start_feed(topic, since)
 

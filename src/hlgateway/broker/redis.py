@@ -23,6 +23,14 @@ Publications and PUB/SUB go over two lean connections of broker/resp.py (a
 message crossing nodes pays for them twice, and redis-py's pipeline and PubSub
 cost more than the hop itself); every other command goes through redis-py.
 
+With replicas to wait for (`min_replicas`: a Sentinel group by default), a
+lossless publication is delivered only once the replicas have it: stored, then
+`WAIT`, then committed (broker/replicated.py), so that a failover never takes
+back what a client was given. Whatever happens to Redis, a node checks after
+each reconnect that the streams it published or delivered have not gone
+backwards (broker/lua/verify.lua): one that did continues in a new epoch, so
+that no offset a client holds is ever given to another message.
+
 A node subscribes to a topic's channel while it has local demand or a read in
 flight. Each lossless stream's delivery goes through a StreamTracker, which
 keeps it contiguous (gaps are fetched from the history) and merges reads with
@@ -54,7 +62,8 @@ from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.broker import scripts
 from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Retention, with_position
-from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard
+from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard, evalsha
+from hlgateway.broker.replicated import Entry, ReplicatedLane
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
 from hlgateway.broker.topics import decode_topic, topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
@@ -69,8 +78,10 @@ log = logging.getLogger(__name__)
 PREFIX = "hlgw"
 KEEP_FLOOR_MS = 60_000  # must match publish.lua's floor
 READ_TIMEOUT = 5.0  # a read waiting longer answers recovered: false
+AWAY_WAIT = 10.0  # a reader coming back with `since` waits this long for Redis to return
+COMMIT_WAIT = 3.0  # ... for a commit lost at a failover to be made again (verify.lua)
 CATCH_UP_WAIT = 1.0  # how long a read waits for live data to reach the head it read
-MAX_QUEUED = 100_000  # lossless publications kept while Redis is away
+MAX_QUEUED = 100_000  # lossless publications kept while Redis is away (per connection)
 IN_FLIGHT = 1024  # publications written and not yet answered
 UNIQUE_KEEP = 300.0  # seconds a plain lossless message's id guards against a retry
 # A snapshot-stream message that is an update, not the whole snapshot (candles):
@@ -113,8 +124,8 @@ class _Keys:
 
 
 # (topic, prefix or snapshot payload, items, suffix or the snapshot to retain if
-# another, ledger keep ms): one publication.
-_Entry = tuple[Topic, bytes, list[tuple[str, bytes]], bytes, int]
+# another, ledger keep ms): one publication (or a delivery position: POSITION).
+_Entry = Entry
 
 
 class RedisBroker(Broker):
@@ -132,14 +143,36 @@ class RedisBroker(Broker):
         # A stream nobody wants is forgotten this long after its last publication
         # (the ttl, but never under a minute: a short ttl trims, it does not expire).
         self._keep_ms = max(self._ttl_ms, KEEP_FLOOR_MS)
-        self._reconnect = reconnect.Reconnect(
-            backoff or Backoff(initial=0.1, decay=2.0, max_delay=5.0)
-        )
         self.shard = RedisShard(url, self.node)
+        # With Sentinel a failed connect only asks the sentinels again (cheap), and a
+        # failover is over in seconds: come back within a second of it.
+        longest = 1.0 if self.shard.target.sentinel is not None else 5.0
+        self._reconnect = reconnect.Reconnect(
+            backoff or Backoff(initial=0.1, decay=2.0, max_delay=longest)
+        )
         self._db = self.shard.db
+        # With replicas to wait for, lossless publications take their own lane.
+        self._lane: ReplicatedLane | None = None
+        if self.shard.min_replicas > 0:
+            self._lane = ReplicatedLane(
+                self.shard.min_replicas,
+                store=self._stored_command,
+                commit=self._commit_command,
+                committed=self._known,
+                refused=self._refused,
+                ask=lambda: self._spawn(self._ask_sentinels()),
+                max_queued=MAX_QUEUED,
+            )
+        # Where each stream this node published was last committed, to check
+        # after a reconnect that Redis did not go backwards: (epoch, offset, when).
+        self._seen: dict[Topic, tuple[str, int, float]] = {}
+        self._writing = False  # publications may be written (after the check)
         self._own = f"{PREFIX}:{self._db}:node:{self.node}".encode()
         self.connected = False
         self._up = asyncio.Event()
+        self._checked = asyncio.Event()  # connected, and the streams checked (verify)
+        # Resolved at the next such check (a reader whose read a failover cut short).
+        self._next_check: asyncio.Future[None] | None = None
         self._keys: dict[Topic, _Keys] = {}
         self._by_channel: dict[bytes, Topic] = {}
         self._subscribed: set[bytes] = set()
@@ -189,11 +222,15 @@ class RedisBroker(Broker):
 
     async def _close(self) -> None:
         self.connected = False
+        self._writing = False
         self._up.clear()
+        self._checked.clear()
         # Not known to be done: again after reconnecting, first and in order. A
         # lossless item's ledger id keeps a retried publication from repeating.
         self._queue.extendleft(reversed(self._in_flight))
         self._in_flight.clear()
+        if self._lane is not None:
+            self._lane.detach()
         self._subscribed.clear()
         self._fail_acks()
         await self.shard.close()
@@ -249,8 +286,18 @@ class RedisBroker(Broker):
         self._up.set()
 
     async def _serve(self) -> None:
-        """Run until a connection fails: resubscribe, resend, then watch both links."""
+        """Run until a connection fails: check, resend, resubscribe, then watch the links."""
+        # Before anything is written: did the streams go backwards while away?
+        await self._verify()
+        self._writing = True
+        self._checked.set()
+        if self._next_check is not None and not self._next_check.done():
+            self._next_check.set_result(None)
+        self._next_check = None
         self._schedule_flush()  # what waited while Redis was away goes first
+        if self._lane is not None:
+            assert self.shard.lossless is not None
+            self._lane.attach(self.shard.lossless)
         # Every SUBSCRIBE written at once, the confirmations awaited together.
         wanted = {*self._wanted, *self._reading}
         outcomes = await asyncio.gather(*map(self._subscribe, wanted), return_exceptions=True)
@@ -276,7 +323,80 @@ class RedisBroker(Broker):
     @property
     def queued(self) -> int:
         """Publications not yet answered by Redis (waiting, or written)."""
-        return len(self._queue) + len(self._in_flight)
+        lane = self._lane.queued if self._lane is not None else 0
+        return len(self._queue) + len(self._in_flight) + lane
+
+    # -- failovers -------------------------------------------------------------
+    async def _verify(self) -> None:
+        """Give a new epoch to every stream whose history went backwards: Redis
+        no longer has an offset this node published or delivered (a failover to
+        a replica that lacked the last writes, a restart from an older
+        snapshot). Its next offsets would name other messages than a client may
+        hold; in a new epoch, such a client gets `recovered: false` instead."""
+        checks = [(topic, epoch, offset) for topic, (epoch, offset, _) in self._seen.items()]
+        checks += [
+            (topic, tracker.epoch, tracker.offset)
+            for topic, tracker in self._trackers.items()
+            if tracker.epoch is not None and tracker.offset > 0
+        ]
+        if not checks:
+            return
+        keys = [_Keys(topic_id(topic), self._db) for topic, _, _ in checks]
+
+        def build(pipe: Any) -> None:
+            for k, (_, epoch, offset) in zip(keys, checks, strict=True):
+                args = [epoch, offset, new_epoch(), k.channel]
+                evalsha(pipe, scripts.VERIFY, [k.meta, k.stream], args)
+
+        results = await self.shard.pipeline(build)
+        for (topic, epoch, offset), outcome in zip(checks, results, strict=True):
+            if outcome == 2:
+                self._counts["recommitted"] += 1
+            elif outcome == 1:
+                self._counts["rewound"] += 1
+                self._seen.pop(topic, None)
+                log.warning(
+                    "broker: a %s stream went backwards in Redis (it had reached offset %d "
+                    "of epoch %s here; Redis lost writes): it goes on in a new epoch",
+                    topic.channel,
+                    offset,
+                    epoch,
+                )
+
+    async def _ask_sentinels(self) -> None:
+        """The replicas are late: is the server still the primary, and how many
+        of its replicas are up? Another primary: every connection goes, and
+        what is not committed is sent to the new one. Too few up: the lane
+        commits without them for a while (ReplicaWait)."""
+        lane = self._lane
+        assert lane is not None
+        up: int | None = None
+        try:
+            primary, up = await self.shard.replicas_up()
+        except UNAVAILABLE as exc:
+            log.warning("broker: no sentinel answered (%s)", exc)
+            primary = True
+        lane.policy.told(up if primary else None)
+        if not primary:
+            self.shard.fail("the sentinels name another primary")
+        elif lane.policy.degraded:
+            log.warning(
+                "broker: %d of %d replica(s) of %s up: lossless publications go on "
+                "without waiting for them",
+                up,
+                lane.min_replicas,
+                self.shard.where,
+            )
+        else:
+            log.warning(
+                "broker: lossless publications wait for %d replica(s) of %s",
+                lane.min_replicas,
+                self.shard.where,
+            )
+
+    def _known(self, topic: Topic, epoch: str, offset: int) -> None:
+        """Redis has committed `topic` up to `offset` in `epoch` (this node wrote it)."""
+        self._seen[topic] = (epoch, offset, time.monotonic())
 
     # -- publishing -----------------------------------------------------------
     def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
@@ -313,6 +433,10 @@ class RedisBroker(Broker):
         suffix: bytes,
         keep_ms: int,
     ) -> None:
+        if self._lane is not None and (topic.lossless or topic is POSITION):
+            # A delivery position goes with the publications it covers, after them.
+            self._lane.enqueue((topic, prefix, items, suffix, keep_ms))
+            return
         queue = self._queue
         if len(queue) >= MAX_QUEUED:
             queue.popleft()
@@ -322,51 +446,32 @@ class RedisBroker(Broker):
 
     def _schedule_flush(self) -> None:
         # Once per loop turn: what was published in this turn goes out in one write.
-        if not self._flush_due and self.shard.pub is not None:
+        if not self._flush_due and self._writing and self.shard.pub is not None:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
         pub, queue, in_flight = self.shard.pub, self._queue, self._in_flight
-        if pub is None or not pub.is_open or not pub.writable:
+        if pub is None or not pub.is_open or not pub.writable or not self._writing:
             return  # on reconnecting, or once the buffer drains
         count = min(len(queue), IN_FLIGHT - len(in_flight))
         if count <= 0:
             return  # the next answer flushes again
-        retention, ttl_ms, sha = self.retention, self._ttl_ms, scripts.PUBLISH.sha
+        ttl_ms = self._ttl_ms
         chunks: list[bytes] = []
         replies: list[Any] = []
         for _ in range(count):
             entry = queue.popleft()
             in_flight.append(entry)
-            topic, prefix, items, suffix, keep_ms = entry
+            topic, prefix, _, suffix, _ = entry
             if topic is POSITION:
-                chunks.append(encode("SET", prefix, keep_ms, "PX", POSITION_KEEP_MS))
+                chunks.append(self._position_command(entry))
                 replies.append(self._answered)
                 continue
             keys = self.keys(topic)
             if topic.lossless:
-                args: list[bytes | str | int] = [
-                    "EVALSHA",
-                    sha,
-                    2,
-                    keys.meta,
-                    keys.stream,
-                    keys.channel,
-                    new_epoch(),
-                    retention.size,
-                    ttl_ms,
-                    retention.max_size,
-                    keep_ms,
-                    keys.ledger,
-                    prefix,
-                    suffix,
-                    len(items),
-                ]
-                for item_id, item in items:
-                    args += (item_id, item)
-                chunks.append(encode(*args))
+                chunks.append(self._lossless_command(entry, commit=True))
                 replies.append(self._answered)
             elif suffix:  # an update, with the snapshot to retain as `suffix`
                 chunks.append(encode("SET", keys.latest, suffix, "PX", ttl_ms))
@@ -378,30 +483,75 @@ class RedisBroker(Broker):
                 replies += (self._answered_part, self._answered)
         pub.send(b"".join(chunks), replies)
 
+    def _lossless_command(self, entry: _Entry, *, commit: bool) -> bytes:
+        """publish.lua for one lossless publication: stored, and with `commit`
+        published at once (else commit.lua does, once the replicas have it)."""
+        topic, prefix, items, suffix, keep_ms = entry
+        keys, retention = self.keys(topic), self.retention
+        args: list[bytes | str | int] = [
+            "EVALSHA",
+            scripts.PUBLISH.sha,
+            2,
+            keys.meta,
+            keys.stream,
+            keys.channel,
+            new_epoch(),
+            retention.size,
+            self._ttl_ms,
+            retention.max_size,
+            keep_ms,
+            keys.ledger,
+            prefix,
+            suffix,
+            1 if commit else 0,
+            len(items),
+        ]
+        for item_id, item in items:
+            args += (item_id, item)
+        return encode(*args)
+
+    def _position_command(self, entry: _Entry) -> bytes:
+        """A delivery position (POSITION): its key as the prefix, its ms as the keep."""
+        return encode("SET", entry[1], entry[4], "PX", POSITION_KEEP_MS)
+
+    def _stored_command(self, entry: _Entry) -> bytes:
+        """What the replicated lane writes for an entry: a lossless publication
+        stored (committed once the replicas have it), or a delivery position,
+        which must follow the publications it covers."""
+        if entry[0] is POSITION:
+            return self._position_command(entry)
+        return self._lossless_command(entry, commit=False)
+
+    def _commit_command(self, topic: Topic, upto: int) -> bytes:
+        keys = self.keys(topic)
+        return encode("EVALSHA", scripts.COMMIT.sha, 2, keys.meta, keys.stream, keys.channel, upto)
+
     def _answered_part(self, reply: Any) -> None:
         """The first of a publication's two answers (a snapshot's SET)."""
         if isinstance(reply, hiredis.ReplyError):
-            self._refused(reply)
+            self._refused(reply, self.shard.pub)
 
     def _answered(self, reply: Any) -> None:
         """A publication's last answer: it is done (or refused for good)."""
         if isinstance(reply, RespError):
             return  # the connection is gone; _close() requeues what is in flight
         refused = isinstance(reply, hiredis.ReplyError)
-        if refused and self._refused(reply):
+        if refused and self._refused(reply, self.shard.pub):
             return  # retried on the next connection
         if self._in_flight:
-            topic = self._in_flight.popleft()[0]
-            if not refused and topic is not POSITION:
+            entry = self._in_flight.popleft()
+            if not refused and entry[0] is not POSITION:
                 self._counts["published"] += 1
+                if isinstance(reply, list) and reply[1]:  # a lossless stream's head
+                    self._known(entry[0], reply[1].decode(), int(reply[0]))
         if self._queue:
             self._schedule_flush()
 
-    def _refused(self, error: hiredis.ReplyError) -> bool:
-        """Redis refused a publication. True: retry it on a new connection."""
+    def _refused(self, error: hiredis.ReplyError, conn: RespConnection | None) -> bool:
+        """Redis refused a publication (on `conn`). True: retry it on a new connection."""
         if is_retryable(error):
-            if self.shard.pub is not None:
-                self.shard.pub.fail(RespError(f"Redis refused a publication: {error}"))
+            if conn is not None:
+                conn.fail(RespError(f"Redis refused a publication: {error}"))
             return True
         # Refused for what it is (it would be refused again): say so and go on.
         log.error("broker: Redis refused a publication for good: %s", error)
@@ -465,34 +615,51 @@ class RedisBroker(Broker):
                 progress.set()
 
     async def _fetch_gap(self, topic: Topic, after: int) -> None:
+        """Fetch what the tracker misses after `after` in its epoch (or, if the
+        stream went on in another epoch, that epoch from its base)."""
         stored: Stored | None = None
+        tracker = self._trackers.get(topic)
+        following = tracker.epoch if tracker is not None and tracker.epoch is not None else ""
         try:
-            stored = await self._stored(topic, after)
+            stored = await self._stored(topic, after, following, rebase=True)
         except UNAVAILABLE as exc:
             log.warning("broker: fetching a gap failed: %s", exc)
         tracker = self._trackers.get(topic)
         if tracker is None:
             return
-        before = tracker.gaps_lost
+        before, epochs = tracker.gaps_lost, tracker.epochs
         for item in tracker.fetched(stored):
             self._deliver(topic, item.payload, item.offset)
         if tracker.gaps_lost > before:
             self._counts["gapsLost"] += tracker.gaps_lost - before
+        if tracker.epochs > epochs:
+            self._counts["newEpochs"] += tracker.epochs - epochs
 
-    async def _stored(self, topic: Topic, after: int | None) -> Stored:
-        """The stream's epoch, head, and entries after `after` (None: none)."""
+    async def _stored(
+        self,
+        topic: Topic,
+        after: int | None,
+        following: str = "",
+        delivered: int = 0,
+        *,
+        rebase: bool = False,
+    ) -> Stored:
+        """The stream's epoch, committed head, base, and entries after `after`
+        (None: none); up to `delivered` (what this node passed on in `following`)
+        when the commit of that was lost; if `following` names another epoch,
+        none, or with `rebase` the current epoch's from its base (read.lua)."""
         keys = self.keys(topic)
-        epoch_raw, head, entries = await self.shard.run(
-            scripts.READ,
-            [keys.meta, keys.stream],
-            [new_epoch(), -1 if after is None else after, self._keep_ms],
+        after_arg = -1 if after is None else after
+        args = [new_epoch(), after_arg, self._keep_ms, following, delivered, int(rebase)]
+        epoch_raw, head, entries, base, top = await self.shard.run(
+            scripts.READ, [keys.meta, keys.stream], args
         )
         epoch = epoch_raw.decode()
         publications = []
         for entry_id, fields in entries:
             offset = int(entry_id.split(b"-", 1)[0])
             publications.append(Publication(offset, with_position(fields[1], offset, epoch)))
-        return Stored(epoch, int(head), publications)
+        return Stored(epoch, int(head), publications, int(base), max(int(top), int(head)))
 
     # -- demand -----------------------------------------------------------------
     def demand(self, topic: Topic) -> None:
@@ -543,7 +710,16 @@ class RedisBroker(Broker):
         if not (topic.lossless or topic.snapshot):
             return Replay(None)
         if not self.connected:
-            return self._unavailable(topic)
+            if since is None or not topic.lossless:
+                return self._unavailable(topic)
+            tracker = self._trackers.get(topic)
+            if (
+                tracker is not None
+                and not tracker.fetching
+                and since == Position(tracker.offset, tracker.epoch or "")
+            ):
+                return Replay(since, True)  # nothing missed: what follows comes live
+            return None  # read() waits a while for Redis (a failover takes seconds)
         if self.keys(topic).channel not in self._subscribed:
             return None
         # Subscribed already: what this node holds is as good as what Redis has.
@@ -576,12 +752,38 @@ class RedisBroker(Broker):
             return answer
         self._reading[topic] += 1
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                return await self._read(topic, since)
-        except UNAVAILABLE as exc:
-            log.warning("broker: a read failed (%s); live data only", exc)
-            self._counts["readFailures"] += 1
-            return self._unavailable(topic)
+            # A read that Redis's going away cut short (a failover under way) is
+            # made once more, once Redis is back.
+            for attempt in (1, 2):
+                if not self._checked.is_set():
+                    # Redis is away (or just back, its streams not checked yet), a
+                    # client comes back with `since`: a failover or a restart takes
+                    # seconds. Rather than telling it at once that its place is
+                    # lost (`recovered: false`), wait a while for Redis.
+                    try:
+                        async with asyncio.timeout(AWAY_WAIT):
+                            await self._checked.wait()
+                    except TimeoutError:
+                        return self._unavailable(topic)
+                if self._next_check is None:
+                    self._next_check = asyncio.get_running_loop().create_future()
+                next_check = self._next_check
+                try:
+                    async with asyncio.timeout(READ_TIMEOUT):
+                        return await self._read(topic, since)
+                except UNAVAILABLE as exc:
+                    failure = exc
+                if attempt == 1 and since is not None:
+                    # Once Redis is back (and its streams checked), read again.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(AWAY_WAIT):
+                            await asyncio.shield(next_check)
+                    if next_check.done():
+                        continue
+                log.warning("broker: a read failed (%s); live data only", failure)
+                self._counts["readFailures"] += 1
+                return self._unavailable(topic)
+            raise AssertionError("unreachable")
         finally:
             self._reading[topic] -= 1
             # After the caller attached (it does so in this very turn): keep the
@@ -607,7 +809,13 @@ class RedisBroker(Broker):
         tracker = self._trackers[topic]
         catch = tracker.open_catch()
         try:
-            stored = await self._stored(topic, None if since is None else since.offset)
+            # Up to what this node passed on (the replay is cut there), even if its
+            # commit was lost at a failover.
+            following, delivered = tracker.epoch or "", tracker.offset
+            after = None if since is None else since.offset
+            stored = await self._stored(topic, after, following, delivered)
+            if since is not None and await self._recommitted(topic, tracker, stored, since):
+                stored = await self._stored(topic, after, tracker.epoch or "", tracker.offset)
             # What was published before the read is on its way live (or being
             # fetched): wait for it, so that the replay reaches the head it read.
             if tracker.epoch == stored.epoch and tracker.offset < stored.head:
@@ -615,12 +823,40 @@ class RedisBroker(Broker):
         except BaseException:
             tracker.close_catch(catch)
             raise
-        return tracker.resolve(catch, stored, since)
+        replay = tracker.resolve(catch, stored, since)
+        if tracker.epoch != stored.epoch and not tracker.fetching:
+            # The stream went on in a new epoch that live delivery has not shown
+            # here yet: take this node's delivery there now.
+            tracker.fetching = True
+            self._spawn(self._fetch_gap(topic, tracker.offset))
+        return replay
 
     async def _get_latest(self, topic: Topic) -> bytes | None:
         key = self.keys(topic).latest
         stored = await self.shard.command(lambda client: client.get(key))
         return stored if isinstance(stored, bytes) else None
+
+    async def _recommitted(
+        self, topic: Topic, tracker: StreamTracker, stored: Stored, since: Position
+    ) -> bool:
+        """A client comes back with an offset Redis has stored but not committed:
+        it was committed before a failover, and the commit was lost, not the
+        entry; the node that published or delivered it commits it again when it
+        reconnects (verify.lua), which the live delivery shows here. Wait a while
+        for that (True: read again) rather than answer `recovered: false`."""
+        if not (since.epoch == stored.epoch and stored.head < since.offset <= stored.top):
+            return False
+        progress = self._progress.setdefault(topic, asyncio.Event())
+        try:
+            async with asyncio.timeout(COMMIT_WAIT):
+                while tracker.epoch in (None, stored.epoch) and tracker.offset < since.offset:
+                    progress.clear()
+                    await progress.wait()
+        except TimeoutError:
+            pass  # read again: recovered if the commit came meanwhile, else not
+        finally:
+            self._progress.pop(topic, None)
+        return True
 
     async def _caught_up(self, topic: Topic, tracker: StreamTracker, stored: Stored) -> None:
         progress = self._progress.setdefault(topic, asyncio.Event())
@@ -649,6 +885,11 @@ class RedisBroker(Broker):
         if not self.connected or now - self._last_refresh < every:
             return
         self._last_refresh = now
+        # Streams this node no longer publishes to are forgotten by Redis after
+        # `keep`: nothing left to check after a reconnect.
+        stale = now - self._keep_ms / 1000
+        for topic in [t for t, (_, _, at) in self._seen.items() if at < stale]:
+            del self._seen[topic]
         lossless = [t for t in self._wanted if t.lossless]
         if lossless:
             self._spawn(self._refresh(lossless))
@@ -711,25 +952,38 @@ class RedisBroker(Broker):
         return LeaseCoordinator(self, feeds, can_feed=can_feed)
 
     def stats(self) -> BrokerStats:
-        counts = self._counts
+        counts, lane, shard = self._counts, self._lane, self.shard
+        details: dict[str, Any] = {
+            "url": shard.where,
+            "node": self.node,
+            "connected": self.connected,
+            "channels": len(self._subscribed),
+            "queued": self.queued,
+        }
+        if shard.target.sentinel is not None:
+            details["failovers"] = shard.failovers
+        if lane is not None:
+            policy = lane.policy
+            details["minReplicas"] = lane.min_replicas
+            details["waitingForReplicas"] = policy.late > 0 and not policy.degraded
+            details["withoutReplicas"] = policy.degraded
+            details["replicaWaits"] = policy.timeouts
+            details["unreplicated"] = policy.unreplicated
         return BrokerStats(
             "redis",
             degraded=not self.connected,
             streams=len(self._trackers),
             queued=self.queued,
-            published=counts["published"],
+            published=counts["published"] + (lane.published if lane else 0),
             received=counts["received"],
             gaps=counts["gaps"],
             gaps_lost=counts["gapsLost"],
             refused=counts["publishRefused"],
-            dropped_while_away=counts["droppedWhileAway"],
+            dropped_while_away=counts["droppedWhileAway"] + (lane.dropped if lane else 0),
             disconnects=counts["disconnects"],
             read_failures=counts["readFailures"],
-            details={
-                "url": self.shard.where,
-                "node": self.node,
-                "connected": self.connected,
-                "channels": len(self._subscribed),
-                "queued": self.queued,
-            },
+            rewound=counts["rewound"],
+            new_epochs=counts["newEpochs"],
+            recommitted=counts["recommitted"],
+            details=details,
         )

@@ -41,8 +41,18 @@ Handler = Callable[[Reply], None]
 Push = Callable[[list[Any]], None]
 
 # Errors after which the same command may succeed on a new connection (a
-# restarted, loading, failing-over or full Redis; scripts flushed).
-RETRYABLE = (b"NOSCRIPT", b"OOM", b"READONLY", b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN")
+# restarted, loading, failing-over or full Redis; scripts flushed; a primary whose
+# `min-replicas-to-write` replicas are away).
+RETRYABLE = (
+    b"NOSCRIPT",
+    b"OOM",
+    b"READONLY",
+    b"LOADING",
+    b"BUSY",
+    b"MASTERDOWN",
+    b"TRYAGAIN",
+    b"NOREPLICAS",
+)
 
 
 def encode(*args: bytes | str | int) -> bytes:

@@ -26,8 +26,10 @@ def _load(name: str) -> Script:
 
 
 PUBLISH = _load("publish")
+COMMIT = _load("commit")
 READ = _load("read")
+VERIFY = _load("verify")
 LEASE_CLAIM = _load("lease_claim")
 LEASE_RELEASE = _load("lease_release")
 
-ALL = (PUBLISH, READ, LEASE_CLAIM, LEASE_RELEASE)
+ALL = (PUBLISH, COMMIT, READ, VERIFY, LEASE_CLAIM, LEASE_RELEASE)

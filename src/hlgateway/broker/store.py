@@ -5,14 +5,16 @@ What the durable engine (broker/durable.py) keeps across a restart, in
 
 - `meta`: `created`, `boot` (the machine's boot id at the last start), `running`;
 - `streams`: each lossless stream's id, topic (its spec, broker/topics.py), epoch;
-- `log`: every publication, appended in commit order under a sequence number:
-  its stream, offset, wall time, the ids of its items (the exactly-once ledger)
-  and its positioned payload. Append-only, so that a commit of many streams
-  writes a few pages at the end of one b-tree rather than a page per stream;
-  the rows nobody needs any more (trimmed, forgotten) go by compaction
-  (`compact`: a range delete below the oldest live row, and the rows of a quiet
-  stream that holds that range back copied forward first). A stream's head is
-  its newest row: nothing else is updated per publication;
+- `log`: one row per commit, appended under a sequence number: its wall time
+  and a frame (MessagePack) of that commit's publications, each with its
+  stream, offset, the ids of its items (the exactly-once ledger) and its
+  positioned payload. Append-only and one row a commit, so that a commit of
+  many streams writes a few pages at the end of one b-tree (not a page per
+  stream, nor a row per publication), and a start decodes a few large frames;
+  the frames nobody needs any more (trimmed, forgotten) go by compaction (a
+  range delete below the oldest frame a stream keeps, and the entries of a
+  quiet stream that holds that range back copied into a new frame first). A
+  stream's head is its newest entry: nothing else is updated per publication;
 - `positions`: how far each wallet's user stream was delivered (exchange ms);
 - `demand`: the lossless topics wanted (subscribed or lingering), resumed at start.
 
@@ -34,6 +36,8 @@ refuses to open (`SchemaTooNew`), and nothing is ever dropped silently.
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
 import logging
 import sqlite3
 import threading
@@ -41,6 +45,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from hlgateway.broker.base import EngineStartError
 from hlgateway.migrations import Migration, latest, pending
@@ -70,15 +76,7 @@ def _v1(db: sqlite3.Connection) -> None:
             epoch TEXT NOT NULL,
             created REAL NOT NULL
         );
-        CREATE TABLE log (
-            seq INTEGER PRIMARY KEY,
-            stream INTEGER NOT NULL,
-            offset INTEGER NOT NULL,
-            time REAL NOT NULL,
-            expires REAL,
-            items TEXT,
-            payload BLOB NOT NULL
-        );
+        CREATE TABLE log (seq INTEGER PRIMARY KEY, time REAL NOT NULL, frame BLOB NOT NULL);
         CREATE TABLE positions (
             channel TEXT NOT NULL,
             wallet TEXT NOT NULL,
@@ -92,7 +90,7 @@ def _v1(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: tuple[Migration[Step], ...] = (
-    Migration(1, "streams, the log of publications, delivery positions, demand", _v1),
+    Migration(1, "streams, the log of publications (a frame a commit), positions, demand", _v1),
 )
 
 
@@ -117,19 +115,23 @@ def migrate(
     return found, max(found, latest(migrations))
 
 
+# -- frames ------------------------------------------------------------------------
+
+# One publication in a frame: stream, offset, ledger expiry, ledger item ids
+# (ITEM_SEPARATOR between them), positioned payload.
+Entry = tuple[int, int, float | None, str | None, bytes]
+encode_frame = msgspec.msgpack.Encoder().encode
+_decode_frame = msgspec.msgpack.Decoder(list[Entry]).decode
+
+
+def decode_frame(frame: bytes) -> list[Entry]:
+    return _decode_frame(frame)
+
+
 # -- what a start finds ---------------------------------------------------------------
 
-
-@dataclass(slots=True)
-class Row:
-    """One publication as the log keeps it."""
-
-    seq: int
-    offset: int
-    time: float
-    expires: float | None
-    items: str | None  # the ledger's item ids, ITEM_SEPARATOR between them
-    payload: bytes
+# A kept publication: offset, wall time, ledger expiry, item ids, payload, frame seq.
+Kept = tuple[int, float, float | None, str | None, bytes, int]
 
 
 @dataclass(slots=True)
@@ -138,7 +140,7 @@ class StoredStream:
     topic: bytes  # its spec (broker/topics.py)
     epoch: str
     created: float
-    rows: list[Row] = field(default_factory=list)  # contiguous offsets, ending at the head
+    kept: list[Kept] = field(default_factory=list)  # contiguous offsets, ending at the head
 
 
 @dataclass(slots=True)
@@ -147,15 +149,14 @@ class Loaded:
     positions: dict[tuple[str, str], tuple[int, float]]  # (channel, wallet) -> (ms, updated)
     demand: list[bytes]
     meta: dict[str, str]
-    first_seq: int  # the log's oldest row (next_seq if empty)
+    first_seq: int  # the log's oldest frame (next_seq if empty)
     next_seq: int  # the log's next sequence number
     next_stream: int  # the next stream id (never one a forgotten stream had)
-    log_rows: int  # rows in the log, live or not
+    frames: int  # frames in the log, live or not
+    entries: int  # publications in them
 
 
 # -- one transaction's writes ----------------------------------------------------------
-
-LogRow = tuple[int, int, int, float, float | None, str | None, bytes]
 
 
 @dataclass(slots=True)
@@ -166,9 +167,8 @@ class Batch:
     forget: list[int] = field(default_factory=list)
     epochs: list[tuple[str, int]] = field(default_factory=list)  # (epoch, stream): history lost
     clear_log: bool = False  # every stream's history is lost (new epochs for all)
-    log: list[LogRow] = field(default_factory=list)
-    moves: list[tuple[int, int]] = field(default_factory=list)  # (new seq, old seq): compaction
-    delete_below: int = 0  # log rows below this sequence number are no longer needed
+    frames: list[tuple[int, float, bytes]] = field(default_factory=list)  # (seq, time, frame)
+    delete_below: int = 0  # log frames below this sequence number are no longer needed
     positions: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     forget_positions: set[tuple[str, str]] = field(default_factory=set)
     demand_add: set[bytes] = field(default_factory=set)
@@ -181,8 +181,7 @@ class Batch:
             or self.forget
             or self.epochs
             or self.clear_log
-            or self.log
-            or self.moves
+            or self.frames
             or self.delete_below
             or self.positions
             or self.forget_positions
@@ -235,36 +234,29 @@ class Store:
             "SELECT id, topic, epoch, created FROM streams ORDER BY id"
         ):
             streams[sid] = StoredStream(sid, topic, epoch, created)
-        by_stream: dict[int, dict[int, Row]] = {}
-        first_seq = 0
-        last_seq = 0
+        by_stream: dict[int, list[Kept]] = {sid: [] for sid in streams}
+        first_seq = last_seq = frames = entries = 0
         top_stream = max(streams, default=0)
-        rows = 0
-        for seq, sid, offset, when, expires, items, payload in db.execute(
-            "SELECT seq, stream, offset, time, expires, items, payload FROM log ORDER BY seq"
-        ):
-            rows += 1
-            first_seq = first_seq or seq
-            last_seq = seq
-            top_stream = max(top_stream, sid)
-            if sid in streams:
-                # A compacted row comes again later under a newer number: the same content.
-                by_stream.setdefault(sid, {})[offset] = Row(
-                    seq, offset, when, expires, items, payload
-                )
-        for sid, stored in streams.items():
-            kept = by_stream.get(sid)
-            if not kept:
-                continue
-            # The kept messages run without a hole up to the head: a hole (a row that was
-            # never written) cuts off what is before it.
-            expected = max(kept)
-            run: list[Row] = []
-            while expected in kept:
-                run.append(kept[expected])
-                expected -= 1
-            run.reverse()
-            stored.rows = run
+        # Millions of small objects: the collector would walk them again and again.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for seq, when, frame in db.execute("SELECT seq, time, frame FROM log ORDER BY seq"):
+                frames += 1
+                first_seq = first_seq or seq
+                last_seq = seq
+                for sid, offset, expires, items, payload in decode_frame(frame):
+                    entries += 1
+                    kept = by_stream.get(sid)
+                    if kept is not None:
+                        kept.append((offset, when, expires, items, payload, seq))
+                    elif sid > top_stream:
+                        top_stream = sid
+            for stored in streams.values():
+                stored.kept = _contiguous(by_stream[stored.id])
+        finally:
+            if collecting:
+                gc.enable()
         positions = {
             (channel, wallet): (time_ms, updated)
             for channel, wallet, time_ms, updated in db.execute(
@@ -281,8 +273,20 @@ class Store:
             first_seq or last_seq + 1,
             last_seq + 1,
             next_stream,
-            rows,
+            frames,
+            entries,
         )
+
+    def frames(self, seqs: list[int]) -> dict[int, list[Entry]]:
+        """Some frames of the log, decoded (compaction copies entries out of them)."""
+        out: dict[int, list[Entry]] = {}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT seq, frame FROM log WHERE seq IN ({marks})"
+            for seq, frame in self.db.execute(query, chunk):
+                out[seq] = decode_frame(frame)
+        return out
 
     def write(self, batch: Batch) -> None:
         """Everything in `batch`, in one transaction (all of it or none of it)."""
@@ -310,18 +314,8 @@ class Store:
                 "INSERT INTO streams (id, topic, epoch, created) VALUES (?, ?, ?, ?)",
                 batch.new_streams,
             )
-        if batch.log:
-            db.executemany(
-                "INSERT INTO log (seq, stream, offset, time, expires, items, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                batch.log,
-            )
-        if batch.moves:
-            db.executemany(
-                "INSERT INTO log (seq, stream, offset, time, expires, items, payload) "
-                "SELECT ?, stream, offset, time, expires, items, payload FROM log WHERE seq = ?",
-                batch.moves,
-            )
+        if batch.frames:
+            db.executemany("INSERT INTO log (seq, time, frame) VALUES (?, ?, ?)", batch.frames)
         if batch.delete_below:
             db.execute("DELETE FROM log WHERE seq < ?", (batch.delete_below,))
         if batch.positions:
@@ -415,3 +409,20 @@ def boot_id() -> str | None:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
     except OSError:
         return None
+
+
+def _contiguous(kept: list[Kept]) -> list[Kept]:
+    """A stream's entries as a start keeps them: one per offset (an entry copied by
+    compaction comes again under a newer frame: the same content), and only the
+    run without a hole up to the head (a hole, a write that never made it, cuts off
+    what is before it)."""
+    if not kept:
+        return kept
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(kept)):
+        by_offset = {entry[0]: entry for entry in kept}  # the newest copy wins
+        kept = [by_offset[offset] for offset in sorted(by_offset)]
+    end = len(kept)
+    start = end - 1
+    while start > 0 and kept[start - 1][0] == kept[start][0] - 1:
+        start -= 1
+    return kept[start:end]

@@ -149,6 +149,16 @@ def _bad_settings(exc: SettingsError, what: str = "hlgateway") -> int:
     return 2
 
 
+def _state_of(settings: Settings) -> str:
+    """Where `serve` would keep its state (docs/operations.md, "The state directory")."""
+    from hlgateway.broker.statedir import state_dir_of
+
+    if settings.broker is not None:
+        return "in Redis (--broker)"
+    directory = state_dir_of(settings.state_dir, settings.host, settings.port)
+    return "in memory only (--state-dir none)" if directory is None else f"in {directory}"
+
+
 def _check_config(args: argparse.Namespace) -> int:
     """Every bad setting at once, from the flags, the environment and the config file."""
     placeholder: list[bool] = []
@@ -166,7 +176,7 @@ def _check_config(args: argparse.Namespace) -> int:
         f"config OK{f' ({where})' if where else ''}: {settings.host}:{settings.port}, "
         f"upstream {settings.upstream}"
         + (f" from {settings.upstream_source_address}" if settings.upstream_source_address else "")
-        + f", logs {settings.log_format}"
+        + f", logs {settings.log_format}, state {_state_of(settings)}"
     )
     if placeholder:
         print("no JWT secret or public key configured: `serve` would use the local dev secret")
@@ -199,7 +209,7 @@ def _simulate(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        config = SimConfig(seed=args.seed, control=args.control)
+        config = SimConfig(seed=args.seed, control=args.control, clock_offset=args.clock_offset)
         asyncio.run(run_simulator(args.host, args.port, config))
     return 0
 
@@ -288,7 +298,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--broker",
-        help="redis://HOST:PORT/DB: join every node sharing that Redis into one gateway "
+        help="redis://HOST:PORT/DB, or redis+sentinel://HOST:PORT,.../MASTER/DB for a Redis "
+        "Sentinel group: join every node sharing that Redis into one gateway "
         "(HLGATEWAY_BROKER; default: one process, durable state on disk)",
     )
     parser.add_argument(
@@ -344,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--control",
         action="store_true",
         help="serve the /control/* chaos API (drop, stall, garbage, refuse, restart, ledger)",
+    )
+    simulate.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the exchange's clock this far from the wall clock (negative: behind), "
+        "as Hyperliquid's may be from yours",
     )
     simulate.set_defaults(func=_simulate)
 

@@ -64,9 +64,10 @@ class OrderUpdate(msgspec.Struct, frozen=True):
 
 
 class FillLiquidation(msgspec.Struct, frozen=True):
-    """A fill that was part of a liquidation: the mark price then, and how."""
+    """A fill that was part of a liquidation: the mark price then, and how
+    (Hyperliquid's `markPx`, named `markPrice` as everywhere on the wire)."""
 
-    markPx: float
+    markPrice: float
     method: str  # market | backstop
     liquidatedUser: str | UnsetType = UNSET
 

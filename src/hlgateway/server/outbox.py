@@ -103,6 +103,13 @@ class FlushScheduler:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_all)
 
+    def flush_now(self) -> None:
+        """Write out now what this loop turn marked so far, rather than at its end: for a
+        batch that was held back a turn already (the durable engine delivers each
+        publication once its commit is done), so that it pays no second turn."""
+        if self.dirty or self._published:
+            self._flush_all()  # the scheduled call, when it comes, finds nothing left
+
     def _flush_all(self) -> None:
         self._scheduled = False
         dirty, self.dirty = self.dirty, {}

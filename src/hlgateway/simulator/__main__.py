@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--track-grace", type=float, default=SimConfig.track_grace)
     parser.add_argument("--control", action="store_true", help="serve the /control/* API")
     parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=SimConfig.clock_offset,
+        help="seconds the exchange's clock runs from the wall clock (negative: behind)",
+    )
+    parser.add_argument(
         "--max-messages-per-minute",
         type=int,
         default=SimConfig.max_messages_per_minute,
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         max_fill_gap=args.max_fill_gap,
         track_grace=args.track_grace,
         control=args.control,
+        clock_offset=args.clock_offset,
         max_messages_per_minute=args.max_messages_per_minute,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -304,8 +304,12 @@ class AccountsEngine:
         self._transfer_ms = transfer_interval_ms
         self._liquidation_ms = liquidation_interval_ms
         self._wallets: dict[str, Wallet] = {}
-        # Global counter: oids are unique across wallets, like on Hyperliquid.
-        self._next_oid = 10**10 + derive_int(self._seed, "oid", bits=32)
+        # Global counter: oids are unique across wallets, like on Hyperliquid. Its start
+        # (and each wallet's first tid) depends on the model epoch too: a simulator run
+        # again with the same seed (`make serve` after Ctrl-C) is another exchange
+        # whose oids and tids are not the last run's, or a gateway that kept what it
+        # delivered then (its state directory) would drop the new run's fills as seen.
+        self._next_oid = 10**10 + derive_int(self._seed, "oid", market.start_ms, bits=32)
 
     # -- tracking ------------------------------------------------------------
     def wallet(self, user: str) -> Wallet | None:
@@ -471,7 +475,8 @@ class AccountsEngine:
             balance=Decimal(rng.randint(10_000, 100_000)),
             leverage=rng.choice((3, 5, 10, 20)),
             favourites=tuple(favourites),
-            next_tid=10**14 + derive_int(self._seed, "fill-tid", address, bits=46),
+            next_tid=10**14
+            + derive_int(self._seed, "fill-tid", address, self._market.start_ms, bits=46),
             cashflows=schedule,
         )
 

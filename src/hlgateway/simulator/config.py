@@ -15,6 +15,10 @@ class SimConfig:
     tick: float = 0.1  # model tick and clock resolution, seconds
     history: float = 30.0  # seconds of invented history for a wallet's first subscription
     start_ms: int | None = None  # model epoch; None = wall clock when start() runs
+    # The exchange's clock minus the wall clock, seconds (with start_ms None): Hyperliquid
+    # stamps events with its own clock, which a gateway's may be ahead of or behind.
+    # Negative: the simulator's clock runs behind.
+    clock_offset: float = 0.0
     trade_rate: float = 2.0  # mean public trades per second per coin
     trades_replay: int = 30  # recent trades replayed after a trades subscription
     # Hyperliquid's per-IP limits, enforced per client IP (request.remote) across all
@@ -65,6 +69,10 @@ class SimConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"SimConfig.{name} must be positive, got {value!r}")
+        if not abs(self.clock_offset) <= 86_400:
+            raise ValueError(
+                f"SimConfig.clock_offset must be within a day, got {self.clock_offset!r}"
+            )
         if self.tick < 0.001:
             raise ValueError("SimConfig.tick must be at least 1 ms")
         counts = {

@@ -252,6 +252,8 @@ class Exchange:
                 return DEFAULT
             case UpdateLeverage(asset=asset, is_cross=is_cross, leverage=leverage):
                 coin = self._coin(asset)
+                if coin.spot:
+                    raise _Refused(f"Leverage is for perps: {coin.name} is a spot pair")
                 if not is_cross:
                     raise _Refused("Isolated margin is not simulated: use cross (isCross true)")
                 if not 1 <= leverage <= coin.max_leverage:
@@ -260,7 +262,9 @@ class Exchange:
                     )
                 wallet.leverages[coin.name] = leverage
                 return DEFAULT
-            case UpdateIsolatedMargin():
+            case UpdateIsolatedMargin(asset=asset):
+                if self._coin(asset).spot:
+                    raise _Refused(f"Margin is for perps: {self._coin(asset).name} is a spot pair")
                 raise _Refused("Isolated margin is not simulated")
             case ScheduleCancel(time=when):
                 problem = matcher.schedule_cancel(wallet, when, now_ms)
@@ -296,7 +300,8 @@ class Exchange:
         if amount <= 0:
             raise _Refused("Amount must be positive")
         view = self._accounts.account_view(wallet.address, now_ms)
-        if amount > view.withdrawable:
+        # USDC that resting spot buys hold is not the account's to send.
+        if amount > view.withdrawable - self._matcher.spot_holds(wallet).get("USDC", Decimal(0)):
             raise _Refused("Insufficient balance for this transfer")
         wallet.balance -= amount
 

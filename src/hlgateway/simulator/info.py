@@ -135,7 +135,8 @@ def _clearinghouse_state(world: SimWorld, body: dict[str, Any]) -> Any:
 
 def _spot_clearinghouse_state(world: SimWorld, body: dict[str, Any]) -> Any:
     wallet = _wallet(world, body)
-    return wire.spot_clearinghouse_state(world.listing, wallet)
+    holds = None if wallet is None else world.matcher.spot_holds(wallet)
+    return wire.spot_clearinghouse_state(world.listing, wallet, holds)
 
 
 def _orders_on(world: SimWorld, body: dict[str, Any]) -> list[Any]:

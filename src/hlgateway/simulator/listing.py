@@ -172,11 +172,15 @@ class Listing:
     def perp_assets(self) -> dict[int, CoinSpec]:
         """Hyperliquid's asset numbers of the perps: the main dex's from 0, builder dex
         k's (in ``perpDexs`` order) from 110000 + 10000 k, as the official SDK numbers
-        them. (Spot pairs are 10000 + their index; /exchange does not trade them.)"""
+        them."""
         assets = dict(enumerate(self.perps))
         for k, dex in enumerate(self.dexes):
             assets.update((110_000 + 10_000 * k + j, spec) for j, spec in enumerate(dex.perps))
         return assets
+
+    def spot_assets(self) -> dict[int, CoinSpec]:
+        """Hyperliquid's asset numbers of the spot pairs: 10000 + the pair's index."""
+        return {10_000 + pair.index: pair.spec() for pair in self.pairs}
 
     def main_mids_coins(self) -> tuple[str, ...]:
         """The coins of the main ``allMids``: main perps and every spot pair."""

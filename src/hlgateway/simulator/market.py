@@ -206,6 +206,11 @@ class MarketModel:
         return self._seed
 
     @property
+    def start_ms(self) -> int:
+        """The model epoch: when the model's clock started (epoch ms)."""
+        return self._start_ms
+
+    @property
     def tick_ms(self) -> int:
         return self._tick_ms
 

@@ -15,7 +15,13 @@ Orders that accounts place through ``/exchange`` live beside it:
   trigger, then execute as a market order (bounded by their limit price) or
   rest as a limit order;
 - a scheduled cancel (the dead man's switch) cancels every open order at its
-  time.
+  time;
+- a spot pair's order (asset 10000 + the pair's index) spends token balances,
+  not margin: a buy needs the USDC it would pay, a sell the base tokens, beyond
+  what the account's other resting spot orders hold ("Insufficient spot
+  balance"); its fills move the balances (spot.py). A spot trigger order holds
+  nothing until it triggers, and is canceled then if the balance no longer
+  covers it.
 
 ``book(coin)`` is what ``l2Book`` shows: the synthetic levels less what was
 taken this tick, plus the resting orders. Every fill and status transition goes
@@ -41,10 +47,12 @@ from hlgateway.simulator.accounts import (
     WalletActivity,
 )
 from hlgateway.simulator.actions import OrderSpec
+from hlgateway.simulator.listing import Listing
 from hlgateway.simulator.market import (
     BOOK_DEPTH,
     MAX_PERP_DECIMALS,
     MAX_SIG_FIGS,
+    MAX_SPOT_DECIMALS,
     Book,
     CoinSpec,
     Level,
@@ -53,6 +61,7 @@ from hlgateway.simulator.market import (
     Trade,
 )
 from hlgateway.simulator.rng import derive_address
+from hlgateway.simulator.spot import sellable
 from hlgateway.simulator.wire import num
 
 MIN_NOTIONAL = Decimal(10)
@@ -118,10 +127,12 @@ def _on_lot(sz: Decimal, coin: CoinSpec) -> bool:
 
 
 def _valid_price(px: Decimal, coin: CoinSpec) -> bool:
-    """At most 6 - szDecimals decimals, and 5 significant figures unless an integer."""
+    """At most 6 - szDecimals decimals (8 for spot), and 5 significant figures unless an
+    integer."""
     exponent = px.normalize().as_tuple().exponent
     decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-    if decimals > MAX_PERP_DECIMALS - coin.sz_decimals:
+    max_decimals = MAX_SPOT_DECIMALS if coin.spot else MAX_PERP_DECIMALS
+    if decimals > max_decimals - coin.sz_decimals:
         return False
     if px == px.to_integral_value():
         return True
@@ -130,9 +141,10 @@ def _valid_price(px: Decimal, coin: CoinSpec) -> bool:
 
 
 class Matcher:
-    def __init__(self, market: MarketModel, accounts: AccountsEngine) -> None:
+    def __init__(self, market: MarketModel, accounts: AccountsEngine, listing: Listing) -> None:
         self._market = market
         self._accounts = accounts
+        self._listing = listing
         self._resting: dict[str, list[tuple[str, int]]] = {}  # coin -> (user, oid), by arrival
         self._triggers: dict[str, list[tuple[str, int]]] = {}
         self._schedules: dict[str, int] = {}  # user -> when its open orders get canceled
@@ -213,11 +225,16 @@ class Matcher:
             known = wallet.cloids.get(spec.cloid)
             if known is not None and (replacing is None or known != replacing.oid):
                 raise OrderRefused(f"Duplicate cloid: already used by order {known}.")
+        if coin.spot and spec.reduce_only:
+            raise OrderRefused("Reduce only orders are for perps: a spot pair has no position.")
         if spec.trigger is not None:
             return spec.sz  # checked again when it triggers
         side: Side = "B" if spec.is_buy else "A"
         size = spec.sz
-        if spec.reduce_only:
+        if coin.spot:
+            if not self._spot_covered(wallet, coin.name, side, size, spec.px, at_ms, replacing):
+                raise OrderRefused("Insufficient spot balance")
+        elif spec.reduce_only:
             size = self._reducible(wallet, coin.name, side, size)
         elif not self._margin_ok(wallet, coin, side, size, spec.px, at_ms, replacing):
             raise OrderRefused("Insufficient margin to place order.")
@@ -302,19 +319,75 @@ class Matcher:
         if opening <= 0:
             return True
         needed = opening * px / wallet.leverage_for(coin.name, coin.max_leverage)
+        return needed <= self._free_usdc(wallet, at_ms, replacing)
+
+    def _free_usdc(self, wallet: Wallet, at_ms: int, replacing: LiveOrder | None) -> Decimal:
+        """USDC neither used as margin nor held by resting orders (but ``replacing``)."""
         view = self._accounts.account_view(wallet.address, at_ms)
-        reserved = self._reserved(wallet, replacing)
-        return needed <= view.account_value - view.total_margin_used - reserved
+        return view.account_value - view.total_margin_used - self._reserved(wallet, replacing)
 
     def _reserved(self, wallet: Wallet, replacing: LiveOrder | None) -> Decimal:
-        """Margin held by resting orders that would open positions (but ``replacing``)."""
+        """USDC held by resting orders (but ``replacing``): the margin of those that would
+        open perp positions, the cost of spot buys. Trigger orders hold nothing yet."""
         total = ZERO
         for order in wallet.live_orders.values():
             spec = self._market.spec(order.coin)
-            if order.reduce_only or order.tif is None or spec is None or order is replacing:
+            if order.tif is None or spec is None or order is replacing:
                 continue
-            total += order.sz * order.limit_px / wallet.leverage_for(order.coin, spec.max_leverage)
+            if spec.spot:
+                total += order.sz * order.limit_px if order.side == "B" else ZERO
+            elif not order.reduce_only:
+                leverage = wallet.leverage_for(order.coin, spec.max_leverage)
+                total += order.sz * order.limit_px / leverage
         return total
+
+    def spot_holds(self, wallet: Wallet) -> dict[str, Decimal]:
+        """What ``wallet``'s resting spot orders hold, by token name (a buy its cost in
+        the quote token, a sell its size in the base token): ``spotClearinghouseState``'s
+        ``hold``."""
+        holds: dict[str, Decimal] = {}
+        for order in wallet.live_orders.values():
+            pair = self._listing.pair(order.coin)
+            if pair is None or order.tif is None:
+                continue
+            token, amount = (
+                (pair.quote.name, order.sz * order.limit_px)
+                if order.side == "B"
+                else (pair.base.name, order.sz)
+            )
+            holds[token] = holds.get(token, ZERO) + amount
+        return holds
+
+    def _spot_covered(
+        self,
+        wallet: Wallet,
+        coin: str,
+        side: Side,
+        size: Decimal,
+        px: Decimal,
+        at_ms: int,
+        replacing: LiveOrder | None,
+    ) -> bool:
+        """Whether the wallet holds what a spot order would spend, beyond what its other
+        resting orders hold (a buy pays at most its limit price; the fee of a buy is
+        taken from the tokens received, of a sell from the proceeds)."""
+        pair = self._listing.pair(coin)
+        if pair is None:
+            return False
+        if side == "B":
+            return size * px <= self._free_usdc(wallet, at_ms, replacing)
+        held = sum(
+            (
+                order.sz
+                for order in wallet.live_orders.values()
+                if order.coin == coin
+                and order.side == "A"
+                and order.tif is not None
+                and order is not replacing
+            ),
+            ZERO,
+        )
+        return size <= sellable(wallet.spot.get(coin), pair) - held
 
     # -- taking liquidity ----------------------------------------------------------
     def _take(
@@ -481,7 +554,11 @@ class Matcher:
 
     # -- the clock -------------------------------------------------------------
     def step(self, now_ms: int, trades: list[Trade]) -> Events:
-        """One tick: the market traded (``trades``) and moved; fill, trigger, cancel."""
+        """One tick: the market traded (``trades``) and moved; fill, trigger, cancel.
+
+        Only orders placed by the tick's time meet it: a world catching up on a
+        backlog of ticks (its clock task ran late) must not fill an order with a
+        trade from before the order was placed."""
         events = Events()
         self._fresh_tick()
         for trade in trades:
@@ -501,7 +578,7 @@ class Matcher:
         left = trade.sz
         entries = [
             (w, o)
-            for w, o in self._resting_entries(trade.coin, maker_side)
+            for w, o in self._resting_entries(trade.coin, maker_side, now_ms)
             if (o.limit_px >= trade.px if maker_side == "B" else o.limit_px <= trade.px)
         ]
         entries.sort(key=lambda e: -e[1].limit_px if maker_side == "B" else e[1].limit_px)
@@ -517,7 +594,7 @@ class Matcher:
         book = self._market.book(coin)
         best_bid = book.bids[0].px if book.bids else None
         best_ask = book.asks[0].px if book.asks else None
-        for wallet, order in list(self._resting_entries(coin, None)):
+        for wallet, order in list(self._resting_entries(coin, None, now_ms)):
             crossed = (
                 best_ask is not None and order.limit_px >= best_ask
                 if order.side == "B"
@@ -530,7 +607,7 @@ class Matcher:
         mark = self._market.mark_px(coin)
         spec = self._market.spec(coin)
         assert spec is not None
-        for wallet, order in list(self._trigger_entries(coin)):
+        for wallet, order in list(self._trigger_entries(coin, now_ms)):
             assert order.trigger_px is not None
             above = order.trigger_condition.startswith("Price above")
             if not (mark >= order.trigger_px if above else mark <= order.trigger_px):
@@ -545,6 +622,11 @@ class Matcher:
                 except OrderRefused:
                     self._finish(wallet, order, "canceled", now_ms, events)
                     continue
+            elif spec.spot and not self._spot_covered(
+                wallet, coin, order.side, order.sz, order.limit_px, now_ms, order
+            ):
+                self._finish(wallet, order, "canceled", now_ms, events)
+                continue
             order.tif = "Ioc" if order.is_market else "Gtc"
             self._take(wallet, order, now_ms, events)
             if order.sz > 0 and order.tif == "Ioc":
@@ -571,11 +653,16 @@ class Matcher:
             self._taken.clear()
             self._taken_tick = self._market.now_ms
 
-    def _resting_entries(self, coin: str, side: Side | None) -> Iterator[tuple[Wallet, LiveOrder]]:
+    def _resting_entries(
+        self, coin: str, side: Side | None, at_ms: int | None = None
+    ) -> Iterator[tuple[Wallet, LiveOrder]]:
+        """The resting orders of ``coin`` (one ``side``), those on the book at ``at_ms``."""
         for user, oid in list(self._resting.get(coin, ())):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
             if wallet is None or order is None:
+                continue
+            if at_ms is not None and order.timestamp > at_ms:
                 continue
             if side is None or order.side == side:
                 yield wallet, order
@@ -584,11 +671,11 @@ class Matcher:
         for wallet, order in self._resting_entries(coin, side):
             yield _Placed(wallet.address, order.limit_px, order.sz)
 
-    def _trigger_entries(self, coin: str) -> Iterator[tuple[Wallet, LiveOrder]]:
+    def _trigger_entries(self, coin: str, at_ms: int) -> Iterator[tuple[Wallet, LiveOrder]]:
         for user, oid in list(self._triggers.get(coin, ())):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
-            if wallet is not None and order is not None:
+            if wallet is not None and order is not None and order.timestamp <= at_ms:
                 yield wallet, order
 
 

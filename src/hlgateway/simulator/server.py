@@ -83,9 +83,14 @@ class Simulator:
         cfg = self._config
         # The wall clock and the loop clock read together: building the world takes a
         # while, and the model clock must not lag the wall clock by that much (clients
-        # compare exchange timestamps with their own clocks).
+        # compare exchange timestamps with their own clocks; `clock_offset` skews it on
+        # purpose, as Hyperliquid's own clock may be ahead of or behind a client's).
         t0 = asyncio.get_running_loop().time()
-        epoch_ms = cfg.start_ms if cfg.start_ms is not None else int(time.time() * 1000)
+        epoch_ms = (
+            cfg.start_ms
+            if cfg.start_ms is not None
+            else int((time.time() + cfg.clock_offset) * 1000)
+        )
         world = SimWorld(
             cfg.seed,
             epoch_ms,

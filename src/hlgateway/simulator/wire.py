@@ -406,12 +406,22 @@ def ws_clearinghouse_state(user: str, view: AccountView, dex: str = "") -> Json:
     return {"dex": dex, "user": user, "clearinghouseState": clearinghouse_state(view)}
 
 
-def spot_clearinghouse_state(listing: Listing, wallet: Wallet | None) -> Json:
-    """``spotClearinghouseState``: token balances (the wallet's USDC is shared with perps here)."""
+def spot_clearinghouse_state(
+    listing: Listing, wallet: Wallet | None, holds: Mapping[str, Decimal] | None = None
+) -> Json:
+    """``spotClearinghouseState``: token balances (the wallet's USDC is shared with perps
+    here), and what its resting spot orders hold of each (`holds`, by token name)."""
     if wallet is None:
         return {"balances": []}
+    held = holds or {}
     balances = [
-        {"coin": "USDC", "token": 0, "hold": "0.0", "total": num(wallet.balance), "entryNtl": "0.0"}
+        {
+            "coin": "USDC",
+            "token": 0,
+            "hold": num(held.get("USDC", Decimal(0))),
+            "total": num(wallet.balance),
+            "entryNtl": "0.0",
+        }
     ]
     for pair in listing.pairs:
         holding = wallet.spot.get(pair.coin)
@@ -421,7 +431,7 @@ def spot_clearinghouse_state(listing: Listing, wallet: Wallet | None) -> Json:
             {
                 "coin": pair.base.name,
                 "token": pair.base.index,
-                "hold": "0.0",
+                "hold": num(held.get(pair.base.name, Decimal(0))),
                 "total": num(holding.balance),
                 "entryNtl": num((holding.balance * holding.avg_cost).quantize(Decimal("1e-6"))),
             }

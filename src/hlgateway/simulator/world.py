@@ -63,13 +63,13 @@ class SimWorld:
         )
         self.candles = CandleBook(seed, start_ms, all_coins)
         # Orders that accounts place through /exchange, and the endpoint itself.
-        self.matcher = Matcher(self.market, self.accounts)
+        self.matcher = Matcher(self.market, self.accounts, self.listing)
         self.exchange = Exchange(
             self.market,
             self.accounts,
             self.matcher,
             mainnet=mainnet,
-            assets=self.listing.perp_assets(),
+            assets={**self.listing.perp_assets(), **self.listing.spot_assets()},
         )
 
     def book(self, coin: str) -> Book:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -145,6 +145,10 @@ class Feeds:
         self._last_contexts: dict[str, wire.ContextUpdate] = {}
         self._last_accounts: dict[str, wire.Account] = {}
         self._last_status = "idle"
+        # User events that came before the market list (a restarted gateway reads back
+        # its downtime at once): published, in order, once their markets have names.
+        self._unnamed: list[Callable[[], None]] = []
+        self._naming: asyncio.Task[None] | None = None
         self.wallets = WalletFeeds(
             upstream,
             self,
@@ -158,6 +162,7 @@ class Feeds:
             retry=Backoff.full_jitter(
                 0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
             ),
+            margin_ms=upstream.exchange_clock.margin_ms,
         )
 
     # -- the coordinator's feed control (broker/coordination.py) -----------
@@ -342,6 +347,7 @@ class Feeds:
 
     # -- upstream events --------------------------------------------------
     def on_event(self, link: Link, event: wire.Event) -> None:
+        self._clock_of(event)
         match event:
             case wire.Mids():
                 self._on_mids(event)
@@ -367,6 +373,26 @@ class Feeds:
                 self.wallets.on_ack(event.subscription, link.gap_from_ms)
                 self._on_ack(event.subscription, link.gap_from_ms)
 
+    def _clock_of(self, event: wire.Event) -> None:
+        """What pushed frames stamped as they happened say of the exchange's clock
+        (clock.ExchangeClock); replays and snapshots of history say nothing."""
+        match event:
+            case wire.Book() | wire.BestBidOffer():
+                stamped = event.time
+            case wire.Fills(is_snapshot=False, fills=[_, *_]):
+                stamped = max(f.timestamp for f in event.fills)
+            case wire.OrderUpdates(orders=[_, *_]):
+                stamped = max(o.timestamp for o in event.orders)
+            case _:
+                return
+        clock = self._upstream.exchange_clock
+        if clock.observe(now_ms(), stamped):
+            log.warning(
+                "the exchange's clock runs up to %d ms behind this host's: user streams now "
+                "start that much before a subscribe (check this host's clock: NTP)",
+                clock.margin_ms(),
+            )
+
     def on_status(self, status: str) -> None:
         """Tell `system` subscribers when the upstream goes down and comes back."""
         if status == "degraded" and self._last_status == "connected":
@@ -384,6 +410,8 @@ class Feeds:
     # After each, the wallet's stream is delivered up to the event's time: where
     # an engine that keeps state across a restart starts it again.
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
+        if self._before_names(lambda: self.emit_fills(wallet, fills)):
+            return
         symbol_of = self._markets.symbol_of
         items = [
             (f"{f.wallet}:{f.id}", msgspec.structs.replace(f, symbol=symbol_of(f.symbol)))
@@ -394,6 +422,8 @@ class Feeds:
         self._publisher.delivered(USER_FILLS, wallet, max(f.timestamp for f in fills))
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
+        if self._before_names(lambda: self.emit_order(wallet, action, order)):
+            return
         named = msgspec.structs.replace(order, symbol=self._markets.symbol_of(order.symbol))
         data = OrderUpdate(action, named)
         item_id = f"{order.id}:{order.status}:{order.remaining}"
@@ -407,6 +437,8 @@ class Feeds:
             self._publisher.publish(topic, account)
 
     def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None:
+        if self._before_names(lambda: self.emit_ledger(wallet, events)):
+            return
         symbol_of = self._markets.symbol_of
         items = [
             (
@@ -420,6 +452,24 @@ class Feeds:
         for topic in tuple(self._user.get((USER_LEDGER, wallet), ())):
             self._publisher.publish_items(topic, {}, "events", items, LEDGER_KEEP)
         self._publisher.delivered(USER_LEDGER, wallet, max(e.time for e in events))
+
+    def _before_names(self, emit: Callable[[], None]) -> bool:
+        """Keep `emit` for when the market list is loaded, if it is not yet (or events
+        kept before it still wait: order is kept); True if kept. Without the list a
+        spot fill would go out under Hyperliquid's raw name (@107, not HYPE/USDC)."""
+        if self._markets.loaded and not self._unnamed:
+            return False
+        self._unnamed.append(emit)
+        if self._naming is None:
+            self._naming = asyncio.get_running_loop().create_task(self._publish_named())
+        return True
+
+    async def _publish_named(self) -> None:
+        await self._upstream.markets_loaded.wait()
+        waiting, self._unnamed = self._unnamed, []
+        self._naming = None
+        for emit in waiting:
+            emit()
 
     # -- market data ------------------------------------------------------
     def _on_mids(self, event: wire.Mids) -> None:
@@ -571,6 +621,8 @@ class Feeds:
 
     async def stop(self) -> None:
         tasks = list(self._candle_reads.values())
+        if self._naming is not None:
+            tasks.append(self._naming)
         for task in tasks:
             task.cancel()
         for task in tasks:

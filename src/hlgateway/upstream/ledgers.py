@@ -6,6 +6,8 @@ replays recent trades; orderUpdates may repeat a state; the ledger streams
 decide what is new, by the ids Hyperliquid guarantees unique: fills by (wallet,
 tid), trades by (time, tid) per coin, orders by (oid, status, remaining size,
 time), ledger entries by (hash, type) and funding payments by (coin, time).
+The ids, not the times, make each event once: reading back with a margin for
+the clocks (clock.py) costs repeats that the ledgers drop, never a loss.
 """
 
 from __future__ import annotations
@@ -43,36 +45,24 @@ class SeenSet:
 
 
 class FillLedger:
-    """One wallet's delivered fills.
+    """One wallet's delivered fills, from the stream's start (`since_ms`, the
+    exchange's time: upstream/clock.py).
 
-    The first snapshot is mostly history from before anyone watched: it primes
-    the ledger, and only its fills from `since_ms` (when the first subscriber
-    arrived) on are delivered. Every later message, snapshots after a reconnect
-    included, delivers exactly the fills not seen before.
+    What is read back (a userFills snapshot, mostly history from before anyone
+    watched; REST after a gap; a poll) delivers its fills from the start on;
+    a live push, which happened after the subscription, delivers its fills
+    whatever their stamp. Either way only fills not delivered before, by `tid`.
     """
 
     def __init__(self, since_ms: int = 0, capacity: int = 20_000) -> None:
         self._seen = SeenSet(capacity)
         self.since_ms = since_ms
-        self.primed = False
         self.last_time = since_ms  # time of the newest fill seen
 
-    def accept(
-        self, fills: Iterable[Fill], is_snapshot: bool = False, floor_ms: int | None = None
-    ) -> list[Fill]:
-        """The fills not delivered before, oldest first. Only a snapshot primes:
-        what arrives before the first one (fills recovered over REST at a restart)
-        leaves the snapshot's history to it. `floor_ms`: fills older than that are
-        marked seen and not delivered (a recovery reaching before the start)."""
-        priming = is_snapshot and not self.primed
-        if is_snapshot:
-            self.primed = True
-        floor = self.since_ms if priming else floor_ms
-        fresh = [
-            f
-            for f in fills
-            if self._seen.add(f.id) and not (floor is not None and f.timestamp < floor)
-        ]
+    def accept(self, fills: Iterable[Fill], live: bool = False) -> list[Fill]:
+        """The fills not delivered before, oldest first (`live`: pushed, not read back)."""
+        start = self.since_ms
+        fresh = [f for f in fills if (live or f.timestamp >= start) and self._seen.add(f.id)]
         fresh.sort(key=lambda f: (f.timestamp, f.id))
         if fresh:
             self.last_time = max(self.last_time, fresh[-1].timestamp)
@@ -80,29 +70,24 @@ class FillLedger:
 
 
 class EventLedger:
-    """One wallet's delivered ledger events (the ids `wire.ledger_event` gives).
+    """One wallet's delivered ledger events (the ids `wire.ledger_event` gives),
+    from the stream's start (`since_ms`, the exchange's time).
 
-    Two streams feed it, each with a snapshot of its own on every (re)subscribe:
-    each stream's first snapshot primes it (only its events from `since_ms` on
-    are delivered); after that, every event not seen before is.
+    Two streams feed it, each with a snapshot of its own on every (re)subscribe,
+    and REST reads after a gap or for a poll: what is read back delivers its
+    events from the start on, a live push all of its events; only those not
+    delivered before either way.
     """
 
     def __init__(self, since_ms: int = 0, capacity: int = 20_000) -> None:
         self._seen = SeenSet(capacity)
         self.since_ms = since_ms
-        self.primed: set[str] = set()  # streams whose first snapshot came
         self.last_time = since_ms
 
-    def accept(
-        self, events: Iterable[LedgerEvent], snapshot_of: str | None = None
-    ) -> list[LedgerEvent]:
-        """The events not delivered before; `snapshot_of`: the stream whose snapshot this is."""
-        priming = snapshot_of is not None and snapshot_of not in self.primed
-        if snapshot_of is not None:
-            self.primed.add(snapshot_of)
-        fresh = [
-            e for e in events if self._seen.add(e.id) and not (priming and e.time < self.since_ms)
-        ]
+    def accept(self, events: Iterable[LedgerEvent], live: bool = False) -> list[LedgerEvent]:
+        """The events not delivered before, oldest first (`live`: pushed, not read back)."""
+        start = self.since_ms
+        fresh = [e for e in events if (live or e.time >= start) and self._seen.add(e.id)]
         fresh.sort(key=lambda e: (e.time, e.id))
         if fresh:
             self.last_time = max(self.last_time, fresh[-1].time)

@@ -38,6 +38,7 @@ from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 from hlgateway.ratelimit import SlidingWindow
 from hlgateway.upstream import wire
+from hlgateway.upstream.clock import ExchangeClock
 from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
 from hlgateway.upstream.link import Link, LinkState, subscription_key
 from hlgateway.upstream.networks import Endpoint
@@ -128,6 +129,8 @@ class Upstream:
         # sent and there when received, and a full window must never be full there first.
         self.budget = WeightBudget(limits.rest_weight_per_minute, window=61.0)
         self.markets_loaded = asyncio.Event()
+        # How far the exchange's clock may lag ours, from what it pushes (clock.py).
+        self.exchange_clock = ExchangeClock()
         self.degraded_since: float | None = None
 
     # -- life cycle -------------------------------------------------------
@@ -304,6 +307,12 @@ class Upstream:
             "sourceAddress": self.source_address,
             "marketsLoaded": self.markets.loaded,
             "degradedSince": self.degraded_since,
+            # A user stream starts `marginMs` before its subscribe, on the exchange's
+            # clock: 2 s, or how far behind ours its pushed frames say it may be.
+            "clock": {
+                "marginMs": self.exchange_clock.margin_ms(),
+                "exchangeBehindAtMostMs": self.exchange_clock.behind_at_most_ms(),
+            },
             "subscriptions": len(self._refs),
             "limits": {
                 "links": f"{len(self._links)}/{self.limits.max_links}",

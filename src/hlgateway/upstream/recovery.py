@@ -75,8 +75,12 @@ def rebuild_orders(
         finished = steps[-1].status == "filled" if steps else False
         if is_terminal(final.status) and not (final.status == "filled" and finished):
             steps.append(final)
+        # An order's own steps keep their causal order whatever the stamps say: a fill
+        # stamped before its order's creation must not hide the `open` behind it.
+        at = 0
         for step in steps:
-            out.append((step.timestamp, sequence, step))
+            at = max(at, step.timestamp)
+            out.append((at, sequence, step))
             sequence += 1
     out.sort(key=lambda item: (item[0], item[1]))
     return [order for _, _, order in out]

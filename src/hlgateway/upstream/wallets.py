@@ -12,6 +12,9 @@ A wallet is served one of two ways, chosen when its first user topic starts:
 Either way the same ledgers decide what is new. After a gap (a reconnect, or
 the first subscribe) the missed order transitions, fills and ledger events are
 rebuilt from REST before live updates, which are held meanwhile, are let through.
+Every stream delivers from its start, on the exchange's clock, by one rule for
+every path (clock.py): what is read back (a snapshot, REST, a poll) never
+reaches before it, and reaches a margin back from the last moment heard.
 
 REST (`WalletRest`), the clock and the retry sleep are injected, so tests
 drive the holds and retries with a fake REST and no waiting.
@@ -32,6 +35,7 @@ from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_LEDGER
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.upstream import wire
+from hlgateway.upstream.clock import CLOCK_MARGIN_MS, reach_back, start_from
 from hlgateway.upstream.ledgers import EventLedger, FillLedger, OrderLedger
 from hlgateway.upstream.polling import PollBudget, PollSchedule, poll_weight
 from hlgateway.upstream.recovery import rebuild_orders
@@ -41,10 +45,6 @@ log = logging.getLogger(__name__)
 
 # REST retries of a recovery: live updates are held meanwhile, so a short cap.
 RECOVERY_RETRY = Backoff.full_jitter(0.5, 10.0)
-
-# How far before a gap's last heard message recovery looks: frames in flight
-# when a link died, and clock differences between us and the exchange.
-GAP_MARGIN_MS = 2_000
 
 LEDGER_STREAMS = ("userNonFundingLedgerUpdates", "userFundings")
 # The streams whose (re)subscribe may need what was missed read from REST.
@@ -92,7 +92,7 @@ def _subscription(stream: str, wallet: str) -> dict[str, Any]:
 class WalletState:
     wallet: str
     mode: str  # ws | poll
-    orders_since_ms: int = 0  # when the wallet's user_orders topic started
+    orders_since_ms: int = 0  # where the wallet's user_orders stream starts (exchange ms)
     last_poll_ms: int = 0
     promoted: bool = False  # moved from polling onto the WebSocket
     channels: set[str] = field(default_factory=set)
@@ -122,8 +122,11 @@ class WalletFeeds:
         retry: Backoff = RECOVERY_RETRY,
         clock_ms: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        margin_ms: Callable[[], int] = lambda: CLOCK_MARGIN_MS,
     ) -> None:
         self._upstream = upstream
+        # How far the exchange's clock may lag ours now (clock.ExchangeClock).
+        self._margin = margin_ms
         self._emit = emitter
         self._rest = rest
         self._retry = retry
@@ -146,7 +149,8 @@ class WalletFeeds:
         """A topic of `channel` for `wallet` starts (first subscriber); returns
         where a stream of events (fills, orders, ledger) delivers from.
 
-        `since_ms`: deliver from then on (default: now). A node taking over a
+        `since_ms`: deliver from then on, the exchange's time (default: from now,
+        less the margin for the exchange's clock: clock.py). A node taking over a
         stream from another (scale-out), or started again where it had stopped,
         passes where the stream had been delivered to, so that what happened
         meanwhile is delivered; the broker's ledger drops what was given before.
@@ -164,8 +168,8 @@ class WalletFeeds:
                 log.info("wallet %s served by REST polling (WS user limit reached)", wallet)
         if channel in state.channels:
             return None
-        # Deliver from this moment on: history from before is not news.
-        start = self._now_ms() if since_ms is None else since_ms
+        # The stream's start (clock.py): history from before it is not news.
+        start = start_from(self._now_ms(), self._margin()) if since_ms is None else since_ms
         if channel == USER_FILLS:
             state.fills = FillLedger(since_ms=start)
         elif channel == USER_ORDERS:
@@ -187,10 +191,13 @@ class WalletFeeds:
                 raise
             if since_ms is not None and channel == USER_FILLS:
                 # Started where an earlier feed stopped (a restart, a handover): the
-                # fills since then come from REST first, in order, and what arrives
-                # live meanwhile (the snapshot too) waits behind them.
+                # fills since then come from REST first (the snapshot may hold fewer),
+                # in order, and what arrives meanwhile (the snapshot too) waits.
                 state.holding_fills += 1
-                self._spawn(state, self._recover_fills(state, start, floor_ms=start))
+                self._spawn(state, self._recover_fills(state, start))
+            elif since_ms is not None and channel == USER_LEDGER:
+                state.holding_ledger += 1  # the same, for the ledger's two streams
+                self._spawn(state, self._recover_ledger(state, start))
             state.channels.add(channel)
         else:
             state.channels.add(channel)
@@ -313,7 +320,7 @@ class WalletFeeds:
         if state.holding_fills:
             state.held_fills.append(event)
             return
-        self._deliver_fills(state, event.fills, event.is_snapshot)
+        self._deliver_fills(state, event.fills, live=not event.is_snapshot)
 
     def on_orders(self, event: wire.OrderUpdates) -> None:
         for order in event.orders:
@@ -332,7 +339,7 @@ class WalletFeeds:
         if state.holding_ledger:
             state.held_ledger.append(event)
             return
-        self._deliver_ledger(state, event.events, event.stream if event.is_snapshot else None)
+        self._deliver_ledger(state, event.events, live=not event.is_snapshot)
 
     def on_account(self, account: wire.Account) -> None:
         state = self._wallets.get(account.wallet)
@@ -361,12 +368,13 @@ class WalletFeeds:
         if stream == "orderUpdates":
             # No snapshot on this stream: the first subscribe has a gap too,
             # from the topic's start to the ack.
+            start = state.orders_since_ms
             if first and state.promoted and state.last_poll_ms:
-                since = state.last_poll_ms - GAP_MARGIN_MS
+                since = reach_back(state.last_poll_ms, start, self._margin())
             elif first or gap_from_ms is None:
-                since = state.orders_since_ms
+                since = start
             else:
-                since = gap_from_ms - GAP_MARGIN_MS
+                since = reach_back(gap_from_ms, start, self._margin())
             # Hold from now, not from when the task first runs: an update arriving
             # in between would otherwise overtake the transitions being rebuilt.
             state.holding_orders += 1
@@ -377,22 +385,16 @@ class WalletFeeds:
             self._spawn(state, self._recover_fills(state, min(gap_from_ms, state.fills.last_time)))
 
     # -- delivery ---------------------------------------------------------
-    def _deliver_fills(
-        self,
-        state: WalletState,
-        fills: list[wire.Fill],
-        snapshot: bool,
-        floor_ms: int | None = None,
-    ) -> int:
-        fresh = state.fills.accept(fills, snapshot, floor_ms)
+    def _deliver_fills(self, state: WalletState, fills: list[wire.Fill], live: bool) -> int:
+        fresh = state.fills.accept(fills, live)
         if fresh:
             self._emit.emit_fills(state.wallet, fresh)
         return len(fresh)
 
     def _deliver_ledger(
-        self, state: WalletState, events: list[wire.LedgerEvent], snapshot_of: str | None
+        self, state: WalletState, events: list[wire.LedgerEvent], live: bool
     ) -> int:
-        fresh = state.ledger.accept(events, snapshot_of)
+        fresh = state.ledger.accept(events, live)
         if fresh:
             self._emit.emit_ledger(state.wallet, fresh)
         return len(fresh)
@@ -449,46 +451,46 @@ class WalletFeeds:
         history = await rest.historical_orders(wallet)
         return history, fills
 
-    async def _recover_fills(
-        self, state: WalletState, since_ms: int, floor_ms: int | None = None
-    ) -> None:
-        """Fetch fills from `since_ms` (none older than `floor_ms`); the caller took
-        the hold (`holding_fills`)."""
+    async def _recover_fills(self, state: WalletState, heard_ms: int) -> None:
+        """Fetch the fills from a margin before `heard_ms`, never before the stream's
+        start (clock.py); the caller took the hold (`holding_fills`)."""
         try:
             rest = self._rest
+            since = reach_back(heard_ms, state.fills.since_ms, self._margin())
             fills = await self._with_retries(
                 "fill recovery",
                 state,
-                lambda: _require(rest()).fills_since(state.wallet, since_ms - GAP_MARGIN_MS),
+                lambda: _require(rest()).fills_since(state.wallet, since),
             )
             self.recoveries += 1
             # Fills the live stream missed and REST brought back (a metric).
-            self.fills_recovered += self._deliver_fills(state, fills, False, floor_ms)
+            self.fills_recovered += self._deliver_fills(state, fills, live=False)
         finally:
             state.holding_fills -= 1
             if not state.holding_fills:
                 held, state.held_fills = state.held_fills, []
                 for event in held:
-                    self._deliver_fills(state, event.fills, event.is_snapshot)
+                    self._deliver_fills(state, event.fills, live=not event.is_snapshot)
 
-    async def _recover_ledger(self, state: WalletState, since_ms: int) -> None:
-        """Fetch ledger events from `since_ms`; the caller took the hold (`holding_ledger`)."""
+    async def _recover_ledger(self, state: WalletState, heard_ms: int) -> None:
+        """Fetch the ledger events from a margin before `heard_ms`, never before the
+        stream's start; the caller took the hold (`holding_ledger`)."""
         try:
             rest = self._rest
+            since = reach_back(heard_ms, state.ledger.since_ms, self._margin())
             events = await self._with_retries(
                 "ledger recovery",
                 state,
-                lambda: _require(rest()).ledger_since(state.wallet, since_ms - GAP_MARGIN_MS),
+                lambda: _require(rest()).ledger_since(state.wallet, since),
             )
             self.recoveries += 1
-            self.ledger_recovered += self._deliver_ledger(state, events, None)
+            self.ledger_recovered += self._deliver_ledger(state, events, live=False)
         finally:
             state.holding_ledger -= 1
             if not state.holding_ledger:
                 held, state.held_ledger = state.held_ledger, []
                 for entries in held:
-                    snapshot_of = entries.stream if entries.is_snapshot else None
-                    self._deliver_ledger(state, entries.events, snapshot_of)
+                    self._deliver_ledger(state, entries.events, live=not entries.is_snapshot)
 
     # -- polling ----------------------------------------------------------
     def _poll(self, state: WalletState) -> None:
@@ -537,36 +539,33 @@ class WalletFeeds:
         if rest is None:
             self.schedule.failed(state.wallet, started_ms / 1000)
             return
-        first = state.last_poll_ms == 0
+        channels = state.channels
         fills: list[wire.Fill] = []
         history: list[wire.HistoricalOrder] = []
         ledger: list[wire.LedgerEvent] = []
         try:
-            if USER_FILLS in state.channels or USER_ORDERS in state.channels:
-                since = (
-                    min(state.fills.since_ms or started_ms, state.orders_since_ms or started_ms)
-                    if first
-                    else state.last_poll_ms - GAP_MARGIN_MS
+            # Each stream reads from its start, or from a margin before the last poll
+            # (clock.py), never before its start: a channel added to a wallet polled
+            # for others starts where it started, not at that wallet's last poll.
+            margin = self._margin()
+            fills_from = _poll_from(state, state.fills.since_ms, margin)
+            orders_from = _poll_from(state, state.orders_since_ms, margin)
+            if USER_FILLS in channels or USER_ORDERS in channels:
+                since = min(
+                    fills_from if USER_FILLS in channels else orders_from,
+                    orders_from if USER_ORDERS in channels else fills_from,
                 )
                 fills = await rest.fills_since(state.wallet, since)
-                if USER_FILLS in state.channels:
-                    self._deliver_fills(state, fills, not state.fills.primed)
-                if USER_ORDERS in state.channels:
+                if USER_FILLS in channels:
+                    self._deliver_fills(state, fills, live=False)
+                if USER_ORDERS in channels:
                     history = await rest.historical_orders(state.wallet)
-                    order_since = state.orders_since_ms if first else since
-                    for order in rebuild_orders(state.orders, order_since, history, fills):
+                    for order in rebuild_orders(state.orders, orders_from, history, fills):
                         self._deliver_order(state, order)
-            if USER_LEDGER in state.channels:
-                since = state.ledger.since_ms or started_ms
-                if not first:
-                    # The margin never reaches back before the topic's start: the
-                    # first poll answered what there was, and older is not news.
-                    since = max(state.last_poll_ms - GAP_MARGIN_MS, since)
+            if USER_LEDGER in channels:
+                since = _poll_from(state, state.ledger.since_ms, margin)
                 ledger = await rest.ledger_since(state.wallet, since)
-                # The first poll primes like a snapshot: only events from the start on.
-                priming = not state.ledger.primed
-                state.ledger.primed.update(LEDGER_STREAMS[:-1])
-                self._deliver_ledger(state, ledger, LEDGER_STREAMS[-1] if priming else None)
+                self._deliver_ledger(state, ledger, live=False)
             if ACCOUNT_UPDATES in state.channels:
                 account = await rest.account(state.wallet)
                 if state.last_account is None or _account_changed(state.last_account, account):
@@ -578,6 +577,13 @@ class WalletFeeds:
             self.rest_failures += 1
             self.schedule.failed(state.wallet, started_ms / 1000)
             log.warning("polling %s failed: %s", state.wallet, exc)
+
+
+def _poll_from(state: WalletState, start_ms: int, margin_ms: int) -> int:
+    """Where a poll of a stream starting at `start_ms` reads from."""
+    if not state.last_poll_ms:
+        return start_ms
+    return reach_back(state.last_poll_ms, start_ms, margin_ms)
 
 
 def _require(rest: WalletRest | None) -> WalletRest:
