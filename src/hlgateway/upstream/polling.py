@@ -85,16 +85,11 @@ class PollBudget:
         """Whether a round of this weight is polled within `max_interval`."""
         return self.interval(cycle_weight) <= self.max_interval
 
-    def headroom(self, cycle_weight: float) -> float:
-        """Weight a round may still add and stay within `max_interval`."""
-        return max(0.0, self.rate * self.max_interval - cycle_weight)
-
 
 @dataclass
 class _Entry:
     weight: float  # of its last poll (an estimate until the first)
     due: float
-    last_done: float | None = None
 
 
 class PollSchedule:
@@ -162,7 +157,6 @@ class PollSchedule:
         if entry is None:
             return
         entry.weight = weight
-        entry.last_done = started
         entry.due = started + self.interval
 
     def failed(self, wallet: str, started: float) -> None:
