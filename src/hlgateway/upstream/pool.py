@@ -37,6 +37,7 @@ from hlgateway.backoff import Backoff
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 from hlgateway.ratelimit import SlidingWindow
+from hlgateway.reconnect import GiveUp, Reconnect, Retry, Wait, retrying, wait_or_wake
 from hlgateway.upstream import wire
 from hlgateway.upstream.clock import ExchangeClock
 from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
@@ -50,6 +51,8 @@ EventSink = Callable[[Link, wire.Event], None]
 LinkStateSink = Callable[[Link, LinkState], None]
 StatusSink = Callable[[str], None]
 Gate = Callable[[], Awaitable[None]]
+
+READ_RETRY_MAX = 10.0  # seconds: the longest wait between tries of a one-off REST read
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,12 @@ class LinkTiming:
         """Retries of the markets/context refresh: from 2 s doubling."""
         return Backoff.full_jitter(2.0, self.backoff_max)
 
+    @property
+    def read_backoff(self) -> Backoff:
+        """Retries of one-off REST reads (a wallet's recovery, a candle snapshot):
+        from 0.5 s doubling, at most 10 s apart: a client is waiting for them."""
+        return Backoff.full_jitter(0.5, min(READ_RETRY_MAX, self.backoff_max))
+
 
 class Upstream:
     def __init__(
@@ -96,6 +105,7 @@ class Upstream:
         dex_refresh: float = 60.0,
         ca_file: str | None = None,
         source_address: str | None = None,
+        wait: Wait = wait_or_wake,
     ) -> None:
         self.endpoint = endpoint
         # Every connection (links and REST share one session) leaves from this
@@ -107,6 +117,8 @@ class Upstream:
         self._on_event = on_event
         self._on_status = on_status
         self.timing = timing
+        # Every REST retry's wait and the refresh interval: a fake clock in tests.
+        self.wait = wait
         self._context_refresh = context_refresh
         self._dex_refresh = dex_refresh
         self._dex_listings: dict[str, wire.Listing] = {}
@@ -354,30 +366,38 @@ class Upstream:
     # -- REST -------------------------------------------------------------
     async def _refresh_loop(self) -> None:
         # The market list gates subscriptions; 24 h context feeds `prices`.
-        # Retries back off while a refresh fails; the last good list stays.
+        # Retries back off while a refresh fails (reconnect.retrying, never giving
+        # up); the last good list stays meanwhile.
         assert self.rest is not None
-        backoff = self.timing.rest_backoff
-        failures = 0
+        rest = self.rest
+        policy = Reconnect(self.timing.rest_backoff)
+        wake = asyncio.Event()  # nothing cuts the refresh interval short
         while True:
-            try:
-                listing = await self._read_listing(self.rest)
-                first = not self.markets.loaded
-                known = set(self.markets.names)
-                self.markets.load(listing.markets, listing.delisted)
-                self.contexts = listing.contexts
-                self.markets_loaded.set()
-                failures = 0
-                if first:
-                    log.info("upstream %s: %d markets", self.endpoint.name, len(listing.markets))
-                    self._status_changed()
-                else:
-                    self._log_changes(known)
-                await asyncio.sleep(self._context_refresh)
-            except RestError as exc:
-                failures += 1
-                delay = backoff.delay(failures)
-                log.warning("upstream REST failed (%s); retry in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+            listing = await retrying(
+                lambda: self._read_listing(rest),
+                policy,
+                on_retry=self._refresh_failed,
+                retry_on=(RestError,),
+                wait=self.wait,
+            )
+            assert not isinstance(listing, GiveUp)  # the backoff has no max_attempts
+            self._apply_listing(listing)
+            await self.wait(self._context_refresh, wake)
+
+    def _refresh_failed(self, retry: Retry) -> None:
+        log.warning("upstream REST failed (%s); retry in %.1fs", retry.reason, retry.after)
+
+    def _apply_listing(self, listing: wire.Listing) -> None:
+        first = not self.markets.loaded
+        known = set(self.markets.names)
+        self.markets.load(listing.markets, listing.delisted)
+        self.contexts = listing.contexts
+        self.markets_loaded.set()
+        if first:
+            log.info("upstream %s: %d markets", self.endpoint.name, len(listing.markets))
+            self._status_changed()
+        else:
+            self._log_changes(known)
 
     async def _read_listing(self, rest: InfoClient) -> wire.Listing:
         """Every market and its context, contexts keyed by canonical symbol."""
