@@ -10,6 +10,8 @@ import json
 import pytest
 
 from hlgateway.backoff import Backoff
+from hlgateway.broker.base import Shared
+from hlgateway.reconnect import Reconnect
 from hlgateway.upstream import wire
 from hlgateway.upstream.networks import Endpoint
 from hlgateway.upstream.pool import LinkTiming, Upstream
@@ -162,3 +164,57 @@ async def test_a_refresh_that_fails_for_another_reason_is_not_retried() -> None:
     with pytest.raises(KeyError):
         await upstream._refresh_loop()
     assert waits == []
+
+
+class FakeShare(Shared):
+    """broker/base.py's Shared as another node would answer it: `leading` says
+    whether this node reads; `value` is what the reader put last."""
+
+    def __init__(self, leading: bool, value: bytes | None = None) -> None:
+        self.leading = leading
+        self.value = value
+        self.puts = 0
+
+    async def lead(self) -> bool:
+        return self.leading
+
+    async def put(self, value: bytes) -> None:
+        self.value = value
+        self.puts += 1
+
+    async def get(self) -> bytes | None:
+        return self.value
+
+
+async def next_listing(upstream: Upstream, rest: FakeRest) -> wire.Listing:
+    return await upstream._next_listing(rest, Reconnect(LinkTiming().rest_backoff))  # type: ignore[arg-type]
+
+
+def sharing(share: FakeShare) -> Upstream:
+    return Upstream(
+        Endpoint("test", "ws://x/ws", "http://x/info"), on_event=lambda *_: None, share=share
+    )
+
+
+async def test_one_node_reads_the_market_list_and_the_others_take_it() -> None:
+    share = FakeShare(leading=True)
+    reader, reader_rest = sharing(share), FakeRest()
+    read = await next_listing(reader, reader_rest)
+    assert reader_rest.calls == ["meta:", "spot", "perpDexs", "meta:xyz"] and share.puts == 1
+    assert reader.reads_listing and reader.context_weight_per_minute > 0
+
+    share.leading = False  # the same share, as another node sees it
+    other, other_rest = sharing(share), FakeRest()
+    assert await next_listing(other, other_rest) == read
+    assert other_rest.calls == []  # no weight spent on what the reader read
+    assert not other.reads_listing and other.context_weight_per_minute == 0
+    assert other.health()["marketListReadHere"] is False
+
+
+async def test_a_node_with_nothing_shared_reads_for_itself_and_shares_nothing() -> None:
+    for value in (None, b"\x00not a listing"):
+        share = FakeShare(leading=False, value=value)
+        upstream, rest = sharing(share), FakeRest()
+        listing = await next_listing(upstream, rest)
+        assert rest.calls[:2] == ["meta:", "spot"] and "BTC" in {m.symbol for m in listing.markets}
+        assert share.puts == 0 and share.value == value

@@ -6,7 +6,9 @@ each builder-deployed dex, refreshed while running: the main dex's perps and the
 spot pairs (with their 24 h contexts) every `context_refresh` seconds, the list
 of builder dexes and their perps every `dex_refresh` seconds (one REST call per
 dex: slower, to stay well inside the weight budget). A market that disappears
-from the list is delisted: refused by name from then on.
+from the list is delisted: refused by name from then on. Nodes (or `--workers`)
+on one broker read it once for all: one of them reads, the others take what it
+read (`_next_listing`), instead of each spending the weight on the same answer.
 
 Subscriptions are reference counted by their Hyperliquid identity, so many
 topics that need the same upstream stream (every `prices` topic needs
@@ -32,8 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from hlgateway.backoff import Backoff
+from hlgateway.broker.base import Shared
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 from hlgateway.ratelimit import SlidingWindow
@@ -52,6 +56,7 @@ LinkStateSink = Callable[[Link, LinkState], None]
 StatusSink = Callable[[str], None]
 Gate = Callable[[], Awaitable[None]]
 
+_LISTING = msgspec.msgpack.Decoder(wire.Listing)
 READ_RETRY_MAX = 10.0  # seconds: the longest wait between tries of a one-off REST read
 
 
@@ -106,6 +111,7 @@ class Upstream:
         ca_file: str | None = None,
         source_address: str | None = None,
         wait: Wait = wait_or_wake,
+        share: Shared | None = None,
     ) -> None:
         self.endpoint = endpoint
         # Every connection (links and REST share one session) leaves from this
@@ -119,6 +125,9 @@ class Upstream:
         self.timing = timing
         # Every REST retry's wait and the refresh interval: a fake clock in tests.
         self.wait = wait
+        # The market list, read here or taken from the node that reads it for all.
+        self._share = share or Shared()
+        self.reads_listing = True
         self._context_refresh = context_refresh
         self._dex_refresh = dex_refresh
         self._dex_listings: dict[str, wire.Listing] = {}
@@ -273,7 +282,10 @@ class Upstream:
     @property
     def context_weight_per_minute(self) -> float:
         """REST weight the market list and contexts take a minute: what polling
-        cannot have (upstream/polling.py). Grows with the builder dexes listed."""
+        cannot have (upstream/polling.py). Grows with the builder dexes listed;
+        none where another node reads the list for this one."""
+        if not self.reads_listing:
+            return 0.0
         listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
         dexes = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * len(self._dex_listings)
         return listing * 60.0 / self._context_refresh + dexes * 60.0 / self._dex_refresh
@@ -318,6 +330,8 @@ class Upstream:
             "host": self.endpoint.host,
             "sourceAddress": self.source_address,
             "marketsLoaded": self.markets.loaded,
+            # False: another node (or worker) of the broker reads it for this one.
+            "marketListReadHere": self.reads_listing,
             "degradedSince": self.degraded_since,
             # A user stream starts `marginMs` before its subscribe, on the exchange's
             # clock: 2 s, or how far behind ours its pushed frames say it may be.
@@ -366,23 +380,40 @@ class Upstream:
     # -- REST -------------------------------------------------------------
     async def _refresh_loop(self) -> None:
         # The market list gates subscriptions; 24 h context feeds `prices`.
-        # Retries back off while a refresh fails (reconnect.retrying, never giving
-        # up); the last good list stays meanwhile.
         assert self.rest is not None
         rest = self.rest
         policy = Reconnect(self.timing.rest_backoff)
         wake = asyncio.Event()  # nothing cuts the refresh interval short
         while True:
-            listing = await retrying(
-                lambda: self._read_listing(rest),
-                policy,
-                on_retry=self._refresh_failed,
-                retry_on=(RestError,),
-                wait=self.wait,
-            )
-            assert not isinstance(listing, GiveUp)  # the backoff has no max_attempts
-            self._apply_listing(listing)
+            self._apply_listing(await self._next_listing(rest, policy))
             await self.wait(self._context_refresh, wake)
+
+    async def _next_listing(self, rest: InfoClient, policy: Reconnect) -> wire.Listing:
+        """The market list: read from the exchange by the one node (or worker) the
+        broker's share names, taken from it by the others: the same answer read N
+        times behind one IP cost N times its weight (broker/base.py `Shared`). A
+        node that finds nothing shared (the reader just started, or its reads
+        fail) reads for itself. Reads are retried while they fail (reconnect.py,
+        never giving up); the last good list stays meanwhile."""
+        self.reads_listing = await self._share.lead()
+        if not self.reads_listing:
+            shared = await self._share.get()
+            if shared is not None:
+                try:
+                    return _LISTING.decode(shared)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    log.warning("upstream: the shared market list is unreadable (%s)", exc)
+        listing = await retrying(
+            lambda: self._read_listing(rest),
+            policy,
+            on_retry=self._refresh_failed,
+            retry_on=(RestError,),
+            wait=self.wait,
+        )
+        assert not isinstance(listing, GiveUp)  # the backoff has no max_attempts
+        if self.reads_listing:
+            await self._share.put(msgspec.msgpack.encode(listing))
+        return listing
 
     def _refresh_failed(self, retry: Retry) -> None:
         log.warning("upstream REST failed (%s); retry in %.1fs", retry.reason, retry.after)
