@@ -5,7 +5,6 @@ is replaced."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from hlgateway.simulator import Simulator
 from tests.helpers import GatewayProcess, eventually
-from tests.scaleout.support import health, node
+from tests.scaleout.support import addressed, health
 
 ADDRESSES = {"a": "127.0.0.2", "b": "127.0.0.3"}
 REFRESH = "0.5"  # seconds between market list reads: several in a short test
@@ -23,21 +22,10 @@ REFRESH = "0.5"  # seconds between market list reads: several in a short test
 async def pair(
     simulator: Simulator, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[list[GatewayProcess]]:
-    procs = [
-        node(
-            simulator.ws_url,
-            redis_url,
-            tmp_path,
-            name,
-            HLGATEWAY_UPSTREAM_SOURCE_ADDRESS=address,
-            HLGATEWAY_CONTEXT_REFRESH=REFRESH,
-        )
-        for name, address in ADDRESSES.items()
-    ]
-    await asyncio.gather(*(p.start() for p in procs))
-    yield procs
-    for proc in procs:
-        await proc.kill()
+    async with addressed(
+        simulator.ws_url, redis_url, tmp_path, ADDRESSES, HLGATEWAY_CONTEXT_REFRESH=REFRESH
+    ) as procs:
+        yield procs
 
 
 async def test_one_node_reads_the_market_list_for_both(
