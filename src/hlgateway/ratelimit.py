@@ -112,12 +112,17 @@ class SlidingWindow:
     def try_take(self, now: float, weight: float = 1.0, *, keep: float = 0.0) -> bool:
         """Count `weight` at `now` if that leaves at least `keep` of the limit; else
         count nothing and say so."""
-        self._trim(now)
-        if self._total + weight > self.limit - keep:
+        events = self._events  # the trim inlined: once per new connection per IP
+        while events and now - events[0][0] >= self.window:
+            self._total -= events.popleft()[1]
+        total = self._total if events else 0.0
+        if total + weight > self.limit - keep:
+            self._total = total
             return False
         if weight > 0:
-            self._events.append((now, weight))
-            self._total += weight
+            events.append((now, weight))
+            total += weight
+        self._total = total
         return True
 
     def free_at(self, now: float, weight: float = 1.0) -> float:
