@@ -19,6 +19,7 @@ from hlgateway.notifier.preview import (
     cloid_for,
     plain,
     plan_close,
+    plan_spot_close,
     plan_trade,
     preview,
     preview_text,
@@ -123,11 +124,18 @@ async def order(ctx: Context, cmd: c.Trade | c.Close | c.ClosePressed) -> None:
     try:
         if isinstance(cmd, c.Trade):
             intent = plan_trade(cmd, market, mid)
+        elif market.spot:  # closing a spot pair: selling its base token
+            percent = cmd.percent if isinstance(cmd, c.Close) else Decimal(100)
+            available = await trading.exchange.spot_available(agent.wallet, market.base)
+            intent = plan_spot_close(c.Close(cmd.coin, percent), market, mid, available)
         else:
             percent = cmd.percent if isinstance(cmd, c.Close) else Decimal(100)
             size = _decimal(position.get("size") if position else None) or Decimal(0)
             intent = plan_close(c.Close(cmd.coin, percent), market, mid, size)
     except NotPlaceable as exc:
+        await ctx.reply(str(exc))
+        return
+    except ExchangeError as exc:
         await ctx.reply(str(exc))
         return
     leverage = int(_decimal(position.get("leverage") if position else None) or 0) or min(
