@@ -6,6 +6,7 @@ taps and retried callbacks; expiry; wrong keys; groups; limits; a 429 while conf
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -224,6 +225,79 @@ def test_spot_prices_and_sizes_round_as_hyperliquid_wants() -> None:
     assert plan_trade(cmd, spot, Decimal("0.0012")).size == Decimal(12)  # szDecimals 0
     shown = preview(plan_trade(cmd, spot, Decimal("0.0012")), spot, Decimal("0.0012"), 0, None)
     assert shown.liquidation is None
+
+
+class HeldClock:
+    """The wall clock, until `hold()`: then one millisecond for as long as it is held."""
+
+    def __init__(self) -> None:
+        self.held: float | None = None
+
+    def __call__(self) -> float:
+        return time.time() if self.held is None else self.held
+
+    def hold(self) -> None:
+        self.held = int(time.time() * 1000) / 1000
+
+    def release(self) -> None:
+        self.held = None
+
+
+async def test_chats_sharing_an_agent_key_confirm_in_the_same_millisecond(
+    connected: Callable[..., Any], fakebot: FakeBotApi, sim: Simulator
+) -> None:
+    clock = HeldClock()
+    notifier, account, key = await connected(clock=clock)
+    other = CHAT + 1
+    fakebot.say(other, f"/connect {account}")
+    await eventually_text(fakebot, other, "Send me the private key")
+    fakebot.say(other, key)  # the same agent key: one signer, one nonce sequence
+    await eventually_text(fakebot, other, "Connected: agent")
+    previews = []
+    for chat, size in ((CHAT, "0.05"), (other, "0.06")):
+        fakebot.say(chat, f"/buy ETH {size}")
+        previews.append(await next_buttons(fakebot, chat, 0))
+    ids = [int(buttons_of(p)["Confirm"].split(":")[1]) for p in previews]
+
+    async def states() -> list[tuple[str, int | None]]:
+        async with notifier.repo.transaction() as t:
+            rows = [await t.previews.get(i) for i in ids]
+        return [(r.state, r.confirmed_ms) for r in rows if r is not None]
+
+    clock.hold()  # both taps land in one millisecond of the notifier's clock
+    for chat, shown in zip((CHAT, other), previews, strict=True):
+        fakebot.press(chat, shown.message_id or 0, buttons_of(shown)["Confirm"])
+    stamps: list[int] = []
+
+    async def both_confirmed() -> bool:
+        found = await states()
+        stamps[:] = sorted(ms for state, ms in found if state != "pending" and ms is not None)
+        return len(stamps) == 2
+
+    await eventually(both_confirmed, 20)
+    held_ms = int((clock.held or 0) * 1000)
+    assert stamps == [held_ms, held_ms + 1]  # one nonce each, from the key's sequence
+    # Still that millisecond: a leverage change signed by the same key takes the next one.
+    # (The chat hears of it once the clock moves again: sending is paced by it.)
+    fakebot.say(other, "/leverage ETH 5")
+    wallet = sim.world.accounts.wallet(account)
+    assert wallet is not None
+    await eventually(lambda: wallet.leverages.get("ETH") == 5, 20)
+    clock.release()
+    await eventually_text(fakebot, other, "Leverage of ETH: 5x (cross).")
+    await eventually_text(fakebot, CHAT, "✅ Filled: buy 0.05 ETH")
+    await eventually_text(fakebot, other, "✅ Filled: buy 0.06 ETH")
+    for preview_id, chat in zip(ids, (CHAT, other), strict=True):
+        cloid = cloid_for(chat, preview_id, await created(notifier, preview_id))
+        assert len(orders_with(sim, account, cloid)) == 1
+    assert not fakebot.violations
+
+
+async def created(notifier: Notifier, preview_id: int) -> int:
+    async with notifier.repo.transaction() as t:
+        row = await t.previews.get(preview_id)
+    assert row is not None
+    return row.created_ms
 
 
 async def test_an_expired_preview_places_nothing(

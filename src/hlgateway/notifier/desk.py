@@ -124,8 +124,12 @@ class Desk:
             )
 
     async def _send(self, chat: int, agent: AgentRow, action: dict[str, Any]) -> Any:
+        # The agent's next nonce (shared with its confirmations and its other chats); a
+        # kill after this transaction only skips a number.
+        async with self.repo.transaction() as t:
+            nonce = await t.nonces.next(agent.agent, self.now_ms())
         try:
-            return await self._trader(chat, agent).send(action)
+            return await self._trader(chat, agent).send(action, nonce=nonce)
         except RequestFailed as exc:  # refused by the gateway: nothing was sent
             await self._say(chat, f"Not sent: the gateway said {esc(exc)}.")
             return None

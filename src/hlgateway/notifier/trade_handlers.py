@@ -175,8 +175,11 @@ async def confirm(ctx: Context, cmd: c.ConfirmPreview) -> None:
         ctx.answer(ALREADY.get(row.state, f"Already {row.state}."))
         return
     cloid = cloid_for(ctx.chat, row.id, row.created_ms)
-    # The confirmation's time is also its order's nonce: unique for the chat's agent.
-    stamp = max(ctx.now_ms, await ctx.t.previews.last_confirmation(ctx.chat) + 1)
+    # The confirmation's time is also its order's nonce, unique for the agent key across
+    # every chat that holds it; stored with the confirmation, so a placement after a
+    # kill sends the very same nonce (the exchange takes it once).
+    agent = await ctx.t.agents.get(ctx.chat)
+    stamp = ctx.now_ms if agent is None else await ctx.t.nonces.next(agent.agent, ctx.now_ms)
     if not await ctx.t.previews.confirm(row.id, cloid, ctx.now_ms, stamp):
         ctx.answer("Expired: nothing was placed.")  # the expiry loop edits the message
         return
