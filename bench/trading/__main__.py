@@ -1,4 +1,4 @@
-"""`python -m bench.trading [--posts 600] [--clients 1000] [--write]`
+"""`python -m bench.trading [--posts 1000] [--clients 1000] [--gateway-ref REF] [--write]`
 
 A post's round trip through the gateway beside the same post straight to the
 simulator, while market-data clients take prices and a book from the same
@@ -14,6 +14,14 @@ minute, which both the simulator and the gateway enforce) is raised on both
 sides, as are the gateway's post and message rates: the run is about latency,
 not flow control (tests/trading covers the limits). Prints a Markdown report;
 `--write` puts it into docs/benchmarks.md.
+
+`--gateway-ref REF` measures the gateway of commit REF (`git archive` of its
+src/, its C delivery loops built beside it) and the working tree's in one
+invocation, in rounds that alternate which goes first, each round a fresh
+simulator, gateway and crowd: a before/after on the same machine at the same
+hour. `--crowd-nice N` runs the data clients at that niceness: they stand in
+for 1,000 remote clients, whose parsing would not take this machine's cores
+from the processes measured (both settings are reported as they ran).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -203,7 +212,31 @@ async def measure(
     return direct_ms, relayed_ms
 
 
-def run(posts: int, clients: int, seed: int) -> dict[str, Any]:
+def build_delivery(src: Path) -> None:
+    """Build an exported tree's C delivery loops as the install does (setup.py's flags)."""
+    source = src / "hlgateway" / "server" / "_delivery.c"
+    target = source.with_name("_delivery" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    if source.exists() and not target.exists():
+        include = sysconfig.get_paths()["include"]
+        subprocess.run(
+            [
+                "cc",
+                "-O2",
+                "-Wall",
+                "-shared",
+                "-fPIC",
+                f"-I{include}",
+                str(source),
+                "-o",
+                str(target),
+            ],
+            check=True,
+        )
+
+
+def run(
+    posts: int, clients: int, seed: int, gateway_src: Path | None = None, crowd_nice: int = 0
+) -> dict[str, Any]:
     from bench.fanout.procs import free_port
 
     logs = Path(tempfile.mkdtemp(prefix="bench-trading-"))
@@ -222,6 +255,8 @@ def run(posts: int, clients: int, seed: int) -> dict[str, Any]:
         "HLGATEWAY_UPSTREAM_MAX_MESSAGES": str(LIFTED),
         "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
     }
+    if gateway_src is not None:  # ahead of the editable install's src/
+        gateway_env["PYTHONPATH"] = str(gateway_src)
     children: list[Child] = []
     try:
         sim = Child(
@@ -261,6 +296,7 @@ def run(posts: int, clients: int, seed: int) -> dict[str, Any]:
         reader = issue_token(SECRET, "crowd", ttl_seconds=3600)
         crowd = Child(
             [
+                *(["nice", "-n", str(crowd_nice)] if crowd_nice else []),
                 sys.executable,
                 "-m",
                 "bench.trading.crowd",
@@ -287,6 +323,8 @@ def run(posts: int, clients: int, seed: int) -> dict[str, Any]:
             child.stop()
     direct, relayed = percentiles(direct_ms), percentiles(relayed_ms)
     return {
+        "direct_ms": direct_ms,
+        "relayed_ms": relayed_ms,
         "direct": direct,
         "relayed": relayed,
         "samples": len(direct_ms),
@@ -345,19 +383,94 @@ def report(command: str, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[str, Any]]]) -> str:
+    """The before/after report: each gateway's samples pooled over its rounds."""
+    first = rounds[0][1]
+    lines = [
+        "## Order entry: post round trip, before/after, through the gateway vs straight to the "
+        "simulator",
+        "",
+        f"machine: {machine()}",
+        f"command: `{command}`",
+        f"market data meanwhile: {first['clients']} clients on prices (BTC, ETH) and the BTC "
+        "book, from a fresh simulator, gateway and crowd each round",
+        "",
+        "| round | gateway | load before | load after | clients ready | data messages | "
+        "direct p99 | through p99 | added p50 | added p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, (label, result) in enumerate(rounds):
+        direct, relayed = result["direct"], result["relayed"]
+        lines.append(
+            f"| {n // 2 + 1} | {label} | {', '.join(f'{x:.2f}' for x in result['load'][0])} | "
+            f"{', '.join(f'{x:.2f}' for x in result['load'][1])} | {result['ready']} | "
+            f"{result['received']:,} | {direct['p99']:.2f} | {relayed['p99']:.2f} | "
+            f"{relayed['p50'] - direct['p50']:+.2f} | {relayed['p99'] - direct['p99']:+.2f} |"
+        )
+    lines += [
+        "",
+        "Pooled over the rounds (ms; each post alternates with one straight to the simulator):",
+        "",
+        "| gateway | posts | direct p50 | direct p99 | through p50 | through p99 | through max "
+        "| added p50 | added p90 | added p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in labels:
+        mine = [r for name, r in rounds if name == label]
+        direct = percentiles([x for r in mine for x in r["direct_ms"]])
+        relayed = percentiles([x for r in mine for x in r["relayed_ms"]])
+        lines.append(
+            f"| {label} | {sum(r['samples'] for r in mine)} | {direct['p50']:.2f} | "
+            f"{direct['p99']:.2f} | {relayed['p50']:.2f} | {relayed['p99']:.2f} | "
+            f"{relayed['max']:.2f} | {relayed['p50'] - direct['p50']:+.2f} | "
+            f"{relayed['p90'] - direct['p90']:+.2f} | {relayed['p99'] - direct['p99']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trading")
     parser.add_argument("--posts", type=int, default=1000, help="order + cancel pairs per path")
     parser.add_argument("--clients", type=int, default=1000, help="market-data clients")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--gateway-ref", help="also measure this commit's gateway (before/after, in rounds)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --gateway-ref: rounds of each")
+    parser.add_argument(
+        "--crowd-nice", type=int, default=0, help="the data clients' niceness (0: as this process)"
+    )
     parser.add_argument("--write", action="store_true", help="into docs/benchmarks.md")
     args = parser.parse_args()
     if not 1 <= args.posts <= 5000:
         parser.error("--posts: 1..5000")
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds: 1..10")
     command = (
         f"python -m bench.trading --posts {args.posts} --clients {args.clients} --seed {args.seed}"
     )
-    text = report(command, run(args.posts, args.clients, args.seed))
+    if args.crowd_nice:
+        command += f" --crowd-nice {args.crowd_nice}"
+    if args.gateway_ref is None:
+        result = run(args.posts, args.clients, args.seed, crowd_nice=args.crowd_nice)
+        text = report(command, result)
+    else:
+        from bench.fanout.run import export_ref, git_commit
+
+        command += f" --gateway-ref {args.gateway_ref} --rounds {args.rounds}"
+        src, sha = export_ref(args.gateway_ref)
+        build_delivery(src)
+        before, after = f"{sha} (before)", f"{git_commit()} (after)"
+        sources: dict[str, Path | None] = {before: src, after: None}
+        rounds: list[tuple[str, dict[str, Any]]] = []
+        each = max(1, args.posts // args.rounds)
+        for n in range(args.rounds):
+            order = (before, after) if n % 2 == 0 else (after, before)
+            for label in order:
+                print(f"round {n + 1}: {label}", file=sys.stderr, flush=True)
+                result = run(each, args.clients, args.seed, sources[label], args.crowd_nice)
+                rounds.append((label, result))
+        text = compare(command, (before, after), rounds)
     print(text)
     if args.write:
         print(f"written to {write_section(command, text)}", file=sys.stderr)
