@@ -212,6 +212,15 @@ async def measure(
     return direct_ms, relayed_ms
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system), from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def build_delivery(src: Path) -> None:
     """Build an exported tree's C delivery loops as the install does (setup.py's flags)."""
     source = src / "hlgateway" / "server" / "_delivery.c"
@@ -310,12 +319,18 @@ def run(
         ready = int(crowd.line(r"ready (\d+)", timeout=120).group(1))
         trader = issue_token(SECRET, "trader", ttl_seconds=3600, trade=True)
         load_before = os.getloadavg()
+        processes = {"gateway": gateway, "crowd": crowd, "simulator": sim}
+        cpu_before = {name: cpu_seconds(child.proc.pid) for name, child in processes.items()}
         started = time.monotonic()
         direct_ms, relayed_ms = asyncio.run(
             measure(f"ws://127.0.0.1:{sim_port}/ws", gateway_ws, trader, key, posts, 20)
         )
         seconds = time.monotonic() - started
         load_after = os.getloadavg()
+        cpu = {
+            name: cpu_seconds(child.proc.pid) - cpu_before[name]
+            for name, child in processes.items()
+        }
         crowd.stop()
         received = int(crowd.line(r"received (\d+)", timeout=30).group(1))
     finally:
@@ -333,6 +348,7 @@ def run(
         "received": received,
         "seconds": seconds,
         "load": (load_before, load_after),
+        "cpu": cpu,
     }
 
 
@@ -348,6 +364,7 @@ def report(command: str, result: dict[str, Any]) -> str:
         f"market data meanwhile: {result['ready']}/{result['clients']} clients on prices "
         f"(BTC, ETH) and the BTC book, {result['received']:,} data messages received during the "
         f"{result['seconds']:.1f} s run",
+        f"CPU used meanwhile: {cpu_line(result)}",
         "",
         f"{result['samples']} posts each way (half orders resting far from the market, half "
         "their cancels), one at a time, the two paths taking turns:",
@@ -383,6 +400,10 @@ def report(command: str, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cpu_line(result: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result["cpu"].items())
+
+
 def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[str, Any]]]) -> str:
     """The before/after report: each gateway's samples pooled over its rounds."""
     first = rounds[0][1]
@@ -396,15 +417,16 @@ def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[
         "book, from a fresh simulator, gateway and crowd each round",
         "",
         "| round | gateway | load before | load after | clients ready | data messages | "
-        "direct p99 | through p99 | added p50 | added p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "seconds | CPU seconds meanwhile | direct p99 | through p99 | added p50 | added p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, (label, result) in enumerate(rounds):
         direct, relayed = result["direct"], result["relayed"]
         lines.append(
             f"| {n // 2 + 1} | {label} | {', '.join(f'{x:.2f}' for x in result['load'][0])} | "
             f"{', '.join(f'{x:.2f}' for x in result['load'][1])} | {result['ready']} | "
-            f"{result['received']:,} | {direct['p99']:.2f} | {relayed['p99']:.2f} | "
+            f"{result['received']:,} | {result['seconds']:.1f} | {cpu_line(result)} | "
+            f"{direct['p99']:.2f} | {relayed['p99']:.2f} | "
             f"{relayed['p50'] - direct['p50']:+.2f} | {relayed['p99'] - direct['p99']:+.2f} |"
         )
     lines += [

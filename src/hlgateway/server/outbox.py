@@ -251,6 +251,16 @@ class Outbox(OutboxCore):
         self._replays += 1
         self._scheduler.mark(self)
 
+    def write_first(self, frame: Frame) -> None:
+        """Write `frame` now, ahead of the frames queued here: a reply that must not
+        wait behind market data (a post's answer). It goes behind only what the
+        transport already holds (at most the buffer limit, whole frames), and is not
+        counted in the byte bound: it is not queued, and a client's posts are rated."""
+        if not self.closing.open or self._transport.is_closing():
+            return  # as deliver(): a closing client takes nothing more
+        wbits = self._wbits
+        self._transport.write(frame.for_deflate(wbits) if wbits else frame.raw)
+
     def close(self, code: int | None, reason: str = "") -> None:
         """Close after what is queued, then await the client's answer; nothing more is accepted."""
         self.perform(self.closing.close(code, reason))
