@@ -390,14 +390,20 @@ def report(command: str, result: dict[str, Any]) -> str:
         "",
         f"Target (under 1 ms added at p99): {'met' if target else 'not met'} in this run.",
         "",
-        "The two paths share two cores with the simulator, the gateway and the data clients' "
-        "process. The gateway writes each market tick to every data client on the event loop "
-        "that also relays the posts: a post (or its answer) that arrives during such a write "
-        "waits for it, which is where the gateway's tail comes from; compare the run with one "
-        "data client (`--clients 1`). The p99 of a few thousand samples moves with the "
-        "machine's load (recorded above); the lead reruns the final numbers on a quiet machine.",
+        NOTE,
     ]
     return "\n".join(lines)
+
+
+NOTE = (
+    "Both paths share the machine's cores with the simulator, the gateway and the data "
+    "clients' process (CPU each used, above). The gateway writes a market tick to its data "
+    "clients a slice of them per loop turn, and a post's answer ahead of any data queued "
+    "for its client; what the relayed path still adds at p99 is mostly waiting for a core "
+    "(two more process wake-ups than the direct path) on a shared machine: see "
+    "docs/benchmarks.md, 'Order entry: where the p99 goes'. The p99 of a few thousand "
+    "samples moves with the machine's load (recorded above)."
+)
 
 
 def cpu_line(result: dict[str, Any]) -> str:
@@ -447,6 +453,7 @@ def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[
             f"{relayed['max']:.2f} | {relayed['p50'] - direct['p50']:+.2f} | "
             f"{relayed['p90'] - direct['p90']:+.2f} | {relayed['p99'] - direct['p99']:+.2f} |"
         )
+    lines += ["", NOTE]
     return "\n".join(lines)
 
 
