@@ -176,16 +176,29 @@ class Relayed:
                 return {"status": message["status"], "response": message["response"]}
 
 
-async def timed(path: Direct | Relayed, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+async def timed(
+    path: Direct | Relayed, body: dict[str, Any], log: list[list[Any]] | None = None
+) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     answer = await path.post(body)
-    elapsed = (time.perf_counter() - started) * 1000
+    ended = time.perf_counter()
     assert answer["status"] == "ok", answer
-    return elapsed, answer
+    if log is not None:  # bench.trading.trace: (path, request id, sent, answered)
+        if isinstance(path, Direct):
+            log.append(["direct", path.next_id, started, ended])
+        else:
+            log.append(["relayed", f"p{path.next_id}", started, ended])
+    return (ended - started) * 1000, answer
 
 
 async def measure(
-    sim_ws: str, gateway_ws: str, token: str, key: str, posts: int, warmup: int
+    sim_ws: str,
+    gateway_ws: str,
+    token: str,
+    key: str,
+    posts: int,
+    warmup: int,
+    log: list[list[Any]] | None = None,
 ) -> tuple[list[float], list[float]]:
     signer = Signer(key)
     direct_ms: list[float] = []
@@ -202,9 +215,10 @@ async def measure(
         samples = (direct_ms, relayed_ms)
         for n in range(warmup + posts):
             for path, into in zip(paths, samples, strict=True):
-                placed_ms, answer = await timed(path, signer.body(Signer.place(px)))
+                traced = log if n >= warmup else None
+                placed_ms, answer = await timed(path, signer.body(Signer.place(px)), traced)
                 oid = answer["response"]["data"]["statuses"][0]["resting"]["oid"]
-                canceled_ms, _ = await timed(path, signer.body(Signer.cancel(oid)))
+                canceled_ms, _ = await timed(path, signer.body(Signer.cancel(oid)), traced)
                 if n >= warmup:  # the first posts open the gateway's post link
                     into += [placed_ms, canceled_ms]
         await sim.close()
@@ -244,9 +258,22 @@ def build_delivery(src: Path) -> None:
 
 
 def run(
-    posts: int, clients: int, seed: int, gateway_src: Path | None = None, crowd_nice: int = 0
+    posts: int,
+    clients: int,
+    seed: int,
+    gateway_src: Path | None = None,
+    crowd_nice: int = 0,
+    trace: Path | None = None,
 ) -> dict[str, Any]:
+    """One measurement: a fresh simulator, gateway and crowd. With `trace`, the
+    gateway and simulator run under bench/trading/trace.py's timestamps, written
+    into that directory."""
     from bench.fanout.procs import free_port
+
+    def program(module: str, role: str) -> list[str]:
+        if trace is None:
+            return [sys.executable, "-m", module]
+        return [sys.executable, "-m", "bench.trading.trace", role]
 
     logs = Path(tempfile.mkdtemp(prefix="bench-trading-"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -266,13 +293,14 @@ def run(
     }
     if gateway_src is not None:  # ahead of the editable install's src/
         gateway_env["PYTHONPATH"] = str(gateway_src)
+    if trace is not None:
+        env["TRACE_DIR"] = gateway_env["TRACE_DIR"] = str(trace)
+    log: list[list[Any]] | None = [] if trace is not None else None
     children: list[Child] = []
     try:
         sim = Child(
             [
-                sys.executable,
-                "-m",
-                "hlgateway.simulator",
+                *program("hlgateway.simulator", "simulator"),
                 "--port",
                 str(sim_port),
                 "--seed",
@@ -287,9 +315,7 @@ def run(
         key = sim.line(r"key (0x[0-9a-f]{64})").group(1)
         gateway = Child(
             [
-                sys.executable,
-                "-m",
-                "hlgateway",
+                *program("hlgateway", "gateway"),
                 "serve",
                 "--upstream",
                 f"ws://127.0.0.1:{sim_port}/ws",
@@ -323,7 +349,7 @@ def run(
         cpu_before = {name: cpu_seconds(child.proc.pid) for name, child in processes.items()}
         started = time.monotonic()
         direct_ms, relayed_ms = asyncio.run(
-            measure(f"ws://127.0.0.1:{sim_port}/ws", gateway_ws, trader, key, posts, 20)
+            measure(f"ws://127.0.0.1:{sim_port}/ws", gateway_ws, trader, key, posts, 20, log)
         )
         seconds = time.monotonic() - started
         load_after = os.getloadavg()
@@ -349,6 +375,7 @@ def run(
         "seconds": seconds,
         "load": (load_before, load_after),
         "cpu": cpu,
+        "trace": log,
     }
 
 
