@@ -24,7 +24,10 @@ coordination and stats):
 - what was wanted when the gateway last stopped, to feed again at once, and
   where each wallet's user streams had been delivered to: `resume`, `delivered`
   (an engine that forgets everything at a restart answers nothing);
-- its state for /health and /metrics: `stats`.
+- its state for /health and /metrics: `stats`;
+- what one node reads from the exchange for all of them (the market list):
+  `shared`, so that N nodes or workers behind one IP do not spend N times the
+  REST weight on the same answer.
 """
 
 from __future__ import annotations
@@ -145,6 +148,24 @@ def node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+class Shared:
+    """A value one node reads from outside and the engine's other nodes take from it
+    (the exchange's market list, upstream/pool.py). `lead()`: whether this node is
+    the one to read it now (it may change: a reader that died is replaced); the
+    reader `put`s each value it read, the others `get` the latest one (None: none
+    recent, read it yourself). This base is a node alone: it always reads, and
+    there is nobody to share with."""
+
+    async def lead(self) -> bool:
+        return True
+
+    async def put(self, value: bytes) -> None:
+        return None
+
+    async def get(self) -> bytes | None:
+        return None
+
+
 class EngineStartError(RuntimeError):
     """The engine cannot start as configured (a state directory held by another
     process, a store of a newer schema); the message says why and what to do."""
@@ -244,6 +265,12 @@ class Broker(ABC):
         (an engine that shares streams between nodes leaves them to others
         while it cannot)."""
 
+    def shared(self, name: str, ttl: float) -> Shared:
+        """The value `name` shared by this engine's nodes; a reader not heard of for
+        `ttl` seconds is replaced, and a value older than that is not served. An
+        engine of one node: a `Shared` that always reads."""
+        return Shared()
+
     async def resume(self) -> list[Topic]:
         """The topics wanted (subscribed or lingering) when the gateway last
         stopped, to feed again before any client returns; the node calls it once,
@@ -260,6 +287,18 @@ class Broker(ABC):
         time, ms), for the wallets whose position the engine kept; the others
         start from now."""
         return {}
+
+    def behind(self, topic: Topic) -> Mapping[str, int]:
+        """Where `topic`'s own stream stopped (exchange time, ms) for the wallets
+        whose user stream went on being fed for other topics after this one was
+        let go (another topic of the same channel and wallet): what it missed is
+        read back for it alone before its live data. Empty for an engine that
+        keeps no such positions."""
+        return {}
+
+    def caught_up(self, topic: Topic, wallet: str) -> None:  # noqa: B027
+        """`topic`'s stream has everything the wallet's feed delivered (its `behind`
+        position, if any, is done with)."""
 
     # -- state ------------------------------------------------------------------
     @abstractmethod
