@@ -484,6 +484,24 @@ BOX_HEADER = [
 ]
 
 
+def _loops_line(results: Results) -> list[str]:
+    """Which delivery loops the gateway ran (its /health), when the run recorded it."""
+    seen = sorted(
+        {
+            str(r.get("delivery_loops"))
+            for r in results.get("runs", [])
+            if r.get("server") == "gateway" and r.get("delivery_loops")
+        }
+    )
+    if not seen:
+        return []
+    names = {"c": "the C extension (server/_delivery.c)", "python": "the Python loops"}
+    return [
+        "- gateway delivery loops (its /health, every run): "
+        + "; ".join(names.get(s, s) for s in seen)
+    ]
+
+
 def design_section(results: Results, image_prefix: str) -> str:
     m = results["machine"]
     placement = results.get("placement", {})
@@ -510,6 +528,7 @@ def design_section(results: Results, image_prefix: str) -> str:
         f"- network: {describe(placement['receive_steering'])}"
         if "receive_steering" in placement
         else "- network: no receive steering (recorded before it existed)",
+        *_loops_line(results),
         *[
             f"- re-run on {r['date']}: {', '.join(r['scenarios'])} (`{r['command']}`)"
             for r in results.get("reruns", [])
