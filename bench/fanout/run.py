@@ -561,7 +561,7 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
         time.sleep(1.0)
         started = server.pids()
         rss_base = P.group_rss_kib(started)
-        if scenario.mode == "rate" and scenario.rate <= 1:
+        if scenario.mode == "rate" and scenario.rate <= 1 and scenario.ticks_while_connecting:
             # Clients join a server that is already broadcasting, as they would in
             # production: its book snapshot is there for each new subscriber (with
             # --workers and no snapshot yet, each would be a Redis read).
