@@ -10,7 +10,15 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from hlgateway.backoff import Backoff
-from hlgateway.reconnect import GiveUp, Reconnect, Retry, Supervisor, retrying, wait_or_wake
+from hlgateway.reconnect import (
+    GiveUp,
+    Reconnect,
+    Retry,
+    Supervisor,
+    retrying,
+    sleeping,
+    wait_or_wake,
+)
 
 PLAIN = Backoff(initial=1.0, decay=2.0, max_delay=8.0, jitter=0)
 
@@ -232,3 +240,45 @@ async def test_retrying_lets_cancellation_through() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_retrying_retries_only_the_failures_it_is_told_and_shows_each_wait() -> None:
+    """The REST loops retry a RestError (an outage) and let anything else through
+    (a bug); `on_retry` sees the decision, delay included, before each wait."""
+    clock = FakeClock()
+    shown: list[Retry] = []
+    results: list[int | Exception] = [ConnectionError("reset"), ValueError("bad answer"), 1]
+
+    async def call() -> int:
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    with pytest.raises(ValueError, match="bad answer"):
+        await retrying(
+            call,
+            Reconnect(PLAIN),
+            on_retry=shown.append,
+            retry_on=(ConnectionError,),
+            wait=clock.wait,
+        )
+    assert shown == [Retry(1.0, 1, repr(ConnectionError("reset")))]
+    assert clock.waits == [1.0] and results == [1]
+
+
+async def test_a_plain_sleep_serves_as_the_wait() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    failures = [OSError("down"), OSError("down")]
+
+    async def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "up"
+
+    assert await retrying(call, Reconnect(PLAIN), wait=sleeping(sleep)) == "up"
+    assert slept == [1.0, 2.0]

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -265,6 +266,31 @@ class Procs:
         finally:
             self.stop_all()
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def own_redis(procs: Procs, core: int | None = None) -> Iterator[tuple[str, int]]:
+    """A redis-server of the run's own (no persistence, pinned to `core`): its URL and pid.
+
+    Every benchmark that needs a broker starts it here, so that no run touches the
+    machine's Redis or another run's."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="hlgw-bench-redis-")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = procs.start("redis", pinned(argv, core))
+    proc.wait_line("Ready to accept connections", timeout=30)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        procs.stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def flush_redis(url: str) -> None:
+    """A fresh broker for the next start: no leases, demand or streams left by the last."""
+    port = url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
+    subprocess.run(["redis-cli", "-p", port, "flushall"], capture_output=True, check=False)
 
 
 def _pump_lines(stream: IO[bytes], out: queue.Queue[str]) -> None:

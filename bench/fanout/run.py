@@ -334,7 +334,7 @@ def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Serve
         if n > 1:
             if ctx.redis is None:
                 raise RuntimeError(f"{scenario.id}: {n} gateway workers need a broker")
-            flush_redis(ctx.redis[0])
+            P.flush_redis(ctx.redis[0])
             argv += ["--workers", str(n), "--broker", ctx.redis[0]]
             extra = (ctx.redis[1],)
         proc = ctx.procs.start(f"{tag}-gateway", P.pinned(argv, SERVER_CORE), env=env)
@@ -378,28 +378,6 @@ def wait_gateway(port: int, workers: int, timeout: float = 60.0) -> str:
                 f"after {timeout:.0f} s"
             )
         time.sleep(0.05 if workers > 1 else 0.2)
-
-
-def flush_redis(url: str) -> None:
-    """A fresh broker for each gateway start: no leases or demand left by the previous one."""
-    port = url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
-    subprocess.run(["redis-cli", "-p", port, "flushall"], capture_output=True, check=False)
-
-
-@contextlib.contextmanager
-def own_redis(procs: P.Procs) -> Iterator[tuple[str, int]]:
-    """A redis-server of the run's own, on the servers' core: the workers' broker."""
-    port = P.free_port()
-    workdir = tempfile.mkdtemp(prefix="hlgw-bench-redis-")
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = procs.start("redis", P.pinned(argv, SERVER_CORE))
-    proc.wait_line("Ready to accept connections", timeout=30)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", proc.pid
-    finally:
-        procs.stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def loadgen_argv(
@@ -966,7 +944,9 @@ def main(argv: list[str] | None = None) -> int:
                     gateway_src,
                     floor=floor,
                     fd_limit=fd_limit,
-                    redis=stack.enter_context(own_redis(procs)) if need_redis else None,
+                    redis=stack.enter_context(P.own_redis(procs, SERVER_CORE))
+                    if need_redis
+                    else None,
                     steering=steering,
                 )
                 for scenario in scenarios:

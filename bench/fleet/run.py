@@ -34,20 +34,18 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench.fanout import procs as P
 from bench.table import machine, write_section
 from hlgateway.auth import issue_token
 from hlgateway.simulator import SimConfig, Simulator
@@ -90,9 +88,7 @@ class Node:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = P.free_port()
         env = {
             **os.environ,
             "JWT_SECRET": SECRET,
@@ -149,41 +145,6 @@ class Node:
                 await asyncio.wait_for(self.proc.wait(), 10)
             except TimeoutError:
                 await self.kill()
-
-
-@contextlib.asynccontextmanager
-async def own_redis() -> AsyncIterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="hlgw-bench-fleet-redis-")
-    proc = await asyncio.create_subprocess_exec(
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        workdir,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        await proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
@@ -508,7 +469,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="hlgw-bench-fleet-"))
     config = SimConfig(seed=args.seed, tick=0.05, track_rest_queries=True, history=0)
     results: dict[str, Any] = {"capacity": [], "handover": None, "logs": str(logs)}
-    async with own_redis() as redis_url:
+    with P.Procs(logs).session() as procs, P.own_redis(procs) as (redis_url, _):
         for count in args.nodes:
             for wallets in args.wallets:
                 sim = Simulator(config)
@@ -519,7 +480,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 finally:
                     await sim.stop()
-                await _flush(redis_url)
+                P.flush_redis(redis_url)
                 results["capacity"].append(outcome)
                 print(capacity_table([outcome]).splitlines()[-1], flush=True)
         if args.handover:
@@ -531,14 +492,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await sim.stop()
             print(handover_table(results["handover"]), flush=True)
     return results
-
-
-async def _flush(redis_url: str) -> None:
-    port = redis_url.rsplit(":", 1)[1].split("/", 1)[0]
-    proc = await asyncio.create_subprocess_exec(
-        "redis-cli", "-p", port, "flushall", stdout=asyncio.subprocess.DEVNULL
-    )
-    await proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

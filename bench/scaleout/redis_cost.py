@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fanout import procs as P
-from bench.scaleout.run import own_redis
+from bench.fanout.run import CLIENT_CORE
 from hlgateway.auth import Principal
 from hlgateway.broker import Retention
 from hlgateway.broker.redis import RedisBroker
@@ -77,7 +77,7 @@ async def measure(url: str, redis_pid: int, topic: Topic, count: int, nodes: int
 
 async def run(count: int, nodes: int) -> list[dict[str, Any]]:
     procs = P.Procs(Path(tempfile.mkdtemp(prefix="hlgw-redis-cost-")))
-    with procs.session(), own_redis(procs) as (url, redis_pid):
+    with procs.session(), P.own_redis(procs, CLIENT_CORE) as (url, redis_pid):
         book = Catalog(Markets(["BTC"])).resolve(
             ORDERBOOK, {"symbol": "BTC", "depth": 1}, Principal("bench")
         )

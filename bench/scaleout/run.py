@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,36 +151,6 @@ def start_gateway(
     return proc, port
 
 
-@contextlib.contextmanager
-def own_redis(procs: P.Procs) -> Iterator[tuple[str, int]]:
-    port = P.free_port()
-    workdir = tempfile.mkdtemp(prefix="hlgw-bench-redis-")
-    argv = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        workdir,
-    ]
-    proc = procs.start("redis", P.pinned(argv, CLIENT_CORE))
-    proc.wait_line("Ready to accept connections", timeout=30)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", proc.pid
-    finally:
-        procs.stop(proc)
-
-
-def flush(redis_url: str) -> None:
-    port = redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
-    subprocess.run(["redis-cli", "-p", port, "flushall"], capture_output=True, check=False)
-
-
 def worker_pids(parent: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True, check=False)
     return [int(pid) for pid in out.stdout.split()]
@@ -199,7 +168,7 @@ def start_topology(
         extra = ["--state-dir", state]
         proc, port = start_gateway(ctx, f"{tag}-gw", scenario, None, SERVER_CORE, extra=extra)
         return Topology(name, port, {"gateway": proc.pid}, [proc])
-    flush(url)
+    P.flush_redis(url)
     if name == "redis-1":
         proc, port = start_gateway(ctx, f"{tag}-gw", scenario, url, SERVER_CORE)
         return Topology(name, port, {"gateway": proc.pid, "redis": redis_pid}, [proc])
@@ -424,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         steer_receives(CLIENT_CORE, not args.no_steering) as steering,
     ):
         display.note(f"bench.scaleout: {total} runs; {describe(steering)}")
-        with pump_process(procs) as (pump, pump_port, feedback_port), own_redis(procs) as redis:
+        with (
+            pump_process(procs) as (pump, pump_port, feedback_port),
+            P.own_redis(procs, CLIENT_CORE) as redis,
+        ):
             ctx = Context(
                 procs, loadgen, issue_bench_token(), pump_port, feedback_port, pump.pid, display
             )

@@ -89,6 +89,9 @@ class Gateway:
             context_refresh=settings.context_refresh,
             ca_file=settings.upstream_ca_file,
             source_address=settings.upstream_source_address,
+            # One node of the broker reads the market list for all; a reader not
+            # heard of for two refreshes and a half is replaced.
+            share=self.broker.shared("markets", ttl=settings.context_refresh * 2.5),
         )
         self.feeds = Feeds(
             self.upstream,

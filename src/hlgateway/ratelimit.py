@@ -1,9 +1,10 @@
 """Rate limits as plain objects with an injected clock (sans I/O).
 
-`TokenBucket` meters one connection's messages, and the upstream REST weight
-(upstream/limits.py waits on it); `KeyedWindow` counts events per key (new
-connections per client IP) over a trailing window, `SlidingWindow` one stream of
-events (upstream messages). None sleeps or schedules anything: the caller asks,
+`TokenBucket` meters one connection's messages. `SlidingWindow` is every limit
+counted over a trailing window: upstream messages and new links, the upstream
+REST weight (upstream/limits.py waits on it), the simulator's per-IP limits, the
+notifier's Telegram requests a second; `KeyedWindow` is one per key (new
+connections per client IP). None sleeps or schedules anything: the caller asks,
 with the time the clock gives, and acts on the answer. Tests drive them with a
 fake clock.
 """
@@ -64,10 +65,89 @@ class TokenBucket:
         return max(0.0, missing / self.rate)
 
 
-class KeyedWindow:
-    """At most `limit` events per key within the last `window` seconds.
+class SlidingWindow:
+    """At most `limit` within any `window` seconds, as Hyperliquid counts its per-IP
+    limits: the one sliding window of the project, on the caller's clock.
 
-    Memory is bounded: each key keeps at most `limit` timestamps, and keys whose
+    Each event has a weight: 1 counts events (upstream messages, new links, a
+    client IP's connections, Telegram requests a second), more meters REST weight
+    (the upstream budget, the simulator's per-IP limit). An event leaves the
+    window once it is `window` seconds old, all at once: unlike a token bucket,
+    nothing comes back before then. `try_take` checks the limit, `add` counts
+    what was spent regardless (a cost known only afterwards).
+    """
+
+    __slots__ = ("_events", "_total", "limit", "window")
+
+    def __init__(self, limit: float, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: deque[tuple[float, float]] = deque()  # (when, weight), oldest first
+        self._total = 0.0
+
+    def _trim(self, now: float) -> None:
+        events = self._events
+        while events and now - events[0][0] >= self.window:
+            self._total -= events.popleft()[1]
+        if not events:
+            self._total = 0.0  # no float residue
+
+    def total(self, now: float) -> float:
+        """The weight within the window ending `now`."""
+        self._trim(now)
+        return self._total
+
+    def count(self, now: float) -> int:
+        """The events within the window ending `now`."""
+        self._trim(now)
+        return len(self._events)
+
+    def add(self, now: float, weight: float = 1.0) -> None:
+        """Count `weight` spent at `now`, over the limit or not."""
+        self._trim(now)
+        if weight > 0:
+            self._events.append((now, weight))
+            self._total += weight
+
+    def try_take(self, now: float, weight: float = 1.0, *, keep: float = 0.0) -> bool:
+        """Count `weight` at `now` if that leaves at least `keep` of the limit; else
+        count nothing and say so."""
+        events = self._events  # the trim inlined: once per new connection per IP
+        while events and now - events[0][0] >= self.window:
+            self._total -= events.popleft()[1]
+        total = self._total if events else 0.0
+        if total + weight > self.limit - keep:
+            self._total = total
+            return False
+        if weight > 0:
+            events.append((now, weight))
+            total += weight
+        self._total = total
+        return True
+
+    def free_at(self, now: float, weight: float = 1.0) -> float:
+        """When `weight` more fits (`now` if it does now): once enough of the oldest
+        events have left the window."""
+        self._trim(now)
+        excess = self._total + weight - self.limit
+        if excess <= 0 or not self._events:
+            return now
+        freed = 0.0
+        for stamp, spent in self._events:
+            freed += spent
+            if freed >= excess:
+                return stamp + self.window
+        return self._events[-1][0] + self.window  # more than the limit: all of it
+
+    def wait_time(self, now: float, weight: float = 1.0) -> float:
+        """Seconds until `weight` more fits (0: now)."""
+        return self.free_at(now, weight) - now
+
+
+class KeyedWindow:
+    """A `SlidingWindow` of events per key (new connections per client IP).
+
+    Memory is bounded: each key keeps at most `limit` events, and keys whose
     events have all aged out are swept once per window. A `limit` of 0 or less
     disables the limit.
     """
@@ -78,7 +158,7 @@ class KeyedWindow:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._events: dict[Hashable, deque[float]] = {}
+        self._windows: dict[Hashable, SlidingWindow] = {}
         self._swept = clock()
 
     def hit(self, key: Hashable) -> bool:
@@ -87,63 +167,26 @@ class KeyedWindow:
             return True
         now = self._clock()
         self._sweep(now)
-        events = self._events.get(key)
-        if events is None:
-            events = self._events[key] = deque()
-        while events and now - events[0] >= self.window:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = SlidingWindow(self.limit, self.window)
+        return window.try_take(now)
 
     def retry_after(self, key: Hashable) -> float:
         """Seconds until `key` may have one more event."""
-        events = self._events.get(key)
-        if self.limit <= 0 or not events or len(events) < self.limit:
+        window = self._windows.get(key)
+        if self.limit <= 0 or window is None:
             return 0.0
-        return max(0.0, events[0] + self.window - self._clock())
+        return window.wait_time(self._clock())
 
     def __len__(self) -> int:
         """Keys currently tracked (for tests and memory checks)."""
-        return len(self._events)
+        return len(self._windows)
 
     def _sweep(self, now: float) -> None:
         if now - self._swept < self.window:
             return
         self._swept = now
-        stale = [k for k, ev in self._events.items() if not ev or now - ev[-1] >= self.window]
+        stale = [key for key, window in self._windows.items() if not window.count(now)]
         for key in stale:
-            del self._events[key]
-
-
-class SlidingWindow:
-    """At most `limit` events in any `window` seconds; the caller passes the time."""
-
-    def __init__(self, limit: int, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._events: deque[float] = deque()
-
-    def _trim(self, now: float) -> None:
-        while self._events and now - self._events[0] >= self.window:
-            self._events.popleft()
-
-    def try_take(self, now: float) -> bool:
-        """Record an event at `now` if there is room; say whether there was."""
-        self._trim(now)
-        if len(self._events) >= self.limit:
-            return False
-        self._events.append(now)
-        return True
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until one more event is allowed (0 if now)."""
-        self._trim(now)
-        if len(self._events) < self.limit:
-            return 0.0
-        return self._events[0] + self.window - now
-
-    def count(self, now: float) -> int:
-        self._trim(now)
-        return len(self._events)
+            del self._windows[key]

@@ -18,8 +18,9 @@ connection ends, and ask the policy what comes next. The rest is here, once:
   fake clock.
 
 `retrying(call, policy)` is the same loop for one call that must eventually
-succeed (a database write, a REST fetch): again after each failure, as the policy
-says, until it returns or the policy gives up.
+succeed (a database write, a REST fetch: the notifier's stores, the upstream
+market list, the wallets' recoveries, candle snapshots): again after each
+failure, as the policy says, until it returns or the policy gives up.
 
 Like python-websockets' `connect()` iterator (backoff reset once connected) and
 centrifuge's `runForever`, but with the decision a plain object the owner can
@@ -145,27 +146,43 @@ async def retrying(
     call: Callable[[], Awaitable[T]],
     policy: Reconnect,
     *,
-    failed: Callable[[Exception], None],
+    failed: Callable[[Exception], None] | None = None,
+    on_retry: Callable[[Retry], None] | None = None,
+    retry_on: tuple[type[Exception], ...] = (Exception,),
     wait: Wait = wait_or_wake,
 ) -> T | GiveUp:
     """`call()` until it returns its value, or `GiveUp` once the policy does.
 
-    Each failure is shown to `failed` (a log line) before the wait. A success
-    resets the policy, so one policy may serve a stream of calls.
+    Each failure of a kind in `retry_on` is shown to `failed` (a count), then the
+    decision to `on_retry` (a log line with the delay) before the wait; any other
+    exception is a bug, not an outage, and propagates. A success resets the
+    policy, so one policy may serve a stream of calls.
     """
 
     async def attempt() -> Retry | GiveUp | _Returned[T]:
         try:
             value = await call()
-        except Exception as exc:
-            failed(exc)
+        except retry_on as exc:
+            if failed is not None:
+                failed(exc)
             return policy.ended(repr(exc))
         policy.connected()
         return _Returned(value)
 
-    supervisor: Supervisor[GiveUp | _Returned[T]] = Supervisor(attempt, wait=wait)
+    supervisor: Supervisor[GiveUp | _Returned[T]] = Supervisor(
+        attempt, on_retry=on_retry, wait=wait
+    )
     outcome = await supervisor.run()
     if isinstance(outcome, _Returned):
         return outcome.value
     assert outcome is not None  # never stopping: only a return or giving up ends it
     return outcome
+
+
+def sleeping(sleep: Callable[[float], Awaitable[None]]) -> Wait:
+    """A `Wait` from a plain sleep (an owner whose waits nothing cuts short)."""
+
+    async def wait(seconds: float, wake: asyncio.Event) -> None:
+        await sleep(seconds)
+
+    return wait

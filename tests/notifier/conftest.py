@@ -4,6 +4,7 @@ local PostgreSQL, in a schema of its own, dropped after)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -117,6 +118,7 @@ async def make_notifier(
             backoff=Backoff(0.1, max_delay=0.5),
         )
         limits = options.pop("limits", Limits())
+        clock = options.pop("clock", time.time)
         settings = NotifierSettings(
             gateway=gateway.ws,
             info_url=options.pop("info_url", sim.http_url + "/info"),
@@ -129,6 +131,7 @@ async def make_notifier(
             feed,
             settings,
             limits,
+            clock,
         )
         made.append(notifier)
         return notifier

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -191,7 +192,6 @@ async def test_agents_and_the_preview_state_machine(repo: Repository) -> None:
         assert not await t.previews.confirm(pid, "0xc1", now_ms=31_001, stamp=31_001)  # late
         assert await t.previews.confirm(pid, "0xc1", now_ms=30_000, stamp=30_000)
         assert not await t.previews.confirm(pid, "0xc2", now_ms=30_001, stamp=30_001)  # once
-        assert await t.previews.last_confirmation(5) == 30_000
         assert [r.id for r in await t.previews.confirmed()] == [pid]
         assert await t.previews.confirmed_since(5, 29_999) == 1
         assert await t.previews.finish(pid, "placed", "ok", from_state="confirmed")
@@ -210,3 +210,65 @@ async def test_agents_and_the_preview_state_machine(repo: Repository) -> None:
         (out,) = await t.outbox.pending()
         assert (out.id, out.edit_of, out.edit_telegram_id) == (edit, message, 77)
         assert await t.agents.delete(5) and await t.agents.get(5) is None
+
+
+async def test_nonces_are_unique_per_signing_key(repo: Repository) -> None:
+    async with repo.transaction() as t:
+        # The same millisecond, one key: each action gets its own nonce.
+        assert [await t.nonces.next("0xAgent", 1_000) for _ in range(3)] == [1_000, 1_001, 1_002]
+        assert await t.nonces.next("0xagent", 1_001) == 1_003  # case does not make a key
+        assert await t.nonces.next("0xother", 1_000) == 1_000  # another key: its own
+        assert await t.nonces.next("0xagent", 5_000) == 5_000  # time moved on
+    with pytest.raises(RuntimeError):
+        async with repo.transaction() as t:
+            assert await t.nonces.next("0xagent", 5_000) == 5_001
+            raise RuntimeError("killed before the commit: nothing was signed with it")
+    async with repo.transaction() as t:
+        assert await t.nonces.next("0xagent", 5_000) == 5_001
+
+
+async def test_two_notifiers_on_one_database_never_share_a_nonce(
+    repo: Repository, database_url: str
+) -> None:
+    other = Repository(open_database(database_url))
+    await other.open()
+    try:
+
+        async def take(r: Repository, n: int) -> list[int]:
+            got = []
+            for _ in range(n):
+                async with r.transaction() as t:
+                    got.append(await t.nonces.next("0xshared", 7_000))
+            return got
+
+        first, second = await asyncio.gather(take(repo, 40), take(other, 40))
+    finally:
+        await other.close()
+    assert sorted(first + second) == list(range(7_000, 7_080))
+
+
+async def test_the_nonce_migration_starts_each_key_after_its_chats_confirmations(
+    database_url: str,
+) -> None:
+    from hlgateway.notifier import schema
+    from hlgateway.notifier.repository import AgentRow
+
+    repo = Repository(open_database(database_url))
+    await repo.open()
+    try:
+        async with repo.transaction() as t:
+            # A database of release 4: confirmations stamped per chat, no nonce table.
+            for chat, stamp in ((1, 9_000), (2, 9_500), (3, 4_000)):
+                await t.agents.put(chat, AgentRow(W, "0xshared" if chat < 3 else "0xown", "s"), 0)
+                pid = await t.previews.add(chat, W, "{}", "x", "1", 0, 10**9)
+                assert await t.previews.confirm(pid, f"0x{chat}", 0, stamp)
+        async with repo.db.transaction() as tx:
+            await tx.execute("DROP TABLE agent_nonces")
+            await tx.execute("UPDATE kv SET value = '4' WHERE key = 'schema'")
+        await schema.migrate(repo.db)
+        async with repo.transaction() as t:
+            assert await t.nonces.next("0xshared", 1_000) == 9_501
+            assert await t.nonces.next("0xown", 1_000) == 4_001
+            assert await t.nonces.next("0xnew", 1_000) == 1_000
+    finally:
+        await repo.close()

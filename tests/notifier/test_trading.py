@@ -6,6 +6,7 @@ taps and retried callbacks; expiry; wrong keys; groups; limits; a 429 while conf
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -14,10 +15,11 @@ import pytest
 
 from hlgateway.notifier import commands as c
 from hlgateway.notifier.pacing import Limits
-from hlgateway.notifier.preview import cloid_for
+from hlgateway.notifier.preview import Market, cloid_for, plan_trade, preview
 from hlgateway.notifier.service import Notifier
 from hlgateway.notifier.vault import new_master_key
 from hlgateway.simulator import Simulator
+from hlgateway.simulator.info import handle_info
 from tests.helpers import eventually
 from tests.notifier.conftest import NotifierFactory
 from tests.notifier.fakebot import Failure, FakeBotApi, Sent, buttons_of
@@ -158,6 +160,144 @@ async def test_close_a_position_from_the_positions_button(
     fakebot.press(CHAT, closing.message_id or 0, buttons_of(closing)["Confirm"])
     await eventually_text(fakebot, CHAT, "✅ Filled: buy 2 SOL")
     await eventually(lambda: not short_sol(), 20)
+
+
+async def spot_total(sim: Simulator, account: str, token: str) -> Decimal:
+    state = handle_info(sim.world, {"type": "spotClearinghouseState", "user": account})
+    row = next((b for b in state["balances"] if b["coin"] == token), None)
+    return Decimal(row["total"]) if row else Decimal(0)
+
+
+async def test_spot_buy_limit_cancel_and_close_sells_the_base(
+    connected: Callable[..., Any], fakebot: FakeBotApi, sim: Simulator
+) -> None:
+    notifier, account, _ = await connected()
+    await eventually(lambda: "HYPE/USDC" in notifier.state.prices, 20)
+    fakebot.say(CHAT, "/buy HYPE/USDC 10")
+    preview = await next_buttons(fakebot, CHAT, 0)
+    assert "Buy 10 HYPE/USDC" in preview.visible and "at market" in preview.visible
+    assert "Spot: pays USDC, receives HYPE · no leverage" in preview.visible
+    assert "Leverage" not in preview.visible and "liquidation" not in preview.visible
+    fakebot.press(CHAT, preview.message_id or 0, buttons_of(preview)["Confirm"])
+    await eventually_text(fakebot, CHAT, "✅ Filled: buy 10 HYPE/USDC")
+    await eventually(lambda: len(fills_of(fakebot, CHAT, "HYPE/USDC")) >= 1, 20)
+    bought = await spot_total(sim, account, "HYPE")
+    assert bought == Decimal(10) * (1 - Decimal("0.00045"))  # the fee is taken in HYPE
+
+    # A limit buy rests, is listed under its pair's name, and its button cancels it.
+    mid = notifier.state.prices["HYPE/USDC"]
+    low = (mid * Decimal("0.8")).quantize(Decimal("0.01"))
+    fakebot.say(CHAT, f"/buy HYPE/USDC 1 {low}")
+    limit = await next_buttons(fakebot, CHAT, 1)
+    fakebot.press(CHAT, limit.message_id or 0, buttons_of(limit)["Confirm"])
+    await eventually_text(fakebot, CHAT, "📌 Resting: buy 1 HYPE/USDC")
+    fakebot.say(CHAT, "/orders")
+    listing = await next_buttons(fakebot, CHAT, 2)
+    assert "HYPE/USDC @" in listing.visible and "@107" not in listing.visible
+    (cancel,) = [data for label, data in buttons_of(listing).items() if label.startswith("Cancel")]
+    assert cancel.startswith("cancel:HYPE/USDC:")
+    fakebot.press(CHAT, listing.message_id or 0, cancel)
+    await eventually_text(fakebot, CHAT, "Cancelled 1 order(s).")
+
+    # /close on a spot pair sells what is free of the base token (on its size step).
+    fakebot.say(CHAT, "/close HYPE/USDC")
+    closing = await next_buttons(fakebot, CHAT, 3)
+    step = Decimal(1).scaleb(-(await notifier.trading.exchange.market("HYPE/USDC")).sz_decimals)
+    size = (bought / step).to_integral_value(rounding="ROUND_DOWN") * step
+    assert f"Sell {size.normalize()} HYPE/USDC" in closing.visible, closing.visible
+    assert "Spot: pays HYPE, receives USDC" in closing.visible
+    fakebot.press(CHAT, closing.message_id or 0, buttons_of(closing)["Confirm"])
+    await eventually_text(fakebot, CHAT, f"✅ Filled: sell {size.normalize()} HYPE/USDC")
+    assert await spot_total(sim, account, "HYPE") == bought - size
+    fakebot.say(CHAT, "/leverage HYPE/USDC 3")
+    await eventually_text(fakebot, CHAT, "HYPE/USDC is a spot pair: it has no leverage.")
+    fakebot.say(CHAT, "/close PURR/USDC")
+    await eventually_text(fakebot, CHAT, "No PURR to sell")
+    assert not fakebot.violations
+
+
+def test_spot_prices_and_sizes_round_as_hyperliquid_wants() -> None:
+    spot = Market("X/USDC", 10_001, 0, 0, spot=True, base="X")
+    perp = Market("X", 3, 0, 20)
+    cmd = c.Trade(True, "X/USDC", Decimal("12.7"), False, Decimal("0.00123456789"))
+    assert plan_trade(cmd, spot, Decimal("0.0012")).price == Decimal("0.0012346")  # 8 - 0
+    assert plan_trade(cmd, perp, Decimal("0.0012")).price == Decimal("0.001235")  # 6 - 0
+    assert plan_trade(cmd, spot, Decimal("0.0012")).size == Decimal(12)  # szDecimals 0
+    shown = preview(plan_trade(cmd, spot, Decimal("0.0012")), spot, Decimal("0.0012"), 0, None)
+    assert shown.liquidation is None
+
+
+class HeldClock:
+    """The wall clock, until `hold()`: then one millisecond for as long as it is held."""
+
+    def __init__(self) -> None:
+        self.held: float | None = None
+
+    def __call__(self) -> float:
+        return time.time() if self.held is None else self.held
+
+    def hold(self) -> None:
+        self.held = int(time.time() * 1000) / 1000
+
+    def release(self) -> None:
+        self.held = None
+
+
+async def test_chats_sharing_an_agent_key_confirm_in_the_same_millisecond(
+    connected: Callable[..., Any], fakebot: FakeBotApi, sim: Simulator
+) -> None:
+    clock = HeldClock()
+    notifier, account, key = await connected(clock=clock)
+    other = CHAT + 1
+    fakebot.say(other, f"/connect {account}")
+    await eventually_text(fakebot, other, "Send me the private key")
+    fakebot.say(other, key)  # the same agent key: one signer, one nonce sequence
+    await eventually_text(fakebot, other, "Connected: agent")
+    previews = []
+    for chat, size in ((CHAT, "0.05"), (other, "0.06")):
+        fakebot.say(chat, f"/buy ETH {size}")
+        previews.append(await next_buttons(fakebot, chat, 0))
+    ids = [int(buttons_of(p)["Confirm"].split(":")[1]) for p in previews]
+
+    async def states() -> list[tuple[str, int | None]]:
+        async with notifier.repo.transaction() as t:
+            rows = [await t.previews.get(i) for i in ids]
+        return [(r.state, r.confirmed_ms) for r in rows if r is not None]
+
+    clock.hold()  # both taps land in one millisecond of the notifier's clock
+    for chat, shown in zip((CHAT, other), previews, strict=True):
+        fakebot.press(chat, shown.message_id or 0, buttons_of(shown)["Confirm"])
+    stamps: list[int] = []
+
+    async def both_confirmed() -> bool:
+        found = await states()
+        stamps[:] = sorted(ms for state, ms in found if state != "pending" and ms is not None)
+        return len(stamps) == 2
+
+    await eventually(both_confirmed, 20)
+    held_ms = int((clock.held or 0) * 1000)
+    assert stamps == [held_ms, held_ms + 1]  # one nonce each, from the key's sequence
+    # Still that millisecond: a leverage change signed by the same key takes the next one.
+    # (The chat hears of it once the clock moves again: sending is paced by it.)
+    fakebot.say(other, "/leverage ETH 5")
+    wallet = sim.world.accounts.wallet(account)
+    assert wallet is not None
+    await eventually(lambda: wallet.leverages.get("ETH") == 5, 20)
+    clock.release()
+    await eventually_text(fakebot, other, "Leverage of ETH: 5x (cross).")
+    await eventually_text(fakebot, CHAT, "✅ Filled: buy 0.05 ETH")
+    await eventually_text(fakebot, other, "✅ Filled: buy 0.06 ETH")
+    for preview_id, chat in zip(ids, (CHAT, other), strict=True):
+        cloid = cloid_for(chat, preview_id, await created(notifier, preview_id))
+        assert len(orders_with(sim, account, cloid)) == 1
+    assert not fakebot.violations
+
+
+async def created(notifier: Notifier, preview_id: int) -> int:
+    async with notifier.repo.transaction() as t:
+        row = await t.previews.get(preview_id)
+    assert row is not None
+    return row.created_ms
 
 
 async def test_an_expired_preview_places_nothing(

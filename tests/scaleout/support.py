@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,26 @@ def node(
         log_file=log_dir / f"{name}.log",
         **environment,
     )
+
+
+@contextlib.asynccontextmanager
+async def addressed(
+    upstream: str, broker: str, log_dir: Path, addresses: Mapping[str, str], **env: str
+) -> AsyncIterator[list[GatewayProcess]]:
+    """Nodes named as `addresses` says, each leaving for the upstream from its own
+    address (its own per-IP budgets at the simulator), started; killed on the way out."""
+    procs = [
+        node(
+            upstream, broker, log_dir, name, None, HLGATEWAY_UPSTREAM_SOURCE_ADDRESS=address, **env
+        )
+        for name, address in addresses.items()
+    ]
+    try:
+        await asyncio.gather(*(p.start() for p in procs))
+        yield procs
+    finally:
+        for proc in procs:
+            await proc.kill()
 
 
 async def health(proc: GatewayProcess) -> dict[str, Any]:

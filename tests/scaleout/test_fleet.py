@@ -18,7 +18,7 @@ import pytest
 
 from hlgateway.simulator import Simulator
 from tests.helpers import Client, GatewayProcess, admin_token, eventually
-from tests.scaleout.support import health, node
+from tests.scaleout.support import addressed, health
 
 ADDRESSES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 WALLETS = [f"0x{n:02x}" + "5e" * 19 for n in range(1, 41)]
@@ -31,22 +31,11 @@ MOVE_BOUND = 25.0
 async def fleet(
     simulator: Simulator, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[list[GatewayProcess]]:
-    procs = [
-        node(
-            simulator.ws_url,
-            redis_url,
-            tmp_path,
-            name,
-            HLGATEWAY_UPSTREAM_SOURCE_ADDRESS=address,
-            HLGATEWAY_UPSTREAM_MAX_WALLETS="10",
-        )
-        for name, address in ADDRESSES.items()
-    ]
-    await asyncio.gather(*(p.start() for p in procs))
-    await formed(procs)
-    yield procs
-    for proc in procs:
-        await proc.kill()
+    async with addressed(
+        simulator.ws_url, redis_url, tmp_path, ADDRESSES, HLGATEWAY_UPSTREAM_MAX_WALLETS="10"
+    ) as procs:
+        await formed(procs)
+        yield procs
 
 
 async def formed(procs: list[GatewayProcess]) -> None:

@@ -368,3 +368,31 @@ async def test_two_nodes_over_tls(tmp_path: Path) -> None:
         await a.broker.stop()
         await b.broker.stop()
         await server.stop()
+
+
+async def test_one_node_reads_a_shared_value_for_all_and_is_replaced_once_gone(
+    own_redis: OwnRedis,
+) -> None:
+    """The market list read once per broker (base.Shared): one node leads and puts,
+    the other gets; a reader not heard of for the ttl is replaced, and without
+    Redis each node reads for itself."""
+    a = RedisBroker(own_redis.url, node="a")
+    b = RedisBroker(own_redis.url, node="b")
+    await a.start()
+    await b.start()
+    try:
+        on_a, on_b = a.shared("markets", ttl=0.5), b.shared("markets", ttl=0.5)
+        assert await on_a.lead() and not await on_b.lead()
+        assert await on_b.get() is None  # nothing read yet: b reads for itself
+        await on_a.put(b"the list")
+        assert await on_b.get() == b"the list"
+        assert await on_a.lead() and not await on_b.lead()  # a renews its lease
+        # a stops renewing (dead): b takes over once the lease is gone, and the
+        # value a left is not served past it either.
+        await eventually(on_b.lead, 5, every=0.05)
+        assert not await on_a.lead() and await on_b.get() is None
+        await own_redis.stop()
+        assert await on_b.lead() and await on_b.get() is None
+    finally:
+        await a.stop()
+        await b.stop()

@@ -190,9 +190,9 @@ async def test_not_json_gets_400(sim: Simulator, session: aiohttp.ClientSession)
 async def test_unsupported_actions_and_vaults_are_answered_clearly(
     sim: Simulator, session: aiohttp.ClientSession, trader: LocalAccount
 ) -> None:
-    twap = {"type": "twapOrder", "twap": {"a": 1, "b": True, "s": "1", "r": False, "m": 5}}
-    _, answer = await post(session, sim, signed(trader, twap))
-    assert answer["response"] == "The simulator does not support twapOrder actions"
+    referrer = {"type": "setReferrer", "code": "SIM"}
+    _, answer = await post(session, sim, signed(trader, referrer))
+    assert answer["response"] == "The simulator does not support setReferrer actions"
     nonce = Nonce.next()
     vault = "0x" + "77" * 20
     body = {

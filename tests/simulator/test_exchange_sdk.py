@@ -287,3 +287,52 @@ def test_sdk_signature_from_a_stranger_is_refused(simulate: Simulate) -> None:
         "status": "err",
         "response": f"User or API Wallet {stranger.address.lower()} does not exist.",
     }
+
+
+def test_sdk_isolated_margin_and_noop(simulate: Simulate) -> None:
+    """``update_leverage(is_cross=False)``, ``update_isolated_margin`` and ``noop``, as the
+    SDK sends them (ntli in micro-USDC, isBuy always true)."""
+    account = eth_account.Account.from_key(simulate.key)
+    info = Info(simulate.url, skip_ws=True)
+    exchange = Exchange(account, simulate.url)
+
+    def eth_position() -> Answer:
+        state = info.user_state(account.address)
+        rows: list[Answer] = [p["position"] for p in state["assetPositions"]]
+        (row,) = [r for r in rows if r["coin"] == "ETH"]
+        return row
+
+    refused = exchange.update_isolated_margin(10, "ETH")
+    assert refused == {
+        "status": "err",
+        "response": "Cannot update margin: no isolated position in ETH.",
+    }
+    assert exchange.update_leverage(4, "ETH", is_cross=False)["status"] == "ok"
+    (status,) = statuses_of(exchange.market_open("ETH", True, 0.5))
+    assert "filled" in status
+    before = eth_position()
+    assert before["leverage"]["type"] == "isolated" and before["leverage"]["value"] == 4
+    assert exchange.update_isolated_margin(25.5, "ETH") == {
+        "status": "ok",
+        "response": {"type": "default"},
+    }
+    after = eth_position()
+    moved = float(after["leverage"]["rawUsd"]) - float(before["leverage"]["rawUsd"])
+    assert moved == pytest.approx(25.5)
+    assert float(after["liquidationPx"]) < float(before["liquidationPx"])
+    assert exchange.update_isolated_margin(-25.5, "ETH")["status"] == "ok"
+    assert float(eth_position()["leverage"]["rawUsd"]) == pytest.approx(
+        float(before["leverage"]["rawUsd"])
+    )
+    switch = exchange.update_leverage(4, "ETH", is_cross=True)
+    assert switch == {
+        "status": "err",
+        "response": "Cannot switch leverage type with open position.",
+    }
+
+    nonce = int(time.time() * 1000) + 10_000
+    assert exchange.noop(nonce) == {"status": "ok", "response": {"type": "default"}}
+    again = exchange.noop(nonce)
+    assert again == {"status": "err", "response": f"Invalid nonce: duplicate nonce {nonce}"}
+    (status,) = statuses_of(exchange.market_close("ETH"))
+    assert "filled" in status

@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hlgateway.ratelimit import SlidingWindow
 from hlgateway.simulator import SimConfig, Simulator
 from hlgateway.simulator.limits import info_weight
 from tests.helpers import eventually
@@ -58,14 +57,6 @@ def test_defaults_are_hyperliquids() -> None:
         SimConfig(max_new_connections_per_minute=0)
     with pytest.raises(ValueError, match="track_grace"):
         SimConfig(track_grace=-1)
-
-
-def test_sliding_window() -> None:
-    window = SlidingWindow(2, window=60.0)
-    assert window.try_take(0.0) and window.try_take(1.0)
-    assert not window.try_take(59.9)
-    assert window.try_take(60.0)  # the event at 0.0 left the window
-    assert window.count(60.0) == 2 and window.count(200.0) == 0
 
 
 async def test_open_connections_per_ip(session: aiohttp.ClientSession) -> None:

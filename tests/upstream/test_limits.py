@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hlgateway.ratelimit import SlidingWindow
 from hlgateway.upstream.limits import WeightBudget
-
-
-def test_sliding_window() -> None:
-    window = SlidingWindow(3, 60.0)
-    assert all(window.try_take(t) for t in (0.0, 1.0, 2.0))
-    assert not window.try_take(3.0)
-    assert window.wait_time(3.0) == 57.0
-    assert window.try_take(60.0)  # the first one has left the window
-    assert window.count(60.0) == 3
 
 
 class FakeTime:

@@ -24,7 +24,10 @@ coordination and stats):
 - what was wanted when the gateway last stopped, to feed again at once, and
   where each wallet's user streams had been delivered to: `resume`, `delivered`
   (an engine that forgets everything at a restart answers nothing);
-- its state for /health and /metrics: `stats`.
+- its state for /health and /metrics: `stats`;
+- what one node reads from the exchange for all of them (the market list):
+  `shared`, so that N nodes or workers behind one IP do not spend N times the
+  REST weight on the same answer.
 """
 
 from __future__ import annotations
@@ -145,6 +148,24 @@ def node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+class Shared:
+    """A value one node reads from outside and the engine's other nodes take from it
+    (the exchange's market list, upstream/pool.py). `lead()`: whether this node is
+    the one to read it now (it may change: a reader that died is replaced); the
+    reader `put`s each value it read, the others `get` the latest one (None: none
+    recent, read it yourself). This base is a node alone: it always reads, and
+    there is nobody to share with."""
+
+    async def lead(self) -> bool:
+        return True
+
+    async def put(self, value: bytes) -> None:
+        return None
+
+    async def get(self) -> bytes | None:
+        return None
+
+
 class EngineStartError(RuntimeError):
     """The engine cannot start as configured (a state directory held by another
     process, a store of a newer schema); the message says why and what to do."""
@@ -243,6 +264,12 @@ class Broker(ABC):
         calls it once). `can_feed`: whether this node's upstream can serve now
         (an engine that shares streams between nodes leaves them to others
         while it cannot)."""
+
+    def shared(self, name: str, ttl: float) -> Shared:
+        """The value `name` shared by this engine's nodes; a reader not heard of for
+        `ttl` seconds is replaced, and a value older than that is not served. An
+        engine of one node: a `Shared` that always reads."""
+        return Shared()
 
     async def resume(self) -> list[Topic]:
         """The topics wanted (subscribed or lingering) when the gateway last

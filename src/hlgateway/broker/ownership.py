@@ -79,6 +79,7 @@ PLAN_GRACE = 3.0  # a newly demanded topic waits this long for the plan to place
 ADMIT_PENDING = 10_000  # ms: an admitted topic no plan placed by then is not waited for
 
 FED_CHANNELS = MARKET_CHANNELS | USER_CHANNELS
+POSITIONED = (USER_FILLS, USER_ORDERS, USER_LEDGER)  # streams with a delivery position
 
 
 class FleetPlan(msgspec.Struct, frozen=True):
@@ -528,7 +529,7 @@ class LeaseCoordinator(Coordinator):
         published before."""
         wall_ms = time.time_ns() // 1_000_000
         keys: list[str | bytes] = [start_key(t) for t in topics]
-        positioned = [t for t in topics if t.channel in (USER_FILLS, USER_ORDERS, USER_LEDGER)]
+        positioned = [t for t in topics if t.channel in POSITIONED]
         wallets = [(t.channel, w) for t in positioned for w in t.wallets]
         keys += [position_key(channel, wallet) for channel, wallet in wallets]
         stored: list[Any]
@@ -542,7 +543,20 @@ class LeaseCoordinator(Coordinator):
             # A demand is a moment on our clock; a stream starts on the exchange's,
             # a margin earlier (upstream/clock.py). A position is the exchange's own.
             first = start_from(int(start) if start is not None else wall_ms)
-            since = {w: positions.get((topic.channel, w), first) for w in topic.wallets}
+            since: dict[str, int] = {}
+            for wallet in topic.wallets:
+                kept = positions.get((topic.channel, wallet))
+                since[wallet] = first if kept is None else kept
+                if topic.channel not in POSITIONED:
+                    continue
+                # Where a handover resumes: what an operator checks after a node died.
+                log.info(
+                    "ownership: %s of %s from %d (%s)",
+                    topic.channel,
+                    wallet,
+                    since[wallet],
+                    "its first demand" if kept is None else "where it was delivered to",
+                )
             self._start_feed(topic, since)
 
     def _start_feed(self, topic: Topic, since: dict[str, int]) -> None:

@@ -61,7 +61,15 @@ import msgspec
 from hlgateway import reconnect
 from hlgateway.backoff import Backoff
 from hlgateway.broker import scripts
-from hlgateway.broker.base import Broker, BrokerStats, Publication, Replay, Retention, with_position
+from hlgateway.broker.base import (
+    Broker,
+    BrokerStats,
+    Publication,
+    Replay,
+    Retention,
+    Shared,
+    with_position,
+)
 from hlgateway.broker.redis_shard import UNAVAILABLE, RedisShard, evalsha
 from hlgateway.broker.replicated import Entry, ReplicatedLane
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
@@ -945,6 +953,9 @@ class RedisBroker(Broker):
                 log.warning("broker: a malformed wanted topic was ignored")
         return topics
 
+    def shared(self, name: str, ttl: float) -> Shared:
+        return RedisShared(self, name, ttl)
+
     # -- coordination and state -----------------------------------------------------
     def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
         from hlgateway.broker.ownership import LeaseCoordinator  # it needs this module
@@ -987,3 +998,39 @@ class RedisBroker(Broker):
             recommitted=counts["recommitted"],
             details=details,
         )
+
+
+class RedisShared(Shared):
+    """A value one node of the Redis engine reads for all (base.Shared): the reader
+    holds a lease (lease_claim.lua, renewed at each `lead`), and its value is kept
+    as long. While Redis is away every node reads for itself: a node never waits
+    for Redis to learn what it can ask the exchange."""
+
+    def __init__(self, broker: RedisBroker, name: str, ttl: float) -> None:
+        self._broker = broker
+        self._key = f"{PREFIX}:shared:{name}"
+        self._lease = f"{PREFIX}:shared:{name}:reader"
+        self._ttl_ms = max(1, int(ttl * 1000))
+
+    async def lead(self) -> bool:
+        broker = self._broker
+        try:
+            held = await broker.shard.run(
+                scripts.LEASE_CLAIM, [self._lease], [broker.node, self._ttl_ms]
+            )
+        except UNAVAILABLE:
+            return True
+        return bool(held)
+
+    async def put(self, value: bytes) -> None:
+        with contextlib.suppress(*UNAVAILABLE):
+            await self._broker.shard.command(
+                lambda client: client.set(self._key, value, px=self._ttl_ms)
+            )
+
+    async def get(self) -> bytes | None:
+        try:
+            value = await self._broker.shard.command(lambda client: client.get(self._key))
+        except UNAVAILABLE:
+            return None
+        return value if isinstance(value, bytes) else None

@@ -18,6 +18,8 @@ SYMBOL_RE = re.compile(r"^[A-Za-z0-9@:/_\-]{1,24}$")
 MAX_LABEL = 64
 MAX_MUTE_MINUTES = 7 * 24 * 60
 COIN_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
+# What a trading command names: a perp (ETH) or a spot pair as the gateway names it (HYPE/USDC).
+MARKET_RE = re.compile(r"^[A-Za-z0-9]{1,12}(/[A-Za-z0-9]{1,12})?$")
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def parse_button(data: str) -> Pressed | BadCommand:
         return ConfirmPreview(int(arg)) if kind == "ok" else DropPreview(int(arg))
     if kind == "close" and COIN_RE.match(arg):
         return ClosePressed(arg.upper())
-    if kind == "cancel" and COIN_RE.match(arg) and more.isdigit():
+    if kind == "cancel" and MARKET_RE.match(arg) and more.isdigit():
         return CancelPressed(arg.upper(), int(more))
     return BadCommand("That button is not one of mine.")
 
@@ -242,8 +244,8 @@ HELP = """/watch <0x wallet> [label] - notify every fill of a wallet
 Trading (private chat, an agent wallet of yours):
 /connect <0x wallet> - then send the agent (API wallet) key; I delete it at once
 /disconnect - forget the key
-/buy <COIN> <size|$usdc> [price], /sell ... - market, or limit with a price
-/close <COIN> [percent] - close a position (all of it by default)
+/buy <COIN|BASE/QUOTE> <size|$usdc> [price], /sell ... - market, or limit with a price
+/close <COIN> [percent] - close a position (all by default); /close HYPE/USDC sells the HYPE
 /orders - open orders, with Cancel buttons; /cancel <COIN>|all
 /leverage <COIN> <n>; /limit [<usdc>|off] - this chat's largest order"""
 
@@ -407,7 +409,7 @@ def _trading(name: str, args: list[str]) -> Command | BadCommand:
 
 
 def _coin(text: str) -> str | None:
-    return text.upper() if COIN_RE.match(text) else None
+    return text.upper() if MARKET_RE.match(text) else None
 
 
 def _amount(text: str) -> Decimal | None:

@@ -54,9 +54,14 @@ class Desk:
             await self._say(chat, "No open orders.")
             return
         lines, buttons = [], []
+        try:
+            await self.exchange.markets()  # spot pairs' names: @107 is HYPE/USDC
+        except ExchangeError as exc:
+            await self._say(chat, esc(exc))
+            return
         for o in orders[:MAX_LISTED]:
             side = "buy" if o.get("side") == "B" else "sell"
-            coin, oid = str(o.get("coin")), o.get("oid")
+            coin, oid = self.exchange.symbol(str(o.get("coin"))), o.get("oid")
             lines.append(
                 f"{esc(side)} {esc(number(o.get('sz')))} {esc(coin)} @ "
                 f"{esc(number(o.get('limitPx')))} (order {esc(oid)})"
@@ -72,10 +77,12 @@ class Desk:
         except ExchangeError as exc:
             await self._say(chat, esc(exc))
             return
+        symbol = self.exchange.symbol
         targets = [
             o
             for o in orders
-            if (coin is None or o.get("coin") == coin) and (oid is None or o.get("oid") == oid)
+            if (coin is None or symbol(str(o.get("coin"))) == coin)
+            and (oid is None or o.get("oid") == oid)
         ]
         if not targets:
             await self._say(
@@ -83,7 +90,7 @@ class Desk:
             )
             return
         assets = self.exchange.assets()
-        cancels = [{"a": assets[str(o["coin"])], "o": o["oid"]} for o in targets]
+        cancels = [{"a": assets[symbol(str(o["coin"]))], "o": o["oid"]} for o in targets]
         sent = await self._send(chat, agent, {"type": "cancel", "cancels": cancels})
         if sent is None:
             return
@@ -100,6 +107,9 @@ class Desk:
         except ExchangeError as exc:
             await self._say(chat, esc(exc))
             return
+        if market.spot:
+            await self._say(chat, f"{esc(coin)} is a spot pair: it has no leverage.")
+            return
         if leverage > market.max_leverage:
             await self._say(chat, f"{esc(coin)} allows at most {market.max_leverage}x.")
             return
@@ -114,8 +124,12 @@ class Desk:
             )
 
     async def _send(self, chat: int, agent: AgentRow, action: dict[str, Any]) -> Any:
+        # The agent's next nonce (shared with its confirmations and its other chats); a
+        # kill after this transaction only skips a number.
+        async with self.repo.transaction() as t:
+            nonce = await t.nonces.next(agent.agent, self.now_ms())
         try:
-            return await self._trader(chat, agent).send(action)
+            return await self._trader(chat, agent).send(action, nonce=nonce)
         except RequestFailed as exc:  # refused by the gateway: nothing was sent
             await self._say(chat, f"Not sent: the gateway said {esc(exc)}.")
             return None

@@ -9,8 +9,9 @@ still spends its slot (Telegram counts it too).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
+
+from hlgateway.ratelimit import SlidingWindow
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Pacer:
         self.limits = limits or Limits()
         self._last: dict[int, float] = {}  # chat -> start of its last request
         self._held: dict[int, float] = {}  # chat -> no request before this (429)
-        self._recent: deque[float] = deque()  # starts of requests in the last second
+        # Starts of requests within the last second (and the margin), bot-wide.
+        self._recent = SlidingWindow(self.limits.global_per_second, 1.0 + self.limits.margin)
 
     def interval(self, chat_id: int) -> float:
         base = self.limits.group_interval if is_group(chat_id) else self.limits.private_interval
@@ -51,16 +53,12 @@ class Pacer:
         return max(at, self.global_ready_at(now))
 
     def global_ready_at(self, now: float) -> float:
-        self._expire(now)
-        if len(self._recent) < self.limits.global_per_second:
-            return now
-        return self._recent[0] + 1.0 + self.limits.margin
+        return self._recent.free_at(now)
 
     def start(self, chat_id: int, now: float) -> None:
         """A request to `chat_id` starts now (the caller checked `ready_at`)."""
         self._last[chat_id] = now
-        self._expire(now)
-        self._recent.append(now)
+        self._recent.add(now)
 
     def restore(self, chat_id: int, last_start: float) -> None:
         """A request to `chat_id` started at `last_start` in an earlier run."""
@@ -76,7 +74,3 @@ class Pacer:
     def forget(self, chat_id: int) -> None:
         self._last.pop(chat_id, None)
         self._held.pop(chat_id, None)
-
-    def _expire(self, now: float) -> None:
-        while self._recent and self._recent[0] <= now - 1.0 - self.limits.margin:
-            self._recent.popleft()

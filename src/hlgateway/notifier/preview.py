@@ -1,12 +1,14 @@
 """What an order would be before it is placed (sans I/O).
 
 A trading command becomes an `Intent`: coin, side, size and limit price rounded as
-Hyperliquid wants them (sizes to the coin's `szDecimals`, prices to 5 significant
-figures and at most 6 - szDecimals decimals), a market order being an Ioc limit 5 %
-beyond the mid as the official SDK sends it. `Preview` adds what the chat must see
-before it confirms: notional, estimated fee, leverage and a liquidation-price
-estimate. `cloid_for` derives the order's client id from the confirmation itself, so
-that every attempt to place one confirmation names the same order.
+Hyperliquid wants them (sizes to the coin's `szDecimals` - a spot pair's: its base
+token's -, prices to 5 significant figures and at most 6 - szDecimals decimals, 8 -
+szDecimals for spot), a market order being an Ioc limit 5 % beyond the mid as the
+official SDK sends it. `Preview` adds what the chat must see before it confirms:
+notional, estimated fee, and for a perp the leverage and a liquidation-price estimate
+(a spot pair has neither: it spends tokens, not margin). `cloid_for` derives the
+order's client id from the confirmation itself, so that every attempt to place one
+confirmation names the same order.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ SLIPPAGE = Decimal("0.05")  # a market order's limit, beyond the mid (the SDK's 
 TAKER_FEE = Decimal("0.00045")  # Hyperliquid's base tier; the preview says "about"
 MAKER_FEE = Decimal("0.00015")
 MAX_PERP_DECIMALS = 6
+MAX_SPOT_DECIMALS = 8
 Tif = Literal["Gtc", "Ioc"]
 
 
@@ -33,12 +36,16 @@ class NotPlaceable(ValueError):
 
 @dataclass(frozen=True)
 class Market:
-    """One perp as the exchange lists it (`meta`) and the gateway signs for it."""
+    """One market as the exchange lists it (`meta`, `spotMeta`) and the gateway signs for
+    it: a perp (`ETH`), or a spot pair named as the gateway names it (`HYPE/USDC`, asset
+    10000 + the pair's index, the base token's szDecimals)."""
 
     name: str
     asset: int
     sz_decimals: int
-    max_leverage: int
+    max_leverage: int  # 0 for a spot pair
+    spot: bool = False
+    base: str = ""  # a spot pair's base token (what /close sells)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class Intent:
     tif: Tif
     reduce_only: bool
     market: bool  # shown as "at market"
+    spot: bool = False  # a spot pair: tokens, not a position (absent in older rows)
 
     def to_json(self) -> str:
         body = asdict(self)
@@ -69,12 +77,13 @@ def round_size(size: Decimal, sz_decimals: int) -> Decimal:
     return plain(size.quantize(Decimal(1).scaleb(-sz_decimals), rounding=ROUND_DOWN))
 
 
-def round_price(price: Decimal, sz_decimals: int) -> Decimal:
-    """5 significant figures, at most 6 - szDecimals decimals (integers always pass)."""
+def round_price(price: Decimal, sz_decimals: int, spot: bool = False) -> Decimal:
+    """5 significant figures, at most 6 - szDecimals decimals (8 - szDecimals for a spot
+    pair; integers always pass)."""
     if price >= 10**5:
         return plain(price.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     significant = price.quantize(Decimal(1).scaleb(price.adjusted() - 4), rounding=ROUND_HALF_EVEN)
-    decimals = max(0, MAX_PERP_DECIMALS - sz_decimals)
+    decimals = max(0, (MAX_SPOT_DECIMALS if spot else MAX_PERP_DECIMALS) - sz_decimals)
     return plain(significant.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN))
 
 
@@ -91,16 +100,17 @@ def plan_trade(cmd: c.Trade, market: Market, mid: Decimal) -> Intent:
         )
     if cmd.price is None:
         limit = mid * (1 + SLIPPAGE) if cmd.is_buy else mid * (1 - SLIPPAGE)
-        price = round_price(limit, market.sz_decimals)
-        return Intent(market.name, cmd.is_buy, size, price, "Ioc", False, True)
+        price = round_price(limit, market.sz_decimals, market.spot)
+        return Intent(market.name, cmd.is_buy, size, price, "Ioc", False, True, market.spot)
     return Intent(
         market.name,
         cmd.is_buy,
         size,
-        round_price(cmd.price, market.sz_decimals),
+        round_price(cmd.price, market.sz_decimals, market.spot),
         "Gtc",
         False,
         False,
+        market.spot,
     )
 
 
@@ -115,6 +125,19 @@ def plan_close(cmd: c.Close, market: Market, mid: Decimal, position: Decimal) ->
     limit = mid * (1 + SLIPPAGE) if is_buy else mid * (1 - SLIPPAGE)
     price = round_price(limit, market.sz_decimals)
     return Intent(market.name, is_buy, size, price, "Ioc", True, True)
+
+
+def plan_spot_close(cmd: c.Close, market: Market, mid: Decimal, available: Decimal) -> Intent:
+    """Closing a spot pair sells `percent` of the base token the wallet can spend (its
+    balance less what its resting orders hold) at market. Not reduce-only: Hyperliquid
+    has no position to reduce on spot, and refuses the flag there."""
+    if available <= 0:
+        raise NotPlaceable(f"No {market.base} to sell (none free in the spot balance).")
+    size = round_size(available * cmd.percent / 100, market.sz_decimals)
+    if size <= 0:
+        raise NotPlaceable(f"{cmd.percent}% of the {market.base} balance is below one step.")
+    price = round_price(mid * (1 - SLIPPAGE), market.sz_decimals, spot=True)
+    return Intent(market.name, False, size, price, "Ioc", False, True, True)
 
 
 @dataclass(frozen=True)
@@ -139,7 +162,7 @@ def preview(
     crosses = intent.market or (intent.price >= mid if intent.is_buy else intent.price <= mid)
     fee = (notional * (TAKER_FEE if crosses else MAKER_FEE)).quantize(Decimal("0.01"))
     liquidation = None
-    if not intent.reduce_only:
+    if not intent.reduce_only and not intent.spot:
         liquidation = liquidation_estimate(
             intent.is_buy, at, intent.size, leverage, market.max_leverage, account_value
         )
@@ -179,7 +202,11 @@ def preview_text(p: Preview, wallet: str, seconds: int) -> str:
         f"Notional ≈ {esc(p.notional)} USDC · fee ≈ {esc(p.fee)} USDC"
         f" ({'taker' if p.taker else 'maker'})",
     ]
-    if not i.reduce_only:
+    if i.spot:
+        base, _, quote = i.coin.partition("/")
+        spent, got = (quote, base) if i.is_buy else (base, quote)
+        lines.append(f"Spot: pays {esc(spent)}, receives {esc(got)} · no leverage")
+    elif not i.reduce_only:
         liq = "none within the account" if p.liquidation is None else f"≈ {esc(p.liquidation)}"
         lines.append(f"Leverage {p.leverage}x · liquidation {liq} (estimate)")
     lines.append(f"Wallet {esc(short_wallet(wallet))} · confirm within {seconds} s.")

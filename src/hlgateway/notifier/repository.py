@@ -142,6 +142,7 @@ class Tables:
         self.tiers = Tiers(tx)
         self.agents = Agents(tx)
         self.previews = Previews(tx)
+        self.nonces = Nonces(tx)
 
 
 class Kv:
@@ -654,6 +655,29 @@ class Agents:
         return await self.tx.execute("DELETE FROM agents WHERE chat_id = ?", (chat_id,)) > 0
 
 
+class Nonces:
+    """Hyperliquid's nonces per signer: every action an agent key signs (a confirmed order,
+    a cancel, a leverage change), from whichever chat, takes the next one here. The
+    exchange refuses a nonce it saw before, so two chats that share one agent key and
+    act in the same millisecond must not both use that millisecond."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+
+    async def next(self, agent: str, now_ms: int) -> int:
+        """`now_ms`, or one more than the last nonce of `agent` if that is not below it.
+        One statement, so two notifiers on one PostgreSQL database never share one
+        either (the row's lock orders them); it counts once its transaction commits."""
+        value = await self.tx.scalar(
+            "INSERT INTO agent_nonces (agent, last_nonce) VALUES (?, ?) "
+            "ON CONFLICT (agent) DO UPDATE SET last_nonce = CASE "
+            "WHEN excluded.last_nonce > agent_nonces.last_nonce THEN excluded.last_nonce "
+            "ELSE agent_nonces.last_nonce + 1 END RETURNING last_nonce",
+            (agent.lower(), now_ms),
+        )
+        return int(value)
+
+
 _PREVIEW = (
     "SELECT id, chat_id, wallet, intent, summary, notional, created_ms, expires_ms, state, "
     "cloid, confirmed_ms, message_row, result FROM previews "
@@ -726,14 +750,6 @@ class Previews:
         """Confirmed and not yet known placed or refused (a kill came in between)."""
         rows = await self.tx.fetchall(_PREVIEW + "WHERE state = 'confirmed' ORDER BY id")
         return [_preview(r) for r in rows]
-
-    async def last_confirmation(self, chat_id: int) -> int:
-        """The latest `confirmed_ms` of this chat (0: none): confirmations are stamped
-        after it, so that each is its order's own nonce."""
-        value = await self.tx.scalar(
-            "SELECT MAX(confirmed_ms) FROM previews WHERE chat_id = ?", (chat_id,)
-        )
-        return 0 if value is None else int(value)
 
     async def confirmed_since(self, chat_id: int, since_ms: int) -> int:
         """Orders this chat confirmed since `since_ms` (the daily cap counts them)."""

@@ -120,11 +120,26 @@ async def _trading(tx: Tx, dialect: str) -> None:
         await tx.execute(statement)
 
 
+async def _agent_nonces(tx: Tx, dialect: str) -> None:
+    """Nonces per signing key: chats that connected the same agent share its nonces on
+    the exchange, so they are allocated from one row per agent address, starting after
+    the latest confirmation any of its chats stamped."""
+    await tx.execute(
+        "CREATE TABLE agent_nonces (agent TEXT PRIMARY KEY, last_nonce BIGINT NOT NULL)"
+    )
+    await tx.execute(
+        "INSERT INTO agent_nonces (agent, last_nonce) "
+        "SELECT a.agent, MAX(p.confirmed_ms) FROM previews p JOIN agents a "
+        "ON a.chat_id = p.chat_id WHERE p.confirmed_ms IS NOT NULL GROUP BY a.agent"
+    )
+
+
 MIGRATIONS: tuple[Migration[Step], ...] = (
     Migration(1, "the first tables", _first_tables),
     Migration(2, "attempted_ms, web_app_url, held_until where missing", _later_columns),
     Migration(3, "chats.ledger and ledger_deliveries (/ledger on|off)", _ledger),
     Migration(4, "trading: agents, previews, message buttons and edits", _trading),
+    Migration(5, "agent_nonces: one nonce sequence per signing key", _agent_nonces),
 )
 LATEST = latest(MIGRATIONS)
 

@@ -19,6 +19,7 @@ from hlgateway.notifier.preview import (
     cloid_for,
     plain,
     plan_close,
+    plan_spot_close,
     plan_trade,
     preview,
     preview_text,
@@ -123,11 +124,18 @@ async def order(ctx: Context, cmd: c.Trade | c.Close | c.ClosePressed) -> None:
     try:
         if isinstance(cmd, c.Trade):
             intent = plan_trade(cmd, market, mid)
+        elif market.spot:  # closing a spot pair: selling its base token
+            percent = cmd.percent if isinstance(cmd, c.Close) else Decimal(100)
+            available = await trading.exchange.spot_available(agent.wallet, market.base)
+            intent = plan_spot_close(c.Close(cmd.coin, percent), market, mid, available)
         else:
             percent = cmd.percent if isinstance(cmd, c.Close) else Decimal(100)
             size = _decimal(position.get("size") if position else None) or Decimal(0)
             intent = plan_close(c.Close(cmd.coin, percent), market, mid, size)
     except NotPlaceable as exc:
+        await ctx.reply(str(exc))
+        return
+    except ExchangeError as exc:
         await ctx.reply(str(exc))
         return
     leverage = int(_decimal(position.get("leverage") if position else None) or 0) or min(
@@ -167,8 +175,11 @@ async def confirm(ctx: Context, cmd: c.ConfirmPreview) -> None:
         ctx.answer(ALREADY.get(row.state, f"Already {row.state}."))
         return
     cloid = cloid_for(ctx.chat, row.id, row.created_ms)
-    # The confirmation's time is also its order's nonce: unique for the chat's agent.
-    stamp = max(ctx.now_ms, await ctx.t.previews.last_confirmation(ctx.chat) + 1)
+    # The confirmation's time is also its order's nonce, unique for the agent key across
+    # every chat that holds it; stored with the confirmation, so a placement after a
+    # kill sends the very same nonce (the exchange takes it once).
+    agent = await ctx.t.agents.get(ctx.chat)
+    stamp = ctx.now_ms if agent is None else await ctx.t.nonces.next(agent.agent, ctx.now_ms)
     if not await ctx.t.previews.confirm(row.id, cloid, ctx.now_ms, stamp):
         ctx.answer("Expired: nothing was placed.")  # the expiry loop edits the message
         return

@@ -54,7 +54,8 @@ def worker_command(settings: Settings, upstream: str) -> list[str]:
 def budget_shares(settings: Settings) -> dict[str, str]:
     """Hyperliquid's limits are per IP, and the workers share this machine's IP:
     each gets its share. A worker whose share is spent leaves a stream's lease
-    to another (broker/ownership.py)."""
+    to another (broker/ownership.py). What every worker needs alike, the market
+    list, one of them reads for all (Broker.shared): not N reads of one answer."""
     n = settings.workers
     shares = {
         "UPSTREAM_MAX_LINKS": settings.upstream_max_links,

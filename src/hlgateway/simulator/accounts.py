@@ -145,6 +145,7 @@ class PositionView:
     cum_funding_all_time: Decimal
     cum_funding_since_open: Decimal
     cum_funding_since_change: Decimal
+    isolated_raw_usd: Decimal | None = None  # None: a cross position
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,10 @@ class Wallet:
     # Trades only through /exchange (a funded account with a key): no invented flow.
     manual: bool = False
     leverages: dict[str, int] = field(default_factory=dict)  # per coin (updateLeverage)
+    # Coins in isolated mode -> the USDC set aside as their position's margin (part of
+    # `balance`, not free for anything else; 0 while no position is open).
+    isolated: dict[str, Decimal] = field(default_factory=dict)
+    twap_fills: list[Fill] = field(default_factory=list)  # userTwapSliceFills, oldest first
     tracked_since_ms: int = 0  # first tracking; earlier events are invented pre-history
     next_event_ms: int = 0
     last_fill_ms: int = 0
@@ -416,12 +421,28 @@ class AccountsEngine:
         # Builder dexes hold no USDC of the wallet's here: their margin is their own.
         balance = wallet.balance if dex == "" else ZERO
         account_value = balance + sum((row[4] for row in rows), ZERO)
-        maintenance = sum((row[3] / row[6] / 2 for row in rows), ZERO)
-        margin_total = sum((row[3] / row[5] for row in rows), ZERO)
+        cross = [row for row in rows if row[0] not in wallet.isolated]
+        # An isolated position's margin is its own USDC plus its unrealized pnl; the
+        # cross account (maintenance, liquidation) is what is left.
+        isolated_equity = sum(
+            (wallet.isolated[row[0]] + row[4] for row in rows if row[0] in wallet.isolated), ZERO
+        )
+        cross_value = account_value - isolated_equity
+        maintenance = sum((row[3] / row[6] / 2 for row in cross), ZERO)
+        margin_total = sum((row[3] / row[5] for row in cross), ZERO) + isolated_equity
         positions: list[PositionView] = []
         for coin, pos, mark, value, upnl, leverage, max_leverage in rows:
             direction = 1 if pos.szi > 0 else -1
-            liq = mark - direction * (account_value - maintenance) / abs(pos.szi)
+            iso_margin = wallet.isolated.get(coin)
+            if iso_margin is None:
+                liq = mark - direction * (cross_value - maintenance) / abs(pos.szi)
+                used = value / leverage
+            else:
+                # Liquidated when margin + szi * (px - entry) falls to the maintenance
+                # margin at px (half the initial margin at max leverage).
+                k = Decimal(1) / (2 * max_leverage)
+                liq = (direction * pos.entry_px - iso_margin / abs(pos.szi)) / (direction - k)
+                used = iso_margin + upnl
             initial = abs(pos.szi) * pos.entry_px / leverage
             positions.append(
                 PositionView(
@@ -433,8 +454,11 @@ class AccountsEngine:
                     unrealized_pnl=upnl.quantize(USD),
                     return_on_equity=(upnl / initial if initial else ZERO).quantize(USD),
                     liquidation_px=liq.quantize(PX_PRECISION) if liq > 0 else None,
-                    margin_used=(value / leverage).quantize(USD),
+                    margin_used=used.quantize(USD),
                     max_leverage=max_leverage,
+                    isolated_raw_usd=None
+                    if iso_margin is None
+                    else (iso_margin - pos.szi * pos.entry_px).quantize(USD),
                     cum_funding_all_time=wallet.funding_all_time.get(coin, ZERO).quantize(USD),
                     cum_funding_since_open=pos.since_open.quantize(USD),
                     cum_funding_since_change=pos.since_change.quantize(USD),
@@ -675,6 +699,8 @@ class AccountsEngine:
             )
         pos.szi = new
         pos.since_change = ZERO
+        if order.coin in wallet.isolated:
+            self._move_isolated(wallet, order.coin, start, new, px)
         fee = (px * size * (TAKER_FEE if crossed else MAKER_FEE)).quantize(USD)
         tid = wallet.next_tid
         wallet.next_tid += wallet.rng.randint(1, 50)
@@ -698,6 +724,22 @@ class AccountsEngine:
             liquidation=liquidation,
         )
         return self._filled(wallet, order, size, at_ms), fill
+
+    def _move_isolated(
+        self, wallet: Wallet, coin: str, start: Decimal, new: Decimal, px: Decimal
+    ) -> None:
+        """An isolated position's margin follows its size: a reduction releases its
+        share, an opening or increase sets aside its initial margin at the fill price."""
+        margin = wallet.isolated[coin]
+        kept = abs(new) if start != 0 and (start > 0) == (new > 0) else ZERO
+        if start != 0:
+            margin = margin * min(kept, abs(start)) / abs(start)
+        opened = abs(new) - min(kept, abs(start))
+        if opened > 0:
+            spec = self._market.spec(coin)
+            max_leverage = spec.max_leverage if spec is not None else 1
+            margin += opened * px / wallet.leverage_for(coin, max_leverage)
+        wallet.isolated[coin] = margin.quantize(USD) if new != 0 else ZERO
 
     def _spot_fill(
         self,

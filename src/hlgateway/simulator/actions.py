@@ -88,6 +88,24 @@ class UpdateIsolatedMargin:
 
 
 @dataclass(frozen=True, slots=True)
+class TwapOrder:
+    """``twapOrder``: ``sz`` bought or sold in 30-second market slices over ``minutes``."""
+
+    asset: int
+    is_buy: bool
+    sz: Decimal
+    reduce_only: bool
+    minutes: int
+    randomize: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TwapCancel:
+    asset: int
+    twap_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleCancel:
     time: int | None
 
@@ -132,6 +150,8 @@ Request = (
     | ModifyOrders
     | UpdateLeverage
     | UpdateIsolatedMargin
+    | TwapOrder
+    | TwapCancel
     | ScheduleCancel
     | Noop
     | ApproveAgent
@@ -344,6 +364,27 @@ def _update_isolated_margin(raw: Mapping[str, Any]) -> tuple[Request, dict[str, 
     return request, _ordered(raw, ("type", "asset", "isBuy", "ntli"))
 
 
+def _twap_order(raw: Mapping[str, Any]) -> tuple[Request, dict[str, Any]]:
+    _fields(raw, "action", ("type", "twap"))
+    twap = raw["twap"]
+    _fields(twap, "twap", ("a", "b", "s", "r", "m", "t"))
+    request = TwapOrder(
+        asset=_int(twap, "a"),
+        is_buy=_bool(twap, "b"),
+        sz=_decimal(twap, "s"),
+        reduce_only=_bool(twap, "r"),
+        minutes=_int(twap, "m"),
+        randomize=_bool(twap, "t"),
+    )
+    return request, {"type": "twapOrder", "twap": _ordered(twap, ("a", "b", "s", "r", "m", "t"))}
+
+
+def _twap_cancel(raw: Mapping[str, Any]) -> tuple[Request, dict[str, Any]]:
+    _fields(raw, "action", ("type", "a", "t"))
+    request = TwapCancel(_int(raw, "a"), _int(raw, "t"))
+    return request, _ordered(raw, ("type", "a", "t"))
+
+
 def _schedule_cancel(raw: Mapping[str, Any]) -> tuple[Request, dict[str, Any]]:
     _fields(raw, "action", ("type",), ("time",))
     time = None if raw.get("time") is None else _int(raw, "time")
@@ -400,6 +441,8 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], tuple[Request, dict[str, Any]]
     "batchModify": _batch_modify,
     "updateLeverage": _update_leverage,
     "updateIsolatedMargin": _update_isolated_margin,
+    "twapOrder": _twap_order,
+    "twapCancel": _twap_cancel,
     "scheduleCancel": _schedule_cancel,
     "noop": _noop,
     "approveAgent": _approve_agent,
@@ -409,8 +452,6 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], tuple[Request, dict[str, Any]]
 # Real actions the simulator does not model: answered with an error, never guessed at.
 UNSUPPORTED = frozenset(
     {
-        "twapOrder",
-        "twapCancel",
         "usdClassTransfer",
         "spotSend",
         "sendAsset",

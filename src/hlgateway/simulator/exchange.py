@@ -35,6 +35,8 @@ from hlgateway.simulator.actions import (
     PlaceOrders,
     Request,
     ScheduleCancel,
+    TwapCancel,
+    TwapOrder,
     Unsupported,
     UpdateIsolatedMargin,
     UpdateLeverage,
@@ -55,6 +57,8 @@ from hlgateway.simulator.signing import (
 
 DESERIALIZE_ERROR = "Failed to deserialize the JSON body into the target type"
 WITHDRAW_FEE = Decimal(1)
+USD_UNITS = Decimal(1_000_000)  # updateIsolatedMargin's ntli: USDC with 6 decimals
+ZERO = Decimal(0)
 _BODY_FIELDS = frozenset({"action", "nonce", "signature", "vaultAddress", "expiresAfter"})
 
 
@@ -206,6 +210,8 @@ class Exchange:
                 assets = [spec.asset for _, spec in modifies]
             case UpdateLeverage(asset=asset) | UpdateIsolatedMargin(asset=asset):
                 assets = [asset]
+            case TwapOrder(asset=asset) | TwapCancel(asset=asset):
+                assets = [asset]
             case Unsupported(kind=kind):
                 raise _Refused(f"The simulator does not support {kind} actions")
         for asset in assets:
@@ -251,21 +257,17 @@ class Exchange:
                     return err(str(status["error"]))
                 return DEFAULT
             case UpdateLeverage(asset=asset, is_cross=is_cross, leverage=leverage):
-                coin = self._coin(asset)
-                if coin.spot:
-                    raise _Refused(f"Leverage is for perps: {coin.name} is a spot pair")
-                if not is_cross:
-                    raise _Refused("Isolated margin is not simulated: use cross (isCross true)")
-                if not 1 <= leverage <= coin.max_leverage:
-                    raise _Refused(
-                        f"Invalid leverage value: {coin.name} allows 1 to {coin.max_leverage}"
-                    )
-                wallet.leverages[coin.name] = leverage
+                self._update_leverage(wallet, self._coin(asset), is_cross, leverage, now_ms)
                 return DEFAULT
-            case UpdateIsolatedMargin(asset=asset):
-                if self._coin(asset).spot:
-                    raise _Refused(f"Margin is for perps: {self._coin(asset).name} is a spot pair")
-                raise _Refused("Isolated margin is not simulated")
+            case UpdateIsolatedMargin(asset=asset, ntli=ntli):
+                self._update_isolated_margin(wallet, self._coin(asset), ntli, now_ms)
+                return DEFAULT
+            case TwapOrder(asset=asset):
+                status = matcher.place_twap(wallet, request, self._coin(asset), now_ms)
+                return ok({"type": "twapOrder", "data": {"status": status}})
+            case TwapCancel(asset=asset, twap_id=twap_id):
+                status = matcher.cancel_twap(wallet, self._coin(asset).name, twap_id, now_ms)
+                return ok({"type": "twapCancel", "data": {"status": status}})
             case ScheduleCancel(time=when):
                 problem = matcher.schedule_cancel(wallet, when, now_ms)
                 if problem is not None:
@@ -285,6 +287,56 @@ class Exchange:
                 self._debit(wallet, amount, now_ms)
                 return DEFAULT
         raise _Refused(f"The simulator does not support {type(request).__name__}")
+
+    def _update_leverage(
+        self, wallet: Wallet, coin: CoinSpec, is_cross: bool, leverage: int, now_ms: int
+    ) -> None:
+        """Cross or isolated, and the leverage. An open position keeps its margin mode;
+        an isolated one that gets less leverage takes the extra margin from free USDC."""
+        if coin.spot:
+            raise _Refused(f"Leverage is for perps: {coin.name} is a spot pair")
+        if not 1 <= leverage <= coin.max_leverage:
+            raise _Refused(f"Invalid leverage value: {coin.name} allows 1 to {coin.max_leverage}")
+        pos = wallet.positions.get(coin.name)
+        szi = ZERO if pos is None else pos.szi
+        isolated = coin.name in wallet.isolated
+        if szi != 0 and isolated == is_cross:
+            raise _Refused("Cannot switch leverage type with open position.")
+        if szi != 0 and not is_cross and pos is not None:
+            needed = abs(szi) * pos.entry_px / leverage - wallet.isolated[coin.name]
+            if needed > 0 and needed > self._matcher.free_usdc(wallet, now_ms):
+                raise _Refused("Insufficient margin to decrease leverage.")
+            if needed > 0:
+                wallet.isolated[coin.name] += needed
+        if is_cross:
+            wallet.isolated.pop(coin.name, None)
+        else:
+            wallet.isolated.setdefault(coin.name, ZERO)
+        wallet.leverages[coin.name] = leverage
+
+    def _update_isolated_margin(
+        self, wallet: Wallet, coin: CoinSpec, ntli: int, now_ms: int
+    ) -> None:
+        """Move ``ntli`` micro-USDC into (positive) or out of (negative) the isolated
+        margin of ``coin``'s open position. What stays must cover the larger of the
+        position's initial margin and 10% of its notional, unrealized pnl counted."""
+        if coin.spot:
+            raise _Refused(f"Margin is for perps: {coin.name} is a spot pair")
+        pos = wallet.positions.get(coin.name)
+        if coin.name not in wallet.isolated or pos is None or pos.szi == 0:
+            raise _Refused(f"Cannot update margin: no isolated position in {coin.name}.")
+        amount = Decimal(ntli) / USD_UNITS
+        margin = wallet.isolated[coin.name]
+        if amount > 0 and amount > self._matcher.free_usdc(wallet, now_ms):
+            raise _Refused("Insufficient margin to add to isolated position.")
+        if amount < 0:
+            mark = self._market.mark_px(coin.name)
+            notional = abs(pos.szi) * mark
+            floor = max(notional / wallet.leverage_for(coin.name, coin.max_leverage), notional / 10)
+            upnl = pos.szi * (mark - pos.entry_px)
+            if margin + amount + upnl < floor or margin + amount <= 0:
+                raise _Refused("Insufficient margin to remove from isolated position.")
+        wallet.isolated[coin.name] = margin + amount
 
     def _approve(self, wallet: Wallet, agent: str, name: str) -> dict[str, Any]:
         if agent == wallet.address or self._accounts.wallet(agent) is not None:

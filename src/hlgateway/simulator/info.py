@@ -20,6 +20,7 @@ from hlgateway.simulator.world import SimWorld
 
 DESERIALIZE_ERROR = "Failed to deserialize the JSON body into the target type"
 MAX_RESPONSE_ROWS = 2000
+MAX_TWAP_FILLS = 2000  # userTwapSliceFills: "at most 2000 most recent"
 _CLOID = re.compile(r"0x[0-9a-fA-F]{32}")
 AGENT_VALID_UNTIL = 4_102_444_800_000  # approvals here do not expire (2100-01-01)
 
@@ -204,6 +205,16 @@ def _user_fills_by_time(world: SimWorld, body: dict[str, Any]) -> Any:
     return [wire.fill(f) for f in selected[:MAX_RESPONSE_ROWS]]  # oldest first, for paging
 
 
+def _user_twap_slice_fills(world: SimWorld, body: dict[str, Any]) -> Any:
+    wallet = _wallet(world, body)
+    fills = [] if wallet is None else wallet.twap_fills
+    return [wire.twap_slice_fill(f) for f in reversed(fills[-MAX_TWAP_FILLS:])]  # newest first
+
+
+def _twap_history(world: SimWorld, body: dict[str, Any]) -> Any:
+    return [wire.twap_history(t) for t in world.matcher.twaps_of(_user(body))]
+
+
 def _order_status(world: SimWorld, body: dict[str, Any]) -> Any:
     wallet = _wallet(world, body)
     oid = body.get("oid")
@@ -263,6 +274,8 @@ _HANDLERS: dict[str, Callable[[SimWorld, dict[str, Any]], Any]] = {
     "userFills": _user_fills,
     "userFillsByTime": _user_fills_by_time,
     "orderStatus": _order_status,
+    "userTwapSliceFills": _user_twap_slice_fills,
+    "twapHistory": _twap_history,
     "historicalOrders": _historical_orders,
     "userRole": _user_role,
     "extraAgents": _extra_agents,

@@ -10,7 +10,6 @@ of Hyperliquid's table (``info_weight``).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,19 +47,13 @@ class RestBudget:
     def __init__(self, per_minute: int, window: float = 60.0) -> None:
         self.per_minute = per_minute
         self.window = window
-        self._spent: deque[tuple[float, int]] = deque()
-        self._sum = 0
+        self._spent = SlidingWindow(per_minute, window)
         self.total = 0  # weight charged since start
         self.refused = 0  # requests refused for the limit
 
-    def _trim(self, now: float) -> None:
-        while self._spent and now - self._spent[0][0] >= self.window:
-            self._sum -= self._spent.popleft()[1]
-
     def used(self, now: float) -> int:
         """Weight charged within the last minute."""
-        self._trim(now)
-        return self._sum
+        return int(self._spent.total(now))
 
     def admit(self, now: float) -> bool:
         """Whether a request may be answered now (the last minute is under the limit)."""
@@ -70,9 +63,7 @@ class RestBudget:
         return True
 
     def charge(self, now: float, weight: int) -> None:
-        self._trim(now)
-        self._spent.append((now, weight))
-        self._sum += weight
+        self._spent.add(now, weight)
         self.total += weight
 
 

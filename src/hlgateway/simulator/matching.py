@@ -16,6 +16,11 @@ Orders that accounts place through ``/exchange`` live beside it:
   rest as a limit order;
 - a scheduled cancel (the dead man's switch) cancels every open order at its
   time;
+- a TWAP (twap.py) runs a market slice at each of its 30-second marks: an IOC
+  at most 3% from the mark, clipped like the order it is (reduce-only to the
+  position, a spot sell to the balance, skipped when margin or balance does
+  not cover it); its fills carry the ``twapId``. Slices are the exchange's own
+  orders: they show as fills, not as order updates;
 - a spot pair's order (asset 10000 + the pair's index) spends token balances,
   not margin: a buy needs the USDC it would pay, a sell the base tokens, beyond
   what the account's other resting spot orders hold ("Insufficient spot
@@ -32,7 +37,7 @@ see the demo wallets'. Sans I/O: the caller passes the time.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from hlgateway.simulator.accounts import (
@@ -46,7 +51,7 @@ from hlgateway.simulator.accounts import (
     Wallet,
     WalletActivity,
 )
-from hlgateway.simulator.actions import OrderSpec
+from hlgateway.simulator.actions import OrderSpec, TwapOrder
 from hlgateway.simulator.listing import Listing
 from hlgateway.simulator.market import (
     BOOK_DEPTH,
@@ -60,11 +65,13 @@ from hlgateway.simulator.market import (
     Side,
     Trade,
 )
-from hlgateway.simulator.rng import derive_address
+from hlgateway.simulator.rng import derive_address, derive_int
 from hlgateway.simulator.spot import sellable
+from hlgateway.simulator.twap import ZERO_HASH, Twap, duration_problem, worst_price
 from hlgateway.simulator.wire import num
 
 MIN_NOTIONAL = Decimal(10)
+MAX_TWAP_FILLS = 2_000  # kept per wallet for userTwapSliceFills
 SCHEDULE_MIN_DELAY_MS = 5_000
 SCHEDULE_TRIGGERS_PER_DAY = 10
 DAY_MS = 86_400_000
@@ -152,6 +159,8 @@ class Matcher:
         self._taken: dict[tuple[str, Side, Decimal], Decimal] = {}  # synthetic size taken
         self._taken_tick = -1
         self._liquidity = derive_address(market.seed, "trader", 0)  # the book's counterparty
+        self._twaps: dict[int, Twap] = {}  # every TWAP placed, by id
+        self._next_twap_id = 1 + derive_int(market.seed, "twap", market.start_ms, bits=24)
 
     # -- what clients see ------------------------------------------------------
     def book(self, coin: str) -> Book:
@@ -321,6 +330,10 @@ class Matcher:
         needed = opening * px / wallet.leverage_for(coin.name, coin.max_leverage)
         return needed <= self._free_usdc(wallet, at_ms, replacing)
 
+    def free_usdc(self, wallet: Wallet, at_ms: int) -> Decimal:
+        """USDC neither used as margin nor held by resting orders."""
+        return self._free_usdc(wallet, at_ms, None)
+
     def _free_usdc(self, wallet: Wallet, at_ms: int, replacing: LiveOrder | None) -> Decimal:
         """USDC neither used as margin nor held by resting orders (but ``replacing``)."""
         view = self._accounts.account_view(wallet.address, at_ms)
@@ -391,9 +404,17 @@ class Matcher:
 
     # -- taking liquidity ----------------------------------------------------------
     def _take(
-        self, wallet: Wallet, order: LiveOrder, at_ms: int, events: Events
+        self,
+        wallet: Wallet,
+        order: LiveOrder,
+        at_ms: int,
+        events: Events,
+        *,
+        twap_id: int | None = None,
     ) -> tuple[Decimal, Decimal]:
-        """Sweep what ``order`` crosses, best price first; (size filled, notional)."""
+        """Sweep what ``order`` crosses, best price first; (size filled, notional).
+
+        A TWAP slice (``twap_id``) reports its fills only: no order updates."""
         self._fresh_tick()
         buying = order.side == "B"
         self._expire_own_makers(wallet, order, at_ms, events)
@@ -431,6 +452,11 @@ class Matcher:
             else:
                 break
             last, fill = self._accounts.execute(wallet, order, size, px, at_ms, crossed=True)
+            if twap_id is not None:
+                fill = replace(fill, twap_id=twap_id, hash=ZERO_HASH)
+                wallet.twap_fills.append(fill)
+                if len(wallet.twap_fills) > MAX_TWAP_FILLS * 11 // 10:
+                    del wallet.twap_fills[: len(wallet.twap_fills) - MAX_TWAP_FILLS]
             self._accounts.keep_fill(wallet, fill, events.fills_of(wallet.address))
             filled += size
             notional += size * px
@@ -438,7 +464,7 @@ class Matcher:
             events.trades.append(
                 self._market.record_trade(order.coin, order.side, px, size, at_ms, users)
             )
-        if last is not None and (last.status == "filled" or order.tif != "Ioc"):
+        if twap_id is None and last is not None and (last.status == "filled" or order.tif != "Ioc"):
             self._accounts.record(wallet, last, events.updates_of(wallet.address))
         if filled:
             self._after_fill(wallet, order.coin, at_ms, events)
@@ -552,6 +578,88 @@ class Matcher:
             if entries:
                 table[order.coin] = [(u, oid) for u, oid in entries if oid != order.oid]
 
+    # -- TWAP ------------------------------------------------------------------
+    def place_twap(self, wallet: Wallet, request: TwapOrder, coin: CoinSpec, at_ms: int) -> Status:
+        """Start a TWAP; its first slice runs at the first tick at or after ``at_ms``."""
+        problem = duration_problem(request.minutes)
+        if problem is None and (request.sz <= 0 or not _on_lot(request.sz, coin)):
+            problem = "Order has invalid size."
+        if problem is None and coin.spot and request.reduce_only:
+            problem = "Reduce only orders are for perps: a spot pair has no position."
+        if problem is not None:
+            return {"error": problem}
+        twap = Twap(
+            twap_id=self._next_twap_id,
+            user=wallet.address,
+            coin=coin.name,
+            asset=request.asset,
+            is_buy=request.is_buy,
+            sz=request.sz,
+            reduce_only=request.reduce_only,
+            minutes=request.minutes,
+            randomize=request.randomize,
+            timestamp=at_ms,
+        )
+        self._next_twap_id += 1
+        self._twaps[twap.twap_id] = twap
+        return {"running": {"twapId": twap.twap_id}}
+
+    def cancel_twap(self, wallet: Wallet, coin: str, twap_id: int, at_ms: int) -> Status:
+        twap = self._twaps.get(twap_id)
+        if twap is None or twap.user != wallet.address or twap.coin != coin or not twap.running:
+            return {"error": "TWAP was never placed, already canceled, or filled."}
+        twap.status = "terminated"
+        twap.ended_ms = at_ms
+        return "success"
+
+    def twaps_of(self, user: str) -> list[Twap]:
+        """``user``'s TWAPs, oldest first (what ``twapHistory`` reports)."""
+        return [t for t in self._twaps.values() if t.user == user.lower()]
+
+    def _run_twaps(self, now_ms: int, events: Events) -> None:
+        for twap in list(self._twaps.values()):
+            while twap.running and twap.next_ms <= now_ms:
+                self._run_slice(twap, now_ms, events)
+
+    def _run_slice(self, twap: Twap, now_ms: int, events: Events) -> None:
+        wallet = self._accounts.wallet(twap.user)
+        spec = self._market.spec(twap.coin)
+        if wallet is None or spec is None:
+            twap.status, twap.ended_ms = "terminated", now_ms
+            return
+        side: Side = "B" if twap.is_buy else "A"
+        size = twap.slice_size(spec.lot)
+        px = worst_price(self._market.mark_px(twap.coin), twap.is_buy, spec)
+        try:
+            if size <= 0:
+                raise OrderRefused("nothing left to slice")
+            if spec.spot:
+                if not self._spot_covered(wallet, spec.name, side, size, px, now_ms, None):
+                    raise OrderRefused("Insufficient spot balance")
+            elif twap.reduce_only:
+                size = self._reducible(wallet, spec.name, side, size)
+            elif not self._margin_ok(wallet, spec, side, size, px, now_ms, None):
+                raise OrderRefused("Insufficient margin")
+        except OrderRefused:
+            twap.ran(ZERO, ZERO, now_ms)  # this slice is skipped; later ones catch up
+            return
+        order = LiveOrder(
+            oid=self._accounts.next_oid(),
+            coin=spec.name,
+            side=side,
+            limit_px=px,
+            orig_sz=size,
+            sz=size,
+            timestamp=now_ms,
+            cloid=None,
+            tif="Ioc",
+            reduce_only=twap.reduce_only,
+        )
+        wallet.live_orders[order.oid] = order
+        filled, notional = self._take(wallet, order, now_ms, events, twap_id=twap.twap_id)
+        wallet.live_orders.pop(order.oid, None)  # an IOC: what did not fill is gone
+        twap.ran(filled, notional, now_ms)
+
     # -- the clock -------------------------------------------------------------
     def step(self, now_ms: int, trades: list[Trade]) -> Events:
         """One tick: the market traded (``trades``) and moved; fill, trigger, cancel.
@@ -570,6 +678,7 @@ class Matcher:
         for user, when in list(self._schedules.items()):
             if when <= now_ms:
                 self._run_schedule(user, now_ms, events)
+        self._run_twaps(now_ms, events)
         return events
 
     def _hit_by(self, trade: Trade, now_ms: int, events: Events) -> None:

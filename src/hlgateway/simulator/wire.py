@@ -17,6 +17,7 @@ from hlgateway.simulator.candles import Candle
 from hlgateway.simulator.cashflows import FUNDING_HASH, FundingPayment, LedgerUpdate
 from hlgateway.simulator.listing import Listing, PerpDex, SpotPair, SpotToken
 from hlgateway.simulator.market import AssetCtx, Book, CoinSpec, Level, SpotAssetCtx, Trade
+from hlgateway.simulator.twap import Twap
 
 Json = dict[str, Any]
 
@@ -357,6 +358,32 @@ def ledger_order(u: OrderUpdate) -> Json:
     }
 
 
+def twap_slice_fill(f: Fill) -> Json:
+    """``userTwapSliceFills`` row."""
+    return {"fill": fill(f), "twapId": f.twap_id}
+
+
+def twap_history(t: Twap) -> Json:
+    """``twapHistory`` row: the TWAP's state and status."""
+    return {
+        "time": (t.timestamp if t.ended_ms is None else t.ended_ms) // 1000,
+        "state": {
+            "coin": t.coin,
+            "user": t.user,
+            "side": "B" if t.is_buy else "A",
+            "sz": num(t.sz),
+            "executedSz": num(t.executed_sz),
+            "executedNtl": num(t.executed_ntl),
+            "minutes": t.minutes,
+            "reduceOnly": t.reduce_only,
+            "randomize": t.randomize,
+            "timestamp": t.timestamp,
+        },
+        "status": {"status": t.status},
+        "twapId": t.twap_id,
+    }
+
+
 def order_with_status(u: OrderUpdate) -> Json:
     """``historicalOrders`` row and ``orderStatus`` inner object."""
     return {"order": frontend_order(u), "status": u.status, "statusTimestamp": u.status_timestamp}
@@ -368,7 +395,9 @@ def _position(p: PositionView) -> Json:
         "position": {
             "coin": p.coin,
             "szi": num(p.szi),
-            "leverage": {"type": "cross", "value": p.leverage},
+            "leverage": {"type": "cross", "value": p.leverage}
+            if p.isolated_raw_usd is None
+            else {"type": "isolated", "value": p.leverage, "rawUsd": num(p.isolated_raw_usd)},
             "entryPx": num(p.entry_px),
             "positionValue": num(p.position_value),
             "unrealizedPnl": num(p.unrealized_pnl),

@@ -21,7 +21,6 @@ from typing import Any
 
 import msgspec
 
-from hlgateway.backoff import Backoff
 from hlgateway.broker.placement import NodeCapacity, Stream
 from hlgateway.protocol.channels import (
     ACCOUNT_UPDATES,
@@ -47,6 +46,7 @@ from hlgateway.protocol.payloads import (
     PriceQuote,
 )
 from hlgateway.publisher import Publisher
+from hlgateway.reconnect import GiveUp, Reconnect, retrying
 from hlgateway.upstream import wire
 from hlgateway.upstream.candles import CandleSeries, snapshot_window
 from hlgateway.upstream.ledgers import TradeLedger
@@ -54,7 +54,7 @@ from hlgateway.upstream.link import Link, subscription_key
 from hlgateway.upstream.polling import PollBudget, poll_weight
 from hlgateway.upstream.pool import Upstream
 from hlgateway.upstream.rest import RestError
-from hlgateway.upstream.wallets import RECOVERY_RETRY, WalletFeeds, subscriptions_for
+from hlgateway.upstream.wallets import WalletFeeds, subscriptions_for
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,6 @@ class Feeds:
         self._trade_ledgers: dict[str, TradeLedger] = {}
         self._series: dict[CandleKey, CandleSeries] = {}
         self._candle_reads: dict[CandleKey, asyncio.Task[None]] = {}
-        self._candle_retry = Backoff.full_jitter(1.0, upstream.timing.backoff_max)
         # The latest snapshot sources: a topic's first subscriber gets its value
         # from them at once instead of waiting for the next upstream message.
         self._last_mids: dict[str, wire.Mids] = {}  # by dex
@@ -159,9 +158,8 @@ class Feeds:
                 upstream.limits.rest_weight_per_minute,
                 reserved=lambda: upstream.context_weight_per_minute,
             ),
-            retry=Backoff.full_jitter(
-                0.5, min(RECOVERY_RETRY.max_delay, upstream.timing.backoff_max)
-            ),
+            # REST retries of a recovery: live updates are held meanwhile.
+            retry=upstream.timing.read_backoff,
             margin_ms=upstream.exchange_clock.margin_ms,
         )
 
@@ -590,18 +588,23 @@ class Feeds:
     async def _load_series(self, key: CandleKey) -> None:
         """The last 500 candles from REST (retried while it fails), then published whole."""
         coin, interval = key
-        failures = 0
-        while True:
-            rest = self._upstream.rest
-            if rest is not None:
-                try:
-                    start, end = snapshot_window(interval, now_ms())
-                    candles = await rest.candles(coin, interval, start, end)
-                    break
-                except RestError as exc:
-                    log.warning("candles %s %s: %s; retrying", coin, interval, exc)
-            failures += 1
-            await asyncio.sleep(self._candle_retry.delay(failures))
+        upstream = self._upstream
+
+        async def read() -> list[wire.Candle]:
+            rest = upstream.rest
+            if rest is None:
+                raise RestError("REST client not started")
+            start, end = snapshot_window(interval, now_ms())
+            return await rest.candles(coin, interval, start, end)
+
+        candles = await retrying(
+            read,
+            Reconnect(upstream.timing.read_backoff),
+            failed=lambda exc: log.warning("candles %s %s: %s; retrying", coin, interval, exc),
+            retry_on=(RestError,),
+            wait=upstream.wait,
+        )
+        assert not isinstance(candles, GiveUp)  # the backoff has no max_attempts
         series = self._series.get(key)
         if series is None:
             return  # nobody wants it any more

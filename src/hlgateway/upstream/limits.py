@@ -1,6 +1,6 @@
 """Budgets that keep the gateway inside Hyperliquid's per-IP limits.
 
-The counting is ratelimit.py's (sans I/O: a token bucket, a sliding window);
+The counting is ratelimit.py's (sans I/O: the one sliding window);
 this module adds the one await the callers need: wait until the budget allows.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from hlgateway.ratelimit import SlidingWindow
@@ -42,8 +41,7 @@ class WeightBudget:
         self.window = window
         self._clock = clock
         self._sleep = sleep
-        self._spent: deque[tuple[float, float]] = deque()
-        self._in_window = 0.0
+        self._spent = SlidingWindow(per_minute, window)
         self._lock = asyncio.Lock()
         self.spent = 0.0  # since start
 
@@ -52,16 +50,9 @@ class WeightBudget:
         """Weight per second, sustained."""
         return self.capacity / self.window
 
-    def _trim(self, now: float) -> None:
-        while self._spent and now - self._spent[0][0] >= self.window:
-            self._in_window -= self._spent.popleft()[1]
-        if not self._spent:
-            self._in_window = 0.0  # no float residue
-
     def used(self) -> float:
         """Weight spent within the last window."""
-        self._trim(self._clock())
-        return self._in_window
+        return self._spent.total(self._clock())
 
     def available(self) -> float:
         return max(0.0, self.capacity - self.used())
@@ -69,28 +60,13 @@ class WeightBudget:
     def charge(self, weight: float) -> None:
         """Count `weight` as spent now, without waiting (a cost known only afterwards)."""
         if weight > 0:
-            self._spent.append((self._clock(), weight))
-            self._in_window += weight
+            self._spent.add(self._clock(), weight)
             self.spent += weight
-
-    def _wait_time(self, weight: float, now: float) -> float:
-        """Seconds until `weight` more fits in the window (0: now)."""
-        excess = self._in_window + weight - self.capacity
-        if excess <= 0 or not self._spent:
-            return 0.0
-        freed = 0.0
-        for stamp, spent in self._spent:
-            freed += spent
-            if freed >= excess:
-                return stamp + self.window - now
-        return self._spent[-1][0] + self.window - now
 
     async def take(self, weight: float) -> None:
         async with self._lock:
             while True:
-                now = self._clock()
-                self._trim(now)
-                wait = self._wait_time(weight, now)
+                wait = self._spent.wait_time(self._clock(), weight)
                 if wait <= 0:
                     self.charge(weight)
                     return
@@ -102,9 +78,9 @@ class WeightBudget:
         Order entry's REST fallback: it must not queue behind the data side's
         polling, and must leave it ``keep``.
         """
-        if self.used() + weight > self.capacity - keep:
+        if not self._spent.try_take(self._clock(), weight, keep=keep):
             return False
-        self.charge(weight)
+        self.spent += weight
         return True
 
 
@@ -126,10 +102,7 @@ class MessageRate:
         Posts use it: they never queue behind market data's subscribes, and they
         leave the data links ``keep`` messages of the minute.
         """
-        now = self._clock()
-        if self._window.limit - self._window.count(now) <= keep:
-            return False
-        return self._window.try_take(now)
+        return self._window.try_take(self._clock(), keep=keep)
 
     def count_now(self) -> None:
         """Count a message sent without waiting (the post link's pings), if there is room."""

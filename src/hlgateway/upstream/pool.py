@@ -6,7 +6,9 @@ each builder-deployed dex, refreshed while running: the main dex's perps and the
 spot pairs (with their 24 h contexts) every `context_refresh` seconds, the list
 of builder dexes and their perps every `dex_refresh` seconds (one REST call per
 dex: slower, to stay well inside the weight budget). A market that disappears
-from the list is delisted: refused by name from then on.
+from the list is delisted: refused by name from then on. Nodes (or `--workers`)
+on one broker read it once for all: one of them reads, the others take what it
+read (`_next_listing`), instead of each spending the weight on the same answer.
 
 Subscriptions are reference counted by their Hyperliquid identity, so many
 topics that need the same upstream stream (every `prices` topic needs
@@ -32,11 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from hlgateway.backoff import Backoff
+from hlgateway.broker.base import Shared
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
 from hlgateway.protocol.markets import Markets
 from hlgateway.ratelimit import SlidingWindow
+from hlgateway.reconnect import GiveUp, Reconnect, Retry, Wait, retrying, wait_or_wake
 from hlgateway.upstream import wire
 from hlgateway.upstream.clock import ExchangeClock
 from hlgateway.upstream.limits import MessageRate, WeightBudget, wait_turn
@@ -50,6 +55,9 @@ EventSink = Callable[[Link, wire.Event], None]
 LinkStateSink = Callable[[Link, LinkState], None]
 StatusSink = Callable[[str], None]
 Gate = Callable[[], Awaitable[None]]
+
+_LISTING = msgspec.msgpack.Decoder(wire.Listing)
+READ_RETRY_MAX = 10.0  # seconds: the longest wait between tries of a one-off REST read
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,12 @@ class LinkTiming:
         """Retries of the markets/context refresh: from 2 s doubling."""
         return Backoff.full_jitter(2.0, self.backoff_max)
 
+    @property
+    def read_backoff(self) -> Backoff:
+        """Retries of one-off REST reads (a wallet's recovery, a candle snapshot):
+        from 0.5 s doubling, at most 10 s apart: a client is waiting for them."""
+        return Backoff.full_jitter(0.5, min(READ_RETRY_MAX, self.backoff_max))
+
 
 class Upstream:
     def __init__(
@@ -96,6 +110,8 @@ class Upstream:
         dex_refresh: float = 60.0,
         ca_file: str | None = None,
         source_address: str | None = None,
+        wait: Wait = wait_or_wake,
+        share: Shared | None = None,
     ) -> None:
         self.endpoint = endpoint
         # Every connection (links and REST share one session) leaves from this
@@ -107,6 +123,11 @@ class Upstream:
         self._on_event = on_event
         self._on_status = on_status
         self.timing = timing
+        # Every REST retry's wait and the refresh interval: a fake clock in tests.
+        self.wait = wait
+        # The market list, read here or taken from the node that reads it for all.
+        self._share = share or Shared()
+        self.reads_listing = True
         self._context_refresh = context_refresh
         self._dex_refresh = dex_refresh
         self._dex_listings: dict[str, wire.Listing] = {}
@@ -261,7 +282,10 @@ class Upstream:
     @property
     def context_weight_per_minute(self) -> float:
         """REST weight the market list and contexts take a minute: what polling
-        cannot have (upstream/polling.py). Grows with the builder dexes listed."""
+        cannot have (upstream/polling.py). Grows with the builder dexes listed;
+        none where another node reads the list for this one."""
+        if not self.reads_listing:
+            return 0.0
         listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
         dexes = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * len(self._dex_listings)
         return listing * 60.0 / self._context_refresh + dexes * 60.0 / self._dex_refresh
@@ -306,6 +330,8 @@ class Upstream:
             "host": self.endpoint.host,
             "sourceAddress": self.source_address,
             "marketsLoaded": self.markets.loaded,
+            # False: another node (or worker) of the broker reads it for this one.
+            "marketListReadHere": self.reads_listing,
             "degradedSince": self.degraded_since,
             # A user stream starts `marginMs` before its subscribe, on the exchange's
             # clock: 2 s, or how far behind ours its pushed frames say it may be.
@@ -354,30 +380,55 @@ class Upstream:
     # -- REST -------------------------------------------------------------
     async def _refresh_loop(self) -> None:
         # The market list gates subscriptions; 24 h context feeds `prices`.
-        # Retries back off while a refresh fails; the last good list stays.
         assert self.rest is not None
-        backoff = self.timing.rest_backoff
-        failures = 0
+        rest = self.rest
+        policy = Reconnect(self.timing.rest_backoff)
+        wake = asyncio.Event()  # nothing cuts the refresh interval short
         while True:
-            try:
-                listing = await self._read_listing(self.rest)
-                first = not self.markets.loaded
-                known = set(self.markets.names)
-                self.markets.load(listing.markets, listing.delisted)
-                self.contexts = listing.contexts
-                self.markets_loaded.set()
-                failures = 0
-                if first:
-                    log.info("upstream %s: %d markets", self.endpoint.name, len(listing.markets))
-                    self._status_changed()
-                else:
-                    self._log_changes(known)
-                await asyncio.sleep(self._context_refresh)
-            except RestError as exc:
-                failures += 1
-                delay = backoff.delay(failures)
-                log.warning("upstream REST failed (%s); retry in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+            self._apply_listing(await self._next_listing(rest, policy))
+            await self.wait(self._context_refresh, wake)
+
+    async def _next_listing(self, rest: InfoClient, policy: Reconnect) -> wire.Listing:
+        """The market list: read from the exchange by the one node (or worker) the
+        broker's share names, taken from it by the others: the same answer read N
+        times behind one IP cost N times its weight (broker/base.py `Shared`). A
+        node that finds nothing shared (the reader just started, or its reads
+        fail) reads for itself. Reads are retried while they fail (reconnect.py,
+        never giving up); the last good list stays meanwhile."""
+        self.reads_listing = await self._share.lead()
+        if not self.reads_listing:
+            shared = await self._share.get()
+            if shared is not None:
+                try:
+                    return _LISTING.decode(shared)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    log.warning("upstream: the shared market list is unreadable (%s)", exc)
+        listing = await retrying(
+            lambda: self._read_listing(rest),
+            policy,
+            on_retry=self._refresh_failed,
+            retry_on=(RestError,),
+            wait=self.wait,
+        )
+        assert not isinstance(listing, GiveUp)  # the backoff has no max_attempts
+        if self.reads_listing:
+            await self._share.put(msgspec.msgpack.encode(listing))
+        return listing
+
+    def _refresh_failed(self, retry: Retry) -> None:
+        log.warning("upstream REST failed (%s); retry in %.1fs", retry.reason, retry.after)
+
+    def _apply_listing(self, listing: wire.Listing) -> None:
+        first = not self.markets.loaded
+        known = set(self.markets.names)
+        self.markets.load(listing.markets, listing.delisted)
+        self.contexts = listing.contexts
+        self.markets_loaded.set()
+        if first:
+            log.info("upstream %s: %d markets", self.endpoint.name, len(listing.markets))
+            self._status_changed()
+        else:
+            self._log_changes(known)
 
     async def _read_listing(self, rest: InfoClient) -> wire.Listing:
         """Every market and its context, contexts keyed by canonical symbol."""

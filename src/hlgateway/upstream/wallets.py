@@ -34,6 +34,7 @@ from hlgateway.backoff import Backoff
 from hlgateway.protocol.channels import ACCOUNT_UPDATES, USER_FILLS, USER_LEDGER, USER_ORDERS
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.protocol.errors import ErrorCode, ProtocolError
+from hlgateway.reconnect import Reconnect, retrying, sleeping
 from hlgateway.upstream import wire
 from hlgateway.upstream.clock import CLOCK_MARGIN_MS, reach_back, start_from
 from hlgateway.upstream.ledgers import EventLedger, FillLedger, OrderLedger
@@ -42,9 +43,6 @@ from hlgateway.upstream.recovery import rebuild_orders
 from hlgateway.upstream.rest import RestError
 
 log = logging.getLogger(__name__)
-
-# REST retries of a recovery: live updates are held meanwhile, so a short cap.
-RECOVERY_RETRY = Backoff.full_jitter(0.5, 10.0)
 
 LEDGER_STREAMS = ("userNonFundingLedgerUpdates", "userFundings")
 # The streams whose (re)subscribe may need what was missed read from REST.
@@ -119,7 +117,7 @@ class WalletFeeds:
         *,
         max_ws_wallets: int = 10,
         poll_budget: PollBudget | None = None,
-        retry: Backoff = RECOVERY_RETRY,
+        retry: Backoff,
         clock_ms: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         margin_ms: Callable[[], int] = lambda: CLOCK_MARGIN_MS,
@@ -411,17 +409,24 @@ class WalletFeeds:
         task.add_done_callback(state.tasks.discard)
 
     async def _with_retries(self, what: str, state: WalletState, attempt: Callable[[], Any]) -> Any:
-        failures = 0
-        while True:
-            rest = self._rest()
-            if rest is not None:
-                try:
-                    return await attempt()
-                except RestError as exc:
-                    self.rest_failures += 1
-                    log.warning("%s for %s failed: %s; retrying", what, state.wallet, exc)
-            failures += 1
-            await self._sleep(self._retry.delay(failures))
+        """`attempt()` until REST answers (reconnect.retrying: never gives up; the
+        wallet's detach cancels it)."""
+
+        def failed(exc: Exception) -> None:
+            self.rest_failures += 1
+            log.warning("%s for %s failed: %s; retrying", what, state.wallet, exc)
+
+        async def call() -> Any:
+            _require(self._rest())
+            return await attempt()
+
+        return await retrying(
+            call,
+            Reconnect(self._retry),
+            failed=failed,
+            retry_on=(RestError,),
+            wait=sleeping(self._sleep),
+        )
 
     async def _recover_orders(self, state: WalletState, since_ms: int) -> None:
         """Rebuild from `since_ms`; the caller took the hold (`holding_orders`)."""
