@@ -486,6 +486,9 @@ BOX_HEADER = [
 ]
 
 
+ALT = {"slow": "slow consumers"}  # the plots' alt texts, where not their names
+
+
 def _loops_line(results: Results) -> list[str]:
     """Which delivery loops the gateway ran (its /health), when the run recorded it."""
     seen = sorted(
@@ -557,7 +560,7 @@ def design_section(results: Results, image_prefix: str) -> str:
             *([intro, ""] if intro else []),
             _table(header, rows),
             "",
-            *([f"![{image}]({image_prefix}-{image}.png)", ""] if image else []),
+            *([f"![{ALT.get(image, image)}]({image_prefix}-{image}.png)", ""] if image else []),
         ]
 
     parts += section(
