@@ -65,8 +65,14 @@ def make_settings(**overrides: Any) -> Settings:
 class GatewayServer:
     """A Gateway listening on 127.0.0.1 the way `hlgateway serve` does, on a free port."""
 
-    def __init__(self, endpoint: Endpoint, settings: Settings) -> None:
-        self.gateway = Gateway(settings, endpoint)
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        settings: Settings,
+        *,
+        linger_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gateway = Gateway(settings, endpoint, linger_clock=linger_clock)
         self._runner: web.AppRunner | None = None
         self.port = 0
 

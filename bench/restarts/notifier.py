@@ -26,7 +26,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.restarts.harness import STOPS, RestartingGateway
 from bench.table import machine, write_section
@@ -34,6 +33,7 @@ from hlgateway.simulator import SimConfig, Simulator
 from tests.helpers import eventually
 from tests.notifier.fakebot import FakeBotApi
 from tests.notifier.process import NotifierProcess
+from tests.notifier.test_bot import fill_prefix
 
 WALLET = "0x" + "e6" * 20
 
@@ -55,8 +55,9 @@ class NotifierRestartReport:
         return not (self.fills_lost or self.fills_repeated or self.out_of_order_chats)
 
 
-def _line(f: dict[str, Any]) -> str:
-    return f"{'Bought' if f['side'] == 'B' else 'Sold'} {f['sz']} {f['coin']} @ {f['px']}"
+# A ledger fill as the chat reads it: a spot pair by its name (HYPE/USDC), as the gateway
+# names it, not by Hyperliquid's raw coin (@107) that the simulator's ledger keeps.
+_line = fill_prefix
 
 
 def _fill_lines(texts: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hlgateway.auth import TokenVerifier
@@ -56,12 +57,19 @@ UPSTREAM_GIVE_UP = 10.0
 
 
 class Gateway:
-    def __init__(self, settings: Settings, endpoint: Endpoint) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        endpoint: Endpoint,
+        *,
+        linger_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.verifier = TokenVerifier(settings.auth)
         # Lossless topics outlive their last subscriber for the history window,
         # so that their history keeps filling for a client that comes back.
-        self.hub = Hub(self, linger=settings.history_ttl)
+        # `linger_clock` times that window (a test ends it without waiting for it).
+        self.hub = Hub(self, linger=settings.history_ttl, clock=linger_clock)
         self.broker: Broker = open_broker(settings)
         self.metrics = Metrics(self)
         self.outbox_stats = OutboxStats()

@@ -76,6 +76,10 @@ class Publisher:
         (the broker keeps it, if it keeps state across a restart)."""
         self._broker.delivered(channel, wallet, time_ms)
 
+    def caught_up(self, topic: Topic, wallet: str) -> None:
+        """`topic` has every event of the wallet's stream delivered so far."""
+        self._broker.caught_up(topic, wallet)
+
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A server notice on the `system` channel."""
         self._send(SYSTEM_TOPIC, {"event": event, "message": message, **fields})

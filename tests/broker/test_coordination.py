@@ -24,7 +24,12 @@ class Feeds:
         self.refuse: set[Topic] = set()
 
     def on_first(
-        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+        self,
+        topic: Topic,
+        since: Mapping[str, int] | None = None,
+        *,
+        placed: bool = False,
+        behind: Mapping[str, int] | None = None,
     ) -> None:
         if topic in self.refuse:
             raise ProtocolError(ErrorCode.UPSTREAM_UNAVAILABLE, "budget spent")

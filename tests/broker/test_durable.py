@@ -235,11 +235,18 @@ async def test_delivery_positions_survive_and_say_where_a_feed_starts(
 class _Feeds:
     def __init__(self) -> None:
         self.since: list[object] = []
+        self.behind: list[object] = []
 
     def on_first(
-        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+        self,
+        topic: Topic,
+        since: Mapping[str, int] | None = None,
+        *,
+        placed: bool = False,
+        behind: Mapping[str, int] | None = None,
     ) -> None:
         self.since.append(since)
+        self.behind.append(behind)
 
     def on_last(self, topic: Topic) -> None:
         pass
@@ -249,6 +256,39 @@ class _Feeds:
 
     def stream(self, topic: Topic, key: str) -> Stream:
         return Stream(key, frozenset(topic.wallets))
+
+
+async def test_a_topic_let_go_behind_its_wallets_stream_keeps_where_it_stopped(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Two topics of one wallet's fills: the one let go stops at the wallet's position
+    then, while the other goes on; a restart keeps that (`behind`), until it catches up."""
+    every = make_topic(USER_FILLS, {"userId": "alice"}, wallets=(WALLET,))
+    node = await Node(tmp_path, clock).start()
+    node.broker.delivered(USER_FILLS, WALLET, 3_000)
+    node.broker.demand(FILLS)
+    node.broker.demand(every)
+    node.broker.delivered(USER_FILLS, WALLET, 4_000)
+    assert node.broker.behind(every) == {}
+    node.broker.drop(every)  # let go at 4_000
+    node.broker.delivered(USER_FILLS, WALLET, 6_000)  # FILLS goes on
+    await turn()
+    node.kill()
+    again = await Node(tmp_path, clock).start()
+    assert again.broker.behind(every) == {WALLET: 4_000}
+    assert again.broker.behind(FILLS) == {}
+    feeds = _Feeds()
+    coordinator = again.broker.coordinator(feeds, lambda: True)
+    coordinator.want(every)
+    assert feeds.behind == [{WALLET: 4_000}]
+    again.broker.drop(every)  # let go again before it caught up: where it stopped stays
+    assert again.broker.behind(every) == {WALLET: 4_000}
+    again.broker.caught_up(every, WALLET)
+    await turn()
+    again.kill()
+    last = await Node(tmp_path, clock).start()
+    assert last.broker.behind(every) == {}
+    await last.broker.stop()
 
 
 async def test_a_graceful_stop_keeps_what_was_wanted_when_it_began(

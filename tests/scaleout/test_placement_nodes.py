@@ -32,7 +32,12 @@ class Feeds:
         self.placed: list[bool] = []
 
     def on_first(
-        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+        self,
+        topic: Topic,
+        since: Mapping[str, int] | None = None,
+        *,
+        placed: bool = False,
+        behind: Mapping[str, int] | None = None,
     ) -> None:
         self.feeding.add(topic)
         self.placed.append(placed)

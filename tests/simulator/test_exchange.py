@@ -351,3 +351,42 @@ async def test_modify_and_schedule_cancel_answer_as_hyperliquid_does(
     )
     assert scheduled == {"status": "ok", "response": {"type": "default"}}
     assert await ok(session, sim, signed(trader, {"type": "scheduleCancel"})) == scheduled
+
+
+async def test_twap_streams_its_history_and_slice_fills(
+    sim: Simulator, session: aiohttp.ClientSession, trader: LocalAccount
+) -> None:
+    user = trader.address.lower()
+    async with session.ws_connect(sim.ws_url) as ws:
+        await subscribe(ws, {"type": "userTwapSliceFills", "user": trader.address})
+        snapshot, _ = await recv_until(ws, channel("userTwapSliceFills"))
+        assert snapshot["data"] == {"isSnapshot": True, "user": user, "twapSliceFills": []}
+        await subscribe(ws, {"type": "userTwapHistory", "user": trader.address})
+        snapshot, _ = await recv_until(ws, channel("userTwapHistory"))
+        assert snapshot["data"] == {"isSnapshot": True, "user": user, "history": []}
+        twap = {
+            "type": "twapOrder",
+            "twap": {"a": ETH, "b": True, "s": "1", "r": False, "m": 30, "t": False},
+        }
+        answer = await ok(session, sim, signed(trader, twap))
+        twap_id = answer["response"]["data"]["status"]["running"]["twapId"]
+        started, _ = await recv_until(ws, channel("userTwapHistory"))
+        (row,) = started["data"]["history"]
+        assert (row["twapId"], row["status"], row["state"]["sz"]) == (
+            twap_id,
+            {"status": "activated"},
+            "1.0",
+        )
+        # The first slice runs at the next tick: 1 ETH over 30 minutes, 60 slices.
+        sliced, _ = await recv_until(ws, channel("userTwapSliceFills"))
+        fills = sliced["data"]["twapSliceFills"]
+        assert {f["twapId"] for f in fills} == {twap_id}
+        assert sum(float(f["fill"]["sz"]) for f in fills) == pytest.approx(1 / 60, abs=1e-4)
+        cancel = {"type": "twapCancel", "a": ETH, "t": twap_id}
+        answer = await ok(session, sim, signed(trader, cancel))
+        assert answer["response"] == {"type": "twapCancel", "data": {"status": "success"}}
+        ended, _ = await recv_until(ws, channel("userTwapHistory"))
+        (row,) = ended["data"]["history"]
+        assert row["twapId"] == twap_id and row["status"] == {"status": "terminated"}
+    history = await info(session, sim, {"type": "twapHistory", "user": trader.address})
+    assert [h["status"]["status"] for h in history] == ["terminated"]

@@ -40,6 +40,7 @@ class Desk:
         self._nonce = 0
         self.fills: list[Fill] = []
         self.updates: list[Any] = []
+        self.twaps: list[Any] = []  # the twapHistory rows the streams were given
 
     def send(self, action: Body, nonce: int | None = None) -> Any:
         if nonce is None:
@@ -65,6 +66,7 @@ class Desk:
             if activity.user == self.user:
                 self.fills.extend(activity.fills)
                 self.updates.extend(activity.order_updates)
+                self.twaps.extend(activity.twaps)
 
     def info(self, kind: str) -> Any:
         return handle_info(self.world, {"type": kind, "user": self.user})
@@ -142,6 +144,11 @@ def test_a_twap_slices_every_30_seconds_within_3_percent(desk: Desk) -> None:
     assert {f["twapId"] for f in desk.info("userFills")} == {twap_id}
     desk.advance(5 * SLICE_MS)
     assert len(desk.fills) == len(fills)  # finished: nothing more
+    assert [(t["twapId"], t["status"]["status"]) for t in desk.twaps] == [
+        (twap_id, "activated"),
+        (twap_id, "finished"),
+    ]
+    assert desk.twaps[-1]["state"]["executedSz"] == "1.0"
 
 
 def test_twap_cancel_stops_it_and_answers_as_hyperliquid(desk: Desk) -> None:
@@ -162,6 +169,7 @@ def test_twap_cancel_stops_it_and_answers_as_hyperliquid(desk: Desk) -> None:
     assert "error" in wrong_asset["data"]["status"]
     (row,) = desk.info("twapHistory")
     assert row["status"] == {"status": "terminated"} and row["state"]["executedSz"] == "0.2"
+    assert [t["status"]["status"] for t in desk.twaps] == ["activated", "terminated"]
 
 
 def test_twap_refusals_spend_the_nonce_and_change_nothing(desk: Desk) -> None:

@@ -288,6 +288,18 @@ class Broker(ABC):
         start from now."""
         return {}
 
+    def behind(self, topic: Topic) -> Mapping[str, int]:
+        """Where `topic`'s own stream stopped (exchange time, ms) for the wallets
+        whose user stream went on being fed for other topics after this one was
+        let go (another topic of the same channel and wallet): what it missed is
+        read back for it alone before its live data. Empty for an engine that
+        keeps no such positions."""
+        return {}
+
+    def caught_up(self, topic: Topic, wallet: str) -> None:  # noqa: B027
+        """`topic`'s stream has everything the wallet's feed delivered (its `behind`
+        position, if any, is done with)."""
+
     # -- state ------------------------------------------------------------------
     @abstractmethod
     def stats(self) -> BrokerStats:

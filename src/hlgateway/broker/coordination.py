@@ -16,7 +16,9 @@ that is to feed it:
 
 Where a feed starts delivering a wallet's user streams from is the engine's
 answer too (`Broker.starts`): now, for an engine that remembers nothing, or
-where the stream had been delivered to before a restart or a handover.
+where the stream had been delivered to before a restart or a handover; and
+where a topic's own stream stopped when the wallet went on being fed for
+another topic meanwhile (`Broker.behind`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,20 @@ class FeedControl(Protocol):
     """What a coordinator drives: the node's upstream feeds (upstream/feeds.py)."""
 
     def on_first(
-        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+        self,
+        topic: Topic,
+        since: Mapping[str, int] | None = None,
+        *,
+        placed: bool = False,
+        behind: Mapping[str, int] | None = None,
     ) -> None:
         """Start feeding `topic`; each wallet's user streams deliver from
         `since[wallet]` (the exchange's time, ms), the others from now. Raises
         ProtocolError when the upstream refuses (its budget is spent). `placed`:
         the fleet put it here by every node's capacity (broker/placement.py), so
-        a wallet polled beyond the accepted latency is served late, not refused."""
+        a wallet polled beyond the accepted latency is served late, not refused.
+        `behind`: where the topic's own stream stopped for wallets that went on
+        being fed for other topics (`Broker.behind`)."""
 
     def on_last(self, topic: Topic) -> None:
         """Stop feeding `topic`."""
@@ -112,9 +121,11 @@ class LocalCoordinator(Coordinator):
         feeds: FeedControl,
         starts: Callable[[Topic], Mapping[str, int]] = lambda _: {},
         on_stop: Callable[[], None] = lambda: None,
+        behind: Callable[[Topic], Mapping[str, int]] = lambda _: {},
     ) -> None:
         self._feeds = feeds
         self._starts = starts  # the engine's: where each wallet's feed starts
+        self._behind = behind  # the engine's: where a topic's own stream stopped
         self._on_stop = on_stop  # the engine's: what it does once feeding stops
         self._feeding: dict[Topic, None] = {}
         self._stopped = False
@@ -122,7 +133,8 @@ class LocalCoordinator(Coordinator):
     def want(self, topic: Topic) -> None:
         if topic in self._feeding or self._stopped:
             return
-        self._feeds.on_first(topic, self._starts(topic) or None)  # may refuse
+        # may refuse
+        self._feeds.on_first(topic, self._starts(topic) or None, behind=self._behind(topic) or None)
         self._feeding[topic] = None
 
     def unwant(self, topic: Topic) -> None:

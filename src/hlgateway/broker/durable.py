@@ -51,7 +51,7 @@ from hlgateway.broker.coordination import Coordinator, FeedControl, LocalCoordin
 from hlgateway.broker.history import StreamHistory
 from hlgateway.broker.ledger import CAPACITY as LEDGER_ROWS
 from hlgateway.broker.ledger import ItemLedger
-from hlgateway.broker.memory import FORGET_POSITIONS_EVERY, MemoryBroker
+from hlgateway.broker.memory import FORGET_POSITIONS_EVERY, MemoryBroker, own_key
 from hlgateway.broker.statedir import DirectoryLock
 from hlgateway.broker.store import (
     ITEM_SEPARATOR,
@@ -561,6 +561,25 @@ class DurableBroker(MemoryBroker):
             self._schedule()
 
     # -- delivery positions -------------------------------------------------------------
+    def _note_behind(self, topic: Topic) -> list[tuple[str, str]]:
+        noted = super()._note_behind(topic)
+        if noted and not self._frozen:  # a restart still knows where the topic stopped
+            for key in noted:
+                self._batch.positions[key] = self._positions[key]
+                self._batch.forget_positions.discard(key)
+            self._schedule()
+        return noted
+
+    def caught_up(self, topic: Topic, wallet: str) -> None:
+        key = own_key(topic, wallet)
+        if key not in self._positions:
+            return
+        super().caught_up(topic, wallet)
+        self._moved.discard(key)
+        self._batch.positions.pop(key, None)
+        self._batch.forget_positions.add(key)
+        self._schedule()
+
     def delivered(self, channel: str, wallet: str, time_ms: int) -> None:
         key = (channel, wallet)
         known = self._positions.get(key)
@@ -624,7 +643,7 @@ class DurableBroker(MemoryBroker):
 
     # -- coordination and state ---------------------------------------------------------
     def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
-        return LocalCoordinator(feeds, starts=self.starts, on_stop=self._freeze)
+        return LocalCoordinator(feeds, starts=self.starts, on_stop=self._freeze, behind=self.behind)
 
     def stats(self) -> BrokerStats:
         retained = sum(len(s) for s in self._streams.values())

@@ -27,6 +27,13 @@ POSITIONED_CHANNELS = frozenset({USER_FILLS, USER_ORDERS, USER_LEDGER})
 FORGET_POSITIONS_EVERY = 60.0  # seconds between sweeps of positions nobody feeds
 
 
+def own_key(topic: Topic, wallet: str) -> tuple[str, str]:
+    """Where one topic's own stream stopped for a wallet, kept beside the wallet's
+    (channel, wallet) positions (and stored with them): a channel name followed by
+    the topic's params, which no channel name is."""
+    return (f"{topic.channel} {topic.params_json.decode()}", wallet)
+
+
 class MemoryBroker(Broker):
     def __init__(
         self,
@@ -97,6 +104,23 @@ class MemoryBroker(Broker):
     def drop(self, topic: Topic) -> None:
         self._wanted.discard(topic)
         self._latest.pop(topic, None)
+        if topic.channel in POSITIONED_CHANNELS:
+            self._note_behind(topic)
+
+    def _note_behind(self, topic: Topic) -> list[tuple[str, str]]:
+        """The topic is let go: its stream has what each wallet's feed delivered so
+        far. Kept as its own position, for when it is fed again while the wallet's
+        feed went on for another topic meanwhile (`behind`); one already kept (it
+        was let go before catching up) stays. Returns the keys noted."""
+        noted = []
+        now = self._clock()
+        for wallet in topic.wallets:
+            own = own_key(topic, wallet)
+            known = self._positions.get((topic.channel, wallet))
+            if known is not None and own not in self._positions:
+                self._positions[own] = (known[0], now)
+                noted.append(own)
+        return noted
 
     # -- reading ----------------------------------------------------------
     def read_now(self, topic: Topic, since: Position | None) -> Replay:
@@ -132,10 +156,24 @@ class MemoryBroker(Broker):
             if (topic.channel, wallet) in positions
         }
 
+    def behind(self, topic: Topic) -> Mapping[str, int]:
+        if topic.channel not in POSITIONED_CHANNELS:
+            return {}
+        positions = self._positions
+        return {
+            wallet: positions[own_key(topic, wallet)][0]
+            for wallet in topic.wallets
+            if own_key(topic, wallet) in positions
+        }
+
+    def caught_up(self, topic: Topic, wallet: str) -> None:
+        self._positions.pop(own_key(topic, wallet), None)
+
     def _sweep_positions(self, now: float) -> list[tuple[str, str]]:
         """Forget the positions of wallet streams nobody wants that went quiet for the
         history window (what they would recover has left the history anyway)."""
         fed = {(t.channel, w) for t in self._wanted for w in t.wallets}
+        fed |= {own_key(t, w) for t in self._wanted for w in t.wallets}  # catching up
         ttl = self.retention.ttl
         gone = [
             key
@@ -162,7 +200,7 @@ class MemoryBroker(Broker):
 
     # -- coordination and state -------------------------------------------------
     def coordinator(self, feeds: FeedControl, can_feed: Callable[[], bool]) -> Coordinator:
-        return LocalCoordinator(feeds, starts=self.starts)
+        return LocalCoordinator(feeds, starts=self.starts, behind=self.behind)
 
     def stats(self) -> BrokerStats:
         retained = sum(len(s) for s in self._streams.values())

@@ -110,6 +110,9 @@ class WalletActivity:
     fills: tuple[Fill, ...]
     fundings: tuple[FundingPayment, ...] = ()
     ledger: tuple[LedgerUpdate, ...] = ()
+    # TWAP status changes (activated, finished, terminated), each its twapHistory row as
+    # it was then (the TWAP itself goes on changing).
+    twaps: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass
@@ -120,13 +123,19 @@ class Emitted:
     fills: list[Fill] = field(default_factory=list)
     fundings: list[FundingPayment] = field(default_factory=list)
     ledger: list[LedgerUpdate] = field(default_factory=list)
+    twaps: list[Mapping[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.updates or self.fills or self.fundings or self.ledger)
+        return bool(self.updates or self.fills or self.fundings or self.ledger or self.twaps)
 
     def activity(self, user: str) -> WalletActivity:
         return WalletActivity(
-            user, tuple(self.updates), tuple(self.fills), tuple(self.fundings), tuple(self.ledger)
+            user,
+            tuple(self.updates),
+            tuple(self.fills),
+            tuple(self.fundings),
+            tuple(self.ledger),
+            tuple(self.twaps),
         )
 
 

@@ -263,10 +263,11 @@ class Exchange:
                 self._update_isolated_margin(wallet, self._coin(asset), ntli, now_ms)
                 return DEFAULT
             case TwapOrder(asset=asset):
-                status = matcher.place_twap(wallet, request, self._coin(asset), now_ms)
+                status = matcher.place_twap(wallet, request, self._coin(asset), now_ms, events)
                 return ok({"type": "twapOrder", "data": {"status": status}})
             case TwapCancel(asset=asset, twap_id=twap_id):
-                status = matcher.cancel_twap(wallet, self._coin(asset).name, twap_id, now_ms)
+                coin = self._coin(asset).name
+                status = matcher.cancel_twap(wallet, coin, twap_id, now_ms, events)
                 return ok({"type": "twapCancel", "data": {"status": status}})
             case ScheduleCancel(time=when):
                 problem = matcher.schedule_cancel(wallet, when, now_ms)

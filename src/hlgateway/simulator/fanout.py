@@ -188,6 +188,13 @@ def push_activities(state: SimState, activities: Iterable[WalletActivity]) -> No
                 wire.frame("userFills", {"user": act.user, "fills": fills})
             )
             frames["userEvents"] = wire.dump(wire.frame("user", {"fills": fills}))
+        slices = [wire.twap_slice_fill(f) for f in act.fills if f.twap_id is not None]
+        if slices:
+            data = {"user": act.user, "twapSliceFills": slices}
+            frames["userTwapSliceFills"] = wire.dump(wire.frame("userTwapSliceFills", data))
+        if act.twaps:
+            data = {"user": act.user, "history": list(act.twaps)}
+            frames["userTwapHistory"] = wire.dump(wire.frame("userTwapHistory", data))
         if act.fundings:
             data = {"user": act.user, "fundings": [wire.ws_funding(p) for p in act.fundings]}
             frames["userFundings"] = wire.dump(wire.frame("userFundings", data))

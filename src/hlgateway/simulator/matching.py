@@ -68,7 +68,7 @@ from hlgateway.simulator.market import (
 from hlgateway.simulator.rng import derive_address, derive_int
 from hlgateway.simulator.spot import sellable
 from hlgateway.simulator.twap import ZERO_HASH, Twap, duration_problem, worst_price
-from hlgateway.simulator.wire import num
+from hlgateway.simulator.wire import num, twap_history
 
 MIN_NOTIONAL = Decimal(10)
 MAX_TWAP_FILLS = 2_000  # kept per wallet for userTwapSliceFills
@@ -90,6 +90,7 @@ class Events:
     updates: dict[str, list[OrderUpdate]] = field(default_factory=dict)
     fills: dict[str, list[Fill]] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
+    twaps: dict[str, list[dict[str, object]]] = field(default_factory=dict)  # twapHistory rows
 
     def updates_of(self, user: str) -> list[OrderUpdate]:
         self.fills.setdefault(user, [])
@@ -99,11 +100,20 @@ class Events:
         self.updates.setdefault(user, [])
         return self.fills.setdefault(user, [])
 
+    def twap_changed(self, twap: Twap) -> None:
+        self.fills_of(twap.user)
+        self.twaps.setdefault(twap.user, []).append(twap_history(twap))
+
     def activities(self) -> list[WalletActivity]:
         return [
-            WalletActivity(user=user, order_updates=tuple(updates), fills=tuple(self.fills[user]))
+            WalletActivity(
+                user=user,
+                order_updates=tuple(updates),
+                fills=tuple(self.fills[user]),
+                twaps=tuple(self.twaps.get(user, ())),
+            )
             for user, updates in self.updates.items()
-            if updates or self.fills[user]
+            if updates or self.fills[user] or self.twaps.get(user)
         ]
 
 
@@ -579,7 +589,9 @@ class Matcher:
                 table[order.coin] = [(u, oid) for u, oid in entries if oid != order.oid]
 
     # -- TWAP ------------------------------------------------------------------
-    def place_twap(self, wallet: Wallet, request: TwapOrder, coin: CoinSpec, at_ms: int) -> Status:
+    def place_twap(
+        self, wallet: Wallet, request: TwapOrder, coin: CoinSpec, at_ms: int, events: Events
+    ) -> Status:
         """Start a TWAP; its first slice runs at the first tick at or after ``at_ms``."""
         problem = duration_problem(request.minutes)
         if problem is None and (request.sz <= 0 or not _on_lot(request.sz, coin)):
@@ -602,14 +614,18 @@ class Matcher:
         )
         self._next_twap_id += 1
         self._twaps[twap.twap_id] = twap
+        events.twap_changed(twap)
         return {"running": {"twapId": twap.twap_id}}
 
-    def cancel_twap(self, wallet: Wallet, coin: str, twap_id: int, at_ms: int) -> Status:
+    def cancel_twap(
+        self, wallet: Wallet, coin: str, twap_id: int, at_ms: int, events: Events
+    ) -> Status:
         twap = self._twaps.get(twap_id)
         if twap is None or twap.user != wallet.address or twap.coin != coin or not twap.running:
             return {"error": "TWAP was never placed, already canceled, or filled."}
         twap.status = "terminated"
         twap.ended_ms = at_ms
+        events.twap_changed(twap)
         return "success"
 
     def twaps_of(self, user: str) -> list[Twap]:
@@ -620,6 +636,8 @@ class Matcher:
         for twap in list(self._twaps.values()):
             while twap.running and twap.next_ms <= now_ms:
                 self._run_slice(twap, now_ms, events)
+                if not twap.running:
+                    events.twap_changed(twap)
 
     def _run_slice(self, twap: Twap, now_ms: int, events: Events) -> None:
         wallet = self._accounts.wallet(twap.user)

@@ -24,6 +24,8 @@ USER_KINDS = frozenset(
         "clearinghouseState",
         "userFundings",
         "userNonFundingLedgerUpdates",
+        "userTwapSliceFills",
+        "userTwapHistory",
     }
 )
 COIN_KINDS = frozenset({"l2Book", "trades", "bbo", "activeAssetCtx", "candle"})

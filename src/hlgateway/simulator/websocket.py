@@ -313,6 +313,19 @@ class WebSocketSide:
                 "nonFundingLedgerUpdates": [wire.ledger_update(u) for u in updates],
             }
             conn.send(wire.dump(wire.frame("userNonFundingLedgerUpdates", data)))
+        elif sub.kind == "userTwapSliceFills" and sub.user is not None:
+            wallet = world.accounts.wallet(sub.user)
+            slices = [] if wallet is None else wallet.twap_fills[-cap:]
+            data = {
+                "isSnapshot": True,
+                "user": sub.user,
+                "twapSliceFills": [wire.twap_slice_fill(f) for f in slices],
+            }
+            conn.send(wire.dump(wire.frame("userTwapSliceFills", data)))
+        elif sub.kind == "userTwapHistory" and sub.user is not None:
+            history = [wire.twap_history(t) for t in world.matcher.twaps_of(sub.user)]
+            data = {"isSnapshot": True, "user": sub.user, "history": history}
+            conn.send(wire.dump(wire.frame("userTwapHistory", data)))
         elif sub.kind == "clearinghouseState" and sub.user is not None:
             push_state(self._state.world, conn, sub.user, sub.dex, {}, force=True)
         # orderUpdates and userEvents have no snapshot on Hyperliquid.

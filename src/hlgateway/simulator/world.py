@@ -96,6 +96,7 @@ class SimWorld:
                 out.fills.extend(activity.fills)
                 out.fundings.extend(activity.fundings)
                 out.ledger.extend(activity.ledger)
+                out.twaps.extend(activity.twaps)
         changed = self.candles.add(trades)
         return StepResult(
             trades=tuple(trades),

@@ -147,6 +147,10 @@ class Feeds:
         # User events that came before the market list (a restarted gateway reads back
         # its downtime at once): published, in order, once their markets have names.
         self._unnamed: list[Callable[[], None]] = []
+        # (topic, wallet) -> what the wallet's feed gave meanwhile, while the topic
+        # catches up with that feed (`_catch_up`): published after what is read back.
+        self._catching: dict[tuple[Topic, str], list[Callable[[], None]]] = {}
+        self._catch_ups: dict[tuple[Topic, str], asyncio.Task[None]] = {}
         self._naming: asyncio.Task[None] | None = None
         self.wallets = WalletFeeds(
             upstream,
@@ -165,14 +169,23 @@ class Feeds:
 
     # -- the coordinator's feed control (broker/coordination.py) -----------
     def on_first(
-        self, topic: Topic, since: Mapping[str, int] | None = None, *, placed: bool = False
+        self,
+        topic: Topic,
+        since: Mapping[str, int] | None = None,
+        *,
+        placed: bool = False,
+        behind: Mapping[str, int] | None = None,
     ) -> None:
         """Start feeding `topic`; each wallet's user streams deliver from
         `since[wallet]` (exchange time, ms; default: now), never further back
         than the exactly-once ledgers remember. `placed`: the fleet chose this
-        node by capacity (WalletFeeds.attach)."""
+        node by capacity (WalletFeeds.attach). `behind`: where the topic's own
+        stream stopped for wallets whose feed went on for other topics after it
+        was let go: a wallet fed now is read back from there for this topic alone
+        (`_catch_up`), one fed no more starts its feed there."""
         acquired: list[dict[str, Any]] = []
         attached: list[str] = []
+        late: dict[str, int] = {}
         floor = now_ms() - int(LEDGER_KEEP * 1000) + 60_000
         try:
             for subscription in upstream_subscriptions(topic, self._markets):
@@ -180,8 +193,13 @@ class Feeds:
                 acquired.append(subscription)
             for wallet in topic.wallets:
                 key = (topic.channel, wallet)
+                stopped = behind.get(wallet) if behind is not None else None
+                if key in self._user and stopped is not None:
+                    late[wallet] = max(stopped, floor)
                 if key not in self._user:
                     start = since.get(wallet) if since is not None else None
+                    if stopped is not None:
+                        start = stopped if start is None else min(start, stopped)
                     start = self.wallets.attach(
                         topic.channel,
                         wallet,
@@ -200,7 +218,17 @@ class Feeds:
             for wallet in attached:
                 self._user.pop((topic.channel, wallet), None)
                 self.wallets.detach(topic.channel, wallet)
+            for wallet in topic.wallets:
+                topics = self._user.get((topic.channel, wallet))
+                if topics is not None:
+                    topics.pop(topic, None)
             raise
+        for wallet in behind or ():
+            if wallet in late:
+                self._catch_up(topic, wallet, late[wallet])
+            else:
+                # Its feed starts (again) where the topic stopped: nothing to catch up.
+                self._publisher.caught_up(topic, wallet)
         self._acquired[topic] = acquired
         if topic.symbols and topic.channel != PRICES:
             self._coins[topic] = self._markets.coin_of(topic.symbol)
@@ -282,6 +310,11 @@ class Feeds:
             if topics is None:
                 continue
             topics.pop(topic, None)
+            # Let go before it caught up: where it stopped stays its position.
+            self._catching.pop((topic, wallet), None)
+            task = self._catch_ups.pop((topic, wallet), None)
+            if task is not None:
+                task.cancel()
             if not topics:
                 del self._user[key]
                 self.wallets.detach(topic.channel, wallet)
@@ -410,23 +443,112 @@ class Feeds:
     def emit_fills(self, wallet: str, fills: list[wire.Fill]) -> None:
         if self._before_names(lambda: self.emit_fills(wallet, fills)):
             return
+        items = self._fill_items(fills)
+        for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
+            self._to(topic, wallet, self._fills_publisher(topic, items))
+        self._publisher.delivered(USER_FILLS, wallet, max(f.timestamp for f in fills))
+
+    def _fill_items(self, fills: list[wire.Fill]) -> list[tuple[str, Any]]:
         symbol_of = self._markets.symbol_of
-        items = [
+        return [
             (f"{f.wallet}:{f.id}", msgspec.structs.replace(f, symbol=symbol_of(f.symbol)))
             for f in fills
         ]
-        for topic in tuple(self._user.get((USER_FILLS, wallet), ())):
-            self._publisher.publish_items(topic, {}, "fills", items, LEDGER_KEEP)
-        self._publisher.delivered(USER_FILLS, wallet, max(f.timestamp for f in fills))
+
+    def _fills_publisher(self, topic: Topic, items: list[tuple[str, Any]]) -> Callable[[], None]:
+        return lambda: self._publisher.publish_items(topic, {}, "fills", items, LEDGER_KEEP)
+
+    def _order_publisher(self, topic: Topic, action: str, order: wire.Order) -> Callable[[], None]:
+        named = msgspec.structs.replace(order, symbol=self._markets.symbol_of(order.symbol))
+        data = OrderUpdate(action, named)
+        item_id = f"{order.id}:{order.status}:{order.remaining}"
+        return lambda: self._publisher.publish_once(topic, data, item_id, LEDGER_KEEP)
+
+    def _ledger_items(self, wallet: str, events: list[wire.LedgerEvent]) -> list[tuple[str, Any]]:
+        symbol_of = self._markets.symbol_of
+        return [
+            (
+                f"{wallet}:{e.id}",
+                e
+                if isinstance(e.symbol, msgspec.UnsetType)
+                else msgspec.structs.replace(e, symbol=symbol_of(e.symbol)),
+            )
+            for e in events
+        ]
+
+    def _ledger_publisher(self, topic: Topic, items: list[tuple[str, Any]]) -> Callable[[], None]:
+        return lambda: self._publisher.publish_items(topic, {}, "events", items, LEDGER_KEEP)
+
+    def _to(self, topic: Topic, wallet: str, publish: Callable[[], None]) -> None:
+        """Publish a wallet's events to a topic now, or after what it catches up with."""
+        held = self._catching.get((topic, wallet))
+        if held is None:
+            publish()
+        else:
+            held.append(publish)
+
+    def _catch_up(self, topic: Topic, wallet: str, since_ms: int) -> None:
+        """`topic` comes back behind its wallet's feed, which went on for another topic
+        since it was let go at `since_ms` (the exchange's time of the last event it was
+        given): what the feed delivered meanwhile is read back from REST for this topic
+        alone, and what the feed gives meanwhile waits behind it, so that the topic's
+        stream has every event once (its exactly-once ledger drops what it had), in
+        order. The wallet's own ledgers are not asked: they know those events as
+        delivered."""
+        self._catching[(topic, wallet)] = []
+        task = asyncio.get_running_loop().create_task(self._read_back(topic, wallet, since_ms))
+        self._catch_ups[(topic, wallet)] = task
+
+    async def _read_back(self, topic: Topic, wallet: str, since_ms: int) -> None:
+        wallets = self.wallets
+        channel = topic.channel
+        publish: Callable[[], None]
+        try:
+            if channel == USER_FILLS:
+                fills = await wallets.read_back_fills(wallet, since_ms)
+
+                def publish() -> None:  # named once the market list is loaded
+                    if fills:
+                        self._fills_publisher(topic, self._fill_items(fills))()
+            elif channel == USER_ORDERS:
+                orders = await wallets.read_back_orders(wallet, since_ms)
+
+                def publish() -> None:
+                    for action, order in orders:
+                        self._order_publisher(topic, action, order)()
+            else:
+                events = await wallets.read_back_ledger(wallet, since_ms)
+
+                def publish() -> None:
+                    if events:
+                        self._ledger_publisher(topic, self._ledger_items(wallet, events))()
+        except Exception:
+            # Not a REST failure (those are retried): live data goes on; the topic
+            # keeps its position, so a restart reads back from there again.
+            log.exception("reading back %s of %s for a topic failed", channel, wallet)
+            self._catch_ups.pop((topic, wallet), None)
+            for emit in self._catching.pop((topic, wallet), ()):
+                emit()
+            return
+
+        def caught_up() -> None:
+            held = self._catching.pop((topic, wallet), None)
+            if held is None:
+                return  # let go meanwhile
+            self._catch_ups.pop((topic, wallet), None)
+            publish()
+            for emit in held:
+                emit()
+            self._publisher.caught_up(topic, wallet)
+
+        if not self._before_names(caught_up):
+            caught_up()
 
     def emit_order(self, wallet: str, action: str, order: wire.Order) -> None:
         if self._before_names(lambda: self.emit_order(wallet, action, order)):
             return
-        named = msgspec.structs.replace(order, symbol=self._markets.symbol_of(order.symbol))
-        data = OrderUpdate(action, named)
-        item_id = f"{order.id}:{order.status}:{order.remaining}"
         for topic in tuple(self._user.get((USER_ORDERS, wallet), ())):
-            self._publisher.publish_once(topic, data, item_id, LEDGER_KEEP)
+            self._to(topic, wallet, self._order_publisher(topic, action, order))
         self._publisher.delivered(USER_ORDERS, wallet, order.timestamp)
 
     def emit_account(self, account: wire.Account) -> None:
@@ -437,18 +559,9 @@ class Feeds:
     def emit_ledger(self, wallet: str, events: list[wire.LedgerEvent]) -> None:
         if self._before_names(lambda: self.emit_ledger(wallet, events)):
             return
-        symbol_of = self._markets.symbol_of
-        items = [
-            (
-                f"{wallet}:{e.id}",
-                e
-                if isinstance(e.symbol, msgspec.UnsetType)
-                else msgspec.structs.replace(e, symbol=symbol_of(e.symbol)),
-            )
-            for e in events
-        ]
+        items = self._ledger_items(wallet, events)
         for topic in tuple(self._user.get((USER_LEDGER, wallet), ())):
-            self._publisher.publish_items(topic, {}, "events", items, LEDGER_KEEP)
+            self._to(topic, wallet, self._ledger_publisher(topic, items))
         self._publisher.delivered(USER_LEDGER, wallet, max(e.time for e in events))
 
     def _before_names(self, emit: Callable[[], None]) -> bool:
@@ -623,7 +736,8 @@ class Feeds:
             self._publisher.publish_update(topic, data, whole)
 
     async def stop(self) -> None:
-        tasks = list(self._candle_reads.values())
+        tasks = list(self._candle_reads.values()) + list(self._catch_ups.values())
+        self._catching.clear()
         if self._naming is not None:
             tasks.append(self._naming)
         for task in tasks:

@@ -408,13 +408,13 @@ class WalletFeeds:
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
 
-    async def _with_retries(self, what: str, state: WalletState, attempt: Callable[[], Any]) -> Any:
+    async def _with_retries(self, what: str, wallet: str, attempt: Callable[[], Any]) -> Any:
         """`attempt()` until REST answers (reconnect.retrying: never gives up; the
         wallet's detach cancels it)."""
 
         def failed(exc: Exception) -> None:
             self.rest_failures += 1
-            log.warning("%s for %s failed: %s; retrying", what, state.wallet, exc)
+            log.warning("%s for %s failed: %s; retrying", what, wallet, exc)
 
         async def call() -> Any:
             _require(self._rest())
@@ -432,7 +432,7 @@ class WalletFeeds:
         """Rebuild from `since_ms`; the caller took the hold (`holding_orders`)."""
         try:
             history, fills = await self._with_retries(
-                "order recovery", state, lambda: self._order_sources(state.wallet, since_ms)
+                "order recovery", state.wallet, lambda: self._order_sources(state.wallet, since_ms)
             )
             self.recoveries += 1
             for order in rebuild_orders(state.orders, since_ms, history, fills):
@@ -464,7 +464,7 @@ class WalletFeeds:
             since = reach_back(heard_ms, state.fills.since_ms, self._margin())
             fills = await self._with_retries(
                 "fill recovery",
-                state,
+                state.wallet,
                 lambda: _require(rest()).fills_since(state.wallet, since),
             )
             self.recoveries += 1
@@ -485,7 +485,7 @@ class WalletFeeds:
             since = reach_back(heard_ms, state.ledger.since_ms, self._margin())
             events = await self._with_retries(
                 "ledger recovery",
-                state,
+                state.wallet,
                 lambda: _require(rest()).ledger_since(state.wallet, since),
             )
             self.recoveries += 1
@@ -496,6 +496,47 @@ class WalletFeeds:
                 held, state.held_ledger = state.held_ledger, []
                 for entries in held:
                     self._deliver_ledger(state, entries.events, live=not entries.is_snapshot)
+
+    # -- reading back for one topic ----------------------------------------
+    # A topic let go while its wallet's feed went on for another topic comes back
+    # behind that feed: what it missed is read back for it alone (feeds.py), from
+    # where its own stream stopped. The wallet's ledgers are not asked: they know
+    # these events as delivered (to the other topic); the topic's own exactly-once
+    # ledger in the broker drops what it had.
+    async def read_back_fills(self, wallet: str, since_ms: int) -> list[wire.Fill]:
+        """The wallet's fills stamped at or after `since_ms`, oldest first."""
+        rest = self._rest
+        fills: list[wire.Fill] = await self._with_retries(
+            "fill read-back", wallet, lambda: _require(rest()).fills_since(wallet, since_ms)
+        )
+        self.recoveries += 1
+        return sorted(
+            (f for f in fills if f.timestamp >= since_ms), key=lambda f: (f.timestamp, f.id)
+        )
+
+    async def read_back_orders(self, wallet: str, since_ms: int) -> list[tuple[str, wire.Order]]:
+        """The wallet's order transitions from `since_ms` on, oldest first, each with
+        its action, rebuilt from REST as after a gap (recovery.py)."""
+        history, fills = await self._with_retries(
+            "order read-back", wallet, lambda: self._order_sources(wallet, since_ms)
+        )
+        self.recoveries += 1
+        ledger = OrderLedger()
+        out: list[tuple[str, wire.Order]] = []
+        for order in rebuild_orders(ledger, since_ms, history, fills):
+            action = ledger.accept(order)
+            if action is not None:
+                out.append((action, order))
+        return out
+
+    async def read_back_ledger(self, wallet: str, since_ms: int) -> list[wire.LedgerEvent]:
+        """The wallet's ledger events stamped at or after `since_ms`, oldest first."""
+        rest = self._rest
+        events: list[wire.LedgerEvent] = await self._with_retries(
+            "ledger read-back", wallet, lambda: _require(rest()).ledger_since(wallet, since_ms)
+        )
+        self.recoveries += 1
+        return sorted((e for e in events if e.time >= since_ms), key=lambda e: (e.time, e.id))
 
     # -- polling ----------------------------------------------------------
     def _poll(self, state: WalletState) -> None:
