@@ -60,7 +60,7 @@ typecheck: install
 
 # The whole suite with the C delivery loops (when built), then the modules that
 # exercise delivery again with the Python loops (HLGATEWAY_SPEEDUPS=0).
-DELIVERY_TESTS := tests/server/test_delivery.py tests/server/test_outbox.py \
+DELIVERY_TESTS := tests/server/test_delivery.py tests/server/test_outbox.py tests/server/test_flush_slices.py \
 	tests/server/test_fanout.py tests/test_hub.py tests/server/test_recovery.py
 
 pytest: install

@@ -187,13 +187,15 @@ def floor_targets(results: Results) -> list[tuple[str, str, str]]:
                 verdict(None if r is None else r <= 0.4),
             )
         )
-    box = _agg(results, "rate-1@100000", "gateway")
+    # The box scenario (connections first, then ticks) where it was run, else rate-1@100000.
+    box_id = "box@100000" if _agg(results, "box@100000", "gateway") else "rate-1@100000"
+    box = _agg(results, box_id, "gateway")
     if box:
         kib, p99 = box.get("kib_per_conn"), box.get("completion_p99_ms")
         held = box.get("open", 0)
         rows.append(
             (
-                "100,000 authenticated connections on one box: < 4 KiB each",
+                f"100,000 authenticated connections on one box: < 4 KiB each ({box_id})",
                 f"{_num(held)} held, {_num(kib, 2)} KiB",
                 verdict(None if kib is None else kib < 4 and held >= 100_000),
             )
@@ -201,7 +203,7 @@ def floor_targets(results: Results) -> list[tuple[str, str, str]]:
         complete = box.get("ticks_complete", 0)
         rows.append(
             (
-                "100,000 connections, 1 tick/s to all: completion p99 < 2 s",
+                f"100,000 connections, 1 tick/s to all: completion p99 < 2 s ({box_id})",
                 f"{_num(p99, 1)} ms ({_num(complete)} ticks complete)",
                 verdict(None if p99 is None else p99 < 2000 and complete > 0),
             )
@@ -438,7 +440,7 @@ FLOOR_HEADER = [
 def _box_rows(results: Results) -> list[list[str]]:
     rows: list[list[str]] = []
     ids = [i for i in _ids(results, "rate-1") if _scenario(results, i).get("clients", 0) >= 50_000]
-    for scenario_id in ids + _ids(results, "limit"):
+    for scenario_id in ids + _ids(results, "box") + _ids(results, "limit"):
         for server in SERVERS:
             m = _agg(results, scenario_id, server)
             if m is None:
@@ -484,6 +486,27 @@ BOX_HEADER = [
 ]
 
 
+ALT = {"slow": "slow consumers"}  # the plots' alt texts, where not their names
+
+
+def _loops_line(results: Results) -> list[str]:
+    """Which delivery loops the gateway ran (its /health), when the run recorded it."""
+    seen = sorted(
+        {
+            str(r.get("delivery_loops"))
+            for r in results.get("runs", [])
+            if r.get("server") == "gateway" and r.get("delivery_loops")
+        }
+    )
+    if not seen:
+        return []
+    names = {"c": "the C extension (server/_delivery.c)", "python": "the Python loops"}
+    return [
+        "- gateway delivery loops (its /health, every run): "
+        + "; ".join(names.get(s, s) for s in seen)
+    ]
+
+
 def design_section(results: Results, image_prefix: str) -> str:
     m = results["machine"]
     placement = results.get("placement", {})
@@ -510,6 +533,7 @@ def design_section(results: Results, image_prefix: str) -> str:
         f"- network: {describe(placement['receive_steering'])}"
         if "receive_steering" in placement
         else "- network: no receive steering (recorded before it existed)",
+        *_loops_line(results),
         *[
             f"- re-run on {r['date']}: {', '.join(r['scenarios'])} (`{r['command']}`)"
             for r in results.get("reruns", [])
@@ -517,87 +541,98 @@ def design_section(results: Results, image_prefix: str) -> str:
         "",
         "### Targets",
         "",
-        _table(["target (issue)", "measured", "verdict"], [list(r) for r in targets(results)]),
+        _table(
+            ["target (issue)", "measured", "verdict"],
+            # A run of some scenarios only: the targets it did not measure are left out.
+            [list(r) for r in targets(results) if r[1] != "-" or r[2] != "n/a"],
+        ),
         "",
-        "### Saturation: delivered messages per second",
-        "",
+    ]
+
+    def section(
+        title: str, intro: str, header: Sequence[str], rows: list[list[str]], image: str
+    ) -> list[str]:
+        if not rows:  # a run of some scenarios only: what it did not measure is left out
+            return []
+        return [
+            f"### {title}",
+            "",
+            *([intro, ""] if intro else []),
+            _table(header, rows),
+            "",
+            *([f"![{ALT.get(image, image)}]({image_prefix}-{image}.png)", ""] if image else []),
+        ]
+
+    parts += section(
+        "Saturation: delivered messages per second",
         "Median of the repetitions (each run in brackets). `ticks/s` is what each client got "
         "per second. CPU is in cores (1.00 = one core busy) over the measured window: the server "
         "process, core 0 (the server's core, kernel and softirq included: loopback TCP's receive "
         "path runs there on each send), the load generator, core 1 (load generator and pump), and "
         "`other`: everything else on the machine (near 0 when nothing disturbed the run).",
-        "",
-        _table(
-            THROUGHPUT_HEADER,
-            _throughput_rows(
-                results, ["saturation", "saturation-deflate", "saturation-deflate-d20"]
-            ),
-        ),
-        "",
-        f"![saturation]({image_prefix}-saturation.png)",
-        "",
-        "### 1 tick/s beside the C floor",
-        "",
+        THROUGHPUT_HEADER,
+        _throughput_rows(results, ["saturation", "saturation-deflate", "saturation-deflate-d20"]),
+        "saturation",
+    )
+    parts += section(
+        "1 tick/s beside the C floor",
         "The C floor (bench/fanout/floor.c) does for each tick what no server can avoid: one "
         "prepared frame, one `send()` per client. Completion: per tick, the last client's "
         "receipt minus the first's; CPU per delivered message: the server's CPU (every process "
         "of it, Redis included for the gateway's workers) over the measured window per message "
         "the clients received, in microseconds.",
+        FLOOR_HEADER,
+        _floor_rows(results),
         "",
-        _table(FLOOR_HEADER, _floor_rows(results)),
-        "",
-        "### One box: many connections, and one process at its open-file limit",
-        "",
+    )
+    parts += section(
+        "One box: many connections, and one process at its open-file limit",
         "Past one process's open files (RLIMIT_NOFILE) each server runs as several processes "
         "on one port and the clients come from several load generators. KiB per connection: "
         "the RSS of all of the server's processes once every client is connected and "
         "subscribed, less the same before the first, per connection (kernel socket buffers are "
         "not in it). `limit`: one process offered more clients than it may hold.",
+        BOX_HEADER,
+        _box_rows(results),
         "",
-        _table(BOX_HEADER, _box_rows(results)),
+    )
+    parts += section(
+        "Fixed rate: latency (pump send -> client receipt) and broadcast completion",
         "",
-        "### Fixed rate: latency (pump send -> client receipt) and broadcast completion",
+        RATE_HEADER,
+        _rate_rows(results),
+        "latency",
+    )
+    parts += section(
+        "Idle connections: RSS per connection",
         "",
-        _table(RATE_HEADER, _rate_rows(results)),
-        "",
-        f"![latency]({image_prefix}-latency.png)",
-        "",
-        "### Idle connections: RSS per connection",
-        "",
-        _table(
-            [
-                "scenario",
-                "server",
-                "open / asked",
-                "connect s",
-                "RSS before MiB",
-                "RSS after MiB",
-                "KiB per connection",
-            ],
-            _idle_rows(results),
-        ),
-        "",
-        f"![memory]({image_prefix}-memory.png)",
-        "",
-        "### Slow consumers",
-        "",
-    ]
+        [
+            "scenario",
+            "server",
+            "open / asked",
+            "connect s",
+            "RSS before MiB",
+            "RSS after MiB",
+            "KiB per connection",
+        ],
+        _idle_rows(results),
+        "memory",
+    )
     slow = _ids(results, "slow")
     if slow:
         s = _scenario(results, slow[0])
-        parts += [
+        parts += section(
+            "Slow consumers",
             f"{s['clients']:,} clients at {s['rate']:g} ticks/s, {s['depth']}-level books; "
             f"after {s['slow_after']:g} s, {s['slow']} of them (SO_RCVBUF {s['slow_rcvbuf']} B) "
             f"stop reading for the remaining {s['duration'] - s['slow_after']:g} s. The gateway "
             f"runs with HLGATEWAY_OUTBOX_MAX_BYTES={s['outbox_max_bytes']:,} (lowered from "
             "the 4 MiB default so that its slow-consumer bound can be reached sooner; whether it "
             "was shows in the columns `slow clients cut` and `close codes seen`).",
-            "",
-            _table(SLOW_HEADER, _slow_rows(results)),
-            "",
-            f"![slow consumers]({image_prefix}-slow.png)",
-            "",
-        ]
+            SLOW_HEADER,
+            _slow_rows(results),
+            "slow",
+        )
     failures = results.get("failures") or []
     if failures:
         parts += ["### Failed runs", ""]

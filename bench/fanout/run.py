@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -272,6 +273,9 @@ class Server:
     port: int
     processes: int = 1
     extra_pids: tuple[int, ...] = ()  # counted with the server (the workers' Redis)
+    # The gateway's delivery loops as its /health says ("c", "python"; several if the
+    # workers differ): a run of the Python loops must not pass for one of the C loops.
+    delivery_loops: str = ""
 
     def pids(self) -> list[int]:
         """The server's processes now (its workers included) and what it relies on."""
@@ -315,6 +319,7 @@ def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Serve
     upstream = f"ws://127.0.0.1:{ctx.pump_port}/ws"
     n = scenario.processes or processes_for(scenario.clients, ctx.fd_limit)
     extra: tuple[int, ...] = ()
+    loops = ""
     if kind == "gateway":
         env = gateway_env(scenario)
         if ctx.gateway_src is not None:
@@ -334,7 +339,7 @@ def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Serve
             extra = (ctx.redis[1],)
         proc = ctx.procs.start(f"{tag}-gateway", P.pinned(argv, SERVER_CORE), env=env)
         proc.wait_line("hlgateway is up", timeout=60)
-        wait_gateway(port, n)
+        loops = wait_gateway(port, n)
     elif kind == "node":
         env = {**os.environ, "JWT_SECRET": SECRET}
         argv = ["node", "server.js", "--port", str(port), "--upstream", upstream]
@@ -351,20 +356,22 @@ def start_server(ctx: Context, kind: str, scenario: Scenario, tag: str) -> Serve
         argv += ["--depth", str(scenario.depth), "--procs", str(n)]
         proc = ctx.procs.start(f"{tag}-floor", P.pinned(argv, SERVER_CORE))
         proc.wait_line('"event":"ready"', timeout=60)
-    return Server(kind, proc, port, n, extra)
+    return Server(kind, proc, port, n, extra, loops)
 
 
-def wait_gateway(port: int, workers: int, timeout: float = 60.0) -> None:
-    """Until the market list is loaded in every worker (each names itself in /health)."""
-    ready: set[str] = set()
+def wait_gateway(port: int, workers: int, timeout: float = 60.0) -> str:
+    """Until the market list is loaded in every worker (each names itself in /health);
+    returns the delivery loops the workers run (their /health's deliveryLoops)."""
+    ready: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(OSError, ValueError):
             health = _http_json(f"http://127.0.0.1:{port}/health")
             if health.get("upstream", {}).get("marketsLoaded"):
-                ready.add(str(health.get("node", "")))
+                loops = str(health.get("websocket", {}).get("deliveryLoops", "?"))
+                ready[str(health.get("node", ""))] = loops
                 if len(ready) >= workers:
-                    return
+                    return ",".join(sorted(set(ready.values())))
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"gateway: market list loaded in {len(ready)} of {workers} workers "
@@ -532,7 +539,7 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
         time.sleep(1.0)
         started = server.pids()
         rss_base = P.group_rss_kib(started)
-        if scenario.mode == "rate" and scenario.rate <= 1:
+        if scenario.mode == "rate" and scenario.rate <= 1 and scenario.ticks_while_connecting:
             # Clients join a server that is already broadcasting, as they would in
             # production: its book snapshot is there for each new subscriber (with
             # --workers and no snapshot yet, each would be a Redis read).
@@ -547,6 +554,7 @@ def run_once(ctx: Context, scenario: Scenario, kind: str, rep: int) -> dict[str,
             "rep": rep,
             "ready": ready,
             "server_processes": server.processes,
+            "delivery_loops": server.delivery_loops,
             "load_generators": len(lgs),
             "rss_base_kib": rss_base,
         }
@@ -634,6 +642,7 @@ def metrics(scenario: Scenario, result: dict[str, Any]) -> dict[str, Any]:
         "connect_s": round(lg["connect_seconds"], 2),
         "accepts_per_s": round(lg["open"] / lg["connect_seconds"]) if lg["connect_seconds"] else 0,
         "server_processes": result.get("server_processes", 1),
+        "delivery_loops": result.get("delivery_loops", ""),
         "load_generators": result.get("load_generators", 1),
         "alive": result.get("alive", True),
         "processes_lost": result.get("processes_lost", 0),
@@ -740,6 +749,8 @@ def summary_line(scenario: Scenario, m: dict[str, Any]) -> str:
         f"cpu server {m['server_cpu']:.2f} loadgen {m['loadgen_cpu']:.2f} "
         f"other {m['other_cpu']:.2f}; core0 {m['core0_busy']:.2f} core1 {m['core1_busy']:.2f}"
     )
+    if m.get("delivery_loops"):
+        text += f"; delivery loops: {m['delivery_loops']}"
     if "kib_per_conn" in m:
         text += f"; {m['open']:,} open ({m['accepts_per_s']:,}/s), {m['kib_per_conn']:.2f} KiB/conn"
     if not m.get("steering_intact", True):
@@ -834,6 +845,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients", nargs="*", type=int, default=[], help="only scenarios with these client counts"
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=0,
+        help="repetitions of every scenario run (default: the plan's, 3 for saturation, else 1)",
+    )
     parser.add_argument("--plain", action="store_true", help="plain progress lines")
     parser.add_argument(
         "--gateway-ref",
@@ -849,7 +866,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="with --only: replace those scenarios' runs in the label's recorded results",
+        help="with --only: replace those scenarios' runs in the label's recorded results "
+        "(or start them)",
     )
     parser.add_argument(
         "--report-only",
@@ -873,6 +891,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [s for s in scenarios if s.key in args.only]
     if args.clients:
         scenarios = [s for s in scenarios if s.clients in args.clients]
+    if args.repeats:
+        scenarios = [dataclasses.replace(s, repeats=args.repeats) for s in scenarios]
     command = shlex.join(
         ["python", "-m", "bench.fanout", *(argv if argv is not None else sys.argv[1:])]
     )
@@ -975,8 +995,9 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = out_dir / "bench"
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"results-{slug(args.label)}.json"
-    if args.merge and path.exists() and not args.quick:
-        results = merge(json.loads(path.read_text()), results)
+    if args.merge and not args.quick:
+        if path.exists():  # else these runs start the label's results
+            results = merge(json.loads(path.read_text()), results)
     elif args.quick or args.only or args.no_docs:
         path = BUILD / f"results-{slug(args.label)}{'-quick' if args.quick else ''}.json"
         BUILD.mkdir(parents=True, exist_ok=True)

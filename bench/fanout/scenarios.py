@@ -20,7 +20,8 @@ SUBSCRIBE_TRADES = '{"type":"subscribe","channel":"trades","params":{"symbol":"B
 
 @dataclass(frozen=True)
 class Scenario:
-    # saturation | saturation-deflate | saturation-deflate-d20 | rate-1 | rate-10 | idle | slow
+    # saturation | saturation-deflate | saturation-deflate-d20 | rate-1 | rate-10 | idle |
+    # limit | box | slow
     key: str
     title: str
     clients: int
@@ -41,6 +42,9 @@ class Scenario:
     processes: int = 0  # server processes (0: as many as the open-file limit needs)
     servers: tuple[str, ...] = ()  # the servers that run it (empty: all of them)
     channel: str = "orderbook"  # or "trades" (a lossless stream), with the pump's --channel
+    # rate mode at <= 1 tick/s: the ticks already flow while the clients connect (False:
+    # every client connects and subscribes first, then the ticks start).
+    ticks_while_connecting: bool = True
 
     @property
     def id(self) -> str:
@@ -148,6 +152,21 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
             )
         )
     if not quick:
+        # Issue 24's box: 100,000 connections held first, then 1 tick/s to all of them (in
+        # rate-1@100000 the ticks to those already connected slow every later handshake down).
+        out.append(
+            Scenario(
+                "box",
+                "100,000 connections made and subscribed first, then 1 tick/s to all",
+                100_000,
+                "rate",
+                rate=1.0,
+                duration=20.0,
+                outbox_max_bytes=4 * MIB,
+                hold_rss=True,
+                ticks_while_connecting=False,
+            )
+        )
         out.append(
             Scenario(
                 "limit",

@@ -126,12 +126,12 @@ class Session:
         compression_threshold: int = DEFAULT_THRESHOLD,
         on_verdict: Callable[[Close], None] | None = None,
         relay: PostRelay | None = None,
-        urgent: Callable[[], None] | None = None,
+        urgent: Callable[[Frame], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self._relay = relay  # order entry (`post`); None: not offered
-        # Writes the output now: a post's answer does not wait for the loop turn's flush
-        # (which may be writing a market tick to thousands of clients).
+        # Writes a frame now, ahead of the data queued for this client: a post's answer
+        # waits neither for the loop turn's flush nor behind market data.
         self._urgent = urgent
         self.principal = principal
         self._catalog = catalog
@@ -395,10 +395,12 @@ class Session:
         self._relay.submit(self.principal, msg.id, bytes(msg.request), self._post_answer)
 
     def _post_answer(self, payload: bytes) -> None:
-        if not self.closed:  # a client that left learns nothing; the log has it
+        if self.closed:  # a client that left learns nothing; the log has it
+            return
+        if self._urgent is not None:
+            self._urgent(Frame(payload))
+        else:
             self._send(payload)
-            if self._urgent is not None:
-                self._urgent()
 
     def _auth(self, token: str, rid: RequestId) -> None:
         # The reply names why, never the token itself.

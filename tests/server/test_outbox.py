@@ -166,6 +166,42 @@ def test_a_deflate_client_gets_the_compressed_frame() -> None:
     assert len(rig.transport.data) < 200
 
 
+def test_a_post_answer_goes_ahead_of_the_data_queued_for_its_client() -> None:
+    rig = Rig(max_bytes=1000, buffer_limit=500)
+    rig.transport.buffered = 600  # the client lags: its data waits in the outbox
+    data = [frame(f"book{i}" + "." * 45, key="orderbook:BTC") for i in range(3)]
+    for f in data:
+        rig.outbox.deliver(f)
+    rig.scheduler.run()
+    assert rig.transport.written == []  # blocked: nothing of the data went out
+    answer = frame('{"type":"post_result","id":"p1"}')
+    rig.outbox.write_first(answer)
+    # Written at once, behind only what the transport held; the data keeps its queue,
+    # its byte count and its order, and follows once the client reads.
+    assert rig.transport.written == [answer.raw]
+    assert rig.outbox.queued_bytes == sum(len(f.payload) for f in data)
+    rig.transport.buffered = 0
+    rig.outbox.flush()
+    assert rig.transport.data == answer.raw + b"".join(f.raw for f in data)
+    assert rig.outbox.queued_bytes == 0
+
+
+def test_a_closing_client_is_written_no_answer() -> None:
+    rig = Rig()
+    rig.outbox.close(1000, "bye")
+    rig.outbox.write_first(frame('{"type":"post_result","id":"p1"}'))
+    rig.scheduler.run()
+    rig.outbox.flush()
+    assert rig.transport.data == close_frame(1000, "bye")
+
+
+def test_a_deflate_client_gets_its_answer_compressed_as_any_frame() -> None:
+    rig = Rig(max_bytes=100_000, wbits=15)
+    big = Frame(b'{"type":"post_result","response":"' + b"x" * 4000 + b'"}')
+    rig.outbox.write_first(big)
+    assert rig.transport.written == [big.for_deflate(15)]
+
+
 # -- bounds and conflation ----------------------------------------------------------------
 
 

@@ -320,9 +320,11 @@ def test_sdk_isolated_margin_and_noop(simulate: Simulate) -> None:
     moved = float(after["leverage"]["rawUsd"]) - float(before["leverage"]["rawUsd"])
     assert moved == pytest.approx(25.5)
     assert float(after["liquidationPx"]) < float(before["liquidationPx"])
-    assert exchange.update_isolated_margin(-25.5, "ETH")["status"] == "ok"
+    # Back out most of it: what stays must cover the initial margin at the mark with the
+    # unrealized pnl counted, and a market buy starts a little under water (taker price).
+    assert exchange.update_isolated_margin(-20, "ETH")["status"] == "ok"
     assert float(eth_position()["leverage"]["rawUsd"]) == pytest.approx(
-        float(before["leverage"]["rawUsd"])
+        float(before["leverage"]["rawUsd"]) + 5.5
     )
     switch = exchange.update_leverage(4, "ETH", is_cross=True)
     assert switch == {

@@ -104,7 +104,7 @@ class Connection(asyncio.Protocol):
             compression_threshold=settings.compression_threshold,
             on_verdict=self._on_verdict,
             relay=gateway.relay,
-            urgent=self.outbox.flush,
+            urgent=self.outbox.write_first,
         )
         self._last_seen = self._last_ping = time.monotonic()
         self._expired = False
