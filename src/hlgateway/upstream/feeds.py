@@ -502,6 +502,12 @@ class Feeds:
     async def _read_back(self, topic: Topic, wallet: str, since_ms: int) -> None:
         wallets = self.wallets
         channel = topic.channel
+        key = (topic, wallet)
+        # This catch-up's own hold: the topic may be let go and come back meanwhile, with
+        # a hold of a later catch-up that this one must leave alone.
+        mine = self._catching.get(key)
+        if mine is None:
+            return  # let go before it began
         publish: Callable[[], None]
         try:
             if channel == USER_FILLS:
@@ -526,18 +532,20 @@ class Feeds:
             # Not a REST failure (those are retried): live data goes on; the topic
             # keeps its position, so a restart reads back from there again.
             log.exception("reading back %s of %s for a topic failed", channel, wallet)
-            self._catch_ups.pop((topic, wallet), None)
-            for emit in self._catching.pop((topic, wallet), ()):
-                emit()
+            if self._catching.get(key) is mine:
+                del self._catching[key]
+                self._catch_ups.pop(key, None)
+                for emit in mine:
+                    emit()
             return
 
         def caught_up() -> None:
-            held = self._catching.pop((topic, wallet), None)
-            if held is None:
+            if self._catching.get(key) is not mine:
                 return  # let go meanwhile
-            self._catch_ups.pop((topic, wallet), None)
+            del self._catching[key]
+            self._catch_ups.pop(key, None)
             publish()
-            for emit in held:
+            for emit in mine:
                 emit()
             self._publisher.caught_up(topic, wallet)
 
