@@ -43,7 +43,7 @@ from hlgateway.broker import scripts
 from hlgateway.broker.coordination import CoordinationStats, Coordinator, FeedControl
 from hlgateway.broker.leases import Command, Event, Lease, LeaseTiming
 from hlgateway.broker.placement import NodeCapacity, Placer, Stream, admission
-from hlgateway.broker.redis import PREFIX, WANTED_KEY, RedisBroker, position_key
+from hlgateway.broker.redis import PREFIX, WANTED_KEY, RedisBroker, behind_key, position_key
 from hlgateway.broker.redis_shard import UNAVAILABLE, evalsha
 from hlgateway.broker.topics import decode_topic, encode_topic, topic_id
 from hlgateway.protocol.channels import (
@@ -526,19 +526,29 @@ class LeaseCoordinator(Coordinator):
         fed it last, before a handover or the death of every node); without such a
         position, from the topic's first demand; without that, from now (those two less
         the margin for the exchange's clock). The shared ledger drops what was
-        published before."""
+        published before. A topic whose own stream stopped behind its wallet's (fed on
+        for another topic meanwhile) is told where (`behind`): what it missed is read
+        back for it alone."""
         wall_ms = time.time_ns() // 1_000_000
         keys: list[str | bytes] = [start_key(t) for t in topics]
         positioned = [t for t in topics if t.channel in POSITIONED]
         wallets = [(t.channel, w) for t in positioned for w in t.wallets]
         keys += [position_key(channel, wallet) for channel, wallet in wallets]
+        owned = [(t, w) for t in positioned for w in t.wallets]
+        keys += [behind_key(topic, wallet) for topic, wallet in owned]
         stored: list[Any]
         try:
             stored = await self._broker.shard.command(lambda client: client.mget(keys))
         except UNAVAILABLE:
             stored = [None] * len(keys)
-        starts, found = stored[: len(topics)], stored[len(topics) :]
+        starts = stored[: len(topics)]
+        found = stored[len(topics) : len(topics) + len(wallets)]
+        stopped = stored[len(topics) + len(wallets) :]
         positions = {key: int(ms) for key, ms in zip(wallets, found, strict=True) if ms is not None}
+        behind: dict[Topic, dict[str, int]] = {}
+        for (topic, wallet), ms in zip(owned, stopped, strict=True):
+            if ms is not None:
+                behind.setdefault(topic, {})[wallet] = int(ms)
         for topic, start in zip(topics, starts, strict=True):
             # A demand is a moment on our clock; a stream starts on the exchange's,
             # a margin earlier (upstream/clock.py). A position is the exchange's own.
@@ -557,15 +567,17 @@ class LeaseCoordinator(Coordinator):
                     since[wallet],
                     "its first demand" if kept is None else "where it was delivered to",
                 )
-            self._start_feed(topic, since)
+            self._start_feed(topic, since, behind.get(topic))
 
-    def _start_feed(self, topic: Topic, since: dict[str, int]) -> None:
+    def _start_feed(
+        self, topic: Topic, since: dict[str, int], behind: dict[str, int] | None = None
+    ) -> None:
         if topic in self.feeding:
             return
         try:
             # Placed here by the fleet's capacity: served even beyond the accepted
             # poll latency (counted) rather than refused and starved.
-            self._feeds.on_first(topic, since, placed=self.plan is not None)
+            self._feeds.on_first(topic, since, placed=self.plan is not None, behind=behind)
         except ProtocolError as exc:
             # This node's upstream budget is spent: leave the topic to others.
             log.warning("ownership: cannot feed %s here (%s)", topic.channel, exc.message)
@@ -584,6 +596,9 @@ class LeaseCoordinator(Coordinator):
             self.feeding.discard(topic)
             self.lost += 1
             self._feeds.on_last(topic)
+            # Where its own stream stopped, should its wallets' feeds go on for other
+            # topics (here or on another node) until it is fed again.
+            self._broker.note_behind(topic)
 
     def stats(self) -> CoordinationStats:
         now = self._clock()

@@ -75,7 +75,7 @@ from hlgateway.broker.replicated import Entry, ReplicatedLane
 from hlgateway.broker.resp import RespConnection, RespError, encode, is_retryable
 from hlgateway.broker.topics import decode_topic, topic_id
 from hlgateway.broker.tracker import Stored, StreamTracker
-from hlgateway.protocol.channels import Topic
+from hlgateway.protocol.channels import USER_FILLS, USER_LEDGER, USER_ORDERS, Topic
 from hlgateway.protocol.positions import Position
 
 if TYPE_CHECKING:
@@ -103,13 +103,23 @@ WANTED_KEY = f"{PREFIX}:wanted"
 POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that moved
 POSITION_KEEP_MS = 24 * 3600 * 1000  # as far back as a feed may start (its ledgers' memory)
 # A queue entry that writes a delivery position (its key as the prefix, its ms as the
-# keep): on the publishing connection, after the publications it covers.
+# keep): on the publishing connection, after the publications it covers. Its suffix
+# says how: b"" sets it, NOTE_BEHIND sets it unless one is kept, CAUGHT_UP deletes it.
 POSITION = Topic("position", b"{}")
+NOTE_BEHIND = b"nx"
+CAUGHT_UP = b"del"
 
 
 def position_key(channel: str, wallet: str) -> bytes:
     """Where a wallet's user stream (`channel`) was delivered up to, by whichever node."""
     return f"{PREFIX}:pos:{channel}:{wallet}".encode()
+
+
+def behind_key(topic: Topic, wallet: str) -> bytes:
+    """Where one topic's own stream of a wallet stopped when its feed stopped (the
+    wallet's feed may go on for another topic of the channel): beside the wallet's
+    position, named by the topic (a hash, which no channel name is)."""
+    return f"{PREFIX}:pos:{topic_id(topic)}:{wallet}".encode()
 
 
 def new_epoch() -> str:
@@ -519,7 +529,14 @@ class RedisBroker(Broker):
         return encode(*args)
 
     def _position_command(self, entry: _Entry) -> bytes:
-        """A delivery position (POSITION): its key as the prefix, its ms as the keep."""
+        """A delivery position (POSITION): its key as the prefix, its ms as the keep.
+        A topic's own (`note_behind`) lasts as long as its stream may (the history
+        window after its last publication)."""
+        how = entry[3]
+        if how == CAUGHT_UP:
+            return encode("DEL", entry[1])
+        if how == NOTE_BEHIND:
+            return encode("SET", entry[1], entry[4], "NX", "PX", self._keep_ms)
         return encode("SET", entry[1], entry[4], "PX", POSITION_KEEP_MS)
 
     def _stored_command(self, entry: _Entry) -> bytes:
@@ -929,6 +946,22 @@ class RedisBroker(Broker):
         elif known < time_ms:
             self._positions[key] = time_ms
             self._moved.add(key)
+
+    def note_behind(self, topic: Topic) -> None:
+        """This node stops feeding `topic` (the lease holder's coordinator): its stream
+        has what each wallet's feed here delivered so far. Kept in Redis for whichever
+        node feeds it next, should its wallets' feeds go on for other topics meanwhile
+        (Broker.behind); one already kept (it stopped before catching up) stays."""
+        if topic.channel not in (USER_FILLS, USER_ORDERS, USER_LEDGER):
+            return
+        for wallet in topic.wallets:
+            time_ms = self._positions.get((topic.channel, wallet))
+            if time_ms is not None:
+                self._enqueue(POSITION, behind_key(topic, wallet), [], NOTE_BEHIND, time_ms)
+
+    def caught_up(self, topic: Topic, wallet: str) -> None:
+        # After the read-back publications it covers, on the same connection.
+        self._enqueue(POSITION, behind_key(topic, wallet), [], CAUGHT_UP, 0)
 
     async def resume(self) -> list[Topic]:
         """What the fleet wanted lately (kept in Redis past the death of every node)."""
