@@ -264,6 +264,7 @@ class Context:
     fd_limit: int = 20_000  # the hard RLIMIT_NOFILE: what one process may hold
     redis: tuple[str, int] | None = None  # the gateway workers' broker (url, pid), if needed
     steering: dict[str, Any] | None = None  # what steer_receives applied for the run
+    loadgen_io: str = "uring"  # how the load generator receives (loadgen.c --io)
 
 
 @dataclass
@@ -417,6 +418,8 @@ def loadgen_argv(
         str(connect_timeout),
         "--max-seconds",
         str(connect_timeout + scenario.warmup + scenario.duration + scenario.settle + 120),
+        "--io",
+        ctx.loadgen_io,
     ]
     if detail:
         argv.append("--detail")
@@ -859,6 +862,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
     parser.add_argument(
+        "--loadgen-io",
+        choices=("uring", "epoll"),
+        default="uring",
+        help="how the load generator receives: io_uring multishot recv (default; epoll where "
+        "io_uring is unavailable) or epoll_wait + recv (the load generator before issue 24's "
+        "re-measurement)",
+    )
+    parser.add_argument(
         "--no-steering",
         action="store_true",
         help="leave loopback receives on the sending core (see bench/fanout/steering.py)",
@@ -948,6 +959,7 @@ def main(argv: list[str] | None = None) -> int:
                     if need_redis
                     else None,
                     steering=steering,
+                    loadgen_io=args.loadgen_io,
                 )
                 for scenario in scenarios:
                     for rep in range(scenario.repeats):
@@ -983,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_core": CLIENT_CORE,
             "taskset": shutil.which("taskset") is not None and P.cpu_count() > CLIENT_CORE,
             "receive_steering": steering,
+            "loadgen_io": args.loadgen_io,
         },
         "scenarios": [s.as_dict() for s in scenarios],
         "aggregate": aggregate(good),
