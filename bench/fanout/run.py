@@ -35,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -163,6 +164,28 @@ def export_ref(ref: str) -> tuple[Path, str]:
         )
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest / "src", sha
+
+
+def build_delivery(src: Path) -> None:
+    """Build an exported tree's C delivery loops as the install does (setup.py's flags)."""
+    source = src / "hlgateway" / "server" / "_delivery.c"
+    target = source.with_name("_delivery" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    if source.exists() and not target.exists():
+        include = sysconfig.get_paths()["include"]
+        subprocess.run(
+            [
+                "cc",
+                "-O2",
+                "-Wall",
+                "-shared",
+                "-fPIC",
+                f"-I{include}",
+                str(source),
+                "-o",
+                str(target),
+            ],
+            check=True,
+        )
 
 
 def git_commit() -> str:
@@ -920,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway_source = f"working tree ({git_commit()})"
     if args.gateway_ref:
         gateway_src, sha = export_ref(args.gateway_ref)
+        build_delivery(gateway_src)  # else an old commit would run its pure-Python loops
         gateway_source = f"commit {sha} (git archive of src/)"
     loadgen = build_loadgen()
     floor = build_floor()
