@@ -160,7 +160,7 @@ class Feeds:
             poll_budget=poll_budget
             or PollBudget(
                 upstream.limits.rest_weight_per_minute,
-                reserved=lambda: upstream.context_weight_per_minute,
+                reserved=lambda: upstream.reserved_weight_per_minute,
             ),
             # REST retries of a recovery: live updates are held meanwhile.
             retry=upstream.timing.read_backoff,
