@@ -545,10 +545,20 @@ class LeaseCoordinator(Coordinator):
         found = stored[len(topics) : len(topics) + len(wallets)]
         stopped = stored[len(topics) + len(wallets) :]
         positions = {key: int(ms) for key, ms in zip(wallets, found, strict=True) if ms is not None}
+        # A topic's own position (kept up to date by its holder, dead or alive) not
+        # past its wallet's, as Redis or this node knows it: the wallet's feed went on
+        # for another topic (on this node or another) while nobody fed this one. What
+        # it missed is read back for it alone; a wallet this node does not feed starts
+        # there. Level is behind too: another event of the same millisecond may come
+        # after the last one delivered (upstream/clock.py).
         behind: dict[Topic, dict[str, int]] = {}
+        here = self._broker.positions
         for (topic, wallet), ms in zip(owned, stopped, strict=True):
-            if ms is not None:
-                behind.setdefault(topic, {})[wallet] = int(ms)
+            if ms is None:
+                continue
+            own, key = int(ms), (topic.channel, wallet)
+            if own <= max(positions.get(key, own - 1), here.get(key, own - 1)):
+                behind.setdefault(topic, {})[wallet] = own
         for topic, start in zip(topics, starts, strict=True):
             # A demand is a moment on our clock; a stream starts on the exchange's,
             # a margin earlier (upstream/clock.py). A position is the exchange's own.
@@ -574,11 +584,15 @@ class LeaseCoordinator(Coordinator):
     ) -> None:
         if topic in self.feeding:
             return
+        self._broker.feeding(topic, behind)
         try:
             # Placed here by the fleet's capacity: served even beyond the accepted
             # poll latency (counted) rather than refused and starved.
             self._feeds.on_first(topic, since, placed=self.plan is not None, behind=behind)
-        except ProtocolError as exc:
+        except BaseException as exc:
+            self._broker.not_fed(topic, note=False)
+            if not isinstance(exc, ProtocolError):
+                raise
             # This node's upstream budget is spent: leave the topic to others.
             log.warning("ownership: cannot feed %s here (%s)", topic.channel, exc.message)
             self._refused[topic] = self._clock() + REFUSED_PAUSE
@@ -588,6 +602,7 @@ class LeaseCoordinator(Coordinator):
             self._wake.set()
             return
         self.feeding.add(topic)
+        self._broker.fed(topic)
         self.gained += 1
         log.info("ownership: node %s now feeds %s", self._broker.node, topic.channel)
 
@@ -598,7 +613,7 @@ class LeaseCoordinator(Coordinator):
             self._feeds.on_last(topic)
             # Where its own stream stopped, should its wallets' feeds go on for other
             # topics (here or on another node) until it is fed again.
-            self._broker.note_behind(topic)
+            self._broker.not_fed(topic)
 
     def stats(self) -> CoordinationStats:
         now = self._clock()
