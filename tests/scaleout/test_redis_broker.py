@@ -441,14 +441,22 @@ async def test_a_fed_topics_own_position_is_kept_in_redis_while_it_is_fed(
         broker.upkeep()
 
     try:
+        # A wallet not fed here: a topic's own position is where its feed starts.
+        assert broker.is_behind(USER_FILLS, wallet, 3_000)
         broker.feeding(one, None)
         broker.restarted(USER_FILLS, wallet, 3_000)  # the wallet's feed starts here
         broker.fed(one)
         await until((3_000, 3_000, None))
+        # Fed here from 3_000, nothing delivered yet: a topic level with it misses nothing.
+        assert not broker.is_behind(USER_FILLS, wallet, 3_000)
+        assert broker.is_behind(USER_FILLS, wallet, 2_999)
         broker.feeding(every, {wallet: 2_000})  # back behind the wallet: caught up next
         broker.fed(every)
         moved(5_000)
         await until((5_000, 5_000, 2_000))  # `every` stays where it stopped meanwhile
+        # Delivered up to 5_000: level is behind (more of that millisecond may come).
+        assert broker.is_behind(USER_FILLS, wallet, 5_000)
+        assert not broker.is_behind(USER_FILLS, wallet, 5_001)
         broker.caught_up(every, wallet)
         await until((5_000, 5_000, 5_000))
         moved(6_000)

@@ -545,20 +545,8 @@ class LeaseCoordinator(Coordinator):
         found = stored[len(topics) : len(topics) + len(wallets)]
         stopped = stored[len(topics) + len(wallets) :]
         positions = {key: int(ms) for key, ms in zip(wallets, found, strict=True) if ms is not None}
-        # A topic's own position (kept up to date by its holder, dead or alive) not
-        # past its wallet's, as Redis or this node knows it: the wallet's feed went on
-        # for another topic (on this node or another) while nobody fed this one. What
-        # it missed is read back for it alone; a wallet this node does not feed starts
-        # there. Level is behind too: another event of the same millisecond may come
-        # after the last one delivered (upstream/clock.py).
-        behind: dict[Topic, dict[str, int]] = {}
-        here = self._broker.positions
-        for (topic, wallet), ms in zip(owned, stopped, strict=True):
-            if ms is None:
-                continue
-            own, key = int(ms), (topic.channel, wallet)
-            if own <= max(positions.get(key, own - 1), here.get(key, own - 1)):
-                behind.setdefault(topic, {})[wallet] = own
+        # Each topic's own position, kept up to date by its holder (dead or alive).
+        own = {key: int(ms) for key, ms in zip(owned, stopped, strict=True) if ms is not None}
         for topic, start in zip(topics, starts, strict=True):
             # A demand is a moment on our clock; a stream starts on the exchange's,
             # a margin earlier (upstream/clock.py). A position is the exchange's own.
@@ -577,7 +565,14 @@ class LeaseCoordinator(Coordinator):
                     since[wallet],
                     "its first demand" if kept is None else "where it was delivered to",
                 )
-            self._start_feed(topic, since, behind.get(topic))
+            # Asked topic by topic: one started just before may feed its wallet now.
+            behind = {
+                wallet: own[(topic, wallet)]
+                for wallet in topic.wallets
+                if (topic, wallet) in own
+                and self._broker.is_behind(topic.channel, wallet, own[(topic, wallet)])
+            }
+            self._start_feed(topic, since, behind or None)
 
     def _start_feed(
         self, topic: Topic, since: dict[str, int], behind: dict[str, int] | None = None

@@ -221,6 +221,7 @@ class RedisBroker(Broker):
         # topic's own stream is level with the wallet's feed here, else where it
         # stopped (exchange ms) until it is caught up (Broker.behind).
         self._fed: dict[tuple[str, str], dict[Topic, int | None]] = {}
+        self._restarted: dict[tuple[str, str], int] = {}  # where each feed here started
         self._counts: collections.Counter[str] = collections.Counter()
 
     # -- keys ---------------------------------------------------------------
@@ -964,16 +965,29 @@ class RedisBroker(Broker):
             self._positions[key] = time_ms
             self._moved.add(key)
 
-    @property
-    def positions(self) -> Mapping[tuple[str, str], int]:
-        """How far this node's feeds delivered each (channel, wallet)."""
-        return self._positions
+    def is_behind(self, channel: str, wallet: str, own: int) -> bool:
+        """Whether a topic whose own stream has every event of `wallet` up to `own`
+        (its position in Redis) misses any if this node starts feeding it now. A
+        wallet not fed here: its feed starts at the older of its position and the
+        topic's (Feeds.on_first), so behind costs nothing. A wallet fed here: what
+        its feed delivered past `own` went to other topics only (read back for this
+        one). Level counts as behind (another event of that millisecond may still
+        come, and the topic's old holder may not have had it), unless the feed
+        here has delivered nothing since it started there: what it reads from its
+        start on, that millisecond included, reaches this topic too."""
+        key = (channel, wallet)
+        if key not in self._fed:
+            return True
+        here = self._positions.get(key)
+        if here is None:
+            return True
+        return own < here or (own == here and self._restarted.get(key) != here)
 
     def restarted(self, channel: str, wallet: str, time_ms: int) -> None:
         # The wallet's feed here starts (again) at `time_ms`, which may be before where
         # it had been delivered to: a position ahead of it would skip what it reads now.
         key = (channel, wallet)
-        self._positions[key] = time_ms
+        self._positions[key] = self._restarted[key] = time_ms
         self._moved.discard(key)
         self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
 
