@@ -104,10 +104,9 @@ POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that m
 POSITION_KEEP_MS = 24 * 3600 * 1000  # as far back as a feed may start (its ledgers' memory)
 # A queue entry that writes a delivery position (its key as the prefix, its ms as the
 # keep): on the publishing connection, after the publications it covers. Its suffix
-# says how: b"" sets a wallet's, OWN sets a topic's own (behind_key), CAUGHT_UP deletes it.
+# says how: b"" sets a wallet's, OWN sets a topic's own (behind_key).
 POSITION = Topic("position", b"{}")
 OWN = b"own"
-CAUGHT_UP = b"del"
 POSITIONED = (USER_FILLS, USER_ORDERS, USER_LEDGER)  # streams with a delivery position
 
 
@@ -542,10 +541,7 @@ class RedisBroker(Broker):
         """A delivery position (POSITION): its key as the prefix, its ms as the keep.
         A topic's own (OWN) lasts as long as its stream may (the history window after
         its last write, refreshed while it is fed)."""
-        how = entry[3]
-        if how == CAUGHT_UP:
-            return encode("DEL", entry[1])
-        if how == OWN:
+        if entry[3] == OWN:
             return encode("SET", entry[1], entry[4], "PX", self._keep_ms)
         return encode("SET", entry[1], entry[4], "PX", POSITION_KEEP_MS)
 
