@@ -450,6 +450,8 @@ async def test_a_fed_topics_own_position_is_kept_in_redis_while_it_is_fed(
         # Fed here from 3_000, nothing delivered yet: a topic level with it misses nothing.
         assert not broker.is_behind(USER_FILLS, wallet, 3_000)
         assert broker.is_behind(USER_FILLS, wallet, 2_999)
+        broker.delivered(USER_FILLS, wallet, 3_000)  # an event of that very millisecond
+        assert broker.is_behind(USER_FILLS, wallet, 3_000)
         broker.feeding(every, {wallet: 2_000})  # back behind the wallet: caught up next
         broker.fed(every)
         moved(5_000)

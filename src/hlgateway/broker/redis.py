@@ -220,7 +220,8 @@ class RedisBroker(Broker):
         # topic's own stream is level with the wallet's feed here, else where it
         # stopped (exchange ms) until it is caught up (Broker.behind).
         self._fed: dict[tuple[str, str], dict[Topic, int | None]] = {}
-        self._restarted: dict[tuple[str, str], int] = {}  # where each feed here started
+        # Where each wallet's feed here started, until it delivers anything (is_behind).
+        self._restarted: dict[tuple[str, str], int] = {}
         self._counts: collections.Counter[str] = collections.Counter()
 
     # -- keys ---------------------------------------------------------------
@@ -951,6 +952,7 @@ class RedisBroker(Broker):
         # it covers: a position that lags only makes a new holder read a little more
         # again (the shared ledger drops it); one ahead of them could lose events.
         key = (channel, wallet)
+        self._restarted.pop(key, None)  # it delivered since it started (is_behind)
         known = self._positions.get(key)
         if known is None:
             # Where the feed started: at once (a new holder would start from the
