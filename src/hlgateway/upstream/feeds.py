@@ -209,8 +209,9 @@ class Feeds:
                     self._user[key] = {}
                     attached.append(wallet)
                     if start is not None:
-                        # Nothing before its start is news: delivered up to there.
-                        self._publisher.delivered(topic.channel, wallet, start)
+                        # Nothing before its start is news: delivered up to there, and
+                        # no further (it may start before an earlier position here).
+                        self._publisher.restarted(topic.channel, wallet, start)
                 self._user[key][topic] = None
         except Exception:
             for subscription in acquired:
