@@ -64,15 +64,12 @@ class Principal:
         return wallet.lower() in self.wallets
 
 
-CACHE_SIZE = 4096  # verified tokens remembered (~0.5 KiB each)
-
-
 class TokenVerifier:
     def __init__(
         self,
         settings: AuthSettings,
         *,
-        cache_size: int = CACHE_SIZE,
+        cache_size: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._algorithms = list(settings.algorithms)
@@ -81,7 +78,8 @@ class TokenVerifier:
         self._audience = settings.audience
         self._issuer = settings.issuer
         self._clock = clock  # wall time, Unix seconds: what `exp` is compared with
-        self._cache_size = cache_size
+        # Each entry is the token string and a Principal shared with its connections.
+        self._cache_size = settings.cache_size if cache_size is None else cache_size
         # token -> (its principal, its `exp` in whole seconds or None); oldest use first.
         self._cache: OrderedDict[str, tuple[Principal, int | None]] = OrderedDict()
         self.cache_hits = 0

@@ -141,3 +141,16 @@ def test_the_default_clock_is_wall_time() -> None:
         v.verify(token(exp=int(time.time()) - 5))
     assert refused.value.reason == TOKEN_EXPIRED
     assert v.verify(token(exp=int(time.time()) + 60)).user_id == "alice"
+
+
+def test_jwt_cache_size_sets_the_bound_and_zero_turns_it_off() -> None:
+    from hlgateway.config import load_settings
+
+    default = load_settings({"JWT_SECRET": SECRET})
+    assert default.auth.cache_size == 4096
+    off = load_settings({"JWT_SECRET": SECRET, "JWT_CACHE_SIZE": "0"})
+    v = TokenVerifier(off.auth)
+    t = token(exp=int(time.time()) + 60)
+    v.verify(t)
+    v.verify(t)
+    assert v.cached == 0 and v.cache_hits == 0
