@@ -20,7 +20,7 @@ from tests.helpers import GatewayServer, alice_token, eventually, make_settings
 from tests.server.test_front import raw_connect
 
 ROOM = "storm"
-HELD = 10 * FLUSH_SLICE  # subscribers already back: a broadcast to them takes 10 turns
+HELD = 16 * FLUSH_SLICE  # subscribers already back: a broadcast to them takes 16 turns
 
 
 @pytest.fixture
