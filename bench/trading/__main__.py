@@ -35,7 +35,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -235,28 +234,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def build_delivery(src: Path) -> None:
-    """Build an exported tree's C delivery loops as the install does (setup.py's flags)."""
-    source = src / "hlgateway" / "server" / "_delivery.c"
-    target = source.with_name("_delivery" + str(sysconfig.get_config_var("EXT_SUFFIX")))
-    if source.exists() and not target.exists():
-        include = sysconfig.get_paths()["include"]
-        subprocess.run(
-            [
-                "cc",
-                "-O2",
-                "-Wall",
-                "-shared",
-                "-fPIC",
-                f"-I{include}",
-                str(source),
-                "-o",
-                str(target),
-            ],
-            check=True,
-        )
-
-
 def run(
     posts: int,
     clients: int,
@@ -290,6 +267,8 @@ def run(
         "HLGATEWAY_MESSAGE_RATE": "0",
         "HLGATEWAY_UPSTREAM_MAX_MESSAGES": str(LIFTED),
         "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
+        # Trading, not restarts: in memory, no state directory left behind in the user's.
+        "HLGATEWAY_STATE_DIR": "none",
     }
     if gateway_src is not None:  # ahead of the editable install's src/
         gateway_env["PYTHONPATH"] = str(gateway_src)
@@ -511,7 +490,7 @@ def main() -> int:
         result = run(args.posts, args.clients, args.seed, crowd_nice=args.crowd_nice)
         text = report(command, result)
     else:
-        from bench.fanout.run import export_ref, git_commit
+        from bench.fanout.run import build_delivery, export_ref, git_commit
 
         command += f" --gateway-ref {args.gateway_ref} --rounds {args.rounds}"
         src, sha = export_ref(args.gateway_ref)
