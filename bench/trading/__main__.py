@@ -427,10 +427,13 @@ def report(command: str, result: dict[str, Any]) -> str:
 NOTE = (
     "Both paths share the machine's cores with the simulator, the gateway and the data "
     "clients' process (CPU each used, above). The gateway writes a market tick to its data "
-    "clients a slice of them per loop turn, and a post's answer ahead of any data queued "
-    "for its client; what the relayed path still adds at p99 is mostly waiting for a core "
-    "(two more process wake-ups than the direct path) on a shared machine: see "
-    "docs/benchmarks.md, 'Order entry: where the p99 goes'. The p99 of a few thousand "
+    "clients a slice of them per loop turn (a smaller slice while a post is in flight), and "
+    "a post's answer ahead of any data queued for its client; what the relayed path still "
+    "adds at p99 is mostly waiting for a core (two more process wake-ups than the direct "
+    "path) on a shared machine: see docs/benchmarks.md, 'Order entry: where the p99 goes'. "
+    "The data clients stand in for remote ones: the Python crowd parses every message on "
+    "this machine's cores, the C crowd (loadgen.c) only counts frames; the gateway's work "
+    "is the same (the messages each client received, above). The p99 of a few thousand "
     "samples moves with the machine's load (recorded above)."
 )
 
