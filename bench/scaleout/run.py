@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,7 @@ class Topology:
     pids: dict[str, int]  # gateway processes (and redis-server) whose CPU is measured
     procs: list[P.Proc] = field(default_factory=list)
     probe: websocket.WebSocket | None = None
+    state_dir: str | None = None  # a durable gateway's, removed when it stops
 
 
 def gateway_env(scenario: Scenario, broker: str | None) -> dict[str, str]:
@@ -166,8 +168,12 @@ def start_topology(
     if name == "durable-1":
         state = tempfile.mkdtemp(prefix="hlgw-bench-state-")
         extra = ["--state-dir", state]
-        proc, port = start_gateway(ctx, f"{tag}-gw", scenario, None, SERVER_CORE, extra=extra)
-        return Topology(name, port, {"gateway": proc.pid}, [proc])
+        try:
+            proc, port = start_gateway(ctx, f"{tag}-gw", scenario, None, SERVER_CORE, extra=extra)
+        except BaseException:
+            shutil.rmtree(state, ignore_errors=True)
+            raise
+        return Topology(name, port, {"gateway": proc.pid}, [proc], state_dir=state)
     P.flush_redis(url)
     if name == "redis-1":
         proc, port = start_gateway(ctx, f"{tag}-gw", scenario, url, SERVER_CORE)
@@ -214,6 +220,8 @@ def stop_topology(ctx: Context, topology: Topology) -> None:
             topology.probe.close()
     for proc in reversed(topology.procs):
         ctx.procs.stop(proc, timeout=10)
+    if topology.state_dir is not None:
+        shutil.rmtree(topology.state_dir, ignore_errors=True)
 
 
 def run_once(ctx: Context, scenario: Scenario, name: str, redis: tuple[str, int]) -> dict[str, Any]:

@@ -299,6 +299,8 @@ def run(
         "HLGATEWAY_MESSAGE_RATE": "0",
         "HLGATEWAY_UPSTREAM_MAX_MESSAGES": str(LIFTED),
         "HLGATEWAY_SHUTDOWN_TIMEOUT": "2",
+        # Trading, not restarts: in memory, no state directory left behind in the user's.
+        "HLGATEWAY_STATE_DIR": "none",
     }
     if gateway_src is not None:  # ahead of the editable install's src/
         gateway_env["PYTHONPATH"] = str(gateway_src)

@@ -132,6 +132,9 @@ class Settings:
     upstream_max_new_links: Positive = 30  # per minute
     upstream_max_wallets: Count = 10  # on WS; more are polled
     upstream_rest_weight: Positive = 1200  # per minute
+    # Per minute, added to this node's REST budget while it reads the market list for
+    # its broker's nodes; `--workers` sets it (server/workers.py).
+    upstream_market_list_weight: Count = 0
     upstream_poll_interval: Seconds = 5.0  # the shortest; longer as the REST budget needs
     upstream_max_poll_interval: Seconds = 30.0  # accepted latency of a polled wallet
     upstream_ca_file: str | None = None  # extra CA for wss/https

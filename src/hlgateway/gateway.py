@@ -87,6 +87,7 @@ class Gateway:
                 max_messages_per_minute=settings.upstream_max_messages,
                 max_ws_wallets=settings.upstream_max_wallets,
                 rest_weight_per_minute=settings.upstream_rest_weight,
+                market_list_weight=settings.upstream_market_list_weight,
             ),
             timing=LinkTiming(
                 ping_interval=settings.upstream_ping_interval,
@@ -106,7 +107,7 @@ class Gateway:
             self.publisher,
             PollBudget(
                 weight_per_minute=settings.upstream_rest_weight,
-                reserved=lambda: self.upstream.context_weight_per_minute,
+                reserved=lambda: self.upstream.reserved_weight_per_minute,
                 min_interval=settings.upstream_poll_interval,
                 max_interval=settings.upstream_max_poll_interval,
             ),

@@ -76,6 +76,11 @@ class Publisher:
         (the broker keeps it, if it keeps state across a restart)."""
         self._broker.delivered(channel, wallet, time_ms)
 
+    def restarted(self, channel: str, wallet: str, time_ms: int) -> None:
+        """A wallet's user stream starts (again) at `time_ms`, perhaps before where it
+        had been delivered to: its position goes back there."""
+        self._broker.restarted(channel, wallet, time_ms)
+
     def caught_up(self, topic: Topic, wallet: str) -> None:
         """`topic` has every event of the wallet's stream delivered so far."""
         self._broker.caught_up(topic, wallet)

@@ -291,6 +291,48 @@ async def test_a_topic_let_go_behind_its_wallets_stream_keeps_where_it_stopped(
     await last.broker.stop()
 
 
+async def test_a_topic_back_before_its_wallets_position_moves_the_position_back(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The topic let go at 4_000 comes back after the wallet's feed went on to 6_000
+    for another topic and stopped: the wallet's feed starts again at 4_000 (Feeds:
+    `restarted`, then `caught_up`). Killed before the feed delivered anything: the
+    next start must begin at 4_000 again, not at 6_000 (the topic's gap lost)."""
+    every = make_topic(USER_FILLS, {"userId": "alice"}, wallets=(WALLET,))
+    node = await Node(tmp_path, clock).start()
+    node.broker.delivered(USER_FILLS, WALLET, 3_000)
+    node.broker.demand(FILLS)
+    node.broker.demand(every)
+    node.broker.delivered(USER_FILLS, WALLET, 4_000)
+    node.broker.drop(every)  # let go at 4_000
+    node.broker.delivered(USER_FILLS, WALLET, 6_000)  # FILLS goes on
+    node.broker.drop(FILLS)  # and is let go too: nothing feeds the wallet
+    clock.now += durable_module.POSITIONS_EVERY
+    node.broker.upkeep()
+    await turn()
+    assert node.broker.starts(every) == {WALLET: 6_000}
+    assert node.broker.behind(every) == {WALLET: 4_000}
+    # `every` back: its wallet's feed starts where it stopped, as Feeds.on_first does.
+    node.broker.demand(every)
+    node.broker.restarted(USER_FILLS, WALLET, 4_000)
+    node.broker.caught_up(every, WALLET)
+    assert node.broker.starts(every) == {WALLET: 4_000}
+    await turn()
+    node.kill()
+    again = await Node(tmp_path, clock).start()
+    assert again.broker.starts(every) == {WALLET: 4_000}
+    assert again.broker.behind(every) == {}
+    # From there on it moves forward as before.
+    again.broker.delivered(USER_FILLS, WALLET, 5_000)
+    clock.now += durable_module.POSITIONS_EVERY
+    again.broker.upkeep()
+    await turn()
+    again.kill()
+    last = await Node(tmp_path, clock).start()
+    assert last.broker.starts(every) == {WALLET: 5_000}
+    await last.broker.stop()
+
+
 async def test_a_graceful_stop_keeps_what_was_wanted_when_it_began(
     tmp_path: Path, clock: Clock
 ) -> None:

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
+import eth_account
 import pytest
+from hyperliquid.utils.signing import sign_l1_action
 
 from hlgateway.notifier import commands as c
 from hlgateway.notifier.pacing import Limits
@@ -416,3 +419,53 @@ def test_button_data_is_parsed_strictly() -> None:
         assert isinstance(c.parse_button(bad), c.BadCommand), bad
     assert re.fullmatch(r"0x[0-9a-f]{32}", cloid_for(1, 2, 3))
     assert cloid_for(1, 2, 3) == cloid_for(1, 2, 3) != cloid_for(1, 3, 3)
+
+
+async def burn_nonces(sim: Simulator, key: str, above: int, count: int) -> None:
+    """`count` actions the agent key signs with nonces above `above` (as another app
+    sharing the key would): Hyperliquid then keeps none at or below `above`."""
+    agent = eth_account.Account.from_key(key)
+    async with aiohttp.ClientSession() as session:
+        for n in range(1, count + 1):
+            nonce = above + n
+            action = {"type": "scheduleCancel"}  # harmless: nothing to cancel
+            signature = sign_l1_action(agent, action, None, nonce, None, False)
+            body = {"action": action, "nonce": nonce, "signature": signature}
+            async with session.post(sim.http_url + "/exchange", json=body) as resp:
+                answer = await resp.json()
+            assert "Invalid nonce" not in str(answer), answer
+
+
+async def test_a_resent_confirmation_superseded_by_100_newer_actions_says_so(
+    connected: Callable[..., Any], fakebot: FakeBotApi, sim: Simulator
+) -> None:
+    """docs/notifier.md "Nonces": a placement sent again (after a restart) once the same
+    key signed more than 100 newer actions is refused as too low: the chat is told what
+    happened, that nothing was placed, and what to do; never a wrong reason."""
+    notifier, account, key = await connected()
+    fakebot.say(CHAT, "/buy ETH 0.05")
+    preview = await next_buttons(fakebot, CHAT, 0)
+    confirm = buttons_of(preview)["Confirm"]
+    fakebot.press(CHAT, preview.message_id or 0, confirm)
+    await eventually_text(fakebot, CHAT, "✅ Filled: buy 0.05 ETH")
+    # A confirmation whose first send never reached the exchange (a kill -9 right
+    # after the tap): confirmed a moment ago, its own cloid, its nonce never used.
+    preview_id = int(confirm.split(":")[1])
+    stamp = notifier.trading.now_ms() - 1_000
+    cloid = "0x" + "5e" * 16
+    async with notifier.repo.db.transaction() as tx:
+        await tx.execute(
+            "UPDATE previews SET state = 'confirmed', cloid = ?, confirmed_ms = ? WHERE id = ?",
+            (cloid, stamp, preview_id),
+        )
+    await burn_nonces(sim, key, stamp, 101)
+    await notifier.trading.place(preview_id)
+    await eventually_text(fakebot, CHAT, "refused this confirmation as too old")
+    told = [t for t in fakebot.texts(CHAT) if "too old" in t][-1]
+    for said in ("more than 100 newer actions", "Nothing was placed", "Send the command again"):
+        assert said in told, told
+    assert "took this confirmation before" not in told
+    assert orders_with(sim, account, cloid) == set()
+    async with notifier.repo.transaction() as t:
+        row = await t.previews.get(preview_id)
+    assert row is not None and row.state == "failed"

@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from hlgateway.broker import Position, Retention, scripts
-from hlgateway.broker.redis import RedisBroker
+from hlgateway.broker.redis import POSITIONS_EVERY, RedisBroker, behind_key, position_key
 from hlgateway.protocol import encoding
-from hlgateway.protocol.channels import PRICES, Topic, room_topic
+from hlgateway.protocol.channels import PRICES, USER_FILLS, Topic, room_topic
 from hlgateway.protocol.channels import _make as make_topic
 from tests.helpers import eventually
 from tests.scaleout.conftest import OwnRedis
@@ -396,3 +396,85 @@ async def test_one_node_reads_a_shared_value_for_all_and_is_replaced_once_gone(
     finally:
         await a.stop()
         await b.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_fed_topics_own_position_is_kept_in_redis_while_it_is_fed(
+    redis_url: str,
+) -> None:
+    """What the next holder of a topic finds in Redis, whenever this node stops (killed
+    included): each fed topic's own position, level with the wallet's feed here, or
+    where it stopped while it is caught up; its last one once it is no longer fed."""
+    wallet = "0x" + "a1" * 20
+    one = make_topic(USER_FILLS, {"userId": "alice", "wallet": wallet}, wallets=(wallet,))
+    every = make_topic(USER_FILLS, {"userId": "alice"}, wallets=(wallet,))
+    clock = Clock()
+    broker = RedisBroker(redis_url, node="a", clock=clock)
+    redis = aioredis.Redis.from_url(redis_url)
+    await broker.start()
+
+    async def stored() -> tuple[int | None, int | None, int | None]:
+        keys = [
+            position_key(USER_FILLS, wallet),
+            behind_key(one, wallet),
+            behind_key(every, wallet),
+        ]
+        values = await redis.mget(keys)
+        return tuple(None if v is None else int(v) for v in values)  # type: ignore[return-value]
+
+    async def until(expected: tuple[int | None, int | None, int | None]) -> None:
+        async def there() -> bool:
+            return await stored() == expected
+
+        await eventually(there, 5)
+
+    def moved(time_ms: int) -> None:
+        broker.delivered(USER_FILLS, wallet, time_ms)
+        clock.now += POSITIONS_EVERY
+        broker.upkeep()
+
+    try:
+        # A wallet not fed here: a topic's own position is where its feed starts.
+        assert broker.is_behind(USER_FILLS, wallet, 3_000)
+        broker.feeding(one, None)
+        broker.restarted(USER_FILLS, wallet, 3_000)  # the wallet's feed starts here
+        broker.fed(one)
+        await until((3_000, 3_000, None))
+        # Fed here from 3_000, nothing delivered yet: a topic level with it misses nothing.
+        assert not broker.is_behind(USER_FILLS, wallet, 3_000)
+        assert broker.is_behind(USER_FILLS, wallet, 2_999)
+        broker.delivered(USER_FILLS, wallet, 3_000)  # an event of that very millisecond
+        assert broker.is_behind(USER_FILLS, wallet, 3_000)
+        broker.feeding(every, {wallet: 2_000})  # back behind the wallet: caught up next
+        broker.fed(every)
+        moved(5_000)
+        await until((5_000, 5_000, 2_000))  # `every` stays where it stopped meanwhile
+        # Delivered up to 5_000: level is behind (more of that millisecond may come).
+        assert broker.is_behind(USER_FILLS, wallet, 5_000)
+        assert not broker.is_behind(USER_FILLS, wallet, 5_001)
+        broker.caught_up(every, wallet)
+        await until((5_000, 5_000, 5_000))
+        moved(6_000)
+        await until((6_000, 6_000, 6_000))
+        broker.not_fed(every)  # let go (or moved): its last one stays
+        moved(7_000)
+        await until((7_000, 7_000, 6_000))
+        # A topic's own position lasts the history window, refreshed while it is fed.
+        assert 0 < await redis.pttl(behind_key(one, wallet)) <= max(600_000, 60_000)
+        # The wallet's feed starts again before where it was (a topic back from 4_000):
+        # its position goes back there, and the topics level with it too.
+        broker.not_fed(one)
+        broker.feeding(one, None)
+        broker.restarted(USER_FILLS, wallet, 4_000)
+        broker.fed(one)
+        await until((4_000, 4_000, 6_000))
+    finally:
+        await broker.stop()
+        await redis.aclose()

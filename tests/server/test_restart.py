@@ -148,18 +148,25 @@ async def test_by_default_each_listening_address_has_its_own_directory(
     home = tmp_path / "home"
     procs = [
         GatewayProcess(
-            free_port(), "--upstream", simulator.ws_url, state_dir="", XDG_STATE_HOME=str(home)
+            free_port(),
+            "--upstream",
+            simulator.ws_url,
+            state_dir="",
+            log_file=tmp_path / f"gateway{n}.log",
+            XDG_STATE_HOME=str(home),
+            HLGATEWAY_LOG_LEVEL="INFO",
         )
-        for _ in range(2)
+        for n in range(2)
     ]
     try:
         for proc in procs:
             await proc.start()
         for proc in procs:
             state = await health(proc)
-            assert state["broker"]["stateDir"] == str(
-                home / "hlgateway" / f"gateway-127.0.0.1-{proc.port}"
-            )
+            directory = home / "hlgateway" / f"gateway-127.0.0.1-{proc.port}"
+            assert state["broker"]["stateDir"] == str(directory)
+            # The default directory outlives the process: the start says where it is.
+            assert f"state in {directory}" in proc.logs()
     finally:
         for proc in procs:
             await proc.kill()

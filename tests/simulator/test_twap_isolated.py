@@ -5,6 +5,7 @@ call), slices driven by the model clock."""
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 import eth_account
@@ -313,3 +314,103 @@ def test_noop_spends_the_nonce_only(desk: Desk) -> None:
     assert desk.send({"type": "noop"}, nonce) == {"status": "ok", "response": {"type": "default"}}
     assert desk.send(twap(ETH, True, "1", 5), nonce)["status"] == "err"  # nonce spent
     assert desk.info("twapHistory") == []
+
+
+# -- randomize -------------------------------------------------------------------
+def randomized(asset: int, buy: bool, sz: str, minutes: int) -> Body:
+    action = twap(asset, buy, sz, minutes)
+    action["twap"]["t"] = True
+    return action
+
+
+def slices_of(desk: Desk, action: Body, minutes: int) -> tuple[int, list[tuple[int, Decimal]]]:
+    """Place the TWAP, run the clock a second at a time past its end: (its id, each
+    slice's time and filled size)."""
+    placed = desk.world.now_ms
+    twap_id = desk.ok(action)["data"]["status"]["running"]["twapId"]
+    by_time: dict[int, Decimal] = {}
+    for _ in range(minutes * 60 + 60):
+        before = len(desk.fills)
+        desk.advance(1_000)
+        for fill in desk.fills[before:]:
+            assert fill.twap_id == twap_id
+            by_time[fill.time - placed] = by_time.get(fill.time - placed, Decimal(0)) + fill.sz
+    return twap_id, sorted(by_time.items())
+
+
+def test_a_randomized_twap_varies_its_slices_within_hyperliquids_rules(desk: Desk) -> None:
+    twap_id, slices = slices_of(desk, randomized(ETH, True, "1", 5), 5)
+    times = [t for t, _ in slices]
+    sizes = [sz for _, sz in slices]
+    assert len(slices) == 10 and sum(sizes) == Decimal(1)  # done, on time
+    assert times[0] <= 1_000 and times[-1] < 5 * 60_000  # first at once, last within 5 min
+    gaps = [b - a for a, b in pairwise(times)]
+    # Each slice within its 30 s slot, up to 15 s late: gaps of 15-45 s (a tick of 1 s).
+    assert all(15_000 - 1_000 <= gap <= 45_000 + 1_000 for gap in gaps), gaps
+    assert len(set(gaps)) > 1  # not the regular 30 s
+    assert len(set(sizes)) > 1 and max(sizes) <= Decimal("0.3")  # varied, at most 3 normal
+    for k, (at, _) in enumerate(slices):
+        # Near the execution target: each slice is ±20% of what it lacks (0.1 plus the
+        # last slice's miss), so the miss stays within 0.2 x 0.1 / 0.8 = 0.025.
+        done = sum(sizes[: k + 1], Decimal(0))
+        assert abs(done - Decimal(k + 1) / 10) <= Decimal("0.025"), (k, done)
+        assert k * SLICE_MS <= at < k * SLICE_MS + SLICE_MS // 2 + 1_000
+    (row,) = desk.info("twapHistory")
+    assert row["twapId"] == twap_id and row["state"]["randomize"] is True
+    assert row["status"] == {"status": "finished"}
+
+
+def test_a_randomized_twap_is_the_same_for_the_same_seed() -> None:
+    runs = []
+    for _ in range(2):
+        desk = Desk()
+        runs.append(slices_of(desk, randomized(ETH, False, "0.5", 5), 5)[1])
+    assert runs[0] == runs[1]
+
+
+def test_without_randomize_the_slices_stay_on_the_grid(desk: Desk) -> None:
+    _, slices = slices_of(desk, twap(ETH, True, "1", 5), 5)
+    assert [sz for _, sz in slices] == [Decimal("0.1")] * 10
+    times = [t for t, _ in slices]
+    assert times[0] <= 1_000 and times[1:] == [SLICE_MS * k for k in range(1, 10)]
+
+
+def test_a_randomized_slice_catches_up_at_most_threefold() -> None:
+    late = Twap(1, "0x", "ETH", ETH, True, Decimal(1), False, 5, True, START, seed=5)
+    late.slices_run = 3  # three slices ran and filled nothing: 0.4 behind, x0.8-1.2
+    assert late.slice_size(Decimal("0.0001")) == Decimal("0.3")
+    late.slices_run = 9  # the last slice completes whatever is left, within the cap
+    late.executed_sz = Decimal("0.85")
+    assert late.slice_size(Decimal("0.0001")) == Decimal("0.15")
+
+
+# -- funding of isolated positions ---------------------------------------------------
+def test_an_isolated_position_pays_funding_from_its_own_margin(desk: Desk) -> None:
+    assert desk.ok(leverage(5, cross=False)) == {"type": "default"}
+    market(desk, True, 1.0)
+    wallet = desk.world.accounts.wallet(desk.user)
+    assert wallet is not None
+    raw_before = Decimal(desk.position()["leverage"]["rawUsd"])
+    cross_before = wallet.balance - wallet.isolated["ETH"]
+    withdrawable_before = Decimal(desk.info("clearinghouseState")["withdrawable"])
+    hour = 3_600_000
+    desk.advance(hour - desk.world.now_ms % hour)  # to the next hour: funding settles
+    (paid,) = handle_info(desk.world, {"type": "userFunding", "user": desk.user, "startTime": 0})
+    usdc = Decimal(paid["delta"]["usdc"])
+    assert usdc != 0 and paid["delta"]["coin"] == "ETH"
+    # The position's margin paid it (or got it) ...
+    assert Decimal(desk.position()["leverage"]["rawUsd"]) == raw_before + usdc
+    # ... and the cross account did not.
+    assert wallet.balance - wallet.isolated["ETH"] == cross_before
+    assert Decimal(desk.info("clearinghouseState")["withdrawable"]) == withdrawable_before
+
+
+def test_a_cross_position_pays_funding_from_the_account(desk: Desk) -> None:
+    market(desk, True, 1.0)
+    wallet = desk.world.accounts.wallet(desk.user)
+    assert wallet is not None and "ETH" not in wallet.isolated
+    balance = wallet.balance
+    hour = 3_600_000
+    desk.advance(hour - desk.world.now_ms % hour)
+    (paid,) = handle_info(desk.world, {"type": "userFunding", "user": desk.user, "startTime": 0})
+    assert wallet.balance == balance + Decimal(paid["delta"]["usdc"])

@@ -282,6 +282,12 @@ class Broker(ABC):
         `time_ms` (the exchange's time): where its feed starts again after a
         restart. An engine that keeps nothing across a restart ignores it."""
 
+    def restarted(self, channel: str, wallet: str, time_ms: int) -> None:
+        """A wallet's user stream (`channel`) starts (again) at `time_ms` on this
+        node, perhaps before where it had been delivered to (a topic coming back
+        from where it stopped): delivered up to there, and no further, from now on."""
+        self.delivered(channel, wallet, time_ms)
+
     def starts(self, topic: Topic) -> Mapping[str, int]:
         """Where each wallet's feed of `topic` starts delivering from (exchange
         time, ms), for the wallets whose position the engine kept; the others

@@ -24,7 +24,7 @@ another topic meanwhile (`Broker.behind`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,6 +129,11 @@ class LocalCoordinator(Coordinator):
         self._on_stop = on_stop  # the engine's: what it does once feeding stops
         self._feeding: dict[Topic, None] = {}
         self._stopped = False
+
+    @property
+    def feeding(self) -> Collection[Topic]:
+        """The topics fed here (as LeaseCoordinator.feeding)."""
+        return self._feeding.keys()
 
     def want(self, topic: Topic) -> None:
         if topic in self._feeding or self._stopped:

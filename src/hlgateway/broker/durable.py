@@ -597,6 +597,17 @@ class DurableBroker(MemoryBroker):
             # (same or later transaction).
             self._moved.add(key)
 
+    def restarted(self, channel: str, wallet: str, time_ms: int) -> None:
+        # With this turn's commit, as the topic's own position that it replaces
+        # (caught_up): a restart after it starts the wallet's feed where this one
+        # does, not where it had been delivered to before (it may be further on).
+        key = (channel, wallet)
+        super().restarted(channel, wallet, time_ms)
+        self._moved.discard(key)
+        self._batch.positions[key] = self._positions[key]
+        self._batch.forget_positions.discard(key)
+        self._schedule()
+
     def _write_positions(self) -> None:
         if not self._moved:
             return

@@ -146,6 +146,9 @@ class MemoryBroker(Broker):
         if known is None or known[0] < time_ms:
             self._positions[(channel, wallet)] = (time_ms, self._clock())
 
+    def restarted(self, channel: str, wallet: str, time_ms: int) -> None:
+        self._positions[(channel, wallet)] = (time_ms, self._clock())
+
     def starts(self, topic: Topic) -> Mapping[str, int]:
         if topic.channel not in POSITIONED_CHANNELS:
             return {}

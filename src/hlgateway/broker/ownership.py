@@ -545,10 +545,8 @@ class LeaseCoordinator(Coordinator):
         found = stored[len(topics) : len(topics) + len(wallets)]
         stopped = stored[len(topics) + len(wallets) :]
         positions = {key: int(ms) for key, ms in zip(wallets, found, strict=True) if ms is not None}
-        behind: dict[Topic, dict[str, int]] = {}
-        for (topic, wallet), ms in zip(owned, stopped, strict=True):
-            if ms is not None:
-                behind.setdefault(topic, {})[wallet] = int(ms)
+        # Each topic's own position, kept up to date by its holder (dead or alive).
+        own = {key: int(ms) for key, ms in zip(owned, stopped, strict=True) if ms is not None}
         for topic, start in zip(topics, starts, strict=True):
             # A demand is a moment on our clock; a stream starts on the exchange's,
             # a margin earlier (upstream/clock.py). A position is the exchange's own.
@@ -567,18 +565,29 @@ class LeaseCoordinator(Coordinator):
                     since[wallet],
                     "its first demand" if kept is None else "where it was delivered to",
                 )
-            self._start_feed(topic, since, behind.get(topic))
+            # Asked topic by topic: one started just before may feed its wallet now.
+            behind = {
+                wallet: own[(topic, wallet)]
+                for wallet in topic.wallets
+                if (topic, wallet) in own
+                and self._broker.is_behind(topic.channel, wallet, own[(topic, wallet)])
+            }
+            self._start_feed(topic, since, behind or None)
 
     def _start_feed(
         self, topic: Topic, since: dict[str, int], behind: dict[str, int] | None = None
     ) -> None:
         if topic in self.feeding:
             return
+        self._broker.feeding(topic, behind)
         try:
             # Placed here by the fleet's capacity: served even beyond the accepted
             # poll latency (counted) rather than refused and starved.
             self._feeds.on_first(topic, since, placed=self.plan is not None, behind=behind)
-        except ProtocolError as exc:
+        except BaseException as exc:
+            self._broker.not_fed(topic, note=False)
+            if not isinstance(exc, ProtocolError):
+                raise
             # This node's upstream budget is spent: leave the topic to others.
             log.warning("ownership: cannot feed %s here (%s)", topic.channel, exc.message)
             self._refused[topic] = self._clock() + REFUSED_PAUSE
@@ -588,6 +597,7 @@ class LeaseCoordinator(Coordinator):
             self._wake.set()
             return
         self.feeding.add(topic)
+        self._broker.fed(topic)
         self.gained += 1
         log.info("ownership: node %s now feeds %s", self._broker.node, topic.channel)
 
@@ -598,7 +608,7 @@ class LeaseCoordinator(Coordinator):
             self._feeds.on_last(topic)
             # Where its own stream stopped, should its wallets' feeds go on for other
             # topics (here or on another node) until it is fed again.
-            self._broker.note_behind(topic)
+            self._broker.not_fed(topic)
 
     def stats(self) -> CoordinationStats:
         now = self._clock()

@@ -52,7 +52,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import hiredis
@@ -104,10 +104,10 @@ POSITIONS_EVERY = 1.0  # seconds between writes of the delivery positions that m
 POSITION_KEEP_MS = 24 * 3600 * 1000  # as far back as a feed may start (its ledgers' memory)
 # A queue entry that writes a delivery position (its key as the prefix, its ms as the
 # keep): on the publishing connection, after the publications it covers. Its suffix
-# says how: b"" sets it, NOTE_BEHIND sets it unless one is kept, CAUGHT_UP deletes it.
+# says how: b"" sets a wallet's, OWN sets a topic's own (behind_key).
 POSITION = Topic("position", b"{}")
-NOTE_BEHIND = b"nx"
-CAUGHT_UP = b"del"
+OWN = b"own"
+POSITIONED = (USER_FILLS, USER_ORDERS, USER_LEDGER)  # streams with a delivery position
 
 
 def position_key(channel: str, wallet: str) -> bytes:
@@ -116,9 +116,11 @@ def position_key(channel: str, wallet: str) -> bytes:
 
 
 def behind_key(topic: Topic, wallet: str) -> bytes:
-    """Where one topic's own stream of a wallet stopped when its feed stopped (the
-    wallet's feed may go on for another topic of the channel): beside the wallet's
-    position, named by the topic (a hash, which no channel name is)."""
+    """How far one topic's own stream has every event of a wallet (exchange ms): kept
+    up to date by its holder while it feeds it, so that it is there even when the
+    holder dies (the wallet's feed may go on for another topic of the channel, on
+    another node): beside the wallet's position, named by the topic (a hash, which
+    no channel name is)."""
     return f"{PREFIX}:pos:{topic_id(topic)}:{wallet}".encode()
 
 
@@ -154,8 +156,10 @@ class RedisBroker(Broker):
         *,
         node: str | None = None,
         backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(node)
+        self._clock = clock  # when positions are written and histories refreshed
         self.retention = retention if retention is not None else Retention()
         self._ttl_ms = int(self.retention.ttl * 1000)
         # A stream nobody wants is forgotten this long after its last publication
@@ -212,6 +216,12 @@ class RedisBroker(Broker):
         self._positions: dict[tuple[str, str], int] = {}  # delivered up to (this node's feeds)
         self._moved: set[tuple[str, str]] = set()  # positions not yet written
         self._last_positions = 0.0
+        # The positioned topics this node feeds, per (channel, wallet): None while the
+        # topic's own stream is level with the wallet's feed here, else where it
+        # stopped (exchange ms) until it is caught up (Broker.behind).
+        self._fed: dict[tuple[str, str], dict[Topic, int | None]] = {}
+        # Where each wallet's feed here started, until it delivers anything (is_behind).
+        self._restarted: dict[tuple[str, str], int] = {}
         self._counts: collections.Counter[str] = collections.Counter()
 
     # -- keys ---------------------------------------------------------------
@@ -414,7 +424,7 @@ class RedisBroker(Broker):
 
     def _known(self, topic: Topic, epoch: str, offset: int) -> None:
         """Redis has committed `topic` up to `offset` in `epoch` (this node wrote it)."""
-        self._seen[topic] = (epoch, offset, time.monotonic())
+        self._seen[topic] = (epoch, offset, self._clock())
 
     # -- publishing -----------------------------------------------------------
     def publish(self, topic: Topic, payload: bytes, retained: bytes | None = None) -> None:
@@ -530,13 +540,10 @@ class RedisBroker(Broker):
 
     def _position_command(self, entry: _Entry) -> bytes:
         """A delivery position (POSITION): its key as the prefix, its ms as the keep.
-        A topic's own (`note_behind`) lasts as long as its stream may (the history
-        window after its last publication)."""
-        how = entry[3]
-        if how == CAUGHT_UP:
-            return encode("DEL", entry[1])
-        if how == NOTE_BEHIND:
-            return encode("SET", entry[1], entry[4], "NX", "PX", self._keep_ms)
+        A topic's own (OWN) lasts as long as its stream may (the history window after
+        its last write, refreshed while it is fed)."""
+        if entry[3] == OWN:
+            return encode("SET", entry[1], entry[4], "PX", self._keep_ms)
         return encode("SET", entry[1], entry[4], "PX", POSITION_KEEP_MS)
 
     def _stored_command(self, entry: _Entry) -> bytes:
@@ -899,17 +906,25 @@ class RedisBroker(Broker):
     def upkeep(self) -> None:
         """Keep the history of wanted streams from expiring while they are quiet; write
         the delivery positions that moved."""
-        now = time.monotonic()
+        now = self._clock()
         if self._moved and now - self._last_positions >= POSITIONS_EVERY:
             self._last_positions = now
             for channel, wallet in self._moved:
                 time_ms = self._positions[(channel, wallet)]
                 self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
+                # The topics level with the wallet's feed moved with it.
+                for topic, stopped in self._fed.get((channel, wallet), {}).items():
+                    if stopped is None:
+                        self._enqueue(POSITION, behind_key(topic, wallet), [], OWN, time_ms)
             self._moved.clear()
         every = min(30.0, self.retention.ttl / 3)
         if not self.connected or now - self._last_refresh < every:
             return
         self._last_refresh = now
+        # Every fed topic's own position outlives a quiet wallet, and a death.
+        for (_, wallet), topics in self._fed.items():
+            for topic in topics:
+                self._write_own(topic, wallet)
         # Streams this node no longer publishes to are forgotten by Redis after
         # `keep`: nothing left to check after a reconnect.
         stale = now - self._keep_ms / 1000
@@ -937,6 +952,7 @@ class RedisBroker(Broker):
         # it covers: a position that lags only makes a new holder read a little more
         # again (the shared ledger drops it); one ahead of them could lose events.
         key = (channel, wallet)
+        self._restarted.pop(key, None)  # it delivered since it started (is_behind)
         known = self._positions.get(key)
         if known is None:
             # Where the feed started: at once (a new holder would start from the
@@ -947,21 +963,82 @@ class RedisBroker(Broker):
             self._positions[key] = time_ms
             self._moved.add(key)
 
-    def note_behind(self, topic: Topic) -> None:
-        """This node stops feeding `topic` (the lease holder's coordinator): its stream
-        has what each wallet's feed here delivered so far. Kept in Redis for whichever
-        node feeds it next, should its wallets' feeds go on for other topics meanwhile
-        (Broker.behind); one already kept (it stopped before catching up) stays."""
-        if topic.channel not in (USER_FILLS, USER_ORDERS, USER_LEDGER):
+    def is_behind(self, channel: str, wallet: str, own: int) -> bool:
+        """Whether a topic whose own stream has every event of `wallet` up to `own`
+        (its position in Redis) misses any if this node starts feeding it now. A
+        wallet not fed here: its feed starts at the older of its position and the
+        topic's (Feeds.on_first), so behind costs nothing. A wallet fed here: what
+        its feed delivered past `own` went to other topics only (read back for this
+        one). Level counts as behind (another event of that millisecond may still
+        come, and the topic's old holder may not have had it), unless the feed
+        here has delivered nothing since it started there: what it reads from its
+        start on, that millisecond included, reaches this topic too."""
+        key = (channel, wallet)
+        if key not in self._fed:
+            return True
+        here = self._positions.get(key)
+        if here is None:
+            return True
+        return own < here or (own == here and self._restarted.get(key) != here)
+
+    def restarted(self, channel: str, wallet: str, time_ms: int) -> None:
+        # The wallet's feed here starts (again) at `time_ms`, which may be before where
+        # it had been delivered to: a position ahead of it would skip what it reads now.
+        key = (channel, wallet)
+        self._positions[key] = self._restarted[key] = time_ms
+        self._moved.discard(key)
+        self._enqueue(POSITION, position_key(channel, wallet), [], b"", time_ms)
+
+    # -- a topic's own position (Broker.behind, across nodes) ------------------------
+    # While this node feeds a positioned topic it keeps `behind_key` up to date on the
+    # publishing connection, after the publications it covers: the wallet's position
+    # here while the topic is level with it, or where the topic stopped while it is
+    # being caught up. Whichever node feeds the topic next (after a handover, or after
+    # this node died) compares it with the wallet's position (broker/ownership.py).
+    def feeding(self, topic: Topic, behind: Mapping[str, int] | None) -> None:
+        """This node starts feeding `topic` (before its feed starts: a wallet whose
+        feed starts there is caught up at once); `behind`: where its own stream
+        stopped, for the wallets it is caught up with."""
+        if topic.channel not in POSITIONED:
             return
         for wallet in topic.wallets:
-            time_ms = self._positions.get((topic.channel, wallet))
-            if time_ms is not None:
-                self._enqueue(POSITION, behind_key(topic, wallet), [], NOTE_BEHIND, time_ms)
+            stopped = behind.get(wallet) if behind is not None else None
+            self._fed.setdefault((topic.channel, wallet), {})[topic] = stopped
+
+    def fed(self, topic: Topic) -> None:
+        """`topic`'s feed started here: its own positions are written now."""
+        if topic.channel in POSITIONED:
+            for wallet in topic.wallets:
+                self._write_own(topic, wallet)
+
+    def not_fed(self, topic: Topic, *, note: bool = True) -> None:
+        """This node stops feeding `topic` (or its feed could not start: `note`
+        False): where its own stream stopped is written a last time, for whichever
+        node feeds it next, should its wallets' feeds go on for other topics."""
+        if topic.channel not in POSITIONED:
+            return
+        for wallet in topic.wallets:
+            if note:
+                self._write_own(topic, wallet)
+            topics = self._fed.get((topic.channel, wallet))
+            if topics is not None:
+                topics.pop(topic, None)
+                if not topics:
+                    del self._fed[(topic.channel, wallet)]
+
+    def _write_own(self, topic: Topic, wallet: str) -> None:
+        key = (topic.channel, wallet)
+        stopped = self._fed.get(key, {}).get(topic)
+        time_ms = stopped if stopped is not None else self._positions.get(key)
+        if time_ms is not None:
+            self._enqueue(POSITION, behind_key(topic, wallet), [], OWN, time_ms)
 
     def caught_up(self, topic: Topic, wallet: str) -> None:
         # After the read-back publications it covers, on the same connection.
-        self._enqueue(POSITION, behind_key(topic, wallet), [], CAUGHT_UP, 0)
+        topics = self._fed.get((topic.channel, wallet))
+        if topics is not None and topic in topics:
+            topics[topic] = None
+            self._write_own(topic, wallet)
 
     async def resume(self) -> list[Topic]:
         """What the fleet wanted lately (kept in Redis past the death of every node)."""

@@ -103,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
         lines = [
             f"hlgateway is up: {ws_url}  (health: {http_url}/health)",
             f"dashboard: {http_url}/",
+            f"state: {_state_of(settings)}",
         ]
         if using_dev_secret and auth.secret is not None:
             token = issue_token(
@@ -151,12 +152,9 @@ def _bad_settings(exc: SettingsError, what: str = "hlgateway") -> int:
 
 def _state_of(settings: Settings) -> str:
     """Where `serve` would keep its state (docs/operations.md, "The state directory")."""
-    from hlgateway.broker.statedir import state_dir_of
+    from hlgateway.server.runner import state_of
 
-    if settings.broker is not None:
-        return "in Redis (--broker)"
-    directory = state_dir_of(settings.state_dir, settings.host, settings.port)
-    return "in memory only (--state-dir none)" if directory is None else f"in {directory}"
+    return state_of(settings)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -201,13 +201,7 @@ class Trading:
                 await asyncio.sleep(wait.after)
                 if await self._found(row):
                     return
-            spent = "Invalid nonce" in str(sent.response)
-            reason = (
-                "the exchange took this confirmation before and refused it (that answer was lost)"
-                if spent
-                else esc(sent.error)
-            )
-            await self._finish(row, "failed", f"Not placed: {reason}.")
+            await self._finish(row, "failed", _not_found(sent))
             return
         await self._finish(row, *outcome(row, sent))
 
@@ -302,6 +296,32 @@ EXPIRED = (
     "Not placed: the confirmation's time ran out before the order reached the exchange, "
     "which refuses it from then on. Send the command again if you still want it."
 )
+
+
+SUPERSEDED = (
+    "Not placed: Hyperliquid refused this confirmation as too old. It was sent again "
+    "(after a restart of this bot, or an answer lost on the way), and meanwhile the same "
+    "agent key had signed more than 100 newer actions (in another chat, app or bot using "
+    "that key); Hyperliquid only accepts a signature newer than those. Nothing was placed, "
+    "and this confirmation will not be sent again. Send the command again if you still want it."
+)
+TAKEN_BEFORE = (
+    "Not placed: Hyperliquid had already received this confirmation and did not place "
+    "the order (its answer, with the reason, was lost on the way). It will not be sent "
+    "again. Send the command again if you still want it."
+)
+
+
+def _not_found(sent: Sent) -> str:
+    """The chat's answer when an answer of unknown fate left no order by its cloid."""
+    text = str(sent.response)
+    # Hyperliquid keeps a signer's 100 highest nonces: "nonce too low" is a nonce below
+    # them, one never used; "duplicate nonce" is this very action, taken before.
+    if "Invalid nonce" in text and "too low" in text:
+        return SUPERSEDED
+    if "Invalid nonce" in text:
+        return TAKEN_BEFORE
+    return f"Not placed: {esc(sent.error)}."
 
 
 def _ambiguous(sent: Sent) -> bool:

@@ -58,12 +58,13 @@ async def serve(
     port = site.port
     scheme = "wss" if settings.tls_cert else "ws"
     log.info(
-        "listening on %s:%s (%s), upstream %s (%s); %d start-up objects frozen",
+        "listening on %s:%s (%s), upstream %s (%s), state %s; %d start-up objects frozen",
         settings.host,
         port,
         "TLS" if settings.tls_cert else "plain TCP",
         endpoint.name,
         endpoint.host,
+        state_of(settings),
         frozen,
     )
     if banner is not None:
@@ -88,6 +89,17 @@ async def serve(
         if simulator is not None:
             await simulator.stop()
         log.info("stopped")
+
+
+def state_of(settings: Settings) -> str:
+    """Where this gateway keeps its state (docs/operations.md, "The state directory"):
+    said at start-up, since the default directory outlives the process."""
+    from hlgateway.broker.statedir import state_dir_of
+
+    if settings.broker is not None:
+        return "in Redis (--broker)"
+    directory = state_dir_of(settings.state_dir, settings.host, settings.port)
+    return "in memory only (--state-dir none)" if directory is None else f"in {directory}"
 
 
 def _die_with_parent() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -51,26 +52,47 @@ def worker_command(settings: Settings, upstream: str) -> list[str]:
     return command
 
 
+def market_list_weight(settings: Settings) -> int:
+    """REST weight a minute the market list costs on this upstream: set aside from
+    the IP's budget before the split, for whichever worker reads it for all. From the
+    setting if given, else estimated (the simulator lists one builder dex, mainnet
+    about ten: 280 and 460 a minute at the default 10 s refresh)."""
+    from hlgateway.upstream.pool import MAINNET_DEXES, listing_weight_per_minute
+
+    if settings.upstream_market_list_weight:
+        return settings.upstream_market_list_weight
+    dexes = 1 if settings.upstream == "sim" else MAINNET_DEXES
+    return math.ceil(listing_weight_per_minute(settings.context_refresh, 60.0, dexes))
+
+
 def budget_shares(settings: Settings) -> dict[str, str]:
     """Hyperliquid's limits are per IP, and the workers share this machine's IP:
     each gets its share. A worker whose share is spent leaves a stream's lease
     to another (broker/ownership.py). What every worker needs alike, the market
-    list, one of them reads for all (Broker.shared): not N reads of one answer."""
+    list, one of them reads for all (Broker.shared): not N reads of one answer,
+    and not paid from the reader's share either (that left a reader on mainnet
+    with 4 workers 300 a minute for a list costing 460, and nothing for its own
+    wallets): its weight is set aside before the split, and the reader's budget
+    holds it while it reads (upstream/pool.py `listing_allowance`)."""
     n = settings.workers
+    # Half the budget at most: a misjudged setting must not starve the shares.
+    listing = min(market_list_weight(settings), settings.upstream_rest_weight // 2)
     shares = {
         "UPSTREAM_MAX_LINKS": settings.upstream_max_links,
         "UPSTREAM_MAX_SUBSCRIPTIONS": settings.upstream_max_subscriptions,
         "UPSTREAM_MAX_NEW_LINKS": settings.upstream_max_new_links,
         "UPSTREAM_MAX_MESSAGES": settings.upstream_max_messages,
         "UPSTREAM_MAX_WALLETS": settings.upstream_max_wallets,
-        "UPSTREAM_REST_WEIGHT": settings.upstream_rest_weight,
+        "UPSTREAM_REST_WEIGHT": settings.upstream_rest_weight - listing,
         # Order entry: Hyperliquid's 100 posts in flight are per IP too, and so are the
         # budgets' reserves for the data side.
         "POST_MAX_IN_FLIGHT": settings.post_max_in_flight,
         "POST_KEEP_MESSAGES": settings.post_keep_messages,
         "POST_KEEP_WEIGHT": settings.post_keep_weight,
     }
-    return {f"HLGATEWAY_{name}": str(max(1, total // n)) for name, total in shares.items()}
+    out = {f"HLGATEWAY_{name}": str(max(1, total // n)) for name, total in shares.items()}
+    out["HLGATEWAY_UPSTREAM_MARKET_LIST_WEIGHT"] = str(listing)
+    return out
 
 
 async def supervise(settings: Settings, banner: Callable[[str], None] | None = None) -> int:

@@ -838,6 +838,11 @@ class AccountsEngine:
             rate = market.funding_rate(coin)
             payment = (pos.szi * market.mark_px(coin) * rate).quantize(USD)
             wallet.balance -= payment
+            if coin in wallet.isolated:
+                # As on Hyperliquid, an isolated position pays (or receives) its funding
+                # from its own margin, not from the cross account: the margin is part of
+                # `balance`, so both move and the cross account is left as it was.
+                wallet.isolated[coin] -= payment
             pos.since_open += payment
             pos.since_change += payment
             wallet.funding_all_time[coin] = wallet.funding_all_time.get(coin, ZERO) + payment

@@ -611,6 +611,7 @@ class Matcher:
             minutes=request.minutes,
             randomize=request.randomize,
             timestamp=at_ms,
+            seed=self._market.seed,
         )
         self._next_twap_id += 1
         self._twaps[twap.twap_id] = twap

@@ -9,9 +9,16 @@ a zero hash). ``twapCancel`` stops it; what filled stays filled.
 
 This module plans the slices (when, how much, at what worst price); the
 matcher executes them against the book at the model clock's ticks.
-``randomize`` is accepted and reported but does not change the schedule: the
-real exchange's randomization is not documented beyond "varies", and an
-invented one would only make the simulator's results harder to check.
+
+``randomize`` (the action's ``t``): Hyperliquid's API documents the flag, and
+its app says a randomized TWAP varies the size and timing of its suborders,
+without publishing by how much. Here each slice after the first is sent up to
+15 s into its 30 s slot (so the gaps vary between 15 and 45 s, 30 on average,
+and the last still runs within the duration), and each slice but the last is
+its on-pace size ±20%; the documented rules hold all the same: the execution
+target (elapsed / total x size) is what later slices catch up to, at most 3
+normal slices each. The draws derive from the simulator's seed and the TWAP's
+id: a seeded run is the same every time.
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Literal
 
 from hlgateway.simulator.market import MAX_PERP_DECIMALS, MAX_SIG_FIGS, MAX_SPOT_DECIMALS, CoinSpec
+from hlgateway.simulator.rng import derive_rng
 
 SLICE_MS = 30_000
 MIN_MINUTES = 5
 MAX_MINUTES = 24 * 60
 MAX_SLIPPAGE = Decimal("0.03")
 CATCH_UP = 3  # a slice is at most this many normal slices
+# randomize: how much a slice's size and time vary (Hyperliquid publishes no numbers).
+RANDOM_SIZE = Decimal("0.2")  # its on-pace size x [0.8, 1.2)
+RANDOM_DELAY_MS = SLICE_MS // 2  # sent up to 15 s into its slot
 ZERO = Decimal(0)
 ZERO_HASH = "0x" + "00" * 32  # what Hyperliquid's TWAP fills carry as their hash
 
@@ -52,14 +63,23 @@ class Twap:
     executed_ntl: Decimal = ZERO
     slices_run: int = 0
     ended_ms: int | None = None
+    seed: int = 0  # the simulator's: a randomized TWAP's draws derive from it and the id
 
     @property
     def slices(self) -> int:
         return self.minutes * 60_000 // SLICE_MS
 
+    def _draw(self, index: int, what: str) -> float:
+        """A uniform draw in [0, 1) for slice ``index``: the same for the same seed."""
+        return derive_rng(self.seed, "twap", self.twap_id, index, what).random()
+
     @property
     def next_ms(self) -> int:
-        return self.timestamp + self.slices_run * SLICE_MS
+        index = self.slices_run
+        delay = 0
+        if self.randomize and index > 0:  # the first slice goes at once, as without
+            delay = int(self._draw(index, "delay") * RANDOM_DELAY_MS)
+        return self.timestamp + index * SLICE_MS + delay
 
     @property
     def running(self) -> bool:
@@ -70,6 +90,9 @@ class Twap:
         slices and never more than is left, on the coin's lot grid (rounded down)."""
         normal = self.sz / self.slices
         on_pace = self.sz * (self.slices_run + 1) / self.slices - self.executed_sz
+        if self.randomize and self.slices_run + 1 < self.slices:  # the last one completes
+            draw = Decimal(self._draw(self.slices_run, "size")).quantize(Decimal("1e-6"))
+            on_pace *= 1 - RANDOM_SIZE + 2 * RANDOM_SIZE * draw
         size = min(on_pace, normal * CATCH_UP, self.sz - self.executed_sz)
         if size <= 0:
             return ZERO

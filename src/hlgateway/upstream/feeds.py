@@ -160,7 +160,7 @@ class Feeds:
             poll_budget=poll_budget
             or PollBudget(
                 upstream.limits.rest_weight_per_minute,
-                reserved=lambda: upstream.context_weight_per_minute,
+                reserved=lambda: upstream.reserved_weight_per_minute,
             ),
             # REST retries of a recovery: live updates are held meanwhile.
             retry=upstream.timing.read_backoff,
@@ -209,8 +209,9 @@ class Feeds:
                     self._user[key] = {}
                     attached.append(wallet)
                     if start is not None:
-                        # Nothing before its start is news: delivered up to there.
-                        self._publisher.delivered(topic.channel, wallet, start)
+                        # Nothing before its start is news: delivered up to there, and
+                        # no further (it may start before an earlier position here).
+                        self._publisher.restarted(topic.channel, wallet, start)
                 self._user[key][topic] = None
         except Exception:
             for subscription in acquired:

@@ -45,6 +45,12 @@ class WeightBudget:
         self._lock = asyncio.Lock()
         self.spent = 0.0  # since start
 
+    def resize(self, per_minute: float) -> None:
+        """A new limit from now on; what was spent stays counted (a node that
+        starts or stops reading the market list for its workers, upstream/pool.py)."""
+        self.capacity = per_minute
+        self._spent.limit = per_minute
+
     @property
     def rate(self) -> float:
         """Weight per second, sustained."""

@@ -70,6 +70,23 @@ class UpstreamLimits:
     max_messages_per_minute: int = 2000
     max_ws_wallets: int = 10
     rest_weight_per_minute: int = 1200
+    # Weight a minute set aside for the market list, added to this node's budget while
+    # it reads the list for every node of its broker (`--workers`: set aside from the
+    # IP's budget before the split, server/workers.py).
+    market_list_weight: int = 0
+
+
+# Builder dexes assumed when nothing has been read yet (`--workers` sizing the
+# market list's set-aside): mainnet lists about ten.
+MAINNET_DEXES = 10
+
+
+def listing_weight_per_minute(context_refresh: float, dex_refresh: float, dexes: int) -> float:
+    """REST weight the market list and contexts cost a minute: the main and spot lists
+    every `context_refresh`, the dex list and each builder dex's every `dex_refresh`."""
+    listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
+    per_dex = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * dexes
+    return listing * 60.0 / context_refresh + per_dex * 60.0 / dex_refresh
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,7 @@ class Upstream:
         self._messages = MessageRate(limits.max_messages_per_minute)
         # A call counts a second longer here than at the exchange: it is counted when
         # sent and there when received, and a full window must never be full there first.
+        # Its own share until the broker's share says it reads the list for all.
         self.budget = WeightBudget(limits.rest_weight_per_minute, window=61.0)
         self.markets_loaded = asyncio.Event()
         # How far the exchange's clock may lag ours, from what it pushes (clock.py).
@@ -286,9 +304,21 @@ class Upstream:
         none where another node reads the list for this one."""
         if not self.reads_listing:
             return 0.0
-        listing = info_weight("metaAndAssetCtxs") + info_weight("spotMetaAndAssetCtxs")
-        dexes = info_weight("perpDexs") + info_weight("metaAndAssetCtxs") * len(self._dex_listings)
-        return listing * 60.0 / self._context_refresh + dexes * 60.0 / self._dex_refresh
+        return listing_weight_per_minute(
+            self._context_refresh, self._dex_refresh, len(self._dex_listings)
+        )
+
+    @property
+    def listing_allowance(self) -> float:
+        """Weight a minute this node's budget has beyond its own share, for reading
+        the market list for the others: the set-aside while it reads, else none."""
+        return float(self.limits.market_list_weight) if self.reads_listing else 0.0
+
+    @property
+    def reserved_weight_per_minute(self) -> float:
+        """What polling cannot have of the node's own share: the market list's cost
+        less what was set aside for it (more than it costs: polling gets the rest)."""
+        return self.context_weight_per_minute - self.listing_allowance
 
     @property
     def subscription_count(self) -> int:
@@ -396,6 +426,8 @@ class Upstream:
         fail) reads for itself. Reads are retried while they fail (reconnect.py,
         never giving up); the last good list stays meanwhile."""
         self.reads_listing = await self._share.lead()
+        # The reader's budget holds the set-aside (if any) while it reads for the others.
+        self.budget.resize(self.limits.rest_weight_per_minute + self.listing_allowance)
         if not self.reads_listing:
             shared = await self._share.get()
             if shared is not None:
