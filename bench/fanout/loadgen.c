@@ -17,6 +17,14 @@
  *     the pump through the server to one socket, without the fan-out's spread);
  *   - per-connection message counts (min / median / max: is anyone starved?);
  *   - its own CPU time (getrusage), so a run can show it is not the bottleneck.
+ * Receiving (--io): "epoll" (level-triggered epoll_wait, then one recv() per ready
+ * socket) or "uring" (an open connection's reads are one io_uring multishot recv
+ * into a ring of provided buffers, the ring set up with DEFER_TASKRUN: the kernel
+ * reads every ready socket in one io_uring_enter and the completions are taken
+ * from shared memory, so a message costs no epoll_wait item and no recv syscall).
+ * The clients stand in for remote machines: the cheaper their side of loopback,
+ * the more of a tick's completion is the server's. Both count the same frames
+ * with the same code (parse_frames); only how the bytes arrive differs.
  * Pings are answered with masked pongs. A completed tick's timestamp is sent as
  * an 8-byte datagram to a UDP feedback port (the tick pump's window, if any).
  *
@@ -47,6 +55,14 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<linux/io_uring.h>)
+#define HAVE_URING 1
+#include <linux/io_uring.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#endif
+#endif
 #ifndef NO_ZLIB
 #include <zlib.h>
 #endif
@@ -80,6 +96,7 @@ static struct {
     int ctrl_frames;
     int autogo;
     int detail;
+    int uring; /* --io uring: multishot recv on io_uring for open connections */
 } opt = {
     .host = "127.0.0.1",
     .port = 8080,
@@ -209,6 +226,7 @@ typedef struct {
     uint8_t subscribed;
     uint8_t reading;
     uint8_t counted; /* counts in `expected` */
+    uint8_t armed;   /* --io uring: a multishot recv is in flight for this socket */
     uint32_t text_frames;
     uint64_t msgs;
     char *carry;
@@ -319,6 +337,9 @@ static void conn_close(conn_t *c, int failed) {
     n_closed++;
     set_expected(c);
     if (c->fd >= 0) {
+        /* An armed multishot recv holds its own reference to the socket: a shutdown
+           ends it (its last completion comes back without F_MORE and is ignored). */
+        if (c->armed) shutdown(c->fd, SHUT_RDWR);
         epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         c->fd = -1;
@@ -676,6 +697,217 @@ static void on_readable(conn_t *c, int64_t now) {
     if (c->state == C_OPEN) carry_set(c, rbuf + used, have - used);
 }
 
+
+/* ---------------------------------------------------------------- io_uring (--io uring) */
+#ifdef HAVE_URING
+#define UR_SQ 4096
+#define UR_CQ 65536
+#define UR_BUFS 16384 /* provided buffers (a power of two) */
+#define UR_BUFSZ 4096
+#define UR_EPOLL UINT64_MAX /* user_data of the multishot poll on the epoll fd */
+
+static struct {
+    int fd;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array, sq_entries;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+    unsigned sq_local_tail; /* queued, not yet published */
+    struct io_uring_buf_ring *br;
+    char *bufs;
+    unsigned short br_tail;
+    int epoll_armed;
+} ur = {.fd = -1};
+static uint64_t ur_rearms, ur_nobufs, ur_enters;
+
+static int ur_enter(unsigned to_submit, unsigned min_complete, unsigned flags, void *arg, size_t argsz) {
+    return (int)syscall(__NR_io_uring_enter, ur.fd, to_submit, min_complete, flags, arg, argsz);
+}
+
+static void ur_buf_give(unsigned short bid) {
+    struct io_uring_buf *b = &ur.br->bufs[ur.br_tail & (UR_BUFS - 1)];
+    b->addr = (uint64_t)(uintptr_t)(ur.bufs + (size_t)bid * UR_BUFSZ);
+    b->len = UR_BUFSZ;
+    b->bid = bid;
+    ur.br_tail++;
+    __atomic_store_n(&ur.br->tail, ur.br_tail, __ATOMIC_RELEASE);
+}
+
+static struct io_uring_sqe *ur_sqe(void) {
+    unsigned head = __atomic_load_n(ur.sq_head, __ATOMIC_ACQUIRE);
+    if (ur.sq_local_tail - head >= ur.sq_entries) {
+        /* Full: hand what is queued to the kernel first. */
+        ur_enter(ur.sq_local_tail - head, 0, 0, NULL, 0);
+    }
+    unsigned idx = ur.sq_local_tail & *ur.sq_mask;
+    struct io_uring_sqe *sqe = &ur.sqes[idx];
+    memset(sqe, 0, sizeof *sqe);
+    ur.sq_array[idx] = idx;
+    ur.sq_local_tail++;
+    __atomic_store_n(ur.sq_tail, ur.sq_local_tail, __ATOMIC_RELEASE);
+    return sqe;
+}
+
+static void ur_arm(conn_t *c) {
+    struct io_uring_sqe *sqe = ur_sqe();
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = c->fd;
+    sqe->ioprio = IORING_RECV_MULTISHOT;
+    sqe->flags = IOSQE_BUFFER_SELECT;
+    sqe->buf_group = 0;
+    sqe->user_data = (uint64_t)(c - conns);
+    c->armed = 1;
+}
+
+static void ur_arm_epoll(void) {
+    struct io_uring_sqe *sqe = ur_sqe();
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = epfd;
+    sqe->poll32_events = EPOLLIN;
+    sqe->len = IORING_POLL_ADD_MULTI;
+    sqe->user_data = UR_EPOLL;
+    ur.epoll_armed = 1;
+}
+
+/* 0 if the ring is set up (else the caller receives with epoll). */
+static int ur_setup(void) {
+    struct io_uring_params pr;
+    memset(&pr, 0, sizeof pr);
+    pr.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    pr.cq_entries = UR_CQ;
+    ur.fd = (int)syscall(__NR_io_uring_setup, UR_SQ, &pr);
+    if (ur.fd < 0) return -1;
+    size_t sq_sz = pr.sq_off.array + pr.sq_entries * sizeof(unsigned);
+    size_t cq_sz = pr.cq_off.cqes + pr.cq_entries * sizeof(struct io_uring_cqe);
+    if (pr.features & IORING_FEAT_SINGLE_MMAP) sq_sz = cq_sz = sq_sz > cq_sz ? sq_sz : cq_sz;
+    char *sq = mmap(NULL, sq_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ur.fd, IORING_OFF_SQ_RING);
+    if (sq == MAP_FAILED) return -1;
+    char *cq = sq;
+    if (!(pr.features & IORING_FEAT_SINGLE_MMAP)) {
+        cq = mmap(NULL, cq_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ur.fd, IORING_OFF_CQ_RING);
+        if (cq == MAP_FAILED) return -1;
+    }
+    ur.sqes = mmap(NULL, pr.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, ur.fd, IORING_OFF_SQES);
+    if (ur.sqes == MAP_FAILED) return -1;
+    ur.sq_head = (unsigned *)(sq + pr.sq_off.head);
+    ur.sq_tail = (unsigned *)(sq + pr.sq_off.tail);
+    ur.sq_mask = (unsigned *)(sq + pr.sq_off.ring_mask);
+    ur.sq_array = (unsigned *)(sq + pr.sq_off.array);
+    ur.sq_entries = pr.sq_entries;
+    ur.sq_local_tail = *ur.sq_tail;
+    ur.cq_head = (unsigned *)(cq + pr.cq_off.head);
+    ur.cq_tail = (unsigned *)(cq + pr.cq_off.tail);
+    ur.cq_mask = (unsigned *)(cq + pr.cq_off.ring_mask);
+    ur.cqes = (struct io_uring_cqe *)(cq + pr.cq_off.cqes);
+    size_t br_sz = UR_BUFS * sizeof(struct io_uring_buf);
+    ur.br = mmap(NULL, br_sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ur.bufs = malloc((size_t)UR_BUFS * UR_BUFSZ);
+    if (ur.br == MAP_FAILED || !ur.bufs) return -1;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)ur.br;
+    reg.ring_entries = UR_BUFS;
+    reg.bgid = 0;
+    if (syscall(__NR_io_uring_register, ur.fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) return -1;
+    ur.br_tail = 0;
+    for (unsigned i = 0; i < UR_BUFS; i++) ur_buf_give((unsigned short)i);
+    ur_arm_epoll();
+    return 0;
+}
+
+/* Bytes a multishot recv put into a provided buffer: the same parsing as on_readable. */
+static void ur_data(conn_t *c, char *data, size_t n, int64_t now) {
+    if (c->carry_len) {
+        size_t have = c->carry_len;
+        memcpy(rbuf, c->carry, have);
+        memcpy(rbuf + have, data, n);
+        have += n;
+        size_t used = parse_frames(c, rbuf, have, now);
+        if (c->state == C_OPEN) carry_set(c, rbuf + used, have - used);
+        return;
+    }
+    size_t used = parse_frames(c, data, n, now);
+    if (c->state == C_OPEN && used < n) carry_set(c, data + used, n - used);
+}
+
+static int handle_epoll(struct epoll_event *evs, int k, double now);
+
+/* Submits what is queued, waits up to timeout_ms for a completion (the kernel runs the
+   deferred receives of every ready socket meanwhile), and handles every completion.
+   Returns what handle_epoll returned (nonzero: the run is over). */
+static int ur_poll(int timeout_ms, struct epoll_event *evs, int maxev) {
+    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (timeout_ms % 1000) * 1000000L};
+    struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
+    unsigned head = *ur.cq_head;
+    /* Wait only if nothing is there yet; GETEVENTS always (it runs the deferred receives). */
+    unsigned wait = __atomic_load_n(ur.cq_tail, __ATOMIC_ACQUIRE) == head ? 1 : 0;
+    unsigned pending = ur.sq_local_tail - __atomic_load_n(ur.sq_head, __ATOMIC_ACQUIRE);
+    int rc = ur_enter(pending, wait, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
+    ur_enters++;
+    if (rc < 0 && errno != ETIME && errno != EINTR && errno != EBUSY && errno != EAGAIN)
+        out("{\"event\":\"error\",\"message\":\"io_uring_enter: %s\"}\n", strerror(errno));
+    double now = mono();
+    int epoll_ready = 0;
+    for (;;) {
+        unsigned tail = __atomic_load_n(ur.cq_tail, __ATOMIC_ACQUIRE);
+        if (head == tail) break;
+        for (; head != tail; head++) {
+            struct io_uring_cqe *cqe = &ur.cqes[head & *ur.cq_mask];
+            uint64_t ud = cqe->user_data;
+            int res = cqe->res;
+            uint32_t fl = cqe->flags;
+            if (ud == UR_EPOLL) {
+                epoll_ready = 1;
+                if (!(fl & IORING_CQE_F_MORE)) ur.epoll_armed = 0;
+                continue;
+            }
+            conn_t *c = &conns[ud];
+            if (!(fl & IORING_CQE_F_MORE)) c->armed = 0;
+            if (fl & IORING_CQE_F_BUFFER) {
+                unsigned short bid = (unsigned short)(fl >> IORING_CQE_BUFFER_SHIFT);
+                if (res > 0 && c->state == C_OPEN && c->reading)
+                    ur_data(c, ur.bufs + (size_t)bid * UR_BUFSZ, (size_t)res, wall_us());
+                ur_buf_give(bid);
+            }
+            if (c->state != C_OPEN) continue;
+            if (res == -ENOBUFS) { /* every buffer was taken: read again once they are back */
+                ur_nobufs++;
+                if (!c->armed) {
+                    ur_rearms++;
+                    ur_arm(c);
+                }
+            } else if (res == 0 || (res < 0 && res != -EAGAIN && res != -EINTR)) {
+                close_other++;
+                conn_close(c, 0);
+            } else if (!c->armed) {
+                ur_rearms++;
+                ur_arm(c);
+            }
+        }
+        __atomic_store_n(ur.cq_head, head, __ATOMIC_RELEASE);
+    }
+    if (!ur.epoll_armed) ur_arm_epoll();
+    if (epoll_ready) {
+        int k = epoll_wait(epfd, evs, maxev, 0);
+        if (k > 0) return handle_epoll(evs, k, now);
+    }
+    return 0;
+}
+
+/* An open, reading connection: from epoll to a multishot recv. */
+static void ur_adopt(conn_t *c) {
+    if (ur.fd < 0 || c->state != C_OPEN || c->armed || !c->reading) return;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    ur_arm(c);
+}
+#else
+static struct { int fd; } ur = {.fd = -1};
+static uint64_t ur_rearms, ur_nobufs, ur_enters;
+static int ur_setup(void) { return -1; }
+static void ur_adopt(conn_t *c) { (void)c; }
+#endif
+
 /* ---------------------------------------------------------------- phases */
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -764,10 +996,12 @@ static void report(void) {
     fprintf(f,
             "{\"n\":%d,\"open\":%d,\"subscribed\":%d,\"failed\":%d,\"fail_http\":%llu,"
             "\"connect_seconds\":%.3f,\"deflate_negotiated\":%d,\"server_no_context_takeover\":%d,"
-            "\"expected_readers\":%d,\"total_msgs\":%llu,\"cpu_seconds\":%.3f,\"maxrss_kb\":%ld,",
+            "\"expected_readers\":%d,\"total_msgs\":%llu,\"cpu_seconds\":%.3f,\"maxrss_kb\":%ld,"
+            "\"io\":\"%s\",\"uring_rearms\":%llu,\"uring_nobufs\":%llu,\"uring_enters\":%llu,",
             opt.n, n_open, n_subscribed, n_failed, (unsigned long long)fail_http,
             t_ready > 0 ? t_ready - t_begin : now - t_begin, n_deflate, n_nctx, expected,
-            (unsigned long long)total_msgs, cpu_seconds(), ru.ru_maxrss);
+            (unsigned long long)total_msgs, cpu_seconds(), ru.ru_maxrss, opt.uring ? "uring" : "epoll",
+            (unsigned long long)ur_rearms, (unsigned long long)ur_nobufs, (unsigned long long)ur_enters);
     fprintf(f, "\"fail_errno\":{");
     int first = 1;
     for (int e = 0; e < 140; e++)
@@ -850,6 +1084,60 @@ static void go(double now) {
     t_slow = opt.slow > 0 ? t_warm_end + opt.slow_after : 0;
 }
 
+/* The events of one epoll_wait. Returns 1 when stdin closed (the report is printed). */
+static int handle_epoll(struct epoll_event *evs, int k, double now) {
+    for (int e = 0; e < k; e++) {
+        int64_t wnow = wall_us();
+        uint32_t id = evs[e].data.u32;
+        if (id == UINT32_MAX) {
+            char cmd[256];
+            ssize_t r = read(0, cmd, sizeof cmd - 1);
+            if (r == 0 || (r < 0 && errno != EAGAIN)) {
+                epoll_ctl(epfd, EPOLL_CTL_DEL, 0, NULL);
+                report();
+                return 1;
+            }
+            if (r > 0) {
+                cmd[r] = 0;
+                if (strstr(cmd, "go")) go(now);
+            }
+            continue;
+        }
+        conn_t *c = &conns[id];
+        uint32_t ev = evs[e].events;
+        if (c->state == C_CONNECTING) {
+            if (ev & (EPOLLERR | EPOLLHUP)) {
+                int err = 0;
+                socklen_t l = sizeof err;
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+                if (err > 0 && err < 140) fail_errno[err]++;
+                conn_close(c, 1);
+                fill_connects();
+                continue;
+            }
+            if (ev & EPOLLOUT) send_request(c);
+            continue;
+        }
+        if (c->state == C_HANDSHAKE) {
+            on_handshake(c, wnow);
+            if (c->state == C_CLOSED) fill_connects();
+            else if (opt.uring) ur_adopt(c);
+            continue;
+        }
+        if (c->state != C_OPEN || c->armed) continue; /* armed: io_uring reads it */
+        if (!c->reading) {
+            /* A slow reader: it only notices the server hanging up or resetting. */
+            if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                close_other++;
+                conn_close(c, 0);
+            }
+            continue;
+        }
+        if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(c, wnow);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- main */
 static void usage(void) {
     fprintf(stderr,
@@ -857,7 +1145,7 @@ static void usage(void) {
             "  [--duration S] [--subscribe JSON]... [--deflate] [--slow K] [--slow-after S]\n"
             "  [--slow-rcvbuf BYTES] [--feedback-port P] [--src-first K] [--per-src N]\n"
             "  [--concurrency N] [--connect-timeout S] [--max-seconds S] [--sample N] [--go]\n"
-            "  [--detail]\n");
+            "  [--detail] [--io epoll|uring]\n");
     exit(2);
 }
 
@@ -889,6 +1177,11 @@ int main(int argc, char **argv) {
         else if (ARG("--connect-timeout")) opt.connect_timeout = atof(v);
         else if (ARG("--max-seconds")) opt.max_seconds = atof(v);
         else if (ARG("--sample")) opt.sample = atoi(v);
+        else if (ARG("--io")) {
+            if (strcmp(v, "uring") == 0) opt.uring = 1;
+            else if (strcmp(v, "epoll") == 0) opt.uring = 0;
+            else usage();
+        }
         else usage();
 #undef ARG
     }
@@ -938,10 +1231,17 @@ int main(int argc, char **argv) {
             fb_fd = -1;
         }
     }
-    int stdin_open = 1;
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     struct epoll_event sev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &sev) < 0) stdin_open = 0; /* e.g. /dev/null */
+    (void)epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &sev); /* fails for /dev/null: then --go */
+    /* Slow readers stop reading through epoll (stop_slow_readers): they stay on epoll. */
+    if (opt.uring && (opt.slow > 0 || ur_setup() < 0)) {
+        out("{\"event\":\"note\",\"message\":\"io_uring %s: receiving with epoll\"}\n",
+            opt.slow > 0 ? "not used with --slow" : strerror(errno));
+        opt.uring = 0;
+        if (ur.fd >= 0) close(ur.fd);
+        ur.fd = -1;
+    }
 
     t_begin = mono();
     phase_begin(PH_CONNECT, t_begin);
@@ -952,56 +1252,14 @@ int main(int argc, char **argv) {
     double last_progress = t_begin;
 
     for (;;) {
-        int k = epoll_wait(epfd, evs, 512, 50);
-        double now = mono();
-        for (int e = 0; e < k; e++) {
-            int64_t wnow = wall_us();
-            uint32_t id = evs[e].data.u32;
-            if (id == UINT32_MAX) {
-                char cmd[256];
-                ssize_t r = read(0, cmd, sizeof cmd - 1);
-                if (r == 0 || (r < 0 && errno != EAGAIN)) {
-                    epoll_ctl(epfd, EPOLL_CTL_DEL, 0, NULL);
-                    stdin_open = 0;
-                    report();
-                    return 0;
-                }
-                if (r > 0) {
-                    cmd[r] = 0;
-                    if (strstr(cmd, "go")) go(now);
-                }
-                continue;
-            }
-            conn_t *c = &conns[id];
-            uint32_t ev = evs[e].events;
-            if (c->state == C_CONNECTING) {
-                if (ev & (EPOLLERR | EPOLLHUP)) {
-                    int err = 0;
-                    socklen_t l = sizeof err;
-                    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
-                    if (err > 0 && err < 140) fail_errno[err]++;
-                    conn_close(c, 1);
-                    fill_connects();
-                    continue;
-                }
-                if (ev & EPOLLOUT) send_request(c);
-                continue;
-            }
-            if (c->state == C_HANDSHAKE) {
-                on_handshake(c, wnow);
-                if (c->state == C_CLOSED) fill_connects();
-                continue;
-            }
-            if (c->state != C_OPEN) continue;
-            if (!c->reading) {
-                /* A slow reader: it only notices the server hanging up or resetting. */
-                if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-                    close_other++;
-                    conn_close(c, 0);
-                }
-                continue;
-            }
-            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(c, wnow);
+        double now;
+        if (ur.fd >= 0) {
+            if (ur_poll(50, evs, 512)) return 0;
+            now = mono();
+        } else {
+            int k = epoll_wait(epfd, evs, 512, 50);
+            now = mono();
+            if (k > 0 && handle_epoll(evs, k, now)) return 0;
         }
         if (phase == PH_CONNECT && t_ready < 0 &&
             ((n_started == opt.n && n_inflight == 0 && n_subscribed == n_open) ||
@@ -1039,6 +1297,5 @@ int main(int argc, char **argv) {
             report();
             return 3;
         }
-        (void)stdin_open;
     }
 }

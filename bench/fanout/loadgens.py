@@ -149,8 +149,12 @@ def merge(reports: Sequence[Report]) -> Report:
         "cpu_seconds",
         "closed_without_close_frame",
         "fail_eof",
+        "uring_rearms",
+        "uring_nobufs",
+        "uring_enters",
     ):
         merged[key] = sum(r.get(key, 0) for r in reports)
+    merged["io"] = ",".join(sorted({str(r.get("io", "epoll")) for r in reports}))
     merged["connect_seconds"] = max(r.get("connect_seconds", 0.0) for r in reports)
     merged["maxrss_kb"] = sum(r.get("maxrss_kb", 0) for r in reports)
     for key in ("fail_errno", "fail_status", "close_codes"):

@@ -507,6 +507,25 @@ def _loops_line(results: Results) -> list[str]:
     ]
 
 
+def _loadgen_io_line(results: Results) -> str:
+    """How the load generator received (loadgen.c --io), as every run reported it."""
+    seen = sorted(
+        {
+            str(run.get("loadgen", {}).get("io", "epoll"))
+            for run in results.get("runs", [])
+            if "loadgen" in run
+        }
+    )
+    names = {
+        "epoll": "epoll_wait + one recv() per ready socket",
+        "uring": "io_uring multishot recv into provided buffers (DEFER_TASKRUN)",
+    }
+    said = "; ".join(names.get(io, io) for io in seen) or "-"
+    if "loadgen_io" not in results.get("placement", {}):
+        said += " (recorded before the load generator had --io)"
+    return f"- load generator receives with: {said}"
+
+
 def design_section(results: Results, image_prefix: str) -> str:
     m = results["machine"]
     placement = results.get("placement", {})
@@ -534,6 +553,7 @@ def design_section(results: Results, image_prefix: str) -> str:
         if "receive_steering" in placement
         else "- network: no receive steering (recorded before it existed)",
         *_loops_line(results),
+        _loadgen_io_line(results),
         *[
             f"- re-run on {r['date']}: {', '.join(r['scenarios'])} (`{r['command']}`)"
             for r in results.get("reruns", [])

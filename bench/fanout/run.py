@@ -35,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -165,6 +166,28 @@ def export_ref(ref: str) -> tuple[Path, str]:
     return dest / "src", sha
 
 
+def build_delivery(src: Path) -> None:
+    """Build an exported tree's C delivery loops as the install does (setup.py's flags)."""
+    source = src / "hlgateway" / "server" / "_delivery.c"
+    target = source.with_name("_delivery" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    if source.exists() and not target.exists():
+        include = sysconfig.get_paths()["include"]
+        subprocess.run(
+            [
+                "cc",
+                "-O2",
+                "-Wall",
+                "-shared",
+                "-fPIC",
+                f"-I{include}",
+                str(source),
+                "-o",
+                str(target),
+            ],
+            check=True,
+        )
+
+
 def git_commit() -> str:
     out = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
@@ -264,6 +287,7 @@ class Context:
     fd_limit: int = 20_000  # the hard RLIMIT_NOFILE: what one process may hold
     redis: tuple[str, int] | None = None  # the gateway workers' broker (url, pid), if needed
     steering: dict[str, Any] | None = None  # what steer_receives applied for the run
+    loadgen_io: str = "uring"  # how the load generator receives (loadgen.c --io)
 
 
 @dataclass
@@ -417,6 +441,8 @@ def loadgen_argv(
         str(connect_timeout),
         "--max-seconds",
         str(connect_timeout + scenario.warmup + scenario.duration + scenario.settle + 120),
+        "--io",
+        ctx.loadgen_io,
     ]
     if detail:
         argv.append("--detail")
@@ -859,6 +885,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
     parser.add_argument(
+        "--loadgen-io",
+        choices=("uring", "epoll"),
+        default="uring",
+        help="how the load generator receives: io_uring multishot recv (default; epoll where "
+        "io_uring is unavailable) or epoll_wait + recv (the load generator before issue 24's "
+        "re-measurement)",
+    )
+    parser.add_argument(
         "--no-steering",
         action="store_true",
         help="leave loopback receives on the sending core (see bench/fanout/steering.py)",
@@ -909,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway_source = f"working tree ({git_commit()})"
     if args.gateway_ref:
         gateway_src, sha = export_ref(args.gateway_ref)
+        build_delivery(gateway_src)  # else an old commit would run its pure-Python loops
         gateway_source = f"commit {sha} (git archive of src/)"
     loadgen = build_loadgen()
     floor = build_floor()
@@ -948,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
                     if need_redis
                     else None,
                     steering=steering,
+                    loadgen_io=args.loadgen_io,
                 )
                 for scenario in scenarios:
                     for rep in range(scenario.repeats):
@@ -983,6 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_core": CLIENT_CORE,
             "taskset": shutil.which("taskset") is not None and P.cpu_count() > CLIENT_CORE,
             "receive_steering": steering,
+            "loadgen_io": args.loadgen_io,
         },
         "scenarios": [s.as_dict() for s in scenarios],
         "aggregate": aggregate(good),

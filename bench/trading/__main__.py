@@ -42,7 +42,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -241,28 +240,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def build_delivery(src: Path) -> None:
-    """Build an exported tree's C delivery loops as the install does (setup.py's flags)."""
-    source = src / "hlgateway" / "server" / "_delivery.c"
-    target = source.with_name("_delivery" + str(sysconfig.get_config_var("EXT_SUFFIX")))
-    if source.exists() and not target.exists():
-        include = sysconfig.get_paths()["include"]
-        subprocess.run(
-            [
-                "cc",
-                "-O2",
-                "-Wall",
-                "-shared",
-                "-fPIC",
-                f"-I{include}",
-                str(source),
-                "-o",
-                str(target),
-            ],
-            check=True,
-        )
 
 
 def run(
@@ -541,7 +518,7 @@ def main() -> int:
         )
         text = report(command, result)
     else:
-        from bench.fanout.run import export_ref, git_commit
+        from bench.fanout.run import build_delivery, export_ref, git_commit
 
         # Each label: (the gateway's source, None for the working tree's; the crowd).
         variants: dict[str, tuple[Path | None, str]]

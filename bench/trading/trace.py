@@ -362,8 +362,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--gateway-ref", help="trace this commit's gateway first, then ours")
     args = parser.parse_args()
-    from bench.fanout.run import export_ref, git_commit
-    from bench.trading.__main__ import build_delivery, run
+    from bench.fanout.run import build_delivery, export_ref, git_commit
+    from bench.trading.__main__ import run
 
     gateways: list[tuple[str, Path | None]] = []
     if args.gateway_ref:

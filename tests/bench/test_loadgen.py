@@ -3,7 +3,8 @@
 An in-process gateway on the benchmark's tick pump; the C load generator (built
 here) opens 20 connections, and the pump sends exactly 40 ticks. Every client
 must get every tick once: the load generator's totals, its per-tick accounting
-and a Python client connected beside it must all agree.
+and a Python client connected beside it must all agree, whichever way it
+receives (--io epoll: epoll_wait + recv; --io uring: io_uring multishot recv).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ RATE = 25.0
 pytestmark = pytest.mark.requires("cc")
 
 
+def _uring_enabled() -> bool:
+    try:
+        return Path("/proc/sys/kernel/io_uring_disabled").read_text().strip() == "0"
+    except OSError:  # a kernel older than the switch
+        return True
+
+
 async def _python_client(url: str, subscribed: asyncio.Event, counts: list[int]) -> None:
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         await ws.send_str(SUBSCRIBE.format(depth=1))
@@ -42,8 +50,9 @@ async def _python_client(url: str, subscribed: asyncio.Event, counts: list[int])
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("io", ["epoll", "uring"])
 async def test_loadgen_counts_every_message(
-    pump: tuple[pump_mod.Pump, int, int], tmp_path: Path
+    pump: tuple[pump_mod.Pump, int, int], tmp_path: Path, io: str
 ) -> None:
     p, pump_port, feedback_port = pump
     binary = await asyncio.to_thread(build_loadgen, tmp_path)
@@ -80,18 +89,23 @@ async def test_loadgen_counts_every_message(
             "--src-first",
             "0",
             "--go",
+            "--io",
+            io,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         assert lg.stderr is not None
+        seen: list[bytes] = []
         while True:  # every connection open and subscribed before the first tick
             line = await asyncio.wait_for(lg.stderr.readline(), 10)
             assert line, "the load generator exited before it was ready"
+            seen.append(line)
             if b'"event":"ready"' in line:
                 break
         p.set_mode({"mode": "rate", "rate": RATE, "count": TICKS})
-        out, _ = await asyncio.wait_for(lg.communicate(), 15)
+        out, rest = await asyncio.wait_for(lg.communicate(), 15)
+        notes = b"".join(seen) + rest
         assert lg.returncode == 0
         report = json.loads(out)
         # The Python client may still be reading the last ticks: wait for them.
@@ -109,6 +123,12 @@ async def test_loadgen_counts_every_message(
 
     assert p.stats.sent == TICKS
     assert len(python_counts) == TICKS == len(set(python_counts))
+    # Where io_uring is unavailable the load generator says so and uses epoll.
+    # Where io_uring is off (a kernel without it, io_uring_disabled) it says so and uses epoll.
+    if io == "uring" and not _uring_enabled():
+        assert report["io"] == "epoll" and b"io_uring" in notes
+    else:
+        assert report["io"] == io, notes
     assert report["open"] == report["subscribed"] == CLIENTS
     assert report["failed"] == 0
     assert report["total_msgs"] == CLIENTS * TICKS
