@@ -2,7 +2,8 @@
  * loadgen: a WebSocket fan-out load generator (one process, epoll, non-blocking).
  *
  * Opens N client connections to a WebSocket server, upgrades them (optionally
- * offering permessage-deflate), sends one masked subscribe text frame on each,
+ * offering permessage-deflate), sends one masked subscribe text frame on each
+ * (or several: --subscribe repeated, sent in order),
  * then counts what arrives, without parsing JSON:
  *   - data messages and bytes per second (a text frame whose payload starts
  *     with {"type":"data"; control replies such as welcome/subscribed are not
@@ -71,6 +72,7 @@
 #endif
 
 /* ---------------------------------------------------------------- options */
+#define MAX_SUBSCRIBE 8
 static struct {
     const char *host;
     int port;
@@ -78,7 +80,8 @@ static struct {
     int n;
     double warmup;
     double duration;
-    const char *subscribe;
+    const char *subscribe[MAX_SUBSCRIBE];
+    int n_subscribe; /* --subscribe given so far: the first replaces the default */
     int deflate;
     int slow;
     double slow_after;
@@ -101,7 +104,7 @@ static struct {
     .n = 100,
     .warmup = 2.0,
     .duration = 5.0,
-    .subscribe = "{\"type\":\"subscribe\",\"channel\":\"orderbook\",\"params\":{\"depth\":1,\"symbol\":\"BTC\"}}",
+    .subscribe[0] = "{\"type\":\"subscribe\",\"channel\":\"orderbook\",\"params\":{\"depth\":1,\"symbol\":\"BTC\"}}",
     .deflate = 0,
     .slow = 0,
     .slow_after = 5.0,
@@ -666,7 +669,8 @@ static void on_handshake(conn_t *c, int64_t now) {
     n_inflight--;
     n_open++;
     size_t body = (size_t)(end + 4 - rbuf);
-    send_frame(c, 1, opt.subscribe, strlen(opt.subscribe));
+    for (int s = 0; s < MAX_SUBSCRIBE && opt.subscribe[s]; s++)
+        send_frame(c, 1, opt.subscribe[s], strlen(opt.subscribe[s]));
     size_t rest = have - body;
     if (rest) {
         memmove(rbuf, rbuf + body, rest);
@@ -1138,7 +1142,7 @@ static int handle_epoll(struct epoll_event *evs, int k, double now) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [--host IP] [--port P] [--path /ws?token=..] [-n N] [--warmup S]\n"
-            "  [--duration S] [--subscribe JSON] [--deflate] [--slow K] [--slow-after S]\n"
+            "  [--duration S] [--subscribe JSON]... [--deflate] [--slow K] [--slow-after S]\n"
             "  [--slow-rcvbuf BYTES] [--feedback-port P] [--src-first K] [--per-src N]\n"
             "  [--concurrency N] [--connect-timeout S] [--max-seconds S] [--sample N] [--go]\n"
             "  [--detail] [--io epoll|uring]\n");
@@ -1156,7 +1160,10 @@ int main(int argc, char **argv) {
         else if (ARG("-n")) opt.n = atoi(v);
         else if (ARG("--warmup")) opt.warmup = atof(v);
         else if (ARG("--duration")) opt.duration = atof(v);
-        else if (ARG("--subscribe")) opt.subscribe = v;
+        else if (ARG("--subscribe")) {
+            if (opt.n_subscribe == MAX_SUBSCRIBE) usage();
+            opt.subscribe[opt.n_subscribe++] = v;
+        }
         else if (strcmp(a, "--deflate") == 0) opt.deflate = 1;
         else if (strcmp(a, "--go") == 0) opt.autogo = 1;
         else if (strcmp(a, "--detail") == 0) opt.detail = 1;

@@ -1,9 +1,12 @@
-"""`python -m bench.trading [--posts 1000] [--clients 1000] [--gateway-ref REF] [--write]`
+"""`python -m bench.trading [--posts 1000] [--clients 1000] [--crowd python|c|both]
+[--gateway-ref REF] [--write]`
 
 A post's round trip through the gateway beside the same post straight to the
 simulator, while market-data clients take prices and a book from the same
 gateway. Three processes besides this one: the simulator, `hlgateway
-serve` on it, and the crowd of data clients (bench/trading/crowd.py). This
+serve` on it, and the crowd of data clients (bench/trading/crowds.py: the
+Python one, aiohttp parsing every message, or `--crowd c`, the fan-out
+benchmark's C load generator, which counts frames without parsing). This
 process signs orders with the simulator's funded account (the SDK's signing
 functions, before each timed request) and alternates the two paths, one post
 each in turn, so both see the same machine at the same moment: a resting order
@@ -22,6 +25,10 @@ simulator, gateway and crowd: a before/after on the same machine at the same
 hour. `--crowd-nice N` runs the data clients at that niceness: they stand in
 for 1,000 remote clients, whose parsing would not take this machine's cores
 from the processes measured (both settings are reported as they ran).
+`--crowd both` (without `--gateway-ref`) alternates the two crowds in rounds
+with the working tree's gateway. The gateway, the simulator and this posting
+process are the same in every case; only the stand-in for the remote data
+clients changes, and the report says which ran and what its clients received.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from hyperliquid.utils.signing import (
 )
 
 from bench.table import machine, write_section
+from bench.trading import crowds
 from hlgateway.auth import issue_token
 
 SECRET = "bench-trading-secret-long-enough-for-hs256-keys!!"
@@ -241,6 +249,7 @@ def run(
     gateway_src: Path | None = None,
     crowd_nice: int = 0,
     trace: Path | None = None,
+    crowd_kind: str = "python",
 ) -> dict[str, Any]:
     """One measurement: a fresh simulator, gateway and crowd. With `trace`, the
     gateway and simulator run under bench/trading/trace.py's timestamps, written
@@ -276,6 +285,7 @@ def run(
         env["TRACE_DIR"] = gateway_env["TRACE_DIR"] = str(trace)
     log: list[list[Any]] | None = [] if trace is not None else None
     children: list[Child] = []
+    crowd: crowds.PythonCrowd | crowds.CCrowd | None = None
     try:
         sim = Child(
             [
@@ -308,37 +318,26 @@ def run(
         gateway.line(r"hlgateway is up")
         gateway_ws = f"ws://127.0.0.1:{gateway_port}/ws"
         reader = issue_token(SECRET, "crowd", ttl_seconds=3600)
-        crowd = Child(
-            [
-                *(["nice", "-n", str(crowd_nice)] if crowd_nice else []),
-                sys.executable,
-                "-m",
-                "bench.trading.crowd",
-                f"{gateway_ws}?token={reader}",
-                str(clients),
-            ],
-            env,
-            logs / "crowd.log",
+        crowd = crowds.start(
+            crowd_kind, gateway_port, reader, clients, crowd_nice, env, logs / "crowd.log"
         )
-        children.append(crowd)
-        ready = int(crowd.line(r"ready (\d+)", timeout=120).group(1))
+        ready = crowd.ready()
         trader = issue_token(SECRET, "trader", ttl_seconds=3600, trade=True)
         load_before = os.getloadavg()
-        processes = {"gateway": gateway, "crowd": crowd, "simulator": sim}
-        cpu_before = {name: cpu_seconds(child.proc.pid) for name, child in processes.items()}
+        pids = {"gateway": gateway.proc.pid, "crowd": crowd.proc.pid, "simulator": sim.proc.pid}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        crowd.mark()
         started = time.monotonic()
         direct_ms, relayed_ms = asyncio.run(
             measure(f"ws://127.0.0.1:{sim_port}/ws", gateway_ws, trader, key, posts, 20, log)
         )
         seconds = time.monotonic() - started
         load_after = os.getloadavg()
-        cpu = {
-            name: cpu_seconds(child.proc.pid) - cpu_before[name]
-            for name, child in processes.items()
-        }
-        crowd.stop()
-        received = int(crowd.line(r"received (\d+)", timeout=30).group(1))
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        counted = crowd.finish()
     finally:
+        if crowd is not None:
+            crowd.stop()
         for child in reversed(children):
             child.stop()
     direct, relayed = percentiles(direct_ms), percentiles(relayed_ms)
@@ -350,7 +349,9 @@ def run(
         "samples": len(direct_ms),
         "clients": clients,
         "ready": ready,
-        "received": received,
+        "crowd": crowd_kind,
+        "received": counted.received,
+        "per_client": counted.per_client,
         "seconds": seconds,
         "load": (load_before, load_after),
         "cpu": cpu,
@@ -369,7 +370,8 @@ def report(command: str, result: dict[str, Any]) -> str:
         f"after: {', '.join(f'{x:.2f}' for x in result['load'][1])}",
         f"market data meanwhile: {result['ready']}/{result['clients']} clients on prices "
         f"(BTC, ETH) and the BTC book, {result['received']:,} data messages received during the "
-        f"{result['seconds']:.1f} s run",
+        f"{result['seconds']:.1f} s run ({fed(result)} data messages per client, min/median/max)",
+        f"data clients: {crowds.NAMES[result['crowd']]}",
         f"CPU used meanwhile: {cpu_line(result)}",
         "",
         f"{result['samples']} posts each way (half orders resting far from the market, half "
@@ -404,12 +406,20 @@ def report(command: str, result: dict[str, Any]) -> str:
 NOTE = (
     "Both paths share the machine's cores with the simulator, the gateway and the data "
     "clients' process (CPU each used, above). The gateway writes a market tick to its data "
-    "clients a slice of them per loop turn, and a post's answer ahead of any data queued "
-    "for its client; what the relayed path still adds at p99 is mostly waiting for a core "
-    "(two more process wake-ups than the direct path) on a shared machine: see "
-    "docs/benchmarks.md, 'Order entry: where the p99 goes'. The p99 of a few thousand "
+    "clients a slice of them per loop turn (a smaller slice while a post is in flight), and "
+    "a post's answer ahead of any data queued for its client; what the relayed path still "
+    "adds at p99 is mostly waiting for a core (two more process wake-ups than the direct "
+    "path) on a shared machine: see docs/benchmarks.md, 'Order entry: where the p99 goes'. "
+    "The data clients stand in for remote ones: the Python crowd parses every message on "
+    "this machine's cores, the C crowd (loadgen.c) only counts frames; the gateway's work "
+    "is the same (the messages each client received, above). The p99 of a few thousand "
     "samples moves with the machine's load (recorded above)."
 )
+
+
+def fed(result: dict[str, Any]) -> str:
+    """What each data client received during the measurement: min/median/max."""
+    return "/".join(str(n) for n in result["per_client"])
 
 
 def cpu_line(result: dict[str, Any]) -> str:
@@ -417,8 +427,10 @@ def cpu_line(result: dict[str, Any]) -> str:
 
 
 def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[str, Any]]]) -> str:
-    """The before/after report: each gateway's samples pooled over its rounds."""
+    """The before/after (or crowd beside crowd) report: each label's samples pooled over
+    its rounds."""
     first = rounds[0][1]
+    ran = sorted({r["crowd"] for _, r in rounds})
     lines = [
         "## Order entry: post round trip, before/after, through the gateway vs straight to the "
         "simulator",
@@ -427,17 +439,21 @@ def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[
         f"command: `{command}`",
         f"market data meanwhile: {first['clients']} clients on prices (BTC, ETH) and the BTC "
         "book, from a fresh simulator, gateway and crowd each round",
+        "data clients: " + "; ".join(crowds.NAMES[kind] for kind in ran),
         "",
-        "| round | gateway | load before | load after | clients ready | data messages | "
-        "seconds | CPU seconds meanwhile | direct p99 | through p99 | added p50 | added p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | run | crowd | load before | load after | clients ready | data messages | "
+        "per client min/median/max | seconds | CPU seconds meanwhile | direct p99 | "
+        "through p99 | added p50 | added p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, (label, result) in enumerate(rounds):
         direct, relayed = result["direct"], result["relayed"]
         lines.append(
-            f"| {n // 2 + 1} | {label} | {', '.join(f'{x:.2f}' for x in result['load'][0])} | "
+            f"| {n // 2 + 1} | {label} | {result['crowd']} | "
+            f"{', '.join(f'{x:.2f}' for x in result['load'][0])} | "
             f"{', '.join(f'{x:.2f}' for x in result['load'][1])} | {result['ready']} | "
-            f"{result['received']:,} | {result['seconds']:.1f} | {cpu_line(result)} | "
+            f"{result['received']:,} | {fed(result)} | {result['seconds']:.1f} | "
+            f"{cpu_line(result)} | "
             f"{direct['p99']:.2f} | {relayed['p99']:.2f} | "
             f"{relayed['p50'] - direct['p50']:+.2f} | {relayed['p99'] - direct['p99']:+.2f} |"
         )
@@ -445,7 +461,7 @@ def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[
         "",
         "Pooled over the rounds (ms; each post alternates with one straight to the simulator):",
         "",
-        "| gateway | posts | direct p50 | direct p99 | through p50 | through p99 | through max "
+        "| run | posts | direct p50 | direct p99 | through p50 | through p99 | through max "
         "| added p50 | added p90 | added p99 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -475,37 +491,61 @@ def main() -> int:
     parser.add_argument(
         "--crowd-nice", type=int, default=0, help="the data clients' niceness (0: as this process)"
     )
+    parser.add_argument(
+        "--crowd",
+        choices=(*crowds.CROWDS, "both"),
+        default="python",
+        help="the data clients: Python (aiohttp), C (loadgen.c), or both in alternating rounds",
+    )
     parser.add_argument("--write", action="store_true", help="into docs/benchmarks.md")
     args = parser.parse_args()
     if not 1 <= args.posts <= 5000:
         parser.error("--posts: 1..5000")
     if not 1 <= args.rounds <= 10:
         parser.error("--rounds: 1..10")
+    if args.crowd == "both" and args.gateway_ref is not None:
+        parser.error("--crowd both compares crowds on one gateway: not with --gateway-ref")
     command = (
         f"python -m bench.trading --posts {args.posts} --clients {args.clients} --seed {args.seed}"
     )
+    if args.crowd != "python":
+        command += f" --crowd {args.crowd}"
     if args.crowd_nice:
         command += f" --crowd-nice {args.crowd_nice}"
-    if args.gateway_ref is None:
-        result = run(args.posts, args.clients, args.seed, crowd_nice=args.crowd_nice)
+    if args.gateway_ref is None and args.crowd != "both":
+        result = run(
+            args.posts, args.clients, args.seed, crowd_nice=args.crowd_nice, crowd_kind=args.crowd
+        )
         text = report(command, result)
     else:
         from bench.fanout.run import build_delivery, export_ref, git_commit
 
-        command += f" --gateway-ref {args.gateway_ref} --rounds {args.rounds}"
-        src, sha = export_ref(args.gateway_ref)
-        build_delivery(src)
-        before, after = f"{sha} (before)", f"{git_commit()} (after)"
-        sources: dict[str, Path | None] = {before: src, after: None}
+        # Each label: (the gateway's source, None for the working tree's; the crowd).
+        variants: dict[str, tuple[Path | None, str]]
+        if args.gateway_ref is not None:
+            command += f" --gateway-ref {args.gateway_ref} --rounds {args.rounds}"
+            src, sha = export_ref(args.gateway_ref)
+            build_delivery(src)
+            variants = {
+                f"{sha} (before)": (src, args.crowd),
+                f"{git_commit()} (after)": (None, args.crowd),
+            }
+        else:
+            command += f" --rounds {args.rounds}"
+            variants = {f"{git_commit()}, {kind} crowd": (None, kind) for kind in crowds.CROWDS}
+        first, second = variants
         rounds: list[tuple[str, dict[str, Any]]] = []
         each = max(1, args.posts // args.rounds)
         for n in range(args.rounds):
-            order = (before, after) if n % 2 == 0 else (after, before)
+            order = (first, second) if n % 2 == 0 else (second, first)
             for label in order:
                 print(f"round {n + 1}: {label}", file=sys.stderr, flush=True)
-                result = run(each, args.clients, args.seed, sources[label], args.crowd_nice)
+                source, kind = variants[label]
+                result = run(
+                    each, args.clients, args.seed, source, args.crowd_nice, crowd_kind=kind
+                )
                 rounds.append((label, result))
-        text = compare(command, (before, after), rounds)
+        text = compare(command, (first, second), rounds)
     print(text)
     if args.write:
         print(f"written to {write_section(command, text)}", file=sys.stderr)

@@ -145,6 +145,8 @@ class Gateway:
             ),
             self._observe_post,
         )
+        # Broadcasts write smaller slices while a post is in flight (server/outbox.py).
+        self.flusher.urgent = lambda: self.relay.policy.in_flight > 0
         self.limits = SessionLimits(
             max_subscriptions=settings.max_subscriptions,
             max_rooms=settings.max_rooms,

@@ -47,12 +47,16 @@ async def test_two_workers_share_one_port_and_act_as_one_gateway(
     try:
         # New connections are spread over the workers by the kernel: both answer.
         names: set[str] = set()
+        frozen: dict[str, int] = {}  # each worker froze its start-up objects (server/heap.py)
         for _ in range(200):  # the second worker may still be starting
-            names.add((await health(proc))["node"])
+            state = await health(proc)
+            names.add(state["node"])
+            frozen[state["node"]] = state["gc"]["frozenObjects"]
             if len(names) == 2:
                 break
             await asyncio.sleep(0.05)
         assert len(names) == 2, names
+        assert all(count > 0 for count in frozen.values()), frozen
         for _ in range(6):
             client = await Client.connect(proc.ws, alice_token())
             await client.request({"type": "join_room", "room": "desk"})

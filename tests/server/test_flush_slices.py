@@ -28,15 +28,18 @@ class Recorder:
 
 
 class Rig:
-    def __init__(self, n: int, slice_size: int) -> None:
+    def __init__(self, n: int, slice_size: int, urgent_slice: int = 1) -> None:
         self.ready: list[Callable[[], None]] = []  # the loop's ready queue
         self.log: list[int] = []
         self.reported: list[list[bytes]] = []
         self.scheduler = FlushScheduler(
             lambda frames: self.reported.append([f.payload for f in frames]),
             slice_size=slice_size,
+            urgent_slice=urgent_slice,
             call_soon=self.ready.append,
         )
+        self.in_flight = 0  # posts in flight, as the gateway's relay counts them
+        self.scheduler.urgent = lambda: self.in_flight > 0
         self.boxes = [Recorder(i, self.log) for i in range(n)]
 
     def mark(self, *names: int) -> None:
@@ -121,4 +124,27 @@ def test_an_outbox_marked_twice_before_its_pass_is_flushed_once() -> None:
     rig.mark(0, 1, 0, 2, 1)
     assert rig.turn() == [0, 1]
     assert rig.turn() == [2]
+    assert rig.ready == []
+
+
+def test_a_post_in_flight_waits_behind_a_small_slice_not_a_full_one() -> None:
+    """A post's upstream send (and its answer read back) wakes a task, queued behind
+    the slice already due: while a post is in flight that slice is `urgent_slice`
+    outboxes, and the pass goes on at full slices once it is answered."""
+    rig = Rig(12, slice_size=4, urgent_slice=1)
+    rig.mark(*range(12))
+    assert rig.turn() == [0, 1, 2, 3]
+    rig.in_flight = 1  # a post was read: its send is queued behind the next slice
+    sent: list[int] = []
+    rig.ready.append(lambda: sent.append(len(rig.log)))
+    assert rig.turn() == [4]
+    assert sent == [5]  # it waited for one outbox's write, not four
+    answered: list[int] = []
+    rig.ready.append(lambda: answered.append(len(rig.log)))  # its answer, read back
+    assert rig.turn() == [5]
+    assert answered == [6]
+    rig.in_flight = 0
+    assert rig.turn() == [6, 7, 8, 9]
+    assert rig.turn() == [10, 11]
+    assert rig.log == list(range(12))  # order and completeness as ever
     assert rig.ready == []

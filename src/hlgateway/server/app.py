@@ -21,7 +21,7 @@ from hlgateway.gateway import Gateway
 from hlgateway.metrics import CONTENT_TYPE
 from hlgateway.protocol.encoding import now_ms
 from hlgateway.protocol.errors import ProtocolError
-from hlgateway.server import guest, telegram_login
+from hlgateway.server import guest, heap, telegram_login
 from hlgateway.server.accept.admit import bearer_token
 from hlgateway.server.accept.defences import Edge
 from hlgateway.server.admin import overview
@@ -37,6 +37,7 @@ CHAT_WALLETS = web.AppKey("chat_wallets", telegram_login.ChatWallets)
 async def health(request: web.Request) -> web.Response:
     body = request.app[GATEWAY].health()
     body["limits"] = request.app[EDGE].health()
+    body["gc"] = heap.health()
     return web.json_response(body, status=200, dumps=_dumps)
 
 

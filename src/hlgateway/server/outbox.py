@@ -11,6 +11,8 @@ transport, coalesced, bounded, conflated.
   post read from a client, sent upstream, its answer read back). Writing 1,000
   clients at once held the loop ~11 ms (25 ms wall on a loaded 2-core machine),
   and a post that came meanwhile waited for all of it (docs/benchmarks.md).
+  While a post is in flight the slices are smaller (`URGENT_SLICE`): its
+  upstream send and its answer each wake a task, queued behind the next slice.
 - Backpressure: while the transport's own buffer is above `buffer_limit`, frames
   wait in the queue. The queue is bounded in bytes: when it overflows, frames of
   conflatable topics (prices, orderbook, account snapshots) that a newer frame
@@ -83,6 +85,10 @@ class _Replay:
 
 
 FLUSH_SLICE = 32  # outboxes written per loop turn: ~0.35 ms at ~11 us a loopback write
+# ... while a post is in flight (`FlushScheduler.urgent`): ~45 us. The post's
+# steps that wake a task (its send on the upstream link, its answer read back)
+# wait behind the slice already queued; more turns a broadcast only then.
+URGENT_SLICE = 4
 
 
 class FlushScheduler:
@@ -97,6 +103,10 @@ class FlushScheduler:
     `on_flushed` gets the data frames published before a pass began, once the
     pass has written them (the upstream-to-socket latency): noted once per
     message by the publisher, not once per subscriber.
+
+    `urgent`, when set, says whether a post is in flight: each slice begun
+    meanwhile is `urgent_slice` outboxes, so that what the post waits for in
+    the loop's ready queue is a few writes, not a full slice.
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class FlushScheduler:
         on_flushed: Callable[[list[Frame]], None] | None = None,
         *,
         slice_size: int = FLUSH_SLICE,
+        urgent_slice: int = URGENT_SLICE,
         call_soon: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         # The outboxes marked for the next pass, in the order they were marked.
@@ -113,6 +124,8 @@ class FlushScheduler:
         self._on_flushed = on_flushed
         self._published: list[Frame] = []
         self._slice = max(1, slice_size)
+        self._urgent_slice = max(1, min(urgent_slice, self._slice))
+        self.urgent: Callable[[], bool] | None = None  # the gateway's: a post is in flight
         self._call_soon = call_soon  # a seam for tests; else the running loop's
         self._pass: list[Outbox] = []  # the pass under way, and how far it got
         self._next = 0
@@ -160,7 +173,9 @@ class FlushScheduler:
             self._next = 0
             self._pass_frames, self._published = self._published, []
         start = self._next
-        self._next = end = start + self._slice
+        urgent = self.urgent
+        size = self._urgent_slice if urgent is not None and urgent() else self._slice
+        self._next = end = start + size
         try:
             flush_all(self._pass[start:end])
         finally:
