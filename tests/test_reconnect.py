@@ -17,6 +17,7 @@ from hlgateway.reconnect import (
     Supervisor,
     retrying,
     sleeping,
+    stop_tasks,
     wait_or_wake,
 )
 
@@ -282,3 +283,40 @@ async def test_a_plain_sleep_serves_as_the_wait() -> None:
 
     assert await retrying(call, Reconnect(PLAIN), wait=sleeping(sleep)) == "up"
     assert slept == [1.0, 2.0]
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+
+async def test_stop_tasks_cancels_again_a_task_that_lost_its_cancellation() -> None:
+    # As when a cancellation lands as a library's timeout expires and comes out as
+    # its TimeoutError: the attempt reads "unavailable" and goes on (a stop that hung).
+    lost = 0
+    attempts = 0
+
+    async def reconnecting() -> None:
+        nonlocal lost, attempts
+        while True:
+            attempts += 1
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if lost == 0:
+                    lost += 1
+                    continue  # the first cancellation is swallowed
+                raise
+
+    task = asyncio.get_running_loop().create_task(reconnecting())
+    await asyncio.sleep(0)
+    await stop_tasks([task], again_after=0)
+    assert task.cancelled() and lost == 1 and attempts == 2
+
+
+async def test_stop_tasks_with_nothing_running_returns() -> None:
+    async def done() -> int:
+        return 1
+
+    task = asyncio.get_running_loop().create_task(done())
+    await task
+    await stop_tasks([task])
+    await stop_tasks([])

@@ -486,6 +486,63 @@ BOX_HEADER = [
 ]
 
 
+def _storm_rows(results: Results) -> list[list[str]]:
+    """Per size: the accept rate with ticks flowing to those already back (`storm`) and
+    with none (`storm-calm`), for the gateway and the floor, and their ratios."""
+    rows: list[list[str]] = []
+    sizes = [_scenario(results, i).get("clients", 0) for i in _ids(results, "storm")]
+    sizes += [
+        n
+        for i in _ids(results, "storm-calm")
+        if (n := _scenario(results, i).get("clients", 0)) not in sizes
+    ]
+    for n in sizes:
+        gw, floor = (_agg(results, f"storm@{n}", s) or {} for s in ("gateway", "floor"))
+        gw_calm, floor_calm = (
+            _agg(results, f"storm-calm@{n}", s) or {} for s in ("gateway", "floor")
+        )
+        if not (gw or floor or gw_calm or floor_calm):
+            continue
+
+        def rate(m: dict[str, Any]) -> Any:
+            return m.get("accepts_per_s") if m else None
+
+        def held(*ms: dict[str, Any]) -> str:
+            return " / ".join(f"{_num(m.get('open'))}" if m else "-" for m in ms)
+
+        rows.append(
+            [
+                f"{n:,}",
+                " / ".join(
+                    _processes(m, s) if m else "-" for m, s in ((gw, "gateway"), (floor, "floor"))
+                ),
+                f"{_num(rate(gw))} / {_num(rate(gw_calm))}",
+                f"{_num(rate(floor))} / {_num(rate(floor_calm))}",
+                _ratio_text(_ratio(rate(gw), rate(gw_calm))),
+                _ratio_text(_ratio(rate(floor), rate(floor_calm))),
+                _ratio_text(_ratio(rate(gw), rate(floor))),
+                _ratio_text(_ratio(rate(gw_calm), rate(floor_calm))),
+                f"{_num(gw.get('connect_s'), 1)} / {_num(gw_calm.get('connect_s'), 1)}",
+                held(gw, gw_calm, floor, floor_calm),
+            ]
+        )
+    return rows
+
+
+STORM_HEADER = [
+    "clients",
+    "processes gw / floor",
+    "gateway accepts/s: ticks flowing / calm",
+    "C floor accepts/s: flowing / calm",
+    "gw flowing/calm",
+    "floor flowing/calm",
+    "gw/floor flowing",
+    "gw/floor calm",
+    "gateway s to connect all: flowing / calm",
+    "held gw flowing / calm, floor flowing / calm",
+]
+
+
 ALT = {"slow": "slow consumers"}  # the plots' alt texts, where not their names
 
 
@@ -614,6 +671,17 @@ def design_section(results: Results, image_prefix: str) -> str:
         "not in it). `limit`: one process offered more clients than it may hold.",
         BOX_HEADER,
         _box_rows(results),
+        "",
+    )
+    parts += section(
+        "Reconnect storm: accepts per second while ticks flow to those already back",
+        "Every client connects at once (at most 200 handshakes in flight per load "
+        "generator), `storm`: while 1 tick/s already goes to the clients that are back; "
+        "`storm-calm`: the same with no ticks until all are in. Accepts per second: clients "
+        "/ seconds until the last is subscribed (TCP, upgrade with a JWT checked, subscribe "
+        "answered). The load generator sends one token for every client.",
+        STORM_HEADER,
+        _storm_rows(results),
         "",
     )
     parts += section(

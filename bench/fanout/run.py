@@ -46,7 +46,7 @@ from typing import Any
 
 from bench.fanout import loadgens
 from bench.fanout import procs as P
-from bench.fanout.scenarios import MIB, Scenario, plan
+from bench.fanout.scenarios import ALIASES, MIB, Scenario, plan
 from bench.fanout.steering import backlog_drops, describe, steer_receives, still_applied
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -922,7 +922,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     scenarios = plan(args.quick, int(info["fd_hard_limit"]))
     if args.only:
-        scenarios = [s for s in scenarios if s.key in args.only]
+        keys = {key for only in args.only for key in ALIASES.get(only, (only,))}
+        scenarios = [s for s in scenarios if s.key in keys]
     if args.clients:
         scenarios = [s for s in scenarios if s.clients in args.clients]
     if args.repeats:

@@ -21,7 +21,7 @@ SUBSCRIBE_TRADES = '{"type":"subscribe","channel":"trades","params":{"symbol":"B
 @dataclass(frozen=True)
 class Scenario:
     # saturation | saturation-deflate | saturation-deflate-d20 | rate-1 | rate-10 | idle |
-    # limit | box | slow
+    # limit | box | storm | storm-calm | slow
     key: str
     title: str
     clients: int
@@ -180,6 +180,8 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
                 processes=1,
             )
         )
+    if not quick:
+        out += storm(big)
     out.append(
         Scenario(
             "slow",
@@ -196,4 +198,38 @@ def plan(quick: bool, fd_limit: int) -> list[Scenario]:
             servers=NOT_FLOOR,
         )
     )
+    return out
+
+
+# `--only storm` runs both: the storm and its calm twin, side by side in one run.
+ALIASES = {"storm": ("storm", "storm-calm")}
+
+
+def storm(big: int) -> list[Scenario]:
+    """A reconnect storm: every client connects at once while 1 tick/s already goes to
+    those that are back (`storm`), beside the same clients with no ticks while they
+    connect (`storm-calm`). The headline is the accept rate (clients / seconds until
+    all are subscribed, at most 200 handshakes in flight); the ticks after are short.
+
+    `big`: one process at its open files; 100k: several processes, as in `box`.
+    """
+    out: list[Scenario] = []
+    # One process at its open files less its 512 reserve (the gateway answers 503 beyond).
+    for n in (big - 900, 100_000):
+        for key, flowing in (("storm", True), ("storm-calm", False)):
+            out.append(
+                Scenario(
+                    key,
+                    "Reconnect storm: all clients at once, "
+                    + ("1 tick/s to those back" if flowing else "no ticks while they connect"),
+                    n,
+                    "rate",
+                    rate=1.0,
+                    warmup=1.0,
+                    duration=5.0,
+                    outbox_max_bytes=4 * MIB,
+                    servers=("gateway", "floor"),
+                    ticks_while_connecting=flowing,
+                )
+            )
     return out

@@ -59,6 +59,7 @@ class AuthSettings:
     audience: str | None = None  # JWT_AUDIENCE
     issuer: str | None = None  # JWT_ISSUER
     leeway_seconds: Count = 0  # JWT_LEEWAY
+    cache_size: Count = 4096  # JWT_CACHE_SIZE: verified tokens remembered (auth.py); 0: none
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -98,6 +99,7 @@ AUTH_ENV = {
     "audience": "JWT_AUDIENCE",
     "issuer": "JWT_ISSUER",
     "leeway_seconds": "JWT_LEEWAY",
+    "cache_size": "JWT_CACHE_SIZE",
 }
 
 

@@ -34,9 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from hlgateway.backoff import Backoff
 
@@ -132,6 +132,23 @@ class Supervisor(Generic[Done]):
     def wake(self) -> None:
         """End the current wait now (nothing happens when not waiting)."""
         self._wake.set()
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, again_after: float = 0.5) -> None:
+    """Cancel `tasks` and wait until every one has ended.
+
+    A cancellation can be lost below us: one that lands as a library's own timeout
+    expires may come out as that library's TimeoutError (`asyncio.wait_for` on 3.11,
+    client libraries' connect and close), which a reconnect attempt reads as "the
+    server is unavailable" and reconnects. A task still running `again_after`
+    seconds later is cancelled again, so a stop never hangs on a lost cancellation.
+    The owner should also make its loop's `stopping()` true first.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_after)
 
 
 T = TypeVar("T")

@@ -211,6 +211,7 @@ class RedisBroker(Broker):
         self._unique = itertools.count(1)
         self._unique_prefix = secrets.token_hex(4)
         self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_refresh = 0.0
         self._positions: dict[tuple[str, str], int] = {}  # delivered up to (this node's feeds)
@@ -240,12 +241,14 @@ class RedisBroker(Broker):
                 await self._up.wait()
 
     async def stop(self) -> None:
+        # The flag first: an attempt whose cancellation came out as a timeout
+        # ("Redis unavailable") must end the loop, not reconnect (a stop that hung).
+        self._stopping = True
         tasks = [*self._tasks, *([self._supervisor] if self._supervisor else [])]
+        await reconnect.stop_tasks(tasks)
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("broker: a task ended with %r while stopping", task.exception())
         await self._close()
 
     async def _close(self) -> None:
@@ -276,7 +279,7 @@ class RedisBroker(Broker):
         self._acks.clear()
 
     async def _supervise(self) -> None:
-        await reconnect.Supervisor(self._connection).run()  # for ever: stop() cancels it
+        await reconnect.Supervisor(self._connection, stopping=lambda: self._stopping).run()
 
     async def _connection(self) -> reconnect.Retry | reconnect.GiveUp:
         """One connection to Redis, from connect to its loss."""
