@@ -73,3 +73,17 @@ async def server(simulator: Simulator) -> AsyncIterator[GatewayServer]:
     await srv.start()
     yield srv
     await srv.stop()
+
+
+@pytest.fixture
+async def unlimited_server(simulator: Simulator) -> AsyncIterator[GatewayServer]:
+    """For hundreds of connections from one address: no per-IP or per-user limits."""
+    settings = make_settings(
+        new_connections_per_minute=0, max_connections_per_ip=0, max_connections_per_user=0
+    )
+    srv = GatewayServer(sim_endpoint(simulator), settings)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()

@@ -37,15 +37,12 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import eth_account
@@ -57,46 +54,12 @@ from hyperliquid.utils.signing import (
 
 from bench.table import machine, write_section
 from bench.trading import crowds
+from bench.trading.child import Child
 from hlgateway.auth import issue_token
 
 SECRET = "bench-trading-secret-long-enough-for-hs256-keys!!"
 LIFTED = 1_000_000  # the per-IP message limit, raised for a run from one IP
 ETH = 1
-
-
-class Child:
-    """A child process whose stdout we read line by line (stderr to a log file)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._err: IO[bytes] = log.open("wb")
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._err, env=env, text=True
-        )
-
-    def line(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while time.monotonic() < deadline:
-            text = self.proc.stdout.readline()
-            if not text:
-                break
-            seen.append(text)
-            match = re.search(pattern, text)
-            if match:
-                return match
-        raise RuntimeError(f"no line like {pattern!r}: {seen[-5:]} (log {self.log})")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._err.close()
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

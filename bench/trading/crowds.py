@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from bench.trading.child import Child, terminate
+
 # What every data client sends (bench/trading/crowd.py sends the same).
 SUBSCRIBES = (
     '{"type":"subscribe","channel":"prices","params":{"symbols":["BTC","ETH"]}}',
@@ -47,28 +49,12 @@ class PythonCrowd:
     name = "python"
 
     def __init__(self, url: str, clients: int, nice: int, env: dict[str, str], log: Path) -> None:
-        self._err: IO[bytes] = log.open("wb")
         argv = [sys.executable, "-m", "bench.trading.crowd", url, str(clients)]
-        self.proc = subprocess.Popen(
-            [*(["nice", "-n", str(nice)] if nice else []), *argv],
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            env=env,
-            text=True,
-        )
-        self.log = log
+        self._child = Child([*(["nice", "-n", str(nice)] if nice else []), *argv], env, log)
+        self.proc = self._child.proc
 
     def _line(self, pattern: str, timeout: float) -> re.Match[str]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.proc.stdout.readline()
-            if not text:
-                break
-            match = re.search(pattern, text)
-            if match:
-                return match
-        raise RuntimeError(f"python crowd: no line like {pattern!r} (log {self.log})")
+        return self._child.line(pattern, timeout)
 
     def ready(self) -> int:
         return int(self._line(r"ready (\d+)", 120).group(1))
@@ -85,14 +71,7 @@ class PythonCrowd:
         return self._count()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._err.close()
+        self._child.stop()
 
 
 class CCrowd:
@@ -164,13 +143,7 @@ class CCrowd:
         return Counted(received, (int(each["min"]), int(each["p50"]), int(each["max"])))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if self._drain is not None:
             self._drain.join(5)
         self._log.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,25 +15,14 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.protocol import State
 
 from bench.fuzz.frames import CLOSE, PING, TEXT, frame, handshake
-from hlgateway.simulator import Simulator
-from tests.conftest import sim_endpoint
-from tests.helpers import Client, GatewayServer, alice_token, eventually, make_settings
+from tests.helpers import Client, GatewayServer, alice_token, eventually
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @pytest.fixture
-async def server(simulator: Simulator) -> AsyncIterator[GatewayServer]:
-    # Many connections from one address in one test: no per-IP or per-user limits here.
-    settings = make_settings(
-        new_connections_per_minute=0, max_connections_per_ip=0, max_connections_per_user=0
-    )
-    srv = GatewayServer(sim_endpoint(simulator), settings)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
+def server(unlimited_server: GatewayServer) -> GatewayServer:
+    return unlimited_server
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -7,16 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
 from bench.fuzz.frames import TEXT, frame, handshake
 from hlgateway.protocol.channels import room_topic
 from hlgateway.server.outbox import FLUSH_SLICE
-from hlgateway.simulator import Simulator
-from tests.conftest import sim_endpoint
-from tests.helpers import GatewayServer, alice_token, eventually, make_settings
+from tests.helpers import GatewayServer, alice_token, eventually
 from tests.server.test_front import raw_connect
 
 ROOM = "storm"
@@ -24,17 +21,8 @@ HELD = 16 * FLUSH_SLICE  # subscribers already back: a broadcast to them takes 1
 
 
 @pytest.fixture
-async def server(simulator: Simulator) -> AsyncIterator[GatewayServer]:
-    # Hundreds of connections from one address: no per-IP or per-user limits here.
-    settings = make_settings(
-        new_connections_per_minute=0, max_connections_per_ip=0, max_connections_per_user=0
-    )
-    srv = GatewayServer(sim_endpoint(simulator), settings)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
+def server(unlimited_server: GatewayServer) -> GatewayServer:
+    return unlimited_server
 
 
 async def test_a_handshake_is_answered_between_the_slices_of_a_broadcast(
