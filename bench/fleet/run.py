@@ -161,13 +161,13 @@ class Receipts:
         return out
 
 
-class Client:
-    """One WebSocket client on the first node, reading everything it is sent."""
+class Connection:
+    """An admin's WebSocket client on one node, handing each message it is sent, with
+    its receipt time (ms), to `received` (bench.fleet's client, bench.overlap's)."""
 
     def __init__(self, session: aiohttp.ClientSession, node: Node) -> None:
         self._session = session
         self._node = node
-        self.got = Receipts()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -184,12 +184,33 @@ class Client:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 break
             now = time.time() * 1000
-            body = json.loads(msg.data)
-            if body.get("type") == "data" and body.get("channel") == "user_fills":
-                for fill in body["data"]["fills"]:
-                    self.got.fills.append((fill["wallet"], fill["id"], now, fill["timestamp"]))
-            elif "id" in body:
-                self.got.replies[body["id"]] = body
+            self.received(json.loads(msg.data), now)
+
+    def received(self, body: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._ws is not None:
+            await self._ws.close()
+
+
+class Client(Connection):
+    """One WebSocket client on the first node, reading everything it is sent."""
+
+    def __init__(self, session: aiohttp.ClientSession, node: Node) -> None:
+        super().__init__(session, node)
+        self.got = Receipts()
+
+    def received(self, body: dict[str, Any], now: float) -> None:
+        if body.get("type") == "data" and body.get("channel") == "user_fills":
+            for fill in body["data"]["fills"]:
+                self.got.fills.append((fill["wallet"], fill["id"], now, fill["timestamp"]))
+        elif "id" in body:
+            self.got.replies[body["id"]] = body
 
     async def subscribe(self, wallets: list[str], channels: tuple[str, ...]) -> list[str]:
         """Subscribe every channel of each wallet; the wallets refused (any channel)."""
@@ -207,14 +228,6 @@ class Client:
                 await asyncio.sleep(0.06)
         await eventually(lambda: all(rid in self.got.replies for rid in ids), 60)
         return sorted({w for rid, w in ids.items() if self.got.replies[rid].get("type") == "error"})
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._ws is not None:
-            await self._ws.close()
 
 
 async def fleet_view(session: aiohttp.ClientSession, nodes: list[Node]) -> dict[str, Any]:

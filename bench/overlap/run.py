@@ -39,9 +39,8 @@ from typing import Any
 import aiohttp
 
 from bench.fanout import procs as P
-from bench.fleet.run import SECRET, Node, _formed, wallet
+from bench.fleet.run import Connection, Node, _formed, wallet
 from bench.table import machine, write_section
-from hlgateway.auth import issue_token
 from hlgateway.simulator import SimConfig, Simulator
 from tests.helpers import eventually
 
@@ -50,38 +49,24 @@ BUILD = ROOT / "bench" / "overlap" / "build"
 USERS = "abcd"
 
 
-class Reader:
+class Reader(Connection):
     """One client on the node the topics move to: every fill, by topic."""
 
     def __init__(self, session: aiohttp.ClientSession, node: Node) -> None:
-        self._session, self._node = session, node
+        super().__init__(session, node)
         self.fills: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)  # topic -> tids
         self.times: dict[tuple[str, str], list[int]] = defaultdict(list)  # fill timestamps
         self.replies: dict[str, dict[str, Any]] = {}
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def connect(self) -> None:
-        token = issue_token(SECRET, "bench", role="admin", ttl_seconds=3600)
-        self._ws = await self._session.ws_connect(
-            f"ws://127.0.0.1:{self._node.port}/ws?token={token}", max_msg_size=0
-        )
-        self._task = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self._ws is not None
-        async for msg in self._ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                break
-            body = json.loads(msg.data)
-            if body.get("type") == "data" and body.get("channel") == "user_fills":
-                params = body["params"]
-                key = (params["userId"], params["wallet"])
-                for fill in body["data"]["fills"]:
-                    self.fills[key][fill["id"]] += 1
-                    self.times[key].append(fill["timestamp"])
-            elif "id" in body:
-                self.replies[body["id"]] = body
+    def received(self, body: dict[str, Any], now: float) -> None:
+        if body.get("type") == "data" and body.get("channel") == "user_fills":
+            params = body["params"]
+            key = (params["userId"], params["wallet"])
+            for fill in body["data"]["fills"]:
+                self.fills[key][fill["id"]] += 1
+                self.times[key].append(fill["timestamp"])
+        elif "id" in body:
+            self.replies[body["id"]] = body
 
     async def subscribe(self, topics: list[tuple[str, str]]) -> None:
         assert self._ws is not None
@@ -94,14 +79,6 @@ class Reader:
         await eventually(lambda: all(u + w in self.replies for u, w in topics), 60)
         refused = [r for r in self.replies.values() if r.get("type") == "error"]
         assert not refused, refused
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._ws is not None:
-            await self._ws.close()
 
 
 async def held(session: aiohttp.ClientSession, node: Node) -> int:

@@ -13,31 +13,19 @@ from typing import Any
 
 import pytest
 
-from hlgateway.simulator import Simulator
-from tests.conftest import sim_endpoint
-from tests.helpers import GatewayServer, make_settings
+from tests.helpers import make_settings
 from tests.server.test_linger_recovery import (
-    CASHFLOW_SIM,
     OVERLAPS,
-    LingerClock,
     Rig,
     a_topic_let_go_while_another_of_its_wallet_stays,
+    rig_on,
 )
 
 
 @pytest.fixture
 async def rig(redis_url: str) -> AsyncIterator[Rig]:
-    sim = Simulator(CASHFLOW_SIM)
-    await sim.start("127.0.0.1", 0)
-    clock = LingerClock()
-    settings = make_settings(broker=redis_url, node_name="solo")
-    srv = GatewayServer(sim_endpoint(sim), settings, linger_clock=clock)
-    try:
-        await srv.start()
-        yield Rig(sim, srv, clock)
-    finally:
-        await srv.stop()
-        await sim.stop()
+    async with rig_on(make_settings(broker=redis_url, node_name="solo")) as rig:
+        yield rig
 
 
 @OVERLAPS

@@ -28,6 +28,7 @@ import pytest
 from bench.ledger import Deliveries, Expected, LedgerCheck
 from hlgateway.broker.coordination import LocalCoordinator
 from hlgateway.broker.ownership import LeaseCoordinator
+from hlgateway.config import Settings
 from hlgateway.simulator import Simulator
 from tests.conftest import FAST_SIM, sim_endpoint
 from tests.helpers import (
@@ -195,19 +196,27 @@ async def check_complete(
     assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), offsets
 
 
-@pytest.fixture(params=["durable", "memory"])
-async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def rig_on(settings: Settings) -> AsyncIterator[Rig]:
+    """A simulator with fills on demand and a gateway with `settings` on it, its linger
+    on the test's clock (this file's fixture, and the Redis engine's test's)."""
     sim = Simulator(CASHFLOW_SIM)
     await sim.start("127.0.0.1", 0)
     clock = LingerClock()
-    state_dir = str(tmp_path / "state") if request.param == "durable" else "none"
-    srv = GatewayServer(sim_endpoint(sim), make_settings(state_dir=state_dir), linger_clock=clock)
+    srv = GatewayServer(sim_endpoint(sim), settings, linger_clock=clock)
     try:
         await srv.start()
         yield Rig(sim, srv, clock)
     finally:
         await srv.stop()
         await sim.stop()
+
+
+@pytest.fixture(params=["durable", "memory"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    state_dir = str(tmp_path / "state") if request.param == "durable" else "none"
+    async with rig_on(make_settings(state_dir=state_dir)) as rig:
+        yield rig
 
 
 async def test_a_stream_let_go_after_its_linger_misses_nothing_meanwhile(rig: Rig) -> None:
