@@ -86,7 +86,7 @@ class SignatureError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """As ``parse`` leaves it: r and s hex of at most 32 bytes, v 27 or 28."""
+    """As ``parse`` leaves it: r and s hex of at most 32 bytes, v 27 or 28 (0, 1 read too)."""
 
     r: str
     s: str
@@ -273,12 +273,14 @@ def _recover(digest: bytes, signature: Signature) -> str:
     eth_keys (under ``Account.recover_message``) refuses r or s outside [0, N) and then
     hands r || s || v-27 to coincurve, which refuses a zero r or s and a point not on the
     curve; high s is accepted (recovery is not verification). The same checks, minus the
-    checksummed address and the layers of conversion around them.
+    checksummed address and the layers of conversion around them. (eth_account also
+    reads a v of 35 and up as a transaction's EIP-155 v; ``Signature.parse`` never gives
+    one, and here it is refused.)
     """
-    r, s = int(signature.r, 16), int(signature.s, 16)
-    if not (0 <= r < _CURVE_ORDER and 0 <= s < _CURVE_ORDER and signature.v in (27, 28)):
+    r, s, v = int(signature.r, 16), int(signature.s, 16), signature.v
+    if not (0 <= r < _CURVE_ORDER and 0 <= s < _CURVE_ORDER and v in (0, 1, 27, 28)):
         raise SignatureError(_UNRECOVERABLE)
-    compact = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((signature.v - 27,))
+    compact = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((v % 27,))
     try:
         public = PublicKey.from_signature_and_message(compact, digest, hasher=None)
     except ValueError:
