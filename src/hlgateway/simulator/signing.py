@@ -179,8 +179,8 @@ def user_signed_digest(kind: str, action: Mapping[str, Any], mainnet: bool) -> b
             value = _HYPERLIQUID_CHAIN[mainnet] if name == "hyperliquidChain" else action[name]
             encoded.append(_encode_field(type_, value))
     except (KeyError, ValueError, OverflowError) as exc:
-        # Named as eth_account's failure was, for the one a client can cause: a string
-        # that is not UTF-8 (UnicodeEncodeError). The others parse_action already refuses.
+        # No JSON body gets here (parse_action refuses such values, JSON cannot carry a
+        # string that is not UTF-8); named as eth_account's failure was, all the same.
         raise SignatureError(f"signature cannot be recovered: {exc.__class__.__name__}") from None
     return _keccak(b"\x19\x01" + domain + _keccak(b"".join(encoded)))
 
