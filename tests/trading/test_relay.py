@@ -262,9 +262,9 @@ async def post_link_id(server: GatewayServer, simulator: Simulator) -> int:
     link = server.gateway.upstream.post_link
     assert link is not None
     await eventually(lambda: link.state.value == "connected")
-    ws = link._ws  # the aiohttp client socket of the connection that is up
-    assert ws is not None
-    port = ws.get_extra_info("sockname")[1]
+    socket = link._socket  # the connection that is up
+    assert socket is not None
+    port = socket.local_port
     (found,) = [entry for entry in simulator.links() if entry["port"] == port]
     return int(found["id"])
 
