@@ -226,7 +226,13 @@ class UpstreamSocket(asyncio.Protocol):
         if failure is None:
             self._opened.set_result(None)
         else:
-            self._opened.set_exception(HandshakeFailed(f"WebSocket handshake failed: {failure}"))
+            self._fail_open(HandshakeFailed(f"WebSocket handshake failed: {failure}"))
+
+    def _fail_open(self, exc: Exception) -> None:
+        self._opened.set_exception(exc)
+        # Marked retrieved: `open()` may have given up already (its timeout), and an
+        # unretrieved exception would be logged when the future is collected.
+        self._opened.exception()
 
     def eof_received(self) -> bool:
         self._ws.receive_eof()
@@ -236,9 +242,7 @@ class UpstreamSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if not self._opened.done():
-            self._opened.set_exception(
-                ConnectionResetError("connection closed during the WebSocket handshake")
-            )
+            self._fail_open(ConnectionResetError("connection closed during the WebSocket handshake"))
         if not self._ended.done():
             self._ended.set_result(None)
         if self._pacer is not None:
