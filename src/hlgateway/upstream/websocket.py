@@ -242,7 +242,7 @@ class UpstreamSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if not self._opened.done():
-            self._fail_open(ConnectionResetError("connection closed during the WebSocket handshake"))
+            self._fail_open(ConnectionResetError("closed during the WebSocket handshake"))
         if not self._ended.done():
             self._ended.set_result(None)
         if self._pacer is not None:
