@@ -391,3 +391,27 @@ async def test_a_post_never_waits_for_the_message_budget(
         assert (stats["via_rest"], stats["via_ws"]) == (before[0] + 1, before[1])
     finally:
         await client.close()
+
+
+async def test_a_post_over_the_link_counts_one_message(
+    server: GatewayServer, simulator: Simulator, trader: LocalAccount
+) -> None:
+    """Hyperliquid counts each message once: the relay takes a post's message when it
+    admits it, and the link's socket does not count it again when it writes it."""
+    client = await Client.connect(server.ws, trader_token(trader))
+    try:
+        await client.recv_type("welcome")
+        px = far_bid(simulator)
+        assert (await post(client, signed(trader, order_action(px))))["status"] == "ok"
+        link = server.gateway.upstream.post_link  # opened by the first post (sent over REST)
+        assert link is not None
+        await eventually(lambda: link.state.value == "connected")
+        messages = server.gateway.upstream.messages
+        stats = server.gateway.relay.stats
+        for n in range(1, 4):
+            before, via_ws = messages.used(), stats["via_ws"]
+            assert (await post(client, signed(trader, order_action(px))))["status"] == "ok"
+            assert stats["via_ws"] == via_ws + 1
+            assert messages.used() == before + 1, f"post {n}"
+    finally:
+        await client.close()

@@ -40,7 +40,7 @@ class FakeTransport:
         self.aborted = 0
         self.closed = False
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, *, counted: bool = False) -> None:
         self.sent.append(json.loads(text))
 
     def abort(self) -> bool:

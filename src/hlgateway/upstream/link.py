@@ -131,8 +131,9 @@ class LinkTransport(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def send(self, text: str) -> None:
-        """Queue a text frame; frames go out in the order given."""
+    def send(self, text: str, *, counted: bool = False) -> None:
+        """Send a text frame; frames go out in the order given. `counted`: its message
+        was taken from the per-IP count already."""
 
     def abort(self) -> bool:
         """Cut the connection now, without a close handshake (False: could only start a close)."""
@@ -246,7 +247,7 @@ class Link:
         transport = self._transport
         if transport is None or transport.closed or self.state is not LinkState.CONNECTED:
             return False
-        transport.send(text)
+        transport.send(text, counted=True)  # the relay took its message (exchange.py)
         return True
 
     def _send(self, obj: dict[str, Any]) -> None:

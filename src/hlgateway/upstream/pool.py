@@ -281,8 +281,8 @@ class Upstream:
             return None
 
         def count_now(self: Upstream = self) -> bool:
-            self._messages.count_now()  # its pings count; posts took their slot already
-            return True  # never waits: a post's room was taken before it was sent
+            self._messages.count_now()  # its pings (posts took their message when admitted)
+            return True  # never waits
 
         async def count() -> None:
             count_now()

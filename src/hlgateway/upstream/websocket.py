@@ -145,11 +145,12 @@ class UpstreamSocket(asyncio.Protocol):
         return True
 
     # -- sending -----------------------------------------------------------------------
-    def send(self, text: str) -> None:
-        """Write a text frame now, or behind the ones waiting for the message count."""
+    def send(self, text: str, *, counted: bool = False) -> None:
+        """Write a text frame now, or behind the ones waiting for the message count.
+        `counted`: its message was taken from the count already (a post's, at admission)."""
         if self.closed:
             return
-        if not self._backlog and self._send_now():
+        if not self._backlog and (counted or self._send_now()):
             self._write_text(text)
             return
         self._backlog.append(text)
