@@ -104,7 +104,7 @@ class UpstreamSocket(asyncio.Protocol):
                 local_addr=local_addr,
             )
             try:
-                await asyncio.shield(self._opened)
+                await self._opened  # its setters check done(): a cancelled wait is safe
             except BaseException:
                 self.abort()
                 raise
