@@ -1,5 +1,5 @@
 """`python -m bench.trading [--posts 1000] [--clients 1000] [--crowd python|c|both]
-[--gateway-ref REF] [--write]`
+[--gateway-ref REF] [--pin] [--write]`
 
 A post's round trip through the gateway beside the same post straight to the
 simulator, while market-data clients take prices and a book from the same
@@ -25,7 +25,10 @@ simulator, gateway and crowd: a before/after on the same machine at the same
 hour. `--crowd-nice N` runs the data clients at that niceness: they stand in
 for 1,000 remote clients, whose parsing would not take this machine's cores
 from the processes measured (both settings are reported as they ran).
-`--crowd both` (without `--gateway-ref`) alternates the two crowds in rounds
+`--pin` gives the gateway CPU 0 to itself and puts the simulator, the crowd
+and this process on CPU 1: in production the exchange and the clients are on
+other machines and never take the gateway's core (the report says which
+placement ran). `--crowd both` (without `--gateway-ref`) alternates the two crowds in rounds
 with the working tree's gateway. The gateway, the simulator and this posting
 process are the same in every case; only the stand-in for the remote data
 clients changes, and the report says which ran and what its clients received.
@@ -213,16 +216,20 @@ def run(
     crowd_nice: int = 0,
     trace: Path | None = None,
     crowd_kind: str = "python",
+    pin: bool = False,
 ) -> dict[str, Any]:
     """One measurement: a fresh simulator, gateway and crowd. With `trace`, the
     gateway and simulator run under bench/trading/trace.py's timestamps, written
-    into that directory."""
+    into that directory. With `pin`, the gateway has CPU 0 to itself and the
+    others (simulator, crowd, this process) share CPU 1 (PLACEMENT)."""
     from bench.fanout.procs import free_port
 
     def program(module: str, role: str) -> list[str]:
+        cpu = (0 if role == "gateway" else 1) if pin else None
+        prefix = crowds.launcher(cpu=cpu)
         if trace is None:
-            return [sys.executable, "-m", module]
-        return [sys.executable, "-m", "bench.trading.trace", role]
+            return [*prefix, sys.executable, "-m", module]
+        return [*prefix, sys.executable, "-m", "bench.trading.trace", role]
 
     logs = Path(tempfile.mkdtemp(prefix="bench-trading-"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -282,7 +289,13 @@ def run(
         gateway_ws = f"ws://127.0.0.1:{gateway_port}/ws"
         reader = issue_token(SECRET, "crowd", ttl_seconds=3600)
         crowd = crowds.start(
-            crowd_kind, gateway_port, reader, clients, crowd_nice, env, logs / "crowd.log"
+            crowd_kind,
+            gateway_port,
+            reader,
+            clients,
+            crowds.launcher(crowd_nice, 1 if pin else None),
+            env,
+            logs / "crowd.log",
         )
         ready = crowd.ready()
         trader = issue_token(SECRET, "trader", ttl_seconds=3600, trade=True)
@@ -291,9 +304,15 @@ def run(
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         crowd.mark()
         started = time.monotonic()
-        direct_ms, relayed_ms = asyncio.run(
-            measure(f"ws://127.0.0.1:{sim_port}/ws", gateway_ws, trader, key, posts, 20, log)
-        )
+        mine = os.sched_getaffinity(0)
+        if pin:
+            os.sched_setaffinity(0, {1})
+        try:
+            direct_ms, relayed_ms = asyncio.run(
+                measure(f"ws://127.0.0.1:{sim_port}/ws", gateway_ws, trader, key, posts, 20, log)
+            )
+        finally:
+            os.sched_setaffinity(0, mine)
         seconds = time.monotonic() - started
         load_after = os.getloadavg()
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
@@ -313,6 +332,7 @@ def run(
         "clients": clients,
         "ready": ready,
         "crowd": crowd_kind,
+        "pin": pin,
         "received": counted.received,
         "per_client": counted.per_client,
         "seconds": seconds,
@@ -335,6 +355,7 @@ def report(command: str, result: dict[str, Any]) -> str:
         f"(BTC, ETH) and the BTC book, {result['received']:,} data messages received during the "
         f"{result['seconds']:.1f} s run ({fed(result)} data messages per client, min/median/max)",
         f"data clients: {crowds.NAMES[result['crowd']]}",
+        f"placement: {PLACEMENT[result['pin']]}",
         f"CPU used meanwhile: {cpu_line(result)}",
         "",
         f"{result['samples']} posts each way (half orders resting far from the market, half "
@@ -365,6 +386,13 @@ def report(command: str, result: dict[str, Any]) -> str:
     ]
     return "\n".join(lines)
 
+
+PLACEMENT = {
+    False: "every process on either CPU, as the kernel schedules them",
+    True: "the gateway alone on CPU 0; the simulator, the data clients and this posting "
+    "process on CPU 1 (`taskset`): the parties that stand in for remote ones never take the "
+    "gateway's core, as on a host of its own",
+}
 
 NOTE = (
     "Both paths share the machine's cores with the simulator, the gateway and the data "
@@ -403,6 +431,7 @@ def compare(command: str, labels: tuple[str, str], rounds: list[tuple[str, dict[
         f"market data meanwhile: {first['clients']} clients on prices (BTC, ETH) and the BTC "
         "book, from a fresh simulator, gateway and crowd each round",
         "data clients: " + "; ".join(crowds.NAMES[kind] for kind in ran),
+        f"placement: {PLACEMENT[first['pin']]}",
         "",
         "| round | run | crowd | load before | load after | clients ready | data messages | "
         "per client min/median/max | seconds | CPU seconds meanwhile | direct p99 | "
@@ -460,8 +489,15 @@ def main() -> int:
         default="python",
         help="the data clients: Python (aiohttp), C (loadgen.c), or both in alternating rounds",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the gateway alone on CPU 0, the simulator, crowd and poster on CPU 1",
+    )
     parser.add_argument("--write", action="store_true", help="into docs/benchmarks.md")
     args = parser.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two CPUs")
     if not 1 <= args.posts <= 5000:
         parser.error("--posts: 1..5000")
     if not 1 <= args.rounds <= 10:
@@ -475,9 +511,16 @@ def main() -> int:
         command += f" --crowd {args.crowd}"
     if args.crowd_nice:
         command += f" --crowd-nice {args.crowd_nice}"
+    if args.pin:
+        command += " --pin"
     if args.gateway_ref is None and args.crowd != "both":
         result = run(
-            args.posts, args.clients, args.seed, crowd_nice=args.crowd_nice, crowd_kind=args.crowd
+            args.posts,
+            args.clients,
+            args.seed,
+            crowd_nice=args.crowd_nice,
+            crowd_kind=args.crowd,
+            pin=args.pin,
         )
         text = report(command, result)
     else:
@@ -505,7 +548,13 @@ def main() -> int:
                 print(f"round {n + 1}: {label}", file=sys.stderr, flush=True)
                 source, kind = variants[label]
                 result = run(
-                    each, args.clients, args.seed, source, args.crowd_nice, crowd_kind=kind
+                    each,
+                    args.clients,
+                    args.seed,
+                    source,
+                    args.crowd_nice,
+                    crowd_kind=kind,
+                    pin=args.pin,
                 )
                 rounds.append((label, result))
         text = compare(command, (first, second), rounds)

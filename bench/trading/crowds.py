@@ -48,9 +48,11 @@ class PythonCrowd:
 
     name = "python"
 
-    def __init__(self, url: str, clients: int, nice: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, url: str, clients: int, prefix: list[str], env: dict[str, str], log: Path
+    ) -> None:
         argv = [sys.executable, "-m", "bench.trading.crowd", url, str(clients)]
-        self._child = Child([*(["nice", "-n", str(nice)] if nice else []), *argv], env, log)
+        self._child = Child([*prefix, *argv], env, log)
         self.proc = self._child.proc
 
     def _line(self, pattern: str, timeout: float) -> re.Match[str]:
@@ -80,7 +82,7 @@ class CCrowd:
     name = "c"
 
     def __init__(
-        self, port: int, path: str, clients: int, nice: int, env: dict[str, str], log: Path
+        self, port: int, path: str, clients: int, prefix: list[str], env: dict[str, str], log: Path
     ) -> None:
         from bench.fanout.run import build_loadgen
 
@@ -92,7 +94,7 @@ class CCrowd:
         self.log = log
         self._log: IO[str] = log.open("w")
         self.proc = subprocess.Popen(
-            [*(["nice", "-n", str(nice)] if nice else []), *argv],
+            [*prefix, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -149,16 +151,24 @@ class CCrowd:
         self._log.close()
 
 
+def launcher(nice: int = 0, cpu: int | None = None) -> list[str]:
+    """What a child's command starts with: `taskset` to keep it on one CPU, `nice`."""
+    return [
+        *(["taskset", "-c", str(cpu)] if cpu is not None else []),
+        *(["nice", "-n", str(nice)] if nice else []),
+    ]
+
+
 def start(
     kind: str,
     gateway_port: int,
     token: str,
     clients: int,
-    nice: int,
+    prefix: list[str],
     env: dict[str, str],
     log: Path,
 ) -> PythonCrowd | CCrowd:
     if kind == "python":
         url = f"ws://127.0.0.1:{gateway_port}/ws?token={token}"
-        return PythonCrowd(url, clients, nice, env, log)
-    return CCrowd(gateway_port, f"/ws?token={token}", clients, nice, env, log)
+        return PythonCrowd(url, clients, prefix, env, log)
+    return CCrowd(gateway_port, f"/ws?token={token}", clients, prefix, env, log)

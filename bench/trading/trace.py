@@ -1,4 +1,5 @@
-"""`python -m bench.trading.trace [--posts 500] [--clients 1000] [--gateway-ref REF]`
+"""`python -m bench.trading.trace [--posts 500] [--clients 1000] [--crowd c|python]
+[--gateway-ref REF]`
 
 Where a post's round trip goes: bench.trading's run with timestamps along the
 relayed path, taken in the three processes on the one monotonic clock they
@@ -119,6 +120,17 @@ def _patch_gateway() -> None:
 
         return patched
 
+    def write_text(orig: Any) -> Any:  # the link's own socket (upstream/websocket.py)
+        def patched(self: Any, text: str) -> Any:
+            if text.startswith('{"method":"post"'):
+                found = re.search(r'"id":(\d+)', text[:40])
+                if found:
+                    ev.append(["g_upwrite", int(found.group(1)), pc()])
+                    _snap("g_upwrite", int(found.group(1)))
+            return orig(self, text)
+
+        return patched
+
     def upstream_bytes(orig: Any) -> Any:
         def patched(self: Any, data: bytes) -> Any:
             if b'"channel":"post"' in data:
@@ -172,8 +184,16 @@ def _patch_gateway() -> None:
     wrap(session.Session, "_post", post)
     wrap(session.Session, "_post_answer", post_answer)
     wrap(exchange.ExchangeClient, "send", send)
+    # Links over aiohttp (before) or over their own socket (upstream/websocket.py).
     wrap(client_ws.ClientWebSocketResponse, "send_str", send_str)
     wrap(client_proto.ResponseHandler, "data_received", upstream_bytes)
+    try:
+        from hlgateway.upstream import websocket
+    except ImportError:
+        pass
+    else:
+        wrap(websocket.UpstreamSocket, "_write_text", write_text)
+        wrap(websocket.UpstreamSocket, "data_received", upstream_bytes)
     wrap(link.Link, "received", received)
     wrap(outbox.FlushScheduler, flush_name, flush)
 
@@ -361,6 +381,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--gateway-ref", help="trace this commit's gateway first, then ours")
+    parser.add_argument("--crowd", choices=("python", "c"), default="c", help="the data clients")
     args = parser.parse_args()
     from bench.fanout.run import build_delivery, export_ref, git_commit
     from bench.trading.__main__ import run
@@ -373,11 +394,14 @@ def main() -> int:
     gateways.append((git_commit(), None))
     print(
         f"command: `python -m bench.trading.trace --posts {args.posts} --clients {args.clients}"
+        f" --crowd {args.crowd}"
         + (f" --gateway-ref {args.gateway_ref}`" if args.gateway_ref else "`")
     )
     for label, src in gateways:
         directory = Path(tempfile.mkdtemp(prefix="bench-trading-trace-"))
-        result = run(args.posts, args.clients, args.seed, src, trace=directory)
+        result = run(
+            args.posts, args.clients, args.seed, src, trace=directory, crowd_kind=args.crowd
+        )
         load = ", ".join(f"{x:.2f}" for x in result["load"][0])
         print(f"\n### gateway {label}: load before {load}\n")
         print("\n".join(analyze(directory, result["trace"])))

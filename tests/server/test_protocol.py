@@ -238,6 +238,8 @@ async def test_heartbeat_drops_a_client_that_never_answers(simulator: Simulator)
 
 async def test_health(server: GatewayServer, alice: Client) -> None:
     await alice.request({"type": "subscribe", "channel": "trades", "params": {"symbol": "BTC"}})
+    # The reply does not wait for the upstream link the subscription opened.
+    await eventually(lambda: server.gateway.upstream.status == "connected")
     async with alice.session.get(f"{server.http}/health") as resp:
         assert resp.status == 200
         body = await resp.json()

@@ -262,9 +262,9 @@ async def post_link_id(server: GatewayServer, simulator: Simulator) -> int:
     link = server.gateway.upstream.post_link
     assert link is not None
     await eventually(lambda: link.state.value == "connected")
-    ws = link._ws  # the aiohttp client socket of the connection that is up
-    assert ws is not None
-    port = ws.get_extra_info("sockname")[1]
+    socket = link._socket  # the connection that is up
+    assert socket is not None
+    port = socket.local_port
     (found,) = [entry for entry in simulator.links() if entry["port"] == port]
     return int(found["id"])
 
@@ -389,5 +389,29 @@ async def test_a_post_never_waits_for_the_message_budget(
         reply = await post(client, signed(trader, order_action(px)))
         assert reply["status"] == "ok"
         assert (stats["via_rest"], stats["via_ws"]) == (before[0] + 1, before[1])
+    finally:
+        await client.close()
+
+
+async def test_a_post_over_the_link_counts_one_message(
+    server: GatewayServer, simulator: Simulator, trader: LocalAccount
+) -> None:
+    """Hyperliquid counts each message once: the relay takes a post's message when it
+    admits it, and the link's socket does not count it again when it writes it."""
+    client = await Client.connect(server.ws, trader_token(trader))
+    try:
+        await client.recv_type("welcome")
+        px = far_bid(simulator)
+        assert (await post(client, signed(trader, order_action(px))))["status"] == "ok"
+        link = server.gateway.upstream.post_link  # opened by the first post (sent over REST)
+        assert link is not None
+        await eventually(lambda: link.state.value == "connected")
+        messages = server.gateway.upstream.messages
+        stats = server.gateway.relay.stats
+        for n in range(1, 4):
+            before, via_ws = messages.used(), stats["via_ws"]
+            assert (await post(client, signed(trader, order_action(px))))["status"] == "ok"
+            assert stats["via_ws"] == via_ws + 1
+            assert messages.used() == before + 1, f"post {n}"
     finally:
         await client.close()

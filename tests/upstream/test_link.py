@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
-import pytest
 
 from hlgateway.backoff import Backoff
 from hlgateway.upstream import wire
@@ -44,7 +40,7 @@ class FakeTransport:
         self.aborted = 0
         self.closed = False
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, *, counted: bool = False) -> None:
         self.sent.append(json.loads(text))
 
     def abort(self) -> bool:
@@ -58,7 +54,7 @@ class FakeTransport:
 
 
 class Harness:
-    def __init__(self, session: aiohttp.ClientSession, **timing: float) -> None:
+    def __init__(self, **timing: float) -> None:
         self.clock = Clock()
         self.events: list[wire.Event] = []
         self.states: list[LinkState] = []
@@ -66,7 +62,6 @@ class Harness:
         self.link = Link(
             0,
             "ws://unused.invalid/ws",
-            session,
             lambda _link, event: self.events.append(event),
             lambda _link, state: self.states.append(state),
             ping_interval=timing.get("ping_interval", 30.0),
@@ -86,19 +81,12 @@ class Harness:
         return self
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    # Never connects: the link only holds it for `start()`, which these tests do not call.
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def subscribes(sent: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [(m["method"], m["subscription"]) for m in sent if "subscription" in m]
 
 
-async def test_a_connection_resubscribes_everything_wanted(session: aiohttp.ClientSession) -> None:
-    h = Harness(session)
+async def test_a_connection_resubscribes_everything_wanted() -> None:
+    h = Harness()
     h.link.add(BOOK)  # not connected: nothing to send, the next connection replays it
     h.link.add(TRADES)
     transport = h.connect()
@@ -109,10 +97,8 @@ async def test_a_connection_resubscribes_everything_wanted(session: aiohttp.Clie
     assert subscribes(transport.take()) == [("unsubscribe", TRADES), ("subscribe", MIDS)]
 
 
-async def test_pong_deadline_runs_from_the_oldest_unanswered_ping(
-    session: aiohttp.ClientSession,
-) -> None:
-    h = Harness(session, pong_timeout=10.0)
+async def test_pong_deadline_runs_from_the_oldest_unanswered_ping() -> None:
+    h = Harness(pong_timeout=10.0)
     transport = h.connect()
     h.at(0).link.ping()
     h.at(5).link.ping()  # a second ping does not move the deadline
@@ -123,8 +109,8 @@ async def test_pong_deadline_runs_from_the_oldest_unanswered_ping(
     assert transport.aborted == 1 and h.link.pong_timeouts == 1
 
 
-async def test_an_answered_ping_clears_the_deadline(session: aiohttp.ClientSession) -> None:
-    h = Harness(session, pong_timeout=10.0)
+async def test_an_answered_ping_clears_the_deadline() -> None:
+    h = Harness(pong_timeout=10.0)
     transport = h.connect()
     h.at(0).link.ping()
     h.at(9).link.received(PONG)
@@ -136,8 +122,8 @@ async def test_an_answered_ping_clears_the_deadline(session: aiohttp.ClientSessi
     assert h.events == []  # pongs are the link's own business
 
 
-async def test_a_new_connection_forgets_the_old_ping(session: aiohttp.ClientSession) -> None:
-    h = Harness(session, pong_timeout=10.0)
+async def test_a_new_connection_forgets_the_old_ping() -> None:
+    h = Harness(pong_timeout=10.0)
     h.connect()
     h.at(0).link.ping()
     h.link.disconnected()
@@ -146,10 +132,8 @@ async def test_a_new_connection_forgets_the_old_ping(session: aiohttp.ClientSess
     assert transport.aborted == 0
 
 
-async def test_a_silent_busy_stream_is_resubscribed_then_the_link_recycled(
-    session: aiohttp.ClientSession,
-) -> None:
-    h = Harness(session, stale_after=15.0)
+async def test_a_silent_busy_stream_is_resubscribed_then_the_link_recycled() -> None:
+    h = Harness(stale_after=15.0)
     h.link.add(BOOK)
     transport = h.at(0).connect()
     transport.take()
@@ -166,8 +150,8 @@ async def test_a_silent_busy_stream_is_resubscribed_then_the_link_recycled(
     assert transport.aborted == 1 and h.link.stale_recycles == 1
 
 
-async def test_a_snapshot_after_the_resubscribe_is_no_cure(session: aiohttp.ClientSession) -> None:
-    h = Harness(session, stale_after=15.0)
+async def test_a_snapshot_after_the_resubscribe_is_no_cure() -> None:
+    h = Harness(stale_after=15.0)
     h.link.add(BOOK)
     transport = h.at(0).connect()
     assert not h.at(15.5).link.check()
@@ -178,10 +162,8 @@ async def test_a_snapshot_after_the_resubscribe_is_no_cure(session: aiohttp.Clie
     assert h.link.stale_recycles == 1 and transport.aborted == 1
 
 
-async def test_a_stream_that_keeps_flowing_is_cured_and_never_recycled(
-    session: aiohttp.ClientSession,
-) -> None:
-    h = Harness(session, stale_after=15.0)
+async def test_a_stream_that_keeps_flowing_is_cured_and_never_recycled() -> None:
+    h = Harness(stale_after=15.0)
     h.link.add(MIDS)
     transport = h.at(0).connect()
     assert not h.at(15.5).link.check()
@@ -200,10 +182,8 @@ async def test_a_stream_that_keeps_flowing_is_cured_and_never_recycled(
     assert subscribes(transport.take()) == [("unsubscribe", MIDS), ("subscribe", MIDS)]
 
 
-async def test_quiet_streams_that_are_not_busy_are_never_stale(
-    session: aiohttp.ClientSession,
-) -> None:
-    h = Harness(session, stale_after=15.0)
+async def test_quiet_streams_that_are_not_busy_are_never_stale() -> None:
+    h = Harness(stale_after=15.0)
     h.link.add(TRADES)
     h.link.add(FILLS)
     transport = h.at(0).connect()
@@ -213,10 +193,8 @@ async def test_quiet_streams_that_are_not_busy_are_never_stale(
     assert h.link.stale_resubscribes == 0
 
 
-async def test_stream_ages_and_the_gap_come_from_the_clocks(
-    session: aiohttp.ClientSession,
-) -> None:
-    h = Harness(session)
+async def test_stream_ages_and_the_gap_come_from_the_clocks() -> None:
+    h = Harness()
     h.link.add(BOOK)
     h.link.add(FILLS)
     h.at(0).connect()
@@ -230,8 +208,8 @@ async def test_stream_ages_and_the_gap_come_from_the_clocks(
     assert h.link.gap_from_ms == 1_700_000_000_500  # user streams recover from here
 
 
-async def test_nothing_is_sent_on_a_closed_transport(session: aiohttp.ClientSession) -> None:
-    h = Harness(session)
+async def test_nothing_is_sent_on_a_closed_transport() -> None:
+    h = Harness()
     transport = h.connect()
     transport.closed = True
     h.link.add(BOOK)
@@ -240,8 +218,8 @@ async def test_nothing_is_sent_on_a_closed_transport(session: aiohttp.ClientSess
     assert transport.sent == [] and transport.aborted == 0
 
 
-async def test_garbage_is_counted_and_skipped(session: aiohttp.ClientSession) -> None:
-    h = Harness(session)
+async def test_garbage_is_counted_and_skipped() -> None:
+    h = Harness()
     h.connect()
     h.link.received("not json {")
     h.link.received('{"channel":"l2Book","data":"garbage"}')

@@ -22,16 +22,18 @@ import contextlib
 import enum
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import aiohttp
 import msgspec
+from websockets.exceptions import InvalidURI
 
 from hlgateway.backoff import Backoff
 from hlgateway.reconnect import GiveUp, Reconnect, Retry, Supervisor
 from hlgateway.upstream import wire
+from hlgateway.upstream.websocket import UpstreamSocket
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,10 @@ async def _open_gate() -> None:
     return None
 
 
+def _always() -> bool:
+    return True
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -125,61 +131,12 @@ class LinkTransport(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def send(self, text: str) -> None:
-        """Queue a text frame; frames go out in the order given."""
+    def send(self, text: str, *, counted: bool = False) -> None:
+        """Send a text frame; frames go out in the order given. `counted`: its message
+        was taken from the per-IP count already."""
 
     def abort(self) -> bool:
         """Cut the connection now, without a close handshake (False: could only start a close)."""
-
-
-class WsTransport:
-    """`LinkTransport` over an aiohttp client WebSocket: one queue and one sender
-    task keep frames in order and let each wait its turn at the send gate."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, send_gate: Gate) -> None:
-        self._ws = ws
-        self._send_gate = send_gate
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._sender: asyncio.Task[None] | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self._ws.closed
-
-    def start(self) -> None:
-        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
-
-    def cancel(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-
-    def send(self, text: str) -> None:
-        self._queue.put_nowait(text)
-
-    def abort(self) -> bool:
-        """Cut the TCP connection (True), or, failing that, start a close (False).
-
-        A dead link will not answer a close handshake. aiohttp has no public
-        abort for client WebSockets; its connection is `_conn`. aiohttp is
-        pinned in requirements.lock, and tests/test_aiohttp_internals.py
-        fails if an upgrade takes this path away.
-        """
-        transport = getattr(getattr(self._ws, "_conn", None), "transport", None)
-        if isinstance(transport, asyncio.Transport):
-            transport.abort()
-            return True
-        asyncio.get_running_loop().create_task(self._ws.close())
-        return False
-
-    async def _send_loop(self) -> None:
-        ws = self._ws
-        try:
-            while True:
-                text = await self._queue.get()
-                await self._send_gate()
-                await ws.send_str(text)
-        except (ConnectionError, RuntimeError):
-            await ws.close()  # the read loop ends and the link reconnects
 
 
 class Link:
@@ -187,7 +144,6 @@ class Link:
         self,
         index: int,
         url: str,
-        session: aiohttp.ClientSession,
         on_event: EventSink,
         on_state: StateSink,
         *,
@@ -196,15 +152,16 @@ class Link:
         stale_after: float = 15.0,
         backoff: Backoff = RECONNECT,
         connect_gate: Gate = _open_gate,
+        send_now: Callable[[], bool] = _always,
         send_gate: Gate = _open_gate,
-        ssl: Any = True,
+        ssl: ssl.SSLContext | bool = True,
+        local_addr: tuple[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = _wall_ms,
         rng: random.Random | None = None,
     ) -> None:
         self.index = index
         self.url = url
-        self._session = session
         self._on_event = on_event
         self._on_state = on_state
         self._ping_interval = ping_interval
@@ -214,8 +171,10 @@ class Link:
         self._clock = clock
         self._wall_ms = wall_ms
         self._connect_gate = connect_gate
+        self._send_now = send_now
         self._send_gate = send_gate
         self._ssl = ssl
+        self._local_addr = local_addr
         self.wanted: dict[str, dict[str, Any]] = {}
         self.acked: set[str] = set()
         self.state = LinkState.DISCONNECTED
@@ -236,7 +195,7 @@ class Link:
         self._resubscribed: dict[StreamId, float] = {}
         self._ping_sent: float | None = None
         self._transport: LinkTransport | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._socket: UpstreamSocket | None = None  # the connection that is up
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -288,7 +247,7 @@ class Link:
         transport = self._transport
         if transport is None or transport.closed or self.state is not LinkState.CONNECTED:
             return False
-        transport.send(text)
+        transport.send(text, counted=True)  # the relay took its message (exchange.py)
         return True
 
     def _send(self, obj: dict[str, Any]) -> None:
@@ -305,9 +264,9 @@ class Link:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._ws is not None:
+        if self._socket is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 2)
+                await self._socket.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -332,17 +291,24 @@ class Link:
         """One connection, from connect to its end."""
         self._set_state(LinkState.CONNECTING)
         await self._connect_gate()
+        socket: UpstreamSocket | None = None
         try:
-            timeout = aiohttp.ClientWSTimeout(ws_close=2)
-            async with self._session.ws_connect(
-                self.url, autoping=True, max_msg_size=0, timeout=timeout, ssl=self._ssl
-            ) as ws:
-                self._reconnect.connected()
-                await self._serve(ws)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            socket = UpstreamSocket(
+                self.url,
+                self.received,
+                send_now=self._send_now,
+                send_gate=self._send_gate,
+                on_garbage=self._garbage,
+            )
+            await socket.open(ssl_context=self._ssl, local_addr=self._local_addr)
+            self._reconnect.connected()
+            await self._serve(socket)
+        except (OSError, TimeoutError, InvalidURI) as exc:
             log.warning("upstream link %d: %s", self.index, exc.__class__.__name__)
         finally:
-            self._ws = None
+            if socket is not None:  # cancelled (stop) or failed: nothing of it stays open
+                socket.abort()
+            self._socket = None
             self.disconnected()
         return self._reconnect.ended()
 
@@ -350,25 +316,21 @@ class Link:
         self._set_state(LinkState.DISCONNECTED)
         self.reconnects += 1
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
-        transport = WsTransport(ws, self._send_gate)
-        self.connected(transport)
-        transport.start()
+    async def _serve(self, socket: UpstreamSocket) -> None:
+        # Frames arrive by themselves (socket -> received, in the loop's read
+        # callback); this task only holds the connection's helpers until it ends.
+        self._socket = socket
+        self.connected(socket)
         loop = asyncio.get_running_loop()
         helpers = [loop.create_task(self._pinger()), loop.create_task(self._watchdog())]
         try:
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    self.received(msg.data)
-                elif msg.type is aiohttp.WSMsgType.BINARY:
-                    self.garbage_frames += 1
-                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-                    break
+            await socket.wait_closed()
         finally:
-            transport.cancel()
             for task in helpers:
                 task.cancel()
+
+    def _garbage(self) -> None:
+        self.garbage_frames += 1
 
     async def _pinger(self) -> None:
         while True:

@@ -232,22 +232,26 @@ class Upstream:
             raise ProtocolError(
                 ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream capacity reached; try again later"
             )
+        messages = self._messages
         link = self._new_link(
-            len(self._links), self._on_event, self._link_state, self._messages.take
+            len(self._links), self._on_event, self._link_state, messages.try_take, messages.take
         )
         self._links.append(link)
         link.start()
         return link
 
     def _new_link(
-        self, index: int, on_event: EventSink, on_state: LinkStateSink, send_gate: Gate
+        self,
+        index: int,
+        on_event: EventSink,
+        on_state: LinkStateSink,
+        send_now: Callable[[], bool],
+        send_gate: Gate,
     ) -> Link:
-        assert self._session is not None
         t = self.timing
         return Link(
             index,
             self.endpoint.ws_url,
-            self._session,
             on_event,
             on_state,
             ping_interval=t.ping_interval,
@@ -255,8 +259,10 @@ class Upstream:
             stale_after=t.stale_after,
             backoff=t.backoff,
             connect_gate=self._connect_gate,
+            send_now=send_now,
             send_gate=send_gate,
             ssl=self._ssl,
+            local_addr=(self.source_address, 0) if self.source_address else None,
         )
 
     def _link_count(self) -> int:
@@ -274,10 +280,14 @@ class Upstream:
         if self._link_count() >= self.limits.max_links or self._session is None:
             return None
 
-        async def count(self: Upstream = self) -> None:
-            self._messages.count_now()  # its pings count; posts took their slot already
+        def count_now(self: Upstream = self) -> bool:
+            self._messages.count_now()  # its pings (posts took their message when admitted)
+            return True  # never waits
 
-        self.post_link = self._new_link(-1, on_event, on_state, count)
+        async def count() -> None:
+            count_now()
+
+        self.post_link = self._new_link(-1, on_event, on_state, count_now, count)
         self.post_link.start()
         return self.post_link
 
