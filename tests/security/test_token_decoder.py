@@ -4,7 +4,8 @@ the same exception and message, and the verifier maps each to the same close rea
 as before: a differential test over hand-made tokens (valid, expired, not yet valid,
 wrong secret, wrong algorithm, malformed, tampered) and over hypothesis-made ones.
 
-Times are ~1,000 s from now: PyJWT checks `nbf` and `iat` on the wall clock.
+Times are a day or more from the import's `now`: PyJWT checks `nbf` and `iat` on the
+wall clock, and the verdicts below must not change while the suite runs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from hlgateway.config import AuthSettings
 SECRET = "differential-secret-long-enough-for-every-hs-algorithm-" + "s" * 16  # 72 bytes
 WRONG = "another-secret-also-long-enough-for-every-hs-algorithm--" + "w" * 16
 NOW = int(time.time())
-FAR = 1000  # seconds: no boundary near the wall clock while the test runs
+FAR = 86_400  # seconds: no boundary near the wall clock while the suite runs
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -62,7 +63,7 @@ CONFIGS = {
     "hs256": AuthSettings(secret=SECRET),
     "hs-all": AuthSettings(secret=SECRET, algorithms=("HS256", "HS384", "HS512")),
     "aud-iss": AuthSettings(secret=SECRET, audience="gw", issuer="auth.example"),
-    "leeway": AuthSettings(secret=SECRET, leeway_seconds=1200),
+    "leeway": AuthSettings(secret=SECRET, leeway_seconds=2 * FAR),
     "rs256": AuthSettings(public_key=RSA_PUBLIC, algorithms=("RS256",)),
     "rs-es": AuthSettings(public_key=RSA_PUBLIC, algorithms=("RS256", "RS384", "ES256")),
     "es256": AuthSettings(public_key=pem(EC_KEY), algorithms=("ES256",)),
