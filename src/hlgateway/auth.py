@@ -15,11 +15,13 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import jwt
+from jwt.algorithms import Algorithm
+from jwt.types import JWKDict
 
 from hlgateway.config import AuthSettings
 
@@ -64,6 +66,65 @@ class Principal:
         return wallet.lower() in self.wallets
 
 
+class PreparedKey(Algorithm):
+    """One of PyJWT's algorithms, with the configured key prepared once.
+
+    PyJWT prepares the key at every verification: it screens an HMAC secret (not
+    empty, not a PEM, SSH, DER or JWK key) and parses a PEM public key again. The
+    key does not change, so neither does the outcome: a prepared key is kept (a
+    refusal is not: it is raised at each check, as before). Everything else is the
+    wrapped algorithm's. A check of a token not seen before costs ~40% less with
+    HS256, ~15-30% with RS/ES keys (`python -m bench.tokens`, docs/scaling.md).
+    """
+
+    def __init__(self, algorithm: Algorithm, key: str) -> None:
+        self._algorithm = algorithm
+        self._key = key
+        self._prepared: tuple[Any] | None = None
+
+    def prepare_key(self, key: Any) -> Any:
+        if key != self._key:
+            return self._algorithm.prepare_key(key)
+        if self._prepared is None:
+            self._prepared = (self._algorithm.prepare_key(key),)
+        return self._prepared[0]
+
+    def check_key_length(self, key: Any) -> str | None:
+        return self._algorithm.check_key_length(key)
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        return self._algorithm.verify(msg, key, sig)
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return self._algorithm.sign(msg, key)
+
+    def compute_hash_digest(self, bytestr: bytes) -> bytes:
+        return self._algorithm.compute_hash_digest(bytestr)
+
+    # JWK conversion is not on the verification path; PyJWT's classes have it.
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_jwk(jwk: str | JWKDict) -> NoReturn:
+        raise NotImplementedError
+
+
+def token_decoder(key: str, algorithms: Iterable[str]) -> jwt.PyJWT:
+    """A PyJWT of the verifier's own, like the module-level one `jwt.decode` uses
+    (the same default options and algorithms), with `key` prepared once for each
+    of `algorithms`."""
+    decoder = jwt.PyJWT()
+    jws = decoder._jws  # no public way to give PyJWT its PyJWS; pinned in requirements.lock
+    available = set(jws.get_algorithms())  # RS/ES only with `cryptography`
+    for name in set(algorithms) & available:
+        algorithm = jws.get_algorithm_by_name(name)
+        jws.unregister_algorithm(name)
+        jws.register_algorithm(name, PreparedKey(algorithm, key))
+    return decoder
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -73,7 +134,8 @@ class TokenVerifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._algorithms = list(settings.algorithms)
-        self._key: str | bytes = settings.verification_key()
+        self._key = settings.verification_key()
+        self._decoder = token_decoder(self._key, self._algorithms)
         self._leeway = settings.leeway_seconds
         self._audience = settings.audience
         self._issuer = settings.issuer
@@ -98,7 +160,7 @@ class TokenVerifier:
             self.cache_hits += 1
             return principal
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: dict[str, Any] = self._decoder.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
