@@ -322,6 +322,32 @@ def analyze(directory: Path, bench: list[list[Any]]) -> list[str]:
             f"| {name} | {_rank(v, 0.5) * ms:.2f} | {_rank(v, 0.9) * ms:.2f} | "
             f"{_rank(v, 0.99) * ms:.2f} | {max(v) * ms:.2f} |"
         )
+    # The slowest 1% of relayed posts: which segments made them slow (their mean
+    # against every post's median), so the p99 is attacked where it is made.
+    if rows:
+        tail = sorted(rows, key=lambda r: -r["total"])[: max(1, len(rows) // 100)]
+        excess = []
+        for i, name in enumerate(names):
+            median = _rank([r["stamps"][i + 1] - r["stamps"][i] for r in rows], 0.5)
+            mean = statistics.fmean(r["stamps"][i + 1] - r["stamps"][i] for r in tail)
+            excess.append(f"{name} +{(mean - median) * ms:.2f}")
+        out += [
+            "",
+            f"The slowest 1% of relayed posts ({len(tail)}, total "
+            f"{statistics.fmean(r['total'] for r in tail) * ms:.2f} ms on average): each "
+            "segment's mean over its median, ms: " + ", ".join(excess),
+        ]
+    if directs:
+        tail_d = sorted(directs, key=lambda d: -d[3])[: max(1, len(directs) // 100)]
+        parts = []
+        for i, name in enumerate(("to", "E", "back")):
+            median = _rank([d[i] for d in directs], 0.5)
+            parts.append(f"{name} +{(statistics.fmean(d[i] for d in tail_d) - median) * ms:.2f}")
+        out.append(
+            f"The slowest 1% of direct posts ({len(tail_d)}, total "
+            f"{statistics.fmean(d[3] for d in tail_d) * ms:.2f} ms on average): "
+            + ", ".join(parts)
+        )
     flushes = gateway["flush"]
     big = [f for f in flushes if f[2] >= 2]
 
