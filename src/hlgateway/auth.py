@@ -174,7 +174,10 @@ class TokenVerifier:
                     "verify_exp": False,
                 },
             )
-        except (jwt.InvalidTokenError, ValueError, TypeError):
+        # Any PyJWTError, not only InvalidTokenError: a key PyJWT will not use for the
+        # token's algorithm (InvalidKeyError) is a refusal too, never an exception out
+        # of here.
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenError(INVALID_TOKEN) from None
         exp = _expiry(claims)
         if exp is not None and exp <= now - self._leeway:
