@@ -1,6 +1,8 @@
-"""The verifier answers any PyJWT error as `Invalid token`: a client, an `auth`
-refresh or an admin request with a token PyJWT cannot check (InvalidKeyError, not an
-InvalidTokenError, when the token's algorithm cannot use the key) gets the coded
+"""A configured JWT algorithm that cannot use the configured key is a settings error,
+found when the settings are made (so `serve` refuses to start and `check-config`
+names it: tests/test_config.py), naming the algorithm and the key's kind, never the
+key. Behind that, the verifier answers any PyJWT error as `Invalid token`: a client,
+an `auth` refresh or an admin request with a token PyJWT cannot check gets the coded
 refusal, and the gateway goes on serving the others.
 """
 
@@ -16,13 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
-from hlgateway.auth import INVALID_TOKEN, Principal, TokenError, TokenVerifier
-from hlgateway.config import AuthSettings
+from hlgateway.auth import INVALID_TOKEN, Principal, TokenError, TokenVerifier, token_decoder
+from hlgateway.config import AuthSettings, SettingsError
 from tests.helpers import Client
 from tests.security.conftest import MakeServer
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
+EC384_KEY = ec.generate_private_key(ec.SECP384R1())
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -35,7 +38,86 @@ def public_pem(key: PrivateKey) -> str:
     )
 
 
+def private_pem(key: PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def openssh(key: PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
 RSA_PUBLIC = public_pem(RSA_KEY)
+EC_PUBLIC = public_pem(EC_KEY)
+JWK = '{"kty": "oct", "k": "c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1zdHJpbmc"}'
+
+NEEDS_EC256 = "ES256 needs an EC public key on P-256 (secp256r1)"
+NEEDS_RSA = "RS256 needs an RSA public key"
+NEEDS_SECRET = "needs a shared secret, not a key in PEM, SSH, DER or JWK form"
+
+# Settings whose key some configured algorithm cannot use: the problems they give.
+MISFITS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "ES256 beside RS256, an RSA key": (
+        {"public_key": RSA_PUBLIC, "algorithms": ("RS256", "ES256")},
+        [f"JWT_ALGORITHMS: {NEEDS_EC256}; JWT_PUBLIC_KEY is an RSA public key (2048 bits)"],
+    ),
+    "RS256 and ES384 beside ES256, a P-256 key": (
+        {"public_key": EC_PUBLIC, "algorithms": ("ES256", "RS256", "ES384")},
+        [
+            f"JWT_ALGORITHMS: {NEEDS_RSA}; JWT_PUBLIC_KEY is an EC public key on secp256r1",
+            "JWT_ALGORITHMS: ES384 needs an EC public key on P-384 (secp384r1); "
+            "JWT_PUBLIC_KEY is an EC public key on secp256r1",
+        ],
+    ),
+    "ES256, a P-384 key": (
+        {"public_key": public_pem(EC384_KEY), "algorithms": ("ES256",)},
+        [f"{NEEDS_EC256}; JWT_PUBLIC_KEY is an EC public key on secp384r1"],
+    ),
+    # PyJWT takes an RSA private key, then fails at every token: it has no `verify`.
+    "RS256, an RSA private key": (
+        {"public_key": private_pem(RSA_KEY), "algorithms": ("RS256",)},
+        [f"{NEEDS_RSA}; JWT_PUBLIC_KEY is an RSA private key (2048 bits)"],
+    ),
+    "ES256, an EC private key": (
+        {"public_key": private_pem(EC_KEY), "algorithms": ("ES256",)},
+        [f"{NEEDS_EC256}; JWT_PUBLIC_KEY is an EC private key on secp256r1"],
+    ),
+    "RS256 and ES256, not a key": (
+        {"public_key": "not-a-key-at-all", "algorithms": ("RS256", "ES256")},
+        [
+            f"{NEEDS_RSA}; JWT_PUBLIC_KEY is not a key in PEM, DER or SSH form",
+            f"{NEEDS_EC256}; JWT_PUBLIC_KEY is not a key in PEM, DER or SSH form",
+        ],
+    ),
+    "HS256, a PEM public key as the secret": (
+        {"secret": RSA_PUBLIC},
+        [f"JWT_ALGORITHMS: HS256 {NEEDS_SECRET}; JWT_SECRET is an RSA public key (2048 bits)"],
+    ),
+    "HS256 and HS512, an SSH key as the secret": (
+        {"secret": openssh(EC_KEY), "algorithms": ("HS256", "HS512")},
+        [
+            f"HS256 {NEEDS_SECRET}; JWT_SECRET is an EC public key on secp256r1",
+            f"HS512 {NEEDS_SECRET}; JWT_SECRET is an EC public key on secp256r1",
+        ],
+    ),
+    "HS384, a JWK as the secret": (
+        {"secret": JWK, "algorithms": ("HS384",)},
+        [f"HS384 {NEEDS_SECRET}; JWT_SECRET is JSON (a JWK?)"],
+    ),
+}
+
+
+def key_of(settings: dict[str, Any]) -> str:
+    key = settings.get("public_key") or settings["secret"]
+    assert isinstance(key, str)
+    return key
 
 
 def assert_nothing_of(key: str, text: str) -> None:
@@ -46,10 +128,45 @@ def assert_nothing_of(key: str, text: str) -> None:
             assert part not in text
 
 
+@pytest.mark.parametrize("case", MISFITS)
+def test_an_algorithm_that_cannot_use_the_key_is_a_settings_error(case: str) -> None:
+    values, expected = MISFITS[case]
+    with pytest.raises(SettingsError) as caught:
+        AuthSettings(**values)
+    problems = caught.value.problems
+    assert len(problems) == len(expected), problems
+    for problem, wanted in zip(problems, expected, strict=True):
+        assert wanted in problem
+    assert_nothing_of(key_of(values), str(caught.value))
+    # The verifier's own decoder refuses the same key the same way, for its direct users.
+    with pytest.raises(SettingsError) as again:
+        token_decoder(key_of(values), values.get("algorithms", ("HS256",)))
+    assert again.value.problems == problems
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithms", "signing"),
+    [
+        (RSA_PUBLIC, ("RS256", "RS384", "RS512"), RSA_KEY),
+        (openssh(RSA_KEY), ("RS256",), RSA_KEY),
+        (EC_PUBLIC, ("ES256",), EC_KEY),
+        (openssh(EC_KEY), ("ES256",), EC_KEY),
+        (public_pem(EC384_KEY), ("ES384",), EC384_KEY),
+    ],
+)
+def test_keys_that_fit_their_algorithms_verify_as_before(
+    key: str, algorithms: tuple[str, ...], signing: PrivateKey
+) -> None:
+    verifier = TokenVerifier(AuthSettings(public_key=key, algorithms=algorithms), cache_size=0)
+    for algorithm in algorithms:
+        principal = verifier.verify(jwt.encode({"id": "pk-user"}, signing, algorithm=algorithm))
+        assert principal.user_id == "pk-user"
+
+
 def with_a_misfit(verifier: TokenVerifier) -> None:
-    """Let a verifier of RS256 with an RSA key take ES256 too, as JWT_ALGORITHMS=RS256,ES256
-    would: PyJWT raises InvalidKeyError (not an InvalidTokenError) at an ES256 token,
-    preparing the RSA key for it. Its decoder has PyJWT's own ES256, unprepared."""
+    """Let a verifier of RS256 with an RSA key take ES256 too: the state settings now
+    refuse, where PyJWT raises InvalidKeyError (not an InvalidTokenError) at an ES256
+    token, preparing the RSA key for it. Its decoder has PyJWT's own ES256, unprepared."""
     assert isinstance(verifier._decoder._jws.get_algorithm_by_name("ES256"), ECAlgorithm)
     verifier._algorithms.append("ES256")
 
