@@ -164,9 +164,10 @@ def test_keys_that_fit_their_algorithms_verify_as_before(
 
 
 def with_a_misfit(verifier: TokenVerifier) -> None:
-    """Let a verifier of RS256 with an RSA key take ES256 too: the state settings now
-    refuse, where PyJWT raises InvalidKeyError (not an InvalidTokenError) at an ES256
-    token, preparing the RSA key for it. Its decoder has PyJWT's own ES256, unprepared."""
+    """Let a verifier of RS256 with an RSA key take ES256 too, as JWT_ALGORITHMS=RS256,ES256
+    did before settings refused it: at an ES256 token PyJWT prepares the RSA key for ES256
+    and raises InvalidKeyError (not an InvalidTokenError). Its decoder has PyJWT's own
+    ES256, unprepared."""
     assert isinstance(verifier._decoder._jws.get_algorithm_by_name("ES256"), ECAlgorithm)
     verifier._algorithms.append("ES256")
 
