@@ -148,3 +148,35 @@ async def test_the_trading_example_as_printed(serve: Serve, doc: Path, tmp_path:
     stranger = eth_account.Account.create()
     out = await run(serve, sys.executable, str(script), trader_token, stranger.key.hex())
     assert out.strip() == f"User or API Wallet {stranger.address.lower()} does not exist."
+
+
+@pytest.mark.requires("node")
+async def test_the_node_example_of_the_clients_doc(serve: Serve, tmp_path: Path) -> None:
+    """docs/clients.md's watch.mjs as written (port aside), beside /client.js and `ws`:
+    the refusal, a ping, the demo wallet's fills, and the position it saves."""
+    url = f"http://127.0.0.1:{serve.port}/client.js"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        (tmp_path / "client.mjs").write_bytes(await resp.read())
+    (tmp_path / "node_modules").symlink_to(ROOT / "tests" / "js" / "node_modules")
+    code = fenced(ROOT / "docs" / "clients.md", "// watch.mjs", "javascript")
+    (tmp_path / "watch.mjs").write_text(code.replace("127.0.0.1:8080", f"127.0.0.1:{serve.port}"))
+    demo = serve.line("demo user").split()[4].rstrip(";")  # its wallet
+    argv = ["token", "--user", "demo", "--wallet", demo]
+    token = (await run(serve, sys.executable, "-m", "hlgateway", *argv)).strip()
+    node = await asyncio.create_subprocess_exec(
+        "node", "watch.mjs", token, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    assert node.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(60):  # the demo wallet fills every 10 s at most
+            while not any(re.fullmatch(r"\d+ fill\(s\) \S+", line) for line in seen):
+                line = await node.stdout.readline()
+                assert line, f"node exited: {seen}"
+                seen.append(line.decode().strip())
+    finally:
+        node.kill()
+        await node.wait()
+    assert "refused: FORBIDDEN" in seen and any(line.startswith("rtt ") for line in seen)
+    saved = json.loads((tmp_path / "fills.json").read_text())
+    assert isinstance(saved["offset"], int) and isinstance(saved["epoch"], str)
