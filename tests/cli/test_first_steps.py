@@ -6,6 +6,7 @@ the token and the key that the banner printed."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -180,3 +181,18 @@ async def test_the_node_example_of_the_clients_doc(serve: Serve, tmp_path: Path)
     assert "refused: FORBIDDEN" in seen and any(line.startswith("rtt ") for line in seen)
     saved = json.loads((tmp_path / "fills.json").read_text())
     assert isinstance(saved["offset"], int) and isinstance(saved["epoch"], str)
+
+
+async def test_the_python_example_of_the_clients_doc(serve: Serve, tmp_path: Path) -> None:
+    """docs/clients.md's prices.py as written (port aside), with the README's demo token."""
+    script = tmp_path / "prices.py"
+    code = fenced(ROOT / "docs" / "clients.md", "# prices.py", "python")
+    script.write_text(code.replace("127.0.0.1:8080", f"127.0.0.1:{serve.port}"))
+    demo = serve.line("demo user").split()[4].rstrip(";")
+    argv = ["token", "--user", "demo", "--wallet", demo]
+    token = (await run(serve, sys.executable, "-m", "hlgateway", *argv)).strip()
+    lines = (await run(serve, sys.executable, str(script), token)).splitlines()
+    assert lines[0].startswith("ping ") and lines[0].endswith(" ms")
+    assert lines[1] == "refused: FORBIDDEN Not allowed to read user_fills of this user"
+    assert lines[2].startswith("best bid (")
+    assert [sorted(ast.literal_eval(line)) for line in lines[3:]] == [["BTC", "ETH"]] * 5
