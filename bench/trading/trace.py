@@ -345,8 +345,7 @@ def analyze(directory: Path, bench: list[list[Any]]) -> list[str]:
             parts.append(f"{name} +{(statistics.fmean(d[i] for d in tail_d) - median) * ms:.2f}")
         out.append(
             f"The slowest 1% of direct posts ({len(tail_d)}, total "
-            f"{statistics.fmean(d[3] for d in tail_d) * ms:.2f} ms on average): "
-            + ", ".join(parts)
+            f"{statistics.fmean(d[3] for d in tail_d) * ms:.2f} ms on average): " + ", ".join(parts)
         )
     flushes = gateway["flush"]
     big = [f for f in flushes if f[2] >= 2]
