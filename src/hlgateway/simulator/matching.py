@@ -168,8 +168,10 @@ class Matcher:
         self._market = market
         self._accounts = accounts
         self._listing = listing
-        self._resting: dict[str, dict[int, str]] = {}  # coin -> oid -> user, by arrival
-        self._triggers: dict[str, dict[int, str]] = {}
+        # coin -> oid -> (user, oid), by arrival; an unlist is O(1), and a walk copies
+        # the values without making a tuple per order (the tick walks them all)
+        self._resting: dict[str, dict[int, tuple[str, int]]] = {}
+        self._triggers: dict[str, dict[int, tuple[str, int]]] = {}
         # The resting orders again, indexed for the checks every order runs (the best
         # price others offer, one's own orders it would cross, one's reduce-only orders):
         # a grid bot keeps hundreds resting, and walking them all per order was O(K).
@@ -320,7 +322,7 @@ class Matcher:
             wallet, order.update("open", at_ms), events.updates_of(wallet.address)
         )
         if spec.trigger is not None:
-            self._triggers.setdefault(coin.name, {})[order.oid] = wallet.address
+            self._triggers.setdefault(coin.name, {})[order.oid] = (wallet.address, order.oid)
             return _resting(order)
         filled, notional = self._take(wallet, order, at_ms, events)
         if order.sz > 0 and order.tif == "Ioc":
@@ -658,7 +660,7 @@ class Matcher:
     def _rest(self, wallet: Wallet, order: LiveOrder) -> None:
         """``order`` rests on the book: listed by arrival, and in its owner's ladder."""
         user = wallet.address
-        self._resting.setdefault(order.coin, {})[order.oid] = user
+        self._resting.setdefault(order.coin, {})[order.oid] = (user, order.oid)
         self._arrivals += 1
         rung = (-order.limit_px if order.side == "B" else order.limit_px, self._arrivals, order.oid)
         ladder = self._ladders.setdefault((order.coin, order.side), {}).setdefault(user, [])
@@ -901,7 +903,7 @@ class Matcher:
         self, coin: str, side: Side | None, at_ms: int | None = None
     ) -> Iterator[tuple[Wallet, LiveOrder]]:
         """The resting orders of ``coin`` (one ``side``), those on the book at ``at_ms``."""
-        for oid, user in list(self._resting.get(coin, {}).items()):
+        for user, oid in list(self._resting.get(coin, {}).values()):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
             if wallet is None or order is None:
@@ -916,7 +918,7 @@ class Matcher:
             yield _Placed(wallet.address, order.limit_px, order.sz)
 
     def _trigger_entries(self, coin: str, at_ms: int) -> Iterator[tuple[Wallet, LiveOrder]]:
-        for oid, user in list(self._triggers.get(coin, {}).items()):
+        for user, oid in list(self._triggers.get(coin, {}).values()):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
             if wallet is not None and order is not None and order.timestamp <= at_ms:
