@@ -249,6 +249,11 @@ class LiveOrders(dict[int, LiveOrder]):
         self._uncount(oid)
         return order
 
+    def _uncounted(self, *args: object, **kwargs: object) -> Any:
+        raise TypeError("LiveOrders changes only through [oid] =, del and pop: they count")
+
+    setdefault = update = popitem = clear = __ior__ = _uncounted
+
     def counted(self, oid: int) -> tuple[tuple[str, Side], Decimal, Decimal] | None:
         """Where order ``oid`` is counted in ``held`` and the size and notional it adds
         there, if it is counted."""
