@@ -4,6 +4,7 @@ with every bad setting named at once (`hlgateway check-config`)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
@@ -138,6 +139,15 @@ def test_the_upstream_source_address_must_be_an_address_of_this_machine() -> Non
         load_settings(SECRET, upstream_poll_interval=10, upstream_max_poll_interval=5)
 
 
+def test_an_upstream_that_is_no_network_or_url_is_a_bad_setting() -> None:
+    for good in ("sim", "mainnet", "testnet", "ws://10.0.0.5:9000/ws", "wss://h.example/ws"):
+        assert load_settings(SECRET, upstream=good).upstream == good
+    for bad in ("bogus", "http://h.example/ws", "ws://"):
+        with pytest.raises(SettingsError, match="sim, mainnet, testnet or a ws") as caught:
+            load_settings(SECRET, upstream=bad)
+        assert "upstream (HLGATEWAY_UPSTREAM)" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "text", ["port = [", "[auth]\nalgorithms = 3\n", "auth = 1\n", "port = 70000\n"]
 )
@@ -196,6 +206,27 @@ async def test_check_config_command(tmp_path: Path) -> None:
     # `serve` refuses the same settings the same way, before starting anything.
     code, _, err = await run_cli("serve", "--config", str(bad), env=env)
     assert code == 2 and "2 bad setting(s)" in err
+    code, _, err = await run_cli("serve", "--upstream", "bogus", env=env)
+    assert code == 2 and "1 bad setting(s)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["serve", "simulate"])
+async def test_a_port_in_use_is_one_line(command: str, tmp_path: Path) -> None:
+    """Another process (another gateway, a `make serve` left running) holds the port:
+    one line that names the address, exit 2, no traceback."""
+    env = {"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path / "state"), **SECRET}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--port", str(port)] + (["--state-dir", "none"] if command == "serve" else [])
+        code, _, err = await run_cli(command, *args, env=env)
+    assert code == 2, err
+    assert err.strip().splitlines()[-1] == (
+        f"hlgateway: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(another process has it: stop it, or pick another --port)"
+    )
+    assert "Traceback" not in err and "Exception ignored" not in err
 
 
 async def test_an_algorithm_the_key_does_not_fit_is_named_by_check_config_and_stops_serve(

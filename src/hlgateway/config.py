@@ -452,6 +452,13 @@ def settings_problems(settings: Settings) -> list[str]:
         problem = source_address_problem(settings.upstream_source_address)
         if problem is not None:
             problems.append(f"{_both('upstream_source_address')}: {problem}")
+    if settings.upstream != "sim":
+        from hlgateway.upstream.networks import endpoint_for  # stdlib only: no cycle
+
+        try:
+            endpoint_for(settings.upstream, settings.upstream_host)
+        except ValueError as exc:
+            problems.append(f"{_both('upstream')}: {exc}")
     if settings.log_level.upper() not in LOG_LEVELS:
         problems.append(f"{_both('log_level')}: one of {', '.join(LOG_LEVELS)}")
     if not 1 <= settings.history_size <= settings.history_max:

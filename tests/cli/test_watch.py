@@ -24,7 +24,7 @@ from hlgateway.client import (
     Resync,
 )
 from tests.client.support import PortGateway
-from tests.helpers import SECRET, alice_token
+from tests.helpers import SECRET, alice_token, free_port
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -276,6 +276,24 @@ async def test_watch_in_a_pipe_prints_plain_lines(gateway: PortGateway) -> None:
     books = [line for line in lines if "  orderbook BTC bid " in line]
     assert books and all("spread" in line for line in books)
     assert "\x1b[" not in out.decode()  # no terminal control sequences in a pipe
+
+
+async def test_watch_on_a_wrong_port_says_why_once() -> None:
+    """A wrong --url is named with the system's reason on the view's own lines, and the
+    client's log warning about it is not printed beside them a second time."""
+    port = free_port()  # nothing listens there
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hlgateway", "watch", "prices", "BTC",
+        "--url", f"ws://127.0.0.1:{port}/ws", "--duration", "1",
+        env={**os.environ, "JWT_SECRET": SECRET, "HLGATEWAY_TOKEN": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    reason = f"disconnected: connect failed: 127.0.0.1:{port}: Connection refused"
+    assert any(line.endswith(reason) for line in out.decode().splitlines()), out.decode()
+    assert err.decode() == ""
 
 
 def test_candles_context_and_ledger_views() -> None:

@@ -317,3 +317,37 @@ async def test_a_failing_provider_is_retried(gateway: PortGateway) -> None:
     async with client:
         assert client.connects == 1 and len(calls) == 2
         assert "token provider failed" in str(events.of("error")[0])
+
+
+async def test_a_gateway_that_cannot_be_reached_is_named_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong port must not look like a hang: before the first `welcome` each failed
+    attempt is a WARNING (printed even when the application set up no logging) that
+    names the address and the operating system's reason."""
+    port = free_port()  # nothing listens there
+    url = f"ws://127.0.0.1:{port}/ws"
+    client = GatewayClient(url, alice_token(), backoff=Backoff(initial=30))
+    events = Recorder(client, "disconnected", "reconnecting")
+    with caplog.at_level("INFO", logger="hlgateway.client"):
+        client.start()
+        await events.wait("reconnecting")
+    await client.close()
+    reason = events.of("disconnected")[0].reason
+    assert reason == f"connect failed: 127.0.0.1:{port}: Connection refused"
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warned] == [
+        f"gateway {url}: {reason}; retrying (not connected yet)"
+    ]
+
+
+async def test_a_refused_first_connect_leaves_no_session_open(gateway: PortGateway) -> None:
+    """`async with GatewayClient(url, bad_token)` raises AuthenticationFailed and closes
+    the HTTP session it made (else aiohttp prints `Unclosed client session` after the
+    traceback)."""
+    client = GatewayClient(gateway.ws, "not-a-token", backoff=FAST)
+    with pytest.raises(AuthenticationFailed):
+        async with client:
+            pytest.fail("connected with a bad token")
+    session = client._session
+    assert session is None or session.closed

@@ -206,9 +206,15 @@ def _simulate(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        config = SimConfig(seed=args.seed, control=args.control, clock_offset=args.clock_offset)
-        asyncio.run(run_simulator(args.host, args.port, config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            config = SimConfig(seed=args.seed, control=args.control, clock_offset=args.clock_offset)
+            asyncio.run(run_simulator(args.host, args.port, config))
+    except OSError as exc:  # binding its address: the simulator has stopped what it started
+        from hlgateway.server.runner import cannot_listen
+
+        print(f"hlgateway: {cannot_listen(args.host, args.port, exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -649,10 +650,13 @@ def run(
         token = lambda: mint(user, wallets)  # noqa: E731 - a provider: fresh on refresh
     else:
         print(
-            "hlgateway watch: pass --token (or HLGATEWAY_TOKEN), or set JWT_SECRET",
+            "hlgateway watch: pass --token (or HLGATEWAY_TOKEN), set JWT_SECRET, or run "
+            "`hlgateway serve` once (it makes the local dev secret)",
             file=sys.stderr,
         )
         return 2
+    # The view shows every link event itself; the client's warnings would repeat them.
+    logging.getLogger("hlgateway.client").setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(watch(args.url, token, channel, params, duration=args.duration))
     return 0

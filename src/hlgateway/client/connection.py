@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -205,7 +206,11 @@ class GatewayClient:
 
     # -- life cycle -------------------------------------------------------------
     async def __aenter__(self) -> GatewayClient:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()  # `__aexit__` will not run: close the session made for us
+            raise
         return self
 
     async def __aexit__(
@@ -540,11 +545,14 @@ class GatewayClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._urls.report_failure(url)
             status = exc.status if isinstance(exc, aiohttp.WSServerHandshakeError) else None
-            self._last_reason = f"connect failed: {exc.__class__.__name__}" + (
-                f" (HTTP {status})" if status is not None else ""
-            )
+            self._last_reason = "connect failed: " + _connect_failure(exc, self._open_timeout)
             self._events.emit("disconnected", Disconnected(url, None, self._last_reason, False))
-            log.info("gateway %s: %s", url, self._last_reason)
+            if self.connects == 0:
+                # Never connected yet: most likely a wrong URL or a gateway not started, which
+                # would otherwise look like a hang (Python prints a WARNING without any setup).
+                log.warning("gateway %s: %s; retrying (not connected yet)", url, self._last_reason)
+            else:
+                log.info("gateway %s: %s", url, self._last_reason)
             return self._policy.on_closed(None, self._last_reason, False, status)
         link = _Link(ws, url)
         self._link = link
@@ -892,3 +900,20 @@ def _unsubscribe_message(entry: Entry[Subscription[Any]]) -> m.Json:
     if entry.is_room:
         return {"type": "leave_room", "room": entry.params.get("room")}
     return {"type": "unsubscribe", "channel": entry.channel, "params": entry.params}
+
+
+def _connect_failure(exc: BaseException, open_timeout: float) -> str:
+    """Why a connection attempt failed, in words a person can act on: the address and
+    the system's reason (`127.0.0.1:8081: Connection refused`), the HTTP status of a
+    refused upgrade, or the time waited."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"HTTP {exc.status}"  # aiohttp's message adds nothing to the status
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        # asyncio's refusal text is "Connect call failed (...)"; errno says it plainly.
+        errno = error.errno
+        why = os.strerror(errno) if errno and errno > 0 else (error.strerror or str(error))
+        return f"{exc.host}:{exc.port}: {why}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {open_timeout:g} s"
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__

@@ -21,7 +21,7 @@ from hlgateway.notifier.database import open_database
 from hlgateway.notifier.feed import GatewayFeed
 from hlgateway.notifier.repository import Repository
 from hlgateway.notifier.service import Notifier
-from hlgateway.notifier.telegram import TelegramApi
+from hlgateway.notifier.telegram import BotApiUnusable, TelegramApi
 from hlgateway.notifier.vault import install_redaction
 
 log = logging.getLogger("hlgateway.notifier")
@@ -80,6 +80,9 @@ async def serve(notifier: Notifier) -> int:
     if isinstance(error, SchemaError):
         print(f"hlgateway notifier: {error}", file=sys.stderr, flush=True)
         code = 2
+    elif isinstance(error, BotApiUnusable):  # a wrong token or --telegram-api: no traceback
+        print(f"hlgateway notifier: {error}", file=sys.stderr, flush=True)
+        code = 2 if error.token_refused else 1
     elif error is not None:
         log.error("notifier failed", exc_info=error)
         code = 1

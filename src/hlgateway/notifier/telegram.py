@@ -72,9 +72,20 @@ class Incoming:
         return f"Incoming(update_id={self.update_id}, chat_id={self.chat_id})"
 
 
+class BotApiUnusable(Exception):
+    """The Bot API refused the token (`token_refused`) or could not be reached at start.
+    The text names the server, never the token."""
+
+    def __init__(self, message: str, *, token_refused: bool) -> None:
+        super().__init__(message)
+        self.token_refused = token_refused
+
+
 class TelegramApi:
     def __init__(self, token: str, api: str | None = None, poll_timeout: int = 25) -> None:
         base = (api or DEFAULT_API).rstrip("/")
+        self.base = base
+        self._token = token
         self.poll_timeout = poll_timeout
         self.bot = Bot(
             token,
@@ -86,8 +97,21 @@ class TelegramApi:
         self.username: str | None = None
 
     async def start(self) -> str:
-        """getMe: checks the token; returns the bot's username."""
-        await self.bot.initialize()
+        """getMe: checks the token; returns the bot's username. BotApiUnusable when the
+        server refuses the token or cannot be reached (PTB's own texts quote the token)."""
+        try:
+            await self.bot.initialize()
+        except InvalidToken:
+            raise BotApiUnusable(
+                f"the Bot API at {self.base} refused TELEGRAM_BOT_TOKEN (Unauthorized): "
+                "check the token @BotFather gave",
+                token_refused=True,
+            ) from None
+        except NetworkError as exc:
+            why = str(exc).replace(self._token, "[token]")
+            raise BotApiUnusable(
+                f"cannot reach the Bot API at {self.base}: {why}", token_refused=False
+            ) from None
         self.username = self.bot.username
         return self.username
 

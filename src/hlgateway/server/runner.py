@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 
@@ -53,7 +55,15 @@ async def serve(
 
     gateway = Gateway(settings, endpoint)
     await gateway.start()
-    runner, site = await start_listening(gateway, settings)
+    try:
+        runner, site = await start_listening(gateway, settings)
+    except OSError as exc:
+        # Another process has the address (or it is not ours): stop what was started,
+        # so that nothing is left open behind the one line `run` prints.
+        await gateway.shutdown(0)
+        if simulator is not None:
+            await simulator.stop()
+        raise CannotListen(cannot_listen(settings.host, settings.port, exc)) from None
     frozen = heap.settle()  # start-up's objects: no full collection walks them again
     port = site.port
     scheme = "wss" if settings.tls_cert else "ws"
@@ -140,7 +150,26 @@ async def start_listening(
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
-    return runner, await listen(runner, settings)
+    try:
+        return runner, await listen(runner, settings)
+    except BaseException:
+        await runner.cleanup()
+        raise
+
+
+class CannotListen(Exception):
+    """The listening address could not be bound; the text says which and why."""
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """`cannot listen on HOST:PORT: why`, for `serve` and `simulate` alike."""
+    # asyncio's bind error repeats the address; the errno says it plainly. An SSLError's
+    # errno is the library's own, not the system's.
+    code = None if isinstance(exc, ssl.SSLError) else exc.errno
+    why = os.strerror(code) if code else str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use (another process has it: stop it, or pick another --port)"
+    return f"cannot listen on {host}:{port}: {why[0].lower()}{why[1:]}"
 
 
 def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
@@ -153,7 +182,7 @@ def run(settings: Settings, banner: Callable[[str], None] | None = None) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             runner(serve(settings, banner=banner))
-    except (EngineStartError, SchemaError) as exc:
+    except (EngineStartError, SchemaError, CannotListen) as exc:
         print(f"hlgateway: {exc}", file=sys.stderr)
         return 2
     sys.stdout.flush()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Literal
 
 from hlgateway.simulator import cashflows
@@ -207,6 +207,91 @@ class LiveOrder:
         )
 
 
+# Totals of held amounts are kept exact: no rounding however many orders come and go.
+EXACT = Context(prec=200)
+
+
+@dataclass
+class Held:
+    """What one coin's active orders (not waiting triggers) of one side hold, exactly."""
+
+    sz: Decimal = ZERO  # their remaining sizes
+    notional: Decimal = ZERO  # remaining size x limit price, reduce-only orders left out
+    orders: int = 0
+
+
+class LiveOrders(dict[int, LiveOrder]):
+    """A wallet's open orders by oid, in placement order, with per-coin, per-side totals
+    of what the active ones hold (``held``).
+
+    Margin and spot-balance checks read the totals instead of walking every order: a
+    grid bot keeps hundreds resting, and each of its posts is checked. Everything that
+    changes an order's ``sz`` or ``tif`` while it is here calls ``refresh``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: dict[tuple[str, Side], Held] = {}
+        # oid -> (coin, side), size and notional it was counted with
+        self._counted: dict[int, tuple[tuple[str, Side], Decimal, Decimal]] = {}
+
+    def __setitem__(self, oid: int, order: LiveOrder) -> None:
+        self._uncount(oid)
+        super().__setitem__(oid, order)
+        self._count(order)
+
+    def __delitem__(self, oid: int) -> None:
+        super().__delitem__(oid)
+        self._uncount(oid)
+
+    def pop(self, oid: int, default: LiveOrder | None = None) -> LiveOrder | None:  # type: ignore[override]
+        order = super().pop(oid, default)
+        self._uncount(oid)
+        return order
+
+    def _uncounted(self, *args: object, **kwargs: object) -> Any:
+        raise TypeError("LiveOrders changes only through [oid] =, del and pop: they count")
+
+    setdefault = update = popitem = clear = __ior__ = _uncounted
+
+    def counted(self, oid: int) -> tuple[tuple[str, Side], Decimal, Decimal] | None:
+        """Where order ``oid`` is counted in ``held`` and the size and notional it adds
+        there, if it is counted."""
+        return self._counted.get(oid)
+
+    def refresh(self, order: LiveOrder) -> None:
+        """``order``'s size or tif changed: count what it holds now."""
+        self._uncount(order.oid)
+        if super().get(order.oid) is order:
+            self._count(order)
+
+    def _count(self, order: LiveOrder) -> None:
+        if order.tif is None:  # a trigger order holds nothing until it triggers
+            return
+        key = (order.coin, order.side)
+        notional = ZERO if order.reduce_only else EXACT.multiply(order.sz, order.limit_px)
+        held = self.held.get(key)
+        if held is None:
+            held = self.held[key] = Held()
+        held.sz = EXACT.add(held.sz, order.sz)
+        held.notional = EXACT.add(held.notional, notional)
+        held.orders += 1
+        self._counted[order.oid] = (key, order.sz, notional)
+
+    def _uncount(self, oid: int) -> None:
+        counted = self._counted.pop(oid, None)
+        if counted is None:
+            return
+        key, sz, notional = counted
+        held = self.held[key]
+        held.orders -= 1
+        if held.orders == 0:
+            del self.held[key]  # the totals list only coins with orders
+            return
+        held.sz = EXACT.subtract(held.sz, sz)
+        held.notional = EXACT.subtract(held.notional, notional)
+
+
 @dataclass
 class _Position:
     szi: Decimal = ZERO
@@ -243,7 +328,7 @@ class Wallet:
     funding_all_time: dict[str, Decimal] = field(default_factory=dict)
     funding_log: list[FundingPayment] = field(default_factory=list)
     ledger_log: list[LedgerUpdate] = field(default_factory=list)
-    live_orders: dict[int, LiveOrder] = field(default_factory=dict)
+    live_orders: LiveOrders = field(default_factory=LiveOrders)
     fill_log: list[Fill] = field(default_factory=list)
     order_log: list[OrderUpdate] = field(default_factory=list)
     latest: dict[int, OrderUpdate] = field(default_factory=dict)
@@ -801,6 +886,8 @@ class AccountsEngine:
         if order.sz == 0:
             status = "filled"
             del wallet.live_orders[order.oid]
+        else:
+            wallet.live_orders.refresh(order)
         wallet.last_fill_ms = at_ms
         return order.update(status, at_ms)
 

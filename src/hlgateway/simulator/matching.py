@@ -36,11 +36,14 @@ see the demo wallets'. Sans I/O: the caller passes the time.
 
 from __future__ import annotations
 
+import bisect
+import decimal
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from hlgateway.simulator.accounts import (
+    EXACT,
     PX_PRECISION,
     ZERO,
     AccountsEngine,
@@ -77,6 +80,9 @@ SCHEDULE_TRIGGERS_PER_DAY = 10
 DAY_MS = 86_400_000
 
 Status = dict[str, object] | str  # one entry of an order response's "statuses"
+# One user's resting orders of one coin and side, best first, then by arrival:
+# (price key, arrival number, oid); the key is the price for asks, minus it for bids.
+Ladder = list[tuple[Decimal, int, int]]
 
 
 class OrderRefused(Exception):
@@ -162,8 +168,19 @@ class Matcher:
         self._market = market
         self._accounts = accounts
         self._listing = listing
-        self._resting: dict[str, list[tuple[str, int]]] = {}  # coin -> (user, oid), by arrival
-        self._triggers: dict[str, list[tuple[str, int]]] = {}
+        # coin -> oid -> (user, oid), by arrival; an unlist is O(1), and a walk copies
+        # the values without making a tuple per order (the tick walks them all)
+        self._resting: dict[str, dict[int, tuple[str, int]]] = {}
+        self._triggers: dict[str, dict[int, tuple[str, int]]] = {}
+        # The resting orders again, indexed for the checks every order runs (the best
+        # price others offer, one's own orders it would cross, one's reduce-only orders):
+        # a grid bot keeps hundreds resting, and walking them all per order was O(K).
+        # Entries of orders that left ``live_orders`` by other paths (a demo wallet's
+        # own flow) are skipped and dropped when met, as ``_resting_entries`` skips them.
+        self._ladders: dict[tuple[str, Side], dict[str, Ladder]] = {}  # (coin, side) -> user
+        self._rungs: dict[int, tuple[str, Side, str, tuple[Decimal, int, int]]] = {}  # by oid
+        self._reduce_only: dict[tuple[str, str], dict[int, None]] = {}  # (coin, user) -> oids
+        self._arrivals = 0
         self._schedules: dict[str, int] = {}  # user -> when its open orders get canceled
         self._triggered_today: dict[str, tuple[int, int]] = {}  # user -> (day, count)
         self._taken: dict[tuple[str, Side, Decimal], Decimal] = {}  # synthetic size taken
@@ -209,11 +226,13 @@ class Matcher:
             if level.sz - self._taken.get((coin, taker, level.px), ZERO) > 0:
                 best = level.px
                 break
-        for order in self._resting_orders(coin, "A" if side == "B" else "B"):
-            if order.address == excluding:
+        for user, ladder in self._ladders.get((coin, "A" if side == "B" else "B"), {}).items():
+            top = None if user == excluding else self._top(user, ladder)
+            if top is None:
                 continue
-            if best is None or (order.limit_px < best if side == "B" else order.limit_px > best):
-                best = order.limit_px
+            px = top[1].limit_px
+            if best is None or (px < best if side == "B" else px > best):
+                best = px
         return best
 
     # -- placing ---------------------------------------------------------------
@@ -303,13 +322,13 @@ class Matcher:
             wallet, order.update("open", at_ms), events.updates_of(wallet.address)
         )
         if spec.trigger is not None:
-            self._triggers.setdefault(coin.name, []).append((wallet.address, order.oid))
+            self._triggers.setdefault(coin.name, {})[order.oid] = (wallet.address, order.oid)
             return _resting(order)
         filled, notional = self._take(wallet, order, at_ms, events)
         if order.sz > 0 and order.tif == "Ioc":
             self._finish(wallet, order, "canceled", at_ms, events)
         elif order.sz > 0:
-            self._resting.setdefault(coin.name, []).append((wallet.address, order.oid))
+            self._rest(wallet, order)
             return _resting(order)
         return _filled(order, filled, notional)
 
@@ -352,6 +371,44 @@ class Matcher:
     def _reserved(self, wallet: Wallet, replacing: LiveOrder | None) -> Decimal:
         """USDC held by resting orders (but ``replacing``): the margin of those that would
         open perp positions, the cost of spot buys. Trigger orders hold nothing yet."""
+        total = self._reserved_from_totals(wallet, replacing)
+        return self._reserved_by_order(wallet, replacing) if total is None else total
+
+    def _reserved_from_totals(self, wallet: Wallet, replacing: LiveOrder | None) -> Decimal | None:
+        """``_reserved`` from the wallet's per-coin totals (accounts.LiveOrders), or None
+        where that could differ from the sum order by order.
+
+        That sum rounds each order's margin (size x price / leverage) and each partial
+        sum to the context's precision. Per coin, size x price summed exactly and then
+        divided is the same number when the leverage divides exactly (only 2s and 5s:
+        1, 2, 4, 5, 10, 20, 25, 40, 50) and every term and partial sum fits the
+        precision, as then nothing was rounded either way; otherwise the order-by-order
+        sum decides. Spot orders are never reduce-only (refused), so the buys' notional
+        is their cost.
+        """
+        total = ZERO
+        lowest = 0  # no term of the order-by-order sum has a digit below 10**lowest
+        skip = _counted(wallet, replacing)
+        for key, held in wallet.live_orders.held.items():
+            coin, side = key
+            spec = self._market.spec(coin)
+            if spec is None or (spec.spot and side == "A"):
+                continue
+            notional = held.notional
+            if skip is not None and key == skip[0]:
+                notional = EXACT.subtract(notional, skip[2])
+            extra = 0  # decimal places that dividing by the leverage may add
+            if not spec.spot:
+                leverage = wallet.leverage_for(coin, spec.max_leverage)
+                extra = _places(leverage)
+                if extra < 0:
+                    return None
+                notional = EXACT.divide(notional, leverage)
+            total = EXACT.add(total, notional)
+            lowest = min(lowest, _exponent(held.notional) - extra)
+        return total if _unrounded(total, lowest) else None
+
+    def _reserved_by_order(self, wallet: Wallet, replacing: LiveOrder | None) -> Decimal:
         total = ZERO
         for order in wallet.live_orders.values():
             spec = self._market.spec(order.coin)
@@ -399,17 +456,25 @@ class Matcher:
             return False
         if side == "B":
             return size * px <= self._free_usdc(wallet, at_ms, replacing)
-        held = sum(
-            (
-                order.sz
-                for order in wallet.live_orders.values()
-                if order.coin == coin
-                and order.side == "A"
-                and order.tif is not None
-                and order is not replacing
-            ),
-            ZERO,
-        )
+        # The sizes of the other resting sells, from the wallet's totals: a sum of
+        # sizes is exact, the same as adding them up order by order.
+        totals = wallet.live_orders.held.get((coin, "A"))
+        held = ZERO if totals is None else totals.sz
+        skip = _counted(wallet, replacing)
+        if skip is not None and skip[0] == (coin, "A"):
+            held = EXACT.subtract(held, skip[1])
+        if not _unrounded(held, _exponent(held)):
+            held = sum(
+                (
+                    order.sz
+                    for order in wallet.live_orders.values()
+                    if order.coin == coin
+                    and order.side == "A"
+                    and order.tif is not None
+                    and order is not replacing
+                ),
+                ZERO,
+            )
         return size <= sellable(wallet.spot.get(coin), pair) - held
 
     # -- taking liquidity ----------------------------------------------------------
@@ -484,26 +549,35 @@ class Matcher:
         return level.sz - self._taken.get((order.coin, order.side, level.px), ZERO)
 
     def _best_maker(self, owner: Wallet, taker: LiveOrder) -> tuple[Wallet, LiveOrder] | None:
+        """Others' best-priced order that ``taker`` crosses; of equals, the first to rest."""
         best: tuple[Wallet, LiveOrder] | None = None
+        best_rung: tuple[Decimal, int, int] | None = None
         other: Side = "A" if taker.side == "B" else "B"
-        for wallet, order in self._resting_entries(taker.coin, other):
-            if wallet is owner or not _crosses(taker, order.limit_px):
+        for user, ladder in self._ladders.get((taker.coin, other), {}).items():
+            top = None if user == owner.address else self._top(user, ladder)
+            if top is None or not _crosses(taker, top[1].limit_px):
                 continue
-            if best is None or (
-                order.limit_px < best[1].limit_px
-                if taker.side == "B"
-                else order.limit_px > best[1].limit_px
-            ):
-                best = (wallet, order)
+            if best_rung is None or ladder[0] < best_rung:
+                best, best_rung = top, ladder[0]
         return best
 
     def _expire_own_makers(
         self, wallet: Wallet, taker: LiveOrder, at_ms: int, events: Events
     ) -> None:
+        """``wallet``'s resting orders that ``taker`` would cross go first, in the order
+        they came to rest (the ladder's crossing end, re-sorted by arrival)."""
         other: Side = "A" if taker.side == "B" else "B"
-        for owner, order in list(self._resting_entries(taker.coin, other)):
-            if owner is wallet and _crosses(taker, order.limit_px):
-                self._finish(wallet, order, "selfTradeCanceled", at_ms, events)
+        ladder = self._ladders.get((taker.coin, other), {}).get(wallet.address, [])
+        crossed: list[tuple[int, LiveOrder]] = []
+        for _, arrival, oid in ladder:
+            order = wallet.live_orders.get(oid)
+            if order is None:
+                continue
+            if not _crosses(taker, order.limit_px):
+                break
+            crossed.append((arrival, order))
+        for _, order in sorted(crossed, key=lambda c: c[0]):
+            self._finish(wallet, order, "selfTradeCanceled", at_ms, events)
 
     def _maker_fill(
         self, wallet: Wallet, order: LiveOrder, size: Decimal, at_ms: int, events: Events
@@ -520,8 +594,9 @@ class Matcher:
         pos = wallet.positions.get(coin)
         if pos is not None and pos.szi != 0:
             return
-        for owner, order in list(self._resting_entries(coin, None)):
-            if owner is wallet and order.reduce_only:
+        for oid in list(self._reduce_only.get((coin, wallet.address), ())):
+            order = wallet.live_orders.get(oid)
+            if order is not None:
                 self._finish(wallet, order, "reduceOnlyCanceled", at_ms, events)
 
     # -- canceling and modifying ------------------------------------------------
@@ -582,11 +657,53 @@ class Matcher:
             wallet, order.update(status, at_ms), events.updates_of(wallet.address)
         )
 
+    def _rest(self, wallet: Wallet, order: LiveOrder) -> None:
+        """``order`` rests on the book: listed by arrival, and in its owner's ladder."""
+        user = wallet.address
+        self._resting.setdefault(order.coin, {})[order.oid] = (user, order.oid)
+        self._arrivals += 1
+        rung = (-order.limit_px if order.side == "B" else order.limit_px, self._arrivals, order.oid)
+        ladder = self._ladders.setdefault((order.coin, order.side), {}).setdefault(user, [])
+        bisect.insort(ladder, rung)
+        self._rungs[order.oid] = (order.coin, order.side, user, rung)
+        if order.reduce_only:
+            self._reduce_only.setdefault((order.coin, user), {})[order.oid] = None
+
     def _unlist(self, order: LiveOrder) -> None:
         for table in (self._resting, self._triggers):
             entries = table.get(order.coin)
             if entries:
-                table[order.coin] = [(u, oid) for u, oid in entries if oid != order.oid]
+                entries.pop(order.oid, None)
+        self._drop_rung(order.oid)
+
+    def _drop_rung(self, oid: int, *, keep_ladder: bool = False) -> None:
+        """Out of the index; an emptied ladder goes too unless callers iterate them."""
+        placed = self._rungs.pop(oid, None)
+        if placed is None:
+            return
+        coin, side, user, rung = placed
+        ladders = self._ladders[coin, side]
+        ladder = ladders[user]
+        del ladder[bisect.bisect_left(ladder, rung)]
+        if not ladder and not keep_ladder:
+            del ladders[user]
+        reduce_only = self._reduce_only.get((coin, user))
+        if reduce_only is not None and oid in reduce_only:
+            del reduce_only[oid]
+            if not reduce_only:
+                del self._reduce_only[coin, user]
+
+    def _top(self, user: str, ladder: Ladder) -> tuple[Wallet, LiveOrder] | None:
+        """The best of ``user``'s live orders on ``ladder``. Rungs of orders that left
+        ``live_orders`` by another path (a demo wallet's own flow) go when met; such
+        orders stay in ``_resting``, skipped there as before."""
+        wallet = self._accounts.wallet(user)
+        while ladder:
+            order = None if wallet is None else wallet.live_orders.get(ladder[0][2])
+            if order is not None and wallet is not None:
+                return wallet, order
+            self._drop_rung(ladder[0][2], keep_ladder=True)
+        return None
 
     # -- TWAP ------------------------------------------------------------------
     def place_twap(
@@ -756,11 +873,12 @@ class Matcher:
                 self._finish(wallet, order, "canceled", now_ms, events)
                 continue
             order.tif = "Ioc" if order.is_market else "Gtc"
+            wallet.live_orders.refresh(order)  # it holds margin or balance from now on
             self._take(wallet, order, now_ms, events)
             if order.sz > 0 and order.tif == "Ioc":
                 self._finish(wallet, order, "canceled", now_ms, events)
             elif order.sz > 0:
-                self._resting.setdefault(coin, []).append((wallet.address, order.oid))
+                self._rest(wallet, order)
 
     def _run_schedule(self, user: str, now_ms: int, events: Events) -> None:
         del self._schedules[user]
@@ -785,7 +903,7 @@ class Matcher:
         self, coin: str, side: Side | None, at_ms: int | None = None
     ) -> Iterator[tuple[Wallet, LiveOrder]]:
         """The resting orders of ``coin`` (one ``side``), those on the book at ``at_ms``."""
-        for user, oid in list(self._resting.get(coin, ())):
+        for user, oid in list(self._resting.get(coin, {}).values()):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
             if wallet is None or order is None:
@@ -800,7 +918,7 @@ class Matcher:
             yield _Placed(wallet.address, order.limit_px, order.sz)
 
     def _trigger_entries(self, coin: str, at_ms: int) -> Iterator[tuple[Wallet, LiveOrder]]:
-        for user, oid in list(self._triggers.get(coin, ())):
+        for user, oid in list(self._triggers.get(coin, {}).values()):
             wallet = self._accounts.wallet(user)
             order = None if wallet is None else wallet.live_orders.get(oid)
             if wallet is not None and order is not None and order.timestamp <= at_ms:
@@ -812,6 +930,38 @@ class _Placed:
     address: str
     limit_px: Decimal
     sz: Decimal
+
+
+def _counted(
+    wallet: Wallet, order: LiveOrder | None
+) -> tuple[tuple[str, Side], Decimal, Decimal] | None:
+    """What ``order`` adds to ``wallet``'s totals, if anything: (coin, side), size,
+    notional."""
+    return None if order is None else wallet.live_orders.counted(order.oid)
+
+
+def _places(leverage: int) -> int:
+    """How many decimal places x / leverage may have beyond x's (-1: unbounded)."""
+    twos = fives = 0
+    while leverage % 2 == 0:
+        leverage, twos = leverage // 2, twos + 1
+    while leverage % 5 == 0:
+        leverage, fives = leverage // 5, fives + 1
+    return max(twos, fives) if leverage == 1 else -1
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number
+    return exponent
+
+
+def _unrounded(total: Decimal, lowest: int) -> bool:
+    """Whether adding up positive terms to ``total``, none with a digit below
+    ``10**lowest``, rounded nothing at the current context's precision: every term
+    and partial sum spans at most the digits from ``total``'s first to ``lowest``
+    (with two to spare for a product that a leverage then divides)."""
+    return total == 0 or total.adjusted() - lowest + 3 <= decimal.getcontext().prec
 
 
 def _crosses(order: LiveOrder, px: Decimal) -> bool:
