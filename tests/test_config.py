@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hlgateway.auth import issue_token
 from hlgateway.config import (
@@ -59,9 +61,18 @@ def test_lists_from_the_environment_and_from_toml(tmp_path: Path) -> None:
     assert load_settings(SECRET, config_file=path).trusted_proxies == ("10.0.0.0/8", "::1")
 
 
+def rsa_public_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
 def test_the_auth_table_and_its_environment(tmp_path: Path) -> None:
     key = tmp_path / "pub.pem"
-    key.write_text("-----BEGIN PUBLIC KEY-----\n...\n")
+    key.write_text(rsa_public_pem())
     path = write(tmp_path, f'[auth]\nalgorithms = ["RS256"]\npublic_key_file = "{key}"\n')
     s = load_settings({"JWT_AUDIENCE": "desk"}, config_file=path)
     assert s.auth.uses_public_key and s.auth.public_key == key.read_text()
@@ -216,6 +227,37 @@ async def test_a_port_in_use_is_one_line(command: str, tmp_path: Path) -> None:
         "(another process has it: stop it, or pick another --port)"
     )
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+async def test_an_algorithm_the_key_does_not_fit_is_named_by_check_config_and_stops_serve(
+    tmp_path: Path,
+) -> None:
+    """RS256 and ES256 with an RSA key: ES256 tokens could never be checked (tests/security/
+    test_token_keys.py). Named with the other bad settings; the key itself never."""
+    pem = rsa_public_pem()
+    key = tmp_path / "pub.pem"
+    key.write_text(pem)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "JWT_ALGORITHMS": "RS256,ES256",
+        "JWT_PUBLIC_KEY_FILE": str(key),
+        "HLGATEWAY_MAX_ROOMS": "-1",
+    }
+    for command in ("check-config", "serve"):
+        code, out, err = await run_cli(command, "--state-dir", "none", env=env)
+        assert code == 2 and "2 bad setting(s)" in err, (out, err)
+        assert (
+            "JWT_ALGORITHMS: ES256 needs an EC public key on P-256 (secp256r1); "
+            "JWT_PUBLIC_KEY is an RSA public key (2048 bits)"
+        ) in err
+        assert "HLGATEWAY_MAX_ROOMS" in err
+        for line in pem.splitlines()[1:-1]:
+            assert line not in out + err
+    # Without ES256 (and the bad limit) the same key is fine.
+    fine = {**env, "JWT_ALGORITHMS": "RS256", "HLGATEWAY_MAX_ROOMS": "20"}
+    code, out, err = await run_cli("check-config", "--state-dir", "none", env=fine)
+    assert code == 0 and "config OK" in out, err
 
 
 # -- the notifier's settings, in the same system ----------------------------------------

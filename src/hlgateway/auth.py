@@ -20,10 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import jwt
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import (
+    load_der_public_key,
+    load_pem_private_key,
+    load_pem_public_key,
+    load_ssh_public_key,
+)
 from jwt.algorithms import Algorithm
 from jwt.types import JWKDict
 
-from hlgateway.config import AuthSettings
+from hlgateway.config import HMAC_ALGORITHMS, AuthSettings, SettingsError
 
 WALLET_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -71,23 +80,27 @@ class PreparedKey(Algorithm):
 
     PyJWT prepares the key at every verification: it screens an HMAC secret (not
     empty, not a PEM, SSH, DER or JWK key) and parses a PEM public key again. The
-    key does not change, so neither does the outcome: a prepared key is kept (a
-    refusal is not: it is raised at each check, as before). Everything else is the
-    wrapped algorithm's. A check of a token not seen before costs ~40% less with
-    HS256, ~15-30% with RS/ES keys (`python -m bench.tokens`, docs/scaling.md).
+    key does not change, so neither does the outcome: it is prepared here, once,
+    and a key the algorithm cannot use raises here (`key_problems` says why),
+    not at some client's token. Everything else is the wrapped algorithm's. A
+    check of a token not seen before costs ~40% less with HS256, ~15-30% with
+    RS/ES keys (`python -m bench.tokens`, docs/scaling.md).
     """
 
     def __init__(self, algorithm: Algorithm, key: str) -> None:
         self._algorithm = algorithm
         self._key = key
-        self._prepared: tuple[Any] | None = None
+        self._prepared = algorithm.prepare_key(key)
 
     def prepare_key(self, key: Any) -> Any:
         if key != self._key:
             return self._algorithm.prepare_key(key)
-        if self._prepared is None:
-            self._prepared = (self._algorithm.prepare_key(key),)
-        return self._prepared[0]
+        return self._prepared
+
+    @property
+    def prepared(self) -> Any:
+        """The configured key as the algorithm uses it (a key object, or bytes)."""
+        return self._prepared
 
     def check_key_length(self, key: Any) -> str | None:
         return self._algorithm.check_key_length(key)
@@ -111,17 +124,104 @@ class PreparedKey(Algorithm):
         raise NotImplementedError
 
 
+# What each algorithm verifies with: said when the configured key is not that.
+KEY_NEEDED = {
+    **dict.fromkeys(HMAC_ALGORITHMS, "a shared secret, not a key in PEM, SSH, DER or JWK form"),
+    **dict.fromkeys(("RS256", "RS384", "RS512"), "an RSA public key"),
+    "ES256": "an EC public key on P-256 (secp256r1)",
+    "ES384": "an EC public key on P-384 (secp384r1)",
+    "ES512": "an EC public key on P-521 (secp521r1)",
+}
+# What PyJWT and `cryptography` raise for a key an algorithm cannot take.
+_KEY_REFUSED = (jwt.PyJWTError, ValueError, TypeError, UnsupportedAlgorithm)
+_PUBLIC_KEYS = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)
+
+
+def prepared_keys(key: str, algorithms: Iterable[str]) -> tuple[dict[str, PreparedKey], list[str]]:
+    """`key` prepared for each of `algorithms` PyJWT has (RS/ES only with
+    `cryptography`), and a problem for each that cannot use it: the algorithm and
+    the key's kind, never the key.
+
+    RS*/ES* need a public key: PyJWT takes a private one too, but RS* then fails at
+    every token (a private key has no `verify`), and a verifier has no use for a
+    signing key.
+    """
+    jws = jwt.PyJWS()
+    available = set(jws.get_algorithms())
+    prepared: dict[str, PreparedKey] = {}
+    problems: list[str] = []
+    for name in dict.fromkeys(algorithms):  # in the configured order, once each
+        if name not in available:
+            continue
+        algorithm: PreparedKey | None
+        try:
+            algorithm = PreparedKey(jws.get_algorithm_by_name(name), key)
+        except _KEY_REFUSED:
+            algorithm = None
+        if algorithm is not None and (
+            name in HMAC_ALGORITHMS or isinstance(algorithm.prepared, _PUBLIC_KEYS)
+        ):
+            prepared[name] = algorithm
+            continue
+        source = "JWT_SECRET" if name in HMAC_ALGORITHMS else "JWT_PUBLIC_KEY"
+        problems.append(
+            f"JWT_ALGORITHMS: {name} needs {KEY_NEEDED.get(name, 'another key')}; "
+            f"{source} is {key_kind(key)}"
+        )
+    return prepared, problems
+
+
+def key_problems(settings: AuthSettings) -> list[str]:
+    """Each configured algorithm that cannot verify with the configured key, and why."""
+    return prepared_keys(settings.verification_key(), settings.algorithms)[1]
+
+
+def key_kind(key: str) -> str:
+    """What `key` is, for a message about it: its kind and size or curve, never its bytes."""
+    data = key.strip().encode()
+    for load_public in (load_pem_public_key, load_der_public_key, load_ssh_public_key):
+        try:
+            return _described(load_public(data), "public")
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            pass
+    try:
+        return _described(load_pem_private_key(data, password=None), "private")
+    except TypeError:
+        return "an encrypted private key"
+    except (ValueError, UnsupportedAlgorithm):
+        pass
+    try:
+        x509.load_pem_x509_certificate(data)
+        return "an X.509 certificate, not its public key"
+    except ValueError:
+        pass
+    if data.startswith(b"-----BEGIN"):
+        return "a PEM block of another kind"
+    if data[:1] in (b"{", b"["):
+        return "JSON (a JWK?)"
+    return "not a key in PEM, DER or SSH form"
+
+
+def _described(key: object, which: str) -> str:
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return f"an RSA {which} key ({key.key_size} bits)"
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return f"an EC {which} key on {key.curve.name}"
+    return f"a {which} key of another kind ({type(key).__name__})"
+
+
 def token_decoder(key: str, algorithms: Iterable[str]) -> jwt.PyJWT:
     """A PyJWT of the verifier's own, like the module-level one `jwt.decode` uses
     (the same default options and algorithms), with `key` prepared once for each
-    of `algorithms`."""
+    of `algorithms`. SettingsError if one of them cannot use `key`."""
+    prepared, problems = prepared_keys(key, algorithms)
+    if problems:
+        raise SettingsError(problems)
     decoder = jwt.PyJWT()
     jws = decoder._jws  # no public way to give PyJWT its PyJWS; pinned in requirements.lock
-    available = set(jws.get_algorithms())  # RS/ES only with `cryptography`
-    for name in set(algorithms) & available:
-        algorithm = jws.get_algorithm_by_name(name)
+    for name, algorithm in prepared.items():
         jws.unregister_algorithm(name)
-        jws.register_algorithm(name, PreparedKey(algorithm, key))
+        jws.register_algorithm(name, algorithm)
     return decoder
 
 
@@ -174,7 +274,10 @@ class TokenVerifier:
                     "verify_exp": False,
                 },
             )
-        except (jwt.InvalidTokenError, ValueError, TypeError):
+        # Any PyJWTError, not only InvalidTokenError: a key PyJWT will not use for the
+        # token's algorithm (InvalidKeyError) is a refusal too, never an exception out
+        # of here. Settings refuse such keys; this is the depth behind that check.
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenError(INVALID_TOKEN) from None
         exp = _expiry(claims)
         if exp is not None and exp <= now - self._leeway:

@@ -79,7 +79,11 @@ class AuthSettings:
             return ["JWT_PUBLIC_KEY is required for RS*/ES* algorithms"]
         if algs <= HMAC_ALGORITHMS and not self.secret:
             return ["JWT_SECRET is required for HS* algorithms"]
-        return []
+        # An algorithm that cannot use the key would fail each of its tokens: say so now,
+        # naming the algorithm and the key's kind. auth.py prepares keys; it imports this.
+        from hlgateway.auth import key_problems
+
+        return key_problems(self)
 
     @property
     def uses_public_key(self) -> bool:

@@ -288,14 +288,16 @@ async def test_flushed_scripts_are_loaded_again_and_nothing_is_lost_or_repeated(
 
 
 async def test_gateways_on_two_databases_of_one_redis_do_not_hear_each_other(
-    redis_url: str,
+    own_redis: OwnRedis,
 ) -> None:
-    """PUB/SUB channels are global to a Redis server: the database is in their names."""
-    other_url = redis_url.rsplit("/", 1)[0] + "/12"
-    cleaner = aioredis.Redis.from_url(other_url)
-    await cleaner.flushdb()
-    one = Node(RedisBroker(redis_url, node="one"))
-    two = Node(RedisBroker(other_url, node="two"))
+    """PUB/SUB channels are global to a Redis server: the database is in their names.
+
+    On a redis-server of the test's own: on the shared one, any "other" database
+    may be another run's own (HLGATEWAY_TEST_REDIS_DB), which this test would flush.
+    """
+    base = own_redis.url.rsplit("/", 1)[0]
+    one = Node(RedisBroker(f"{base}/0", node="one"))
+    two = Node(RedisBroker(f"{base}/1", node="two"))
     await one.broker.start()
     await two.broker.start()
     try:
@@ -312,8 +314,6 @@ async def test_gateways_on_two_databases_of_one_redis_do_not_hear_each_other(
     finally:
         await one.broker.stop()
         await two.broker.stop()
-        await cleaner.flushdb()
-        await cleaner.aclose()
 
 
 async def test_killed_publish_and_pubsub_connections_are_replaced_and_nothing_is_missed(
