@@ -125,13 +125,33 @@ class SqliteDatabase(Database):
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._lock:
             conn = self.conn
-            await self.run(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+            def begin() -> None:
+                # A BEGIN whose caller was cancelled still ran in the executor, and a
+                # failed COMMIT leaves its transaction open: neither may turn every later
+                # BEGIN into "cannot start a transaction within a transaction". Nothing
+                # of such a transaction was committed; it is rolled back here.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+
+            def rollback() -> None:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+            await self.run(begin)
             try:
                 yield _SqliteTx(self)
             except BaseException:
-                await asyncio.shield(self.run(lambda: conn.execute("ROLLBACK")))
+                await asyncio.shield(self.run(rollback))
                 raise
-            await asyncio.shield(self.run(lambda: conn.execute("COMMIT")))
+            try:
+                await asyncio.shield(self.run(lambda: conn.execute("COMMIT")))
+            except BaseException:
+                # The executor has one thread: this runs after the COMMIT, and finds
+                # nothing open if it went through (a cancel while it ran).
+                await asyncio.shield(self.run(rollback))
+                raise
 
 
 # -- PostgreSQL ------------------------------------------------------------------
