@@ -32,6 +32,7 @@ def order(
     px: Decimal | str,
     sz: Decimal | str,
     *,
+    asset: int = ETH,
     buy: bool = True,
     tif: Tif | None = "Gtc",
     reduce_only: bool = False,
@@ -39,7 +40,7 @@ def order(
     cloid: str | None = None,
 ) -> OrderSpec:
     return OrderSpec(
-        asset=ETH,
+        asset=asset,
         is_buy=buy,
         px=Decimal(px),
         sz=Decimal(sz),
@@ -52,7 +53,7 @@ def order(
 
 def place(world: SimWorld, user: str, spec: OrderSpec, events: Events | None = None) -> Status:
     wallet = wallet_of(world, user)
-    coin = world.market.coins[spec.asset]
+    coin = world.listing.spot_assets().get(spec.asset) or world.market.coins[spec.asset]
     return world.matcher.place(wallet, spec, coin, world.now_ms, events or Events())
 
 

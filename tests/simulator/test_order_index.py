@@ -14,12 +14,13 @@ from decimal import Decimal
 import pytest
 
 from hlgateway.simulator.accounts import LiveOrder, OrderStatus, Wallet
-from hlgateway.simulator.actions import OrderSpec, Tif, Trigger
+from hlgateway.simulator.actions import Tif, Trigger
 from hlgateway.simulator.market import CoinSpec, Side
 from hlgateway.simulator.matching import Events, Matcher, Status
 from hlgateway.simulator.world import SimWorld
 
-from .test_matching import ALICE, BOB, START, wallet_of
+from .test_matching import ALICE, BOB, START, place, wallet_of
+from .test_matching import order as spec
 
 BTC, ETH = 0, 1
 HYPE = 10_107  # HYPE/USDC spot
@@ -45,36 +46,6 @@ def on_tick(world: SimWorld, asset: int, px: Decimal) -> Decimal:
     return (px / tick).to_integral_value() * tick
 
 
-def spec(
-    asset: int,
-    px: Decimal,
-    sz: Decimal | str,
-    *,
-    buy: bool = True,
-    tif: Tif | None = "Gtc",
-    reduce_only: bool = False,
-    trigger: Trigger | None = None,
-    cloid: str | None = None,
-) -> OrderSpec:
-    return OrderSpec(
-        asset=asset,
-        is_buy=buy,
-        px=px,
-        sz=Decimal(sz),
-        reduce_only=reduce_only,
-        tif=None if trigger is not None else tif,
-        trigger=trigger,
-        cloid=cloid,
-    )
-
-
-def place(world: SimWorld, user: str, order: OrderSpec, events: Events | None = None) -> Status:
-    coin = coin_of(world, order.asset)
-    return world.matcher.place(
-        wallet_of(world, user), order, coin, world.now_ms, events or Events()
-    )
-
-
 def oid_of(status: Status) -> int:
     assert isinstance(status, dict) and "resting" in status, status
     resting = status["resting"]
@@ -95,7 +66,7 @@ def grid(world: SimWorld, user: str, n: int, *, reduce_only: bool = False) -> li
         bid = on_tick(world, ETH, mid * Decimal("0.95")) - i * tick
         ask = on_tick(world, ETH, mid * Decimal("1.05")) + i * tick
         for px, buy in ((bid, True), (ask, False)):
-            order = spec(ETH, px, "0.01", buy=buy, reduce_only=reduce_only)
+            order = spec(px, "0.01", buy=buy, reduce_only=reduce_only)
             oids.append(oid_of(place(world, user, order)))
     return oids
 
@@ -105,22 +76,25 @@ def test_closing_a_position_cancels_its_reduce_only_orders_in_placement_order(
     world: SimWorld,
 ) -> None:
     mid = world.market.mark_px("ETH")
-    opened = place(world, ALICE, spec(ETH, on_tick(world, ETH, mid * Decimal("1.02")), "0.05"))
+    opened = place(world, ALICE, spec(on_tick(world, ETH, mid * Decimal("1.02")), "0.05"))
     assert isinstance(opened, dict) and "filled" in opened
     plain = grid(world, ALICE, 50)
     # Reduce-only sells among them, placed out of price order, and a BTC one.
     asks = [mid * Decimal(f) for f in ("1.05", "1.03", "1.04")]
     reduce_only = [
-        oid_of(place(world, ALICE, spec(ETH, on_tick(world, ETH, px), "0.01", buy=False,
-                                        reduce_only=True)))
+        oid_of(
+            place(world, ALICE, spec(on_tick(world, ETH, px), "0.01", buy=False, reduce_only=True))
+        )
         for px in asks
-    ]  # fmt: skip
+    ]
     wallet = wallet_of(world, ALICE)
     events = Events()
     closed = place(
-        world, ALICE, spec(ETH, on_tick(world, ETH, mid * Decimal("0.98")), "0.05", buy=False,
-                           tif="Ioc"), events
-    )  # fmt: skip
+        world,
+        ALICE,
+        spec(on_tick(world, ETH, mid * Decimal("0.98")), "0.05", buy=False, tif="Ioc"),
+        events,
+    )
     assert isinstance(closed, dict) and "filled" in closed
     assert wallet.positions["ETH"].szi == 0
     assert transitions(events, ALICE, "reduceOnlyCanceled") == reduce_only
@@ -136,13 +110,13 @@ def test_a_taker_expires_exactly_the_own_orders_it_crosses_in_placement_order(
     best_ask = world.market.book("ETH").asks[0].px
     offsets = [7, 2, 9, 4, 1, 30, 3]
     own = {
-        k: oid_of(place(world, ALICE, spec(ETH, best_ask + k * tick, "0.01", buy=False)))
+        k: oid_of(place(world, ALICE, spec(best_ask + k * tick, "0.01", buy=False)))
         for k in offsets
     }
     grid(world, ALICE, 100)
     limit = best_ask + 5 * tick
     events = Events()
-    place(world, ALICE, spec(ETH, limit, "0.01", tif="Ioc"), events)
+    place(world, ALICE, spec(limit, "0.01", tif="Ioc"), events)
     expected = [own[k] for k in offsets if k <= 5]
     assert transitions(events, ALICE, "selfTradeCanceled") == expected
     assert all(own[k] in wallet_of(world, ALICE).live_orders for k in offsets if k > 5)
@@ -154,12 +128,12 @@ def test_of_equal_prices_the_first_to_rest_fills_first(world: SimWorld) -> None:
     px = asks[1].px  # others' orders there fill before the book's own size at that price
     below = sum((level.sz for level in asks if level.px < px), ZERO)
     grid(world, BOB, 50)
-    first = oid_of(place(world, BOB, spec(ETH, px, "0.01", buy=False)))
+    first = oid_of(place(world, BOB, spec(px, "0.01", buy=False)))
     world.accounts.fund(CAROL, Decimal(100_000), world.now_ms)
-    second = oid_of(place(world, CAROL, spec(ETH, px, "0.01", buy=False)))
-    third = oid_of(place(world, BOB, spec(ETH, px, "0.01", buy=False)))
+    second = oid_of(place(world, CAROL, spec(px, "0.01", buy=False)))
+    third = oid_of(place(world, BOB, spec(px, "0.01", buy=False)))
     events = Events()
-    place(world, ALICE, spec(ETH, px, below + Decimal("0.02"), tif="Ioc"), events)
+    place(world, ALICE, spec(px, below + Decimal("0.02"), tif="Ioc"), events)
     filled = [f.oid for user in (BOB, CAROL) for f in events.fills.get(user, [])]
     assert sorted(filled) == sorted([first, second])
     sellers = [t.users[1] for t in events.trades if t.users[1] in (BOB, CAROL)]
@@ -173,15 +147,15 @@ def test_cancel_and_modify_by_cloid_among_many_resting_orders(world: SimWorld) -
     mid = world.market.mark_px("ETH")
     px = on_tick(world, ETH, mid * Decimal("0.95"))
     cloid = "0x" + "0f" * 16
-    oid = oid_of(place(world, ALICE, spec(ETH, px, "0.01", cloid=cloid)))
+    oid = oid_of(place(world, ALICE, spec(px, "0.01", cloid=cloid)))
     coin = coin_of(world, ETH)
     events = Events()
-    moved = spec(ETH, px - 1, "0.02", cloid=cloid)
+    moved = spec(px - 1, "0.02", cloid=cloid)
     answer = world.matcher.modify(wallet, cloid, moved, coin, world.now_ms, events)
     new_oid = oid_of(answer)
     assert transitions(events, ALICE, "canceled") == [oid]
     assert wallet.live_orders[new_oid].limit_px == px - 1 and wallet.cloids[cloid] == new_oid
-    again = spec(ETH, px, "0.01", cloid=cloid)
+    again = spec(px, "0.01", cloid=cloid)
     assert place(world, ALICE, again) == {
         "error": f"Duplicate cloid: already used by order {new_oid}. asset={ETH}"
     }
@@ -204,9 +178,9 @@ def test_margin_runs_out_at_the_same_order_with_many_resting(
     carol.leverages["ETH"] = leverage
     px = Decimal(2_000)  # far below the market
     sz = Decimal("0.05")  # 100 USDC
-    oids = [oid_of(place(world, CAROL, spec(ETH, px, sz))) for _ in range(199)]
-    oids.append(oid_of(place(world, CAROL, spec(ETH, px / 2, sz * 2))))  # the last 100
-    refused = place(world, CAROL, spec(ETH, px, sz))
+    oids = [oid_of(place(world, CAROL, spec(px, sz))) for _ in range(199)]
+    oids.append(oid_of(place(world, CAROL, spec(px / 2, sz * 2))))  # the last 100
+    refused = place(world, CAROL, spec(px, sz))
     matcher = world.matcher
     free = matcher.free_usdc(carol, world.now_ms)
     view = world.accounts.account_view(CAROL, world.now_ms)
@@ -219,14 +193,14 @@ def test_margin_runs_out_at_the_same_order_with_many_resting(
         expected_refusal
     )
     coin = coin_of(world, ETH)
-    same = spec(ETH, px - 500, sz)
+    same = spec(px - 500, sz)
     answer = matcher.modify(carol, oids[0], same, coin, world.now_ms, Events())
     assert isinstance(answer, dict) and "resting" in answer
 
 
 def test_resting_spot_sells_hold_their_tokens(world: SimWorld) -> None:
     ask = world.market.book("@107").asks[0].px
-    bought = place(world, ALICE, spec(HYPE, on_tick(world, HYPE, ask * Decimal("1.02")), "3"))
+    bought = place(world, ALICE, spec(on_tick(world, HYPE, ask * Decimal("1.02")), "3", asset=HYPE))
     assert isinstance(bought, dict) and "filled" in bought
     wallet = wallet_of(world, ALICE)
     tokens = wallet.spot["@107"].balance
@@ -235,12 +209,14 @@ def test_resting_spot_sells_hold_their_tokens(world: SimWorld) -> None:
     lot = coin_of(world, HYPE).lot
     lots = int(tokens / lot)
     n = lots // 3
-    sells = [oid_of(place(world, ALICE, spec(HYPE, far + i, n * lot, buy=False))) for i in range(3)]
-    refused = place(world, ALICE, spec(HYPE, far, n * lot, buy=False))
+    sells = [
+        oid_of(place(world, ALICE, spec(far + i, n * lot, buy=False, asset=HYPE))) for i in range(3)
+    ]
+    refused = place(world, ALICE, spec(far, n * lot, buy=False, asset=HYPE))
     assert refused == {"error": f"Insufficient spot balance asset={HYPE}"}
     coin = coin_of(world, HYPE)
     # Its own size is not held twice: it may grow to what the other two leave.
-    bigger = spec(HYPE, far, (lots - 2 * n) * lot, buy=False)
+    bigger = spec(far, (lots - 2 * n) * lot, buy=False, asset=HYPE)
     answer = world.matcher.modify(wallet, sells[0], bigger, coin, world.now_ms, Events())
     assert isinstance(answer, dict) and "resting" in answer
 
@@ -364,7 +340,7 @@ def test_the_index_answers_what_walking_every_order_did(seed: int) -> None:
         elif roll < 0.4 and mine:
             order = rng.choice(mine)
             px = on_tick(world, asset, order.limit_px * Decimal(rng.uniform(0.99, 1.01)))
-            new = spec(asset, px, order.orig_sz, buy=order.side == "B", cloid=order.cloid)
+            new = spec(px, order.orig_sz, buy=order.side == "B", cloid=order.cloid, asset=asset)
             world.matcher.modify(wallet, order.oid, new, coin, world.now_ms, Events())
         else:
             buy = rng.random() < 0.5
@@ -383,9 +359,15 @@ def test_the_index_answers_what_walking_every_order_did(seed: int) -> None:
                 )
             cloid = f"0x{rng.getrandbits(128):032x}" if rng.random() < 0.4 else None
             order_spec = spec(
-                asset, px, lots * coin.lot, buy=buy, tif=tif, reduce_only=reduce_only,
-                trigger=trigger, cloid=cloid,
-            )  # fmt: skip
+                px,
+                lots * coin.lot,
+                asset=asset,
+                buy=buy,
+                tif=tif,
+                reduce_only=reduce_only,
+                trigger=trigger,
+                cloid=cloid,
+            )
             predicted = old_own_crossed(world.matcher, wallet, coin.name, buy, px)
             events = Events()
             status = place(world, user, order_spec, events)

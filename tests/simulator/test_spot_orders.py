@@ -9,10 +9,10 @@ import pytest
 
 from hlgateway.simulator.actions import OrderSpec, Tif, Trigger
 from hlgateway.simulator.market import Trade
-from hlgateway.simulator.matching import Events, Status
+from hlgateway.simulator.matching import Events
 from hlgateway.simulator.world import SimWorld
 
-from .test_matching import ALICE, BOB, START, statuses, wallet_of
+from .test_matching import ALICE, BOB, START, order, place, statuses, wallet_of
 
 HYPE = 10_107  # HYPE/USDC, "@107" on the wire
 PURR = 10_000  # PURR/USDC
@@ -38,21 +38,8 @@ def spot(
     reduce_only: bool = False,
     trigger: Trigger | None = None,
 ) -> OrderSpec:
-    return OrderSpec(
-        asset=asset,
-        is_buy=buy,
-        px=Decimal(px),
-        sz=Decimal(sz),
-        reduce_only=reduce_only,
-        tif=None if trigger is not None else tif,
-        trigger=trigger,
-        cloid=None,
-    )
-
-
-def place(world: SimWorld, user: str, spec: OrderSpec, events: Events | None = None) -> Status:
-    coin = world.listing.spot_assets().get(spec.asset) or world.market.coins[spec.asset]
-    return world.matcher.place(wallet_of(world, user), spec, coin, world.now_ms, events or Events())
+    """A spot order (HYPE/USDC unless said): test_matching's order, on a spot asset."""
+    return order(px, sz, asset=asset, buy=buy, tif=tif, reduce_only=reduce_only, trigger=trigger)
 
 
 def on_tick(world: SimWorld, px: Decimal) -> Decimal:
